@@ -1,0 +1,27 @@
+//! tlcv-core: everything the four task crates share.
+//!
+//! - [`backbones`]: ImageNet backbones with torchvision's (or the shipped files') state-dict names,
+//!   each with a classifier and a headless multi-scale variant.
+//! - [`checkpoint`]: reading PyTorch checkpoints (zip, legacy pickle, safetensors) without Python,
+//!   strict loading into a `VarStore`, and safetensors export.
+//! - [`freeze`]: transfer strategies and validated freezing.
+//! - [`train`]: the task-independent training loop (optimisers, schedules, checkpoints, resume).
+//! - [`data`]: decoding, augmentation and batching on u8 images, in parallel with rayon.
+//! - [`metrics`], [`report`]: classification metrics, plots and the self-contained `report.html`.
+//! - [`config`], [`run_dir`], [`paths`], [`device`], [`progress`]: the plumbing around a run.
+
+pub mod backbones;
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod device;
+pub mod error;
+pub mod freeze;
+pub mod metrics;
+pub mod paths;
+pub mod progress;
+pub mod report;
+pub mod run_dir;
+pub mod train;
+
+pub use error::{Error, Result};

@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("style: not implemented yet");
+    std::process::exit(2);
+}

@@ -1,0 +1,1 @@
+//! Embedded data set generators (stub).
