@@ -1,0 +1,90 @@
+//! The training configuration every task shares (`[train]` in `configs/<task>.toml`).
+
+use serde::{Deserialize, Serialize};
+
+use super::{optim::OptimizerKind, schedule::ScheduleKind};
+use crate::device::DeviceChoice;
+
+/// Numeric precision of the forward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// float32 everywhere.
+    #[default]
+    Fp32,
+    /// bfloat16 for frozen parts and inference (on CPUs with AVX-512 BF16 and on GPUs); fp32 master weights.
+    Bf16,
+}
+
+/// How to train: optimiser, schedule, stopping, numerics, checkpoints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Number of epochs.
+    pub epochs: usize,
+    /// Images per mini-batch.
+    pub batch: usize,
+    /// Optimiser: "adamw" or "sgd".
+    pub optimizer: OptimizerKind,
+    /// Learning rate of the head (parameter group 1).
+    pub lr: f64,
+    /// The backbone's learning rate is `lr * backbone_lr_scale` (lower for fine-tuning).
+    pub backbone_lr_scale: f64,
+    /// Weight decay (decoupled for AdamW, L2 for SGD).
+    pub weight_decay: f64,
+    /// SGD momentum, or AdamW's beta1.
+    pub momentum: f64,
+    /// Schedule after warmup: "cosine", "step" or "constant".
+    pub schedule: ScheduleKind,
+    /// Linear warmup length in epochs (fractions allowed).
+    pub warmup_epochs: f64,
+    /// Epochs between decays for the step schedule.
+    pub step_size: usize,
+    /// Decay factor for the step schedule.
+    pub gamma: f64,
+    /// Final learning rate as a fraction of the initial one (cosine).
+    pub min_lr_ratio: f64,
+    /// Clip the global gradient norm to this value (0 = off).
+    pub grad_clip: f64,
+    /// Stop when the validation metric has not improved for this many epochs (0 = off).
+    pub patience: usize,
+    /// "fp32" or "bf16".
+    pub precision: Precision,
+    /// Lay out convolution weights and inputs channels-last (faster with oneDNN on CPU).
+    pub channels_last: bool,
+    /// Seed of every random choice (data order, augmentation, initialisation, dropout).
+    pub seed: u64,
+    /// "cpu", "cuda" or "auto".
+    pub device: DeviceChoice,
+    /// Unfreeze one more backbone stage every this many epochs (0 = never).
+    pub unfreeze_every: usize,
+    /// On a non-finite loss, retry the epoch once with the learning rate divided by 10.
+    pub retry_lower_lr: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 10,
+            batch: 32,
+            optimizer: OptimizerKind::Adamw,
+            lr: 1e-3,
+            backbone_lr_scale: 0.1,
+            weight_decay: 1e-4,
+            momentum: 0.9,
+            schedule: ScheduleKind::Cosine,
+            warmup_epochs: 1.0,
+            step_size: 10,
+            gamma: 0.1,
+            min_lr_ratio: 0.01,
+            grad_clip: 10.0,
+            patience: 0,
+            precision: Precision::Fp32,
+            channels_last: true,
+            seed: 0,
+            device: DeviceChoice::Cpu,
+            unfreeze_every: 0,
+            retry_lower_lr: false,
+        }
+    }
+}
