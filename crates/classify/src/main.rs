@@ -1,4 +1,317 @@
+//! `classify`: image classification by transfer learning (train, eval, predict, study, forward, run).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use classify::{
+    ClassifyConfig,
+    forward, pipeline,
+    predict::{self, Pretrained},
+    report::{self, ReportInput},
+    study,
+};
+use tlcv_core::{backbones::Arch, cli::TrainArgs, run_dir::RunDir};
+
+/// Image classification by transfer learning.
+#[derive(Debug, Parser)]
+#[command(name = "classify", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Train a classifier and evaluate its best checkpoint.
+    Train(TrainCmd),
+    /// Evaluate a trained run on a split.
+    Eval(EvalCmd),
+    /// Predict the classes of images with a trained run or a pretrained ImageNet model.
+    Predict(PredictCmd),
+    /// Compare scratch, feature-extract and fine-tune across training-set sizes.
+    Study(StudyCmd),
+    /// Run one float32 batch from an .npy file through a network in eval mode and write the logits.
+    Forward(ForwardCmd),
+    /// Train, evaluate, predict on held-out images and write the report: the end-to-end job.
+    Run(TrainCmd),
+}
+
+#[derive(Debug, clap::Args)]
+struct TrainCmd {
+    #[command(flatten)]
+    common: TrainArgs,
+    /// Classification model: the backbone architecture (same as --backbone).
+    #[arg(long)]
+    model: Option<String>,
+    /// Start from a named preset (default, quick, finetune, scratch) before the config file.
+    #[arg(long)]
+    preset: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct EvalCmd {
+    /// The run directory to evaluate.
+    #[arg(long)]
+    run: PathBuf,
+    /// Data set (default: the run's own).
+    #[arg(long)]
+    data: Option<String>,
+    /// Split: val or test.
+    #[arg(long, default_value = "test")]
+    split: String,
+    /// Print the metrics as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct PredictCmd {
+    /// A trained run directory.
+    #[arg(long, conflicts_with_all = ["model", "weights"])]
+    run: Option<PathBuf>,
+    /// A pretrained architecture (with --weights).
+    #[arg(long, requires = "weights")]
+    model: Option<String>,
+    /// Weights for --model: imagenet or a checkpoint file.
+    #[arg(long)]
+    weights: Option<String>,
+    /// Class count of --weights when the file does not tell.
+    #[arg(long)]
+    num_classes: Option<i64>,
+    /// Input size in pixels (default: the run's, or the architecture's).
+    #[arg(long)]
+    img_size: Option<i64>,
+    /// How many classes to show per image.
+    #[arg(long, default_value_t = 5)]
+    top_k: usize,
+    /// One JSON object per image on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Images to classify.
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct StudyCmd {
+    #[command(flatten)]
+    common: TrainArgs,
+    /// Training images per class to compare, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [5usize, 10, 20, 50])]
+    sizes: Vec<usize>,
+}
+
+#[derive(Debug, clap::Args)]
+struct ForwardCmd {
+    /// Architecture, e.g. resnet18.
+    #[arg(long)]
+    model: String,
+    /// Checkpoint file (or imagenet).
+    #[arg(long)]
+    weights: String,
+    /// Class count when the checkpoint's head does not tell.
+    #[arg(long)]
+    num_classes: Option<i64>,
+    /// Input: float32 [N, 3, H, W], already normalised.
+    #[arg(long)]
+    input: PathBuf,
+    /// Output: float32 [N, classes] logits.
+    #[arg(long)]
+    output: PathBuf,
+}
+
 fn main() {
-    eprintln!("classify: not implemented yet");
-    std::process::exit(2);
+    tlcv_core::cli::exit_on_error(run(Cli::parse()));
+}
+
+fn load_config(cmd: &TrainCmd) -> anyhow::Result<ClassifyConfig> {
+    let base = match &cmd.preset {
+        Some(name) => ClassifyConfig::preset(name)
+            .with_context(|| format!("unknown preset `{name}` (expected one of {})", ClassifyConfig::PRESETS.join(", ")))?,
+        None => ClassifyConfig::default(),
+    };
+    let mut overrides = cmd.common.overrides();
+    if let Some(model) = &cmd.model {
+        overrides.insert(0, format!("model.backbone=\"{model}\""));
+    }
+    Ok(tlcv_core::config::load_with_base(&base, cmd.common.config.as_deref(), &overrides)?)
+}
+
+fn open_run(args: &TrainArgs) -> anyhow::Result<RunDir> {
+    if args.resume {
+        let name = args.name.as_deref().context("--resume needs --name NAME of the run to continue")?;
+        Ok(RunDir::open(&args.project.join("classify").join(name))?)
+    } else {
+        Ok(RunDir::create(&args.project, "classify", args.name.as_deref(), "train")?)
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Train(cmd) => train(&cmd, false),
+        Command::Run(cmd) => train(&cmd, true),
+        Command::Eval(cmd) => eval(&cmd),
+        Command::Predict(cmd) => predict_cmd(&cmd),
+        Command::Study(cmd) => {
+            let tc = TrainCmd { common: cmd.common.clone(), model: None, preset: None };
+            let mut cfg = load_config(&tc)?;
+            let max = cmd.sizes.iter().copied().max().unwrap_or(20);
+            cfg.data.train_per_class = cfg.data.train_per_class.max(max);
+            let dir = RunDir::create(&cmd.common.project, "classify", cmd.common.name.as_deref(), "study")?;
+            let rows = study::run_study(&cfg, &cmd.sizes, &dir)?;
+            eprintln!("\n{}", study::markdown_table(&rows));
+            for (n, s) in study::winners(&rows, &cmd.sizes) {
+                eprintln!("{n} images/class: {s} wins");
+            }
+            eprintln!("study: {}", dir.root().display());
+            if cmd.common.json {
+                println!("{}", serde_json::to_string(&rows)?);
+            }
+            Ok(())
+        }
+        Command::Forward(cmd) => {
+            let arch: Arch = cmd.model.parse()?;
+            let shape = forward::forward_npy(arch, &cmd.weights, cmd.num_classes, &cmd.input, &cmd.output)?;
+            eprintln!("wrote {:?} logits to {}", shape, cmd.output.display());
+            Ok(())
+        }
+    }
+}
+
+fn train(cmd: &TrainCmd, end_to_end: bool) -> anyhow::Result<()> {
+    let cfg = load_config(cmd)?;
+    let run = open_run(&cmd.common)?;
+    eprintln!("run directory: {}", run.root().display());
+    let outcome = pipeline::train(&cfg, &run, cmd.common.resume, None)?;
+    if outcome.fit.interrupted {
+        bail!(tlcv_core::Error::Interrupted);
+    }
+    let facts = vec![
+        ("epochs".to_string(), outcome.fit.history.len().to_string()),
+        ("best epoch".to_string(), outcome.fit.best_epoch.map_or("-".into(), |e| (e + 1).to_string())),
+        ("training time".to_string(), format!("{:.1} s", outcome.fit.seconds)),
+        ("feature cache".to_string(), format!("{:.1} s", outcome.cache_seconds)),
+    ];
+    let metrics_file = pipeline::MetricsFile {
+        split: &outcome.split,
+        metrics: &outcome.metrics,
+        skipped_images: outcome.skipped.len(),
+        skipped: &outcome.skipped,
+        best_epoch: outcome.fit.best_epoch.map(|e| e + 1),
+        train_seconds: outcome.fit.seconds,
+        cache_seconds: outcome.cache_seconds,
+    };
+    run.write_json(&run.metrics_json(), &metrics_file)?;
+    let input = ReportInput {
+        cfg: &cfg,
+        classes: &outcome.classes,
+        history: &outcome.fit.history,
+        metrics: &outcome.metrics,
+        split: &outcome.split,
+        predictions: &outcome.predictions,
+        skipped: &outcome.skipped,
+        facts,
+    };
+    report::write(&run, &input)?;
+    for reason in &outcome.skipped {
+        eprintln!("skipped: {reason}");
+    }
+    if end_to_end {
+        predict_held_out(&cfg, &run, &outcome)?;
+    }
+    eprintln!(
+        "{} top-1 {:.4}  top-5 {:.4}  macro F1 {:.4}  ({} images, {} skipped)",
+        outcome.split, outcome.metrics.top1, outcome.metrics.top5, outcome.metrics.f1_macro, outcome.metrics.samples, outcome.skipped.len()
+    );
+    eprintln!("run directory: {}  (report: {})", run.root().display(), run.report_html().display());
+    if cmd.common.json {
+        println!("{}", serde_json::to_string(&pipeline::JsonSummary::new(&outcome.metrics, run.root()))?);
+    }
+    Ok(())
+}
+
+/// Predicts a few held-out images with the trained run and writes them to `predictions.jsonl`.
+fn predict_held_out(cfg: &ClassifyConfig, run: &RunDir, outcome: &pipeline::TrainOutcome) -> anyhow::Result<()> {
+    let (_, classes, model, _) = pipeline::load_run(run.root())?;
+    let images: Vec<PathBuf> = outcome.predictions.iter().take(cfg.eval.predict_images).map(|p| p.path.clone()).collect();
+    let norm = model.normalization();
+    let mut lines = String::new();
+    for result in predict::predict_images(&model, &cfg.data, norm, &classes, &images, cfg.eval.top_k) {
+        match result {
+            Ok(p) => {
+                let best = &p.top[0];
+                eprintln!("predict: {}  ->  {} ({:.3})", p.image, best.class, best.prob);
+                lines += &(serde_json::to_string(&p)? + "\n");
+            }
+            Err(e) => eprintln!("predict: {e}"),
+        }
+    }
+    tlcv_core::run_dir::write_atomic(&run.root().join("predictions.jsonl"), lines.as_bytes())?;
+    Ok(())
+}
+
+fn eval(cmd: &EvalCmd) -> anyhow::Result<()> {
+    let (mut cfg, classes, model, run) = pipeline::load_run(&cmd.run)?;
+    if let Some(data) = &cmd.data {
+        cfg.data.path = data.clone();
+    }
+    cfg.eval.split = cmd.split.clone();
+    let (dataset, _) = classify::data::load_dataset(&cfg.data)?;
+    if dataset.classes != classes {
+        bail!("the data's classes {:?} differ from the run's {:?}", dataset.classes, classes);
+    }
+    let (split, samples) = pipeline::eval_split(&cfg, &dataset);
+    if split != cmd.split {
+        eprintln!("note: no {} split; evaluating {split}", cmd.split);
+    }
+    let (metrics, _, skipped) = classify::evaluate::evaluate_split(&model, &cfg, samples, &classes)?;
+    for reason in &skipped {
+        eprintln!("skipped: {reason}");
+    }
+    eprintln!("{split} top-1 {:.4}  top-5 {:.4}  macro F1 {:.4}", metrics.top1, metrics.top5, metrics.f1_macro);
+    if cmd.json {
+        println!("{}", serde_json::to_string(&pipeline::JsonSummary::new(&metrics, run.root()))?);
+    }
+    Ok(())
+}
+
+fn predict_cmd(cmd: &PredictCmd) -> anyhow::Result<()> {
+    predict::check_images(&cmd.images)?;
+    let results = if let Some(dir) = &cmd.run {
+        let (mut cfg, classes, model, _) = pipeline::load_run(dir)?;
+        if let Some(size) = cmd.img_size {
+            cfg.data.img_size = size;
+        }
+        predict::predict_images(&model, &cfg.data, model.normalization(), &classes, &cmd.images, cmd.top_k)
+    } else {
+        let (Some(name), Some(weights)) = (&cmd.model, &cmd.weights) else {
+            bail!("give --run RUN_DIR, or --model NAME with --weights imagenet|FILE");
+        };
+        let arch: Arch = name.parse()?;
+        let model = Pretrained::load(arch, weights, cmd.num_classes)?;
+        let classes = predict::imagenet_names(model.net_classes());
+        let data = predict::pretrained_data_config(arch, cmd.img_size);
+        predict::predict_images(&model, &data, arch.normalization(), &classes, &cmd.images, cmd.top_k)
+    };
+    let mut failed = 0;
+    for result in results {
+        match result {
+            Ok(p) if cmd.json => println!("{}", serde_json::to_string(&p)?),
+            Ok(p) => {
+                println!("{}", p.image);
+                for t in &p.top {
+                    println!("  {:>6.3}  {} ({})", t.prob, t.class, t.index);
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("skipped: {e}");
+            }
+        }
+    }
+    if failed == cmd.images.len() {
+        bail!("no image could be read");
+    }
+    Ok(())
 }

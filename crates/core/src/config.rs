@@ -30,7 +30,12 @@ impl<T: Serialize + DeserializeOwned + Default> Layered for T {}
 
 /// Reads `T` from its defaults, `file` (if given), the environment and `overrides` (`key=value`).
 pub fn load<T: Layered>(file: Option<&Path>, overrides: &[String]) -> Result<T, ConfigError> {
-    let defaults = Config::try_from(&T::default()).map_err(|e| invalid("defaults", e))?;
+    load_with_base(&T::default(), file, overrides)
+}
+
+/// Like [`load`], starting from `base` (a named preset) instead of `T::default()`.
+pub fn load_with_base<T: Layered>(base: &T, file: Option<&Path>, overrides: &[String]) -> Result<T, ConfigError> {
+    let defaults = Config::try_from(base).map_err(|e| invalid("defaults", e))?;
     let sections = top_level_sections(&defaults);
 
     let mut builder = Config::builder().add_source(defaults);

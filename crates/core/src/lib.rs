@@ -12,6 +12,7 @@
 
 pub mod backbones;
 pub mod checkpoint;
+pub mod cli;
 pub mod config;
 pub mod data;
 pub mod device;

@@ -1,0 +1,179 @@
+//! `configs/classify.toml`: every key with its default. Sections: `[data]`, `[model]`, `[train]`, `[eval]`.
+
+use serde::{Deserialize, Serialize};
+use tlcv_core::{freeze::Strategy, train::TrainConfig};
+
+/// Where the images come from and how they are prepared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataConfig {
+    /// An ImageFolder directory (`train/<class>/*`, `val/<class>/*`, optional `test/<class>/*`), a CSV file
+    /// (`path,label`, with `split` optional), or an embedded data set: `digits` or `shapes`.
+    pub path: String,
+    /// Square input size in pixels.
+    pub img_size: i64,
+    /// Embedded data sets: training images per class.
+    pub train_per_class: usize,
+    /// Embedded data sets: generator seed.
+    pub seed: u64,
+    /// Use at most this many training images per class (0 = all), chosen deterministically.
+    pub limit_per_class: usize,
+    /// Random resized crop, flip and colour jitter on training images.
+    pub augment: bool,
+    /// Smallest crop area for the random resized crop (torchvision uses 0.08; small data likes more).
+    pub min_crop_scale: f64,
+    /// Horizontal flips (turn off for digits and text).
+    pub hflip: bool,
+    /// Images larger than this many pixels are refused with a message.
+    pub max_pixels: u64,
+    /// Keep decoded images in memory after the first epoch (small data sets).
+    pub cache_images: bool,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            path: "digits".into(),
+            img_size: 64,
+            train_per_class: 20,
+            seed: 0,
+            limit_per_class: 0,
+            augment: true,
+            min_crop_scale: 0.5,
+            hflip: false,
+            max_pixels: 64_000_000,
+            cache_images: true,
+        }
+    }
+}
+
+/// Head on top of the backbone's pooled features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeadKind {
+    /// One Linear layer in place of the backbone's classifier (torchvision's recipe; exports cleanly).
+    Linear,
+    /// Linear → ReLU → Dropout → Linear.
+    Mlp,
+}
+
+/// The network and how it is transferred.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Backbone architecture (see `classify forward --help` for the list).
+    pub backbone: String,
+    /// `imagenet`, `none` (random initialisation) or a checkpoint file.
+    pub weights: String,
+    /// `feature-extract`, `fine-tune` or `scratch`.
+    pub strategy: Strategy,
+    /// With fine-tune: backbone stages that train, counted from the last.
+    pub trainable_layers: usize,
+    /// `linear` or `mlp`.
+    pub head: HeadKind,
+    /// Hidden width of the MLP head.
+    pub hidden: i64,
+    /// Dropout before the final layer of the head.
+    pub dropout: f64,
+    /// Label smoothing of the cross-entropy (0 = off).
+    pub label_smoothing: f64,
+    /// Weight the loss by inverse class frequency (for imbalanced data).
+    pub class_weights: bool,
+    /// With a frozen backbone, compute its features once and train the head on the cache.
+    pub feature_cache: bool,
+    /// Augmented views per training image in the feature cache (1 = the plain image only).
+    pub cache_views: usize,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            backbone: "efficientnet_lite0".into(),
+            weights: "imagenet".into(),
+            strategy: Strategy::FeatureExtract,
+            trainable_layers: 2,
+            head: HeadKind::Linear,
+            hidden: 256,
+            dropout: 0.2,
+            label_smoothing: 0.0,
+            class_weights: false,
+            feature_cache: true,
+            cache_views: 4,
+        }
+    }
+}
+
+/// Evaluation and prediction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Split for the final evaluation of `run`: `test` when it exists, else `val`.
+    pub split: String,
+    /// Classes shown by predict.
+    pub top_k: usize,
+    /// Validation images in the report's grid.
+    pub grid_images: usize,
+    /// Held-out images `run` predicts on at the end.
+    pub predict_images: usize,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self { split: "test".into(), top_k: 5, grid_images: 48, predict_images: 8 }
+    }
+}
+
+/// The whole classification configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClassifyConfig {
+    /// Data.
+    pub data: DataConfig,
+    /// Model and transfer strategy.
+    pub model: ModelConfig,
+    /// Optimisation.
+    pub train: TrainConfig,
+    /// Evaluation.
+    pub eval: EvalConfig,
+}
+
+impl Default for ClassifyConfig {
+    fn default() -> Self {
+        Self {
+            data: DataConfig::default(),
+            model: ModelConfig::default(),
+            train: TrainConfig { epochs: 15, batch: 32, lr: 3e-3, warmup_epochs: 1.0, ..TrainConfig::default() },
+            eval: EvalConfig::default(),
+        }
+    }
+}
+
+impl ClassifyConfig {
+    /// Named presets: `default`, `quick` (tiny, for smoke tests), `finetune` (last two stages train at a
+    /// lower backbone rate), `scratch`.
+    pub fn preset(name: &str) -> Option<Self> {
+        let base = Self::default();
+        match name {
+            "default" => Some(base),
+            "quick" => Some(Self {
+                data: DataConfig { img_size: 32, train_per_class: 5, ..base.data },
+                train: TrainConfig { epochs: 2, batch: 16, ..base.train },
+                eval: EvalConfig { grid_images: 8, predict_images: 2, ..base.eval },
+                ..Self::default()
+            }),
+            "finetune" => Some(Self {
+                model: ModelConfig { strategy: Strategy::FineTune, trainable_layers: 2, feature_cache: false, ..base.model },
+                train: TrainConfig { lr: 1e-3, backbone_lr_scale: 0.1, ..base.train },
+                ..Self::default()
+            }),
+            "scratch" => Some(Self {
+                model: ModelConfig { strategy: Strategy::Scratch, weights: "none".into(), feature_cache: false, ..base.model },
+                ..Self::default()
+            }),
+            _ => None,
+        }
+    }
+
+    /// Names accepted by [`ClassifyConfig::preset`].
+    pub const PRESETS: [&'static str; 4] = ["default", "quick", "finetune", "scratch"];
+}

@@ -1,0 +1,153 @@
+//! The classification network: a core backbone's classifier with its last layer sized to the data,
+//! initial weights (ImageNet, none or a file), freezing per the transfer strategy, and an optional MLP head.
+
+use std::path::{Path, PathBuf};
+
+use tch::{Device, Kind, Tensor, nn, nn::Module};
+use tlcv_core::{
+    backbones::{self, Arch, ClassifierNet, Normalization},
+    checkpoint::{self, LoadOptions},
+    freeze::{self, FreezeSummary, Strategy},
+    paths,
+};
+
+use crate::{
+    ClassifyError,
+    config::{HeadKind, ModelConfig},
+};
+
+/// Variable prefix of the MLP head (the linear head reuses the backbone's own classifier names).
+pub const MLP_PREFIX: &str = "mlp_head";
+
+/// A classifier ready to train or evaluate.
+#[derive(Debug)]
+pub struct Model {
+    /// All variables (backbone group 0, head group 1).
+    pub vs: nn::VarStore,
+    /// The backbone with its torchvision-layout classifier.
+    pub net: Box<dyn ClassifierNet>,
+    /// The MLP head, when `model.head = "mlp"`.
+    pub mlp: Option<nn::Sequential>,
+    /// Dropout before the final layer.
+    pub dropout: f64,
+    /// The architecture.
+    pub arch: Arch,
+    /// What freezing did.
+    pub freeze: FreezeSummary,
+}
+
+impl Model {
+    /// Builds the network for `num_classes` on `device` and applies `cfg.weights` and `cfg.strategy`.
+    pub fn build(cfg: &ModelConfig, num_classes: i64, device: Device) -> Result<Self, ClassifyError> {
+        let arch: Arch = cfg.backbone.parse()?;
+        let vs = nn::VarStore::new(device);
+        let net = backbones::classifier(vs.root(), arch, num_classes)?;
+        let mlp = match cfg.head {
+            HeadKind::Linear => None,
+            HeadKind::Mlp => {
+                let p = vs.root().set_group(1) / MLP_PREFIX;
+                let d = net.penultimate_dim();
+                Some(
+                    nn::seq()
+                        .add(nn::linear(&p / "0", d, cfg.hidden, Default::default()))
+                        .add_fn(|x| x.relu())
+                        .add(nn::linear(&p / "2", cfg.hidden, num_classes, Default::default())),
+                )
+            }
+        };
+        let mut model = Self { vs, net, mlp, dropout: cfg.dropout, arch, freeze: FreezeSummary::default() };
+        let strategy = if cfg.weights == "none" && cfg.strategy != Strategy::Scratch {
+            return Err(ClassifyError::Invalid(format!(
+                "strategy `{}` needs pretrained weights, but model.weights = \"none\"",
+                cfg.strategy
+            )));
+        } else {
+            cfg.strategy
+        };
+        if strategy != Strategy::Scratch {
+            let file = weights_file(arch, &cfg.weights)?;
+            model.load_pretrained(&file, num_classes)?;
+        }
+        let stages = model.net.stages().clone();
+        let trainable = strategy.trainable_layers(cfg.trainable_layers, stages.len());
+        let head_prefix = model.net.head_prefix().to_string();
+        let heads: Vec<&str> = match model.mlp {
+            Some(_) => vec![MLP_PREFIX],
+            None => vec![head_prefix.as_str()],
+        };
+        model.freeze = freeze::apply_freeze(&model.vs, &stages, trainable, &heads)?;
+        if model.mlp.is_some() {
+            // The backbone's own classifier is bypassed by the MLP head: keep it out of training.
+            for (name, t) in model.vs.variables() {
+                if backbones::has_prefix(&name, &head_prefix) {
+                    let _ = t.set_requires_grad(false);
+                }
+            }
+        }
+        model.net.set_frozen_stages(model.freeze.frozen_stages);
+        Ok(model)
+    }
+
+    /// Loads a pretrained checkpoint into everything but the final layer (unless its shape fits).
+    fn load_pretrained(&mut self, file: &Path, num_classes: i64) -> Result<(), ClassifyError> {
+        let sd = checkpoint::read_state_dict(file)?;
+        let head = self.net.head_prefix().to_string();
+        let head_fits = sd
+            .get(&format!("{head}.weight"))
+            .is_some_and(|w| w.size().first() == Some(&num_classes));
+        let mut ignore = vec![MLP_PREFIX.to_string()];
+        if !head_fits {
+            ignore.push(head);
+        }
+        let opts = LoadOptions { strict: true, ignore_prefixes: ignore };
+        checkpoint::load_into(&self.vs, &sd, &opts).map_err(|e| ClassifyError::Invalid(format!("{}: {e}", file.display())))?;
+        Ok(())
+    }
+
+    /// Input normalisation the backbone expects.
+    pub fn normalization(&self) -> Normalization {
+        self.arch.normalization()
+    }
+
+    /// `[N, D]` pooled features → `[N, classes]` logits through the active head.
+    pub fn head(&self, feats: &Tensor, train: bool) -> Tensor {
+        let feats = feats.dropout(self.dropout, train && self.dropout > 0.0);
+        match &self.mlp {
+            Some(mlp) => mlp.forward(&feats),
+            None => self.net.head(&feats),
+        }
+    }
+
+    /// `[N, 3, H, W]` normalised images → `[N, D]` pooled features (cast to float32).
+    pub fn features(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.net.penultimate(xs, train).to_kind(Kind::Float)
+    }
+
+    /// `[N, 3, H, W]` → `[N, classes]`.
+    pub fn forward(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.head(&self.features(xs, train), train)
+    }
+}
+
+/// The checkpoint behind `model.weights`: `imagenet` maps to the model store, anything else is a file.
+pub fn weights_file(arch: Arch, weights: &str) -> Result<PathBuf, ClassifyError> {
+    match weights {
+        "imagenet" => match arch {
+            Arch::EfficientnetLite0 => Ok(paths::model_file("efficientnet_lite0.pth")?),
+            Arch::EfficientnetLite1 => Ok(paths::model_file("efficientnet_lite1.pth")?),
+            Arch::EfficientnetLite2 => Ok(paths::model_file("efficientnet_lite2.pth")?),
+            other => Err(ClassifyError::Invalid(format!(
+                "no ImageNet weights for {other} can be installed from the package registries; pass --weights FILE \
+                 with torchvision's {other} checkpoint, or use efficientnet_lite0/1/2"
+            ))),
+        },
+        path => {
+            let file = PathBuf::from(path);
+            if file.is_file() {
+                Ok(file)
+            } else {
+                Err(ClassifyError::Invalid(format!("weights file {} does not exist", file.display())))
+            }
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! End-to-end orchestration: train a run, reload it, evaluate it, and write `metrics.json` and the report.
+
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    sync::{Arc, Mutex},
+};
+
+use serde::Serialize;
+use tlcv_core::{
+    checkpoint::{self, LoadOptions},
+    data::{ClassDataset, Sample},
+    metrics::{ClassScores, ClassificationMetrics},
+    progress::Progress,
+    run_dir::RunDir,
+    train::{self, FitOptions, FitSummary, SingleProcess},
+};
+
+use crate::{
+    ClassifyError, Result,
+    config::ClassifyConfig,
+    data::load_dataset,
+    evaluate::{Prediction, evaluate_split},
+    model::Model,
+    task::{ClassifyTask, Mode, cache_features},
+};
+
+/// The JSON `classify train/eval --json` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct JsonSummary {
+    /// Top-1 accuracy.
+    pub top1: f64,
+    /// Top-5 accuracy.
+    pub top5: f64,
+    /// Macro precision.
+    pub precision_macro: f64,
+    /// Macro recall.
+    pub recall_macro: f64,
+    /// Macro F1.
+    pub f1_macro: f64,
+    /// Per-class scores.
+    pub per_class: BTreeMap<String, ClassScores>,
+    /// The run directory.
+    pub run_dir: String,
+}
+
+impl JsonSummary {
+    /// The summary of `m` for `run`.
+    pub fn new(m: &ClassificationMetrics, run: &Path) -> Self {
+        Self {
+            top1: m.top1,
+            top5: m.top5,
+            precision_macro: m.precision_macro,
+            recall_macro: m.recall_macro,
+            f1_macro: m.f1_macro,
+            per_class: m.per_class.clone(),
+            run_dir: run.display().to_string(),
+        }
+    }
+}
+
+/// What a training run produced.
+#[derive(Debug)]
+pub struct TrainOutcome {
+    /// Metrics of the best checkpoint on the evaluation split.
+    pub metrics: ClassificationMetrics,
+    /// The split `metrics` come from (`test` or `val`).
+    pub split: String,
+    /// Every prediction on that split.
+    pub predictions: Vec<Prediction>,
+    /// The training loop's summary.
+    pub fit: FitSummary,
+    /// Samples that could not be loaded, with reasons.
+    pub skipped: Vec<String>,
+    /// Class names.
+    pub classes: Vec<String>,
+    /// Seconds spent filling the feature cache (0 without cache).
+    pub cache_seconds: f64,
+}
+
+/// Sets libtorch's and rayon's thread counts once, so that decoding and compute share the cores.
+pub fn configure_threads() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let _ = tlcv_core::data::configure_threads(cores);
+    });
+}
+
+/// Trains per `cfg` into `run` (resuming from its last checkpoint if asked) and evaluates the best weights.
+pub fn train(cfg: &ClassifyConfig, run: &RunDir, resume: bool, max_epochs: Option<usize>) -> Result<TrainOutcome> {
+    configure_threads();
+    let device = cfg.train.device.resolve()?;
+    tch::manual_seed(cfg.train.seed as i64);
+    let (dataset, data_dir) = load_dataset(&cfg.data)?;
+    eprintln!(
+        "data: {} ({} classes; {} train, {} val, {} test)",
+        data_dir.display(),
+        dataset.classes.len(),
+        dataset.train.len(),
+        dataset.val.len(),
+        dataset.test.len()
+    );
+    if dataset.val.is_empty() {
+        return Err(ClassifyError::Invalid(format!("{}: the val split is empty", data_dir.display())));
+    }
+    let model = Model::build(&cfg.model, dataset.classes.len() as i64, device)?;
+    eprintln!("model: {} ({}), {}", cfg.model.backbone, cfg.model.strategy, model.freeze);
+    write_run_files(cfg, run, &dataset.classes)?;
+
+    let frozen = model.freeze.frozen_stages == model.net.stages().len();
+    let skipped = Arc::new(Mutex::new(Vec::new()));
+    let cache_start = std::time::Instant::now();
+    let mode = if frozen && cfg.model.feature_cache {
+        let views = if cfg.data.augment { cfg.model.cache_views.max(1) } else { 1 };
+        let total = (dataset.train.len() * views + dataset.val.len()) as u64;
+        let progress = Progress::bar(total, "feature cache");
+        let train = cache_features(&model, cfg, &dataset.train, views, &skipped, &progress)?;
+        let val = cache_features(&model, cfg, &dataset.val, 1, &skipped, &progress)?;
+        progress.finish(&format!(
+            "feature cache: {} train features ({} views) and {} val features in {:.1}s",
+            train.labels.size()[0],
+            views,
+            val.labels.size()[0],
+            cache_start.elapsed().as_secs_f64()
+        ));
+        Mode::Cached { train, val }
+    } else {
+        Mode::Images
+    };
+    let cache_seconds = if matches!(mode, Mode::Cached { .. }) { cache_start.elapsed().as_secs_f64() } else { 0.0 };
+    let mut task = ClassifyTask::new(model, cfg.clone(), dataset, mode);
+    task.skipped = Arc::clone(&skipped);
+    let opts = FitOptions { resume, max_epochs_this_run: max_epochs };
+    let fit = train::fit(&mut task, &cfg.train, run, &SingleProcess, &opts)?;
+
+    // Evaluate the best checkpoint on the test split when there is one.
+    let ClassifyTask { model, dataset, .. } = task;
+    if run.best_weights().is_file() {
+        checkpoint::load_file(&model.vs, &run.best_weights(), &LoadOptions::default())?;
+    }
+    let (split, samples) = eval_split(cfg, &dataset);
+    let (metrics, predictions, eval_skipped) = evaluate_split(&model, cfg, samples, &dataset.classes)?;
+    let mut skipped = skipped.lock().map(|l| l.clone()).unwrap_or_default();
+    skipped.extend(eval_skipped);
+    skipped.sort();
+    skipped.dedup();
+    Ok(TrainOutcome { metrics, split: split.to_string(), predictions, fit, skipped, classes: dataset.classes, cache_seconds })
+}
+
+/// The split a run is finally evaluated on: `eval.split` if present, else val.
+pub fn eval_split<'a>(cfg: &ClassifyConfig, dataset: &'a ClassDataset) -> (&'static str, &'a [Sample]) {
+    if cfg.eval.split == "test" && !dataset.test.is_empty() { ("test", &dataset.test) } else { ("val", &dataset.val) }
+}
+
+/// Writes the resolved configuration and the class names into the run directory.
+pub fn write_run_files(cfg: &ClassifyConfig, run: &RunDir, classes: &[String]) -> Result<()> {
+    let text = tlcv_core::config::to_toml(cfg)?;
+    tlcv_core::run_dir::write_atomic(&run.config_path(), text.as_bytes())?;
+    run.write_json(&run.root().join("classes.json"), &classes)?;
+    Ok(())
+}
+
+/// A trained run: its configuration, class names and model with the best weights.
+pub fn load_run(dir: &Path) -> Result<(ClassifyConfig, Vec<String>, Model, RunDir)> {
+    let run = RunDir::open(dir)?;
+    let cfg: ClassifyConfig = tlcv_core::config::load(Some(&run.config_path()), &[])?;
+    let classes_path = run.root().join("classes.json");
+    let text = std::fs::read_to_string(&classes_path).map_err(|e| tlcv_core::Error::io(&classes_path, e))?;
+    let classes: Vec<String> = serde_json::from_str(&text)
+        .map_err(|e| ClassifyError::Invalid(format!("{}: {e}", classes_path.display())))?;
+    let mut model_cfg = cfg.model.clone();
+    model_cfg.weights = "none".into();
+    model_cfg.strategy = tlcv_core::freeze::Strategy::Scratch;
+    let model = Model::build(&model_cfg, classes.len() as i64, cfg.train.device.resolve()?)?;
+    let weights = if run.best_weights().is_file() { run.best_weights() } else { run.last_weights() };
+    checkpoint::load_file(&model.vs, &weights, &LoadOptions::default())?;
+    Ok((cfg, classes, model, run))
+}
+
+/// `metrics.json`: the final metrics plus run facts.
+#[derive(Debug, Serialize)]
+pub struct MetricsFile<'a> {
+    /// Split evaluated.
+    pub split: &'a str,
+    /// The metrics.
+    #[serde(flatten)]
+    pub metrics: &'a ClassificationMetrics,
+    /// Number of images skipped (unreadable or refused).
+    pub skipped_images: usize,
+    /// Their reasons, one per file.
+    pub skipped: &'a [String],
+    /// Best epoch (1-based).
+    pub best_epoch: Option<usize>,
+    /// Training seconds.
+    pub train_seconds: f64,
+    /// Feature-cache seconds.
+    pub cache_seconds: f64,
+}

@@ -1,0 +1,145 @@
+//! The classification report: curves, confusion matrices, per-class scores, a grid of validation images
+//! (errors first) and `report.html`.
+
+use tlcv_core::{
+    data::{self, DecodeOptions, transforms},
+    metrics::ClassificationMetrics,
+    report::{self, Figure, Report, Series, Tile},
+    run_dir::RunDir,
+    train::EpochRecord,
+};
+
+use crate::{Result, config::ClassifyConfig, evaluate::Prediction};
+
+/// Everything the report shows.
+#[derive(Debug)]
+pub struct ReportInput<'a> {
+    /// Configuration.
+    pub cfg: &'a ClassifyConfig,
+    /// Class names.
+    pub classes: &'a [String],
+    /// Per-epoch history.
+    pub history: &'a [EpochRecord],
+    /// Final metrics.
+    pub metrics: &'a ClassificationMetrics,
+    /// Split of the final metrics.
+    pub split: &'a str,
+    /// Predictions on that split.
+    pub predictions: &'a [Prediction],
+    /// Skipped images with reasons.
+    pub skipped: &'a [String],
+    /// Extra facts (name, value) shown at the top.
+    pub facts: Vec<(String, String)>,
+}
+
+/// Draws the plots into `run/plots/` and writes `run/report.html`.
+pub fn write(run: &RunDir, input: &ReportInput<'_>) -> Result<()> {
+    let epochs: Vec<f64> = input.history.iter().map(|r| (r.epoch + 1) as f64).collect();
+    let series = |name: &str, f: &dyn Fn(&EpochRecord) -> Option<f64>| {
+        Series::new(name, epochs.iter().zip(input.history).filter_map(|(&e, r)| f(r).map(|v| (e, v))).collect())
+    };
+    let mut figures = Vec::new();
+    if !input.history.is_empty() {
+        let loss = run.plot("loss.png");
+        report::plots::line_plot(
+            &loss,
+            "Loss",
+            "epoch",
+            &[
+                series("train loss", &|r| r.train.get("loss").copied()),
+                series("val loss", &|r| r.val.get("loss").copied()),
+            ],
+        )?;
+        figures.push(Figure::new("Loss", loss));
+        let acc = run.plot("metrics.png");
+        report::plots::line_plot(
+            &acc,
+            "Validation metrics",
+            "epoch",
+            &[
+                series("top-1", &|r| r.val.get("top1").copied()),
+                series("top-5", &|r| r.val.get("top5").copied()),
+                series("macro F1", &|r| r.val.get("f1_macro").copied()),
+            ],
+        )?;
+        figures.push(Figure::new("Validation metrics", acc));
+    }
+    let cm = run.plot("confusion_matrix.png");
+    report::plots::confusion_matrix(&cm, &format!("Confusion matrix ({})", input.split), &input.metrics.confusion, input.classes, false)?;
+    let cm_norm = run.plot("confusion_matrix_normalized.png");
+    report::plots::confusion_matrix(&cm_norm, "Confusion matrix, normalised by true class", &input.metrics.confusion, input.classes, true)?;
+    let f1 = run.plot("per_class_f1.png");
+    let f1_values: Vec<f64> = input.classes.iter().map(|c| input.metrics.per_class.get(c).map_or(f64::NAN, |s| s.f1)).collect();
+    report::plots::bar_plot(&f1, "F1 per class", input.classes, &f1_values)?;
+    let grid = run.plot("predictions.png");
+    write_grid(&grid, input)?;
+
+    let m = input.metrics;
+    let mut facts = input.facts.clone();
+    facts.extend([
+        (format!("top-1 ({})", input.split), format!("{:.4}", m.top1)),
+        (format!("top-5 ({})", input.split), format!("{:.4}", m.top5)),
+        ("macro F1".to_string(), format!("{:.4}", m.f1_macro)),
+        ("images evaluated".to_string(), m.samples.to_string()),
+        ("images skipped".to_string(), input.skipped.len().to_string()),
+    ]);
+    let rows: Vec<Vec<String>> = input
+        .classes
+        .iter()
+        .filter_map(|c| input.metrics.per_class.get(c).map(|s| (c, s)))
+        .map(|(c, s)| vec![c.clone(), format!("{:.4}", s.precision), format!("{:.4}", s.recall), format!("{:.4}", s.f1), s.support.to_string()])
+        .chain(std::iter::once(vec![
+            "macro".to_string(),
+            format!("{:.4}", m.precision_macro),
+            format!("{:.4}", m.recall_macro),
+            format!("{:.4}", m.f1_macro),
+            m.samples.to_string(),
+        ]))
+        .collect();
+    let headers = ["class", "precision", "recall", "F1", "support"].map(String::from).to_vec();
+    let mut page = Report::new(format!("classify: {}", run.root().display()))
+        .subtitle(format!("{} · {} · {}", input.cfg.model.backbone, input.cfg.model.strategy, input.cfg.data.path))
+        .key_values(facts)
+        .heading("Metrics per class")
+        .metrics_table(headers, rows)
+        .heading("Curves and confusion")
+        .images(figures)
+        .images(vec![Figure::new("Confusion matrix", cm), Figure::new("Normalised", cm_norm), Figure::new("F1 per class", f1)])
+        .heading(format!("Predictions on {} (errors first)", input.split))
+        .image("Predicted / true", grid);
+    if !input.skipped.is_empty() {
+        page = page.code("Skipped images", input.skipped.join("\n"));
+    }
+    let page = page.config(tlcv_core::config::to_toml(input.cfg)?);
+    page.write(&run.report_html())?;
+    Ok(())
+}
+
+/// A grid of evaluated images captioned `predicted (p) / true`, wrong ones first.
+fn write_grid(path: &std::path::Path, input: &ReportInput<'_>) -> Result<()> {
+    let mut order: Vec<&Prediction> = input.predictions.iter().collect();
+    order.sort_by_key(|p| (p.predicted == p.label, p.path.clone()));
+    let mut tiles = Vec::new();
+    for p in order.into_iter().take(input.cfg.eval.grid_images) {
+        let Ok(img) = data::decode_file(&p.path, &DecodeOptions::default()) else { continue };
+        let thumb = transforms::resize(&img, 96, 96)?;
+        let name = |i: usize| input.classes.get(i).cloned().unwrap_or_else(|| i.to_string());
+        let correct = p.predicted == p.label;
+        tiles.push(Tile {
+            rgb: thumb.data,
+            width: 96,
+            height: 96,
+            caption: if correct {
+                format!("{} {:.2}", name(p.predicted), p.prob)
+            } else {
+                format!("{} {:.2} / {}", name(p.predicted), p.prob, name(p.label))
+            },
+            caption_color: if correct { Tile::CORRECT } else { Tile::WRONG },
+        });
+    }
+    if tiles.is_empty() {
+        tiles.push(Tile { rgb: vec![255; 96 * 96 * 3], width: 96, height: 96, caption: "no images".into(), caption_color: Tile::WRONG });
+    }
+    report::plots::image_grid(path, &tiles, 8)?;
+    Ok(())
+}

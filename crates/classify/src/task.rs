@@ -1,0 +1,276 @@
+//! Classification as a [`Task`] for the shared training loop, in two modes: on images (fine-tune,
+//! scratch, or feature-extract without the cache) or on a feature cache (frozen backbone: its features
+//! are computed once per image and augmented view, and epochs only train the head).
+
+use std::sync::{Arc, Mutex};
+
+use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
+use tch::{Kind, Reduction, Tensor, nn::VarStore};
+use tlcv_core::{
+    Result,
+    data::{ClassDataset, Loader, Sample},
+    metrics::ClassificationAccumulator,
+    train::{Batches, Metrics, Parallel, StepOutput, Task},
+};
+
+use crate::{
+    config::ClassifyConfig,
+    data::{ImageBatch, Pipeline, collate},
+    model::Model,
+};
+
+/// Pooled features of a split, computed once.
+#[derive(Debug)]
+pub struct CachedSplit {
+    /// `[N, D]` float32.
+    pub features: Tensor,
+    /// `[N]` int64.
+    pub labels: Tensor,
+}
+
+/// The data a task trains on.
+#[derive(Debug)]
+pub enum Mode {
+    /// Decoded, augmented images through the whole network.
+    Images,
+    /// The head on cached features (`train` holds every augmented view).
+    Cached { train: CachedSplit, val: CachedSplit },
+}
+
+/// Classification training state.
+#[derive(Debug)]
+pub struct ClassifyTask {
+    /// The network.
+    pub model: Model,
+    /// Configuration.
+    pub cfg: ClassifyConfig,
+    /// Samples and class names.
+    pub dataset: ClassDataset,
+    /// Images or features.
+    pub mode: Mode,
+    /// Per-class loss weights (`model.class_weights`).
+    pub class_weights: Option<Tensor>,
+    /// Every sample that failed to load, with its reason (deduplicated by the caller).
+    pub skipped: Arc<Mutex<Vec<String>>>,
+}
+
+impl ClassifyTask {
+    /// A task in `mode` over `dataset`.
+    pub fn new(model: Model, cfg: ClassifyConfig, dataset: ClassDataset, mode: Mode) -> Self {
+        let class_weights = cfg.model.class_weights.then(|| inverse_frequency(&dataset));
+        Self { model, cfg, dataset, mode, class_weights, skipped: Arc::new(Mutex::new(Vec::new())) }
+    }
+
+    fn loss(&self, logits: &Tensor, labels: &Tensor) -> Tensor {
+        logits.cross_entropy_loss::<&Tensor>(
+            labels,
+            self.class_weights.as_ref(),
+            Reduction::Mean,
+            -100,
+            self.cfg.model.label_smoothing,
+        )
+    }
+}
+
+fn inverse_frequency(dataset: &ClassDataset) -> Tensor {
+    let mut counts = vec![0f64; dataset.classes.len()];
+    for s in &dataset.train {
+        counts[s.label] += 1.0;
+    }
+    let n = dataset.train.len() as f64 / counts.len().max(1) as f64;
+    let weights: Vec<f32> = counts.iter().map(|&c| if c > 0.0 { (n / c) as f32 } else { 0.0 }).collect();
+    Tensor::from_slice(&weights)
+}
+
+/// Image batches of `samples` through `pipeline`, on the loader's background thread; failed samples are
+/// recorded in `skipped`.
+pub fn image_batches(
+    samples: Arc<Vec<Sample>>,
+    pipeline: Pipeline,
+    norm: tlcv_core::backbones::Normalization,
+    batch: usize,
+    shuffle: bool,
+    seed: u64,
+    epoch: usize,
+    skipped: Arc<Mutex<Vec<String>>>,
+) -> Batches<ImageBatch> {
+    let loader = Loader::new(samples.len(), batch, shuffle, seed, false, 2);
+    let load_samples = Arc::clone(&samples);
+    let iter = loader.iter_epoch(
+        epoch,
+        move |i, rng: &mut StdRng| {
+            let s = &load_samples[i];
+            pipeline.load(&s.path, rng).map(|img| (img, s.label))
+        },
+        move |items| collate(items, norm),
+    );
+    Box::new(iter.filter_map(move |b| {
+        if !b.skipped.is_empty() {
+            if let Ok(mut list) = skipped.lock() {
+                list.extend(b.skipped.iter().map(|s| s.reason.clone()));
+            }
+        }
+        match b.data {
+            None => None,
+            Some(Ok(batch)) => Some(Ok(batch)),
+            Some(Err(e)) => Some(Err(e.into())),
+        }
+    }))
+}
+
+impl Task for ClassifyTask {
+    type Batch = ImageBatch;
+
+    fn var_store(&self) -> &VarStore {
+        &self.model.vs
+    }
+
+    fn batches_per_epoch(&self, parallel: &dyn Parallel) -> usize {
+        let n = match &self.mode {
+            Mode::Images => self.dataset.train.len(),
+            Mode::Cached { train, .. } => train.labels.size()[0] as usize,
+        };
+        let per_rank = n.div_ceil(parallel.world_size().max(1));
+        per_rank.div_ceil(self.cfg.train.batch.max(1))
+    }
+
+    fn train_batches(&mut self, epoch: usize, parallel: &dyn Parallel) -> Result<Batches<ImageBatch>> {
+        let batch = self.cfg.train.batch.max(1);
+        match &self.mode {
+            Mode::Images => {
+                let samples: Vec<Sample> = {
+                    let all: Vec<usize> = (0..self.dataset.train.len()).collect();
+                    parallel.shard(&all).into_iter().map(|i| self.dataset.train[i].clone()).collect()
+                };
+                let pipeline = Pipeline::new(&self.cfg.data, true);
+                Ok(image_batches(
+                    Arc::new(samples),
+                    pipeline,
+                    self.model.normalization(),
+                    batch,
+                    true,
+                    self.cfg.train.seed,
+                    epoch,
+                    Arc::clone(&self.skipped),
+                ))
+            }
+            Mode::Cached { train, .. } => {
+                let n = train.labels.size()[0] as usize;
+                let mut order: Vec<usize> = (0..n).collect();
+                order.shuffle(&mut StdRng::seed_from_u64(self.cfg.train.seed ^ (epoch as u64).wrapping_mul(0x9E37)));
+                let order = parallel.shard(&order);
+                let (features, labels) = (train.features.shallow_clone(), train.labels.shallow_clone());
+                let batches: Vec<Result<ImageBatch>> = order
+                    .chunks(batch)
+                    .map(|chunk| {
+                        let idx = Tensor::from_slice(&chunk.iter().map(|&i| i as i64).collect::<Vec<_>>());
+                        Ok(ImageBatch {
+                            images: features.index_select(0, &idx), // [B, D] features in this mode
+                            labels: labels.index_select(0, &idx),
+                            skipped: Vec::new(),
+                        })
+                    })
+                    .collect();
+                Ok(Box::new(batches.into_iter()))
+            }
+        }
+    }
+
+    fn train_step(&mut self, batch: ImageBatch) -> Result<StepOutput> {
+        let device = self.model.vs.device();
+        let xs = batch.images.to_device(device);
+        let ys = batch.labels.to_device(device);
+        let logits = match &self.mode {
+            Mode::Images => self.model.forward(&xs, true), // [B, 3, H, W] -> [B, C]
+            Mode::Cached { .. } => self.model.head(&xs, true), // [B, D] -> [B, C]
+        };
+        let loss = self.loss(&logits, &ys);
+        let value = loss.double_value(&[]);
+        Ok(StepOutput { loss, terms: vec![("loss".into(), value)], samples: ys.size()[0] as usize })
+    }
+
+    fn validate(&mut self, _epoch: usize) -> Result<Metrics> {
+        let mut acc = ClassificationAccumulator::new(self.dataset.classes.len());
+        let mut loss_sum = 0.0;
+        let mut count = 0usize;
+        let device = self.model.vs.device();
+        let mut consume = |logits: &Tensor, labels: &Tensor| -> Result<()> {
+            let n = labels.size()[0] as usize;
+            loss_sum += self.loss(logits, labels).double_value(&[]) * n as f64;
+            count += n;
+            acc.add_batch(logits, labels)
+        };
+        match &self.mode {
+            Mode::Cached { val, .. } => {
+                let logits = tch::no_grad(|| self.model.head(&val.features.to_device(device), false));
+                consume(&logits, &val.labels.to_device(device))?;
+            }
+            Mode::Images => {
+                let pipeline = Pipeline::new(&self.cfg.data, false);
+                let batches = image_batches(
+                    Arc::new(self.dataset.val.clone()),
+                    pipeline,
+                    self.model.normalization(),
+                    self.cfg.train.batch.max(1),
+                    false,
+                    0,
+                    0,
+                    Arc::clone(&self.skipped),
+                );
+                for batch in batches {
+                    let batch = batch?;
+                    let logits = tch::no_grad(|| self.model.forward(&batch.images.to_device(device), false));
+                    consume(&logits, &batch.labels.to_device(device))?;
+                }
+            }
+        }
+        let m = acc.finish(&self.dataset.classes);
+        let mut metrics = Metrics { primary: "top1".into(), ..Default::default() };
+        metrics.values.insert("top1".into(), m.top1);
+        metrics.values.insert("top5".into(), m.top5);
+        metrics.values.insert("f1_macro".into(), m.f1_macro);
+        metrics.values.insert("loss".into(), loss_sum / count.max(1) as f64);
+        Ok(metrics)
+    }
+}
+
+/// Computes the pooled features of `samples` (eval mode, no gradients) for `views` passes: view 0 is the
+/// plain evaluation transform, later views use the training augmentation with their own seeds.
+pub fn cache_features(
+    model: &Model,
+    cfg: &ClassifyConfig,
+    samples: &[Sample],
+    views: usize,
+    skipped: &Arc<Mutex<Vec<String>>>,
+    progress: &tlcv_core::progress::Progress,
+) -> Result<CachedSplit> {
+    let device = model.vs.device();
+    let mut feats = Vec::new();
+    let mut labels = Vec::new();
+    let shared = Arc::new(samples.to_vec());
+    for view in 0..views.max(1) {
+        let pipeline = Pipeline::new(&cfg.data, view > 0);
+        let batches = image_batches(
+            Arc::clone(&shared),
+            pipeline,
+            model.normalization(),
+            64,
+            false,
+            cfg.train.seed,
+            view,
+            Arc::clone(skipped),
+        );
+        for batch in batches {
+            let batch = batch?;
+            let xs = batch.images.to_device(device);
+            let f = tch::no_grad(|| model.features(&xs, false)); // [B, 3, H, W] -> [B, D]
+            progress.inc(batch.labels.size()[0] as u64);
+            feats.push(f.to_device(tch::Device::Cpu));
+            labels.push(batch.labels);
+        }
+    }
+    if feats.is_empty() {
+        return Err(tlcv_core::Error::Invalid("no image of the split could be loaded".into()));
+    }
+    Ok(CachedSplit { features: Tensor::cat(&feats, 0).to_kind(Kind::Float), labels: Tensor::cat(&labels, 0) })
+}

@@ -1,0 +1,110 @@
+//! Command-line pieces every task binary shares, so that the same flag means the same thing everywhere:
+//! the training flags, how they map onto configuration keys, and how errors become exit codes.
+
+use std::path::PathBuf;
+
+/// Flags of `<task> train` (and of `<task> run`, which trains, evaluates and predicts end to end).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TrainArgs {
+    /// Data set: a directory in the task's layout, a CSV file (classify), or an embedded data set name.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Backbone architecture, e.g. resnet18, vgg16_bn, efficientnet_b0, efficientnet_lite0.
+    #[arg(long)]
+    pub backbone: Option<String>,
+    /// Initial weights: `imagenet` (weights shipped by a registry package), `none`, or a checkpoint file
+    /// (.pth, .pt, .bin or .safetensors).
+    #[arg(long)]
+    pub weights: Option<String>,
+    /// Transfer strategy: feature-extract (backbone frozen), fine-tune (last N stages train) or scratch.
+    #[arg(long)]
+    pub strategy: Option<String>,
+    /// With fine-tune: how many backbone stages train, counted from the last (torchvision's convention).
+    #[arg(long)]
+    pub trainable_layers: Option<usize>,
+    /// Number of training epochs.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Input size in pixels (square).
+    #[arg(long)]
+    pub img_size: Option<i64>,
+    /// Images per batch.
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Device: cpu, cuda or auto.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Configuration file (TOML); defaults to the task's built-in defaults.
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// Override a configuration key, e.g. `--set train.lr=0.01` (repeatable; applied last).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Run name: the run directory is `<project>/<task>/<name>` (default train, train2, ...).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Folder that holds the run directories.
+    #[arg(long, default_value = "runs")]
+    pub project: PathBuf,
+    /// Continue the run named by --name from its last checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Print the final metrics as one JSON object on stdout (human-readable output goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl TrainArgs {
+    /// The configuration overrides these flags stand for, followed by the `--set` ones.
+    ///
+    /// Every task's configuration uses the same keys for them: `data.path`, `data.img_size`,
+    /// `model.backbone`, `model.weights`, `model.strategy`, `model.trainable_layers`, `train.epochs`,
+    /// `train.batch`, `train.device`.
+    pub fn overrides(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut push = |key: &str, value: Option<String>| {
+            if let Some(v) = value {
+                out.push(format!("{key}={}", quote(&v)));
+            }
+        };
+        push("data.path", self.data.clone());
+        push("data.img_size", self.img_size.map(|v| v.to_string()));
+        push("model.backbone", self.backbone.clone());
+        push("model.weights", self.weights.clone());
+        push("model.strategy", self.strategy.clone());
+        push("model.trainable_layers", self.trainable_layers.map(|v| v.to_string()));
+        push("train.epochs", self.epochs.map(|v| v.to_string()));
+        push("train.batch", self.batch.map(|v| v.to_string()));
+        push("train.device", self.device.clone());
+        out.extend(self.set.iter().cloned());
+        out
+    }
+}
+
+/// Strings from flags are passed as TOML strings so that `--data 123` stays a path.
+fn quote(value: &str) -> String {
+    if value.parse::<f64>().is_ok() || value == "true" || value == "false" {
+        value.to_string()
+    } else {
+        format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
+    }
+}
+
+/// Runs a binary's body: prints an error as one line on stderr and exits with code 2 (a usage, data,
+/// configuration or checkpoint problem), or 130 after an interrupt.
+pub fn exit_on_error(result: anyhow::Result<()>) -> ! {
+    match result {
+        Ok(()) => std::process::exit(0),
+        Err(err) => {
+            let interrupted = err.chain().any(|c| matches!(c.downcast_ref::<crate::Error>(), Some(crate::Error::Interrupted)));
+            let message = format!("{err:#}").replace('\n', " ");
+            eprintln!("error: {message}");
+            std::process::exit(if interrupted { 130 } else { 2 });
+        }
+    }
+}
+
+/// Parses an override list entry's key, for messages.
+pub fn override_key(item: &str) -> &str {
+    item.split_once('=').map(|(k, _)| k.trim()).unwrap_or(item)
+}
