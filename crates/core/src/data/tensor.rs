@@ -1,0 +1,68 @@
+//! Batching decoded images into tensors in one copy: the pixels are converted in parallel (rayon)
+//! into one `Vec` and handed to libtorch once, with no per-pixel tensor operations.
+
+use rayon::prelude::*;
+use tch::Tensor;
+
+use super::DataError;
+use super::image::RgbImage;
+
+/// ImageNet channel means (RGB), the normalisation torchvision's pretrained weights expect.
+pub const IMAGENET_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
+/// ImageNet channel standard deviations (RGB).
+pub const IMAGENET_STD: [f64; 3] = [0.229, 0.224, 0.225];
+
+fn common_size(images: &[RgbImage]) -> Result<(usize, usize), DataError> {
+    let first = images.first().ok_or_else(|| DataError::Invalid("cannot batch zero images".into()))?;
+    let (w, h) = (first.width, first.height);
+    for (i, img) in images.iter().enumerate() {
+        if img.width != w || img.height != h || img.data.len() != w * h * 3 {
+            return Err(DataError::Invalid(format!(
+                "image {i} is {}x{} but image 0 is {w}x{h}; all images in a batch must have one size",
+                img.width, img.height
+            )));
+        }
+    }
+    Ok((w, h))
+}
+
+/// Stacks same-sized images into a float tensor `[N, 3, H, W]` holding `(x / 255 - mean) / std` per
+/// channel (CHW, the layout the models take).
+pub fn to_tensor(images: &[RgbImage], mean: [f64; 3], std: [f64; 3]) -> Result<Tensor, DataError> {
+    let (w, h) = common_size(images)?;
+    if std.iter().any(|&s| s == 0.0 || !s.is_finite()) {
+        return Err(DataError::Invalid(format!("normalisation std {std:?} must be finite and non-zero")));
+    }
+    // One table per channel: 256 possible inputs, so the inner loop is a lookup.
+    let mut lut = [[0f32; 256]; 3];
+    for (c, table) in lut.iter_mut().enumerate() {
+        for (v, out) in table.iter_mut().enumerate() {
+            *out = ((v as f64 / 255.0 - mean[c]) / std[c]) as f32;
+        }
+    }
+    let plane = w * h;
+    let mut out = vec![0f32; images.len() * 3 * plane];
+    out.par_chunks_mut(3 * plane).zip(images.par_iter()).for_each(|(dst, img)| {
+        let (r, rest) = dst.split_at_mut(plane);
+        let (g, b) = rest.split_at_mut(plane);
+        for (i, px) in img.data.chunks_exact(3).enumerate() {
+            r[i] = lut[0][px[0] as usize];
+            g[i] = lut[1][px[1] as usize];
+            b[i] = lut[2][px[2] as usize];
+        }
+    });
+    // HWC u8 -> [N, 3, H, W] f32
+    Ok(Tensor::from_slice(&out).view([images.len() as i64, 3, h as i64, w as i64]))
+}
+
+/// Stacks same-sized images into a uint8 tensor `[N, H, W, 3]` (the raw pixels), for pipelines that
+/// move bytes to the device and normalise there.
+pub fn to_tensor_u8(images: &[RgbImage]) -> Result<Tensor, DataError> {
+    let (w, h) = common_size(images)?;
+    let mut out = Vec::with_capacity(images.len() * w * h * 3);
+    for img in images {
+        out.extend_from_slice(&img.data);
+    }
+    // HWC u8 -> [N, H, W, 3] u8
+    Ok(Tensor::from_slice(&out).view([images.len() as i64, h as i64, w as i64, 3]))
+}

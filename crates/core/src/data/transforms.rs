@@ -1,0 +1,329 @@
+//! Geometric and photometric transforms on 8-bit [`RgbImage`]s, following torchvision's semantics
+//! (sizes, rounding, parameter sampling) so that recipes carry over. Random transforms draw from a
+//! caller-given RNG, so a fixed seed gives identical output.
+
+use opencv::core::{BORDER_CONSTANT, Mat, Rect, Scalar, Size};
+use opencv::imgproc;
+use rand::Rng;
+use rand::seq::SliceRandom;
+
+use super::DataError;
+use super::image::{RgbImage, dims_i32};
+
+/// Resizes to exactly `width` x `height`: area averaging when shrinking both sides (no aliasing),
+/// bilinear otherwise.
+pub fn resize(img: &RgbImage, width: usize, height: usize) -> Result<RgbImage, DataError> {
+    if img.width == width && img.height == height {
+        return Ok(img.clone());
+    }
+    let (h, w) = dims_i32(width, height)?;
+    let interp = if width <= img.width && height <= img.height { imgproc::INTER_AREA } else { imgproc::INTER_LINEAR };
+    let src = img.as_mat()?;
+    let mut dst = Mat::default();
+    imgproc::resize(&src, &mut dst, Size::new(w, h), 0.0, 0.0, interp)?;
+    RgbImage::from_mat(&dst)
+}
+
+/// Resizes so that the shorter side is `size`, keeping the aspect ratio; the longer side is
+/// `floor(size * long / short)` as in torchvision's `Resize(int)`.
+pub fn resize_shorter(img: &RgbImage, size: usize) -> Result<RgbImage, DataError> {
+    let (w, h) = (img.width, img.height);
+    let (nw, nh) = if w <= h { (size, size * h / w.max(1)) } else { (size * w / h.max(1), size) };
+    resize(img, nw, nh)
+}
+
+/// Crops `width` x `height` at (x, y); the rectangle must lie inside the image.
+pub fn crop(img: &RgbImage, x: usize, y: usize, width: usize, height: usize) -> Result<RgbImage, DataError> {
+    if width == 0 || height == 0 || x + width > img.width || y + height > img.height {
+        return Err(DataError::Invalid(format!(
+            "crop {width}x{height} at ({x},{y}) outside a {}x{} image",
+            img.width, img.height
+        )));
+    }
+    let mut data = Vec::with_capacity(width * height * 3);
+    for row in y..y + height {
+        let start = (row * img.width + x) * 3;
+        data.extend_from_slice(&img.data[start..start + width * 3]);
+    }
+    Ok(RgbImage { width, height, data })
+}
+
+/// Crops the centre `width` x `height` (torchvision rounding: offset `round((H - h) / 2)`); when the
+/// crop is larger than the image the missing border is filled with zeros, as torchvision pads.
+pub fn center_crop(img: &RgbImage, width: usize, height: usize) -> Result<RgbImage, DataError> {
+    if width == 0 || height == 0 {
+        return Err(DataError::Invalid("center crop to an empty size".into()));
+    }
+    let src = if width > img.width || height > img.height {
+        let pw = width.saturating_sub(img.width);
+        let ph = height.saturating_sub(img.height);
+        pad(img, pw / 2, ph / 2, pw - pw / 2, ph - ph / 2, [0, 0, 0])?
+    } else {
+        img.clone()
+    };
+    let top = ((src.height - height) as f64 / 2.0).round() as usize;
+    let left = ((src.width - width) as f64 / 2.0).round() as usize;
+    crop(&src, left, top, width, height)
+}
+
+/// Pads with a constant colour on each side.
+pub fn pad(img: &RgbImage, left: usize, top: usize, right: usize, bottom: usize, rgb: [u8; 3]) -> Result<RgbImage, DataError> {
+    let width = img.width + left + right;
+    let height = img.height + top + bottom;
+    let mut out = RgbImage::filled(width, height, rgb);
+    for row in 0..img.height {
+        let dst = ((row + top) * width + left) * 3;
+        let src = row * img.width * 3;
+        out.data[dst..dst + img.width * 3].copy_from_slice(&img.data[src..src + img.width * 3]);
+    }
+    Ok(out)
+}
+
+/// Parameters of a random resized crop: the rectangle (x, y, width, height) taken from the source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CropRect {
+    /// Left column.
+    pub x: usize,
+    /// Top row.
+    pub y: usize,
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+}
+
+/// Samples a crop as torchvision's `RandomResizedCrop.get_params`: area fraction uniform in `scale`,
+/// log-aspect uniform in `ln(ratio)`, 10 attempts, then a centre crop clamped to `ratio`.
+pub fn random_resized_crop_params(
+    width: usize,
+    height: usize,
+    scale: (f64, f64),
+    ratio: (f64, f64),
+    rng: &mut impl Rng,
+) -> CropRect {
+    let area = (width * height) as f64;
+    let (lo, hi) = (ratio.0.ln(), ratio.1.ln());
+    for _ in 0..10 {
+        let target_area = area * uniform(rng, scale.0, scale.1);
+        let aspect = uniform(rng, lo, hi).exp();
+        let w = (target_area * aspect).sqrt().round() as usize;
+        let h = (target_area / aspect).sqrt().round() as usize;
+        if w > 0 && h > 0 && w <= width && h <= height {
+            let y = rng.gen_range(0..=height - h);
+            let x = rng.gen_range(0..=width - w);
+            return CropRect { x, y, width: w, height: h };
+        }
+    }
+    // Fallback: the whole image, cut to the nearest allowed aspect ratio.
+    let in_ratio = width as f64 / height as f64;
+    let (w, h) = if in_ratio < ratio.0.min(ratio.1) {
+        (width, ((width as f64 / ratio.0.min(ratio.1)).round() as usize).clamp(1, height))
+    } else if in_ratio > ratio.0.max(ratio.1) {
+        (((height as f64 * ratio.0.max(ratio.1)).round() as usize).clamp(1, width), height)
+    } else {
+        (width, height)
+    };
+    CropRect { x: (width - w) / 2, y: (height - h) / 2, width: w, height: h }
+}
+
+fn uniform(rng: &mut impl Rng, lo: f64, hi: f64) -> f64 {
+    if hi > lo { rng.gen_range(lo..hi) } else { lo }
+}
+
+/// Random resized crop to `size` x `size` with torchvision's defaults (scale 0.08..1, ratio 3/4..4/3).
+pub fn random_resized_crop(img: &RgbImage, size: usize, rng: &mut impl Rng) -> Result<RgbImage, DataError> {
+    random_resized_crop_with(img, size, size, (0.08, 1.0), (3.0 / 4.0, 4.0 / 3.0), rng)
+}
+
+/// Random resized crop to `width` x `height` with explicit scale and ratio ranges.
+pub fn random_resized_crop_with(
+    img: &RgbImage,
+    width: usize,
+    height: usize,
+    scale: (f64, f64),
+    ratio: (f64, f64),
+    rng: &mut impl Rng,
+) -> Result<RgbImage, DataError> {
+    if !(scale.0 > 0.0 && scale.0 <= scale.1 && ratio.0 > 0.0 && ratio.0 <= ratio.1) {
+        return Err(DataError::Invalid(format!("random resized crop: bad scale {scale:?} or ratio {ratio:?}")));
+    }
+    let r = random_resized_crop_params(img.width, img.height, scale, ratio, rng);
+    let (h, w) = dims_i32(width, height)?;
+    let src = img.as_mat()?;
+    let roi = Mat::roi(&src, Rect::new(r.x as i32, r.y as i32, r.width as i32, r.height as i32))?;
+    let mut dst = Mat::default();
+    imgproc::resize(&roi, &mut dst, Size::new(w, h), 0.0, 0.0, imgproc::INTER_LINEAR)?;
+    RgbImage::from_mat(&dst)
+}
+
+/// Mirrors left-right.
+pub fn hflip(img: &RgbImage) -> RgbImage {
+    if img.width == 0 {
+        return img.clone();
+    }
+    let mut data = Vec::with_capacity(img.data.len());
+    for row in img.data.chunks_exact(img.width * 3) {
+        for px in row.chunks_exact(3).rev() {
+            data.extend_from_slice(px);
+        }
+    }
+    RgbImage { width: img.width, height: img.height, data }
+}
+
+/// Mirrors left-right with probability `p`; returns whether it flipped.
+pub fn random_hflip(img: &mut RgbImage, p: f64, rng: &mut impl Rng) -> bool {
+    let flip = rng.gen_bool(p.clamp(0.0, 1.0));
+    if flip {
+        *img = hflip(img);
+    }
+    flip
+}
+
+/// Strengths of a colour jitter, as torchvision's `ColorJitter(brightness, contrast, saturation, hue)`:
+/// factors are drawn uniformly from `[max(0, 1 - s), 1 + s]`, the hue shift from `[-hue, hue]`
+/// (fraction of the colour wheel, at most 0.5).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ColorJitter {
+    /// Brightness strength.
+    pub brightness: f64,
+    /// Contrast strength.
+    pub contrast: f64,
+    /// Saturation strength.
+    pub saturation: f64,
+    /// Hue strength, in `[0, 0.5]`.
+    pub hue: f64,
+}
+
+impl ColorJitter {
+    /// Applies the four adjustments in a random order (as torchvision), each with a random factor.
+    pub fn apply(&self, img: &RgbImage, rng: &mut impl Rng) -> Result<RgbImage, DataError> {
+        if self.brightness < 0.0 || self.contrast < 0.0 || self.saturation < 0.0 || !(0.0..=0.5).contains(&self.hue) {
+            return Err(DataError::Invalid(format!("bad colour jitter {self:?}")));
+        }
+        let mut order = [0usize, 1, 2, 3];
+        order.shuffle(rng);
+        let b = factor(rng, self.brightness);
+        let c = factor(rng, self.contrast);
+        let s = factor(rng, self.saturation);
+        let h = if self.hue > 0.0 { uniform(rng, -self.hue, self.hue) } else { 0.0 };
+        let mut out = img.clone();
+        for op in order {
+            match op {
+                0 if b != 1.0 => adjust_brightness(&mut out, b),
+                1 if c != 1.0 => adjust_contrast(&mut out, c),
+                2 if s != 1.0 => adjust_saturation(&mut out, s),
+                3 if h != 0.0 => adjust_hue(&mut out, h),
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn factor(rng: &mut impl Rng, s: f64) -> f64 {
+    if s > 0.0 { uniform(rng, (1.0 - s).max(0.0), 1.0 + s) } else { 1.0 }
+}
+
+fn clamp_u8(v: f64) -> u8 {
+    v.round().clamp(0.0, 255.0) as u8
+}
+
+fn grey(p: &[u8]) -> f64 {
+    // ITU-R 601 luma, the weights torchvision's rgb_to_grayscale uses.
+    0.299 * p[0] as f64 + 0.587 * p[1] as f64 + 0.114 * p[2] as f64
+}
+
+/// Multiplies every value by `factor` (blend with black).
+pub fn adjust_brightness(img: &mut RgbImage, factor: f64) {
+    img.data.iter_mut().for_each(|v| *v = clamp_u8(*v as f64 * factor));
+}
+
+/// Blends with the mean grey level of the image.
+pub fn adjust_contrast(img: &mut RgbImage, factor: f64) {
+    let n = (img.width * img.height).max(1) as f64;
+    let mean = img.data.chunks_exact(3).map(grey).sum::<f64>() / n;
+    img.data.iter_mut().for_each(|v| *v = clamp_u8(factor * *v as f64 + (1.0 - factor) * mean));
+}
+
+/// Blends each pixel with its own grey level.
+pub fn adjust_saturation(img: &mut RgbImage, factor: f64) {
+    for p in img.data.chunks_exact_mut(3) {
+        let g = grey(p);
+        for v in p.iter_mut() {
+            *v = clamp_u8(factor * *v as f64 + (1.0 - factor) * g);
+        }
+    }
+}
+
+/// Rotates the hue by `shift` turns (in `[-0.5, 0.5]`) in HSV space.
+pub fn adjust_hue(img: &mut RgbImage, shift: f64) {
+    for p in img.data.chunks_exact_mut(3) {
+        let (r, g, b) = (p[0] as f64 / 255.0, p[1] as f64 / 255.0, p[2] as f64 / 255.0);
+        let max = r.max(g).max(b);
+        let min = r.min(g).min(b);
+        let delta = max - min;
+        if delta == 0.0 {
+            continue; // grey: hue undefined, unchanged
+        }
+        let h = if max == r {
+            ((g - b) / delta).rem_euclid(6.0)
+        } else if max == g {
+            (b - r) / delta + 2.0
+        } else {
+            (r - g) / delta + 4.0
+        } / 6.0;
+        let h = (h + shift).rem_euclid(1.0) * 6.0;
+        let (v, s) = (max, delta / max);
+        let i = h.floor();
+        let f = h - i;
+        let (pp, q, t) = (v * (1.0 - s), v * (1.0 - s * f), v * (1.0 - s * (1.0 - f)));
+        let (r, g, b) = match i as i32 % 6 {
+            0 => (v, t, pp),
+            1 => (q, v, pp),
+            2 => (pp, v, t),
+            3 => (pp, q, v),
+            4 => (t, pp, v),
+            _ => (v, pp, q),
+        };
+        p[0] = clamp_u8(r * 255.0);
+        p[1] = clamp_u8(g * 255.0);
+        p[2] = clamp_u8(b * 255.0);
+    }
+}
+
+/// A letterboxed image and how to map coordinates into it: `x' = x * scale + pad_x`,
+/// `y' = y * scale + pad_y`.
+#[derive(Clone, Debug)]
+pub struct Letterbox {
+    /// The `width` x `height` result.
+    pub image: RgbImage,
+    /// Scale applied to the source.
+    pub scale: f64,
+    /// Padding added on the left.
+    pub pad_x: usize,
+    /// Padding added on the top.
+    pub pad_y: usize,
+}
+
+/// Resizes keeping the aspect ratio to fit `width` x `height`, centred on a grey (114) background.
+pub fn letterbox(img: &RgbImage, width: usize, height: usize) -> Result<Letterbox, DataError> {
+    dims_i32(width, height)?;
+    let scale = (width as f64 / img.width as f64).min(height as f64 / img.height as f64);
+    let nw = ((img.width as f64 * scale).round() as usize).clamp(1, width);
+    let nh = ((img.height as f64 * scale).round() as usize).clamp(1, height);
+    let resized = resize(img, nw, nh)?;
+    let (pad_x, pad_y) = ((width - nw) / 2, (height - nh) / 2);
+    let src = resized.as_mat()?;
+    let mut dst = Mat::default();
+    opencv::core::copy_make_border(
+        &src,
+        &mut dst,
+        pad_y as i32,
+        (height - nh - pad_y) as i32,
+        pad_x as i32,
+        (width - nw - pad_x) as i32,
+        BORDER_CONSTANT,
+        Scalar::all(114.0),
+    )?;
+    Ok(Letterbox { image: RgbImage::from_mat(&dst)?, scale, pad_x, pad_y })
+}
