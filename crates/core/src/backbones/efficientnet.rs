@@ -1,0 +1,222 @@
+//! EfficientNet-B0 (Tan & Le 2019, "EfficientNet: Rethinking Model Scaling for Convolutional Neural
+//! Networks"), mirroring torchvision's `models/efficientnet.py`.
+//!
+//! Names: `features.0.{0,1}` (stem conv, bn), `features.{1..7}.{j}.block.{k}` MBConv blocks where `k`
+//! runs over [expand conv-bn `{0,1}`,] depthwise conv-bn `{0,1}`, squeeze-excitation `{fc1,fc2}`,
+//! projection conv-bn `{0,1}`; `features.8.{0,1}` (1x1 conv to 1280), `classifier.1` (after a dropout
+//! `classifier.0`). SiLU activations, batch-norm eps 1e-5 (torchvision's B0 keeps the `BatchNorm2d` default; checked
+//! against torchvision 0.28), symmetric padding; stochastic depth
+//! (p = 0.2 * block / 16, "row" mode) only when training.
+//! Stages: 0 = `features.0`, 1..7 = `features.1..7`; the classifier adds `features.8` to stage 7.
+//! Features: C3 = `features.3` (stride 8, 40 ch), C4 = `features.5` (16, 112), C5 = `features.7`
+//! (32, 320: the last MBConv output; `features.8` is not part of the headless model).
+
+use tch::{Tensor, nn};
+
+use super::layers::{
+    Act, Conv, ConvBn, ConvOpts, Linear, LinearInit, global_avg_pool, prefix, stochastic_depth,
+};
+use super::{Backbone, BACKBONE_GROUP, ClassifierNet, FeatureInfo, HEAD_GROUP, Normalization, Stages};
+use crate::Result;
+
+/// torchvision's B0..B7 use `nn.BatchNorm2d` defaults (eps 1e-5); only its V2 models use 1e-3.
+const BN_EPS: f64 = 1e-5;
+/// (expand ratio, kernel, first stride, output channels, repeats) of `features.1..7`.
+const B0: [(i64, i64, i64, i64, usize); 7] =
+    [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3), (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1)];
+const STOCHASTIC_DEPTH: f64 = 0.2;
+
+/// Squeeze-and-excitation: `x * sigmoid(fc2(silu(fc1(avgpool(x)))))`.
+#[derive(Debug)]
+struct SqueezeExcite {
+    fc1: Conv,
+    fc2: Conv,
+}
+
+impl SqueezeExcite {
+    /// `[N, C, H, W]` -> same shape.
+    fn forward(&self, xs: &Tensor) -> Tensor {
+        let s = xs.adaptive_avg_pool2d([1, 1]); // [N, C, 1, 1]
+        let s = self.fc2.forward(&self.fc1.forward(&s).silu()).sigmoid();
+        xs * s
+    }
+}
+
+#[derive(Debug)]
+struct MbConv {
+    expand: Option<ConvBn>,
+    depthwise: ConvBn,
+    se: SqueezeExcite,
+    project: ConvBn,
+    residual: bool,
+    drop_p: f64,
+}
+
+impl MbConv {
+    fn new(p: &nn::Path, cin: i64, cout: i64, expand: i64, k: i64, stride: i64, drop_p: f64) -> Result<Self> {
+        let b = p / "block";
+        let mid = cin * expand;
+        let mut i = 0usize;
+        let mut cb = |ci: i64, co: i64, kk: i64, o: ConvOpts, act: Act| {
+            let q = &b / i;
+            i += 1;
+            ConvBn::new(&(&q / 0), &(&q / 1), ci, co, kk, o, BN_EPS, act)
+        };
+        let expand_cb = if expand != 1 { Some(cb(cin, mid, 1, ConvOpts::new(1), Act::Silu)?) } else { None };
+        let depthwise = cb(mid, mid, k, ConvOpts::new(k).stride(stride).groups(mid), Act::Silu)?;
+        let se_p = &b / i;
+        let squeeze = (cin / 4).max(1);
+        let se = SqueezeExcite {
+            fc1: Conv::new(&(&se_p / "fc1"), mid, squeeze, 1, ConvOpts::new(1).bias(true))?,
+            fc2: Conv::new(&(&se_p / "fc2"), squeeze, mid, 1, ConvOpts::new(1).bias(true))?,
+        };
+        i += 1;
+        let q = &b / i;
+        let project = ConvBn::new(&(&q / 0), &(&q / 1), mid, cout, 1, ConvOpts::new(1), BN_EPS, Act::None)?;
+        Ok(MbConv { expand: expand_cb, depthwise, se, project, residual: stride == 1 && cin == cout, drop_p })
+    }
+
+    /// `[N, cin, H, W]` -> `[N, cout, H/stride, W/stride]`.
+    fn forward(&self, xs: &Tensor, train: bool) -> Tensor {
+        let mut x = match &self.expand {
+            Some(e) => e.forward(xs, train), // [N, cin*expand, H, W]
+            None => xs.shallow_clone(),
+        };
+        x = self.depthwise.forward(&x, train);
+        x = self.se.forward(&x);
+        x = self.project.forward(&x, train);
+        if self.residual { stochastic_depth(&x, self.drop_p, train) + xs } else { x }
+    }
+}
+
+/// EfficientNet-B0 without `features.8` and the classifier; the headless [`Backbone`].
+#[derive(Debug)]
+pub struct EfficientNetBody {
+    stem: ConvBn,
+    stages_: Vec<Vec<MbConv>>,
+    stages: Stages,
+    frozen: usize,
+}
+
+impl EfficientNetBody {
+    fn new(p: &nn::Path) -> Result<Self> {
+        let p = p.set_group(BACKBONE_GROUP);
+        let f = &p / "features";
+        let s0 = &f / 0;
+        let stem = ConvBn::new(&(&s0 / 0), &(&s0 / 1), 3, 32, 3, ConvOpts::new(3).stride(2), BN_EPS, Act::Silu)?;
+        let total: usize = B0.iter().map(|s| s.4).sum();
+        let mut cin = 32;
+        let mut block_id = 0usize;
+        let mut blocks = Vec::with_capacity(B0.len());
+        let mut stages = vec![vec![prefix(&f, "0")]];
+        for (si, &(e, k, s, cout, reps)) in B0.iter().enumerate() {
+            let sp = &f / (si + 1);
+            let mut stage = Vec::with_capacity(reps);
+            for j in 0..reps {
+                let drop_p = STOCHASTIC_DEPTH * block_id as f64 / total as f64;
+                stage.push(MbConv::new(&(&sp / j), cin, cout, e, k, if j == 0 { s } else { 1 }, drop_p)?);
+                cin = cout;
+                block_id += 1;
+            }
+            blocks.push(stage);
+            stages.push(vec![prefix(&f, &(si + 1).to_string())]);
+        }
+        Ok(EfficientNetBody { stem, stages_: blocks, stages: Stages { prefixes: stages }, frozen: 0 })
+    }
+
+    /// `[N, 3, H, W]` -> the outputs of `features.1..7`.
+    fn run(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
+        let mut x = self.stem.forward(xs, train && self.frozen == 0); // [N, 32, H/2, W/2]
+        let mut outs = Vec::with_capacity(self.stages_.len());
+        for (si, stage) in self.stages_.iter().enumerate() {
+            let t = train && si + 1 >= self.frozen;
+            for b in stage {
+                x = b.forward(&x, t);
+            }
+            outs.push(x.shallow_clone());
+        }
+        outs
+    }
+}
+
+impl Backbone for EfficientNetBody {
+    fn forward_features(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
+        let mut outs = self.run(xs, train);
+        if outs.len() < 7 {
+            return outs;
+        }
+        let c5 = outs.swap_remove(6);
+        let c4 = outs.swap_remove(4);
+        let c3 = outs.swap_remove(2);
+        vec![c3, c4, c5]
+    }
+    fn feature_info(&self) -> Vec<FeatureInfo> {
+        vec![
+            FeatureInfo { stride: 8, channels: 40 },
+            FeatureInfo { stride: 16, channels: 112 },
+            FeatureInfo { stride: 32, channels: 320 },
+        ]
+    }
+    fn stages(&self) -> &Stages {
+        &self.stages
+    }
+    fn set_frozen_stages(&mut self, n: usize) {
+        self.frozen = n;
+    }
+    fn normalization(&self) -> Normalization {
+        Normalization::IMAGENET
+    }
+}
+
+/// The EfficientNet-B0 classifier.
+#[derive(Debug)]
+pub struct EfficientNet {
+    body: EfficientNetBody,
+    head_conv: ConvBn,
+    fc: Linear,
+    stages: Stages,
+    head_prefix: String,
+}
+
+impl ClassifierNet for EfficientNet {
+    fn penultimate(&self, xs: &Tensor, train: bool) -> Tensor {
+        let last = self.body.run(xs, train).pop().unwrap_or_else(|| xs.shallow_clone()); // [N, 320, h, w]
+        let t = train && self.body.frozen < self.stages.len();
+        let x = self.head_conv.forward(&last, t); // [N, 1280, h, w]
+        global_avg_pool(&x).dropout(0.2, t) // [N, 1280]
+    }
+    fn head(&self, feats: &Tensor) -> Tensor {
+        self.fc.forward(feats)
+    }
+    fn penultimate_dim(&self) -> i64 {
+        1280
+    }
+    fn head_prefix(&self) -> &str {
+        &self.head_prefix
+    }
+    fn stages(&self) -> &Stages {
+        &self.stages
+    }
+    fn set_frozen_stages(&mut self, n: usize) {
+        self.body.frozen = n;
+    }
+}
+
+/// The EfficientNet-B0 classifier (`classifier.1` has `num_classes` outputs).
+pub fn efficientnet_b0(p: nn::Path, num_classes: i64) -> Result<EfficientNet> {
+    let body = EfficientNetBody::new(&p)?;
+    let f8 = p.set_group(BACKBONE_GROUP) / "features" / 8;
+    let head_conv = ConvBn::new(&(&f8 / 0), &(&f8 / 1), 320, 1280, 1, ConvOpts::new(1), BN_EPS, Act::Silu)?;
+    let cp = p.set_group(HEAD_GROUP) / "classifier";
+    let fc = Linear::new(&(&cp / 1), 1280, num_classes, LinearInit::UniformOut)?;
+    let mut stages = body.stages.clone();
+    if let Some(last) = stages.prefixes.last_mut() {
+        last.push(prefix(&(&p / "features"), "8"));
+    }
+    Ok(EfficientNet { body, head_conv, fc, stages, head_prefix: prefix(&cp, "1") })
+}
+
+/// Headless EfficientNet-B0 (C3/C4/C5 = 40/112/320 channels).
+pub fn efficientnet_b0_backbone(p: nn::Path) -> Result<EfficientNetBody> {
+    EfficientNetBody::new(&p)
+}

