@@ -1,149 +1,296 @@
-//! Checkpoint import and export. TEMPORARY minimal version (safetensors only) until the full reader lands.
+//! Checkpoint import and export without Python.
+//!
+//! - [`read_state_dict`] reads `torch.save` zip files, legacy (pre-1.6) pickle files and
+//!   safetensors, sniffing the format from the content. Pickles go through a restricted
+//!   unpickler that only knows how to build tensors and dicts and refuses every other global.
+//! - [`load_into`] / [`load_file`] copy a state dict into a `VarStore`, strictly by default.
+//! - [`save_safetensors`] / [`save_named_safetensors`] write safetensors atomically, adding the
+//!   `num_batches_tracked` buffers torchvision's strict `load_state_dict` expects.
 
-use std::{borrow::Cow, collections::HashMap, path::{Path, PathBuf}};
+mod dtype;
+mod load;
+mod pickle;
+mod safetensors_io;
+mod torch_format;
 
-use safetensors::{Dtype, View};
-use tch::{Kind, Tensor, nn::VarStore};
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
 
-/// Errors from reading or writing checkpoints.
+use tch::Tensor;
+
+pub use load::{LoadOptions, LoadReport, load_file, load_into};
+pub use safetensors_io::{read_safetensors_metadata, save_named_safetensors, save_safetensors};
+
+/// A shape that differs between the checkpoint and the model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShapeMismatch {
+    /// State-dict key.
+    pub name: String,
+    /// Shape in the checkpoint.
+    pub checkpoint: Vec<i64>,
+    /// Shape of the model variable.
+    pub model: Vec<i64>,
+}
+
+impl fmt::Display for ShapeMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: checkpoint {:?}, model {:?}", self.name, self.checkpoint, self.model)
+    }
+}
+
+/// Errors from reading or writing checkpoints. Each names the file (where there is one) and
+/// says what is wrong in one line.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    /// Anything else, with the file.
-    #[error("{path}: {reason}")]
-    Other { path: PathBuf, reason: String },
+    /// Reading or writing the file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The content is none of the supported formats.
+    #[error("{}: not a checkpoint: {reason}", path.display())]
+    NotACheckpoint { path: PathBuf, reason: String },
+    /// The file ends early.
+    #[error("{}: truncated checkpoint: {what}", path.display())]
+    Truncated { path: PathBuf, what: String },
+    /// The pickle names a global outside the state-dict allow-list; nothing was executed.
+    #[error(
+        "{}: refusing to load: the pickle references the global `{global}`, which a state dict never needs (possibly malicious; nothing was executed)",
+        path.display()
+    )]
+    ForbiddenGlobal { global: String, path: PathBuf },
+    /// The content is inconsistent (bad opcode, out-of-range slice, ...).
+    #[error("{}: malformed checkpoint: {reason}", path.display())]
+    Malformed { path: PathBuf, reason: String },
+    /// Valid but not supported here (compressed zip entries, big-endian data, exotic dtypes).
+    #[error("{}: unsupported checkpoint: {reason}", path.display())]
+    Unsupported { path: PathBuf, reason: String },
+    /// The checkpoint does not fit the model: every problem is listed.
+    #[error("{}", incompatible_message(path.as_deref(), missing, unexpected, shapes))]
+    Incompatible {
+        /// The checkpoint file, when loading from one.
+        path: Option<PathBuf>,
+        /// Model variables the checkpoint lacks.
+        missing: Vec<String>,
+        /// Checkpoint keys the model lacks.
+        unexpected: Vec<String>,
+        /// Keys present in both with different shapes.
+        shapes: Vec<ShapeMismatch>,
+    },
+    /// A libtorch call failed.
+    #[error("{context}: torch: {source}")]
+    Torch {
+        context: String,
+        #[source]
+        source: tch::TchError,
+    },
 }
 
-fn err(path: &Path, reason: impl std::fmt::Display) -> CheckpointError {
-    CheckpointError::Other { path: path.to_path_buf(), reason: reason.to_string() }
-}
-
-struct Raw {
-    dtype: Dtype,
-    shape: Vec<usize>,
-    bytes: Vec<u8>,
-}
-
-impl View for &Raw {
-    fn dtype(&self) -> Dtype {
-        self.dtype
+fn incompatible_message(path: Option<&Path>, missing: &[String], unexpected: &[String], shapes: &[ShapeMismatch]) -> String {
+    let mut parts = Vec::new();
+    if !shapes.is_empty() {
+        let s: Vec<String> = shapes.iter().map(ToString::to_string).collect();
+        parts.push(format!("shape mismatch: {}", s.join("; ")));
     }
-    fn shape(&self) -> &[usize] {
-        &self.shape
+    if !missing.is_empty() {
+        parts.push(format!("missing from the checkpoint: {}", missing.join(", ")));
     }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.bytes)
+    if !unexpected.is_empty() {
+        parts.push(format!("unexpected in the checkpoint: {}", unexpected.join(", ")));
     }
-    fn data_len(&self) -> usize {
-        self.bytes.len()
-    }
-}
-
-fn raw(t: &Tensor) -> Result<Raw, String> {
-    let t = t.to_device(tch::Device::Cpu).contiguous();
-    let (dtype, size) = match t.kind() {
-        Kind::Float => (Dtype::F32, 4),
-        Kind::Double => (Dtype::F64, 8),
-        Kind::Half => (Dtype::F16, 2),
-        Kind::BFloat16 => (Dtype::BF16, 2),
-        Kind::Int64 => (Dtype::I64, 8),
-        Kind::Int => (Dtype::I32, 4),
-        Kind::Uint8 => (Dtype::U8, 1),
-        Kind::Bool => (Dtype::BOOL, 1),
-        k => return Err(format!("unsupported kind {k:?}")),
+    let what = match path {
+        Some(p) => format!("{}: checkpoint does not fit the model", p.display()),
+        None => "checkpoint does not fit the model".to_string(),
     };
-    let numel = t.numel();
-    let mut bytes = vec![0u8; numel * size];
-    t.f_copy_data_u8(&mut bytes, numel).map_err(|e| e.to_string())?;
-    Ok(Raw { dtype, shape: t.size().iter().map(|&d| d as usize).collect(), bytes })
+    format!("{what}: {}", parts.join(" | "))
 }
 
-/// Writes named tensors as safetensors, atomically, with optional metadata.
-pub fn save_named_safetensors(
-    tensors: &[(String, Tensor)],
-    path: &Path,
-    metadata: Option<HashMap<String, String>>,
-) -> Result<(), CheckpointError> {
-    let raws: Vec<(String, Raw)> = tensors
-        .iter()
-        .map(|(n, t)| raw(t).map(|r| (n.clone(), r)))
-        .collect::<Result<_, _>>()
-        .map_err(|e| err(path, e))?;
-    let tmp = path.with_extension("safetensors.tmp");
-    safetensors::serialize_to_file(raws.iter().map(|(n, r)| (n.as_str(), r)), metadata, &tmp)
-        .map_err(|e| err(path, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| err(path, e))
-}
+impl CheckpointError {
+    fn io(path: &Path, source: std::io::Error) -> Self {
+        CheckpointError::Io { path: path.to_path_buf(), source }
+    }
 
-/// Writes every variable of `vs` as safetensors, atomically.
-pub fn save_safetensors(vs: &VarStore, path: &Path, metadata: Option<HashMap<String, String>>) -> Result<(), CheckpointError> {
-    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    save_named_safetensors(&named, path, metadata)
-}
+    fn malformed(path: &Path, reason: impl Into<String>) -> Self {
+        CheckpointError::Malformed { path: path.to_path_buf(), reason: reason.into() }
+    }
 
-/// Reads the metadata of a safetensors file.
-pub fn read_safetensors_metadata(path: &Path) -> Result<HashMap<String, String>, CheckpointError> {
-    let bytes = std::fs::read(path).map_err(|e| err(path, e))?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| err(path, e))?;
-    Ok(meta.metadata().clone().unwrap_or_default())
-}
-
-/// Reads named tensors from a safetensors file.
-pub fn read_named_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>, CheckpointError> {
-    Tensor::read_safetensors(path).map_err(|e| err(path, e))
-}
-
-/// Options for loading a state dict into a `VarStore`.
-#[derive(Debug, Clone)]
-pub struct LoadOptions {
-    /// Fail on any missing or unexpected tensor.
-    pub strict: bool,
-    /// Checkpoint keys under these prefixes are ignored.
-    pub ignore_prefixes: Vec<String>,
-}
-
-impl Default for LoadOptions {
-    fn default() -> Self {
-        Self { strict: true, ignore_prefixes: Vec::new() }
+    fn torch(context: impl Into<String>, source: tch::TchError) -> Self {
+        CheckpointError::Torch { context: context.into(), source }
     }
 }
 
-/// What a load did.
-#[derive(Debug, Clone, Default)]
-pub struct LoadReport {
-    /// Loaded names.
-    pub loaded: Vec<String>,
-    /// Model variables the checkpoint lacks.
-    pub missing: Vec<String>,
-    /// Checkpoint tensors the model lacks.
-    pub unexpected: Vec<String>,
+/// An ordered list of named tensors, as a PyTorch `state_dict()` holds them (CPU tensors).
+#[derive(Default)]
+pub struct StateDict {
+    entries: Vec<(String, Tensor)>,
+    index: HashMap<String, usize>,
 }
 
-/// Loads a safetensors checkpoint into `vs`.
-pub fn load_file(vs: &VarStore, path: &Path, opts: &LoadOptions) -> Result<LoadReport, CheckpointError> {
-    let tensors: HashMap<String, Tensor> = read_named_safetensors(path)?.into_iter().collect();
-    let vars = vs.variables();
-    let mut report = LoadReport::default();
-    for (name, var) in &vars {
-        match tensors.get(name) {
-            Some(src) => {
-                if src.size() != var.size() {
-                    return Err(err(path, format!("{name}: checkpoint {:?}, model {:?}", src.size(), var.size())));
-                }
-                tch::no_grad(|| var.shallow_clone().copy_(src));
-                report.loaded.push(name.clone());
+impl fmt::Debug for StateDict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.entries.iter().map(|(n, t)| (n, t.size()))).finish()
+    }
+}
+
+impl StateDict {
+    /// An empty state dict.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds an entry; a repeated name replaces the earlier tensor in place.
+    pub fn insert(&mut self, name: impl Into<String>, tensor: Tensor) {
+        let name = name.into();
+        match self.index.get(&name) {
+            Some(&i) => self.entries[i].1 = tensor,
+            None => {
+                self.index.insert(name.clone(), self.entries.len());
+                self.entries.push((name, tensor));
             }
-            None => report.missing.push(name.clone()),
         }
     }
-    report.unexpected = tensors
-        .keys()
-        .filter(|k| !vars.contains_key(*k) && !k.ends_with("num_batches_tracked"))
-        .filter(|k| !opts.ignore_prefixes.iter().any(|p| k.starts_with(p.as_str())))
-        .cloned()
-        .collect();
-    if opts.strict && (!report.missing.is_empty() || !report.unexpected.is_empty()) {
-        return Err(err(path, format!("missing {:?}, unexpected {:?}", report.missing, report.unexpected)));
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
     }
-    Ok(report)
+
+    /// Whether there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The tensor under `name`.
+    pub fn get(&self, name: &str) -> Option<&Tensor> {
+        self.index.get(name).map(|&i| &self.entries[i].1)
+    }
+
+    /// The names, in file order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// `(name, tensor)` pairs, in file order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Tensor)> {
+        self.entries.iter().map(|(n, t)| (n.as_str(), t))
+    }
+}
+
+impl IntoIterator for StateDict {
+    type Item = (String, Tensor);
+    type IntoIter = std::vec::IntoIter<(String, Tensor)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.into_iter()
+    }
+}
+
+/// Which format a file holds, judged from its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Zip,
+    Legacy,
+    Safetensors,
+}
+
+fn sniff(bytes: &[u8]) -> Option<Format> {
+    if bytes.starts_with(b"PK\x03\x04") {
+        return Some(Format::Zip);
+    }
+    if bytes.starts_with(b"\x80\x02\x8a\x0a") {
+        return Some(Format::Legacy);
+    }
+    // safetensors: u64 little-endian header length, then a JSON object.
+    if bytes.len() >= 9 && bytes[8] == b'{' {
+        return Some(Format::Safetensors);
+    }
+    None
+}
+
+/// Memory-maps a file read-only.
+fn map_file(path: &Path) -> Result<memmap2::Mmap, CheckpointError> {
+    let file = std::fs::File::open(path).map_err(|e| CheckpointError::io(path, e))?;
+    // SAFETY: the map is read-only and only read through bounds-checked slices; a concurrent
+    // writer truncating the file is the only hazard, as with every mmap-based loader.
+    #[allow(unsafe_code)]
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| CheckpointError::io(path, e))?;
+    Ok(map)
+}
+
+/// Reads a checkpoint (torch zip, legacy torch pickle or safetensors; sniffed from the content)
+/// into CPU tensors. A top-level dict holding a `state_dict`, `model_state_dict` or `model` dict
+/// of tensors is unwrapped, and a `module.` prefix shared by every key (DataParallel) is removed.
+pub fn read_state_dict(path: &Path) -> Result<StateDict, CheckpointError> {
+    let map = map_file(path)?;
+    let bytes: &[u8] = &map;
+    let sd = match sniff(bytes) {
+        Some(Format::Zip) => torch_format::read_zip(path, bytes)?,
+        Some(Format::Legacy) => torch_format::read_legacy(path, bytes)?,
+        Some(Format::Safetensors) => safetensors_io::read_safetensors(path, bytes)?,
+        None => {
+            return Err(CheckpointError::NotACheckpoint {
+                path: path.to_path_buf(),
+                reason: "expected a PyTorch zip, a legacy PyTorch pickle or a safetensors file".into(),
+            });
+        }
+    };
+    Ok(strip_module_prefix(sd))
+}
+
+/// Removes `module.` when every key starts with it (a `DataParallel` checkpoint).
+fn strip_module_prefix(sd: StateDict) -> StateDict {
+    const P: &str = "module.";
+    if sd.is_empty() || !sd.names().all(|n| n.starts_with(P) && n.len() > P.len()) {
+        return sd;
+    }
+    let mut out = StateDict::new();
+    for (n, t) in sd {
+        out.insert(&n[P.len()..], t);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sniffing() {
+        assert_eq!(sniff(b"PK\x03\x04rest"), Some(Format::Zip));
+        assert_eq!(sniff(b"\x80\x02\x8a\x0alFl\x00"), Some(Format::Legacy));
+        assert_eq!(sniff(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":1}"), Some(Format::Safetensors));
+        assert_eq!(sniff(b"\x80\x04\x95"), None);
+        assert_eq!(sniff(b""), None);
+    }
+
+    #[test]
+    fn module_prefix_is_stripped_only_when_shared() {
+        let mut sd = StateDict::new();
+        sd.insert("module.a", Tensor::from(1.0f32));
+        sd.insert("module.b.c", Tensor::from(2.0f32));
+        let out = strip_module_prefix(sd);
+        assert_eq!(out.names().collect::<Vec<_>>(), ["a", "b.c"]);
+        let mut sd = StateDict::new();
+        sd.insert("module.a", Tensor::from(1.0f32));
+        sd.insert("b", Tensor::from(2.0f32));
+        let out = strip_module_prefix(sd);
+        assert_eq!(out.names().collect::<Vec<_>>(), ["module.a", "b"]);
+    }
+
+    #[test]
+    fn incompatible_lists_everything() {
+        let e = CheckpointError::Incompatible {
+            path: Some(PathBuf::from("/x/y.pth")),
+            missing: vec!["fc.bias".into()],
+            unexpected: vec!["head.weight".into()],
+            shapes: vec![ShapeMismatch { name: "layer1.0.conv1.weight".into(), checkpoint: vec![64, 3, 7, 7], model: vec![64, 3, 3, 3] }],
+        };
+        let s = e.to_string();
+        assert!(s.contains("/x/y.pth"), "{s}");
+        assert!(s.contains("layer1.0.conv1.weight: checkpoint [64, 3, 7, 7], model [64, 3, 3, 3]"), "{s}");
+        assert!(s.contains("fc.bias") && s.contains("head.weight"), "{s}");
+    }
 }

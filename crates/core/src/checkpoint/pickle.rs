@@ -1,0 +1,743 @@
+//! A restricted unpickler for the subset of the pickle protocol (2 to 5) that `torch.save` writes.
+//!
+//! Nothing is ever executed: the only callables a pickle may name are the few data constructors a
+//! state dict needs (`collections.OrderedDict`, `torch._utils._rebuild_tensor_v2`, the storage
+//! classes, ...), and those are implemented here as plain data builders. Any other global is
+//! refused when it is *named*, before anything could use it. Tensors come out as lazy
+//! [`TensorRef`] descriptions; the caller reads their bytes from the file afterwards.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use super::dtype::DType;
+
+/// Why unpickling failed. The caller adds the file path.
+#[derive(Debug)]
+pub(crate) enum PickleError {
+    /// The data ended in the middle of an opcode or before STOP.
+    Truncated,
+    /// A global outside the allow-list, as `module.name`.
+    Forbidden(String),
+    /// Anything else that is wrong with the stream.
+    Malformed(String),
+}
+
+type PResult<T> = Result<T, PickleError>;
+
+fn bad<T>(msg: impl Into<String>) -> PResult<T> {
+    Err(PickleError::Malformed(msg.into()))
+}
+
+/// The callables and classes a state-dict pickle may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Global {
+    OrderedDict,
+    RebuildTensorV2,
+    RebuildTensor,
+    RebuildParameter,
+    RebuildParameterWithState,
+    Storage(DType),
+}
+
+impl Global {
+    fn resolve(module: &str, name: &str) -> Option<Global> {
+        Some(match (module, name) {
+            ("collections", "OrderedDict") => Global::OrderedDict,
+            ("torch._utils", "_rebuild_tensor_v2") => Global::RebuildTensorV2,
+            ("torch._utils", "_rebuild_tensor") => Global::RebuildTensor,
+            ("torch._utils", "_rebuild_parameter") => Global::RebuildParameter,
+            ("torch._utils", "_rebuild_parameter_with_state") => Global::RebuildParameterWithState,
+            ("torch", storage) => Global::Storage(DType::from_storage_name(storage)?),
+            ("torch.storage", "UntypedStorage") => Global::Storage(DType::U8),
+            _ => return None,
+        })
+    }
+}
+
+/// A storage named by a persistent id: `('storage', type, key, location, numel[, view])`.
+#[derive(Debug)]
+pub(crate) struct StorageRef {
+    pub key: String,
+    pub dtype: DType,
+    /// Number of elements of the whole (root) storage.
+    pub numel: u64,
+    /// Legacy storage views: `(element offset, element count)` inside the root storage.
+    pub view: Option<(u64, u64)>,
+}
+
+/// A tensor as `_rebuild_tensor_v2` describes it: a strided view of a storage.
+#[derive(Debug)]
+pub(crate) struct TensorRef {
+    pub storage: Rc<StorageRef>,
+    pub offset: i64,
+    pub size: Vec<i64>,
+    pub stride: Vec<i64>,
+}
+
+/// A hashable dictionary key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    None,
+    Bool(bool),
+    Int(i64),
+    Float(u64),
+    Str(Rc<str>),
+    Bytes(Rc<[u8]>),
+}
+
+/// An insertion-ordered dictionary (Python dicts keep insertion order).
+#[derive(Debug, Default)]
+pub(crate) struct Dict {
+    pub entries: Vec<(Value, Value)>,
+    index: HashMap<Key, usize>,
+}
+
+impl Dict {
+    fn insert(&mut self, k: Value, v: Value) -> PResult<()> {
+        let key = match &k {
+            Value::None => Key::None,
+            Value::Bool(b) => Key::Bool(*b),
+            Value::Int(i) => Key::Int(*i),
+            Value::Float(f) => Key::Float(f.to_bits()),
+            Value::Str(s) => Key::Str(s.clone()),
+            Value::Bytes(b) => Key::Bytes(b.clone()),
+            other => return bad(format!("unhashable dict key of type {}", other.type_name())),
+        };
+        match self.index.get(&key) {
+            Some(&i) => self.entries[i].1 = v,
+            None => {
+                self.index.insert(key, self.entries.len());
+                self.entries.push((k, v));
+            }
+        }
+        Ok(())
+    }
+
+    /// The value under a string key.
+    pub fn get_str(&self, key: &str) -> Option<&Value> {
+        self.index.get(&Key::Str(Rc::from(key))).map(|&i| &self.entries[i].1)
+    }
+}
+
+/// A Python value as far as a state dict needs one.
+#[derive(Debug, Clone)]
+pub(crate) enum Value {
+    None,
+    Bool(bool),
+    Int(i64),
+    /// An integer that does not fit in i64 (little-endian two's complement bytes).
+    BigInt(Rc<[u8]>),
+    Float(f64),
+    Str(Rc<str>),
+    Bytes(Rc<[u8]>),
+    Tuple(Rc<Vec<Value>>),
+    List(Rc<RefCell<Vec<Value>>>),
+    Dict(Rc<RefCell<Dict>>),
+    Global(Global),
+    Storage(Rc<StorageRef>),
+    Tensor(Rc<TensorRef>),
+}
+
+impl Value {
+    /// A short name for error messages (never recursive).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::None => "None",
+            Value::Bool(_) => "bool",
+            Value::Int(_) | Value::BigInt(_) => "int",
+            Value::Float(_) => "float",
+            Value::Str(_) => "str",
+            Value::Bytes(_) => "bytes",
+            Value::Tuple(_) => "tuple",
+            Value::List(_) => "list",
+            Value::Dict(_) => "dict",
+            Value::Global(_) => "global",
+            Value::Storage(_) => "storage",
+            Value::Tensor(_) => "tensor",
+        }
+    }
+
+    fn as_int(&self, what: &str) -> PResult<i64> {
+        match self {
+            Value::Int(i) => Ok(*i),
+            Value::Bool(b) => Ok(i64::from(*b)),
+            other => bad(format!("{what}: expected an int, found {}", other.type_name())),
+        }
+    }
+
+    fn as_int_tuple(&self, what: &str) -> PResult<Vec<i64>> {
+        match self {
+            Value::Tuple(t) => t.iter().map(|v| v.as_int(what)).collect(),
+            Value::List(l) => l.borrow().iter().map(|v| v.as_int(what)).collect(),
+            other => bad(format!("{what}: expected a tuple of ints, found {}", other.type_name())),
+        }
+    }
+}
+
+/// Drops a value graph without recursion, so that deeply nested input cannot overflow the stack.
+pub(crate) fn dispose(values: impl IntoIterator<Item = Value>) {
+    let mut work: Vec<Value> = values.into_iter().collect();
+    while let Some(v) = work.pop() {
+        match v {
+            Value::Tuple(rc) => {
+                if let Ok(items) = Rc::try_unwrap(rc) {
+                    work.extend(items);
+                }
+            }
+            Value::List(rc) => {
+                if let Ok(cell) = Rc::try_unwrap(rc) {
+                    work.extend(cell.into_inner());
+                }
+            }
+            Value::Dict(rc) => {
+                if let Ok(cell) = Rc::try_unwrap(rc) {
+                    for (k, v) in cell.into_inner().entries {
+                        work.push(k);
+                        work.push(v);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The result of one pickle: the top object and every storage its persistent ids named.
+pub(crate) struct Unpickled {
+    pub value: Value,
+    /// Storage key -> dtype, for every storage seen (the legacy format needs it to size records).
+    pub storages: HashMap<String, DType>,
+    /// Bytes consumed, including STOP.
+    pub consumed: usize,
+}
+
+impl Drop for Unpickled {
+    fn drop(&mut self) {
+        dispose([std::mem::replace(&mut self.value, Value::None)]);
+    }
+}
+
+struct Unpickler<'a> {
+    data: &'a [u8],
+    pos: usize,
+    stack: Vec<Value>,
+    marks: Vec<usize>,
+    memo: HashMap<u32, Value>,
+    storages: HashMap<String, DType>,
+}
+
+impl Drop for Unpickler<'_> {
+    fn drop(&mut self) {
+        dispose(std::mem::take(&mut self.stack));
+        dispose(std::mem::take(&mut self.memo).into_values());
+    }
+}
+
+/// Unpickles one pickle starting at the beginning of `data`.
+pub(crate) fn unpickle(data: &[u8]) -> PResult<Unpickled> {
+    let mut u = Unpickler {
+        data,
+        pos: 0,
+        stack: Vec::new(),
+        marks: Vec::new(),
+        memo: HashMap::new(),
+        storages: HashMap::new(),
+    };
+    let value = u.run()?;
+    Ok(Unpickled { value, storages: std::mem::take(&mut u.storages), consumed: u.pos })
+}
+
+impl<'a> Unpickler<'a> {
+    fn take(&mut self, n: usize) -> PResult<&'a [u8]> {
+        let end = self.pos.checked_add(n).ok_or(PickleError::Truncated)?;
+        let s = self.data.get(self.pos..end).ok_or(PickleError::Truncated)?;
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn arr<const N: usize>(&mut self) -> PResult<[u8; N]> {
+        let s = self.take(N)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(s);
+        Ok(a)
+    }
+
+    fn u8(&mut self) -> PResult<u8> {
+        Ok(self.arr::<1>()?[0])
+    }
+
+    fn u32(&mut self) -> PResult<u32> {
+        Ok(u32::from_le_bytes(self.arr()?))
+    }
+
+    fn len_u64(&mut self) -> PResult<usize> {
+        let n = u64::from_le_bytes(self.arr()?);
+        usize::try_from(n).map_err(|_| PickleError::Truncated)
+    }
+
+    fn line(&mut self) -> PResult<&'a str> {
+        let rest = self.data.get(self.pos..).ok_or(PickleError::Truncated)?;
+        let n = rest.iter().position(|&b| b == b'\n').ok_or(PickleError::Truncated)?;
+        let s = std::str::from_utf8(&rest[..n]).map_err(|_| PickleError::Malformed("GLOBAL name is not UTF-8".into()))?;
+        self.pos += n + 1;
+        Ok(s)
+    }
+
+    fn str_of(&mut self, n: usize) -> PResult<Value> {
+        let b = self.take(n)?;
+        let s = std::str::from_utf8(b).map_err(|_| PickleError::Malformed("string is not valid UTF-8".into()))?;
+        Ok(Value::Str(Rc::from(s)))
+    }
+
+    fn bytes_of(&mut self, n: usize) -> PResult<Value> {
+        Ok(Value::Bytes(Rc::from(self.take(n)?)))
+    }
+
+    fn pop(&mut self) -> PResult<Value> {
+        let floor = self.marks.last().copied().unwrap_or(0);
+        if self.stack.len() <= floor {
+            return bad("stack underflow");
+        }
+        self.stack.pop().ok_or_else(|| PickleError::Malformed("stack underflow".into()))
+    }
+
+    fn top(&mut self) -> PResult<&mut Value> {
+        let floor = self.marks.last().copied().unwrap_or(0);
+        if self.stack.len() <= floor {
+            return bad("stack underflow");
+        }
+        self.stack.last_mut().ok_or_else(|| PickleError::Malformed("stack underflow".into()))
+    }
+
+    fn pop_mark(&mut self) -> PResult<Vec<Value>> {
+        let m = self.marks.pop().ok_or_else(|| PickleError::Malformed("no MARK on the stack".into()))?;
+        if m > self.stack.len() {
+            return bad("MARK above the stack top");
+        }
+        Ok(self.stack.split_off(m))
+    }
+
+    fn memo_put(&mut self, idx: u32) -> PResult<()> {
+        let v = self.top()?.clone();
+        if let Some(old) = self.memo.insert(idx, v) {
+            dispose([old]);
+        }
+        Ok(())
+    }
+
+    fn memo_get(&mut self, idx: u32) -> PResult<()> {
+        let v = self.memo.get(&idx).cloned().ok_or_else(|| PickleError::Malformed(format!("memo index {idx} is not set")))?;
+        self.stack.push(v);
+        Ok(())
+    }
+
+    fn tuple(&mut self, n: usize) -> PResult<()> {
+        let floor = self.marks.last().copied().unwrap_or(0);
+        if self.stack.len() < floor + n {
+            return bad("stack underflow");
+        }
+        let items = self.stack.split_off(self.stack.len() - n);
+        self.stack.push(Value::Tuple(Rc::new(items)));
+        Ok(())
+    }
+
+    fn set_items(&mut self, items: Vec<Value>) -> PResult<()> {
+        if !items.len().is_multiple_of(2) {
+            return bad("SETITEMS with an odd number of items");
+        }
+        let Value::Dict(d) = self.top()?.clone() else {
+            return bad("SETITEM(S) on a non-dict");
+        };
+        let mut d = d.borrow_mut();
+        let mut it = items.into_iter();
+        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+            d.insert(k, v)?;
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, items: Vec<Value>) -> PResult<()> {
+        let Value::List(l) = self.top()?.clone() else {
+            return bad("APPEND(S) on a non-list");
+        };
+        l.borrow_mut().extend(items);
+        Ok(())
+    }
+
+    fn global(&mut self, module: &str, name: &str) -> PResult<()> {
+        match Global::resolve(module, name) {
+            Some(g) => {
+                self.stack.push(Value::Global(g));
+                Ok(())
+            }
+            None => Err(PickleError::Forbidden(format!("{module}.{name}"))),
+        }
+    }
+
+    fn run(&mut self) -> PResult<Value> {
+        loop {
+            let op = self.u8()?;
+            match op {
+                0x80 => {
+                    let proto = self.u8()?;
+                    if proto > 5 {
+                        return bad(format!("unsupported pickle protocol {proto}"));
+                    }
+                }
+                0x95 => {
+                    self.arr::<8>()?; // FRAME: a length hint only
+                }
+                b'.' => {
+                    let v = self.pop()?;
+                    if !self.stack.is_empty() || !self.marks.is_empty() {
+                        dispose([v]);
+                        return bad("STOP with items left on the stack");
+                    }
+                    return Ok(v);
+                }
+                b'}' => self.stack.push(Value::Dict(Rc::default())),
+                b']' => self.stack.push(Value::List(Rc::default())),
+                b')' => self.stack.push(Value::Tuple(Rc::default())),
+                b'(' => self.marks.push(self.stack.len()),
+                b'0' => {
+                    let v = self.pop()?;
+                    dispose([v]);
+                }
+                b'1' => {
+                    let v = self.pop_mark()?;
+                    dispose(v);
+                }
+                b'2' => {
+                    let v = self.top()?.clone();
+                    self.stack.push(v);
+                }
+                b'X' => {
+                    let n = self.u32()? as usize;
+                    let v = self.str_of(n)?;
+                    self.stack.push(v);
+                }
+                0x8c => {
+                    let n = self.u8()? as usize;
+                    let v = self.str_of(n)?;
+                    self.stack.push(v);
+                }
+                0x8d => {
+                    let n = self.len_u64()?;
+                    let v = self.str_of(n)?;
+                    self.stack.push(v);
+                }
+                b'B' => {
+                    let n = self.u32()? as usize;
+                    let v = self.bytes_of(n)?;
+                    self.stack.push(v);
+                }
+                b'C' => {
+                    let n = self.u8()? as usize;
+                    let v = self.bytes_of(n)?;
+                    self.stack.push(v);
+                }
+                0x8e => {
+                    let n = self.len_u64()?;
+                    let v = self.bytes_of(n)?;
+                    self.stack.push(v);
+                }
+                b'J' => {
+                    let v = i32::from_le_bytes(self.arr()?);
+                    self.stack.push(Value::Int(i64::from(v)));
+                }
+                b'K' => {
+                    let v = self.u8()?;
+                    self.stack.push(Value::Int(i64::from(v)));
+                }
+                b'M' => {
+                    let v = u16::from_le_bytes(self.arr()?);
+                    self.stack.push(Value::Int(i64::from(v)));
+                }
+                0x8a => {
+                    let n = self.u8()? as usize;
+                    let b = self.take(n)?;
+                    self.stack.push(long_value(b));
+                }
+                0x8b => {
+                    let n = i32::from_le_bytes(self.arr()?);
+                    let n = usize::try_from(n).map_err(|_| PickleError::Malformed("LONG4 with a negative length".into()))?;
+                    let b = self.take(n)?;
+                    self.stack.push(long_value(b));
+                }
+                b'G' => {
+                    let v = f64::from_be_bytes(self.arr()?);
+                    self.stack.push(Value::Float(v));
+                }
+                b'N' => self.stack.push(Value::None),
+                0x88 => self.stack.push(Value::Bool(true)),
+                0x89 => self.stack.push(Value::Bool(false)),
+                0x85 => self.tuple(1)?,
+                0x86 => self.tuple(2)?,
+                0x87 => self.tuple(3)?,
+                b't' => {
+                    let items = self.pop_mark()?;
+                    self.stack.push(Value::Tuple(Rc::new(items)));
+                }
+                b's' => {
+                    let v = self.pop()?;
+                    let k = self.pop()?;
+                    self.set_items(vec![k, v])?;
+                }
+                b'u' => {
+                    let items = self.pop_mark()?;
+                    self.set_items(items)?;
+                }
+                b'a' => {
+                    let v = self.pop()?;
+                    self.append(vec![v])?;
+                }
+                b'e' => {
+                    let items = self.pop_mark()?;
+                    self.append(items)?;
+                }
+                b'q' => {
+                    let i = self.u8()?;
+                    self.memo_put(u32::from(i))?;
+                }
+                b'r' => {
+                    let i = self.u32()?;
+                    self.memo_put(i)?;
+                }
+                0x94 => {
+                    let i = u32::try_from(self.memo.len()).map_err(|_| PickleError::Malformed("memo overflow".into()))?;
+                    self.memo_put(i)?;
+                }
+                b'h' => {
+                    let i = self.u8()?;
+                    self.memo_get(u32::from(i))?;
+                }
+                b'j' => {
+                    let i = self.u32()?;
+                    self.memo_get(i)?;
+                }
+                b'c' => {
+                    let module = self.line()?;
+                    let name = self.line()?;
+                    self.global(module, name)?;
+                }
+                0x93 => {
+                    let name = self.pop()?;
+                    let module = self.pop()?;
+                    match (&module, &name) {
+                        (Value::Str(m), Value::Str(n)) => {
+                            let (m, n) = (m.clone(), n.clone());
+                            self.global(&m, &n)?;
+                        }
+                        _ => return bad("STACK_GLOBAL needs two strings"),
+                    }
+                }
+                b'R' => {
+                    let args = self.pop()?;
+                    let func = self.pop()?;
+                    let v = self.call(func, args)?;
+                    self.stack.push(v);
+                }
+                0x81 => {
+                    let args = self.pop()?;
+                    let cls = self.pop()?;
+                    let v = self.new_obj(cls, args)?;
+                    self.stack.push(v);
+                }
+                0x92 => {
+                    let kwargs = self.pop()?;
+                    let args = self.pop()?;
+                    let cls = self.pop()?;
+                    if !matches!(&kwargs, Value::Dict(d) if d.borrow().entries.is_empty()) {
+                        return bad("NEWOBJ_EX with keyword arguments");
+                    }
+                    let v = self.new_obj(cls, args)?;
+                    self.stack.push(v);
+                }
+                b'b' => {
+                    let state = self.pop()?;
+                    // OrderedDict carries `_metadata` as instance state and tensors may carry
+                    // Python attributes; neither matters for the weights.
+                    match self.top()? {
+                        Value::Dict(_) | Value::Tensor(_) => dispose([state]),
+                        other => return bad(format!("BUILD on a {}", other.type_name())),
+                    }
+                }
+                b'Q' => {
+                    let pid = self.pop()?;
+                    let v = self.persistent_load(pid)?;
+                    self.stack.push(v);
+                }
+                other => return bad(format!("unsupported pickle opcode 0x{other:02x} at byte {}", self.pos - 1)),
+            }
+        }
+    }
+
+    fn new_obj(&mut self, cls: Value, args: Value) -> PResult<Value> {
+        match (&cls, &args) {
+            (Value::Global(Global::OrderedDict), Value::Tuple(t)) if t.is_empty() => Ok(Value::Dict(Rc::default())),
+            _ => bad(format!("NEWOBJ of a {}", cls.type_name())),
+        }
+    }
+
+    fn call(&mut self, func: Value, args: Value) -> PResult<Value> {
+        let Value::Global(g) = func else {
+            return bad(format!("REDUCE on a {}", func.type_name()));
+        };
+        let Value::Tuple(args) = args else {
+            return bad("REDUCE arguments are not a tuple");
+        };
+        match g {
+            Global::OrderedDict => {
+                let mut d = Dict::default();
+                match args.first() {
+                    None => {}
+                    Some(Value::List(pairs)) => {
+                        for p in pairs.borrow().iter() {
+                            match p {
+                                Value::Tuple(kv) if kv.len() == 2 => d.insert(kv[0].clone(), kv[1].clone())?,
+                                _ => return bad("OrderedDict([...]) with a non-pair item"),
+                            }
+                        }
+                    }
+                    Some(_) => return bad("OrderedDict called with an unsupported argument"),
+                }
+                Ok(Value::Dict(Rc::new(RefCell::new(d))))
+            }
+            Global::RebuildTensorV2 | Global::RebuildTensor => {
+                if args.len() < 4 {
+                    return bad("_rebuild_tensor with fewer than 4 arguments");
+                }
+                let Value::Storage(storage) = &args[0] else {
+                    return bad(format!("_rebuild_tensor on a {}, not a storage", args[0].type_name()));
+                };
+                let offset = args[1].as_int("storage offset")?;
+                let size = args[2].as_int_tuple("tensor size")?;
+                let stride = args[3].as_int_tuple("tensor stride")?;
+                if size.len() != stride.len() {
+                    return bad(format!("tensor size has {} dims but stride has {}", size.len(), stride.len()));
+                }
+                Ok(Value::Tensor(Rc::new(TensorRef { storage: storage.clone(), offset, size, stride })))
+            }
+            Global::RebuildParameter | Global::RebuildParameterWithState => match args.first() {
+                Some(t @ Value::Tensor(_)) => Ok(t.clone()),
+                _ => bad("_rebuild_parameter without a tensor"),
+            },
+            Global::Storage(_) => bad("a storage class was called"),
+        }
+    }
+
+    fn persistent_load(&mut self, pid: Value) -> PResult<Value> {
+        let Value::Tuple(t) = &pid else {
+            return bad("persistent id is not a tuple");
+        };
+        if t.len() < 5 || !matches!(&t[0], Value::Str(s) if &**s == "storage") {
+            return bad("persistent id is not ('storage', ...)");
+        }
+        let Value::Global(Global::Storage(dtype)) = t[1] else {
+            return bad("persistent id does not name a storage type");
+        };
+        let key = match &t[2] {
+            Value::Str(s) => s.to_string(),
+            Value::Int(i) => i.to_string(),
+            other => return bad(format!("storage key is a {}", other.type_name())),
+        };
+        let numel = u64::try_from(t[4].as_int("storage size")?).map_err(|_| PickleError::Malformed("negative storage size".into()))?;
+        let view = match t.get(5) {
+            None | Some(Value::None) => None,
+            Some(Value::Tuple(v)) if v.len() == 3 => {
+                let off = u64::try_from(v[1].as_int("view offset")?).map_err(|_| PickleError::Malformed("negative view offset".into()))?;
+                let len = u64::try_from(v[2].as_int("view size")?).map_err(|_| PickleError::Malformed("negative view size".into()))?;
+                Some((off, len))
+            }
+            Some(_) => return bad("malformed storage view metadata"),
+        };
+        match self.storages.get(&key) {
+            Some(d) if *d != dtype => return bad(format!("storage {key} is used with two dtypes")),
+            _ => {
+                self.storages.insert(key.clone(), dtype);
+            }
+        }
+        Ok(Value::Storage(Rc::new(StorageRef { key, dtype, numel, view })))
+    }
+}
+
+/// LONG1/LONG4 payload: little-endian two's complement.
+fn long_value(b: &[u8]) -> Value {
+    if b.is_empty() {
+        return Value::Int(0);
+    }
+    if b.len() <= 8 {
+        let fill = if b[b.len() - 1] & 0x80 != 0 { 0xff } else { 0 };
+        let mut a = [fill; 8];
+        a[..b.len()].copy_from_slice(b);
+        return Value::Int(i64::from_le_bytes(a));
+    }
+    Value::BigInt(Rc::from(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_values_and_memo() {
+        // protocol 2: {'a': [1, -2, 'x'], 'b': (True, None, 1.5)} with the list memoized and reused.
+        let data = b"\x80\x02}q\x00(X\x01\x00\x00\x00a]q\x01(K\x01J\xfe\xff\xff\xffX\x01\x00\x00\x00xeX\x01\x00\x00\x00b\x88NG?\xf8\x00\x00\x00\x00\x00\x00\x87X\x01\x00\x00\x00ch\x01u.";
+        let u = unpickle(data).map_err(|e| format!("{e:?}")).unwrap_or_else(|e| unreachable!("{e}"));
+        let Value::Dict(d) = &u.value else { unreachable!("not a dict") };
+        let d = d.borrow();
+        assert_eq!(d.entries.len(), 3);
+        let Some(Value::List(l)) = d.get_str("a") else { unreachable!("a") };
+        let l = l.borrow();
+        assert!(matches!(l[0], Value::Int(1)));
+        assert!(matches!(l[1], Value::Int(-2)));
+        assert!(matches!(&l[2], Value::Str(s) if &**s == "x"));
+        let Some(Value::Tuple(t)) = d.get_str("b") else { unreachable!("b") };
+        assert!(matches!(t[0], Value::Bool(true)));
+        assert!(matches!(t[1], Value::None));
+        assert!(matches!(t[2], Value::Float(f) if f == 1.5));
+        // The memoized list is the same object, filled after BINPUT.
+        let Some(Value::List(c)) = d.get_str("c") else { unreachable!("c") };
+        assert_eq!(c.borrow().len(), 3);
+        assert_eq!(u.consumed, data.len());
+    }
+
+    #[test]
+    fn forbidden_globals_are_named() {
+        let proto2 = b"\x80\x02cposix\nsystem\nq\x00X\x04\x00\x00\x00trueq\x01\x85R.";
+        assert!(matches!(unpickle(proto2), Err(PickleError::Forbidden(g)) if g == "posix.system"));
+        let proto4 = b"\x80\x04\x95\x00\x00\x00\x00\x00\x00\x00\x00\x8c\x08builtins\x8c\x04eval\x93.";
+        assert!(matches!(unpickle(proto4), Err(PickleError::Forbidden(g)) if g == "builtins.eval"));
+    }
+
+    #[test]
+    fn malformed_streams_are_errors() {
+        let cases: &[&[u8]] = &[
+            b"",                      // nothing
+            b"\x80\x02",              // no STOP
+            b".",                     // STOP on an empty stack
+            b"\x80\x02s.",            // SETITEM underflow
+            b"\x80\x02h\x05.",        // unset memo
+            b"\x80\x02(K\x01K\x02.",  // STOP with a mark left
+            b"\x80\x02X\xff\xff\xff\x7fab.", // string longer than the data
+            b"\x80\x02\xfe.",         // unknown opcode
+            b"\x80\x02]K\x01s.",      // SETITEM on a list
+            b"\x80\x02(t(\x85.",      // TUPLE1 over a mark
+        ];
+        for c in cases {
+            assert!(unpickle(c).is_err(), "{c:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn deep_nesting_does_not_overflow() {
+        // 200k nested lists: ] ( ] ... then APPEND back up.
+        let n = 200_000;
+        let mut data = vec![0x80, 2];
+        data.extend(std::iter::repeat_n(b']', n));
+        data.extend(std::iter::repeat_n(b'a', n - 1));
+        data.push(b'.');
+        assert!(unpickle(&data).is_ok());
+    }
+}
