@@ -41,9 +41,15 @@ pub struct LoadReport {
 /// to the variable's. Everything is checked before anything is copied: a shape mismatch (always)
 /// or, when `opts.strict`, any missing or unexpected key fails with one
 /// [`CheckpointError::Incompatible`] listing every problem, and leaves `vs` unchanged.
-pub fn load_into(vs: &mut VarStore, sd: &StateDict, opts: &LoadOptions) -> Result<LoadReport, CheckpointError> {
+pub fn load_into(vs: &VarStore, sd: &StateDict, opts: &LoadOptions) -> Result<LoadReport, CheckpointError> {
     let mut vars = vs.variables();
-    let is_ignored = |name: &str| opts.ignore_prefixes.iter().any(|p| name.starts_with(p.as_str()));
+    // `fc` and `fc.` both cover `fc.weight` but not `fc2.weight`.
+    let is_ignored = |name: &str| {
+        opts.ignore_prefixes.iter().any(|p| {
+            let p = p.trim_end_matches('.');
+            name == p || (name.starts_with(p) && name.as_bytes().get(p.len()) == Some(&b'.'))
+        })
+    };
     let mut report = LoadReport::default();
     let mut shapes = Vec::new();
     let mut used = BTreeSet::new();
@@ -86,7 +92,7 @@ pub fn load_into(vs: &mut VarStore, sd: &StateDict, opts: &LoadOptions) -> Resul
 }
 
 /// [`read_state_dict`] then [`load_into`]; errors name the file.
-pub fn load_file(vs: &mut VarStore, path: &Path, opts: &LoadOptions) -> Result<LoadReport, CheckpointError> {
+pub fn load_file(vs: &VarStore, path: &Path, opts: &LoadOptions) -> Result<LoadReport, CheckpointError> {
     let sd = read_state_dict(path)?;
     load_into(vs, &sd, opts).map_err(|e| match e {
         CheckpointError::Incompatible { missing, unexpected, shapes, .. } => {

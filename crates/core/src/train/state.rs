@@ -108,7 +108,8 @@ pub fn restore(vs: &VarStore, optimizer: &mut Optimizer, run: &RunDir) -> Result
     checkpoint::load_file(vs, &last, &LoadOptions::default())?;
     if let Some(name) = meta.get(OPTIM_KEY) {
         let path = run.root().join("weights").join(name);
-        let tensors = checkpoint::read_named_safetensors(&path)?;
+        let sd = checkpoint::read_state_dict(&path)?;
+        let tensors = sd.iter().map(|(n, t)| (n.to_string(), t.shallow_clone())).collect();
         optimizer.load_state_tensors(tensors, vs.device())?;
     }
     Ok(state)
