@@ -140,3 +140,74 @@ fn perfect_detections_score_one() {
     }
     assert_eq!((s.map_medium, s.map_large, s.mar_medium), (-1.0, -1.0, -1.0));
 }
+
+mod curves {
+    use detect::eval::curves::{ConfusionMatrix, best_f1, pr_curves};
+    use detect::eval::{CocoAnnotation, CocoCategory, CocoDataset, CocoDetection, CocoImage, CocoParams, evaluate, load_dets, load_gt};
+
+    #[test]
+    fn pr_curves_average_to_pycocotools_map50() {
+        for case in ["crowd", "mixed", "random200"] {
+            let dir = super::fixtures().join(case);
+            let gt = load_gt(&dir.join("gt.json")).expect("gt");
+            let dets = load_dets(&dir.join("dets.json"), &gt).expect("dets");
+            let ev = evaluate(&gt, &dets, &CocoParams::default()).expect("eval");
+            let c = pr_curves(&ev);
+            let vals: Vec<f64> = c.precision.iter().flatten().copied().filter(|&v| v > -1.0).collect();
+            let mean = vals.iter().sum::<f64>() / vals.len() as f64;
+            let text = std::fs::read_to_string(dir.join("expected.json")).expect("expected");
+            let want: serde_json::Value = serde_json::from_str(&text).expect("json");
+            assert!((mean - want["map50"].as_f64().expect("map50")).abs() < 1e-9, "{case}");
+            assert_eq!(c.recall.len(), 101);
+        }
+    }
+
+    fn ann(id: i64, cat: i64, bbox: [f64; 4]) -> CocoAnnotation {
+        CocoAnnotation { id, image_id: 1, category_id: cat, bbox, area: bbox[2] * bbox[3], iscrowd: 0 }
+    }
+
+    fn det(cat: i64, bbox: [f64; 4], score: f64) -> CocoDetection {
+        CocoDetection { image_id: 1, category_id: cat, bbox, score }
+    }
+
+    fn dataset(annotations: Vec<CocoAnnotation>, cats: &[i64]) -> CocoDataset {
+        CocoDataset {
+            images: vec![CocoImage { id: 1, width: None, height: None, file_name: None }],
+            annotations,
+            categories: cats.iter().map(|&id| CocoCategory { id, name: String::new() }).collect(),
+        }
+    }
+
+    #[test]
+    fn best_f1_picks_the_hand_computed_threshold() {
+        let (a, b) = ([0.0, 0.0, 10.0, 10.0], [50.0, 50.0, 10.0, 10.0]);
+        let gt = dataset(vec![ann(1, 1, a), ann(2, 1, b)], &[1]);
+        let far = [200.0, 200.0, 10.0, 10.0];
+        // Sorted: TP .9, FP .8, TP .3, FP .1, FP .05. F1 keeping score >= c: c<=.05: 4/7, c<=.1: 2/3,
+        // c<=.3: .8 (best), c<=.8: .5, c<=.9: .667, above: 0.
+        let dets = vec![det(1, a, 0.9), det(1, far, 0.8), det(1, b, 0.3), det(1, far, 0.1), det(1, far, 0.05)];
+        let ev = evaluate(&gt, &dets, &CocoParams::default()).expect("eval");
+        let r = best_f1(&ev, 1001).expect("f1");
+        assert!((r.confidence - 0.101).abs() < 1e-12, "{}", r.confidence);
+        assert!((r.f1 - 0.8).abs() < 1e-12 && (r.precision - 2.0 / 3.0).abs() < 1e-12 && r.recall == 1.0);
+        assert_eq!(r.per_class.len(), 1);
+        assert!((r.f1_curve[50] - 4.0 / 7.0).abs() < 1e-12 && (r.f1_curve[75] - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!(r.f1_curve[1000], 0.0);
+    }
+
+    #[test]
+    fn confusion_matrix_counts_hand_case() {
+        let (a, b, c) = ([0.0, 0.0, 10.0, 10.0], [50.0, 50.0, 10.0, 10.0], [100.0, 100.0, 10.0, 10.0]);
+        let gt = dataset(vec![ann(1, 1, a), ann(2, 2, b), ann(3, 2, c)], &[1, 2]);
+        let dets = vec![
+            det(1, a, 0.9),                        // correct class 1
+            det(1, [51.0, 50.0, 10.0, 10.0], 0.8), // class 1 predicted on a class-2 box
+            det(2, [300.0, 0.0, 5.0, 5.0], 0.7),   // nothing there: background column
+            det(2, c, 0.2),                        // below conf 0.25: dropped, so gt c is missed
+        ];
+        let cm = ConfusionMatrix::from_coco(&gt, &dets, 0.45, 0.25).expect("cm");
+        assert_eq!(cm.matrix, vec![vec![1, 1, 0], vec![0, 0, 1], vec![0, 1, 0]]);
+        let mut m = ConfusionMatrix::new(2, 0.45, 0.25);
+        assert!(m.add_image(&[(2, [0.0; 4])], &[]).is_err());
+    }
+}
