@@ -1,1 +1,4 @@
-//! segment (stub)
+//! segment: semantic segmentation models, training and evaluation.
+
+pub mod error;
+pub mod metrics;
