@@ -35,7 +35,11 @@ pub struct ShapeMismatch {
 
 impl fmt::Display for ShapeMismatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: checkpoint {:?}, model {:?}", self.name, self.checkpoint, self.model)
+        write!(
+            f,
+            "{}: checkpoint {:?}, model {:?}",
+            self.name, self.checkpoint, self.model
+        )
     }
 }
 
@@ -89,17 +93,28 @@ pub enum CheckpointError {
     },
 }
 
-fn incompatible_message(path: Option<&Path>, missing: &[String], unexpected: &[String], shapes: &[ShapeMismatch]) -> String {
+fn incompatible_message(
+    path: Option<&Path>,
+    missing: &[String],
+    unexpected: &[String],
+    shapes: &[ShapeMismatch],
+) -> String {
     let mut parts = Vec::new();
     if !shapes.is_empty() {
         let s: Vec<String> = shapes.iter().map(ToString::to_string).collect();
         parts.push(format!("shape mismatch: {}", s.join("; ")));
     }
     if !missing.is_empty() {
-        parts.push(format!("missing from the checkpoint: {}", missing.join(", ")));
+        parts.push(format!(
+            "missing from the checkpoint: {}",
+            missing.join(", ")
+        ));
     }
     if !unexpected.is_empty() {
-        parts.push(format!("unexpected in the checkpoint: {}", unexpected.join(", ")));
+        parts.push(format!(
+            "unexpected in the checkpoint: {}",
+            unexpected.join(", ")
+        ));
     }
     let what = match path {
         Some(p) => format!("{}: checkpoint does not fit the model", p.display()),
@@ -110,15 +125,24 @@ fn incompatible_message(path: Option<&Path>, missing: &[String], unexpected: &[S
 
 impl CheckpointError {
     fn io(path: &Path, source: std::io::Error) -> Self {
-        CheckpointError::Io { path: path.to_path_buf(), source }
+        CheckpointError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 
     fn malformed(path: &Path, reason: impl Into<String>) -> Self {
-        CheckpointError::Malformed { path: path.to_path_buf(), reason: reason.into() }
+        CheckpointError::Malformed {
+            path: path.to_path_buf(),
+            reason: reason.into(),
+        }
     }
 
     fn torch(context: impl Into<String>, source: tch::TchError) -> Self {
-        CheckpointError::Torch { context: context.into(), source }
+        CheckpointError::Torch {
+            context: context.into(),
+            source,
+        }
     }
 }
 
@@ -131,7 +155,9 @@ pub struct StateDict {
 
 impl fmt::Debug for StateDict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map().entries(self.entries.iter().map(|(n, t)| (n, t.size()))).finish()
+        f.debug_map()
+            .entries(self.entries.iter().map(|(n, t)| (n, t.size())))
+            .finish()
     }
 }
 
@@ -233,7 +259,8 @@ pub fn read_state_dict(path: &Path) -> Result<StateDict, CheckpointError> {
         None => {
             return Err(CheckpointError::NotACheckpoint {
                 path: path.to_path_buf(),
-                reason: "expected a PyTorch zip, a legacy PyTorch pickle or a safetensors file".into(),
+                reason: "expected a PyTorch zip, a legacy PyTorch pickle or a safetensors file"
+                    .into(),
             });
         }
     };
@@ -261,7 +288,10 @@ mod tests {
     fn sniffing() {
         assert_eq!(sniff(b"PK\x03\x04rest"), Some(Format::Zip));
         assert_eq!(sniff(b"\x80\x02\x8a\x0alFl\x00"), Some(Format::Legacy));
-        assert_eq!(sniff(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":1}"), Some(Format::Safetensors));
+        assert_eq!(
+            sniff(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":1}"),
+            Some(Format::Safetensors)
+        );
         assert_eq!(sniff(b"\x80\x04\x95"), None);
         assert_eq!(sniff(b""), None);
     }
@@ -286,11 +316,18 @@ mod tests {
             path: Some(PathBuf::from("/x/y.pth")),
             missing: vec!["fc.bias".into()],
             unexpected: vec!["head.weight".into()],
-            shapes: vec![ShapeMismatch { name: "layer1.0.conv1.weight".into(), checkpoint: vec![64, 3, 7, 7], model: vec![64, 3, 3, 3] }],
+            shapes: vec![ShapeMismatch {
+                name: "layer1.0.conv1.weight".into(),
+                checkpoint: vec![64, 3, 7, 7],
+                model: vec![64, 3, 3, 3],
+            }],
         };
         let s = e.to_string();
         assert!(s.contains("/x/y.pth"), "{s}");
-        assert!(s.contains("layer1.0.conv1.weight: checkpoint [64, 3, 7, 7], model [64, 3, 3, 3]"), "{s}");
+        assert!(
+            s.contains("layer1.0.conv1.weight: checkpoint [64, 3, 7, 7], model [64, 3, 3, 3]"),
+            "{s}"
+        );
         assert!(s.contains("fc.bias") && s.contains("head.weight"), "{s}");
     }
 }

@@ -6,11 +6,14 @@
 //! refused when it is *named*, before anything could use it. Tensors come out as lazy
 //! [`TensorRef`] descriptions; the caller reads their bytes from the file afterwards.
 
+mod value;
+
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
 use super::dtype::DType;
+pub(crate) use value::{Dict, Global, StorageRef, TensorRef, Value, dispose};
 
 /// Why unpickling failed. The caller adds the file path.
 #[derive(Debug)]
@@ -27,180 +30,6 @@ type PResult<T> = Result<T, PickleError>;
 
 fn bad<T>(msg: impl Into<String>) -> PResult<T> {
     Err(PickleError::Malformed(msg.into()))
-}
-
-/// The callables and classes a state-dict pickle may name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Global {
-    OrderedDict,
-    RebuildTensorV2,
-    RebuildTensor,
-    RebuildParameter,
-    RebuildParameterWithState,
-    Storage(DType),
-}
-
-impl Global {
-    fn resolve(module: &str, name: &str) -> Option<Global> {
-        Some(match (module, name) {
-            ("collections", "OrderedDict") => Global::OrderedDict,
-            ("torch._utils", "_rebuild_tensor_v2") => Global::RebuildTensorV2,
-            ("torch._utils", "_rebuild_tensor") => Global::RebuildTensor,
-            ("torch._utils", "_rebuild_parameter") => Global::RebuildParameter,
-            ("torch._utils", "_rebuild_parameter_with_state") => Global::RebuildParameterWithState,
-            ("torch", storage) => Global::Storage(DType::from_storage_name(storage)?),
-            ("torch.storage", "UntypedStorage") => Global::Storage(DType::U8),
-            _ => return None,
-        })
-    }
-}
-
-/// A storage named by a persistent id: `('storage', type, key, location, numel[, view])`.
-#[derive(Debug)]
-pub(crate) struct StorageRef {
-    pub key: String,
-    pub dtype: DType,
-    /// Number of elements of the whole (root) storage.
-    pub numel: u64,
-    /// Legacy storage views: `(element offset, element count)` inside the root storage.
-    pub view: Option<(u64, u64)>,
-}
-
-/// A tensor as `_rebuild_tensor_v2` describes it: a strided view of a storage.
-#[derive(Debug)]
-pub(crate) struct TensorRef {
-    pub storage: Rc<StorageRef>,
-    pub offset: i64,
-    pub size: Vec<i64>,
-    pub stride: Vec<i64>,
-}
-
-/// A hashable dictionary key.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Key {
-    None,
-    Bool(bool),
-    Int(i64),
-    Float(u64),
-    Str(Rc<str>),
-    Bytes(Rc<[u8]>),
-}
-
-/// An insertion-ordered dictionary (Python dicts keep insertion order).
-#[derive(Debug, Default)]
-pub(crate) struct Dict {
-    pub entries: Vec<(Value, Value)>,
-    index: HashMap<Key, usize>,
-}
-
-impl Dict {
-    fn insert(&mut self, k: Value, v: Value) -> PResult<()> {
-        let key = match &k {
-            Value::None => Key::None,
-            Value::Bool(b) => Key::Bool(*b),
-            Value::Int(i) => Key::Int(*i),
-            Value::Float(f) => Key::Float(f.to_bits()),
-            Value::Str(s) => Key::Str(s.clone()),
-            Value::Bytes(b) => Key::Bytes(b.clone()),
-            other => return bad(format!("unhashable dict key of type {}", other.type_name())),
-        };
-        match self.index.get(&key) {
-            Some(&i) => self.entries[i].1 = v,
-            None => {
-                self.index.insert(key, self.entries.len());
-                self.entries.push((k, v));
-            }
-        }
-        Ok(())
-    }
-
-    /// The value under a string key.
-    pub fn get_str(&self, key: &str) -> Option<&Value> {
-        self.index.get(&Key::Str(Rc::from(key))).map(|&i| &self.entries[i].1)
-    }
-}
-
-/// A Python value as far as a state dict needs one.
-#[derive(Debug, Clone)]
-pub(crate) enum Value {
-    None,
-    Bool(bool),
-    Int(i64),
-    /// An integer that does not fit in i64 (little-endian two's complement bytes).
-    BigInt(Rc<[u8]>),
-    Float(f64),
-    Str(Rc<str>),
-    Bytes(Rc<[u8]>),
-    Tuple(Rc<Vec<Value>>),
-    List(Rc<RefCell<Vec<Value>>>),
-    Dict(Rc<RefCell<Dict>>),
-    Global(Global),
-    Storage(Rc<StorageRef>),
-    Tensor(Rc<TensorRef>),
-}
-
-impl Value {
-    /// A short name for error messages (never recursive).
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            Value::None => "None",
-            Value::Bool(_) => "bool",
-            Value::Int(_) | Value::BigInt(_) => "int",
-            Value::Float(_) => "float",
-            Value::Str(_) => "str",
-            Value::Bytes(_) => "bytes",
-            Value::Tuple(_) => "tuple",
-            Value::List(_) => "list",
-            Value::Dict(_) => "dict",
-            Value::Global(_) => "global",
-            Value::Storage(_) => "storage",
-            Value::Tensor(_) => "tensor",
-        }
-    }
-
-    fn as_int(&self, what: &str) -> PResult<i64> {
-        match self {
-            Value::Int(i) => Ok(*i),
-            Value::Bool(b) => Ok(i64::from(*b)),
-            other => bad(format!("{what}: expected an int, found {}", other.type_name())),
-        }
-    }
-
-    fn as_int_tuple(&self, what: &str) -> PResult<Vec<i64>> {
-        match self {
-            Value::Tuple(t) => t.iter().map(|v| v.as_int(what)).collect(),
-            Value::List(l) => l.borrow().iter().map(|v| v.as_int(what)).collect(),
-            other => bad(format!("{what}: expected a tuple of ints, found {}", other.type_name())),
-        }
-    }
-}
-
-/// Drops a value graph without recursion, so that deeply nested input cannot overflow the stack.
-pub(crate) fn dispose(values: impl IntoIterator<Item = Value>) {
-    let mut work: Vec<Value> = values.into_iter().collect();
-    while let Some(v) = work.pop() {
-        match v {
-            Value::Tuple(rc) => {
-                if let Ok(items) = Rc::try_unwrap(rc) {
-                    work.extend(items);
-                }
-            }
-            Value::List(rc) => {
-                if let Ok(cell) = Rc::try_unwrap(rc) {
-                    work.extend(cell.into_inner());
-                }
-            }
-            Value::Dict(rc) => {
-                if let Ok(cell) = Rc::try_unwrap(rc) {
-                    for (k, v) in cell.into_inner().entries {
-                        work.push(k);
-                        work.push(v);
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
 }
 
 /// The result of one pickle: the top object and every storage its persistent ids named.
@@ -245,7 +74,11 @@ pub(crate) fn unpickle(data: &[u8]) -> PResult<Unpickled> {
         storages: HashMap::new(),
     };
     let value = u.run()?;
-    Ok(Unpickled { value, storages: std::mem::take(&mut u.storages), consumed: u.pos })
+    Ok(Unpickled {
+        value,
+        storages: std::mem::take(&mut u.storages),
+        consumed: u.pos,
+    })
 }
 
 impl<'a> Unpickler<'a> {
@@ -278,15 +111,20 @@ impl<'a> Unpickler<'a> {
 
     fn line(&mut self) -> PResult<&'a str> {
         let rest = self.data.get(self.pos..).ok_or(PickleError::Truncated)?;
-        let n = rest.iter().position(|&b| b == b'\n').ok_or(PickleError::Truncated)?;
-        let s = std::str::from_utf8(&rest[..n]).map_err(|_| PickleError::Malformed("GLOBAL name is not UTF-8".into()))?;
+        let n = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or(PickleError::Truncated)?;
+        let s = std::str::from_utf8(&rest[..n])
+            .map_err(|_| PickleError::Malformed("GLOBAL name is not UTF-8".into()))?;
         self.pos += n + 1;
         Ok(s)
     }
 
     fn str_of(&mut self, n: usize) -> PResult<Value> {
         let b = self.take(n)?;
-        let s = std::str::from_utf8(b).map_err(|_| PickleError::Malformed("string is not valid UTF-8".into()))?;
+        let s = std::str::from_utf8(b)
+            .map_err(|_| PickleError::Malformed("string is not valid UTF-8".into()))?;
         Ok(Value::Str(Rc::from(s)))
     }
 
@@ -299,7 +137,9 @@ impl<'a> Unpickler<'a> {
         if self.stack.len() <= floor {
             return bad("stack underflow");
         }
-        self.stack.pop().ok_or_else(|| PickleError::Malformed("stack underflow".into()))
+        self.stack
+            .pop()
+            .ok_or_else(|| PickleError::Malformed("stack underflow".into()))
     }
 
     fn top(&mut self) -> PResult<&mut Value> {
@@ -307,11 +147,16 @@ impl<'a> Unpickler<'a> {
         if self.stack.len() <= floor {
             return bad("stack underflow");
         }
-        self.stack.last_mut().ok_or_else(|| PickleError::Malformed("stack underflow".into()))
+        self.stack
+            .last_mut()
+            .ok_or_else(|| PickleError::Malformed("stack underflow".into()))
     }
 
     fn pop_mark(&mut self) -> PResult<Vec<Value>> {
-        let m = self.marks.pop().ok_or_else(|| PickleError::Malformed("no MARK on the stack".into()))?;
+        let m = self
+            .marks
+            .pop()
+            .ok_or_else(|| PickleError::Malformed("no MARK on the stack".into()))?;
         if m > self.stack.len() {
             return bad("MARK above the stack top");
         }
@@ -327,7 +172,11 @@ impl<'a> Unpickler<'a> {
     }
 
     fn memo_get(&mut self, idx: u32) -> PResult<()> {
-        let v = self.memo.get(&idx).cloned().ok_or_else(|| PickleError::Malformed(format!("memo index {idx} is not set")))?;
+        let v = self
+            .memo
+            .get(&idx)
+            .cloned()
+            .ok_or_else(|| PickleError::Malformed(format!("memo index {idx} is not set")))?;
         self.stack.push(v);
         Ok(())
     }
@@ -461,7 +310,9 @@ impl<'a> Unpickler<'a> {
                 }
                 0x8b => {
                     let n = i32::from_le_bytes(self.arr()?);
-                    let n = usize::try_from(n).map_err(|_| PickleError::Malformed("LONG4 with a negative length".into()))?;
+                    let n = usize::try_from(n).map_err(|_| {
+                        PickleError::Malformed("LONG4 with a negative length".into())
+                    })?;
                     let b = self.take(n)?;
                     self.stack.push(long_value(b));
                 }
@@ -505,7 +356,8 @@ impl<'a> Unpickler<'a> {
                     self.memo_put(i)?;
                 }
                 0x94 => {
-                    let i = u32::try_from(self.memo.len()).map_err(|_| PickleError::Malformed("memo overflow".into()))?;
+                    let i = u32::try_from(self.memo.len())
+                        .map_err(|_| PickleError::Malformed("memo overflow".into()))?;
                     self.memo_put(i)?;
                 }
                 b'h' => {
@@ -568,14 +420,21 @@ impl<'a> Unpickler<'a> {
                     let v = self.persistent_load(pid)?;
                     self.stack.push(v);
                 }
-                other => return bad(format!("unsupported pickle opcode 0x{other:02x} at byte {}", self.pos - 1)),
+                other => {
+                    return bad(format!(
+                        "unsupported pickle opcode 0x{other:02x} at byte {}",
+                        self.pos - 1
+                    ));
+                }
             }
         }
     }
 
     fn new_obj(&mut self, cls: Value, args: Value) -> PResult<Value> {
         match (&cls, &args) {
-            (Value::Global(Global::OrderedDict), Value::Tuple(t)) if t.is_empty() => Ok(Value::Dict(Rc::default())),
+            (Value::Global(Global::OrderedDict), Value::Tuple(t)) if t.is_empty() => {
+                Ok(Value::Dict(Rc::default()))
+            }
             _ => bad(format!("NEWOBJ of a {}", cls.type_name())),
         }
     }
@@ -595,7 +454,9 @@ impl<'a> Unpickler<'a> {
                     Some(Value::List(pairs)) => {
                         for p in pairs.borrow().iter() {
                             match p {
-                                Value::Tuple(kv) if kv.len() == 2 => d.insert(kv[0].clone(), kv[1].clone())?,
+                                Value::Tuple(kv) if kv.len() == 2 => {
+                                    d.insert(kv[0].clone(), kv[1].clone())?
+                                }
                                 _ => return bad("OrderedDict([...]) with a non-pair item"),
                             }
                         }
@@ -609,15 +470,27 @@ impl<'a> Unpickler<'a> {
                     return bad("_rebuild_tensor with fewer than 4 arguments");
                 }
                 let Value::Storage(storage) = &args[0] else {
-                    return bad(format!("_rebuild_tensor on a {}, not a storage", args[0].type_name()));
+                    return bad(format!(
+                        "_rebuild_tensor on a {}, not a storage",
+                        args[0].type_name()
+                    ));
                 };
                 let offset = args[1].as_int("storage offset")?;
                 let size = args[2].as_int_tuple("tensor size")?;
                 let stride = args[3].as_int_tuple("tensor stride")?;
                 if size.len() != stride.len() {
-                    return bad(format!("tensor size has {} dims but stride has {}", size.len(), stride.len()));
+                    return bad(format!(
+                        "tensor size has {} dims but stride has {}",
+                        size.len(),
+                        stride.len()
+                    ));
                 }
-                Ok(Value::Tensor(Rc::new(TensorRef { storage: storage.clone(), offset, size, stride })))
+                Ok(Value::Tensor(Rc::new(TensorRef {
+                    storage: storage.clone(),
+                    offset,
+                    size,
+                    stride,
+                })))
             }
             Global::RebuildParameter | Global::RebuildParameterWithState => match args.first() {
                 Some(t @ Value::Tensor(_)) => Ok(t.clone()),
@@ -642,12 +515,15 @@ impl<'a> Unpickler<'a> {
             Value::Int(i) => i.to_string(),
             other => return bad(format!("storage key is a {}", other.type_name())),
         };
-        let numel = u64::try_from(t[4].as_int("storage size")?).map_err(|_| PickleError::Malformed("negative storage size".into()))?;
+        let numel = u64::try_from(t[4].as_int("storage size")?)
+            .map_err(|_| PickleError::Malformed("negative storage size".into()))?;
         let view = match t.get(5) {
             None | Some(Value::None) => None,
             Some(Value::Tuple(v)) if v.len() == 3 => {
-                let off = u64::try_from(v[1].as_int("view offset")?).map_err(|_| PickleError::Malformed("negative view offset".into()))?;
-                let len = u64::try_from(v[2].as_int("view size")?).map_err(|_| PickleError::Malformed("negative view size".into()))?;
+                let off = u64::try_from(v[1].as_int("view offset")?)
+                    .map_err(|_| PickleError::Malformed("negative view offset".into()))?;
+                let len = u64::try_from(v[2].as_int("view size")?)
+                    .map_err(|_| PickleError::Malformed("negative view size".into()))?;
                 Some((off, len))
             }
             Some(_) => return bad("malformed storage view metadata"),
@@ -658,7 +534,12 @@ impl<'a> Unpickler<'a> {
                 self.storages.insert(key.clone(), dtype);
             }
         }
-        Ok(Value::Storage(Rc::new(StorageRef { key, dtype, numel, view })))
+        Ok(Value::Storage(Rc::new(StorageRef {
+            key,
+            dtype,
+            numel,
+            view,
+        })))
     }
 }
 
@@ -677,67 +558,4 @@ fn long_value(b: &[u8]) -> Value {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn small_values_and_memo() {
-        // protocol 2: {'a': [1, -2, 'x'], 'b': (True, None, 1.5)} with the list memoized and reused.
-        let data = b"\x80\x02}q\x00(X\x01\x00\x00\x00a]q\x01(K\x01J\xfe\xff\xff\xffX\x01\x00\x00\x00xeX\x01\x00\x00\x00b\x88NG?\xf8\x00\x00\x00\x00\x00\x00\x87X\x01\x00\x00\x00ch\x01u.";
-        let u = unpickle(data).map_err(|e| format!("{e:?}")).unwrap_or_else(|e| unreachable!("{e}"));
-        let Value::Dict(d) = &u.value else { unreachable!("not a dict") };
-        let d = d.borrow();
-        assert_eq!(d.entries.len(), 3);
-        let Some(Value::List(l)) = d.get_str("a") else { unreachable!("a") };
-        let l = l.borrow();
-        assert!(matches!(l[0], Value::Int(1)));
-        assert!(matches!(l[1], Value::Int(-2)));
-        assert!(matches!(&l[2], Value::Str(s) if &**s == "x"));
-        let Some(Value::Tuple(t)) = d.get_str("b") else { unreachable!("b") };
-        assert!(matches!(t[0], Value::Bool(true)));
-        assert!(matches!(t[1], Value::None));
-        assert!(matches!(t[2], Value::Float(f) if f == 1.5));
-        // The memoized list is the same object, filled after BINPUT.
-        let Some(Value::List(c)) = d.get_str("c") else { unreachable!("c") };
-        assert_eq!(c.borrow().len(), 3);
-        assert_eq!(u.consumed, data.len());
-    }
-
-    #[test]
-    fn forbidden_globals_are_named() {
-        let proto2 = b"\x80\x02cposix\nsystem\nq\x00X\x04\x00\x00\x00trueq\x01\x85R.";
-        assert!(matches!(unpickle(proto2), Err(PickleError::Forbidden(g)) if g == "posix.system"));
-        let proto4 = b"\x80\x04\x95\x00\x00\x00\x00\x00\x00\x00\x00\x8c\x08builtins\x8c\x04eval\x93.";
-        assert!(matches!(unpickle(proto4), Err(PickleError::Forbidden(g)) if g == "builtins.eval"));
-    }
-
-    #[test]
-    fn malformed_streams_are_errors() {
-        let cases: &[&[u8]] = &[
-            b"",                      // nothing
-            b"\x80\x02",              // no STOP
-            b".",                     // STOP on an empty stack
-            b"\x80\x02s.",            // SETITEM underflow
-            b"\x80\x02h\x05.",        // unset memo
-            b"\x80\x02(K\x01K\x02.",  // STOP with a mark left
-            b"\x80\x02X\xff\xff\xff\x7fab.", // string longer than the data
-            b"\x80\x02\xfe.",         // unknown opcode
-            b"\x80\x02]K\x01s.",      // SETITEM on a list
-            b"\x80\x02(t(\x85.",      // TUPLE1 over a mark
-        ];
-        for c in cases {
-            assert!(unpickle(c).is_err(), "{c:?} was accepted");
-        }
-    }
-
-    #[test]
-    fn deep_nesting_does_not_overflow() {
-        // 200k nested lists: ] ( ] ... then APPEND back up.
-        let n = 200_000;
-        let mut data = vec![0x80, 2];
-        data.extend(std::iter::repeat_n(b']', n));
-        data.extend(std::iter::repeat_n(b'a', n - 1));
-        data.push(b'.');
-        assert!(unpickle(&data).is_ok());
-    }
-}
+mod tests;
