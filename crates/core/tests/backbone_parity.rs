@@ -35,12 +35,21 @@ fn npy(name: &str) -> Result<Tensor> {
 /// Copies `<arch>.safetensors` into `vs`; file tensors not in `vs` must start with one of `extra_ok`.
 fn load(vs: &nn::VarStore, file: &str, extra_ok: &[&str]) -> Result<()> {
     let path = fixtures()?.join(file);
-    let src: HashMap<String, Tensor> =
-        Tensor::read_safetensors(&path).with_context(|| format!("reading {}", path.display()))?.into_iter().collect();
+    let src: HashMap<String, Tensor> = Tensor::read_safetensors(&path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .into_iter()
+        .collect();
     let vars = vs.variables();
     for (name, mut var) in vars.iter().map(|(n, v)| (n, v.shallow_clone())) {
-        let s = src.get(name).with_context(|| format!("{name} missing from {file}"))?;
-        ensure!(s.size() == var.size(), "{name}: file {:?} vs model {:?}", s.size(), var.size());
+        let s = src
+            .get(name)
+            .with_context(|| format!("{name} missing from {file}"))?;
+        ensure!(
+            s.size() == var.size(),
+            "{name}: file {:?} vs model {:?}",
+            s.size(),
+            var.size()
+        );
         tch::no_grad(|| var.copy_(s));
     }
     for name in src.keys() {
@@ -52,11 +61,19 @@ fn load(vs: &nn::VarStore, file: &str, extra_ok: &[&str]) -> Result<()> {
 }
 
 fn assert_close(got: &Tensor, want: &Tensor, what: &str) -> Result<()> {
-    ensure!(got.size() == want.size(), "{what}: shape {:?} vs reference {:?}", got.size(), want.size());
+    ensure!(
+        got.size() == want.size(),
+        "{what}: shape {:?} vs reference {:?}",
+        got.size(),
+        want.size()
+    );
     let scale = want.abs().max().double_value(&[]);
     let diff = (got - want).abs().max().double_value(&[]);
     ensure!(scale > 0.0, "{what}: reference is all zeros");
-    ensure!(diff <= 1e-4 * scale, "{what}: max |diff| = {diff:e} > 1e-4 * {scale:e}");
+    ensure!(
+        diff <= 1e-4 * scale,
+        "{what}: max |diff| = {diff:e} > 1e-4 * {scale:e}"
+    );
     Ok(())
 }
 
@@ -69,7 +86,9 @@ fn check_classifier(arch: Arch, input: &str, logits: &str) -> Result<()> {
     assert_close(&got, &npy(logits)?, &format!("{arch} logits"))?;
     // penultimate + head is the same computation.
     let split = tch::no_grad(|| net.head(&net.penultimate(&x, false)));
-    ensure!(split.size()[1] == 1000 && net.penultimate(&x, false).size()[1] == net.penultimate_dim());
+    ensure!(
+        split.size()[1] == 1000 && net.penultimate(&x, false).size()[1] == net.penultimate_dim()
+    );
     assert_close(&split, &got, &format!("{arch} penultimate+head"))
 }
 
@@ -81,8 +100,18 @@ fn check_backbone(arch: Arch, extra_ok: &[&str]) -> Result<()> {
     let feats = tch::no_grad(|| net.forward_features(&x, false));
     ensure!(feats.len() == 3, "{arch}: {} feature maps", feats.len());
     for ((f, info), c) in feats.iter().zip(net.feature_info()).zip(["c3", "c4", "c5"]) {
-        ensure!(f.size()[1] == info.channels, "{arch} {c}: {} channels, feature_info says {}", f.size()[1], info.channels);
-        ensure!(f.size()[2] * info.stride == 64, "{arch} {c}: height {} at stride {}", f.size()[2], info.stride);
+        ensure!(
+            f.size()[1] == info.channels,
+            "{arch} {c}: {} channels, feature_info says {}",
+            f.size()[1],
+            info.channels
+        );
+        ensure!(
+            f.size()[2] * info.stride == 64,
+            "{arch} {c}: height {} at stride {}",
+            f.size()[2],
+            info.stride
+        );
         assert_close(f, &npy(&format!("{arch}_{c}"))?, &format!("{arch} {c}"))?;
     }
     Ok(())
@@ -129,7 +158,10 @@ fn vgg19_matches_torchvision_including_style_taps() -> Result<()> {
     // Asking out of order returns them in the order asked.
     let two = tch::no_grad(|| net.relu_taps(&x, &["relu3_1", "relu1_1"], false))?;
     assert_close(&two[0], &taps[2], "relu3_1 reordered")?;
-    ensure!(net.relu_taps(&x, &["relu6_1"], false).is_err(), "relu6_1 must be rejected");
+    ensure!(
+        net.relu_taps(&x, &["relu6_1"], false).is_err(),
+        "relu6_1 must be rejected"
+    );
     Ok(())
 }
 
@@ -141,7 +173,11 @@ fn efficientnet_b0_matches_torchvision() -> Result<()> {
 
 #[test]
 fn efficientnet_lite0_real_weights_match_functional_reference() -> Result<()> {
-    check_classifier(Arch::EfficientnetLite0, "input", "efficientnet_lite0_logits")?;
+    check_classifier(
+        Arch::EfficientnetLite0,
+        "input",
+        "efficientnet_lite0_logits",
+    )?;
     check_backbone(Arch::EfficientnetLite0, &["_fc.", "_conv_head.", "_bn1."])
 }
 
@@ -149,18 +185,30 @@ fn efficientnet_lite0_real_weights_match_functional_reference() -> Result<()> {
 /// (committed as `tests/fixtures/efficientnet_lite{1,2}_shapes.json`).
 #[test]
 fn efficientnet_lite1_lite2_layouts_match_the_shipped_files() -> Result<()> {
-    for (arch, file) in [(Arch::EfficientnetLite1, "efficientnet_lite1_shapes.json"), (Arch::EfficientnetLite2, "efficientnet_lite2_shapes.json")] {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(file);
+    for (arch, file) in [
+        (Arch::EfficientnetLite1, "efficientnet_lite1_shapes.json"),
+        (Arch::EfficientnetLite2, "efficientnet_lite2_shapes.json"),
+    ] {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(file);
         let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
         let want: HashMap<String, Vec<i64>> = serde_json::from_value(json["shapes"].clone())?;
         let vs = nn::VarStore::new(Device::Cpu);
         let _net = backbones::classifier(vs.root(), arch, 1000)?;
-        let got: HashMap<String, Vec<i64>> = vs.variables().into_iter().map(|(k, v)| (k, v.size())).collect();
+        let got: HashMap<String, Vec<i64>> = vs
+            .variables()
+            .into_iter()
+            .map(|(k, v)| (k, v.size()))
+            .collect();
         let mut missing: Vec<_> = want.keys().filter(|k| !got.contains_key(*k)).collect();
         let mut extra: Vec<_> = got.keys().filter(|k| !want.contains_key(*k)).collect();
         missing.sort();
         extra.sort();
-        ensure!(missing.is_empty() && extra.is_empty(), "{arch}: missing {missing:?}, extra {extra:?}");
+        ensure!(
+            missing.is_empty() && extra.is_empty(),
+            "{arch}: missing {missing:?}, extra {extra:?}"
+        );
         for (k, s) in &want {
             ensure!(&got[k] == s, "{arch} {k}: {:?} vs file {s:?}", got[k]);
         }
@@ -176,24 +224,45 @@ fn every_arch_builds_with_consistent_stages() -> Result<()> {
         let vs = nn::VarStore::new(Device::Cpu);
         let c = backbones::classifier(vs.root() / "cls", arch, 7)?;
         let b = backbones::backbone(vs.root() / "bb", arch)?;
-        ensure!(c.stages().len() == b.stages().len(), "{arch}: stage counts differ");
-        ensure!(c.head_prefix().starts_with("cls."), "{arch}: head prefix {}", c.head_prefix());
+        ensure!(
+            c.stages().len() == b.stages().len(),
+            "{arch}: stage counts differ"
+        );
+        ensure!(
+            c.head_prefix().starts_with("cls."),
+            "{arch}: head prefix {}",
+            c.head_prefix()
+        );
         let names = vs.variables();
         for s in &c.stages().prefixes {
             for p in s {
-                ensure!(names.keys().any(|n| backbones::has_prefix(n, p)), "{arch}: stage prefix {p} matches nothing");
+                ensure!(
+                    names.keys().any(|n| backbones::has_prefix(n, p)),
+                    "{arch}: stage prefix {p} matches nothing"
+                );
             }
         }
         ensure!(b.normalization() == arch.normalization());
-        if matches!(arch, Arch::Vgg16 | Arch::Vgg16Bn | Arch::Vgg19 | Arch::Vgg19Bn) {
+        if matches!(
+            arch,
+            Arch::Vgg16 | Arch::Vgg16Bn | Arch::Vgg19 | Arch::Vgg19Bn
+        ) {
             continue; // slow on CPU for no extra coverage of the ceil rule
         }
         let x = Tensor::randn([1, 3, 67, 45], (tch::Kind::Float, Device::Cpu));
         let feats = tch::no_grad(|| b.forward_features(&x, false));
         for (f, info) in feats.iter().zip(b.feature_info()) {
-            let (h, w) = ((67 + info.stride - 1) / info.stride, (45 + info.stride - 1) / info.stride);
+            let (h, w) = (
+                (67 + info.stride - 1) / info.stride,
+                (45 + info.stride - 1) / info.stride,
+            );
             if arch.name().contains("lite") {
-                ensure!(f.size() == [1, info.channels, h, w], "{arch}: {:?} at stride {}", f.size(), info.stride);
+                ensure!(
+                    f.size() == [1, info.channels, h, w],
+                    "{arch}: {:?} at stride {}",
+                    f.size(),
+                    info.stride
+                );
             } else {
                 ensure!(f.size()[1] == info.channels, "{arch}: {:?}", f.size());
             }

@@ -18,14 +18,23 @@ use tch::{Tensor, nn};
 use super::layers::{
     Act, ConvBn, ConvOpts, Linear, LinearInit, Padding, global_avg_pool, prefix, stochastic_depth,
 };
-use super::{Backbone, BACKBONE_GROUP, ClassifierNet, FeatureInfo, HEAD_GROUP, Normalization, Stages};
+use super::{
+    BACKBONE_GROUP, Backbone, ClassifierNet, FeatureInfo, HEAD_GROUP, Normalization, Stages,
+};
 use crate::Result;
 
 const BN_EPS: f64 = 1e-3;
 const BN_MOMENTUM: f64 = 0.01;
 /// (expand ratio, kernel, first stride, output channels, repeats) of Lite0.
-const BASE: [(i64, i64, i64, i64, usize); 7] =
-    [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3), (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1)];
+const BASE: [(i64, i64, i64, i64, usize); 7] = [
+    (1, 3, 1, 16, 1),
+    (6, 3, 2, 24, 2),
+    (6, 5, 2, 40, 2),
+    (6, 3, 2, 80, 3),
+    (6, 5, 1, 112, 3),
+    (6, 5, 2, 192, 4),
+    (6, 3, 1, 320, 1),
+];
 const DROP_CONNECT: f64 = 0.2;
 
 /// Width and depth multipliers and dropout of one Lite variant.
@@ -60,15 +69,52 @@ struct LiteBlock {
 }
 
 impl LiteBlock {
-    fn new(p: &nn::Path, cin: i64, cout: i64, e: i64, k: i64, stride: i64, drop_p: f64) -> Result<Self> {
+    fn new(
+        p: &nn::Path,
+        cin: i64,
+        cout: i64,
+        e: i64,
+        k: i64,
+        stride: i64,
+        drop_p: f64,
+    ) -> Result<Self> {
         let mid = cin * e;
         let mk = |c: &str, b: &str, ci: i64, co: i64, kk: i64, o: ConvOpts, act: Act| {
-            Ok::<_, crate::Error>(ConvBn::new(&(p / c), &(p / b), ci, co, kk, o, BN_EPS, act)?.bn_momentum(BN_MOMENTUM))
+            Ok::<_, crate::Error>(
+                ConvBn::new(&(p / c), &(p / b), ci, co, kk, o, BN_EPS, act)?
+                    .bn_momentum(BN_MOMENTUM),
+            )
         };
-        let expand = if e != 1 { Some(mk("_expand_conv", "_bn0", cin, mid, 1, sconv(1), Act::Relu6)?) } else { None };
-        let depthwise = mk("_depthwise_conv", "_bn1", mid, mid, k, sconv(k).stride(stride).groups(mid), Act::Relu6)?;
+        let expand = if e != 1 {
+            Some(mk(
+                "_expand_conv",
+                "_bn0",
+                cin,
+                mid,
+                1,
+                sconv(1),
+                Act::Relu6,
+            )?)
+        } else {
+            None
+        };
+        let depthwise = mk(
+            "_depthwise_conv",
+            "_bn1",
+            mid,
+            mid,
+            k,
+            sconv(k).stride(stride).groups(mid),
+            Act::Relu6,
+        )?;
         let project = mk("_project_conv", "_bn2", mid, cout, 1, sconv(1), Act::None)?;
-        Ok(LiteBlock { expand, depthwise, project, residual: stride == 1 && cin == cout, drop_p })
+        Ok(LiteBlock {
+            expand,
+            depthwise,
+            project,
+            residual: stride == 1 && cin == cout,
+            drop_p,
+        })
     }
 
     /// `[N, cin, H, W]` -> `[N, cout, ceil(H/stride), ceil(W/stride)]`.
@@ -79,7 +125,11 @@ impl LiteBlock {
         };
         x = self.depthwise.forward(&x, train);
         x = self.project.forward(&x, train);
-        if self.residual { stochastic_depth(&x, self.drop_p, train) + xs } else { x }
+        if self.residual {
+            stochastic_depth(&x, self.drop_p, train) + xs
+        } else {
+            x
+        }
     }
 }
 
@@ -96,12 +146,27 @@ pub struct EfficientNetLiteBody {
 impl EfficientNetLiteBody {
     fn new(p: &nn::Path, s: Scale) -> Result<Self> {
         let p = p.set_group(BACKBONE_GROUP);
-        let stem = ConvBn::new(&(&p / "_conv_stem"), &(&p / "_bn0"), 3, 32, 3, sconv(3).stride(2), BN_EPS, Act::Relu6)?
-            .bn_momentum(BN_MOMENTUM);
+        let stem = ConvBn::new(
+            &(&p / "_conv_stem"),
+            &(&p / "_bn0"),
+            3,
+            32,
+            3,
+            sconv(3).stride(2),
+            BN_EPS,
+            Act::Relu6,
+        )?
+        .bn_momentum(BN_MOMENTUM);
         let repeats: Vec<usize> = BASE
             .iter()
             .enumerate()
-            .map(|(i, b)| if i == 0 || i + 1 == BASE.len() { b.4 } else { (b.4 as f64 * s.depth).ceil() as usize })
+            .map(|(i, b)| {
+                if i == 0 || i + 1 == BASE.len() {
+                    b.4
+                } else {
+                    (b.4 as f64 * s.depth).ceil() as usize
+                }
+            })
             .collect();
         let total: usize = repeats.iter().sum();
         let bp = &p / "_blocks";
@@ -116,7 +181,15 @@ impl EfficientNetLiteBody {
             let mut names = Vec::with_capacity(reps);
             for j in 0..reps {
                 let drop_p = DROP_CONNECT * i as f64 / total as f64;
-                stage.push(LiteBlock::new(&(&bp / i), cin, cout, e, k, if j == 0 { stride } else { 1 }, drop_p)?);
+                stage.push(LiteBlock::new(
+                    &(&bp / i),
+                    cin,
+                    cout,
+                    e,
+                    k,
+                    if j == 0 { stride } else { 1 },
+                    drop_p,
+                )?);
                 names.push(prefix(&bp, &i.to_string()));
                 cin = cout;
                 i += 1;
@@ -125,7 +198,13 @@ impl EfficientNetLiteBody {
             channels.push(cout);
             stages.push(names);
         }
-        Ok(EfficientNetLiteBody { stem, blocks, channels, stages: Stages { prefixes: stages }, frozen: 0 })
+        Ok(EfficientNetLiteBody {
+            stem,
+            blocks,
+            channels,
+            stages: Stages { prefixes: stages },
+            frozen: 0,
+        })
     }
 
     /// `[N, 3, H, W]` -> the outputs of the seven block stages.
@@ -157,7 +236,10 @@ impl Backbone for EfficientNetLiteBody {
     fn feature_info(&self) -> Vec<FeatureInfo> {
         [(8, 2), (16, 4), (32, 6)]
             .into_iter()
-            .map(|(stride, i)| FeatureInfo { stride, channels: self.channels.get(i).copied().unwrap_or(0) })
+            .map(|(stride, i)| FeatureInfo {
+                stride,
+                channels: self.channels.get(i).copied().unwrap_or(0),
+            })
             .collect()
     }
     fn stages(&self) -> &Stages {
@@ -187,21 +269,46 @@ impl EfficientNetLite {
         let body = EfficientNetLiteBody::new(p, s)?;
         let bp = p.set_group(BACKBONE_GROUP);
         let last = body.channels.last().copied().unwrap_or(320);
-        let head_conv = ConvBn::new(&(&bp / "_conv_head"), &(&bp / "_bn1"), last, 1280, 1, sconv(1), BN_EPS, Act::Relu6)?
-            .bn_momentum(BN_MOMENTUM);
-        let fc = Linear::new(&(p.set_group(HEAD_GROUP) / "_fc"), 1280, num_classes, LinearInit::UniformOut)?;
+        let head_conv = ConvBn::new(
+            &(&bp / "_conv_head"),
+            &(&bp / "_bn1"),
+            last,
+            1280,
+            1,
+            sconv(1),
+            BN_EPS,
+            Act::Relu6,
+        )?
+        .bn_momentum(BN_MOMENTUM);
+        let fc = Linear::new(
+            &(p.set_group(HEAD_GROUP) / "_fc"),
+            1280,
+            num_classes,
+            LinearInit::UniformOut,
+        )?;
         let mut stages = body.stages.clone();
         if let Some(l) = stages.prefixes.last_mut() {
             l.push(prefix(p, "_conv_head"));
             l.push(prefix(p, "_bn1"));
         }
-        Ok(EfficientNetLite { body, head_conv, fc, dropout: s.dropout, stages, head_prefix: prefix(p, "_fc") })
+        Ok(EfficientNetLite {
+            body,
+            head_conv,
+            fc,
+            dropout: s.dropout,
+            stages,
+            head_prefix: prefix(p, "_fc"),
+        })
     }
 }
 
 impl ClassifierNet for EfficientNetLite {
     fn penultimate(&self, xs: &Tensor, train: bool) -> Tensor {
-        let last = self.body.run(xs, train).pop().unwrap_or_else(|| xs.shallow_clone()); // [N, 320, h, w]
+        let last = self
+            .body
+            .run(xs, train)
+            .pop()
+            .unwrap_or_else(|| xs.shallow_clone()); // [N, 320, h, w]
         let t = train && self.body.frozen < self.stages.len();
         let x = self.head_conv.forward(&last, t); // [N, 1280, h, w]
         global_avg_pool(&x).dropout(self.dropout, t) // [N, 1280]
@@ -223,9 +330,21 @@ impl ClassifierNet for EfficientNetLite {
     }
 }
 
-const LITE0: Scale = Scale { width: 1.0, depth: 1.0, dropout: 0.2 };
-const LITE1: Scale = Scale { width: 1.0, depth: 1.1, dropout: 0.2 };
-const LITE2: Scale = Scale { width: 1.1, depth: 1.2, dropout: 0.3 };
+const LITE0: Scale = Scale {
+    width: 1.0,
+    depth: 1.0,
+    dropout: 0.2,
+};
+const LITE1: Scale = Scale {
+    width: 1.0,
+    depth: 1.1,
+    dropout: 0.2,
+};
+const LITE2: Scale = Scale {
+    width: 1.1,
+    depth: 1.2,
+    dropout: 0.3,
+};
 
 /// EfficientNet-Lite0 classifier (224 px).
 pub fn efficientnet_lite0(p: nn::Path, num_classes: i64) -> Result<EfficientNetLite> {
@@ -259,7 +378,10 @@ mod tests {
     #[test]
     fn round_filters_matches_the_lite2_file() {
         // Channels of the shipped efficientnet-lite2 file per stage.
-        let got: Vec<i64> = [16, 24, 40, 80, 112, 192, 320].iter().map(|&c| round_filters(c, 1.1)).collect();
+        let got: Vec<i64> = [16, 24, 40, 80, 112, 192, 320]
+            .iter()
+            .map(|&c| round_filters(c, 1.1))
+            .collect();
         assert_eq!(got, [16, 24, 48, 88, 120, 208, 352]);
     }
 }

@@ -59,7 +59,13 @@ pub struct ConvOpts {
 impl ConvOpts {
     /// Stride 1, one group, no bias, "same" symmetric padding `k / 2`, Kaiming fan-out init.
     pub fn new(kernel: i64) -> Self {
-        ConvOpts { stride: 1, groups: 1, bias: false, padding: Padding::Symmetric(kernel / 2), init: ConvInit::KaimingFanOut }
+        ConvOpts {
+            stride: 1,
+            groups: 1,
+            bias: false,
+            padding: Padding::Symmetric(kernel / 2),
+            init: ConvInit::KaimingFanOut,
+        }
     }
     /// Sets the stride.
     pub fn stride(mut self, s: i64) -> Self {
@@ -93,9 +99,10 @@ impl Conv {
     pub fn new(p: &nn::Path, cin: i64, cout: i64, kernel: i64, o: ConvOpts) -> Result<Self> {
         let fan_in = cin / o.groups * kernel * kernel;
         let winit = match o.init {
-            ConvInit::KaimingFanOut => {
-                nn::Init::Randn { mean: 0.0, stdev: (2.0 / (cout * kernel * kernel) as f64).sqrt() }
-            }
+            ConvInit::KaimingFanOut => nn::Init::Randn {
+                mean: 0.0,
+                stdev: (2.0 / (cout * kernel * kernel) as f64).sqrt(),
+            },
             ConvInit::Default => uniform_bound(fan_in),
         };
         let weight = p.f_var("weight", &[cout, cin / o.groups, kernel, kernel], winit)?;
@@ -108,25 +115,51 @@ impl Conv {
         } else {
             None
         };
-        Ok(Conv { weight, bias, stride: o.stride, kernel, groups: o.groups, padding: o.padding })
+        Ok(Conv {
+            weight,
+            bias,
+            stride: o.stride,
+            kernel,
+            groups: o.groups,
+            padding: o.padding,
+        })
     }
 
     /// `[N, in, H, W]` -> `[N, out, H', W']`.
     pub fn forward(&self, xs: &Tensor) -> Tensor {
         let s = [self.stride, self.stride];
         match self.padding {
-            Padding::Symmetric(pad) => {
-                xs.conv2d(&self.weight, self.bias.as_ref(), s, [pad, pad], [1, 1], self.groups)
-            }
+            Padding::Symmetric(pad) => xs.conv2d(
+                &self.weight,
+                self.bias.as_ref(),
+                s,
+                [pad, pad],
+                [1, 1],
+                self.groups,
+            ),
             Padding::TfSame => {
                 let (ph, pw) = same_pad(xs, self.kernel, self.stride);
                 if ph % 2 == 0 && pw % 2 == 0 {
                     // Even totals are symmetric: let the convolution pad (no copy).
-                    xs.conv2d(&self.weight, self.bias.as_ref(), s, [ph / 2, pw / 2], [1, 1], self.groups)
+                    xs.conv2d(
+                        &self.weight,
+                        self.bias.as_ref(),
+                        s,
+                        [ph / 2, pw / 2],
+                        [1, 1],
+                        self.groups,
+                    )
                 } else {
                     // [left, right, top, bottom]: the extra pixel goes right/bottom as in TensorFlow.
                     let padded = xs.constant_pad_nd([pw / 2, pw - pw / 2, ph / 2, ph - ph / 2]);
-                    padded.conv2d(&self.weight, self.bias.as_ref(), s, [0, 0], [1, 1], self.groups)
+                    padded.conv2d(
+                        &self.weight,
+                        self.bias.as_ref(),
+                        s,
+                        [0, 0],
+                        [1, 1],
+                        self.groups,
+                    )
                 }
             }
         }
@@ -137,7 +170,11 @@ impl Conv {
 fn same_pad(xs: &Tensor, k: i64, s: i64) -> (i64, i64) {
     let size = xs.size();
     let n = size.len();
-    let (h, w) = if n >= 2 { (size[n - 2], size[n - 1]) } else { (0, 0) };
+    let (h, w) = if n >= 2 {
+        (size[n - 2], size[n - 1])
+    } else {
+        (0, 0)
+    };
     let total = |i: i64| (((i + s - 1) / s - 1) * s + k - i).max(0);
     (total(h), total(w))
 }
@@ -239,7 +276,11 @@ impl ConvBn {
         eps: f64,
         act: Act,
     ) -> Result<Self> {
-        Ok(ConvBn { conv: Conv::new(conv_p, cin, cout, kernel, opts)?, bn: Bn::new(bn_p, cout, eps, 0.1)?, act })
+        Ok(ConvBn {
+            conv: Conv::new(conv_p, cin, cout, kernel, opts)?,
+            bn: Bn::new(bn_p, cout, eps, 0.1)?,
+            act,
+        })
     }
 
     /// Sets the batch norm's running-stat momentum (PyTorch convention; default 0.1).
@@ -250,7 +291,8 @@ impl ConvBn {
 
     /// `[N, in, H, W]` -> `[N, out, H', W']`.
     pub fn forward(&self, xs: &Tensor, train: bool) -> Tensor {
-        self.act.apply(self.bn.forward(&self.conv.forward(xs), train))
+        self.act
+            .apply(self.bn.forward(&self.conv.forward(xs), train))
     }
 }
 
@@ -279,10 +321,19 @@ impl Linear {
     pub fn new(p: &nn::Path, cin: i64, cout: i64, init: LinearInit) -> Result<Self> {
         let (w, b) = match init {
             LinearInit::Default => (uniform_bound(cin), uniform_bound(cin)),
-            LinearInit::Normal(std) => (nn::Init::Randn { mean: 0.0, stdev: std }, nn::Init::Const(0.0)),
+            LinearInit::Normal(std) => (
+                nn::Init::Randn {
+                    mean: 0.0,
+                    stdev: std,
+                },
+                nn::Init::Const(0.0),
+            ),
             LinearInit::UniformOut => (uniform_bound(cout), nn::Init::Const(0.0)),
         };
-        Ok(Linear { weight: p.f_var("weight", &[cout, cin], w)?, bias: p.f_var("bias", &[cout], b)? })
+        Ok(Linear {
+            weight: p.f_var("weight", &[cout, cin], w)?,
+            bias: p.f_var("bias", &[cout], b)?,
+        })
     }
 
     /// `[N, in]` -> `[N, out]`.
@@ -306,11 +357,6 @@ pub fn stochastic_depth(xs: &Tensor, p: f64, train: bool) -> Tensor {
 /// Global average pooling `[N, C, H, W]` -> `[N, C]`.
 pub fn global_avg_pool(xs: &Tensor) -> Tensor {
     xs.mean_dim(&[-2i64, -1][..], false, xs.kind())
-}
-
-/// Builds a child path from an index (`p / 3`), for `Sequential`-style names.
-pub fn idx<'a>(p: &nn::Path<'a>, i: usize) -> nn::Path<'a> {
-    p.sub(i)
 }
 
 /// The full variable-name prefix of `p / seg` (e.g. `backbone.layer1`), for [`super::Stages`].

@@ -8,7 +8,9 @@
 use tch::{Tensor, nn};
 
 use super::layers::{Act, ConvBn, ConvOpts, Linear, LinearInit, global_avg_pool, prefix};
-use super::{Backbone, BACKBONE_GROUP, ClassifierNet, FeatureInfo, HEAD_GROUP, Normalization, Stages};
+use super::{
+    BACKBONE_GROUP, Backbone, ClassifierNet, FeatureInfo, HEAD_GROUP, Normalization, Stages,
+};
 use crate::Result;
 
 const BN_EPS: f64 = 1e-5;
@@ -23,7 +25,16 @@ struct Block {
 impl Block {
     fn new(p: &nn::Path, cin: i64, width: i64, stride: i64, bottleneck: bool) -> Result<Self> {
         let cb = |i: usize, ci: i64, co: i64, k: i64, s: i64, act: Act| {
-            ConvBn::new(&(p / format!("conv{i}")), &(p / format!("bn{i}")), ci, co, k, ConvOpts::new(k).stride(s), BN_EPS, act)
+            ConvBn::new(
+                &(p / format!("conv{i}")),
+                &(p / format!("bn{i}")),
+                ci,
+                co,
+                k,
+                ConvOpts::new(k).stride(s),
+                BN_EPS,
+                act,
+            )
         };
         let (convs, cout) = if bottleneck {
             let out = width * 4;
@@ -34,12 +45,27 @@ impl Block {
             ];
             (c, out)
         } else {
-            (vec![cb(1, cin, width, 3, stride, Act::Relu)?, cb(2, width, width, 3, 1, Act::None)?], width)
+            (
+                vec![
+                    cb(1, cin, width, 3, stride, Act::Relu)?,
+                    cb(2, width, width, 3, 1, Act::None)?,
+                ],
+                width,
+            )
         };
         let downsample = if stride != 1 || cin != cout {
             let d = p / "downsample";
             let o = ConvOpts::new(1).stride(stride);
-            Some(ConvBn::new(&(&d / 0), &(&d / 1), cin, cout, 1, o, BN_EPS, Act::None)?)
+            Some(ConvBn::new(
+                &(&d / 0),
+                &(&d / 1),
+                cin,
+                cout,
+                1,
+                o,
+                BN_EPS,
+                Act::None,
+            )?)
         } else {
             None
         };
@@ -73,7 +99,16 @@ pub struct ResNetBody {
 impl ResNetBody {
     fn new(p: &nn::Path, depths: [usize; 4], bottleneck: bool) -> Result<Self> {
         let p = p.set_group(BACKBONE_GROUP);
-        let stem = ConvBn::new(&(&p / "conv1"), &(&p / "bn1"), 3, 64, 7, ConvOpts::new(7).stride(2), BN_EPS, Act::Relu)?;
+        let stem = ConvBn::new(
+            &(&p / "conv1"),
+            &(&p / "bn1"),
+            3,
+            64,
+            7,
+            ConvOpts::new(7).stride(2),
+            BN_EPS,
+            Act::Relu,
+        )?;
         let expansion = if bottleneck { 4 } else { 1 };
         let mut cin = 64;
         let mut layers: [Vec<Block>; 4] = Default::default();
@@ -91,7 +126,13 @@ impl ResNetBody {
             channels[li] = cin;
             stages.push(vec![prefix(&p, &name)]);
         }
-        Ok(ResNetBody { stem, layers, channels, stages: Stages { prefixes: stages }, frozen: 0 })
+        Ok(ResNetBody {
+            stem,
+            layers,
+            channels,
+            stages: Stages { prefixes: stages },
+            frozen: 0,
+        })
     }
 
     /// `[N, 3, H, W]` -> the outputs of `layer1..layer4` (strides 4, 8, 16, 32).
@@ -115,7 +156,12 @@ impl Backbone for ResNetBody {
         self.run(xs, train).split_off(1)
     }
     fn feature_info(&self) -> Vec<FeatureInfo> {
-        (1..4).map(|i| FeatureInfo { stride: 4 << i, channels: self.channels[i] }).collect()
+        (1..4)
+            .map(|i| FeatureInfo {
+                stride: 4 << i,
+                channels: self.channels[i],
+            })
+            .collect()
     }
     fn stages(&self) -> &Stages {
         &self.stages
@@ -140,14 +186,27 @@ impl ResNet {
     fn new(p: &nn::Path, depths: [usize; 4], bottleneck: bool, num_classes: i64) -> Result<Self> {
         let body = ResNetBody::new(p, depths, bottleneck)?;
         let hp = p.set_group(HEAD_GROUP);
-        let fc = Linear::new(&(&hp / "fc"), body.channels[3], num_classes, LinearInit::Default)?;
-        Ok(ResNet { body, fc, head_prefix: prefix(p, "fc") })
+        let fc = Linear::new(
+            &(&hp / "fc"),
+            body.channels[3],
+            num_classes,
+            LinearInit::Default,
+        )?;
+        Ok(ResNet {
+            body,
+            fc,
+            head_prefix: prefix(p, "fc"),
+        })
     }
 }
 
 impl ClassifierNet for ResNet {
     fn penultimate(&self, xs: &Tensor, train: bool) -> Tensor {
-        let c5 = self.body.run(xs, train).pop().unwrap_or_else(|| xs.shallow_clone());
+        let c5 = self
+            .body
+            .run(xs, train)
+            .pop()
+            .unwrap_or_else(|| xs.shallow_clone());
         global_avg_pool(&c5) // [N, 512 or 2048]
     }
     fn head(&self, feats: &Tensor) -> Tensor {
