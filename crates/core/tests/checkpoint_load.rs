@@ -52,7 +52,7 @@ fn var(vs: &VarStore, name: &str) -> Tensor {
 
 #[test]
 fn strict_load_copies_every_tensor() {
-    let mut vs = model(3, Some(2), false);
+    let vs = model(3, Some(2), false);
     let path = fixture("nested_model.pth");
     let report =
         load_file(&vs, &path, &LoadOptions::default()).unwrap_or_else(|e| panic!("{e}"));
@@ -67,7 +67,7 @@ fn strict_load_copies_every_tensor() {
 
 #[test]
 fn strict_failure_lists_everything_and_changes_nothing() {
-    let mut vs = model(5, None, true);
+    let vs = model(5, None, true);
     let before: HashMap<String, Tensor> = vs
         .variables()
         .into_iter()
@@ -104,7 +104,7 @@ fn strict_failure_lists_everything_and_changes_nothing() {
     }
 
     // Only missing/unexpected keys (no shape problem): still nothing is modified.
-    let mut vs = model(3, None, false);
+    let vs = model(3, None, false);
     let bn_before = var(&vs, "bn.running_var");
     assert!(load_file(&vs, &path, &LoadOptions::default()).is_err());
     assert!(var(&vs, "bn.running_var").equal(&bn_before));
@@ -112,7 +112,7 @@ fn strict_failure_lists_everything_and_changes_nothing() {
 
 #[test]
 fn non_strict_loads_what_fits_and_reports_the_rest() {
-    let mut vs = model(3, None, true);
+    let vs = model(3, None, true);
     let sd = read_state_dict(&fixture("nested_state_dict_legacy.pth")).unwrap();
     let head_before = var(&vs, "head.weight");
     let opts = LoadOptions {
@@ -137,7 +137,7 @@ fn non_strict_loads_what_fits_and_reports_the_rest() {
     assert!(var(&vs, "head.weight").equal(&head_before));
 
     // A shape mismatch is an error even when not strict, and lists the shapes.
-    let mut vs = model(5, Some(2), false);
+    let vs = model(5, Some(2), false);
     let e = load_into(&vs, &sd, &opts)
         .err()
         .unwrap_or_else(|| panic!("accepted"));
@@ -151,7 +151,7 @@ fn non_strict_loads_what_fits_and_reports_the_rest() {
 #[test]
 fn ignore_prefixes_skip_a_replaced_head() {
     // A 3-class head instead of the checkpoint's 2 classes: strict loading works once `fc.` is ignored.
-    let mut vs = model(3, Some(3), false);
+    let vs = model(3, Some(3), false);
     let fc_before = var(&vs, "fc.weight");
     let path = fixture("module_prefix_zip.pth");
     assert!(load_file(&vs, &path, &LoadOptions::default()).is_err());
@@ -171,7 +171,7 @@ fn ignore_prefixes_skip_a_replaced_head() {
 
 #[test]
 fn values_are_converted_to_the_variable_dtype() {
-    let mut vs = model(3, Some(2), false);
+    let vs = model(3, Some(2), false);
     vs.double();
     let sd = read_state_dict(&fixture("nested_model.pth")).unwrap();
     load_into(&vs, &sd, &LoadOptions::default()).unwrap_or_else(|e| panic!("{e}"));
