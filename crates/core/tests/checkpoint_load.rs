@@ -171,7 +171,7 @@ fn ignore_prefixes_skip_a_replaced_head() {
 
 #[test]
 fn values_are_converted_to_the_variable_dtype() {
-    let vs = model(3, Some(2), false);
+    let mut vs = model(3, Some(2), false);
     vs.double();
     let sd = read_state_dict(&fixture("nested_model.pth")).unwrap();
     load_into(&vs, &sd, &LoadOptions::default()).unwrap_or_else(|e| panic!("{e}"));
@@ -294,7 +294,7 @@ fn export_has_torchvision_keys_and_reloads() {
         assert!(sd.get(&k).unwrap().equal(&v), "{k}");
     }
     // Reloading into a fresh model reproduces the outputs.
-    let mut vs2 = VarStore::new(Device::Cpu);
+    let vs2 = VarStore::new(Device::Cpu);
     let net2 = Tiny::new(&vs2.root());
     let r = load_file(&vs2, &path, &LoadOptions::default()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(r.ignored, ["bn1.num_batches_tracked"]);
