@@ -15,7 +15,8 @@ use std::process::ExitCode;
 /// tlcv's project runner.
 #[derive(Parser, Debug)]
 #[command(
-    name = "cargo xtask",
+    name = "xtask",
+    bin_name = "cargo xtask",
     about = "tlcv's runner: setup, run, test, bench, fuzz"
 )]
 struct Cli {
