@@ -6,7 +6,7 @@ use std::{
     process::{Command, Output},
 };
 
-use opencv::{core, imgcodecs, imgproc, prelude::*};
+use opencv::{core, imgcodecs, imgproc};
 
 fn classify() -> Command {
     Command::new(env!("CARGO_BIN_EXE_classify"))
@@ -36,7 +36,7 @@ fn write_image(path: &Path, class: usize, seed: i32) {
         _ => imgproc::rectangle(&mut img, core::Rect::new(6, 18 + offset, 36, 8), color, -1, imgproc::LINE_8, 0),
     };
     result.unwrap_or_else(|e| panic!("{e}"));
-    let ok = imgcodecs::imwrite(&path.to_string_lossy(), &img, &core::Vector::new()).unwrap_or_else(|e| panic!("{e}"));
+    let ok = imgcodecs::imwrite(path, &img, &core::Vector::new()).unwrap_or_else(|e| panic!("{e}"));
     assert!(ok, "could not write {}", path.display());
 }
 
