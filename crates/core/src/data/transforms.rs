@@ -234,9 +234,11 @@ fn grey_floor(p: &[u8]) -> f32 {
     (p[0] as f32 * 0.2989 + p[1] as f32 * 0.587 + p[2] as f32 * 0.114).floor()
 }
 
-/// `x * ratio + other * (1 - ratio)`, clamped and truncated (torchvision's `_blend`).
-fn blend(x: u8, other: f32, ratio: f32) -> u8 {
-    trunc_u8(x as f32 * ratio + other * (1.0 - ratio))
+/// `x * ratio + other * (1 - ratio)`, clamped and truncated (torchvision's `_blend`). Like torch,
+/// `1 - ratio` is computed in f64 and the rest in f32.
+fn blend(x: u8, other: f32, ratio: f64) -> u8 {
+    let alpha = (1.0 - ratio) as f32;
+    trunc_u8(x as f32 * ratio as f32 + other * alpha)
 }
 
 // The adjustments below reproduce torchvision.transforms.v2.functional on uint8 tensors exactly.
@@ -251,17 +253,15 @@ pub fn adjust_brightness(img: &mut RgbImage, factor: f64) {
 pub fn adjust_contrast(img: &mut RgbImage, factor: f64) {
     let n = (img.width * img.height).max(1) as f64;
     let mean = (img.data.chunks_exact(3).map(|p| grey_floor(p) as f64).sum::<f64>() / n) as f32;
-    let f = factor as f32;
-    img.data.iter_mut().for_each(|v| *v = blend(*v, mean, f));
+    img.data.iter_mut().for_each(|v| *v = blend(*v, mean, factor));
 }
 
 /// Blends each pixel with its own (floored) grey level.
 pub fn adjust_saturation(img: &mut RgbImage, factor: f64) {
-    let f = factor as f32;
     for p in img.data.chunks_exact_mut(3) {
         let g = grey_floor(p);
         for v in p.iter_mut() {
-            *v = blend(*v, g, f);
+            *v = blend(*v, g, factor);
         }
     }
 }
