@@ -177,7 +177,7 @@ fn to_tensor_matches_torchvision_normalize() {
     // The second image is the mirror: its (x=4) is the first's (x=3).
     assert_eq!(t.double_value(&[1, 1, 2, 4]), got);
     // uint8 HWC variant.
-    let u = to_tensor_u8(&[src.clone()]).unwrap();
+    let u = to_tensor_u8(std::slice::from_ref(&src)).unwrap();
     assert_eq!((u.size(), u.kind()), (vec![1, 6, 8, 3], tch::Kind::Uint8));
     assert_eq!(u.int64_value(&[0, 2, 3, 1]), src.pixel(3, 2)[1] as i64);
     // Mixed sizes and empty batches are errors.

@@ -43,7 +43,7 @@ impl RgbImage {
         Ok(RgbImage { width, height, data })
     }
 
-    /// The pixel at (x, y).
+    /// The pixel at (x, y). Panics if (x, y) is outside the image (a programming error).
     pub fn pixel(&self, x: usize, y: usize) -> [u8; 3] {
         let i = (y * self.width + x) * 3;
         [self.data[i], self.data[i + 1], self.data[i + 2]]
