@@ -3,10 +3,8 @@
 use crate::setup::{self, SetupArgs};
 use crate::util;
 use anyhow::{Context, Result};
-use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::thread;
+use std::process::Command;
 
 /// The tasks tlcv implements, one binary crate each.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,27 +50,6 @@ fn not_implemented(task: Task) -> i32 {
     NOT_IMPLEMENTED
 }
 
-/// Copies `from` to `to` as it arrives; returns whether "not implemented" went by.
-fn tee(mut from: impl Read, mut to: impl Write) -> bool {
-    let mut buf = [0u8; 8192];
-    let mut window: Vec<u8> = Vec::new();
-    let mut seen = false;
-    while let Ok(n) = from.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        let _ = to.write_all(&buf[..n]);
-        let _ = to.flush();
-        // Keep a short tail so a phrase split across reads is still found.
-        window.extend(buf[..n].iter().map(u8::to_ascii_lowercase));
-        if window.windows(15).any(|w| w == b"not implemented") {
-            seen = true;
-        }
-        let keep = window.len().min(16);
-        window.drain(..window.len() - keep);
-    }
-    seen
-}
 
 /// Runs the task end to end; returns the exit code to leave with.
 pub fn run(root: &Path, args: &RunArgs) -> Result<i32> {
@@ -99,54 +76,8 @@ pub fn run(root: &Path, args: &RunArgs) -> Result<i32> {
         .current_dir(root);
     util::store_env(&mut cmd, &home);
     // Both streams go through a tee so that a "not implemented" answer can be recognised.
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting `{}`", util::show(&cmd)))?;
-    let out = child
-        .stdout
-        .take()
-        .map(|o| thread::spawn(move || tee(o, std::io::stdout())));
-    let err = child
-        .stderr
-        .take()
-        .map(|e| thread::spawn(move || tee(e, std::io::stderr())));
-    let st = child
-        .wait()
-        .with_context(|| format!("waiting for `{}`", util::show(&cmd)))?;
-    let seen_out = out.is_some_and(|h| h.join().unwrap_or(false));
-    let seen_err = err.is_some_and(|h| h.join().unwrap_or(false));
-    let code = st.code().unwrap_or(1);
-    if code == NOT_IMPLEMENTED && (seen_out || seen_err) {
-        return Ok(not_implemented(args.task));
-    }
-    Ok(code)
+    // Inherited stdio: the task's progress bars need the terminal.
+    let st = cmd.status().with_context(|| format!("starting `{}`", util::show(&cmd)))?;
+    Ok(st.code().unwrap_or(1))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tee_copies_and_spots_the_phrase_across_reads() {
-        // A reader returning tiny chunks splits the phrase between reads.
-        struct Chunky(Vec<u8>, usize);
-        impl Read for Chunky {
-            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-                let n = (self.0.len() - self.1).min(3).min(buf.len());
-                buf[..n].copy_from_slice(&self.0[self.1..self.1 + n]);
-                self.1 += n;
-                Ok(n)
-            }
-        }
-        let text = b"error: run is Not Implemented\n".to_vec();
-        let mut sink = Vec::new();
-        assert!(tee(Chunky(text.clone(), 0), &mut sink));
-        assert_eq!(sink, text);
-        assert!(!tee(
-            Chunky(b"all implemented fine".to_vec(), 0),
-            Vec::new()
-        ));
-    }
-}
