@@ -121,11 +121,12 @@ fn toml_to_config(value: toml::Value) -> config::Value {
 }
 
 /// Compares the merged keys with the keys `T` serialises to, so that a typo is reported with its full path
-/// (`train.lr2`) rather than serde's bare field name.
+/// (`train.lr2`) rather than serde's bare field name. The known keys come from serde_json, which keeps empty
+/// lists and `None` fields that the config crate's own serialiser drops.
 fn check_unknown_keys<T: Layered>(merged: &Config, source_name: &str) -> Result<(), ConfigError> {
-    let known = Config::try_from(&T::default()).map_err(|e| invalid("defaults", e))?;
+    let known = serde_json::to_value(T::default()).map_err(|e| invalid("defaults", e))?;
     let mut unknown = Vec::new();
-    collect_unknown(&merged.cache, &known.cache, "", &mut unknown);
+    collect_unknown(&merged.cache, &known, "", &mut unknown);
     match unknown.first() {
         None => Ok(()),
         Some(first) => Err(ConfigError::Invalid {
@@ -135,8 +136,8 @@ fn check_unknown_keys<T: Layered>(merged: &Config, source_name: &str) -> Result<
     }
 }
 
-fn collect_unknown(merged: &config::Value, known: &config::Value, prefix: &str, out: &mut Vec<String>) {
-    let (Ok(merged), Ok(known)) = (merged.clone().into_table(), known.clone().into_table()) else {
+fn collect_unknown(merged: &config::Value, known: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
+    let (Ok(merged), Some(known)) = (merged.clone().into_table(), known.as_object()) else {
         return;
     };
     let mut keys: Vec<_> = merged.keys().cloned().collect();
@@ -144,15 +145,65 @@ fn collect_unknown(merged: &config::Value, known: &config::Value, prefix: &str, 
     for key in keys {
         let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
         match (merged.get(&key), known.get(&key)) {
-            (Some(m), Some(k)) => {
-                // Maps with free-form keys (e.g. per-class weights) serialise empty by default: no check below.
-                let known_is_empty_table = k.clone().into_table().map(|t| t.is_empty()).unwrap_or(false);
-                if !known_is_empty_table {
-                    collect_unknown(m, k, &path, out);
-                }
-            }
+            // Maps with free-form keys (e.g. per-class weights) serialise empty by default: no check below.
+            (Some(m), Some(k)) if k.as_object().is_some_and(|o| !o.is_empty()) => collect_unknown(m, k, &path, out),
+            (Some(_), Some(_)) => {}
             (Some(_), None) => out.push(path),
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    struct Inner {
+        lr: f64,
+        layers: Vec<String>,
+        limit: Option<u32>,
+    }
+    impl Default for Inner {
+        fn default() -> Self {
+            Self { lr: 0.1, layers: Vec::new(), limit: None }
+        }
+    }
+    #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    struct Outer {
+        train: Inner,
+    }
+
+    fn write(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+        (dir, path)
+    }
+
+    #[test]
+    fn layers_apply_in_order_and_keep_empty_lists_and_options() -> Result<(), ConfigError> {
+        let (_dir, path) = write("[train]\nlr = 0.5\nlayers = []\nlimit = 3\n");
+        let cfg: Outer = load(Some(&path), &["train.layers=[\"a\", \"b\"]".to_string()])?;
+        assert_eq!(cfg.train.lr, 0.5);
+        assert_eq!(cfg.train.layers, vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(cfg.train.limit, Some(3));
+        let round: Outer = load(Some(&write(&to_toml(&Outer::default())?).1), &[])?;
+        assert_eq!(round, Outer::default());
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_types_name_key_and_file() {
+        let (_dir, path) = write("[train]\nlr2 = 0.5\n");
+        let err = load::<Outer>(Some(&path), &[]).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("unknown key `train.lr2`") && err.contains("c.toml"), "{err}");
+        let err = load::<Outer>(None, &["train.lr=fast".to_string()]).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("train.lr"), "{err}");
+        let err = load::<Outer>(Some(std::path::Path::new("/nonexistent/c.toml")), &[]).err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("does not exist")));
     }
 }
