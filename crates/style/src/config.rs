@@ -86,7 +86,7 @@ pub struct LossConfig {
 
 impl Default for LossConfig {
     fn default() -> Self {
-        Self { content_weight: 1.0, style_weight: 10.0, tv_weight: 10.0 }
+        Self { content_weight: 1.0, style_weight: 100.0, tv_weight: 10.0 }
     }
 }
 
@@ -207,7 +207,7 @@ impl Default for FastConfig {
             lr: 2e-3,
             width: 16,
             residual_blocks: 5,
-            style_weight: 10.0,
+            style_weight: 100.0,
             seed: 0,
         }
     }
@@ -219,11 +219,32 @@ impl Default for FastConfig {
 pub struct RunConfig {
     /// `cpu`, `cuda` or `auto`.
     pub device: DeviceChoice,
+    /// libtorch CPU threads; 0 = the idle cores (cores minus the 1-minute load average, at least 1),
+    /// because spinning OpenMP threads on busy shared cores can be ten times slower than one thread.
+    pub threads: usize,
 }
 
 impl Default for RunConfig {
     fn default() -> Self {
-        Self { device: DeviceChoice::Cpu }
+        Self { device: DeviceChoice::Cpu, threads: 0 }
+    }
+}
+
+impl RunConfig {
+    /// Sets libtorch's intra-op thread count per `threads`; returns it.
+    pub fn apply_threads(&self) -> usize {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let n = if self.threads > 0 {
+            self.threads
+        } else {
+            let load = std::fs::read_to_string("/proc/loadavg")
+                .ok()
+                .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()))
+                .unwrap_or(0.0);
+            ((cores as f64 - load).round().max(1.0) as usize).min(cores)
+        };
+        tch::set_num_threads(n as i32);
+        n
     }
 }
 

@@ -171,7 +171,6 @@ impl FastModel {
         }
         tlcv_core::checkpoint::load_file(&vs, &weights, &tlcv_core::checkpoint::LoadOptions::default())?;
         vs.freeze();
-        let _ = &mut vs;
         Ok(Self { _vs: vs, net, device })
     }
 

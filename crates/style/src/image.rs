@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 
 use opencv::core::{Mat, Vec3b, Vector};
-use opencv::prelude::*;
 use opencv::{imgcodecs, imgproc};
 use tch::{Kind, Tensor};
 use tlcv_core::data::{self, DecodeOptions, RgbImage, transforms};
@@ -59,7 +58,8 @@ pub fn from_tensor(t: &Tensor) -> Result<RgbImage> {
         .contiguous()
         .to_device(tch::Device::Cpu);
     let mut buf = vec![0u8; (h * w * 3) as usize];
-    hwc.copy_data_u8(&mut buf, buf.len());
+    let n = buf.len();
+    hwc.copy_data_u8(&mut buf, n);
     Ok(RgbImage::from_raw(w as usize, h as usize, buf)?)
 }
 
@@ -71,7 +71,7 @@ pub fn write(path: &Path, img: &RgbImage) -> Result<()> {
     let rgb = Mat::new_rows_cols_with_bytes::<Vec3b>(img.height as i32, img.width as i32, &img.data)?;
     let mut bgr = Mat::default();
     imgproc::cvt_color_def(&rgb, &mut bgr, imgproc::COLOR_RGB2BGR)?;
-    let name = path.to_string_lossy();
+    let name = path.to_string_lossy().into_owned();
     if !imgcodecs::imwrite(&name, &bgr, &Vector::new())? {
         return Err(StyleError::Invalid(format!("{name}: could not write (unknown image extension?)")));
     }

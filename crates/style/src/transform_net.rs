@@ -42,7 +42,7 @@ impl InstanceNorm {
 
     /// `[N, C, H, W]` -> same shape, each (image, channel) plane normalised, then scaled and shifted.
     fn forward(&self, x: &Tensor) -> Tensor {
-        x.instance_norm(Some(&self.weight), Some(&self.bias), None::<Tensor>, None::<Tensor>, true, 0.1, 1e-5, false)
+        x.instance_norm(Some(&self.weight), Some(&self.bias), None::<&Tensor>, None::<&Tensor>, true, 0.1, 1e-5, false)
     }
 }
 
