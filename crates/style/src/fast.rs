@@ -137,7 +137,7 @@ pub fn train(net: &FeatureNet, style: &RgbImage, cfg: &StyleConfig, run: &RunDir
         bar.set_message(format!("total {:.4} content {:.4} style {:.4}", l.total, l.content, l.style));
         logs.push(FastLog { step, loss: l });
     }
-    bar.finish(&format!("train-fast: {} steps in {:.1}s", fc.steps, start.elapsed().as_secs_f64()));
+    bar.finish(format!("train-fast: {} steps in {:.1}s", fc.steps, start.elapsed().as_secs_f64()));
     let mut meta = std::collections::HashMap::new();
     meta.insert("width".to_string(), fc.width.to_string());
     meta.insert("residual_blocks".to_string(), fc.residual_blocks.to_string());

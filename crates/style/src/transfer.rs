@@ -247,7 +247,7 @@ pub fn stylize(
             };
             let seconds = start.elapsed().as_secs_f64();
             if let Some(b) = &bar {
-                b.finish(&format!(
+                b.finish(format!(
                     "style: {} iterations, {} evaluations, {:.1}s; style loss {:.4} -> {:.4}, content {:.4}",
                     history.len(),
                     evaluations,
