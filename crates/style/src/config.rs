@@ -46,14 +46,16 @@ pub struct ModelConfig {
     pub backbone: String,
     /// `imagenet` (the shipped file; Lite0 only) or a checkpoint file (`vgg19.pth` from torchvision loads as is).
     pub weights: String,
-    /// Content layers (empty = the backbone's defaults: `relu4_2` for VGG, `blocks.5.expand` for Lite0).
-    /// VGG names are `reluB_J`; Lite names are `stem`, `blocks.I`, `blocks.I.expand`, `blocks.I.dw`.
-    pub content_layers: Vec<String>,
-    /// Style layers (empty = the backbone's defaults: `relu1_1` .. `relu5_1` for VGG; for Lite0 the
-    /// ReLU6 outputs `stem`, `blocks.1.expand`, `blocks.3.expand`, `blocks.5.expand`, `blocks.8.expand`).
-    pub style_layers: Vec<String>,
-    /// Weight of each style layer (empty = equal weights; otherwise one per style layer).
-    pub style_layer_weights: Vec<f64>,
+    /// Content layers, comma-separated (empty = the backbone's defaults: `relu4_2` for VGG,
+    /// `blocks.5.expand` for Lite0). VGG names are `reluB_J`; Lite names are `stem`, `blocks.I`,
+    /// `blocks.I.expand`, `blocks.I.dw`. (Strings rather than lists so that `--set` and saved run
+    /// configs round-trip through the layered loader, which drops empty lists.)
+    pub content_layers: String,
+    /// Style layers, comma-separated (empty = the backbone's defaults: `relu1_1` .. `relu5_1` for VGG;
+    /// for Lite0 the ReLU6 outputs `stem, blocks.1.expand, blocks.3.expand, blocks.5.expand, blocks.8.expand`).
+    pub style_layers: String,
+    /// Weight of each style layer, comma-separated (empty = equal weights; otherwise one per style layer).
+    pub style_layer_weights: String,
     /// Feature-network precision: `auto`, `fp32` or `bf16`.
     pub precision: Precision,
 }
@@ -63,9 +65,9 @@ impl Default for ModelConfig {
         Self {
             backbone: "efficientnet_lite0".into(),
             weights: "imagenet".into(),
-            content_layers: Vec::new(),
-            style_layers: Vec::new(),
-            style_layer_weights: Vec::new(),
+            content_layers: String::new(),
+            style_layers: String::new(),
+            style_layer_weights: String::new(),
             precision: Precision::Auto,
         }
     }

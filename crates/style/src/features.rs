@@ -96,7 +96,14 @@ impl FeatureNet {
             (file, _) => file.into(),
         };
         net.load_weights(&path)?;
-        net.set_layers(&cfg.content_layers, &cfg.style_layers, &cfg.style_layer_weights)?;
+        let list = |s: &str| -> Vec<String> {
+            s.split(',').map(str::trim).filter(|t| !t.is_empty()).map(String::from).collect()
+        };
+        let weights = list(&cfg.style_layer_weights)
+            .iter()
+            .map(|w| w.parse::<f64>().map_err(|_| StyleError::Invalid(format!("model.style_layer_weights: {w:?} is not a number"))))
+            .collect::<Result<Vec<f64>>>()?;
+        net.set_layers(&list(&cfg.content_layers), &list(&cfg.style_layers), &weights)?;
         let bf16 = match cfg.precision {
             Precision::Fp32 => false,
             Precision::Bf16 => true,
