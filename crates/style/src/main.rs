@@ -1,4 +1,299 @@
-fn main() {
-    eprintln!("style: not implemented yet");
-    std::process::exit(2);
+//! `style`: neural style transfer (run, train-fast, apply, score).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use style::{StyleConfig, fast, image, pipeline, transfer};
+use tlcv_core::run_dir::RunDir;
+
+/// Neural style transfer on frozen ImageNet networks.
+#[derive(Debug, Parser)]
+#[command(name = "style", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
 }
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Optimise an image (Gatys et al.); with --out writes only that image, else a run directory
+    /// (result, side-by-side panel, loss curves, report.html).
+    Run(RunCmd),
+    /// Train a feed-forward network (Johnson et al.) for one style on a folder of photos.
+    TrainFast(TrainFastCmd),
+    /// Stylise images in one pass with a network trained by train-fast.
+    Apply(ApplyCmd),
+    /// Print the content, style and total-variation losses of an image against a content and a style.
+    Score(ScoreCmd),
+}
+
+/// Flags shared by the commands that build the feature network.
+#[derive(Debug, Clone, clap::Args)]
+struct Common {
+    /// Style image: a path, or a file name in the Debian data (e.g. starry_night.jpg).
+    #[arg(long)]
+    style: Option<String>,
+    /// Feature network: efficientnet_lite0 (default, weights shipped), vgg16 or vgg19 (with --weights).
+    #[arg(long)]
+    backbone: Option<String>,
+    /// Feature-network weights: imagenet (Lite0) or a checkpoint file (torchvision's vgg19.pth loads as is).
+    #[arg(long)]
+    weights: Option<String>,
+    /// Device: cpu, cuda or auto.
+    #[arg(long)]
+    device: Option<String>,
+    /// Configuration file (TOML); defaults to the built-in defaults.
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// Start from a named preset (default, quick, gatys, adam, preserve-color) before the config file.
+    #[arg(long)]
+    preset: Option<String>,
+    /// Override a configuration key, e.g. `--set loss.style_weight=20` (repeatable; applied last).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Print the result as one JSON object on stdout (human-readable output goes to stderr).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunCmd {
+    #[command(flatten)]
+    common: Common,
+    /// Content image: a path, or a file name in the Debian data (e.g. chelsea.png).
+    #[arg(long)]
+    content: Option<String>,
+    /// Write only the stylised image here (no run directory).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Longer side of the output in pixels.
+    #[arg(long)]
+    size: Option<i64>,
+    /// Iterations at the final size.
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Keep the content's colours: luminance (YCbCr) or histogram.
+    #[arg(long)]
+    preserve_color: Option<String>,
+    /// Run name: the run directory is `<project>/style/<name>` (default run, run2, ...).
+    #[arg(long)]
+    name: Option<String>,
+    /// Folder that holds the run directories.
+    #[arg(long, default_value = "runs")]
+    project: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+struct TrainFastCmd {
+    #[command(flatten)]
+    common: Common,
+    /// Folder of content photos (default: the Debian photos).
+    #[arg(long)]
+    content_dir: Option<String>,
+    /// Training steps.
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Training crop size in pixels.
+    #[arg(long)]
+    size: Option<i64>,
+    /// Run name: the run directory is `<project>/style/<name>` (default fast, fast2, ...).
+    #[arg(long)]
+    name: Option<String>,
+    /// Folder that holds the run directories.
+    #[arg(long, default_value = "runs")]
+    project: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+struct ApplyCmd {
+    /// A run directory written by train-fast.
+    #[arg(long)]
+    run: PathBuf,
+    /// Output folder (one PNG per input, same stem).
+    #[arg(long)]
+    out: PathBuf,
+    /// Resize so the longer side is this many pixels first (default: as is).
+    #[arg(long)]
+    size: Option<i64>,
+    /// Device: cpu, cuda or auto.
+    #[arg(long)]
+    device: Option<String>,
+    /// Print one JSON object per image on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Images to stylise.
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct ScoreCmd {
+    #[command(flatten)]
+    common: Common,
+    /// Content image the losses refer to (resized to the image's size).
+    #[arg(long)]
+    content: String,
+    /// The image to score.
+    #[arg(long)]
+    image: PathBuf,
+}
+
+/// TOML-quotes a flag value unless it is a number or a boolean.
+fn quote(v: &str) -> String {
+    if v.parse::<f64>().is_ok() || v == "true" || v == "false" {
+        v.to_string()
+    } else {
+        format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
+    }
+}
+
+fn load_config(c: &Common, extra: Vec<(&str, Option<String>)>) -> anyhow::Result<StyleConfig> {
+    let base = match &c.preset {
+        Some(p) => StyleConfig::preset(p)
+            .with_context(|| format!("unknown preset {p:?} (expected one of {})", StyleConfig::PRESETS.join(", ")))?,
+        None => StyleConfig::default(),
+    };
+    let mut overrides = Vec::new();
+    let common = [
+        ("data.style", c.style.clone()),
+        ("model.backbone", c.backbone.clone()),
+        ("model.weights", c.weights.clone()),
+        ("run.device", c.device.clone()),
+    ];
+    for (k, v) in common.into_iter().chain(extra) {
+        if let Some(v) = v {
+            overrides.push(format!("{k}={}", quote(&v)));
+        }
+    }
+    overrides.extend(c.set.iter().cloned());
+    Ok(tlcv_core::config::load_with_base(&base, c.config.as_deref(), &overrides)?)
+}
+
+fn run(cmd: RunCmd) -> anyhow::Result<()> {
+    let cfg = load_config(
+        &cmd.common,
+        vec![
+            ("data.content", cmd.content.clone()),
+            ("data.size", cmd.size.map(|v| v.to_string())),
+            ("optim.steps", cmd.steps.map(|v| v.to_string())),
+            ("color.mode", cmd.preserve_color.clone()),
+        ],
+    )?;
+    let summary = match &cmd.out {
+        Some(out) => pipeline::run_to_file(&cfg, out, !cmd.common.json)?,
+        None => {
+            let (run, s) = pipeline::run_job(&cfg, &cmd.project, cmd.name.as_deref(), !cmd.common.json)?;
+            eprintln!(
+                "style: {} in {:.1}s; style loss {:.4} -> {:.4} ({:.1}x lower), content loss {:.4}",
+                cfg.model.backbone,
+                s.seconds,
+                s.initial_style_loss,
+                s.style_loss,
+                s.initial_style_loss / s.style_loss.max(1e-12),
+                s.content_loss
+            );
+            eprintln!("results in {} (panel.png, result.png, report.html)", run.root().display());
+            s
+        }
+    };
+    if cmd.common.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else if cmd.out.is_some() {
+        eprintln!("wrote {}", summary.out.display());
+    }
+    Ok(())
+}
+
+fn train_fast(cmd: TrainFastCmd) -> anyhow::Result<()> {
+    let cfg = load_config(
+        &cmd.common,
+        vec![
+            ("fast.content_dir", cmd.content_dir.clone()),
+            ("fast.steps", cmd.steps.map(|v| v.to_string())),
+            ("fast.img_size", cmd.size.map(|v| v.to_string())),
+        ],
+    )?;
+    let device = cfg.run.device.resolve()?;
+    cfg.run.apply_threads();
+    let net = style::features::FeatureNet::from_config(&cfg.model, device)?;
+    let style_img = image::read(&image::resolve(&cfg.data.style)?)?;
+    let run = RunDir::create(&cmd.project, "style", cmd.name.as_deref(), "fast")?;
+    tlcv_core::run_dir::write_atomic(&run.config_path(), tlcv_core::config::to_toml(&cfg)?.as_bytes())?;
+    let logs = fast::train(&net, &style_img, &cfg, &run, device)?;
+    let model = fast::FastModel::load(run.root(), device)?;
+    let content = image::read(&image::resolve(&cfg.data.content)?)?;
+    let sample = model.apply_image(&content, cfg.data.size)?;
+    image::write(&run.root().join("sample.png"), &sample)?;
+    style::report::write_panel(&run.root().join("panel.png"), &content, &style_img, &sample)?;
+    let last = logs.last().map(|l| l.loss).unwrap_or_default();
+    if cmd.common.json {
+        println!("{}", serde_json::json!({"run": run.root(), "steps": logs.len(), "final": last}));
+    }
+    eprintln!("trained {} steps; weights in {}", logs.len(), run.best_weights().display());
+    Ok(())
+}
+
+fn apply(cmd: ApplyCmd) -> anyhow::Result<()> {
+    let device: tlcv_core::device::DeviceChoice = cmd.device.as_deref().unwrap_or("cpu").parse()?;
+    let model = fast::FastModel::load(&cmd.run, device.resolve()?)?;
+    std::fs::create_dir_all(&cmd.out).with_context(|| format!("creating {}", cmd.out.display()))?;
+    for path in &cmd.images {
+        let img = image::read(path)?;
+        let t0 = std::time::Instant::now();
+        let out_img = model.apply_image(&img, cmd.size.unwrap_or(0))?;
+        let secs = t0.elapsed().as_secs_f64();
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
+        let out = cmd.out.join(format!("{stem}.png"));
+        image::write(&out, &out_img)?;
+        if cmd.json {
+            println!("{}", serde_json::json!({"image": path, "out": out, "seconds": secs}));
+        } else {
+            eprintln!("{} -> {} ({:.3}s)", path.display(), out.display(), secs);
+        }
+    }
+    Ok(())
+}
+
+fn score(cmd: ScoreCmd) -> anyhow::Result<()> {
+    let cfg = load_config(&cmd.common, vec![])?;
+    let device = cfg.run.device.resolve()?;
+    cfg.run.apply_threads();
+    let net = style::features::FeatureNet::from_config(&cfg.model, device)?;
+    let img = image::read(&cmd.image)?;
+    let content = image::read(&image::resolve(&cmd.content)?)?;
+    let content = tlcv_core::data::transforms::resize(&content, img.width, img.height)?;
+    let style_img = image::read(&image::resolve(&cfg.data.style)?)?;
+    let style_size = if cfg.data.style_size > 0 { cfg.data.style_size } else { img.width.max(img.height) as i64 };
+    let style_img = image::resize_longer(&style_img, style_size)?;
+    let (x, c, s) = (
+        image::to_tensor(&img)?.to_device(device),
+        image::to_tensor(&content)?.to_device(device),
+        image::to_tensor(&style_img)?.to_device(device),
+    );
+    let t = transfer::targets(&net, &c, &s)?;
+    let w = style::loss::Weights {
+        content: cfg.loss.content_weight,
+        style: cfg.loss.style_weight,
+        tv: cfg.loss.tv_weight,
+        style_layers: net.style_weights.clone(),
+    };
+    let v = transfer::losses_of(&net, &x, &t, &w)?;
+    if cmd.common.json {
+        println!("{}", serde_json::to_string(&v)?);
+    } else {
+        eprintln!("total {:.4} content {:.4} style {:.4} tv {:.5}", v.total, v.content, v.style, v.tv);
+    }
+    Ok(())
+}
+
+fn main() {
+    let cli = Cli::parse();
+    tlcv_core::cli::exit_on_error(match cli.command {
+        Command::Run(c) => run(c),
+        Command::TrainFast(c) => train_fast(c),
+        Command::Apply(c) => apply(c),
+        Command::Score(c) => score(c),
+    });
+}
+

@@ -119,11 +119,23 @@ impl LiteBlock {
 
     /// `[N, cin, H, W]` -> `[N, cout, ceil(H/stride), ceil(W/stride)]`.
     fn forward(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.forward_tapped(xs, train, &mut |_, _| {})
+    }
+
+    /// [`LiteBlock::forward`], calling `tap("expand" | "dw", t)` after the two ReLU6s.
+    fn forward_tapped(
+        &self,
+        xs: &Tensor,
+        train: bool,
+        tap: &mut dyn FnMut(&str, &Tensor),
+    ) -> Tensor {
         let mut x = match &self.expand {
             Some(e) => e.forward(xs, train), // [N, cin*e, H, W]
             None => xs.shallow_clone(),
         };
+        tap("expand", &x);
         x = self.depthwise.forward(&x, train);
+        tap("dw", &x);
         x = self.project.forward(&x, train);
         if self.residual {
             stochastic_depth(&x, self.drop_p, train) + xs
@@ -205,6 +217,61 @@ impl EfficientNetLiteBody {
             stages: Stages { prefixes: stages },
             frozen: 0,
         })
+    }
+
+    /// Named intermediate activations for perceptual losses, in the order asked: `stem` (after the
+    /// stem's ReLU6), `blocks.{i}` (output of block i), `blocks.{i}.expand` / `blocks.{i}.dw` (after
+    /// the ReLU6 of its expand / depthwise conv; `expand` is the block input when the block has no
+    /// expand conv). Stops after the deepest block asked.
+    /// `[N, 3, H, W]` -> `[N, C_k, H / s_k, W / s_k]` each.
+    pub fn taps(&self, xs: &Tensor, names: &[&str], train: bool) -> Result<Vec<Tensor>> {
+        let total: usize = self.blocks.iter().map(Vec::len).sum();
+        // (block index or None for the stem, part: "" | "expand" | "dw")
+        let mut wanted: Vec<(Option<usize>, String)> = Vec::with_capacity(names.len());
+        for n in names {
+            let parsed = if *n == "stem" {
+                Some((None, String::new()))
+            } else {
+                n.strip_prefix("blocks.").and_then(|r| {
+                    let (i, part) = r.split_once('.').unwrap_or((r, ""));
+                    let i = i.parse::<usize>().ok().filter(|&i| i < total)?;
+                    matches!(part, "" | "expand" | "dw").then(|| (Some(i), part.to_string()))
+                })
+            };
+            wanted.push(parsed.ok_or_else(|| {
+                crate::Error::Invalid(format!(
+                    "no EfficientNet-Lite activation named {n:?} (expected stem, blocks.I, blocks.I.expand or blocks.I.dw with I < {total})"
+                ))
+            })?);
+        }
+        let mut found: Vec<Option<Tensor>> = wanted.iter().map(|_| None).collect();
+        let mut put = |blk: Option<usize>, part: &str, t: &Tensor| {
+            for (k, w) in wanted.iter().enumerate() {
+                if w.0 == blk && w.1 == part {
+                    found[k] = Some(t.shallow_clone());
+                }
+            }
+        };
+        let mut x = self.stem.forward(xs, train && self.frozen == 0); // [N, 32, H/2, W/2]
+        put(None, "", &x);
+        let last = wanted.iter().filter_map(|w| w.0).max();
+        let mut i = 0usize;
+        'outer: for (si, stage) in self.blocks.iter().enumerate() {
+            let t = train && si + 1 >= self.frozen;
+            for b in stage {
+                if last.is_none_or(|l| i > l) {
+                    break 'outer;
+                }
+                x = b.forward_tapped(&x, t, &mut |part, v| put(Some(i), part, v));
+                put(Some(i), "", &x);
+                i += 1;
+            }
+        }
+        found
+            .into_iter()
+            .zip(names)
+            .map(|(f, n)| f.ok_or_else(|| crate::Error::Invalid(format!("{n} not reached"))))
+            .collect()
     }
 
     /// `[N, 3, H, W]` -> the outputs of the seven block stages.

@@ -1,0 +1,194 @@
+//! Fast style transfer: training a [`TransformNet`] against the perceptual loss of [`crate::loss`]
+//! on a folder of content photos (random crops and flips), and applying it in one forward pass.
+//! A trained run directory holds `config.toml`, `weights/best.safetensors` and `results.csv`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use tch::{Device, Kind, Tensor, nn, nn::OptimizerConfig};
+use tlcv_core::data::{RgbImage, transforms};
+use tlcv_core::progress::Progress;
+use tlcv_core::run_dir::RunDir;
+
+use crate::config::StyleConfig;
+use crate::features::FeatureNet;
+use crate::loss::{self, Targets, Weights};
+use crate::transfer::LossValues;
+use crate::transform_net::TransformNet;
+use crate::{Result, StyleError, image};
+
+/// Image files (png, jpg, jpeg, bmp, webp) directly in `dir`, sorted.
+pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
+    let rd = std::fs::read_dir(dir).map_err(|e| StyleError::io(dir, e))?;
+    let mut out: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg" | "bmp" | "webp"))
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// The training photos: `content_dir`, or the Debian photos. Images that fail to decode, are
+/// smaller than `min_side` or are grey are skipped. Each is resized so its shorter side is `min_side`.
+pub fn load_content_images(content_dir: &str, min_side: usize) -> Result<Vec<RgbImage>> {
+    let files = if content_dir.is_empty() {
+        let deb = tlcv_core::paths::debdata_dir()?;
+        let mut f = list_images(&deb.join("skimage"))?;
+        f.extend(list_images(&deb.join("opencv"))?);
+        f
+    } else {
+        list_images(Path::new(content_dir))?
+    };
+    let mut out = Vec::new();
+    for f in files {
+        let Ok(img) = image::read(&f) else { continue };
+        if img.width.min(img.height) < min_side || is_grey(&img) {
+            continue;
+        }
+        out.push(transforms::resize_shorter(&img, min_side)?);
+    }
+    if out.is_empty() {
+        return Err(StyleError::Invalid(format!(
+            "no usable colour content images (at least {min_side} px) in {}",
+            if content_dir.is_empty() { "the Debian data" } else { content_dir }
+        )));
+    }
+    Ok(out)
+}
+
+fn is_grey(img: &RgbImage) -> bool {
+    img.data.chunks_exact(3).step_by(7).all(|p| p[0] == p[1] && p[1] == p[2])
+}
+
+/// A batch of random `size` x `size` crops with random horizontal flips: `[B, 3, size, size]`.
+fn batch(images: &[RgbImage], n: usize, size: usize, rng: &mut StdRng) -> Result<Tensor> {
+    let mut crops = Vec::with_capacity(n);
+    for _ in 0..n {
+        let img = &images[rng.gen_range(0..images.len())];
+        let x = rng.gen_range(0..=img.width - size);
+        let y = rng.gen_range(0..=img.height - size);
+        let mut c = transforms::crop(img, x, y, size, size)?;
+        if rng.gen_bool(0.5) {
+            c = transforms::hflip(&c);
+        }
+        crops.push(c);
+    }
+    Ok(tlcv_core::data::to_tensor(&crops, [0.0; 3], [1.0; 3])?)
+}
+
+/// One training step's losses.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FastLog {
+    /// Step.
+    pub step: usize,
+    /// Losses (batch means).
+    pub loss: LossValues,
+}
+
+/// Trains a transformation network for `style` (an image) and saves it into `run`.
+pub fn train(net: &FeatureNet, style: &RgbImage, cfg: &StyleConfig, run: &RunDir, device: Device) -> Result<Vec<FastLog>> {
+    let fc = &cfg.fast;
+    let size = fc.img_size.max(32) as usize;
+    let images = load_content_images(&fc.content_dir, size)?;
+    let style_size = if cfg.data.style_size > 0 { cfg.data.style_size } else { fc.img_size * 2 };
+    let style_t = image::to_tensor(&image::resize_longer(style, style_size)?)?.to_device(device);
+    let grams: Vec<Tensor> = tch::no_grad(|| net.extract(&style_t))?.1.iter().map(loss::gram).collect();
+    let w = Weights {
+        content: cfg.loss.content_weight,
+        style: fc.style_weight,
+        tv: cfg.loss.tv_weight,
+        style_layers: net.style_weights.clone(),
+    };
+    tch::manual_seed(fc.seed as i64);
+    let vs = nn::VarStore::new(device);
+    let model = TransformNet::new(&vs.root(), fc.width, fc.residual_blocks)?;
+    let mut opt = nn::Adam::default().build(&vs, fc.lr)?;
+    let mut rng = StdRng::seed_from_u64(fc.seed);
+    let bar = Progress::bar(fc.steps as u64, "train-fast");
+    let mut logs = Vec::with_capacity(fc.steps);
+    let start = Instant::now();
+    for step in 0..fc.steps {
+        // Cosine decay to 10% of the learning rate.
+        let lr = fc.lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * step as f64 / fc.steps as f64).cos()));
+        opt.set_lr(lr);
+        let x = batch(&images, fc.batch.max(1), size, &mut rng)?.to_device(device);
+        let content = tch::no_grad(|| net.extract(&x))?.0;
+        let y = model.forward(&x); // [B, 3, S, S]
+        let (cf, sf) = net.extract(&y)?;
+        let t = Targets { content, grams: grams.iter().map(Tensor::shallow_clone).collect() };
+        let terms = loss::total_loss(&y, &cf, &sf, &t, &w);
+        let total = terms.total.double_value(&[]);
+        if !total.is_finite() {
+            return Err(StyleError::NonFinite(total));
+        }
+        opt.backward_step(&terms.total);
+        let l = LossValues {
+            total,
+            content: terms.content.double_value(&[]),
+            style: terms.style.double_value(&[]),
+            tv: terms.tv.double_value(&[]),
+        };
+        bar.inc(1);
+        bar.set_message(format!("total {:.4} content {:.4} style {:.4}", l.total, l.content, l.style));
+        logs.push(FastLog { step, loss: l });
+    }
+    bar.finish(format!("train-fast: {} steps in {:.1}s", fc.steps, start.elapsed().as_secs_f64()));
+    let mut meta = std::collections::HashMap::new();
+    meta.insert("width".to_string(), fc.width.to_string());
+    meta.insert("residual_blocks".to_string(), fc.residual_blocks.to_string());
+    tlcv_core::checkpoint::save_safetensors(&vs, &run.best_weights(), Some(meta))?;
+    let mut csv = String::from("step,total,content,style,tv\n");
+    for l in &logs {
+        csv.push_str(&format!("{},{},{},{},{}\n", l.step, l.loss.total, l.loss.content, l.loss.style, l.loss.tv));
+    }
+    tlcv_core::run_dir::write_atomic(&run.results_csv(), csv.as_bytes())?;
+    Ok(logs)
+}
+
+/// A trained transformation network loaded from a run directory.
+#[derive(Debug)]
+pub struct FastModel {
+    _vs: nn::VarStore,
+    net: TransformNet,
+    device: Device,
+}
+
+impl FastModel {
+    /// Loads `run/weights/best.safetensors` with the architecture in `run/config.toml`.
+    pub fn load(run_dir: &Path, device: Device) -> Result<Self> {
+        let run = RunDir::open(run_dir)?;
+        let cfg: StyleConfig = tlcv_core::config::load(Some(&run.config_path()), &[])?;
+        let mut vs = nn::VarStore::new(device);
+        let net = TransformNet::new(&vs.root(), cfg.fast.width, cfg.fast.residual_blocks)?;
+        let weights = run.best_weights();
+        if !weights.is_file() {
+            return Err(StyleError::Invalid(format!("{} is missing: train with `style train-fast` first", weights.display())));
+        }
+        tlcv_core::checkpoint::load_file(&vs, &weights, &tlcv_core::checkpoint::LoadOptions::default())?;
+        vs.freeze();
+        Ok(Self { _vs: vs, net, device })
+    }
+
+    /// A model with random weights (for timing).
+    pub fn untrained(width: i64, blocks: usize, device: Device) -> Result<Self> {
+        let vs = nn::VarStore::new(device);
+        let net = TransformNet::new(&vs.root(), width, blocks)?;
+        Ok(Self { _vs: vs, net, device })
+    }
+
+    /// `[N, 3, H, W]` in `[0, 1]` -> stylised, same shape, without gradients.
+    pub fn apply(&self, x: &Tensor) -> Tensor {
+        tch::no_grad(|| self.net.forward(&x.to_device(self.device).to_kind(Kind::Float)))
+    }
+
+    /// Stylises one image (resized so its longer side is `size`, 0 = as is).
+    pub fn apply_image(&self, img: &RgbImage, size: i64) -> Result<RgbImage> {
+        let img = if size > 0 { image::resize_longer(img, size)? } else { img.clone() };
+        image::from_tensor(&self.apply(&image::to_tensor(&img)?))
+    }
+}
