@@ -67,8 +67,8 @@ pub struct DataConfig {
     pub seed: u64,
     /// Mask value that is not scored (VOC's border is 255).
     pub ignore_index: u8,
-    /// Class names in index order; empty = read `classes.txt` in the data folder.
-    pub classes: Vec<String>,
+    /// Class names in index order, comma-separated; empty = read `classes.txt` in the data folder.
+    pub classes: String,
     /// Smallest random scale of a training image (relative to `img_size`).
     pub min_scale: f64,
     /// Largest random scale.
@@ -93,7 +93,7 @@ impl Default for DataConfig {
             gen_size: 128,
             seed: 0,
             ignore_index: 255,
-            classes: Vec::new(),
+            classes: String::new(),
             min_scale: 0.75,
             max_scale: 1.25,
             hflip: true,
@@ -155,15 +155,15 @@ pub struct LossConfig {
     pub ce_weight: f64,
     /// Weight of the soft Dice term (0 = off).
     pub dice_weight: f64,
-    /// Cross-entropy weight per class (empty = equal).
-    pub class_weights: Vec<f64>,
+    /// Cross-entropy weight per class, comma-separated (empty = equal).
+    pub class_weights: String,
     /// Dice smoothing constant.
     pub dice_smooth: f64,
 }
 
 impl Default for LossConfig {
     fn default() -> Self {
-        Self { ce_weight: 1.0, dice_weight: 0.5, class_weights: Vec::new(), dice_smooth: 1.0 }
+        Self { ce_weight: 1.0, dice_weight: 0.5, class_weights: String::new(), dice_smooth: 1.0 }
     }
 }
 
@@ -211,6 +211,11 @@ impl Default for SegmentConfig {
             eval: EvalConfig::default(),
         }
     }
+}
+
+/// Splits a comma-separated list, dropping empty items.
+pub fn split_list(s: &str) -> Vec<String> {
+    s.split(',').map(str::trim).filter(|x| !x.is_empty()).map(String::from).collect()
 }
 
 impl SegmentConfig {

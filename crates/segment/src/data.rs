@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use tch::Tensor;
 use tlcv_core::backbones::Normalization;
 use tlcv_core::data::{self, DataError, DecodeOptions, RgbImage, image};
-use tlcv_datasets::segmentation::{self as gen, SegParams};
+use tlcv_datasets::segmentation::{self as seggen, SegParams};
 
 use crate::{config::DataConfig, error::SegmentError, mask::{self, Mask}};
 
@@ -52,12 +52,12 @@ pub fn load_dataset(cfg: &DataConfig) -> Result<SegDataset, SegmentError> {
         let dir = tlcv_core::paths::generated_data_dir(&name)?;
         let deb = tlcv_core::paths::debdata_dir()?;
         let params = SegParams { size, train: cfg.train_images, val: cfg.val_images, seed: cfg.seed };
-        gen::generate(&dir, &deb, params)?;
+        seggen::generate(&dir, &deb, params)?;
         dir
     } else {
         PathBuf::from(&cfg.path)
     };
-    index_folder(&root, &cfg.classes, cfg.ignore_index, cfg.max_pixels)
+    index_folder(&root, &crate::config::split_list(&cfg.classes), cfg.ignore_index, cfg.max_pixels)
 }
 
 /// Class names: `given` when not empty, else one per line of `root/classes.txt`.
