@@ -42,7 +42,7 @@ pub struct SegParams {
 
 impl Default for SegParams {
     fn default() -> Self {
-        Self { size: 128, train: 320, val: 64, seed: 0 }
+        Self { size: 128, train: 256, val: 64, seed: 0 }
     }
 }
 

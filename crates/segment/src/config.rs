@@ -88,7 +88,7 @@ impl Default for DataConfig {
         Self {
             path: "shapes-seg".into(),
             img_size: 128,
-            train_images: 320,
+            train_images: 256,
             val_images: 64,
             gen_size: 128,
             seed: 0,
@@ -207,7 +207,7 @@ impl Default for SegmentConfig {
             data: DataConfig::default(),
             model: ModelConfig::default(),
             loss: LossConfig::default(),
-            train: TrainConfig { epochs: 20, batch: 16, lr: 2e-3, backbone_lr_scale: 0.5, warmup_epochs: 1.0, ..TrainConfig::default() },
+            train: TrainConfig { epochs: 8, batch: 16, lr: 3e-3, backbone_lr_scale: 0.5, warmup_epochs: 1.0, ..TrainConfig::default() },
             eval: EvalConfig::default(),
         }
     }

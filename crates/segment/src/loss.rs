@@ -47,7 +47,7 @@ pub struct SegLoss {
 }
 
 impl SegLoss {
-    /// The total loss and its named terms (`ce`, `dice`).
+    /// The total loss and its named terms (`loss` = the total, then `ce`, `dice`).
     pub fn compute(&self, logits: &Tensor, target: &Tensor) -> (Tensor, Vec<(String, f64)>) {
         let mut terms = Vec::new();
         let mut total = Tensor::zeros([], (Kind::Float, logits.device()));
@@ -62,6 +62,7 @@ impl SegLoss {
             terms.push(("dice".to_string(), d.double_value(&[])));
             total = total + d * self.dice_weight;
         }
+        terms.insert(0, ("loss".to_string(), total.double_value(&[])));
         (total, terms)
     }
 }
