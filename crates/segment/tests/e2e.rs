@@ -14,6 +14,7 @@ fn bin() -> Command {
 
 /// 4 train and 2 val 56x40 images: a bright disc (class 1) on dark noise-free background.
 fn tiny_data(root: &Path) {
+    std::fs::create_dir_all(root).expect("mkdir");
     std::fs::write(root.join("classes.txt"), "background\ndisc\n").expect("classes");
     for (split, n) in [("train", 4), ("val", 2)] {
         for i in 0..n {
