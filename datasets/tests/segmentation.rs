@@ -23,7 +23,7 @@ fn read(path: &Path, flags: i32) -> Mat {
 }
 
 #[test]
-fn generates_deterministic_pixel_exact_pairs() {
+fn generates_deterministic_pairs_with_digits() {
     let tmp = tempfile::tempdir().expect("tmp");
     let params = SegParams { size: 64, train: 6, val: 3, seed: 7 };
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));

@@ -55,12 +55,12 @@ impl SegLoss {
             let w = self.class_weights.as_ref().map(|w| w.to_device(logits.device()));
             let ce = cross_entropy(logits, target, w.as_ref(), self.ignore_index);
             terms.push(("ce".to_string(), ce.double_value(&[])));
-            total = total + ce * self.ce_weight;
+            total += ce * self.ce_weight;
         }
         if self.dice_weight > 0.0 {
             let d = dice(logits, target, self.ignore_index, self.smooth);
             terms.push(("dice".to_string(), d.double_value(&[])));
-            total = total + d * self.dice_weight;
+            total += d * self.dice_weight;
         }
         terms.insert(0, ("loss".to_string(), total.double_value(&[])));
         (total, terms)

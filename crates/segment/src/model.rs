@@ -25,6 +25,7 @@ pub const HEAD_PREFIX: &str = "classifier";
 
 /// The head of one of the three model kinds.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Head {
     /// U-Net decoder.
     Unet(UNetHead),

@@ -79,10 +79,10 @@ pub fn seg_batches(
         move |items| collate(items, norm),
     );
     Box::new(iter.filter_map(move |b| {
-        if !b.skipped.is_empty() {
-            if let Ok(mut list) = skipped.lock() {
-                list.extend(b.skipped.iter().map(|s| s.reason.clone()));
-            }
+        if !b.skipped.is_empty()
+            && let Ok(mut list) = skipped.lock()
+        {
+            list.extend(b.skipped.iter().map(|s| s.reason.clone()));
         }
         match b.data {
             None => None,

@@ -1,8 +1,9 @@
 //! A U-Net decoder (Ronneberger et al. 2015) on a pretrained encoder: from the deepest map, each block
-//! upsamples ×2 (bilinear), concatenates the encoder skip of that stride and applies two 3x3 conv + BN
-//! + ReLU. Skips: the backbone's stride-16, 8 and 4 maps, nothing at stride 2, and the input image
-//! itself at stride 1 (3 channels, which sharpens boundaries at almost no cost). Names:
-//! `blocks.{i}.{0,1}.{conv,bn}`, `cls` (1x1 classifier with bias).
+//! upsamples ×2 (bilinear), concatenates the encoder skip of that stride and applies two 3x3 conv, BN
+//! and ReLU. Skips: the backbone's stride-16, 8 and 4 maps, nothing at stride 2, and the input image
+//! itself at stride 1 (3 channels, which sharpens boundaries at almost no cost).
+//!
+//! Names: `blocks.{i}.{0,1}.{conv,bn}`, `cls` (1x1 classifier with bias).
 
 use tch::{Tensor, nn};
 use tlcv_core::backbones::layers::{Act, Conv, ConvBn, ConvInit, ConvOpts};

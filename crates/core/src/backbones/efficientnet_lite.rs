@@ -73,6 +73,7 @@ struct LiteBlock {
 }
 
 impl LiteBlock {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         p: &nn::Path,
         cin: i64,
