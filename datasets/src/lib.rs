@@ -10,6 +10,7 @@
 //! alone, so calling again is cheap. The same arguments always give byte-identical files.
 
 pub mod digits;
+pub mod segmentation;
 pub mod shapes;
 
 use std::path::{Path, PathBuf};

@@ -32,3 +32,27 @@ pub enum SegmentError {
     #[error("torch: {0}")]
     Torch(#[from] tch::TchError),
 }
+
+impl From<tlcv_core::Error> for SegmentError {
+    fn from(e: tlcv_core::Error) -> Self {
+        SegmentError::Invalid(e.to_string())
+    }
+}
+
+impl From<tlcv_core::data::DataError> for SegmentError {
+    fn from(e: tlcv_core::data::DataError) -> Self {
+        SegmentError::Invalid(e.to_string())
+    }
+}
+
+impl From<tlcv_datasets::DatasetError> for SegmentError {
+    fn from(e: tlcv_datasets::DatasetError) -> Self {
+        SegmentError::Invalid(e.to_string())
+    }
+}
+
+impl From<SegmentError> for tlcv_core::Error {
+    fn from(e: SegmentError) -> Self {
+        tlcv_core::Error::Invalid(e.to_string())
+    }
+}

@@ -1,4 +1,248 @@
+//! `segment`: semantic segmentation by transfer learning (train, eval, predict, evaluate, run).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use segment::{
+    SegmentConfig,
+    config::ModelKind,
+    metrics::evaluate_dirs,
+    pipeline::{self, JsonSummary, MetricsFile},
+    predict::predict_file,
+    report::{self, ReportInput},
+};
+use tlcv_core::{cli::TrainArgs, run_dir::RunDir};
+
+/// Semantic segmentation by transfer learning.
+#[derive(Debug, Parser)]
+#[command(name = "segment", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Train a segmentation model and evaluate its best checkpoint on val.
+    Train(TrainCmd),
+    /// Evaluate a trained run on the val split (original resolution).
+    Eval(EvalCmd),
+    /// Predict index masks and colour overlays for images with a trained run.
+    Predict(PredictCmd),
+    /// Score a folder of predicted index masks against a folder of ground-truth masks (offline).
+    Evaluate(EvaluateCmd),
+    /// Train, evaluate, predict on held-out images and write the report: the end-to-end job.
+    Run(TrainCmd),
+}
+
+#[derive(Debug, clap::Args)]
+struct TrainCmd {
+    #[command(flatten)]
+    common: TrainArgs,
+    /// Model family: unet, deeplabv3 or deeplabv3plus.
+    #[arg(long)]
+    model: Option<ModelKind>,
+    /// Start from a named preset (default, quick, scratch) before the config file.
+    #[arg(long)]
+    preset: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct EvalCmd {
+    /// The run directory to evaluate.
+    #[arg(long)]
+    run: PathBuf,
+    /// Data folder (default: the run's own).
+    #[arg(long)]
+    data: Option<String>,
+    /// Print the metrics as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct PredictCmd {
+    /// A trained run directory.
+    #[arg(long)]
+    run: PathBuf,
+    /// Output folder for `<stem>.png` (index mask) and `<stem>_overlay.png`.
+    #[arg(long)]
+    out: PathBuf,
+    /// One JSON object per image on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Images to segment.
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct EvaluateCmd {
+    /// Folder of ground-truth index masks (`*.png`).
+    #[arg(long)]
+    gt: PathBuf,
+    /// Folder of predicted index masks with the same file names.
+    #[arg(long)]
+    pred: PathBuf,
+    /// Number of classes.
+    #[arg(long)]
+    num_classes: usize,
+    /// Ground-truth value that is not scored.
+    #[arg(long, default_value_t = 255)]
+    ignore_index: u8,
+    /// Print the metrics as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
 fn main() {
-    eprintln!("segment: not implemented yet");
-    std::process::exit(2);
+    tlcv_core::cli::exit_on_error(run(Cli::parse()));
+}
+
+fn load_config(cmd: &TrainCmd) -> anyhow::Result<SegmentConfig> {
+    let base = match &cmd.preset {
+        Some(name) => SegmentConfig::preset(name)
+            .with_context(|| format!("unknown preset `{name}` (expected one of {})", SegmentConfig::PRESETS.join(", ")))?,
+        None => SegmentConfig::default(),
+    };
+    let mut overrides = cmd.common.overrides();
+    if let Some(kind) = cmd.model {
+        overrides.insert(0, format!("model.kind=\"{kind}\""));
+    }
+    Ok(tlcv_core::config::load_with_base(&base, cmd.common.config.as_deref(), &overrides)?)
+}
+
+fn open_run(args: &TrainArgs) -> anyhow::Result<RunDir> {
+    if args.resume {
+        let name = args.name.as_deref().context("--resume needs --name NAME of the run to continue")?;
+        Ok(RunDir::open(&args.project.join("segment").join(name))?)
+    } else {
+        Ok(RunDir::create(&args.project, "segment", args.name.as_deref(), "train")?)
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Train(cmd) => train(&cmd, false),
+        Command::Run(cmd) => train(&cmd, true),
+        Command::Eval(cmd) => eval(&cmd),
+        Command::Predict(cmd) => predict(&cmd),
+        Command::Evaluate(cmd) => {
+            let s = evaluate_dirs(&cmd.gt, &cmd.pred, cmd.num_classes, cmd.ignore_index)?;
+            eprintln!("mIoU {:.4}  pixel acc {:.4}  mean Dice {:.4}  fwIoU {:.4}", s.miou, s.pixel_acc, s.mean_dice, s.fw_iou);
+            if cmd.json {
+                println!("{}", serde_json::to_string(&s)?);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn train(cmd: &TrainCmd, end_to_end: bool) -> anyhow::Result<()> {
+    let cfg = load_config(cmd)?;
+    let run = open_run(&cmd.common)?;
+    eprintln!("run directory: {}", run.root().display());
+    let outcome = pipeline::train(&cfg, &run, cmd.common.resume)?;
+    if outcome.fit.interrupted {
+        bail!(tlcv_core::Error::Interrupted);
+    }
+    let classes = outcome.dataset.classes.clone();
+    let metrics_file = MetricsFile {
+        split: "val",
+        metrics: &outcome.eval.summary,
+        classes: &classes,
+        skipped_samples: outcome.skipped.len(),
+        skipped: &outcome.skipped,
+        best_epoch: outcome.fit.best_epoch.map(|e| e + 1),
+        train_seconds: outcome.fit.seconds,
+        eval_seconds: outcome.eval_seconds,
+    };
+    run.write_json(&run.metrics_json(), &metrics_file)?;
+    let facts = vec![
+        ("epochs".to_string(), outcome.fit.history.len().to_string()),
+        ("best epoch".to_string(), outcome.fit.best_epoch.map_or("-".into(), |e| (e + 1).to_string())),
+        ("training time".to_string(), format!("{:.1} s", outcome.fit.seconds)),
+        ("train / val images".to_string(), format!("{} / {}", outcome.dataset.train.len(), outcome.dataset.val.len())),
+    ];
+    let input = ReportInput {
+        cfg: &cfg,
+        classes: &classes,
+        history: &outcome.fit.history,
+        eval: &outcome.eval,
+        skipped: &outcome.skipped,
+        facts,
+    };
+    report::write(&run, &input)?;
+    for reason in &outcome.skipped {
+        eprintln!("skipped: {reason}");
+    }
+    if end_to_end {
+        let (_, _, model, _) = pipeline::load_run(run.root())?;
+        let out = run.root().join("predictions");
+        for s in outcome.dataset.val.iter().take(cfg.eval.predict_images) {
+            match predict_file(&model, &s.image, &out, cfg.data.img_size, cfg.eval.overlay_alpha, cfg.train.channels_last) {
+                Ok(p) => eprintln!("predict: {} -> {}", p.image, p.overlay),
+                Err(e) => eprintln!("predict: {e}"),
+            }
+        }
+    }
+    let s = &outcome.eval.summary;
+    eprintln!(
+        "val mIoU {:.4}  pixel acc {:.4}  mean Dice {:.4}  ({} images, {} skipped, {:.1} s training)",
+        s.miou,
+        s.pixel_acc,
+        s.mean_dice,
+        outcome.dataset.val.len(),
+        outcome.skipped.len(),
+        outcome.fit.seconds
+    );
+    eprintln!("run directory: {}  (report: {})", run.root().display(), run.report_html().display());
+    if cmd.common.json {
+        println!("{}", serde_json::to_string(&JsonSummary::new(&outcome.eval, &classes, run.root()))?);
+    }
+    Ok(())
+}
+
+fn eval(cmd: &EvalCmd) -> anyhow::Result<()> {
+    let (mut cfg, classes, model, run) = pipeline::load_run(&cmd.run)?;
+    if let Some(data) = &cmd.data {
+        cfg.data.path = data.clone();
+    }
+    let dataset = segment::data::load_dataset(&cfg.data)?;
+    if dataset.classes.len() != classes.len() {
+        bail!("the data has {} classes but the run was trained on {}", dataset.classes.len(), classes.len());
+    }
+    let e = pipeline::evaluate_run(&model, &cfg, &dataset)?;
+    for reason in dataset.skipped.iter().chain(&e.skipped) {
+        eprintln!("skipped: {reason}");
+    }
+    let s = &e.summary;
+    eprintln!("val mIoU {:.4}  pixel acc {:.4}  mean Dice {:.4}  fwIoU {:.4}", s.miou, s.pixel_acc, s.mean_dice, s.fw_iou);
+    if cmd.json {
+        println!("{}", serde_json::to_string(&JsonSummary::new(&e, &classes, run.root()))?);
+    }
+    Ok(())
+}
+
+fn predict(cmd: &PredictCmd) -> anyhow::Result<()> {
+    if let Some(missing) = cmd.images.iter().find(|p| !p.exists()) {
+        bail!("{} does not exist", missing.display());
+    }
+    let (cfg, _, model, _) = pipeline::load_run(&cmd.run)?;
+    let mut failed = 0;
+    for image in &cmd.images {
+        match predict_file(&model, image, &cmd.out, cfg.data.img_size, cfg.eval.overlay_alpha, cfg.train.channels_last) {
+            Ok(p) if cmd.json => println!("{}", serde_json::to_string(&p)?),
+            Ok(p) => println!("{}  ->  {}  ({})", p.image, p.mask, p.overlay),
+            Err(e) => {
+                failed += 1;
+                eprintln!("skipped: {e}");
+            }
+        }
+    }
+    if failed == cmd.images.len() {
+        bail!("no image could be segmented");
+    }
+    Ok(())
 }

@@ -231,6 +231,23 @@ impl Backbone for EfficientNetBody {
         let c3 = outs.swap_remove(2);
         vec![c3, c4, c5]
     }
+    fn forward_features_with_low(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
+        let mut outs = self.run(xs, train);
+        if outs.len() < 7 {
+            return outs;
+        }
+        let c5 = outs.swap_remove(6);
+        let c4 = outs.swap_remove(4);
+        let c3 = outs.swap_remove(2);
+        let c2 = outs.swap_remove(1); // [N, 24, H/4, W/4]
+        vec![c2, c3, c4, c5]
+    }
+    fn low_level_info(&self) -> FeatureInfo {
+        FeatureInfo {
+            stride: 4,
+            channels: 24,
+        }
+    }
     fn feature_info(&self) -> Vec<FeatureInfo> {
         vec![
             FeatureInfo {

@@ -12,6 +12,10 @@
 //! `_conv_head`/`_bn1` to stage 7. Features: C3 = end of stage 3 (stride 8), C4 = end of stage 5
 //! (16), C5 = end of stage 7 (32; `_conv_head` is not part of the headless model).
 //! Drop-connect (p = 0.2 * block / blocks) and dropout before `_fc` only act when training.
+//! The low-level map of [`Backbone::forward_features_with_low`] is the end of stage 2 (stride 4).
+//! [`efficientnet_lite_backbone_dilated`] trades the stride of stage 4 and/or stage 6 for dilation of
+//! the depthwise convolutions (output stride 16 or 8, for DeepLab), like ResNet's
+//! `replace_stride_with_dilation`.
 
 use tch::{Tensor, nn};
 
@@ -69,6 +73,7 @@ struct LiteBlock {
 }
 
 impl LiteBlock {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         p: &nn::Path,
         cin: i64,
@@ -76,6 +81,7 @@ impl LiteBlock {
         e: i64,
         k: i64,
         stride: i64,
+        dilation: i64,
         drop_p: f64,
     ) -> Result<Self> {
         let mid = cin * e;
@@ -104,7 +110,7 @@ impl LiteBlock {
             mid,
             mid,
             k,
-            sconv(k).stride(stride).groups(mid),
+            sconv(k).stride(stride).groups(mid).dilation(dilation, k),
             Act::Relu6,
         )?;
         let project = mk("_project_conv", "_bn2", mid, cout, 1, sconv(1), Act::None)?;
@@ -151,12 +157,14 @@ pub struct EfficientNetLiteBody {
     stem: ConvBn,
     blocks: Vec<Vec<LiteBlock>>,
     channels: Vec<i64>,
+    strides: Vec<i64>,
     stages: Stages,
     frozen: usize,
 }
 
 impl EfficientNetLiteBody {
-    fn new(p: &nn::Path, s: Scale) -> Result<Self> {
+    /// `dilate[0]` / `dilate[1]`: stage 4 / stage 6 keep the resolution and dilate instead.
+    fn new(p: &nn::Path, s: Scale, dilate: [bool; 2]) -> Result<Self> {
         let p = p.set_group(BACKBONE_GROUP);
         let stem = ConvBn::new(
             &(&p / "_conv_stem"),
@@ -186,20 +194,37 @@ impl EfficientNetLiteBody {
         let mut i = 0usize;
         let mut blocks = Vec::with_capacity(BASE.len());
         let mut channels = Vec::with_capacity(BASE.len());
+        let mut strides = Vec::with_capacity(BASE.len());
+        let (mut stride_now, mut dilation) = (2, 1);
         let mut stages = vec![vec![prefix(&p, "_conv_stem"), prefix(&p, "_bn0")]];
-        for (&(e, k, stride, c, _), &reps) in BASE.iter().zip(&repeats) {
+        for (si, (&(e, k, stride, c, _), &reps)) in BASE.iter().zip(&repeats).enumerate() {
             let cout = round_filters(c, s.width);
             let mut stage = Vec::with_capacity(reps);
             let mut names = Vec::with_capacity(reps);
+            let previous_dilation = dilation;
+            let dilated = (si == 3 && dilate[0]) || (si == 5 && dilate[1]);
+            let stride = if dilated {
+                dilation *= stride;
+                1
+            } else {
+                stride
+            };
+            stride_now *= stride;
             for j in 0..reps {
                 let drop_p = DROP_CONNECT * i as f64 / total as f64;
+                let (st, d) = if j == 0 {
+                    (stride, previous_dilation)
+                } else {
+                    (1, dilation)
+                };
                 stage.push(LiteBlock::new(
                     &(&bp / i),
                     cin,
                     cout,
                     e,
                     k,
-                    if j == 0 { stride } else { 1 },
+                    st,
+                    d,
                     drop_p,
                 )?);
                 names.push(prefix(&bp, &i.to_string()));
@@ -208,12 +233,14 @@ impl EfficientNetLiteBody {
             }
             blocks.push(stage);
             channels.push(cout);
+            strides.push(stride_now);
             stages.push(names);
         }
         Ok(EfficientNetLiteBody {
             stem,
             blocks,
             channels,
+            strides,
             stages: Stages { prefixes: stages },
             frozen: 0,
         })
@@ -301,13 +328,30 @@ impl Backbone for EfficientNetLiteBody {
         vec![c3, c4, c5]
     }
     fn feature_info(&self) -> Vec<FeatureInfo> {
-        [(8, 2), (16, 4), (32, 6)]
+        [2, 4, 6]
             .into_iter()
-            .map(|(stride, i)| FeatureInfo {
-                stride,
+            .map(|i| FeatureInfo {
+                stride: self.strides.get(i).copied().unwrap_or(0),
                 channels: self.channels.get(i).copied().unwrap_or(0),
             })
             .collect()
+    }
+    fn forward_features_with_low(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
+        let mut outs = self.run(xs, train);
+        if outs.len() < 7 {
+            return outs;
+        }
+        let c5 = outs.swap_remove(6);
+        let c4 = outs.swap_remove(4);
+        let c3 = outs.swap_remove(2);
+        let c2 = outs.swap_remove(1); // [N, 24, H/4, W/4]
+        vec![c2, c3, c4, c5]
+    }
+    fn low_level_info(&self) -> FeatureInfo {
+        FeatureInfo {
+            stride: 4,
+            channels: self.channels.get(1).copied().unwrap_or(0),
+        }
     }
     fn stages(&self) -> &Stages {
         &self.stages
@@ -333,7 +377,7 @@ pub struct EfficientNetLite {
 
 impl EfficientNetLite {
     fn new(p: &nn::Path, s: Scale, num_classes: i64) -> Result<Self> {
-        let body = EfficientNetLiteBody::new(p, s)?;
+        let body = EfficientNetLiteBody::new(p, s, [false; 2])?;
         let bp = p.set_group(BACKBONE_GROUP);
         let last = body.channels.last().copied().unwrap_or(320);
         let head_conv = ConvBn::new(
@@ -427,15 +471,35 @@ pub fn efficientnet_lite2(p: nn::Path, num_classes: i64) -> Result<EfficientNetL
 }
 /// Headless EfficientNet-Lite0 (C3/C4/C5 = 40/112/320 channels).
 pub fn efficientnet_lite0_backbone(p: nn::Path) -> Result<EfficientNetLiteBody> {
-    EfficientNetLiteBody::new(&p, LITE0)
+    EfficientNetLiteBody::new(&p, LITE0, [false; 2])
 }
 /// Headless EfficientNet-Lite1 (C3/C4/C5 = 40/112/320 channels).
 pub fn efficientnet_lite1_backbone(p: nn::Path) -> Result<EfficientNetLiteBody> {
-    EfficientNetLiteBody::new(&p, LITE1)
+    EfficientNetLiteBody::new(&p, LITE1, [false; 2])
 }
 /// Headless EfficientNet-Lite2 (C3/C4/C5 = 48/120/352 channels).
 pub fn efficientnet_lite2_backbone(p: nn::Path) -> Result<EfficientNetLiteBody> {
-    EfficientNetLiteBody::new(&p, LITE2)
+    EfficientNetLiteBody::new(&p, LITE2, [false; 2])
+}
+
+/// Headless EfficientNet-Lite`variant` (0, 1 or 2) where `dilate = [stage 4, stage 6]` trade their
+/// stride for dilation: `[false, true]` gives output stride 16, `[true, true]` output stride 8.
+pub fn efficientnet_lite_backbone_dilated(
+    p: nn::Path,
+    variant: usize,
+    dilate: [bool; 2],
+) -> Result<EfficientNetLiteBody> {
+    let s = match variant {
+        0 => LITE0,
+        1 => LITE1,
+        2 => LITE2,
+        v => {
+            return Err(crate::Error::Invalid(format!(
+                "no EfficientNet-Lite{v}; expected 0, 1 or 2"
+            )));
+        }
+    };
+    EfficientNetLiteBody::new(&p, s, dilate)
 }
 
 #[cfg(test)]

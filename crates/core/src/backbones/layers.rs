@@ -38,6 +38,7 @@ pub struct Conv {
     stride: i64,
     kernel: i64,
     groups: i64,
+    dilation: i64,
     padding: Padding,
 }
 
@@ -54,6 +55,8 @@ pub struct ConvOpts {
     pub padding: Padding,
     /// Weight initialisation.
     pub init: ConvInit,
+    /// Dilation on both axes (atrous convolution; 1 = none).
+    pub dilation: i64,
 }
 
 impl ConvOpts {
@@ -65,6 +68,7 @@ impl ConvOpts {
             bias: false,
             padding: Padding::Symmetric(kernel / 2),
             init: ConvInit::KaimingFanOut,
+            dilation: 1,
         }
     }
     /// Sets the stride.
@@ -90,6 +94,15 @@ impl ConvOpts {
     /// Sets the initialisation.
     pub fn init(mut self, i: ConvInit) -> Self {
         self.init = i;
+        self
+    }
+    /// Sets the dilation and, for symmetric padding, the matching "same" padding `d * (k / 2)`
+    /// (torchvision's dilated ResNet and DeepLab's atrous convolutions).
+    pub fn dilation(mut self, d: i64, kernel: i64) -> Self {
+        self.dilation = d.max(1);
+        if let Padding::Symmetric(_) = self.padding {
+            self.padding = Padding::Symmetric(self.dilation * (kernel / 2));
+        }
         self
     }
 }
@@ -121,6 +134,7 @@ impl Conv {
             stride: o.stride,
             kernel,
             groups: o.groups,
+            dilation: o.dilation.max(1),
             padding: o.padding,
         })
     }
@@ -128,17 +142,20 @@ impl Conv {
     /// `[N, in, H, W]` -> `[N, out, H', W']`.
     pub fn forward(&self, xs: &Tensor) -> Tensor {
         let s = [self.stride, self.stride];
+        let d = [self.dilation, self.dilation];
         match self.padding {
             Padding::Symmetric(pad) => xs.conv2d(
                 &self.weight,
                 self.bias.as_ref(),
                 s,
                 [pad, pad],
-                [1, 1],
+                d,
                 self.groups,
             ),
             Padding::TfSame => {
-                let (ph, pw) = same_pad(xs, self.kernel, self.stride);
+                // A dilated kernel covers `(k - 1) * d + 1` pixels.
+                let k_eff = (self.kernel - 1) * self.dilation + 1;
+                let (ph, pw) = same_pad(xs, k_eff, self.stride);
                 if ph % 2 == 0 && pw % 2 == 0 {
                     // Even totals are symmetric: let the convolution pad (no copy).
                     xs.conv2d(
@@ -146,7 +163,7 @@ impl Conv {
                         self.bias.as_ref(),
                         s,
                         [ph / 2, pw / 2],
-                        [1, 1],
+                        d,
                         self.groups,
                     )
                 } else {
@@ -157,7 +174,7 @@ impl Conv {
                         self.bias.as_ref(),
                         s,
                         [0, 0],
-                        [1, 1],
+                        d,
                         self.groups,
                     )
                 }

@@ -246,8 +246,14 @@ pub trait Backbone: fmt::Debug + Send {
     /// `[N, 3, H, W]` -> `[C3 at stride 8, C4 at stride 16, C5 at stride 32]`, each `[N, C_i, H/s, W/s]`
     /// (rounded up for odd sizes).
     fn forward_features(&self, xs: &Tensor, train: bool) -> Vec<Tensor>;
-    /// Stride and channels of the three maps (strides 8, 16, 32).
+    /// Stride and channels of the three maps (strides 8, 16, 32; less where a dilated variant keeps
+    /// the resolution).
     fn feature_info(&self) -> Vec<FeatureInfo>;
+    /// `[N, 3, H, W]` -> `[C2 at stride 4, C3, C4, C5]`: [`Backbone::forward_features`] with the
+    /// stride-4 map in front (U-Net skips, the DeepLabv3+ low-level decoder). One pass, same cost.
+    fn forward_features_with_low(&self, xs: &Tensor, train: bool) -> Vec<Tensor>;
+    /// Stride (4) and channels of the low-level map of [`Backbone::forward_features_with_low`].
+    fn low_level_info(&self) -> FeatureInfo;
     /// The stages.
     fn stages(&self) -> &Stages;
     /// Runs the first `n` stages in eval mode whatever `train` says.
@@ -292,6 +298,53 @@ pub fn backbone(p: nn::Path, arch: Arch) -> Result<Box<dyn Backbone>> {
         Arch::EfficientnetLite0 => Box::new(efficientnet_lite::efficientnet_lite0_backbone(p)?),
         Arch::EfficientnetLite1 => Box::new(efficientnet_lite::efficientnet_lite1_backbone(p)?),
         Arch::EfficientnetLite2 => Box::new(efficientnet_lite::efficientnet_lite2_backbone(p)?),
+    })
+}
+
+/// Builds the headless backbone of `arch` with output stride 32, 16 or 8: below 32 the last stages
+/// trade stride for dilation (ResNet: torchvision's `replace_stride_with_dilation`, `[false, false,
+/// true]` for 16, `[false, true, true]` for 8; EfficientNet-Lite: the same for stages 6 and 4). Other
+/// families only support 32. Variable names are unchanged, so pretrained files load as usual.
+pub fn backbone_with_output_stride(
+    p: nn::Path,
+    arch: Arch,
+    output_stride: i64,
+) -> Result<Box<dyn Backbone>> {
+    let dil = match output_stride {
+        32 => return backbone(p, arch),
+        16 => [false, false, true],
+        8 => [false, true, true],
+        o => {
+            return Err(Error::Invalid(format!(
+                "output stride must be 32, 16 or 8, got {o}"
+            )));
+        }
+    };
+    Ok(match arch {
+        Arch::Resnet18 => Box::new(resnet::resnet_backbone_dilated(p, 18, dil)?),
+        Arch::Resnet34 => Box::new(resnet::resnet_backbone_dilated(p, 34, dil)?),
+        Arch::Resnet50 => Box::new(resnet::resnet_backbone_dilated(p, 50, dil)?),
+        Arch::EfficientnetLite0 => Box::new(efficientnet_lite::efficientnet_lite_backbone_dilated(
+            p,
+            0,
+            [dil[1], dil[2]],
+        )?),
+        Arch::EfficientnetLite1 => Box::new(efficientnet_lite::efficientnet_lite_backbone_dilated(
+            p,
+            1,
+            [dil[1], dil[2]],
+        )?),
+        Arch::EfficientnetLite2 => Box::new(efficientnet_lite::efficientnet_lite_backbone_dilated(
+            p,
+            2,
+            [dil[1], dil[2]],
+        )?),
+        other => {
+            return Err(Error::Invalid(format!(
+                "output stride {output_stride} needs a dilated backbone: {other} only supports 32 \
+                 (use a resnet or efficientnet_lite backbone)"
+            )));
+        }
     })
 }
 

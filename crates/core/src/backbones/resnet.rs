@@ -3,7 +3,13 @@
 //!
 //! Names: `conv1`, `bn1`, `layer{1..4}.{i}.{conv1,bn1,conv2,bn2[,conv3,bn3][,downsample.0,downsample.1]}`,
 //! `fc`. Stages: 0 = `conv1`/`bn1`, 1..4 = `layer1`..`layer4` (torchvision's `trainable_backbone_layers`).
-//! Features: C3 = `layer2` (stride 8), C4 = `layer3` (16), C5 = `layer4` (32).
+//! Features: C3 = `layer2` (stride 8), C4 = `layer3` (16), C5 = `layer4` (32); the low-level map of
+//! [`Backbone::forward_features_with_low`] is `layer1` (stride 4).
+//!
+//! Dilation ([`resnet_backbone_dilated`]): like torchvision's `replace_stride_with_dilation`, a layer
+//! marked `true` keeps the resolution (stride 1 in its first block and its downsample) and dilates its
+//! 3x3 convolutions instead; the first block of the layer still uses the previous dilation. `[false,
+//! false, true]` gives output stride 16 (DeepLab OS16), `[false, true, true]` output stride 8.
 
 use tch::{Tensor, nn};
 
@@ -23,15 +29,28 @@ struct Block {
 }
 
 impl Block {
-    fn new(p: &nn::Path, cin: i64, width: i64, stride: i64, bottleneck: bool) -> Result<Self> {
+    fn new(
+        p: &nn::Path,
+        cin: i64,
+        width: i64,
+        stride: i64,
+        dilation: i64,
+        bottleneck: bool,
+    ) -> Result<Self> {
         let cb = |i: usize, ci: i64, co: i64, k: i64, s: i64, act: Act| {
+            // Only 3x3 convolutions are dilated (1x1 ones are unaffected).
+            let o = if k == 3 {
+                ConvOpts::new(k).stride(s).dilation(dilation, k)
+            } else {
+                ConvOpts::new(k).stride(s)
+            };
             ConvBn::new(
                 &(p / format!("conv{i}")),
                 &(p / format!("bn{i}")),
                 ci,
                 co,
                 k,
-                ConvOpts::new(k).stride(s),
+                o,
                 BN_EPS,
                 act,
             )
@@ -92,12 +111,18 @@ pub struct ResNetBody {
     stem: ConvBn,
     layers: [Vec<Block>; 4],
     channels: [i64; 4],
+    strides: [i64; 4],
     stages: Stages,
     frozen: usize,
 }
 
 impl ResNetBody {
-    fn new(p: &nn::Path, depths: [usize; 4], bottleneck: bool) -> Result<Self> {
+    fn new(
+        p: &nn::Path,
+        depths: [usize; 4],
+        bottleneck: bool,
+        dilate: [bool; 3],
+    ) -> Result<Self> {
         let p = p.set_group(BACKBONE_GROUP);
         let stem = ConvBn::new(
             &(&p / "conv1"),
@@ -113,29 +138,44 @@ impl ResNetBody {
         let mut cin = 64;
         let mut layers: [Vec<Block>; 4] = Default::default();
         let mut channels = [0; 4];
+        let mut strides = [4; 4];
+        let (mut stride_now, mut dilation) = (4, 1);
         let mut stages = vec![vec![prefix(&p, "conv1"), prefix(&p, "bn1")]];
         for (li, depth) in depths.iter().enumerate() {
             let name = format!("layer{}", li + 1);
             let lp = &p / name.as_str();
             let width = 64 << li;
+            let previous_dilation = dilation;
+            let mut layer_stride = if li > 0 { 2 } else { 1 };
+            if li > 0 && dilate[li - 1] {
+                dilation *= layer_stride;
+                layer_stride = 1;
+            }
+            stride_now *= layer_stride;
             for bi in 0..*depth {
-                let stride = if bi == 0 && li > 0 { 2 } else { 1 };
-                layers[li].push(Block::new(&(&lp / bi), cin, width, stride, bottleneck)?);
+                let (stride, d) = if bi == 0 {
+                    (layer_stride, previous_dilation)
+                } else {
+                    (1, dilation)
+                };
+                layers[li].push(Block::new(&(&lp / bi), cin, width, stride, d, bottleneck)?);
                 cin = width * expansion;
             }
             channels[li] = cin;
+            strides[li] = stride_now;
             stages.push(vec![prefix(&p, &name)]);
         }
         Ok(ResNetBody {
             stem,
             layers,
             channels,
+            strides,
             stages: Stages { prefixes: stages },
             frozen: 0,
         })
     }
 
-    /// `[N, 3, H, W]` -> the outputs of `layer1..layer4` (strides 4, 8, 16, 32).
+    /// `[N, 3, H, W]` -> the outputs of `layer1..layer4` (strides 4, 8, 16, 32 without dilation).
     fn run(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
         let mut x = self.stem.forward(xs, train && self.frozen == 0); // [N, 64, H/2, W/2]
         x = x.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false); // [N, 64, H/4, W/4]
@@ -145,7 +185,7 @@ impl ResNetBody {
             for b in layer {
                 x = b.forward(&x, t);
             }
-            outs.push(x.shallow_clone()); // [N, C_li, H/2^(li+2), W/2^(li+2)]
+            outs.push(x.shallow_clone()); // [N, C_li, H/strides[li], W/strides[li]]
         }
         outs
     }
@@ -158,10 +198,19 @@ impl Backbone for ResNetBody {
     fn feature_info(&self) -> Vec<FeatureInfo> {
         (1..4)
             .map(|i| FeatureInfo {
-                stride: 4 << i,
+                stride: self.strides[i],
                 channels: self.channels[i],
             })
             .collect()
+    }
+    fn forward_features_with_low(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
+        self.run(xs, train)
+    }
+    fn low_level_info(&self) -> FeatureInfo {
+        FeatureInfo {
+            stride: 4,
+            channels: self.channels[0],
+        }
     }
     fn stages(&self) -> &Stages {
         &self.stages
@@ -184,7 +233,7 @@ pub struct ResNet {
 
 impl ResNet {
     fn new(p: &nn::Path, depths: [usize; 4], bottleneck: bool, num_classes: i64) -> Result<Self> {
-        let body = ResNetBody::new(p, depths, bottleneck)?;
+        let body = ResNetBody::new(p, depths, bottleneck, [false; 3])?;
         let hp = p.set_group(HEAD_GROUP);
         let fc = Linear::new(
             &(&hp / "fc"),
@@ -240,13 +289,32 @@ pub fn resnet50(p: nn::Path, num_classes: i64) -> Result<ResNet> {
 }
 /// Headless ResNet-18 (C3/C4/C5 = 128/256/512 channels).
 pub fn resnet18_backbone(p: nn::Path) -> Result<ResNetBody> {
-    ResNetBody::new(&p, [2, 2, 2, 2], false)
+    ResNetBody::new(&p, [2, 2, 2, 2], false, [false; 3])
 }
 /// Headless ResNet-34 (C3/C4/C5 = 128/256/512 channels).
 pub fn resnet34_backbone(p: nn::Path) -> Result<ResNetBody> {
-    ResNetBody::new(&p, [3, 4, 6, 3], false)
+    ResNetBody::new(&p, [3, 4, 6, 3], false, [false; 3])
 }
 /// Headless ResNet-50 (C3/C4/C5 = 512/1024/2048 channels).
 pub fn resnet50_backbone(p: nn::Path) -> Result<ResNetBody> {
-    ResNetBody::new(&p, [3, 4, 6, 3], true)
+    ResNetBody::new(&p, [3, 4, 6, 3], true, [false; 3])
+}
+/// Headless ResNet-18/34/50 (`depth`) whose `layer2..layer4` trade stride for dilation where
+/// `replace_stride_with_dilation` is true (torchvision's option of the same name; see the module docs).
+pub fn resnet_backbone_dilated(
+    p: nn::Path,
+    depth: usize,
+    replace_stride_with_dilation: [bool; 3],
+) -> Result<ResNetBody> {
+    let (depths, bottleneck) = match depth {
+        18 => ([2, 2, 2, 2], false),
+        34 => ([3, 4, 6, 3], false),
+        50 => ([3, 4, 6, 3], true),
+        d => {
+            return Err(crate::Error::Invalid(format!(
+                "no ResNet-{d}; expected 18, 34 or 50"
+            )));
+        }
+    };
+    ResNetBody::new(&p, depths, bottleneck, replace_stride_with_dilation)
 }

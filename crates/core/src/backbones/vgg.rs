@@ -180,6 +180,24 @@ impl Backbone for VggFeatures {
         out.push(c5); // pool5 (s32)
         out
     }
+    fn forward_features_with_low(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
+        let n = self.blocks.len();
+        let mut pre_pool: Vec<Tensor> = Vec::with_capacity(n);
+        let c5 = self.run(xs, train, |b, j, t| {
+            if j + 1 == self.blocks[b].len() {
+                pre_pool.push(t.shallow_clone());
+            }
+        });
+        let mut out: Vec<Tensor> = pre_pool.split_off(2); // [relu3_last (s4), relu4_last, relu5_last]
+        out.push(c5); // pool5 (s32)
+        out
+    }
+    fn low_level_info(&self) -> FeatureInfo {
+        FeatureInfo {
+            stride: 4,
+            channels: 256,
+        }
+    }
     fn feature_info(&self) -> Vec<FeatureInfo> {
         [8, 16, 32]
             .into_iter()

@@ -1,0 +1,199 @@
+//! The segmentation network: a core backbone (variables under `backbone.`, group 0) and a U-Net or
+//! DeepLab head (group 1), initial weights (ImageNet, none or a file) and freezing per the strategy.
+
+use std::path::{Path, PathBuf};
+
+use tch::{Device, Tensor, nn};
+use tlcv_core::{
+    backbones::{self, Arch, Backbone, HEAD_GROUP, Normalization},
+    checkpoint::{self, LoadOptions, StateDict},
+    freeze::{self, FreezeSummary, Strategy},
+    paths,
+};
+
+use crate::{
+    config::{ModelConfig, ModelKind},
+    deeplab::{DeepLabV3Head, DeepLabV3PlusHead, upsample_to},
+    error::SegmentError,
+    unet::UNetHead,
+};
+
+/// Variable prefix of the backbone (torchvision's segmentation models use the same).
+pub const BACKBONE_PREFIX: &str = "backbone";
+/// Variable prefix of the head (`classifier` as in torchvision's DeepLab).
+pub const HEAD_PREFIX: &str = "classifier";
+
+/// The head of one of the three model kinds.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum Head {
+    /// U-Net decoder.
+    Unet(UNetHead),
+    /// DeepLabv3 head.
+    V3(DeepLabV3Head),
+    /// DeepLabv3+ head.
+    V3Plus(DeepLabV3PlusHead),
+}
+
+/// A segmentation network ready to train or evaluate.
+#[derive(Debug)]
+pub struct SegModel {
+    /// All variables.
+    pub vs: nn::VarStore,
+    /// The encoder.
+    pub backbone: Box<dyn Backbone>,
+    /// The decoder / classifier.
+    pub head: Head,
+    /// The model family.
+    pub kind: ModelKind,
+    /// The backbone architecture.
+    pub arch: Arch,
+    /// Number of classes.
+    pub num_classes: i64,
+    /// What freezing did.
+    pub freeze: FreezeSummary,
+}
+
+impl SegModel {
+    /// Builds the bare network (random initialisation, nothing frozen).
+    pub fn new(cfg: &ModelConfig, num_classes: i64, device: Device) -> Result<Self, SegmentError> {
+        if num_classes < 1 {
+            return Err(SegmentError::Invalid(format!("need at least one class, got {num_classes}")));
+        }
+        let arch: Arch = cfg.backbone.parse().map_err(|e: tlcv_core::Error| SegmentError::Invalid(e.to_string()))?;
+        let vs = nn::VarStore::new(device);
+        let root = vs.root();
+        let os = if cfg.kind == ModelKind::Unet { 32 } else { cfg.output_stride };
+        let backbone = backbones::backbone_with_output_stride(&root / BACKBONE_PREFIX, arch, os).map_err(core)?;
+        let hp = root.set_group(HEAD_GROUP) / HEAD_PREFIX;
+        let info = backbone.feature_info();
+        let low = backbone.low_level_info();
+        let deep = info.last().map_or(0, |f| f.channels);
+        let head = match cfg.kind {
+            ModelKind::Unet => {
+                let skips = [low.channels, info[0].channels, info[1].channels];
+                Head::Unet(UNetHead::new(&hp, skips, deep, &cfg.decoder_channels, num_classes)?)
+            }
+            ModelKind::Deeplabv3 => {
+                Head::V3(DeepLabV3Head::new(&hp, deep, cfg.aspp_channels, &cfg.atrous_rates, num_classes)?)
+            }
+            ModelKind::Deeplabv3plus => Head::V3Plus(DeepLabV3PlusHead::new(
+                &hp,
+                deep,
+                low.channels,
+                cfg.aspp_channels,
+                cfg.low_level_channels,
+                &cfg.atrous_rates,
+                num_classes,
+            )?),
+        };
+        Ok(Self { vs, backbone, head, kind: cfg.kind, arch, num_classes, freeze: FreezeSummary::default() })
+    }
+
+    /// Builds the network and applies `cfg.weights` and `cfg.strategy`.
+    pub fn build(cfg: &ModelConfig, num_classes: i64, device: Device) -> Result<Self, SegmentError> {
+        let mut model = Self::new(cfg, num_classes, device)?;
+        if cfg.weights == "none" && cfg.strategy != Strategy::Scratch {
+            return Err(SegmentError::Invalid(format!(
+                "strategy `{}` needs pretrained weights, but model.weights = \"none\"",
+                cfg.strategy
+            )));
+        }
+        if cfg.strategy != Strategy::Scratch {
+            let file = weights_file(model.arch, &cfg.weights)?;
+            model.load_backbone(&file)?;
+        }
+        let stages = model.backbone.stages().clone();
+        let trainable = cfg.strategy.trainable_layers(cfg.trainable_layers, stages.len()).min(stages.len());
+        model.freeze = freeze::apply_freeze(&model.vs, &stages, trainable, &[HEAD_PREFIX]).map_err(core)?;
+        model.backbone.set_frozen_stages(model.freeze.frozen_stages);
+        Ok(model)
+    }
+
+    /// Loads an ImageNet classifier checkpoint (e.g. `efficientnet_lite0.pth`, torchvision's
+    /// `resnet50`) into the headless backbone: keys get the `backbone.` prefix and the
+    /// classifier-only ones (`_fc`, `_conv_head`, `_bn1`, `fc`, `classifier`, `features.8`) are ignored.
+    pub fn load_backbone(&self, file: &Path) -> Result<(), SegmentError> {
+        let sd = checkpoint::read_state_dict(file).map_err(|e| SegmentError::Invalid(e.to_string()))?;
+        let mut prefixed = StateDict::new();
+        for (k, t) in sd.iter() {
+            let k = k.strip_prefix("backbone.").unwrap_or(k);
+            prefixed.insert(format!("{BACKBONE_PREFIX}.{k}"), t.shallow_clone());
+        }
+        let mut ignore: Vec<String> = classifier_only(self.arch).iter().map(|p| format!("{BACKBONE_PREFIX}.{p}")).collect();
+        ignore.push(HEAD_PREFIX.into());
+        ignore.push(format!("{BACKBONE_PREFIX}.aux_classifier"));
+        let opts = LoadOptions { strict: true, ignore_prefixes: ignore };
+        checkpoint::load_into(&self.vs, &prefixed, &opts)
+            .map_err(|e| SegmentError::Invalid(format!("{}: {e}", file.display())))?;
+        Ok(())
+    }
+
+    /// Input normalisation the backbone expects.
+    pub fn normalization(&self) -> Normalization {
+        self.backbone.normalization()
+    }
+
+    /// `[N, 3, H, W]` normalised images -> `[N, classes, H, W]` logits.
+    pub fn forward(&self, xs: &Tensor, train: bool) -> Tensor {
+        let (h, w) = (xs.size()[2], xs.size()[3]);
+        match &self.head {
+            Head::Unet(head) => {
+                let feats = self.backbone.forward_features_with_low(xs, train); // [C2, C3, C4, C5]
+                head.forward(xs, &feats, train)
+            }
+            Head::V3(head) => {
+                let feats = self.backbone.forward_features(xs, train);
+                let deep = feats.last().map_or_else(|| xs.shallow_clone(), Tensor::shallow_clone);
+                upsample_to(&head.forward(&deep, train), h, w) // [N, classes, h/os, w/os] -> [N, classes, H, W]
+            }
+            Head::V3Plus(head) => {
+                let feats = self.backbone.forward_features_with_low(xs, train);
+                let deep = feats.last().map_or_else(|| xs.shallow_clone(), Tensor::shallow_clone);
+                upsample_to(&head.forward(&feats[0], &deep, train), h, w) // stride 4 -> [N, classes, H, W]
+            }
+        }
+    }
+}
+
+fn core(e: tlcv_core::Error) -> SegmentError {
+    SegmentError::Invalid(e.to_string())
+}
+
+/// Checkpoint prefixes of an ImageNet classifier that the headless backbone lacks.
+pub fn classifier_only(arch: Arch) -> &'static [&'static str] {
+    match arch {
+        Arch::EfficientnetLite0 | Arch::EfficientnetLite1 | Arch::EfficientnetLite2 => &["_fc", "_conv_head", "_bn1"],
+        Arch::Resnet18 | Arch::Resnet34 | Arch::Resnet50 => &["fc"],
+        Arch::EfficientnetB0 => &["classifier", "features.8"],
+        _ => &["classifier"],
+    }
+}
+
+/// The checkpoint behind `model.weights`: `imagenet` maps to the model store, anything else is a file.
+pub fn weights_file(arch: Arch, weights: &str) -> Result<PathBuf, SegmentError> {
+    match weights {
+        "imagenet" => {
+            let name = match arch {
+                Arch::EfficientnetLite0 => "efficientnet_lite0.pth",
+                Arch::EfficientnetLite1 => "efficientnet_lite1.pth",
+                Arch::EfficientnetLite2 => "efficientnet_lite2.pth",
+                other => {
+                    return Err(SegmentError::Invalid(format!(
+                        "no ImageNet weights for {other} in the model store; pass --weights FILE with its \
+                         torchvision checkpoint, or use efficientnet_lite0/1/2"
+                    )));
+                }
+            };
+            paths::model_file(name).map_err(core)
+        }
+        path => {
+            let file = PathBuf::from(path);
+            if file.is_file() {
+                Ok(file)
+            } else {
+                Err(SegmentError::Invalid(format!("weights file {} does not exist", file.display())))
+            }
+        }
+    }
+}

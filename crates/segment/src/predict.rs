@@ -1,0 +1,90 @@
+//! Prediction at the original resolution: the image is resized to the network size, the logits are
+//! upsampled (bilinear) back to the image's size and the arg-max is the class. Writes index masks and
+//! colour overlays.
+
+use std::path::{Path, PathBuf};
+
+use opencv::core::{CV_8UC3, Mat, Vector};
+use opencv::prelude::*;
+use tch::{Kind, Tensor};
+use tlcv_core::data::{self, DecodeOptions, RgbImage, transforms};
+
+use crate::{
+    deeplab::upsample_to,
+    error::SegmentError,
+    mask::{self, Mask},
+    model::SegModel,
+};
+
+/// `[1, C, H, W]` logits of `img` at the image's own resolution, the network seeing `size` x `size`.
+pub fn logits_at_original(model: &SegModel, img: &RgbImage, size: i64, channels_last: bool) -> Result<Tensor, SegmentError> {
+    let small = transforms::resize(img, size as usize, size as usize)?;
+    let n = model.normalization();
+    let xs = data::to_tensor(&[small], n.mean, n.std)?.to_device(model.vs.device());
+    let xs = if channels_last { tlcv_core::freeze::channels_last(&xs) } else { xs };
+    let logits = tch::no_grad(|| model.forward(&xs, false)); // [1, C, size, size]
+    Ok(upsample_to(&logits, img.height as i64, img.width as i64)) // [1, C, H, W]
+}
+
+/// The predicted index mask of `img` at its own resolution.
+pub fn predict_mask(model: &SegModel, img: &RgbImage, size: i64, channels_last: bool) -> Result<Mask, SegmentError> {
+    let logits = logits_at_original(model, img, size, channels_last)?;
+    let idx = logits.argmax(1, false).to_kind(Kind::Uint8).to_device(tch::Device::Cpu).reshape([-1]); // [H * W]
+    let data = Vec::<u8>::try_from(&idx)?;
+    Ok(Mask { width: img.width, height: img.height, data })
+}
+
+/// Writes RGB pixels as a PNG (OpenCV wants BGR).
+pub fn write_rgb_png(path: &Path, width: usize, height: usize, rgb: &[u8]) -> Result<(), SegmentError> {
+    let bgr: Vec<u8> = rgb.chunks_exact(3).flat_map(|p| [p[2], p[1], p[0]]).collect();
+    let flat = Mat::new_rows_cols_with_data(height as i32, (width * 3) as i32, &bgr)?;
+    let m = flat.reshape(3, height as i32)?;
+    debug_assert_eq!(m.typ(), CV_8UC3);
+    let mut buf = Vector::<u8>::new();
+    opencv::imgcodecs::imencode(".png", &m, &mut buf, &Vector::new())?;
+    tlcv_core::run_dir::write_atomic(path, buf.as_slice()).map_err(|e| SegmentError::Invalid(e.to_string()))
+}
+
+/// What [`predict_file`] wrote.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PredictedFile {
+    /// The input image.
+    pub image: String,
+    /// The index mask (`<stem>.png`, grey, one class index per pixel).
+    pub mask: String,
+    /// The colour overlay (`<stem>_overlay.png`).
+    pub overlay: String,
+    /// Pixels per class.
+    pub class_pixels: Vec<u64>,
+}
+
+/// Predicts `image` and writes `<out>/<stem>.png` (index mask) and `<out>/<stem>_overlay.png`.
+pub fn predict_file(
+    model: &SegModel,
+    image: &Path,
+    out: &Path,
+    size: i64,
+    alpha: f64,
+    channels_last: bool,
+) -> Result<PredictedFile, SegmentError> {
+    let img = data::decode_file(image, &DecodeOptions::default())?;
+    let m = predict_mask(model, &img, size, channels_last)?;
+    let stem = image.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
+    std::fs::create_dir_all(out).map_err(|source| SegmentError::Io { path: out.to_path_buf(), source })?;
+    let mask_path: PathBuf = out.join(format!("{stem}.png"));
+    let overlay_path = out.join(format!("{stem}_overlay.png"));
+    mask::write_index_png(&mask_path, &m)?;
+    write_rgb_png(&overlay_path, img.width, img.height, &mask::overlay(&img.data, &m, alpha))?;
+    let mut class_pixels = vec![0u64; model.num_classes as usize];
+    for &v in &m.data {
+        if let Some(c) = class_pixels.get_mut(v as usize) {
+            *c += 1;
+        }
+    }
+    Ok(PredictedFile {
+        image: image.display().to_string(),
+        mask: mask_path.display().to_string(),
+        overlay: overlay_path.display().to_string(),
+        class_pixels,
+    })
+}

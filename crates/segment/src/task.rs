@@ -1,0 +1,177 @@
+//! Segmentation as a [`Task`] for the shared training loop: augmented image/mask batches, the
+//! configured loss, and per-epoch validation (mIoU at the network resolution, the primary metric).
+
+use std::sync::{Arc, Mutex};
+
+use rand::rngs::StdRng;
+use tch::{Kind, Tensor, nn::VarStore};
+use tlcv_core::{
+    Result,
+    backbones::Normalization,
+    data::{Loader, transforms::ColorJitter},
+    train::{Batches, Metrics, Parallel, StepOutput, Task},
+};
+
+use crate::{
+    augment::SegAugment,
+    config::SegmentConfig,
+    data::{SegBatch, SegDataset, SegSample, collate, load_pair},
+    loss::SegLoss,
+    metrics::SegConfusion,
+    model::SegModel,
+};
+
+/// The transforms of `cfg`.
+pub fn augmenter(cfg: &SegmentConfig) -> SegAugment {
+    let d = &cfg.data;
+    let on = d.augment;
+    let j = d.color_jitter;
+    SegAugment {
+        size: d.img_size.max(1) as usize,
+        scale: if on { (d.min_scale, d.max_scale) } else { (1.0, 1.0) },
+        hflip: on && d.hflip,
+        jitter: (on && j > 0.0).then_some(ColorJitter { brightness: j, contrast: j, saturation: j, hue: 0.0 }),
+        ignore_index: d.ignore_index,
+    }
+}
+
+/// The loss of `cfg`.
+pub fn loss_of(cfg: &SegmentConfig, num_classes: usize) -> std::result::Result<SegLoss, crate::SegmentError> {
+    let w: Vec<f64> = crate::config::split_list(&cfg.loss.class_weights)
+        .iter()
+        .map(|v| v.parse::<f64>().map_err(|_| crate::SegmentError::Invalid(format!("loss.class_weights: {v:?} is not a number"))))
+        .collect::<std::result::Result<_, _>>()?;
+    if !w.is_empty() && w.len() != num_classes {
+        return Err(crate::SegmentError::Invalid(format!(
+            "loss.class_weights has {} values for {num_classes} classes",
+            w.len()
+        )));
+    }
+    Ok(SegLoss {
+        ce_weight: cfg.loss.ce_weight,
+        dice_weight: cfg.loss.dice_weight,
+        class_weights: (!w.is_empty()).then(|| Tensor::from_slice(&w.iter().map(|&v| v as f32).collect::<Vec<_>>())),
+        ignore_index: i64::from(cfg.data.ignore_index),
+        smooth: cfg.loss.dice_smooth,
+    })
+}
+
+/// Batches of `samples` (augmented when `train`) on the loader's thread; failures go to `skipped`.
+#[allow(clippy::too_many_arguments)]
+pub fn seg_batches(
+    samples: Arc<Vec<SegSample>>,
+    aug: SegAugment,
+    train: bool,
+    norm: Normalization,
+    batch: usize,
+    seed: u64,
+    epoch: usize,
+    max_pixels: u64,
+    skipped: Arc<Mutex<Vec<String>>>,
+) -> Batches<SegBatch> {
+    let loader = Loader::new(samples.len(), batch, train, seed, false, 2);
+    let iter = loader.iter_epoch(
+        epoch,
+        move |i, rng: &mut StdRng| {
+            let (img, m) = load_pair(&samples[i], max_pixels)?;
+            if train { aug.train(&img, &m, rng) } else { aug.eval(&img, &m) }
+        },
+        move |items| collate(items, norm),
+    );
+    Box::new(iter.filter_map(move |b| {
+        if !b.skipped.is_empty()
+            && let Ok(mut list) = skipped.lock()
+        {
+            list.extend(b.skipped.iter().map(|s| s.reason.clone()));
+        }
+        match b.data {
+            None => None,
+            Some(Ok(batch)) => Some(Ok(batch)),
+            Some(Err(e)) => Some(Err(e.into())),
+        }
+    }))
+}
+
+/// Segmentation training state.
+#[derive(Debug)]
+pub struct SegTask {
+    /// The network.
+    pub model: SegModel,
+    /// Configuration.
+    pub cfg: SegmentConfig,
+    /// The data.
+    pub dataset: SegDataset,
+    /// The loss.
+    pub loss: SegLoss,
+    /// Samples that failed to load during training or validation.
+    pub skipped: Arc<Mutex<Vec<String>>>,
+}
+
+impl SegTask {
+    fn batches(&self, samples: &[SegSample], train: bool, epoch: usize) -> Batches<SegBatch> {
+        seg_batches(
+            Arc::new(samples.to_vec()),
+            augmenter(&self.cfg),
+            train,
+            self.model.normalization(),
+            self.cfg.train.batch.max(1),
+            self.cfg.train.seed,
+            epoch,
+            self.cfg.data.max_pixels,
+            Arc::clone(&self.skipped),
+        )
+    }
+
+    fn input(&self, xs: &Tensor) -> Tensor {
+        let xs = xs.to_device(self.model.vs.device());
+        if self.cfg.train.channels_last { tlcv_core::freeze::channels_last(&xs) } else { xs }
+    }
+}
+
+impl Task for SegTask {
+    type Batch = SegBatch;
+
+    fn var_store(&self) -> &VarStore {
+        &self.model.vs
+    }
+
+    fn batches_per_epoch(&self, parallel: &dyn Parallel) -> usize {
+        self.dataset.train.len().div_ceil(parallel.world_size().max(1)).div_ceil(self.cfg.train.batch.max(1))
+    }
+
+    fn train_batches(&mut self, epoch: usize, parallel: &dyn Parallel) -> Result<Batches<SegBatch>> {
+        let all: Vec<usize> = (0..self.dataset.train.len()).collect();
+        let samples: Vec<SegSample> = parallel.shard(&all).into_iter().map(|i| self.dataset.train[i].clone()).collect();
+        Ok(self.batches(&samples, true, epoch))
+    }
+
+    fn train_step(&mut self, batch: SegBatch) -> Result<StepOutput> {
+        let xs = self.input(&batch.images);
+        let ys = batch.masks.to_device(self.model.vs.device());
+        let logits = self.model.forward(&xs, true); // [B, 3, H, W] -> [B, C, H, W]
+        let (loss, terms) = self.loss.compute(&logits, &ys);
+        Ok(StepOutput { loss, terms, samples: ys.size()[0] as usize })
+    }
+
+    fn validate(&mut self, _epoch: usize) -> Result<Metrics> {
+        let mut cm = SegConfusion::new(self.dataset.classes.len(), Some(i64::from(self.cfg.data.ignore_index)))?;
+        let (mut loss_sum, mut count) = (0.0, 0usize);
+        for batch in self.batches(&self.dataset.val.clone(), false, 0) {
+            let batch = batch?;
+            let xs = self.input(&batch.images);
+            let ys = batch.masks.to_device(self.model.vs.device());
+            let logits = tch::no_grad(|| self.model.forward(&xs, false));
+            let n = ys.size()[0] as usize;
+            loss_sum += tch::no_grad(|| self.loss.compute(&logits, &ys)).0.double_value(&[]) * n as f64;
+            count += n;
+            cm.update_tensor(&ys, &logits.argmax(1, false).to_kind(Kind::Int64))?;
+        }
+        let s = cm.summary();
+        let mut m = Metrics { primary: "miou".into(), ..Default::default() };
+        m.values.insert("miou".into(), s.miou);
+        m.values.insert("pixel_acc".into(), s.pixel_acc);
+        m.values.insert("mean_dice".into(), s.mean_dice);
+        m.values.insert("loss".into(), loss_sum / count.max(1) as f64);
+        Ok(m)
+    }
+}
