@@ -9,6 +9,11 @@ use tch::{Device, Kind, Tensor};
 
 use crate::error::DetectError;
 
+/// Finite and above zero.
+fn positive(x: f64) -> bool {
+    x.is_finite() && x > 0.0
+}
+
 /// Anchors of Faster R-CNN: per level a list of sizes (square-root areas, input pixels) and
 /// aspect ratios (height / width); cell anchors are centred on 0 and rounded to integers
 /// (half to even), then shifted by `stride * (x, y)` for every grid cell (top-left aligned).
@@ -30,7 +35,7 @@ impl AnchorGenerator {
                 aspect_ratios.len()
             )));
         }
-        if sizes.iter().chain(&aspect_ratios).any(|v| v.is_empty() || v.iter().any(|x| !(*x > 0.0))) {
+        if sizes.iter().chain(&aspect_ratios).any(|v| v.is_empty() || v.iter().any(|x| !positive(*x))) {
             return Err(DetectError::Invalid("anchors: sizes and aspect ratios must be positive".into()));
         }
         Ok(Self { sizes, aspect_ratios })
@@ -139,12 +144,12 @@ impl DefaultBoxGenerator {
         if scales.len() != n + 1 {
             return Err(DetectError::Invalid(format!("default boxes: {} scales for {n} levels (need {})", scales.len(), n + 1)));
         }
-        if let Some(s) = &steps {
-            if s.len() != n || s.iter().any(|x| !(*x > 0.0)) {
-                return Err(DetectError::Invalid(format!("default boxes: need {n} positive steps, got {s:?}")));
-            }
+        if let Some(s) = &steps
+            && (s.len() != n || s.iter().any(|x| !positive(*x)))
+        {
+            return Err(DetectError::Invalid(format!("default boxes: need {n} positive steps, got {s:?}")));
         }
-        if aspect_ratios.iter().flatten().any(|r| !(*r > 0.0)) {
+        if aspect_ratios.iter().flatten().any(|r| !positive(*r)) {
             return Err(DetectError::Invalid("default boxes: aspect ratios must be positive".into()));
         }
         Ok(Self { aspect_ratios, scales, steps, clip })

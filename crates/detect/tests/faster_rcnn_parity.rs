@@ -2,6 +2,8 @@
 //! dict written by `scripts/fixtures/gen_faster_rcnn.py` loads strictly, and the proposals and final
 //! detections equal torchvision's. Also a training smoke test (finite named losses, gradients).
 
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test failures are panics
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -92,7 +94,7 @@ fn training_losses_are_finite_and_reach_every_part() {
     for (n, l) in &losses {
         let v = l.double_value(&[]);
         assert!(v.is_finite() && v >= 0.0, "{n} = {v}");
-        total = total + l;
+        total += l;
     }
     // Positives exist (the gt boxes are added as proposals), so the box losses are not zero.
     assert!(losses[3].1.double_value(&[]) > 0.0 && losses[1].1.double_value(&[]) > 0.0);

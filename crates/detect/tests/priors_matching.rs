@@ -1,6 +1,8 @@
 //! Anchors, SSD default boxes, IoU matching, sampling and hard-negative mining against values
 //! computed by hand from torchvision's definitions.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test failures are panics
+
 use detect::matching::iou::{BalancedPositiveNegativeSampler, Matcher, hard_negative_mask, ssd_match, to_vec_i64};
 use detect::priors::{AnchorGenerator, DefaultBoxGenerator};
 use tch::{Kind, Tensor};

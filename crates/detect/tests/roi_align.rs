@@ -2,6 +2,8 @@
 //! `scripts/fixtures/make_roi_align_fixtures.py`), a finite-difference gradient check, and the
 //! FPN level mapper against hand-computed levels.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test failures are panics
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 

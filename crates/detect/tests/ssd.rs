@@ -1,6 +1,8 @@
 //! SSD: the augmentation keeps boxes on their objects, and a forward/backward pass on random
 //! input gives finite named losses with 3:1 mining and sane detections.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test failures are panics
+
 use detect::model_io::Target;
 use detect::ssd::augment::{BoxedImage, SsdAugment};
 use detect::ssd::{Ssd, SsdConfig};
