@@ -176,7 +176,7 @@ impl ResNetBody {
     }
 
     /// `[N, 3, H, W]` -> the outputs of `layer1..layer4` (strides 4, 8, 16, 32 without dilation).
-    fn run(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
+    pub fn run(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
         let mut x = self.stem.forward(xs, train && self.frozen == 0); // [N, 64, H/2, W/2]
         x = x.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false); // [N, 64, H/4, W/4]
         let mut outs = Vec::with_capacity(4);

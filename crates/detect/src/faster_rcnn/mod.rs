@@ -1,0 +1,145 @@
+//! Faster R-CNN with a ResNet-50 FPN backbone, laid out exactly like torchvision's
+//! `fasterrcnn_resnet50_fpn` (v1) so its state dicts load strictly:
+//!
+//! | prefix | module |
+//! |---|---|
+//! | `backbone.body.*` | ResNet-50 trunk (`conv1` .. `layer4`; batch norms always in eval mode, like `FrozenBatchNorm2d`) |
+//! | `backbone.fpn.{inner,layer}_blocks.{0..3}.0.*` | [`fpn::Fpn`] over C2..C5, plus a max-pool level |
+//! | `rpn.head.{conv.0.0,cls_logits,bbox_pred}.*` | [`rpn::Rpn`] |
+//! | `roi_heads.box_head.{fc6,fc7}.*`, `roi_heads.box_predictor.{cls_score,bbox_pred}.*` | [`roi_heads::RoiHeads`] |
+//!
+//! The model takes already normalised, already resized images (no `GeneralizedRCNNTransform`):
+//! every image of a batch has the batch's size, and boxes are in its pixels. Labels are 0-based
+//! foreground ids (see [`crate::model_io`]); the predictor has one extra background output at 0.
+
+pub mod fpn;
+pub mod roi_heads;
+pub mod rpn;
+
+use tch::{Tensor, nn};
+use tlcv_core::backbones::resnet::{ResNetBody, resnet50_backbone};
+use tlcv_core::backbones::{Backbone, HEAD_GROUP};
+
+use crate::error::DetectError;
+use crate::model_io::{Detections, Target};
+use crate::priors::AnchorGenerator;
+use fpn::Fpn;
+use roi_heads::{RoiHeads, RoiHeadsConfig};
+use rpn::{Rpn, RpnConfig};
+
+/// FPN width.
+pub const FPN_CHANNELS: i64 = 256;
+
+/// Faster R-CNN hyper-parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FasterRcnnConfig {
+    /// Foreground classes (the predictor gets one more output for background).
+    pub num_classes: i64,
+    /// Region proposal network.
+    pub rpn: RpnConfig,
+    /// Box branch.
+    pub roi_heads: RoiHeadsConfig,
+}
+
+impl FasterRcnnConfig {
+    /// torchvision's defaults for `num_classes` foreground classes.
+    pub fn new(num_classes: i64) -> Self {
+        Self { num_classes, rpn: RpnConfig::default(), roi_heads: RoiHeadsConfig::default() }
+    }
+}
+
+/// The detector (see the module docs).
+#[derive(Debug)]
+pub struct FasterRcnn {
+    body: ResNetBody,
+    fpn: Fpn,
+    rpn: Rpn,
+    roi_heads: RoiHeads,
+}
+
+fn check_images(images: &Tensor) -> Result<(i64, i64), DetectError> {
+    match images.size().as_slice() {
+        [_, 3, h, w] if *h >= 32 && *w >= 32 => Ok((*h, *w)),
+        s => Err(DetectError::Invalid(format!("faster_rcnn: images must be [N, 3, H, W] with H, W >= 32, got {s:?}"))),
+    }
+}
+
+impl FasterRcnn {
+    /// Builds the model under `p` (use the root of a `VarStore`: names start with `backbone.`,
+    /// `rpn.`, `roi_heads.`). The trunk is in parameter group 0, the rest in group 1.
+    pub fn new(p: &nn::Path, cfg: FasterRcnnConfig) -> Result<Self, DetectError> {
+        if cfg.num_classes < 1 {
+            return Err(DetectError::Invalid(format!("faster_rcnn: need at least one class, got {}", cfg.num_classes)));
+        }
+        let body = resnet50_backbone(p / "backbone" / "body").map_err(|e| DetectError::Invalid(format!("building backbone: {e}")))?;
+        let c3 = body.feature_info().iter().map(|f| f.channels).collect::<Vec<_>>();
+        let c2 = c3.first().copied().unwrap_or(512) / 2;
+        let in_ch = [c2, c3[0], c3[1], c3[2]];
+        let h = p.set_group(HEAD_GROUP);
+        let fpn = Fpn::new(&(&h / "backbone" / "fpn"), &in_ch, FPN_CHANNELS)?;
+        let rpn = Rpn::new(&(&h / "rpn"), FPN_CHANNELS, AnchorGenerator::fpn_default(), cfg.rpn)?;
+        let roi_heads = RoiHeads::new(&(&h / "roi_heads"), FPN_CHANNELS, cfg.num_classes, cfg.roi_heads)?;
+        Ok(Self { body, fpn, rpn, roi_heads })
+    }
+
+    /// The trunk, e.g. to freeze stages ([`Backbone::stages`]).
+    pub fn body_mut(&mut self) -> &mut ResNetBody {
+        &mut self.body
+    }
+
+    /// `[N, 3, H, W]` -> FPN maps `[P2, P3, P4, P5, pool]`, each `[N, 256, H/s, W/s]` (s = 4 .. 64).
+    pub fn features(&self, images: &Tensor) -> Result<Vec<Tensor>, DetectError> {
+        check_images(images)?;
+        // Batch norms stay in eval mode (FrozenBatchNorm2d semantics) in training too.
+        let c = self.body.run(images, false); // [C2, C3, C4, C5]
+        self.fpn.forward(&c)
+    }
+
+    /// RPN proposals per image at inference: `([P_i, 4] boxes, [P_i] objectness)`, best first.
+    pub fn proposals(&self, images: &Tensor) -> Result<Vec<(Tensor, Tensor)>, DetectError> {
+        let size = check_images(images)?;
+        let f = self.features(images)?;
+        let out = self.rpn.run(&f, size)?;
+        self.rpn.proposals(&out, size, false)
+    }
+
+    /// Inference on `[N, 3, H, W]`: one [`Detections`] per image (at most 100, best first).
+    pub fn predict(&self, images: &Tensor) -> Result<Vec<Detections>, DetectError> {
+        let size = check_images(images)?;
+        let f = self.features(images)?;
+        let out = self.rpn.run(&f, size)?;
+        let props: Vec<Tensor> = self.rpn.proposals(&out, size, false)?.into_iter().map(|(b, _)| b).collect();
+        self.roi_heads.detect(&f, &props, size)
+    }
+
+    /// Training losses for `[N, 3, H, W]` and one [`Target`] per image, named like torchvision's:
+    /// `loss_objectness`, `loss_rpn_box_reg`, `loss_classifier`, `loss_box_reg` (each a scalar).
+    pub fn forward_train(&self, images: &Tensor, targets: &[Target]) -> Result<Vec<(String, Tensor)>, DetectError> {
+        let size = check_images(images)?;
+        if targets.len() as i64 != images.size()[0] {
+            return Err(DetectError::Invalid(format!("faster_rcnn: {} targets for {} images", targets.len(), images.size()[0])));
+        }
+        for t in targets {
+            crate::boxes::check_boxes(&t.boxes, "target boxes")?;
+            if t.labels.size() != [t.boxes.size()[0]] {
+                return Err(DetectError::Invalid(format!("faster_rcnn: labels {:?} for boxes {:?}", t.labels.size(), t.boxes.size())));
+            }
+            let nc = self.roi_heads.num_outputs - 1;
+            if t.labels.numel() > 0 && (t.labels.min().int64_value(&[]) < 0 || t.labels.max().int64_value(&[]) >= nc) {
+                return Err(DetectError::Invalid(format!("faster_rcnn: target labels must lie in 0..{nc}")));
+            }
+        }
+        let f = self.features(images)?;
+        let out = self.rpn.run(&f, size)?;
+        let props: Vec<Tensor> = self.rpn.proposals(&out, size, true)?.into_iter().map(|(b, _)| b).collect();
+        let gt: Vec<Tensor> = targets.iter().map(|t| t.boxes.shallow_clone()).collect();
+        let (obj, rpn_box) = self.rpn.losses(&out, &gt)?;
+        let (cls, box_reg) = self.roi_heads.losses(&f, &props, targets, size)?;
+        Ok(vec![
+            ("loss_objectness".into(), obj),
+            ("loss_rpn_box_reg".into(), rpn_box),
+            ("loss_classifier".into(), cls),
+            ("loss_box_reg".into(), box_reg),
+        ])
+    }
+}

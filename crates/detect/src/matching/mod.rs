@@ -1,0 +1,3 @@
+//! Assignment of priors to ground truth.
+
+pub mod iou;

@@ -1,0 +1,256 @@
+//! RoIAlign (He et al. 2017, "Mask R-CNN") with torchvision's semantics, and the multi-scale pooler
+//! of Faster R-CNN with FPN (torchvision's `MultiScaleRoIAlign` and its `LevelMapper`).
+//!
+//! Every output bin averages `gh x gw` bilinear samples placed at the centres of a regular grid
+//! inside the bin. `gh = sampling_ratio` when it is positive, else `ceil(roi_height / pooled_height)`
+//! per box (likewise `gw`). `aligned = true` shifts box corners by -0.5 feature pixel (pixel
+//! centres at half-integers); `aligned = false` is the legacy mode that also widens boxes to at
+//! least one feature pixel. A sample outside `[-1, size]` contributes 0; one inside is clamped to
+//! the map. The implementation is made of tensor ops (index gathers and weighted sums), so
+//! autograd differentiates it with respect to the features.
+
+use tch::{Device, Kind, Tensor};
+
+use crate::error::DetectError;
+
+/// Elements of one gathered corner block (`rois x PH x gh x PW x gw x C`); bounds peak memory.
+const CHUNK_ELEMS: i64 = 1 << 23;
+
+/// Parameters of [`roi_align`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RoiAlignOptions {
+    /// `(pooled_height, pooled_width)`.
+    pub output_size: (i64, i64),
+    /// Feature-map pixels per input pixel (e.g. 0.25 for a stride-4 map).
+    pub spatial_scale: f64,
+    /// Samples per bin side; `<= 0` picks `ceil(roi_size / output_size)` per box.
+    pub sampling_ratio: i64,
+    /// Use the half-pixel offset (see the module docs).
+    pub aligned: bool,
+}
+
+/// Checks the arguments of [`roi_align`]; returns `(N, C, H, W)` and `K`.
+fn check(input: &Tensor, rois: &Tensor, o: &RoiAlignOptions) -> Result<([i64; 4], i64), DetectError> {
+    let dims: [i64; 4] = match input.size().as_slice() {
+        [n, c, h, w] if *h > 0 && *w > 0 => [*n, *c, *h, *w],
+        s => return Err(DetectError::Invalid(format!("roi_align: input must be [N, C, H, W], got {s:?}"))),
+    };
+    let k = match rois.size().as_slice() {
+        [k, 5] => *k,
+        s => return Err(DetectError::Invalid(format!("roi_align: rois must be [K, 5], got {s:?}"))),
+    };
+    if o.output_size.0 < 1 || o.output_size.1 < 1 {
+        return Err(DetectError::Invalid(format!("roi_align: output size must be positive, got {:?}", o.output_size)));
+    }
+    if !input.is_floating_point() {
+        return Err(DetectError::Invalid(format!("roi_align: input must be floating point, got {:?}", input.kind())));
+    }
+    Ok((dims, k))
+}
+
+/// Sample coordinates along one axis: `start [k]`, `bin [k]`, grid counts `g [k]` (i64) ->
+/// coordinates `[k, P, G]` and the validity mask of grid slots `[k, G]` (slot < g).
+fn sample_coords(start: &Tensor, bin: &Tensor, g: &Tensor, pooled: i64, gmax: i64) -> (Tensor, Tensor) {
+    let (kind, dev) = (start.kind(), start.device());
+    let p = Tensor::arange(pooled, (kind, dev)).view([1, pooled, 1]);
+    let i = Tensor::arange(gmax, (Kind::Int64, dev));
+    let gf = g.clamp_min(1).to_kind(kind).view([-1, 1, 1]);
+    let bin3 = bin.view([-1, 1, 1]);
+    // start + p * bin + (i + 0.5) * bin / g, as the reference kernel orders it.
+    let coords = start.view([-1, 1, 1]) + &p * &bin3 + (i.to_kind(kind).view([1, 1, gmax]) + 0.5) * &bin3 / gf;
+    let slot_ok = i.view([1, gmax]).lt_tensor(&g.view([-1, 1])); // [k, G]
+    (coords, slot_ok)
+}
+
+/// Bilinear taps along one axis of length `size` for coordinates `c` `[k, P, G]`: the low and high
+/// indices (i64) and their weights, zeroed for samples outside `[-1, size]` or unused grid slots.
+fn taps(c: &Tensor, slot_ok: &Tensor, size: i64) -> (Tensor, Tensor, Tensor, Tensor) {
+    let inside = c.ge(-1.0).logical_and(&c.le(size as f64)).logical_and(&slot_ok.unsqueeze(1));
+    let c = c.clamp_min(0.0);
+    let low = c.floor().to_kind(Kind::Int64);
+    let at_end = low.ge(size - 1);
+    let last = low.full_like(size - 1);
+    let high = last.where_self(&at_end, &(&low + 1));
+    let low = last.where_self(&at_end, &low);
+    // At the far edge the sample snaps onto the last pixel (weight 1 on `low`).
+    let frac = (&c - low.to_kind(c.kind())).where_self(&at_end.logical_not(), &c.zeros_like());
+    let keep = inside.to_kind(c.kind());
+    let w_high = &frac * &keep;
+    let w_low = (1.0 - frac) * keep;
+    (low, high, w_low, w_high)
+}
+
+/// RoIAlign of `rois` `[K, 5]` (`batch_index, x1, y1, x2, y2` in input pixels) over `input`
+/// `[N, C, H, W]` -> `[K, C, PH, PW]`, differentiable with respect to `input`.
+pub fn roi_align(input: &Tensor, rois: &Tensor, o: &RoiAlignOptions) -> Result<Tensor, DetectError> {
+    let ([n, c, h, w], k) = check(input, rois, o)?;
+    let (ph, pw) = o.output_size;
+    let (kind, dev) = (input.kind(), input.device());
+    if k == 0 {
+        return Ok(Tensor::zeros([0, c, ph, pw], (kind, dev)));
+    }
+    let rois = rois.to_device(dev).to_kind(kind);
+    let batch = rois.select(1, 0).to_kind(Kind::Int64); // [K], truncated like the reference
+    let (bmin, bmax) = (batch.min().int64_value(&[]), batch.max().int64_value(&[]));
+    if bmin < 0 || bmax >= n {
+        return Err(DetectError::Invalid(format!("roi_align: batch index {bmin}..{bmax} outside 0..{n}")));
+    }
+    let off = if o.aligned { 0.5 } else { 0.0 };
+    let corner = |i: i64| rois.select(1, i) * o.spatial_scale - off;
+    let (x1, y1, x2, y2) = (corner(1), corner(2), corner(3), corner(4));
+    let (mut rw, mut rh) = (&x2 - &x1, &y2 - &y1);
+    if !o.aligned {
+        rw = rw.clamp_min(1.0);
+        rh = rh.clamp_min(1.0);
+    }
+    let (bin_h, bin_w) = (&rh / ph as f64, &rw / pw as f64);
+    let grid = |bin: &Tensor| {
+        if o.sampling_ratio > 0 {
+            bin.full_like(o.sampling_ratio).to_kind(Kind::Int64)
+        } else {
+            bin.ceil().to_kind(Kind::Int64)
+        }
+    };
+    let (gh, gw) = (grid(&bin_h), grid(&bin_w)); // [K]
+    let count = (&gh * &gw).clamp_min(1).to_kind(kind); // [K]
+    // Features as a row table [N*H*W, C] so every bilinear tap is one row gather.
+    let table = input.permute([0, 2, 3, 1]).reshape([n * h * w, c]);
+    let gh_host = Vec::<i64>::try_from(gh.to_device(Device::Cpu))?;
+    let gw_host = Vec::<i64>::try_from(gw.to_device(Device::Cpu))?;
+    let mut outs = Vec::new();
+    let mut start = 0i64;
+    while start < k {
+        // Grow the chunk while its gathered block stays under the budget.
+        let (mut end, mut gmh, mut gmw) = (start, 1i64, 1i64);
+        while end < k {
+            let (a, b) = (gmh.max(gh_host[end as usize]), gmw.max(gw_host[end as usize]));
+            if end > start && (end - start + 1) * ph * pw * a * b * c > CHUNK_ELEMS {
+                break;
+            }
+            (gmh, gmw, end) = (a, b, end + 1);
+        }
+        let s = |t: &Tensor| t.narrow(0, start, end - start);
+        let (ys, yok) = sample_coords(&s(&y1), &s(&bin_h), &s(&gh), ph, gmh); // [k, PH, Gh]
+        let (xs, xok) = sample_coords(&s(&x1), &s(&bin_w), &s(&gw), pw, gmw); // [k, PW, Gw]
+        let (ylo, yhi, wylo, wyhi) = taps(&ys, &yok, h);
+        let (xlo, xhi, wxlo, wxhi) = taps(&xs, &xok, w);
+        let kc = end - start;
+        let base = (s(&batch) * (h * w)).view([kc, 1, 1, 1, 1]);
+        let mut acc = Tensor::zeros([kc, ph, pw, c], (kind, dev));
+        for (yi, wy) in [(&ylo, &wylo), (&yhi, &wyhi)] {
+            for (xi, wx) in [(&xlo, &wxlo), (&xhi, &wxhi)] {
+                let idx = &base + yi.view([kc, ph, gmh, 1, 1]) * w + xi.view([kc, 1, 1, pw, gmw]); // [k, PH, Gh, PW, Gw]
+                let wt = wy.view([kc, ph, gmh, 1, 1]) * wx.view([kc, 1, 1, pw, gmw]);
+                let v = table.index_select(0, &idx.reshape([-1])).view([kc, ph, gmh, pw, gmw, c]);
+                acc += (v * wt.unsqueeze(-1)).sum_dim_intlist([2, 4].as_slice(), false, kind); // [k, PH, PW, C]
+            }
+        }
+        let acc = acc / s(&count).view([kc, 1, 1, 1]);
+        outs.push(acc.permute([0, 3, 1, 2])); // [k, C, PH, PW]
+        start = end;
+    }
+    Ok(Tensor::cat(&outs, 0).contiguous())
+}
+
+/// The FPN level heuristic (Lin et al. 2017, eq. 1): a box of area `s^2` goes to level
+/// `floor(k0 + log2(s / canonical_scale) + eps)`, clamped to `k_min..=k_max`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LevelMapper {
+    /// Finest level (2 for a stride-4 map).
+    pub k_min: i64,
+    /// Coarsest level (5 for a stride-32 map).
+    pub k_max: i64,
+    /// Box side that maps to `canonical_level` (224).
+    pub canonical_scale: f64,
+    /// k0 (4).
+    pub canonical_level: f64,
+    /// Added before flooring (1e-6).
+    pub eps: f64,
+}
+
+impl LevelMapper {
+    /// torchvision's defaults (canonical 224 at level 4, eps 1e-6) for levels `k_min..=k_max`.
+    pub fn new(k_min: i64, k_max: i64) -> Self {
+        Self { k_min, k_max, canonical_scale: 224.0, canonical_level: 4.0, eps: 1e-6 }
+    }
+
+    /// xyxy boxes `[K, 4]` -> level offsets `[K]` (i64, `0..=k_max-k_min`, 0 = finest).
+    pub fn map(&self, boxes: &Tensor) -> Result<Tensor, DetectError> {
+        let s = crate::boxes::box_area(boxes)?.sqrt();
+        let lvl = ((s / self.canonical_scale).log2() + self.canonical_level + self.eps).floor();
+        let lvl = lvl.clamp(self.k_min as f64, self.k_max as f64).to_kind(Kind::Int64);
+        Ok(lvl - self.k_min)
+    }
+}
+
+/// RoIAlign over several feature maps, each box pooled from the level [`LevelMapper`] picks
+/// (torchvision's `MultiScaleRoIAlign`, always `aligned = false`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MultiScaleRoiAlign {
+    /// `(PH, PW)`.
+    pub output_size: (i64, i64),
+    /// Samples per bin side (2 in Faster R-CNN).
+    pub sampling_ratio: i64,
+    /// Box side that maps to `canonical_level`.
+    pub canonical_scale: f64,
+    /// Level of a `canonical_scale` box.
+    pub canonical_level: f64,
+}
+
+impl MultiScaleRoiAlign {
+    /// A pooler with torchvision's canonical scale 224 at level 4.
+    pub fn new(output_size: (i64, i64), sampling_ratio: i64) -> Self {
+        Self { output_size, sampling_ratio, canonical_scale: 224.0, canonical_level: 4.0 }
+    }
+
+    /// The scale of a map relative to the image: `2^round(log2(feat_h / image_h))`.
+    fn infer_scale(feat: &Tensor, image_h: i64) -> f64 {
+        let fh = feat.size().get(2).copied().unwrap_or(1) as f64;
+        2f64.powf((fh / image_h as f64).log2().round())
+    }
+
+    /// `features` (finest first, e.g. strides 4..32, each `[N, C, H_l, W_l]`), `boxes` one xyxy
+    /// `[K_i, 4]` tensor per image in input pixels, `image_size` `(H, W)` of the (padded) input batch
+    /// -> `[sum K_i, C, PH, PW]`, boxes in image order.
+    pub fn forward(&self, features: &[Tensor], boxes: &[Tensor], image_size: (i64, i64)) -> Result<Tensor, DetectError> {
+        let first = features.first().ok_or_else(|| DetectError::Invalid("MultiScaleRoiAlign: no feature maps".into()))?;
+        let (kind, dev) = (first.kind(), first.device());
+        let mut rois = Vec::with_capacity(boxes.len());
+        for (i, b) in boxes.iter().enumerate() {
+            let kb = crate::boxes::check_boxes(b, "MultiScaleRoiAlign boxes")?;
+            let idx = Tensor::full([kb, 1], i as f64, (kind, dev));
+            rois.push(Tensor::cat(&[idx, b.to_device(dev).to_kind(kind)], 1));
+        }
+        let rois = Tensor::cat(&rois, 0); // [K, 5]
+        let scales: Vec<f64> = features.iter().map(|f| Self::infer_scale(f, image_size.0)).collect();
+        let opts = |scale: f64| RoiAlignOptions {
+            output_size: self.output_size,
+            spatial_scale: scale,
+            sampling_ratio: self.sampling_ratio,
+            aligned: false,
+        };
+        if features.len() == 1 {
+            return roi_align(first, &rois, &opts(scales[0]));
+        }
+        let k_min = -scales[0].log2() as i64;
+        let k_max = -scales[scales.len() - 1].log2() as i64;
+        let mapper = LevelMapper {
+            canonical_scale: self.canonical_scale,
+            canonical_level: self.canonical_level,
+            ..LevelMapper::new(k_min, k_max)
+        };
+        let levels = mapper.map(&rois.narrow(1, 1, 4))?; // [K]
+        let k = rois.size()[0];
+        let c = first.size()[1];
+        let mut result = Tensor::zeros([k, c, self.output_size.0, self.output_size.1], (kind, dev));
+        for (l, (feat, scale)) in features.iter().zip(&scales).enumerate() {
+            let idx = levels.eq(l as i64).nonzero().view([-1]);
+            if idx.size()[0] == 0 {
+                continue;
+            }
+            let pooled = roi_align(feat, &rois.index_select(0, &idx), &opts(*scale))?;
+            result = result.index_copy(0, &idx, &pooled);
+        }
+        Ok(result)
+    }
+}

@@ -1,0 +1,198 @@
+//! SSD (Liu et al. 2016) on any core backbone: the backbone's C3/C4/C5 maps plus [`extras::Extras`]
+//! (strides 64, 128, ...), per-level [`head::SsdHead`] convs, default boxes from
+//! [`DefaultBoxGenerator`], the SSD matching rule (best prior of each ground truth, then IoU >= 0.5),
+//! hard-negative mining at 3:1 and smooth-L1 on offsets encoded with variances (0.1, 0.2).
+//! Inference follows torchvision's `SSD.postprocess_detections`: softmax, per class score > 0.01 and
+//! the best 400, class-wise NMS 0.45, the best 200 overall.
+//!
+//! Variable names: `backbone.*` (the core backbone's), `extras.*`, `head.{cls,reg}.*`. Labels are
+//! 0-based foreground ids (see [`crate::model_io`]).
+
+pub mod augment;
+pub mod extras;
+pub mod head;
+
+use tch::{Kind, Reduction, Tensor, nn};
+use tlcv_core::backbones::{Arch, Backbone, HEAD_GROUP, backbone};
+
+use crate::boxes::{BoxCoder, box_iou, clip_boxes};
+use crate::error::DetectError;
+use crate::matching::iou::{hard_negative_mask, ssd_match};
+use crate::model_io::{Detections, Target};
+use crate::nms::batched_nms;
+use crate::priors::DefaultBoxGenerator;
+use extras::Extras;
+use head::SsdHead;
+
+/// SSD hyper-parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SsdConfig {
+    /// Foreground classes.
+    pub num_classes: i64,
+    /// Output widths of the extra blocks (one level each).
+    pub extra_channels: Vec<i64>,
+    /// Smallest default-box scale (relative to the image).
+    pub min_ratio: f64,
+    /// Largest default-box scale.
+    pub max_ratio: f64,
+    /// Extra aspect ratios per level (as many lists as levels).
+    pub aspect_ratios: Vec<Vec<f64>>,
+    /// IoU from which a prior is positive.
+    pub iou_thresh: f64,
+    /// Mined negatives per positive.
+    pub neg_pos_ratio: i64,
+    /// Box-coder variances.
+    pub variances: [f64; 2],
+    /// Detections need a class probability above this.
+    pub score_thresh: f64,
+    /// Candidates kept per class before NMS.
+    pub topk_candidates: i64,
+    /// Class-wise NMS IoU threshold.
+    pub nms_thresh: f64,
+    /// Detections kept per image.
+    pub detections_per_img: usize,
+}
+
+impl SsdConfig {
+    /// Defaults for `num_classes` classes: three extra levels (512, 256, 256), scales 0.1..0.9,
+    /// ratios `[2]` on the first and last two levels and `[2, 3]` elsewhere.
+    pub fn new(num_classes: i64) -> Self {
+        Self {
+            num_classes,
+            extra_channels: vec![512, 256, 256],
+            min_ratio: 0.1,
+            max_ratio: 0.9,
+            aspect_ratios: vec![vec![2.0], vec![2.0, 3.0], vec![2.0, 3.0], vec![2.0, 3.0], vec![2.0], vec![2.0]],
+            iou_thresh: 0.5,
+            neg_pos_ratio: 3,
+            variances: [0.1, 0.2],
+            score_thresh: 0.01,
+            topk_candidates: 400,
+            nms_thresh: 0.45,
+            detections_per_img: 200,
+        }
+    }
+}
+
+/// The detector (see the module docs).
+#[derive(Debug)]
+pub struct Ssd {
+    backbone: Box<dyn Backbone>,
+    extras: Extras,
+    head: SsdHead,
+    priors: DefaultBoxGenerator,
+    coder: BoxCoder,
+    /// Hyper-parameters.
+    pub cfg: SsdConfig,
+}
+
+impl Ssd {
+    /// Builds the model under `p` on the headless `arch` backbone.
+    pub fn new(p: &nn::Path, arch: Arch, cfg: SsdConfig) -> Result<Self, DetectError> {
+        if cfg.num_classes < 1 {
+            return Err(DetectError::Invalid(format!("ssd: need at least one class, got {}", cfg.num_classes)));
+        }
+        let levels = 3 + cfg.extra_channels.len();
+        if cfg.aspect_ratios.len() != levels {
+            return Err(DetectError::Invalid(format!("ssd: {} aspect-ratio lists for {levels} levels", cfg.aspect_ratios.len())));
+        }
+        let bb = backbone(p / "backbone", arch).map_err(|e| DetectError::Invalid(format!("building backbone: {e}")))?;
+        let mut channels: Vec<i64> = bb.feature_info().iter().map(|f| f.channels).collect();
+        let h = p.set_group(HEAD_GROUP);
+        let last = channels.last().copied().unwrap_or(0);
+        let extras = Extras::new(&(&h / "extras"), last, &cfg.extra_channels)?;
+        channels.extend(&cfg.extra_channels);
+        let priors = DefaultBoxGenerator::new(cfg.aspect_ratios.clone(), cfg.min_ratio, cfg.max_ratio)?;
+        let head = SsdHead::new(&(&h / "head"), &channels, &priors.num_anchors_per_location(), cfg.num_classes)?;
+        Ok(Self { backbone: bb, extras, head, priors, coder: BoxCoder::ssd(cfg.variances), cfg })
+    }
+
+    /// The backbone, e.g. to freeze stages.
+    pub fn backbone_mut(&mut self) -> &mut Box<dyn Backbone> {
+        &mut self.backbone
+    }
+
+    /// `[N, 3, H, W]` -> `(logits [N, P, K + 1], deltas [N, P, 4], priors [P, 4] xyxy pixels)`.
+    pub fn forward_raw(&self, images: &Tensor, train: bool) -> Result<(Tensor, Tensor, Tensor), DetectError> {
+        let (h, w) = match images.size().as_slice() {
+            [_, 3, h, w] if *h >= 32 && *w >= 32 => (*h, *w),
+            s => return Err(DetectError::Invalid(format!("ssd: images must be [N, 3, H, W] with H, W >= 32, got {s:?}"))),
+        };
+        let mut feats = self.backbone.forward_features(images, train); // C3, C4, C5
+        let last = feats.last().map(|t| t.shallow_clone()).ok_or_else(|| DetectError::Invalid("ssd: backbone gave no maps".into()))?;
+        feats.extend(self.extras.forward(&last));
+        let grids: Vec<(i64, i64)> = feats.iter().map(|f| (f.size()[2], f.size()[3])).collect();
+        let (logits, deltas) = self.head.forward(&feats);
+        let priors = self.priors.boxes((h, w), &grids)?.to_device(images.device());
+        Ok((logits, deltas, priors))
+    }
+
+    /// Training losses for `[N, 3, H, W]` and one [`Target`] per image: `bbox_regression` (smooth-L1
+    /// over positives / #positives) and `classification` (cross-entropy over positives and mined
+    /// negatives / #positives), as torchvision's SSD.
+    pub fn forward_train(&self, images: &Tensor, targets: &[Target]) -> Result<Vec<(String, Tensor)>, DetectError> {
+        if targets.len() as i64 != images.size().first().copied().unwrap_or(-1) {
+            return Err(DetectError::Invalid(format!("ssd: {} targets for images {:?}", targets.len(), images.size())));
+        }
+        let (logits, deltas, priors) = self.forward_raw(images, true)?;
+        let (dev, np) = (priors.device(), priors.size()[0]);
+        let mut cls_t = Vec::new();
+        let mut box_loss = Tensor::zeros([], (Kind::Float, dev));
+        for (i, t) in targets.iter().enumerate() {
+            let m = crate::boxes::check_boxes(&t.boxes, "ssd target boxes")?;
+            if t.labels.size() != [m] {
+                return Err(DetectError::Invalid(format!("ssd: labels {:?} for {m} boxes", t.labels.size())));
+            }
+            if m > 0 && (t.labels.min().int64_value(&[]) < 0 || t.labels.max().int64_value(&[]) >= self.cfg.num_classes) {
+                return Err(DetectError::Invalid(format!("ssd: target labels must lie in 0..{}", self.cfg.num_classes)));
+            }
+            if m == 0 {
+                cls_t.push(Tensor::zeros([np], (Kind::Int64, dev)));
+                continue;
+            }
+            let gt = t.boxes.to_device(dev).to_kind(Kind::Float);
+            let matched = ssd_match(&box_iou(&gt, &priors)?, self.cfg.iou_thresh)?; // [P]
+            let fg = matched.ge(0).nonzero().view([-1]);
+            let gidx = matched.index_select(0, &fg);
+            let target = self.coder.encode(&gt.index_select(0, &gidx), &priors.index_select(0, &fg))?;
+            box_loss += deltas.get(i as i64).index_select(0, &fg).smooth_l1_loss(&target, Reduction::Sum, 1.0);
+            let labels = t.labels.to_device(dev).to_kind(Kind::Int64).index_select(0, &gidx) + 1;
+            cls_t.push(Tensor::zeros([np], (Kind::Int64, dev)).index_copy(0, &fg, &labels));
+        }
+        let cls_t = Tensor::stack(&cls_t, 0); // [N, P]
+        let k = logits.size()[2];
+        let ce = logits.reshape([-1, k]).cross_entropy_loss::<Tensor>(&cls_t.view([-1]), None, Reduction::None, -100, 0.0).view_as(&cls_t);
+        let pos = cls_t.gt(0);
+        let neg = hard_negative_mask(&ce, &pos, self.cfg.neg_pos_ratio)?;
+        let n = pos.sum(Kind::Int64).int64_value(&[]).max(1) as f64;
+        let cls_loss = (ce.masked_select(&pos).sum(Kind::Float) + ce.masked_select(&neg).sum(Kind::Float)) / n;
+        Ok(vec![("bbox_regression".into(), box_loss / n), ("classification".into(), cls_loss)])
+    }
+
+    /// Inference on `[N, 3, H, W]`: one [`Detections`] per image, best first.
+    pub fn predict(&self, images: &Tensor) -> Result<Vec<Detections>, DetectError> {
+        let (logits, deltas, priors) = self.forward_raw(images, false)?;
+        let (h, w) = (images.size()[2] as f64, images.size()[3] as f64);
+        let probs = logits.softmax(-1, Kind::Float);
+        let mut out = Vec::new();
+        for i in 0..probs.size()[0] {
+            let boxes = clip_boxes(&self.coder.decode(&deltas.get(i), &priors)?, h, w)?;
+            let scores = probs.get(i);
+            let (mut bs, mut ss, mut ls) = (Vec::new(), Vec::new(), Vec::new());
+            for c in 1..scores.size()[1] {
+                let sc = scores.select(1, c);
+                let keep = sc.gt(self.cfg.score_thresh).nonzero().view([-1]);
+                let sc = sc.index_select(0, &keep);
+                let k = self.cfg.topk_candidates.min(sc.size()[0]);
+                let (top, idx) = sc.topk(k, 0, true, true);
+                bs.push(boxes.index_select(0, &keep.index_select(0, &idx)));
+                ls.push(Tensor::full([k], c - 1, (Kind::Int64, boxes.device())));
+                ss.push(top);
+            }
+            let (b, s, l) = (Tensor::cat(&bs, 0), Tensor::cat(&ss, 0), Tensor::cat(&ls, 0));
+            let kept = batched_nms(&b, &s, &l, self.cfg.nms_thresh, f64::NEG_INFINITY, self.cfg.detections_per_img)?.to_device(b.device());
+            out.push(Detections { boxes: b.index_select(0, &kept), scores: s.index_select(0, &kept), labels: l.index_select(0, &kept) });
+        }
+        Ok(out)
+    }
+}
