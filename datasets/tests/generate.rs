@@ -1,6 +1,8 @@
 //! Generator tests on the real Debian data: determinism, split counts, idempotency and a label
 //! sanity check on the digits.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

@@ -234,7 +234,10 @@ fn train(cmd: &TrainCmd, end_to_end: bool) -> anyhow::Result<()> {
 /// Predicts a few held-out images with the trained run and writes them to `predictions.jsonl`.
 fn predict_held_out(cfg: &ClassifyConfig, run: &RunDir, outcome: &pipeline::TrainOutcome) -> anyhow::Result<()> {
     let (_, classes, model, _) = pipeline::load_run(run.root())?;
-    let images: Vec<PathBuf> = outcome.predictions.iter().take(cfg.eval.predict_images).map(|p| p.path.clone()).collect();
+    // Spread the picks over the evaluation split so that several classes show up.
+    let step = (outcome.predictions.len() / cfg.eval.predict_images.max(1)).max(1);
+    let images: Vec<PathBuf> =
+        outcome.predictions.iter().step_by(step).take(cfg.eval.predict_images).map(|p| p.path.clone()).collect();
     let norm = model.normalization();
     let mut lines = String::new();
     for result in predict::predict_images(&model, &cfg.data, norm, &classes, &images, cfg.eval.top_k) {

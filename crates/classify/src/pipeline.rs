@@ -118,7 +118,7 @@ pub fn train(cfg: &ClassifyConfig, run: &RunDir, resume: bool, max_epochs: Optio
         let train = cache_features(&model, cfg, &dataset.train, views, &skipped, &progress)?;
         let val = cache_features(&model, cfg, &dataset.val, 1, &skipped, &progress)?;
         progress.finish(&format!(
-            "feature cache: {} train features ({} views) and {} val features in {:.1}s",
+            "{} train features ({} views) and {} val features in {:.1}s",
             train.labels.size()[0],
             views,
             val.labels.size()[0],

@@ -43,7 +43,7 @@ impl RgbImage {
         Ok(RgbImage { width, height, data })
     }
 
-    /// The pixel at (x, y).
+    /// The pixel at (x, y). Panics if (x, y) is outside the image (a programming error).
     pub fn pixel(&self, x: usize, y: usize) -> [u8; 3] {
         let i = (y * self.width + x) * 3;
         [self.data[i], self.data[i + 1], self.data[i + 2]]
@@ -145,30 +145,16 @@ pub fn header_dimensions(format: Format, b: &[u8]) -> Option<(usize, usize)> {
             Some((w, h))
         }
         Format::Jpeg => {
-            // Walk the marker segments up to the first start-of-frame (SOF0..SOF15 minus DHT/JPG/DAC).
-            let mut i = 2;
-            loop {
-                while *b.get(i)? != 0xFF {
-                    i += 1;
-                }
-                while *b.get(i)? == 0xFF {
-                    i += 1;
-                }
-                let marker = *b.get(i)?;
-                i += 1;
-                if marker == 0xD8 || (0xD0..=0xD7).contains(&marker) || marker == 0x01 {
-                    continue; // markers without a length
-                }
-                let len = be16(i)?;
+            let mut frame = None;
+            walk_jpeg(b, |marker, i| {
+                // SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC): length(2) precision(1) height(2) width(2)
                 if (0xC0..=0xCF).contains(&marker) && ![0xC4, 0xC8, 0xCC].contains(&marker) {
-                    // length(2) precision(1) height(2) width(2)
-                    return Some((be16(i + 5)?, be16(i + 3)?));
+                    frame = Some((be16(i + 5)?, be16(i + 3)?));
+                    return None;
                 }
-                if marker == 0xDA || marker == 0xD9 || len < 2 {
-                    return None; // scan data or end before any frame header
-                }
-                i += len;
-            }
+                Some(())
+            });
+            frame
         }
         Format::Bmp => {
             let w = i32::from_le_bytes(b.get(18..22)?.try_into().ok()?);
@@ -186,6 +172,45 @@ pub fn header_dimensions(format: Format, b: &[u8]) -> Option<(usize, usize)> {
             _ => None,
         },
     }
+}
+
+/// Calls `visit(marker, offset_of_length_field)` for each JPEG marker segment up to the first
+/// start-of-scan, stopping early when `visit` returns `None`. Returns the offset of the SOS segment.
+fn walk_jpeg(b: &[u8], mut visit: impl FnMut(u8, usize) -> Option<()>) -> Option<usize> {
+    let be16 = |i: usize| b.get(i..i + 2).map(|s| u16::from_be_bytes([s[0], s[1]]) as usize);
+    let mut i = 2;
+    loop {
+        while *b.get(i)? != 0xFF {
+            i += 1;
+        }
+        while *b.get(i)? == 0xFF {
+            i += 1;
+        }
+        let marker = *b.get(i)?;
+        i += 1;
+        if marker == 0xD8 || (0xD0..=0xD7).contains(&marker) || marker == 0x01 {
+            continue; // markers without a length
+        }
+        if marker == 0xDA {
+            return Some(i);
+        }
+        if marker == 0xD9 {
+            return None;
+        }
+        visit(marker, i)?;
+        let len = be16(i)?;
+        if len < 2 {
+            return None;
+        }
+        i += len;
+    }
+}
+
+/// Whether a JPEG has its end-of-image marker after the first scan. Entropy-coded data escapes 0xFF
+/// as `FF 00`, so `FF D9` there can only be the real end; a cut file lacks it (libjpeg would pad the
+/// missing part with grey and report success).
+fn jpeg_is_complete(b: &[u8]) -> bool {
+    walk_jpeg(b, |_, _| Some(())).is_some_and(|sos| b[sos..].windows(2).any(|w| w == [0xFF, 0xD9]))
 }
 
 /// Reads, checks and decodes an image file into RGB. See [`decode_bytes`].
@@ -222,6 +247,12 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, opts: &DecodeOptions) -> Result<R
     }
     if width.saturating_mul(height) > opts.max_pixels {
         return Err(DataError::TooLarge { path: path.to_path_buf(), width, height, limit: opts.max_pixels });
+    }
+    if format == Format::Jpeg && !jpeg_is_complete(bytes) {
+        return Err(DataError::Decode {
+            path: path.to_path_buf(),
+            reason: "truncated JPEG (no end-of-image marker after the image data)".into(),
+        });
     }
     let flags = match (format, opts.target_size) {
         (Format::Jpeg, Some(t)) => reduced_flag(width.min(height), t),

@@ -15,6 +15,9 @@ pub const IMAGENET_STD: [f64; 3] = [0.229, 0.224, 0.225];
 fn common_size(images: &[RgbImage]) -> Result<(usize, usize), DataError> {
     let first = images.first().ok_or_else(|| DataError::Invalid("cannot batch zero images".into()))?;
     let (w, h) = (first.width, first.height);
+    if w == 0 || h == 0 {
+        return Err(DataError::Invalid(format!("cannot batch empty {w}x{h} images")));
+    }
     for (i, img) in images.iter().enumerate() {
         if img.width != w || img.height != h || img.data.len() != w * h * 3 {
             return Err(DataError::Invalid(format!(

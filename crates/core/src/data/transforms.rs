@@ -224,60 +224,77 @@ fn factor(rng: &mut impl Rng, s: f64) -> f64 {
     if s > 0.0 { uniform(rng, (1.0 - s).max(0.0), 1.0 + s) } else { 1.0 }
 }
 
-fn clamp_u8(v: f64) -> u8 {
-    v.round().clamp(0.0, 255.0) as u8
+/// Float to u8 as torchvision does for uint8 images: clamp, then truncate.
+fn trunc_u8(v: f32) -> u8 {
+    v.clamp(0.0, 255.0) as u8
 }
 
-fn grey(p: &[u8]) -> f64 {
-    // ITU-R 601 luma, the weights torchvision's rgb_to_grayscale uses.
-    0.299 * p[0] as f64 + 0.587 * p[1] as f64 + 0.114 * p[2] as f64
+/// Floored luma with torchvision's weights (0.2989, 0.587, 0.114), in f32 like torch.
+fn grey_floor(p: &[u8]) -> f32 {
+    (p[0] as f32 * 0.2989 + p[1] as f32 * 0.587 + p[2] as f32 * 0.114).floor()
 }
+
+/// `x * ratio + other * (1 - ratio)`, clamped and truncated (torchvision's `_blend`). Like torch,
+/// `1 - ratio` is computed in f64 and the rest in f32.
+fn blend(x: u8, other: f32, ratio: f64) -> u8 {
+    let alpha = (1.0 - ratio) as f32;
+    trunc_u8(x as f32 * ratio as f32 + other * alpha)
+}
+
+// The adjustments below reproduce torchvision.transforms.v2.functional on uint8 tensors exactly.
 
 /// Multiplies every value by `factor` (blend with black).
 pub fn adjust_brightness(img: &mut RgbImage, factor: f64) {
-    img.data.iter_mut().for_each(|v| *v = clamp_u8(*v as f64 * factor));
+    let f = factor as f32;
+    img.data.iter_mut().for_each(|v| *v = trunc_u8(*v as f32 * f));
 }
 
-/// Blends with the mean grey level of the image.
+/// Blends with the mean of the (floored) grey image.
 pub fn adjust_contrast(img: &mut RgbImage, factor: f64) {
     let n = (img.width * img.height).max(1) as f64;
-    let mean = img.data.chunks_exact(3).map(grey).sum::<f64>() / n;
-    img.data.iter_mut().for_each(|v| *v = clamp_u8(factor * *v as f64 + (1.0 - factor) * mean));
+    let mean = (img.data.chunks_exact(3).map(|p| grey_floor(p) as f64).sum::<f64>() / n) as f32;
+    img.data.iter_mut().for_each(|v| *v = blend(*v, mean, factor));
 }
 
-/// Blends each pixel with its own grey level.
+/// Blends each pixel with its own (floored) grey level.
 pub fn adjust_saturation(img: &mut RgbImage, factor: f64) {
     for p in img.data.chunks_exact_mut(3) {
-        let g = grey(p);
+        let g = grey_floor(p);
         for v in p.iter_mut() {
-            *v = clamp_u8(factor * *v as f64 + (1.0 - factor) * g);
+            *v = blend(*v, g, factor);
         }
     }
 }
 
 /// Rotates the hue by `shift` turns (in `[-0.5, 0.5]`) in HSV space.
 pub fn adjust_hue(img: &mut RgbImage, shift: f64) {
+    let shift = shift as f32;
     for p in img.data.chunks_exact_mut(3) {
-        let (r, g, b) = (p[0] as f64 / 255.0, p[1] as f64 / 255.0, p[2] as f64 / 255.0);
-        let max = r.max(g).max(b);
-        let min = r.min(g).min(b);
-        let delta = max - min;
-        if delta == 0.0 {
-            continue; // grey: hue undefined, unchanged
-        }
-        let h = if max == r {
-            ((g - b) / delta).rem_euclid(6.0)
-        } else if max == g {
-            (b - r) / delta + 2.0
+        let [r, g, b] = [p[0], p[1], p[2]].map(|v| v as f32 * (1.0 / 255.0));
+        let maxc = r.max(g).max(b);
+        let minc = r.min(g).min(b);
+        let eq = maxc == minc;
+        let range = maxc - minc;
+        let s = range / if eq { 1.0 } else { maxc };
+        let div = if eq { 1.0 } else { range };
+        let (rc, gc, bc) = ((maxc - r) / div, (maxc - g) / div, (maxc - b) / div);
+        let h = if maxc == r {
+            bc - gc
+        } else if maxc == g {
+            rc + 2.0 - bc
         } else {
-            (r - g) / delta + 4.0
-        } / 6.0;
-        let h = (h + shift).rem_euclid(1.0) * 6.0;
-        let (v, s) = (max, delta / max);
-        let i = h.floor();
-        let f = h - i;
-        let (pp, q, t) = (v * (1.0 - s), v * (1.0 - s * f), v * (1.0 - s * (1.0 - f)));
-        let (r, g, b) = match i as i32 % 6 {
+            gc + 4.0 - rc
+        };
+        let h = (h * (1.0 / 6.0) + 1.0) % 1.0;
+        let h = (h + shift).rem_euclid(1.0);
+        let h6 = h * 6.0;
+        let i = h6.floor();
+        let f = h6 - i;
+        let v = maxc;
+        let q = ((1.0 - s * f) * v).clamp(0.0, 1.0);
+        let t = ((s * f + (1.0 - s)) * v).clamp(0.0, 1.0);
+        let pp = ((1.0 - s) * v).clamp(0.0, 1.0);
+        let (r, g, b) = match (i as i32).rem_euclid(6) {
             0 => (v, t, pp),
             1 => (q, v, pp),
             2 => (pp, v, t),
@@ -285,9 +302,10 @@ pub fn adjust_hue(img: &mut RgbImage, shift: f64) {
             4 => (t, pp, v),
             _ => (v, pp, q),
         };
-        p[0] = clamp_u8(r * 255.0);
-        p[1] = clamp_u8(g * 255.0);
-        p[2] = clamp_u8(b * 255.0);
+        // float -> uint8 as torchvision's to_dtype(scale=True): multiply by 256 - 1e-3, truncate.
+        for (dst, x) in p.iter_mut().zip([r, g, b]) {
+            *dst = trunc_u8(x * (255.0 + 1.0 - 1e-3));
+        }
     }
 }
 

@@ -247,7 +247,7 @@ pub fn fit<T: Task>(task: &mut T, cfg: &TrainConfig, run: &RunDir, parallel: &dy
             seconds,
             images_per_sec: samples as f64 / seconds.max(1e-9),
         };
-        progress.finish(&record.summary_line(cfg.epochs, &metrics.primary));
+        progress.finish(&record.summary_line(&metrics.primary));
         state.history.push(record);
         state.next_epoch = epoch + 1;
         state.batches_done_in_epoch = 0;

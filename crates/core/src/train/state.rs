@@ -38,14 +38,12 @@ pub struct EpochRecord {
 }
 
 impl EpochRecord {
-    /// One plain line: epoch, losses, the primary metric, time and throughput.
-    pub fn summary_line(&self, epochs: usize, primary: &str) -> String {
+    /// One plain line: losses, the primary metric, time and throughput (the epoch is in the progress label).
+    pub fn summary_line(&self, primary: &str) -> String {
         let losses: Vec<String> = self.train.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
         let metric = self.val.get(primary).map(|v| format!("  {primary} {v:.4}")).unwrap_or_default();
         format!(
-            "epoch {}/{}  {}{}  {:.1}s  {:.1} img/s",
-            self.epoch + 1,
-            epochs,
+            "{}{}  {:.1}s  {:.1} img/s",
             losses.join("  "),
             metric,
             self.seconds,
