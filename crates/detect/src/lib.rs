@@ -24,7 +24,10 @@ pub mod matching;
 pub mod model;
 pub mod neck;
 pub mod nms;
+pub mod pipeline;
 pub mod postprocess;
+pub mod predict;
+pub mod report;
 pub mod task;
 
 pub use config::DetectConfig;
