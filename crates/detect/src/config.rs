@@ -91,7 +91,7 @@ impl Default for AugmentConfig {
         Self {
             enabled: true,
             mosaic: 1.0,
-            close_mosaic: 3,
+            close_mosaic: 2,
             scale: 0.5,
             translate: 0.1,
             fliplr: 0.5,
@@ -240,7 +240,7 @@ impl Default for DetectConfig {
             model: ModelConfig::default(),
             loss: LossConfig::default(),
             train: TrainConfig {
-                epochs: 20,
+                epochs: 12,
                 batch: 16,
                 lr: 2e-3,
                 backbone_lr_scale: 0.2,

@@ -1,6 +1,6 @@
 //! End to end through the `detect` binary on a tiny generated data set: train (1 epoch, 64 px),
 //! eval, predict, convert and evaluate, checking exit codes, the run directory and the JSON schemas.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -1,5 +1,6 @@
 //! YOLO and COCO readers (validation with file:line / JSON path), `data.yaml` parsing, the writers
 //! and the converter round trip.
+#![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 

@@ -4,12 +4,11 @@
 //! then a 1x1 to `nc` logits).
 
 use tch::{Kind, Tensor, nn};
-use tlcv_core::backbones::layers::{Conv, ConvInit, ConvOpts};
+use tlcv_core::backbones::layers::{Conv, ConvBn, ConvInit, ConvOpts};
 
 use crate::anchors::{AnchorPoints, anchor_points};
 use crate::error::Result;
 use crate::neck::conv_bn_silu;
-use tlcv_core::backbones::layers::ConvBn;
 
 /// Raw head outputs, levels concatenated (P3 cells first, row-major).
 #[derive(Debug)]
@@ -89,12 +88,10 @@ impl YoloHead {
         let mut shapes = Vec::new();
         for ((f, b), k) in feats.iter().zip(&self.boxes).zip(&self.classes) {
             let s = f.size();
-            let n = s[0];
             shapes.push((s[2], s[3]));
             // [N, C, H, W] -> [N, H*W, C]
             dist.push(b.forward(f, train).flatten(2, 3).transpose(1, 2));
             cls.push(k.forward(f, train).flatten(2, 3).transpose(1, 2));
-            let _ = n;
         }
         HeadOutput { cls: Tensor::cat(&cls, 1), dist: Tensor::cat(&dist, 1), shapes }
     }
