@@ -23,7 +23,8 @@ use crate::shapes::{load_backgrounds, luma, polygon, random_colour};
 use crate::{DatasetError, Summary, build, digits, mix};
 
 /// Class names in label order: six shapes, then three digits.
-pub const CLASSES: [&str; 9] = ["circle", "square", "triangle", "star", "hexagon", "cross", "digit_0", "digit_1", "digit_4"];
+pub const CLASSES: [&str; 9] =
+    ["circle", "square", "triangle", "star", "hexagon", "cross", "digit_0", "digit_1", "digit_4"];
 /// The digit shown by each digit class (classes `6..`).
 pub const DIGITS: [usize; 3] = [0, 1, 4];
 /// Number of shape classes (the first classes).
@@ -91,7 +92,8 @@ pub fn generate(out_dir: &Path, debdata_dir: &Path, spec: &DetectionSpec) -> Res
                     let img_path = dir.join("images").join(split).join(format!("{name}.jpg"));
                     let ctx = || img_path.display().to_string();
                     let mut rng = StdRng::seed_from_u64(mix(mix(spec.seed, s as u64 + 17), i as u64));
-                    let (img, objs) = render(&photos, &sheet, s == 1, spec, &mut rng).map_err(|e| DatasetError::cv(ctx(), e))?;
+                    let (img, objs) =
+                        render(&photos, &sheet, s == 1, spec, &mut rng).map_err(|e| DatasetError::cv(ctx(), e))?;
                     let mut buf = Vector::<u8>::new();
                     let params = Vector::from_slice(&[imgcodecs::IMWRITE_JPEG_QUALITY, 92]);
                     imgcodecs::imencode(".jpg", &img, &mut buf, &params).map_err(|e| DatasetError::cv(ctx(), e))?;
@@ -182,7 +184,11 @@ fn load_sheet(debdata_dir: &Path) -> Result<Mat, DatasetError> {
     let s = src.to_string_lossy().into_owned();
     let sheet = imgcodecs::imread(&s, imgcodecs::IMREAD_GRAYSCALE).map_err(|e| DatasetError::cv(&s, e))?;
     if sheet.cols() != 2000 || sheet.rows() != 1000 {
-        return Err(DatasetError::Invalid(format!("{s}: expected a 2000x1000 sheet, got {}x{}", sheet.cols(), sheet.rows())));
+        return Err(DatasetError::Invalid(format!(
+            "{s}: expected a 2000x1000 sheet, got {}x{}",
+            sheet.cols(),
+            sheet.rows()
+        )));
     }
     Ok(sheet)
 }
@@ -229,14 +235,27 @@ fn overlaps(a: &[f64; 4], b: &[f64; 4], margin: f64) -> bool {
 }
 
 /// One BGR image with its objects.
-fn render(photos: &[Mat], sheet: &Mat, val: bool, spec: &DetectionSpec, rng: &mut StdRng) -> opencv::Result<(Mat, Vec<Object>)> {
+fn render(
+    photos: &[Mat],
+    sheet: &Mat,
+    val: bool,
+    spec: &DetectionSpec,
+    rng: &mut StdRng,
+) -> opencv::Result<(Mat, Vec<Object>)> {
     let size = spec.size;
     let photo = &photos[rng.gen_range(0..photos.len())];
     let short = photo.rows().min(photo.cols());
     let side = rng.gen_range((size / 2).min(short)..=short);
     let (x, y) = (rng.gen_range(0..=photo.cols() - side), rng.gen_range(0..=photo.rows() - side));
     let mut img = Mat::default();
-    imgproc::resize(&Mat::roi(photo, Rect::new(x, y, side, side))?, &mut img, Size::new(size, size), 0.0, 0.0, imgproc::INTER_AREA)?;
+    imgproc::resize(
+        &Mat::roi(photo, Rect::new(x, y, side, side))?,
+        &mut img,
+        Size::new(size, size),
+        0.0,
+        0.0,
+        imgproc::INTER_AREA,
+    )?;
     let n = rng.gen_range(1..=spec.max_objects);
     let mut objs: Vec<Object> = Vec::with_capacity(n);
     let (lo, hi) = ((size as f64 * 0.075).ln(), (size as f64 * 0.38).ln());
@@ -255,7 +274,12 @@ fn render(photos: &[Mat], sheet: &Mat, val: bool, spec: &DetectionSpec, rng: &mu
             if objs.iter().any(|o| overlaps(&o.bbox, &bbox, 3.0)) {
                 continue;
             }
-            let r = Rect::new(bbox[0] as i32, bbox[1] as i32, ((bbox[2] - bbox[0]) as i32).max(1), ((bbox[3] - bbox[1]) as i32).max(1));
+            let r = Rect::new(
+                bbox[0] as i32,
+                bbox[1] as i32,
+                ((bbox[2] - bbox[0]) as i32).max(1),
+                ((bbox[3] - bbox[1]) as i32).max(1),
+            );
             let bg = opencv::core::mean_def(&Mat::roi(&img, r)?)?;
             let colour = contrasting(&bg, rng);
             placed.draw(&mut img, colour)?;

@@ -44,24 +44,40 @@ fn detection_set_is_deterministic_and_consistent() {
     let yaml = std::fs::read_to_string(a.join("data.yaml")).unwrap();
     assert!(yaml.contains(&format!("nc: {}", CLASSES.len())) && yaml.contains("digit_4"));
     for (split, n) in [("train", 8), ("val", 4)] {
-        let coco: Value = serde_json::from_str(&std::fs::read_to_string(a.join(format!("annotations/instances_{split}.json"))).unwrap()).unwrap();
+        let coco: Value = serde_json::from_str(
+            &std::fs::read_to_string(a.join(format!("annotations/instances_{split}.json"))).unwrap(),
+        )
+        .unwrap();
         assert_eq!(coco["images"].as_array().unwrap().len(), n);
         assert_eq!(coco["categories"].as_array().unwrap().len(), CLASSES.len());
         for (i, img) in coco["images"].as_array().unwrap().iter().enumerate() {
             let name = img["file_name"].as_str().unwrap();
             assert!(a.join("images").join(split).join(name).is_file());
             let id = img["id"].as_i64().unwrap();
-            let anns: Vec<&Value> = coco["annotations"].as_array().unwrap().iter().filter(|x| x["image_id"].as_i64() == Some(id)).collect();
+            let anns: Vec<&Value> =
+                coco["annotations"].as_array().unwrap().iter().filter(|x| x["image_id"].as_i64() == Some(id)).collect();
             assert!((1..=6).contains(&anns.len()), "image {i}: {} objects", anns.len());
-            let label = std::fs::read_to_string(a.join("labels").join(split).join(name.replace(".jpg", ".txt"))).unwrap();
-            let lines: Vec<Vec<f64>> = label.lines().map(|l| l.split(' ').map(|v| v.parse().unwrap()).collect()).collect();
+            let label =
+                std::fs::read_to_string(a.join("labels").join(split).join(name.replace(".jpg", ".txt"))).unwrap();
+            let lines: Vec<Vec<f64>> =
+                label.lines().map(|l| l.split(' ').map(|v| v.parse().unwrap()).collect()).collect();
             assert_eq!(lines.len(), anns.len());
             for (l, ann) in lines.iter().zip(&anns) {
                 let bb: Vec<f64> = ann["bbox"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
                 assert_eq!(l[0] as i64 + 1, ann["category_id"].as_i64().unwrap());
                 let s = 128.0;
-                assert!((l[1] * s - (bb[0] + bb[2] / 2.0)).abs() < 0.02 && (l[3] * s - bb[2]).abs() < 0.02, "{l:?} vs {bb:?}");
-                assert!(bb[0] >= 0.0 && bb[1] >= 0.0 && bb[0] + bb[2] <= s && bb[1] + bb[3] <= s && bb[2] >= 2.0 && bb[3] >= 2.0);
+                assert!(
+                    (l[1] * s - (bb[0] + bb[2] / 2.0)).abs() < 0.02 && (l[3] * s - bb[2]).abs() < 0.02,
+                    "{l:?} vs {bb:?}"
+                );
+                assert!(
+                    bb[0] >= 0.0
+                        && bb[1] >= 0.0
+                        && bb[0] + bb[2] <= s
+                        && bb[1] + bb[3] <= s
+                        && bb[2] >= 2.0
+                        && bb[3] >= 2.0
+                );
             }
         }
     }

@@ -67,7 +67,10 @@ pub fn letterbox(img: &RgbImage, objects: &[Object], size: usize) -> Result<(Sam
         .iter()
         .map(|o| {
             let b = o.bbox;
-            Object { class: o.class, bbox: [b[0] * sx + info.pad_x, b[1] * sy + info.pad_y, b[2] * sx + info.pad_x, b[3] * sy + info.pad_y] }
+            Object {
+                class: o.class,
+                bbox: [b[0] * sx + info.pad_x, b[1] * sy + info.pad_y, b[2] * sx + info.pad_x, b[3] * sy + info.pad_y],
+            }
         })
         .collect();
     Ok((Sample { image: lb.image, objects }, info))
@@ -79,7 +82,10 @@ pub fn resize_long(img: &RgbImage, objects: &[Object], size: usize) -> Result<Sa
     let (w, h) = (((img.width as f64 * r).round() as usize).max(1), ((img.height as f64 * r).round() as usize).max(1));
     let image = transforms::resize(img, w, h)?;
     let (sx, sy) = (w as f64 / img.width as f64, h as f64 / img.height as f64);
-    let objects = objects.iter().map(|o| Object { class: o.class, bbox: [o.bbox[0] * sx, o.bbox[1] * sy, o.bbox[2] * sx, o.bbox[3] * sy] }).collect();
+    let objects = objects
+        .iter()
+        .map(|o| Object { class: o.class, bbox: [o.bbox[0] * sx, o.bbox[1] * sy, o.bbox[2] * sx, o.bbox[3] * sy] })
+        .collect();
     Ok(Sample { image, objects })
 }
 
@@ -135,20 +141,30 @@ pub fn warp(sample: &Sample, scale: f64, tx: f64, ty: f64, out: usize) -> Result
     )?;
     let data = dst.data_bytes()?.to_vec();
     let image = RgbImage::from_raw(out, out, data)?;
-    let objects = sample.objects.iter().map(|o| Object { class: o.class, bbox: map_box(o.bbox, scale, tx, ty) }).collect();
+    let objects =
+        sample.objects.iter().map(|o| Object { class: o.class, bbox: map_box(o.bbox, scale, tx, ty) }).collect();
     Ok(Sample { image, objects })
 }
 
 /// Random scale (`1 ± scale_gain`) about the source centre, which lands at a random point within
 /// `0.5 ± translate` of the `out x out` output.
-pub fn random_affine(sample: &Sample, out: usize, scale_gain: f64, translate: f64, rng: &mut impl Rng) -> Result<Sample> {
+pub fn random_affine(
+    sample: &Sample,
+    out: usize,
+    scale_gain: f64,
+    translate: f64,
+    rng: &mut impl Rng,
+) -> Result<Sample> {
     let s = if scale_gain > 0.0 { rng.gen_range(1.0 - scale_gain..1.0 + scale_gain) } else { 1.0 };
     // A mosaic canvas (`2 out` wide) is cropped at scale 1; anything else is first fitted to `out`.
     let (w, h) = (sample.image.width, sample.image.height);
     let base = if w == 2 * out && h == 2 * out { 1.0 } else { out as f64 / w.max(h) as f64 };
     let scale = s * base;
     let (cx, cy) = if translate > 0.0 {
-        (rng.gen_range(0.5 - translate..0.5 + translate) * out as f64, rng.gen_range(0.5 - translate..0.5 + translate) * out as f64)
+        (
+            rng.gen_range(0.5 - translate..0.5 + translate) * out as f64,
+            rng.gen_range(0.5 - translate..0.5 + translate) * out as f64,
+        )
     } else {
         (0.5 * out as f64, 0.5 * out as f64)
     };
@@ -160,7 +176,11 @@ pub fn random_affine(sample: &Sample, out: usize, scale_gain: f64, translate: f6
 /// Mirrors left-right, boxes included.
 pub fn hflip(sample: &Sample) -> Sample {
     let w = sample.image.width as f64;
-    let objects = sample.objects.iter().map(|o| Object { class: o.class, bbox: [w - o.bbox[2], o.bbox[1], w - o.bbox[0], o.bbox[3]] }).collect();
+    let objects = sample
+        .objects
+        .iter()
+        .map(|o| Object { class: o.class, bbox: [w - o.bbox[2], o.bbox[1], w - o.bbox[0], o.bbox[3]] })
+        .collect();
     Sample { image: transforms::hflip(&sample.image), objects }
 }
 

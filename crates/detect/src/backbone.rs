@@ -106,9 +106,8 @@ pub fn load_pretrained(vs: &nn::VarStore, arch: Arch, file: &Path) -> Result<usi
     tch::no_grad(|| -> Result<()> {
         for (name, t) in tmp.variables() {
             let key = format!("{PREFIX}.{name}");
-            let var = dst
-                .get_mut(&key)
-                .ok_or_else(|| DetectError::Invalid(format!("detector has no variable {key}")))?;
+            let var =
+                dst.get_mut(&key).ok_or_else(|| DetectError::Invalid(format!("detector has no variable {key}")))?;
             var.f_copy_(&t)?;
         }
         Ok(())

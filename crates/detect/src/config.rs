@@ -210,7 +210,15 @@ pub struct EvalConfig {
 
 impl Default for EvalConfig {
     fn default() -> Self {
-        Self { conf: 0.001, iou: 0.6, max_det: 100, predict_conf: 0.25, grid_images: 12, predict_images: 8, val_every: 1 }
+        Self {
+            conf: 0.001,
+            iou: 0.6,
+            max_det: 100,
+            predict_conf: 0.25,
+            grid_images: 12,
+            predict_images: 8,
+            val_every: 1,
+        }
     }
 }
 
@@ -266,7 +274,10 @@ impl DetectConfig {
                 eval: EvalConfig { grid_images: 4, predict_images: 2, ..base.eval },
                 ..Self::default()
             }),
-            "frozen" => Some(Self { model: ModelConfig { strategy: Strategy::FeatureExtract, ..base.model }, ..Self::default() }),
+            "frozen" => Some(Self {
+                model: ModelConfig { strategy: Strategy::FeatureExtract, ..base.model },
+                ..Self::default()
+            }),
             "scratch" => Some(Self {
                 model: ModelConfig { strategy: Strategy::Scratch, weights: "none".into(), ..base.model },
                 ..Self::default()

@@ -12,7 +12,9 @@ use crate::augment::{LetterboxInfo, letterbox};
 use crate::data::DetImage;
 use crate::error::{DetectError, Result};
 use crate::eval::curves::{ConfusionMatrix, F1Report, PrCurves, best_f1, pr_curves};
-use crate::eval::{CocoAnnotation, CocoCategory, CocoDataset, CocoDetection, CocoImage, CocoParams, CocoSummary, evaluate};
+use crate::eval::{
+    CocoAnnotation, CocoCategory, CocoDataset, CocoDetection, CocoImage, CocoParams, CocoSummary, evaluate,
+};
 use crate::model::Detector;
 use crate::postprocess::{Detection, PostprocessConfig, to_original};
 
@@ -146,7 +148,13 @@ pub struct EvalOutput {
 }
 
 /// Detects on `images` and evaluates against their boxes.
-pub fn evaluate_images(model: &Detector, images: &[DetImage], names: &[String], pp: &PostprocessConfig, batch: usize) -> Result<EvalOutput> {
+pub fn evaluate_images(
+    model: &Detector,
+    images: &[DetImage],
+    names: &[String],
+    pp: &PostprocessConfig,
+    batch: usize,
+) -> Result<EvalOutput> {
     let paths: Vec<PathBuf> = images.iter().map(|i| i.path.clone()).collect();
     let results = detect_files(model, &paths, pp, batch, 64_000_000);
     let mut skipped = Vec::new();
@@ -163,7 +171,12 @@ pub fn evaluate_images(model: &Detector, images: &[DetImage], names: &[String], 
 }
 
 /// Evaluates given detections (original pixels, one list per image) against `images`.
-pub fn score(images: &[DetImage], names: &[String], per_image: Vec<Vec<Detection>>, skipped: Vec<String>) -> Result<EvalOutput> {
+pub fn score(
+    images: &[DetImage],
+    names: &[String],
+    per_image: Vec<Vec<Detection>>,
+    skipped: Vec<String>,
+) -> Result<EvalOutput> {
     if images.is_empty() {
         return Err(DetectError::Invalid("no images to evaluate".into()));
     }

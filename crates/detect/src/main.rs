@@ -124,8 +124,9 @@ fn main() {
 
 fn load_config(cmd: &TrainCmd) -> anyhow::Result<DetectConfig> {
     let base = match &cmd.preset {
-        Some(name) => DetectConfig::preset(name)
-            .with_context(|| format!("unknown preset `{name}` (expected one of {})", DetectConfig::PRESETS.join(", ")))?,
+        Some(name) => DetectConfig::preset(name).with_context(|| {
+            format!("unknown preset `{name}` (expected one of {})", DetectConfig::PRESETS.join(", "))
+        })?,
         None => DetectConfig::default(),
     };
     let mut overrides = cmd.common.overrides();
@@ -250,14 +251,23 @@ fn json_summary(e: &evaluate::EvalOutput, run: &std::path::Path) -> anyhow::Resu
 fn predict_held_out(cfg: &DetectConfig, run: &RunDir, outcome: &pipeline::TrainOutcome) -> anyhow::Result<()> {
     let (_, names, model, _) = pipeline::load_run(run.root())?;
     let images: Vec<PathBuf> = outcome.val.iter().take(cfg.eval.predict_images).map(|i| i.path.clone()).collect();
-    let pp = PostprocessConfig { conf: cfg.eval.predict_conf, iou: cfg.eval.iou, max_det: cfg.eval.max_det, ..Default::default() };
+    let pp = PostprocessConfig {
+        conf: cfg.eval.predict_conf,
+        iou: cfg.eval.iou,
+        max_det: cfg.eval.max_det,
+        ..Default::default()
+    };
     let out = run.root().join("predict");
     let mut lines = String::new();
     for r in predict::predict_files(&model, &names, &images, &pp, Some(&out))? {
         match r {
             Ok(p) => {
                 let shown: Vec<String> = p.detections.iter().map(|d| format!("{} {:.2}", d.class, d.score)).collect();
-                eprintln!("predict: {} -> {}", p.image, if shown.is_empty() { "nothing".into() } else { shown.join(", ") });
+                eprintln!(
+                    "predict: {} -> {}",
+                    p.image,
+                    if shown.is_empty() { "nothing".into() } else { shown.join(", ") }
+                );
                 lines += &(serde_json::to_string(&p)? + "\n");
             }
             Err(e) => eprintln!("predict: {e}"),
@@ -284,7 +294,10 @@ fn eval_cmd(cmd: &EvalCmd) -> anyhow::Result<()> {
         eprintln!("skipped: {s}");
     }
     let (p, r) = e.f1.as_ref().map_or((0.0, 0.0), |f| (f.precision, f.recall));
-    eprintln!("val mAP@.5 {:.4}  mAP@[.5:.95] {:.4}  precision {:.3}  recall {:.3}", e.summary.map50, e.summary.map, p, r);
+    eprintln!(
+        "val mAP@.5 {:.4}  mAP@[.5:.95] {:.4}  precision {:.3}  recall {:.3}",
+        e.summary.map50, e.summary.map, p, r
+    );
     if cmd.json {
         println!("{}", json_summary(&e, run.root())?);
     }
@@ -312,7 +325,10 @@ fn predict_cmd(cmd: &PredictCmd) -> anyhow::Result<()> {
                 println!("{}", p.image);
                 for d in &p.detections {
                     let b = d.bbox;
-                    println!("  {:>5.3}  {} ({})  [{:.1}, {:.1}, {:.1}, {:.1}]", d.score, d.class, d.index, b[0], b[1], b[2], b[3]);
+                    println!(
+                        "  {:>5.3}  {} ({})  [{:.1}, {:.1}, {:.1}, {:.1}]",
+                        d.score, d.class, d.index, b[0], b[1], b[2], b[3]
+                    );
                 }
             }
             Err(e) => {

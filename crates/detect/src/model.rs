@@ -60,7 +60,10 @@ impl Detector {
         let m = &cfg.model;
         let arch: Arch = m.backbone.parse()?;
         if cfg.data.img_size < 32 || cfg.data.img_size % 32 != 0 {
-            return Err(DetectError::Invalid(format!("data.img_size must be a positive multiple of 32, got {}", cfg.data.img_size)));
+            return Err(DetectError::Invalid(format!(
+                "data.img_size must be a positive multiple of 32, got {}",
+                cfg.data.img_size
+            )));
         }
         if m.reg_max < 2 {
             return Err(DetectError::Invalid(format!("model.reg_max must be at least 2, got {}", m.reg_max)));
@@ -75,7 +78,14 @@ impl Detector {
         let net = match m.family {
             Family::Yolo => {
                 let neck = PanFpn::new(&(&hp / "neck"), &chans, m.neck_channels)?;
-                let head = YoloHead::new(&(&hp / "head"), m.neck_channels, num_classes, m.reg_max, &strides, cfg.data.img_size)?;
+                let head = YoloHead::new(
+                    &(&hp / "head"),
+                    m.neck_channels,
+                    num_classes,
+                    m.reg_max,
+                    &strides,
+                    cfg.data.img_size,
+                )?;
                 FamilyNet::Yolo { neck, head, loss: YoloLoss { cfg: cfg.loss.clone(), reg_max: m.reg_max } }
             }
         };

@@ -28,7 +28,11 @@ pub struct Fuse {
 impl Fuse {
     /// A fuse block under `p` (`reduce`, `cv1`, `cv2`).
     pub fn new(p: &nn::Path, cin: i64, c: i64) -> Result<Self> {
-        Ok(Self { reduce: conv_bn_silu(&(p / "reduce"), cin, c, 1, 1)?, cv1: conv_bn_silu(&(p / "cv1"), c, c, 3, 1)?, cv2: conv_bn_silu(&(p / "cv2"), c, c, 3, 1)? })
+        Ok(Self {
+            reduce: conv_bn_silu(&(p / "reduce"), cin, c, 1, 1)?,
+            cv1: conv_bn_silu(&(p / "cv1"), c, c, 3, 1)?,
+            cv2: conv_bn_silu(&(p / "cv2"), c, c, 3, 1)?,
+        })
     }
 
     /// `[N, cin, H, W]` -> `[N, c, H, W]`.

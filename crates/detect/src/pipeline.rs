@@ -88,7 +88,8 @@ pub fn train(cfg: &DetectConfig, run: &RunDir, resume: bool) -> Result<TrainOutc
         write_atomic(&run.root().join("issues.txt"), (ds.issues.messages.join("\n") + "\n").as_bytes())?;
     }
     let mut task = DetectTask::new(model, cfg.clone(), ds.names.clone(), ds.train, ds.val);
-    let fit = train::fit(&mut task, &cfg.train, run, &SingleProcess, &FitOptions { resume, max_epochs_this_run: None })?;
+    let fit =
+        train::fit(&mut task, &cfg.train, run, &SingleProcess, &FitOptions { resume, max_epochs_this_run: None })?;
     let skipped = task.skipped.lock().map(|l| l.clone()).unwrap_or_default();
     let DetectTask { model, val, names, .. } = task;
     if run.best_weights().is_file() {
@@ -121,14 +122,18 @@ pub fn load_run(dir: &Path) -> Result<(DetectConfig, Vec<String>, Detector, RunD
     let cfg: DetectConfig = tlcv_core::config::load(Some(&run.config_path()), &[])?;
     let path = run.root().join("classes.json");
     let text = std::fs::read_to_string(&path).map_err(|source| DetectError::Io { path: path.clone(), source })?;
-    let names: Vec<String> = serde_json::from_str(&text).map_err(|source| DetectError::Json { path: path.clone(), source })?;
+    let names: Vec<String> =
+        serde_json::from_str(&text).map_err(|source| DetectError::Json { path: path.clone(), source })?;
     let mut build_cfg = cfg.clone();
     build_cfg.model.weights = "none".into();
     build_cfg.model.strategy = Strategy::Scratch;
     let model = Detector::build(&build_cfg, names.len() as i64, cfg.train.device.resolve()?)?;
     let weights = if run.best_weights().is_file() { run.best_weights() } else { run.last_weights() };
     if !weights.is_file() {
-        return Err(DetectError::Invalid(format!("{}: no weights (weights/best.safetensors or last.safetensors)", dir.display())));
+        return Err(DetectError::Invalid(format!(
+            "{}: no weights (weights/best.safetensors or last.safetensors)",
+            dir.display()
+        )));
     }
     checkpoint::load_file(&model.vs, &weights, &LoadOptions::default())?;
     Ok((cfg, names, model, run))

@@ -40,8 +40,16 @@ pub struct ImagePrediction {
 /// A distinct colour per class (RGB).
 pub fn class_colour(class: usize) -> [u8; 3] {
     const P: [[u8; 3]; 10] = [
-        [230, 25, 75], [60, 180, 75], [255, 200, 25], [0, 130, 200], [245, 130, 48],
-        [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60], [0, 128, 128],
+        [230, 25, 75],
+        [60, 180, 75],
+        [255, 200, 25],
+        [0, 130, 200],
+        [245, 130, 48],
+        [145, 30, 180],
+        [70, 240, 240],
+        [240, 50, 230],
+        [210, 245, 60],
+        [0, 128, 128],
     ];
     P[class % P.len()]
 }
@@ -56,7 +64,14 @@ pub fn draw(img: &RgbImage, dets: &[Detection], names: &[String], thickness: i32
         let c = class_colour(d.class);
         let colour = Scalar::new(c[0] as f64, c[1] as f64, c[2] as f64, 0.0); // RGB order in this Mat
         let [x1, y1, x2, y2] = d.bbox.map(|v| v.round() as i32);
-        imgproc::rectangle(&mut m, Rect::new(x1, y1, (x2 - x1).max(1), (y2 - y1).max(1)), colour, thickness, imgproc::LINE_8, 0)?;
+        imgproc::rectangle(
+            &mut m,
+            Rect::new(x1, y1, (x2 - x1).max(1), (y2 - y1).max(1)),
+            colour,
+            thickness,
+            imgproc::LINE_8,
+            0,
+        )?;
         let name = names.get(d.class).cloned().unwrap_or_else(|| d.class.to_string());
         let text = format!("{name} {:.2}", d.score);
         let mut base = 0;
@@ -65,7 +80,17 @@ pub fn draw(img: &RgbImage, dets: &[Detection], names: &[String], thickness: i32
         imgproc::rectangle(&mut m, Rect::new(x1, ty, size.width + 4, size.height + 4), colour, -1, imgproc::LINE_8, 0)?;
         let luma = 0.299 * c[0] as f64 + 0.587 * c[1] as f64 + 0.114 * c[2] as f64;
         let ink = if luma > 140.0 { Scalar::all(0.0) } else { Scalar::all(255.0) };
-        imgproc::put_text(&mut m, &text, Point::new(x1 + 2, ty + size.height + 1), font, scale, ink, 1, imgproc::LINE_AA, false)?;
+        imgproc::put_text(
+            &mut m,
+            &text,
+            Point::new(x1 + 2, ty + size.height + 1),
+            font,
+            scale,
+            ink,
+            1,
+            imgproc::LINE_AA,
+            false,
+        )?;
     }
     let data = m.data_bytes()?.to_vec();
     Ok(RgbImage::from_raw(img.width, img.height, data)?)

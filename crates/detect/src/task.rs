@@ -2,7 +2,6 @@
 //! loader (decoded images cached in memory), the family's loss per step, and COCO mAP on the
 //! validation split per epoch. Mosaic is switched off for the last `augment.close_mosaic` epochs.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -85,7 +84,13 @@ pub struct DetectTask {
 
 impl DetectTask {
     /// A task over the given splits.
-    pub fn new(model: Detector, cfg: DetectConfig, names: Vec<String>, train: Vec<DetImage>, val: Vec<DetImage>) -> Self {
+    pub fn new(
+        model: Detector,
+        cfg: DetectConfig,
+        names: Vec<String>,
+        train: Vec<DetImage>,
+        val: Vec<DetImage>,
+    ) -> Self {
         let cache = Arc::new(ImageCache::new(cfg.data.cache_mib << 20));
         let epochs = cfg.train.epochs;
         Self {
@@ -109,7 +114,8 @@ impl DetectTask {
 
 /// Decodes (through the cache) one image, checking its size against the index.
 fn decode(cache: &ImageCache, im: &DetImage, max_pixels: usize) -> Result<Arc<RgbImage>, DataError> {
-    let img = cache.get_or_load(&im.path, || data::decode_file(&im.path, &DecodeOptions { max_pixels, target_size: None }))?;
+    let img = cache
+        .get_or_load(&im.path, || data::decode_file(&im.path, &DecodeOptions { max_pixels, target_size: None }))?;
     if img.width != im.width as usize || img.height != im.height as usize {
         return Err(DataError::Dataset {
             path: im.path.clone(),
@@ -128,7 +134,8 @@ impl Task for DetectTask {
 
     fn on_epoch_start(&mut self, epoch: usize, epochs: usize) -> CoreResult<()> {
         self.epochs = epochs;
-        let on = self.cfg.augment.enabled && self.cfg.augment.mosaic > 0.0 && epoch + self.cfg.augment.close_mosaic < epochs;
+        let on =
+            self.cfg.augment.enabled && self.cfg.augment.mosaic > 0.0 && epoch + self.cfg.augment.close_mosaic < epochs;
         let was = self.mosaic.swap(on, Ordering::SeqCst);
         if was && !on && epoch > 0 {
             eprintln!("epoch {}: mosaic off for the last {} epoch(s)", epoch + 1, epochs - epoch);
@@ -221,9 +228,4 @@ impl Task for DetectTask {
         metrics.values.insert("fitness".into(), 0.1 * m50 + 0.9 * m);
         Ok(metrics)
     }
-}
-
-/// Paths of images, for messages.
-pub fn paths(images: &[DetImage]) -> Vec<PathBuf> {
-    images.iter().map(|i| i.path.clone()).collect()
 }

@@ -3,7 +3,9 @@
 //! rectangle's colour (and, for single-image transforms, the pixels just outside must not be).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use detect::augment::{self, Sample, finish_boxes, hflip, hsv_jitter, letterbox, mosaic, random_affine, resize_long, train_transform};
+use detect::augment::{
+    self, Sample, finish_boxes, hflip, hsv_jitter, letterbox, mosaic, random_affine, resize_long, train_transform,
+};
 use detect::config::AugmentConfig;
 use detect::data::Object;
 use rand::SeedableRng;
@@ -55,11 +57,21 @@ fn check(s: &Sample, colour_of: &dyn Fn(usize) -> [u8; 3], ring: bool) -> usize 
         }
         if ring {
             let (cx, cy) = (((x1 + x2) / 2.0) as i64, ((y1 + y2) / 2.0) as i64);
-            let outside = [(x1.floor() as i64 - 3, cy), (x2.ceil() as i64 + 2, cy), (cx, y1.floor() as i64 - 3), (cx, y2.ceil() as i64 + 2)];
+            let outside = [
+                (x1.floor() as i64 - 3, cy),
+                (x2.ceil() as i64 + 2, cy),
+                (cx, y1.floor() as i64 - 3),
+                (cx, y2.ceil() as i64 + 2),
+            ];
             for (x, y) in outside {
                 if x >= 0 && y >= 0 && x < w && y < h {
                     let p = s.image.pixel(x as usize, y as usize);
-                    assert!(!near(p, c, 30), "box {:?} class {} is too large: ({x},{y}) is still {p:?}", o.bbox, o.class);
+                    assert!(
+                        !near(p, c, 30),
+                        "box {:?} class {} is too large: ({x},{y}) is still {p:?}",
+                        o.bbox,
+                        o.class
+                    );
                 }
             }
         }
@@ -172,14 +184,17 @@ fn small_and_mostly_cropped_boxes_are_dropped() {
     let mut s = Sample {
         image: RgbImage::filled(100, 100, BG),
         objects: vec![
-            Object { class: 0, bbox: [10.0, 10.0, 11.0, 40.0] },   // 1 px wide
-            Object { class: 1, bbox: [-90.0, 10.0, 10.0, 40.0] },  // 10% visible
-            Object { class: 2, bbox: [-10.0, 10.0, 30.0, 40.0] },  // 75% visible, clipped
-            Object { class: 0, bbox: [50.0, 50.0, 60.0, 60.0] },   // untouched
+            Object { class: 0, bbox: [10.0, 10.0, 11.0, 40.0] },  // 1 px wide
+            Object { class: 1, bbox: [-90.0, 10.0, 10.0, 40.0] }, // 10% visible
+            Object { class: 2, bbox: [-10.0, 10.0, 30.0, 40.0] }, // 75% visible, clipped
+            Object { class: 0, bbox: [50.0, 50.0, 60.0, 60.0] },  // untouched
         ],
     };
     finish_boxes(&mut s, 2.0, augment_min_visible());
-    assert_eq!(s.objects, vec![Object { class: 2, bbox: [0.0, 10.0, 30.0, 40.0] }, Object { class: 0, bbox: [50.0, 50.0, 60.0, 60.0] }]);
+    assert_eq!(
+        s.objects,
+        vec![Object { class: 2, bbox: [0.0, 10.0, 30.0, 40.0] }, Object { class: 0, bbox: [50.0, 50.0, 60.0, 60.0] }]
+    );
 }
 
 fn augment_min_visible() -> f64 {

@@ -43,8 +43,20 @@ fn tiny_yolo(root: &Path) {
     std::fs::write(root.join("data.yaml"), "train: images/train\nval: images/val\nnames: [red, blue]\n").unwrap();
 }
 
-const COCO_KEYS: [&str; 12] =
-    ["map", "map50", "map75", "map_small", "map_medium", "map_large", "mar1", "mar10", "mar100", "mar_small", "mar_medium", "mar_large"];
+const COCO_KEYS: [&str; 12] = [
+    "map",
+    "map50",
+    "map75",
+    "map_small",
+    "map_medium",
+    "map_large",
+    "mar1",
+    "mar10",
+    "mar100",
+    "mar_small",
+    "mar_medium",
+    "mar_large",
+];
 
 fn assert_metrics(v: &Value) {
     for k in COCO_KEYS.iter().chain(&["precision", "recall"]) {
@@ -62,9 +74,28 @@ fn train_eval_predict_convert_evaluate() {
     let data_s = data.to_str().unwrap();
     let out = detect(
         &[
-            "train", "--data", data_s, "--img-size", "64", "--epochs", "1", "--batch", "5", "--strategy", "scratch",
-            "--weights", "none", "--name", "t", "--project", "runs", "--set", "model.neck_channels=32", "--set",
-            "eval.grid_images=2", "--json",
+            "train",
+            "--data",
+            data_s,
+            "--img-size",
+            "64",
+            "--epochs",
+            "1",
+            "--batch",
+            "5",
+            "--strategy",
+            "scratch",
+            "--weights",
+            "none",
+            "--name",
+            "t",
+            "--project",
+            "runs",
+            "--set",
+            "model.neck_channels=32",
+            "--set",
+            "eval.grid_images=2",
+            "--json",
         ],
         root,
     );
@@ -74,8 +105,17 @@ fn train_eval_predict_convert_evaluate() {
     let run = root.join("runs/detect/t");
     assert_eq!(summary["run_dir"].as_str().unwrap(), "runs/detect/t");
     for f in [
-        "config.toml", "classes.json", "results.csv", "metrics.json", "report.html", "val_gt.json", "val_dets.json",
-        "weights/last.safetensors", "plots/loss.png", "plots/pr_curves.png", "plots/confusion_matrix.png",
+        "config.toml",
+        "classes.json",
+        "results.csv",
+        "metrics.json",
+        "report.html",
+        "val_gt.json",
+        "val_dets.json",
+        "weights/last.safetensors",
+        "plots/loss.png",
+        "plots/pr_curves.png",
+        "plots/confusion_matrix.png",
         "plots/val_predictions.png",
     ] {
         assert!(run.join(f).is_file(), "missing {f}");
@@ -100,8 +140,16 @@ fn train_eval_predict_convert_evaluate() {
     let pred_dir = root.join("pred");
     let out = detect(
         &[
-            "predict", "--run", run.to_str().unwrap(), "--out", pred_dir.to_str().unwrap(), "--conf", "0.0", "--json",
-            imgs[0].to_str().unwrap(), imgs[1].to_str().unwrap(),
+            "predict",
+            "--run",
+            run.to_str().unwrap(),
+            "--out",
+            pred_dir.to_str().unwrap(),
+            "--conf",
+            "0.0",
+            "--json",
+            imgs[0].to_str().unwrap(),
+            imgs[1].to_str().unwrap(),
         ],
         root,
     );
@@ -126,8 +174,12 @@ fn train_eval_predict_convert_evaluate() {
     // evaluate: the 12 COCO numbers of the run's own files
     let out = detect(
         &[
-            "evaluate", "--coco-gt", run.join("val_gt.json").to_str().unwrap(), "--coco-dets",
-            run.join("val_dets.json").to_str().unwrap(), "--json",
+            "evaluate",
+            "--coco-gt",
+            run.join("val_gt.json").to_str().unwrap(),
+            "--coco-dets",
+            run.join("val_dets.json").to_str().unwrap(),
+            "--json",
         ],
         root,
     );
@@ -140,7 +192,9 @@ fn train_eval_predict_convert_evaluate() {
     // convert yolo -> coco
     let out = detect(&["convert", "--from", "yolo", "--to", "coco", data_s, root.join("coco").to_str().unwrap()], root);
     ok(&out);
-    let coco: Value = serde_json::from_str(&std::fs::read_to_string(root.join("coco/annotations/instances_val.json")).unwrap()).unwrap();
+    let coco: Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("coco/annotations/instances_val.json")).unwrap())
+            .unwrap();
     assert_eq!(coco["images"].as_array().unwrap().len(), 4);
     assert_eq!(coco["categories"][1]["name"], "blue");
 
@@ -149,7 +203,19 @@ fn train_eval_predict_convert_evaluate() {
         vec!["eval", "--run", "/nonexistent/run"],
         vec!["train", "--data", "/nonexistent/data", "--project", "runs"],
         vec!["convert", "--from", "yolo", "--to", "coco", data_s, root.join("coco").to_str().unwrap()],
-        vec!["train", "--data", data_s, "--img-size", "65", "--project", "runs", "--weights", "none", "--strategy", "scratch"],
+        vec![
+            "train",
+            "--data",
+            data_s,
+            "--img-size",
+            "65",
+            "--project",
+            "runs",
+            "--weights",
+            "none",
+            "--strategy",
+            "scratch",
+        ],
     ] {
         let out = detect(&args, root);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));

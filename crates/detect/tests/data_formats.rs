@@ -62,7 +62,11 @@ fn degenerate_boxes_are_dropped() {
 #[test]
 fn data_yaml_subset() {
     let p = Path::new("/data/set/data.yaml");
-    let flow = yolo::parse_data_yaml("path: .  # root\ntrain: images/train\nval: images/val\nnc: 2\nnames: [cat, 'dog # 2']\n", p).unwrap();
+    let flow = yolo::parse_data_yaml(
+        "path: .  # root\ntrain: images/train\nval: images/val\nnc: 2\nnames: [cat, 'dog # 2']\n",
+        p,
+    )
+    .unwrap();
     assert_eq!(flow.names, vec!["cat", "dog # 2"]);
     assert_eq!(flow.root, PathBuf::from("/data/set/."));
     assert_eq!(flow.train, "images/train");
@@ -86,10 +90,12 @@ fn yolo_fixture(root: &Path) {
     write_png(&root.join("images/train/b.png"), 64, 64);
     write_png(&root.join("images/train/c.png"), 64, 48);
     write_png(&root.join("images/val/d.png"), 100, 100);
-    std::fs::write(root.join("labels/train/a.txt"), "0 0.5 0.5 0.2 0.4\n1 0.25 0.75 0.5 0.5\n2 0.5 0.5 0.1 0.1\n").unwrap();
+    std::fs::write(root.join("labels/train/a.txt"), "0 0.5 0.5 0.2 0.4\n1 0.25 0.75 0.5 0.5\n2 0.5 0.5 0.1 0.1\n")
+        .unwrap();
     std::fs::write(root.join("labels/train/b.txt"), "").unwrap();
     std::fs::write(root.join("labels/val/d.txt"), "1 0.3 0.3 0.2 0.2\n").unwrap();
-    std::fs::write(root.join("data.yaml"), "path: .\ntrain: images/train\nval: images/val\nnames: [red, blue]\n").unwrap();
+    std::fs::write(root.join("data.yaml"), "path: .\ntrain: images/train\nval: images/val\nnames: [red, blue]\n")
+        .unwrap();
 }
 
 #[test]
@@ -106,7 +112,11 @@ fn yolo_dataset_reads_empty_and_missing_labels() {
     assert!(by_name("c.png").objects.is_empty());
     assert_eq!(ds.issues.missing_labels, 1);
     assert_eq!(ds.issues.dropped_boxes, 1);
-    assert!(ds.issues.messages.iter().any(|m| m.contains("c.txt") && m.contains("missing label file")), "{:?}", ds.issues.messages);
+    assert!(
+        ds.issues.messages.iter().any(|m| m.contains("c.txt") && m.contains("missing label file")),
+        "{:?}",
+        ds.issues.messages
+    );
     assert!(ds.issues.messages.iter().any(|m| m.contains("a.txt:3") && m.contains("unknown class id 2")));
     assert_eq!(ds.val[0].objects, vec![Object { class: 1, bbox: [20.0, 20.0, 40.0, 40.0] }]);
 }
@@ -131,7 +141,10 @@ fn coco_annotations_are_validated_with_json_path() {
     assert_eq!(names, vec!["a", "b"]); // sorted by category id
     assert_eq!(images.len(), 1, "image 4 has no file_name");
     assert_eq!((images[0].width, images[0].height), (50, 40), "size read from the file header");
-    assert_eq!(images[0].objects, vec![Object { class: 1, bbox: [1.0, 2.0, 11.0, 22.0] }, Object { class: 0, bbox: [0.0, 0.0, 50.0, 40.0] }]);
+    assert_eq!(
+        images[0].objects,
+        vec![Object { class: 1, bbox: [1.0, 2.0, 11.0, 22.0] }, Object { class: 0, bbox: [0.0, 0.0, 50.0, 40.0] }]
+    );
     assert_eq!(issues.dropped_boxes, 5);
     assert_eq!(issues.dropped_images, 1);
     let m = issues.messages.join("\n");
@@ -185,6 +198,7 @@ fn converter_round_trip_yolo_coco_yolo() {
     // The labels written back are the same text as a fresh write of the originals.
     let a = std::fs::read_to_string(dir.path().join("back/labels/val/d.txt")).unwrap();
     assert_eq!(a, "1 0.300000 0.300000 0.200000 0.200000\n");
-    let err = convert::convert(DataFormat::Yolo, DataFormat::Coco, &src, &dir.path().join("coco")).unwrap_err().to_string();
+    let err =
+        convert::convert(DataFormat::Yolo, DataFormat::Coco, &src, &dir.path().join("coco")).unwrap_err().to_string();
     assert!(err.contains("not empty"), "{err}");
 }

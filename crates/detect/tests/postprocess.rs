@@ -27,7 +27,8 @@ fn edge_logits(d: f64) -> Vec<f32> {
 #[test]
 fn decode_round_trip_through_letterbox() {
     let (w, h) = (200.0, 100.0);
-    let originals = [Object { class: 1, bbox: [20.0, 10.0, 120.0, 80.0] }, Object { class: 0, bbox: [150.0, 40.0, 190.0, 90.0] }];
+    let originals =
+        [Object { class: 1, bbox: [20.0, 10.0, 120.0, 80.0] }, Object { class: 0, bbox: [150.0, 40.0, 190.0, 90.0] }];
     let img = RgbImage::filled(200, 100, [0, 0, 0]);
     let (lb, info) = letterbox(&img, &originals, 64).unwrap(); // scale 0.32, pad_y 16
     let shapes = [(8i64, 8i64), (4, 4), (2, 2)];
@@ -70,7 +71,9 @@ fn decode_round_trip_through_letterbox() {
     let (boxes, scores) = decode(&out, &anchors, R);
     assert_eq!(boxes.size(), vec![1, a, 4]);
     assert_eq!(scores.size(), vec![1, a, 2]);
-    let dets = postprocess(&boxes, &scores, &PostprocessConfig { conf: 0.25, iou: 0.7, max_det: 300, max_candidates: 3000 }).unwrap();
+    let dets =
+        postprocess(&boxes, &scores, &PostprocessConfig { conf: 0.25, iou: 0.7, max_det: 300, max_candidates: 3000 })
+            .unwrap();
     assert_eq!(dets[0].len(), 2, "NMS leaves one box per object: {:?}", dets[0]);
     let back = to_original(&dets[0], &info, w, h);
     for o in &originals {
@@ -81,7 +84,13 @@ fn decode_round_trip_through_letterbox() {
         }
     }
     // A threshold above every score leaves nothing; max_det caps the count.
-    assert!(postprocess(&boxes, &scores, &PostprocessConfig { conf: 0.99, ..Default::default() }).unwrap()[0].is_empty());
-    assert_eq!(postprocess(&boxes, &scores, &PostprocessConfig { conf: 0.25, max_det: 1, ..Default::default() }).unwrap()[0].len(), 1);
+    assert!(
+        postprocess(&boxes, &scores, &PostprocessConfig { conf: 0.99, ..Default::default() }).unwrap()[0].is_empty()
+    );
+    assert_eq!(
+        postprocess(&boxes, &scores, &PostprocessConfig { conf: 0.25, max_det: 1, ..Default::default() }).unwrap()[0]
+            .len(),
+        1
+    );
     let _ = Kind::Float;
 }

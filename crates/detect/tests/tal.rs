@@ -18,7 +18,8 @@ fn v(t: &Tensor) -> Vec<f64> {
 #[test]
 fn hand_built_assignment() {
     let points = Tensor::from_slice(&[4f32, 4., 12., 4., 4., 12., 12., 12.]).view([4, 2]);
-    let pd_boxes = Tensor::from_slice(&[0f32, 0., 8., 16., 8., 0., 16., 8., 0., 8., 8., 16., 8., 8., 16., 16.]).view([1, 4, 4]);
+    let pd_boxes =
+        Tensor::from_slice(&[0f32, 0., 8., 16., 8., 0., 16., 8., 0., 8., 8., 16., 8., 8., 16., 16.]).view([1, 4, 4]);
     let pd_scores = Tensor::full([1, 4, 2], 0.5, (Kind::Float, tch::Device::Cpu));
     let gt_boxes = Tensor::from_slice(&[0f32, 0., 16., 8., 0., 0., 8., 16., 0., 0., 16., 16.]).view([1, 3, 4]);
     let gt_labels = Tensor::from_slice(&[0i64, 1, 0]).view([1, 3]);

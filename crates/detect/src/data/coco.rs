@@ -27,10 +27,16 @@ pub fn image_dir(root: &Path, split: &str) -> PathBuf {
 
 /// Class names (categories sorted by id) and the id → index map of a COCO file.
 pub fn categories(root: &Value, path: &Path) -> Result<(Vec<String>, HashMap<i64, usize>)> {
-    let cats = root.get("categories").and_then(Value::as_array).ok_or_else(|| bad(path, "categories", "missing or not an array"))?;
+    let cats = root
+        .get("categories")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad(path, "categories", "missing or not an array"))?;
     let mut list = Vec::new();
     for (i, c) in cats.iter().enumerate() {
-        let id = c.get("id").and_then(Value::as_i64).ok_or_else(|| bad(path, &format!("categories[{i}].id"), "missing or not an integer"))?;
+        let id = c
+            .get("id")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| bad(path, &format!("categories[{i}].id"), "missing or not an integer"))?;
         let name = c.get("name").and_then(Value::as_str).map_or_else(|| id.to_string(), str::to_string);
         list.push((id, name));
     }
@@ -49,12 +55,17 @@ pub fn read_split(json_path: &Path, image_dir: &Path) -> Result<(Vec<String>, Ve
     let (names, cat_index) = categories(&root, json_path)?;
     let mut issues = Issues::default();
     let here = |jp: &str, msg: &str| format!("{}: at {jp}: {msg}", json_path.display());
-    let imgs = root.get("images").and_then(Value::as_array).ok_or_else(|| bad(json_path, "images", "missing or not an array"))?;
+    let imgs = root
+        .get("images")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad(json_path, "images", "missing or not an array"))?;
     let mut images: Vec<DetImage> = Vec::with_capacity(imgs.len());
     let mut by_id: HashMap<i64, usize> = HashMap::new();
     for (i, im) in imgs.iter().enumerate() {
         let jp = format!("images[{i}]");
-        let (Some(id), Some(file)) = (im.get("id").and_then(Value::as_i64), im.get("file_name").and_then(Value::as_str)) else {
+        let (Some(id), Some(file)) =
+            (im.get("id").and_then(Value::as_i64), im.get("file_name").and_then(Value::as_str))
+        else {
             issues.dropped_images += 1;
             issues.messages.push(here(&jp, "needs an integer `id` and a string `file_name`; image dropped"));
             continue;
@@ -77,7 +88,10 @@ pub fn read_split(json_path: &Path, image_dir: &Path) -> Result<(Vec<String>, Ve
         }
         images.push(DetImage { path, width, height, objects: Vec::new() });
     }
-    let anns = root.get("annotations").and_then(Value::as_array).ok_or_else(|| bad(json_path, "annotations", "missing or not an array"))?;
+    let anns = root
+        .get("annotations")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad(json_path, "annotations", "missing or not an array"))?;
     for (i, a) in anns.iter().enumerate() {
         let jp = format!("annotations[{i}]");
         let Some(&img) = a.get("image_id").and_then(Value::as_i64).and_then(|id| by_id.get(&id)) else {
@@ -92,7 +106,8 @@ pub fn read_split(json_path: &Path, image_dir: &Path) -> Result<(Vec<String>, Ve
             issues.drop_box(here(&jp, "crowd region skipped"));
             continue;
         }
-        let bbox: Option<Vec<f64>> = a.get("bbox").and_then(Value::as_array).map(|v| v.iter().filter_map(Value::as_f64).collect());
+        let bbox: Option<Vec<f64>> =
+            a.get("bbox").and_then(Value::as_array).map(|v| v.iter().filter_map(Value::as_f64).collect());
         let b = match bbox {
             Some(b) if b.len() == 4 && a["bbox"].as_array().is_some_and(|r| r.len() == 4) => b,
             _ => {
@@ -154,7 +169,8 @@ pub fn write_dataset(ds: &DetDataset, out: &Path) -> Result<()> {
             super::yolo::copy_into(&im.path, &dir)?;
         }
         let path = ann.join(format!("instances_{split}.json"));
-        let text = serde_json::to_string(&split_json(images, &ds.names)).map_err(|source| DetectError::Json { path: path.clone(), source })?;
+        let text = serde_json::to_string(&split_json(images, &ds.names))
+            .map_err(|source| DetectError::Json { path: path.clone(), source })?;
         std::fs::write(&path, text).map_err(|source| DetectError::Io { path, source })?;
     }
     Ok(())

@@ -125,7 +125,10 @@ pub fn check_box(b: [f64; 4], width: f64, height: f64, min_side: f64) -> std::re
     }
     let c = [b[0].max(0.0), b[1].max(0.0), b[2].min(width), b[3].min(height)];
     if c[2] - c[0] < min_side || c[3] - c[1] < min_side {
-        return Err(format!("degenerate box [{:.1}, {:.1}, {:.1}, {:.1}] (under {min_side} pixel wide or high)", b[0], b[1], b[2], b[3]));
+        return Err(format!(
+            "degenerate box [{:.1}, {:.1}, {:.1}, {:.1}] (under {min_side} pixel wide or high)",
+            b[0], b[1], b[2], b[3]
+        ));
     }
     Ok(c)
 }
@@ -153,7 +156,9 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
 pub fn detect_format(path: &Path, format: DataFormat) -> Result<DataFormat> {
     match format {
         DataFormat::Auto => {
-            if path.is_file() && path.extension().is_some_and(|e| e == "yaml" || e == "yml") || path.join("data.yaml").is_file() {
+            if path.is_file() && path.extension().is_some_and(|e| e == "yaml" || e == "yml")
+                || path.join("data.yaml").is_file()
+            {
                 Ok(DataFormat::Yolo)
             } else if path.join("annotations").is_dir() {
                 Ok(DataFormat::Coco)
@@ -198,7 +203,8 @@ pub fn ensure_embedded(cfg: &DataConfig) -> Result<PathBuf> {
         seed: cfg.seed,
         ..Default::default()
     };
-    let out = paths::generated_data_dir(&format!("detection-{}-{}-{}-s{}", spec.train, spec.val, spec.size, spec.seed))?;
+    let out =
+        paths::generated_data_dir(&format!("detection-{}-{}-{}-s{}", spec.train, spec.val, spec.size, spec.seed))?;
     if tlcv_datasets::existing(&out)?.is_none() {
         eprintln!("generating the embedded detection data set into {} ...", out.display());
         tlcv_datasets::detection::generate(&out, &paths::debdata_dir()?, &spec)?;

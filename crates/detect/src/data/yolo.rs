@@ -34,7 +34,10 @@ pub struct DataYaml {
 
 fn unquote(s: &str) -> String {
     let s = s.trim();
-    let stripped = s.strip_prefix('"').and_then(|t| t.strip_suffix('"')).or_else(|| s.strip_prefix('\'').and_then(|t| t.strip_suffix('\'')));
+    let stripped = s
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .or_else(|| s.strip_prefix('\'').and_then(|t| t.strip_suffix('\'')));
     stripped.unwrap_or(s).to_string()
 }
 
@@ -72,7 +75,10 @@ pub fn parse_data_yaml(text: &str, yaml_path: &Path) -> Result<DataYaml> {
             if let Some(v) = item.strip_prefix("- ").or_else(|| (item == "-").then_some("")) {
                 list.push((list.len(), unquote(v)));
             } else if let Some((k, v)) = item.split_once(':') {
-                let k: usize = k.trim().parse().map_err(|_| bad(line_no, format!("names: expected an integer key, found `{}`", k.trim())))?;
+                let k: usize = k
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad(line_no, format!("names: expected an integer key, found `{}`", k.trim())))?;
                 list.push((k, unquote(v)));
             } else {
                 return Err(bad(line_no, format!("names: cannot read `{item}`")));
@@ -91,14 +97,21 @@ pub fn parse_data_yaml(text: &str, yaml_path: &Path) -> Result<DataYaml> {
             "path" => root = Some(unquote(value)),
             "train" => train = Some(unquote(value)),
             "val" => val = Some(unquote(value)),
-            "nc" => nc = Some(value.parse::<usize>().map_err(|_| bad(line_no, format!("nc: expected an integer, found `{value}`")))?),
+            "nc" => {
+                nc = Some(
+                    value
+                        .parse::<usize>()
+                        .map_err(|_| bad(line_no, format!("nc: expected an integer, found `{value}`")))?,
+                )
+            }
             "names" if value.is_empty() => in_names = true,
             "names" => {
                 let inner = value
                     .strip_prefix('[')
                     .and_then(|v| v.strip_suffix(']'))
                     .ok_or_else(|| bad(line_no, format!("names: expected a list `[a, b]`, found `{value}`")))?;
-                names = Some(inner.split(',').map(str::trim).filter(|s| !s.is_empty()).map(unquote).enumerate().collect());
+                names =
+                    Some(inner.split(',').map(str::trim).filter(|s| !s.is_empty()).map(unquote).enumerate().collect());
             }
             _ => {}
         }
@@ -132,7 +145,14 @@ pub fn data_yaml_text(names: &[String]) -> String {
 }
 
 /// Parses one label file's text; `path` names it in messages. Bad lines are dropped and reported.
-pub fn parse_labels(text: &str, path: &Path, width: u32, height: u32, num_classes: usize, issues: &mut Issues) -> Vec<Object> {
+pub fn parse_labels(
+    text: &str,
+    path: &Path,
+    width: u32,
+    height: u32,
+    num_classes: usize,
+    issues: &mut Issues,
+) -> Vec<Object> {
     let (w, h) = (width as f64, height as f64);
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -163,7 +183,9 @@ pub fn parse_labels(text: &str, path: &Path, width: u32, height: u32, num_classe
             }
         };
         if !(0.0..=1.0).contains(&cx) || !(0.0..=1.0).contains(&cy) || bw <= 0.0 || bh <= 0.0 || bw > 1.0 || bh > 1.0 {
-            issues.drop_box(format!("{at}: normalised box {cx} {cy} {bw} {bh} is out of range (centre in 0..1, size in (0, 1])"));
+            issues.drop_box(format!(
+                "{at}: normalised box {cx} {cy} {bw} {bh} is out of range (centre in 0..1, size in (0, 1])"
+            ));
             continue;
         }
         let b = [(cx - bw / 2.0) * w, (cy - bh / 2.0) * h, (cx + bw / 2.0) * w, (cy + bh / 2.0) * h];
@@ -182,7 +204,14 @@ pub fn label_text(objects: &[Object], width: u32, height: u32) -> String {
         .iter()
         .map(|o| {
             let [x1, y1, x2, y2] = o.bbox;
-            format!("{} {:.6} {:.6} {:.6} {:.6}\n", o.class, (x1 + x2) / 2.0 / w, (y1 + y2) / 2.0 / h, (x2 - x1) / w, (y2 - y1) / h)
+            format!(
+                "{} {:.6} {:.6} {:.6} {:.6}\n",
+                o.class,
+                (x1 + x2) / 2.0 / w,
+                (y1 + y2) / 2.0 / h,
+                (x2 - x1) / w,
+                (y2 - y1) / h
+            )
         })
         .collect()
 }
@@ -243,7 +272,8 @@ pub fn read_split(image_dir: &Path, num_classes: usize) -> Result<(Vec<DetImage>
 /// Reads a YOLO data set from its folder (holding `data.yaml`) or the yaml file itself.
 pub fn read_dataset(path: &Path) -> Result<DetDataset> {
     let yaml_path = if path.is_file() { path.to_path_buf() } else { path.join("data.yaml") };
-    let text = std::fs::read_to_string(&yaml_path).map_err(|source| DetectError::Io { path: yaml_path.clone(), source })?;
+    let text =
+        std::fs::read_to_string(&yaml_path).map_err(|source| DetectError::Io { path: yaml_path.clone(), source })?;
     let y = parse_data_yaml(&text, &yaml_path)?;
     let (train, mut issues) = read_split(&y.root.join(&y.train), y.names.len())?;
     let (val, vi) = read_split(&y.root.join(&y.val), y.names.len())?;
@@ -268,7 +298,8 @@ pub fn write_dataset(ds: &DetDataset, out: &Path) -> Result<()> {
         for im in images.iter() {
             let dst = copy_image(&im.path, &idir)?;
             let lp = label_path(&dst);
-            std::fs::write(&lp, label_text(&im.objects, im.width, im.height)).map_err(|source| DetectError::Io { path: lp.clone(), source })?;
+            std::fs::write(&lp, label_text(&im.objects, im.width, im.height))
+                .map_err(|source| DetectError::Io { path: lp.clone(), source })?;
         }
     }
     let yaml = out.join("data.yaml");

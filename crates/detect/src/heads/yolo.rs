@@ -31,7 +31,11 @@ struct Branch {
 impl Branch {
     fn new(p: &nn::Path, cin: i64, mid: i64, cout: i64) -> Result<Self> {
         let o = ConvOpts::new(1).bias(true).init(ConvInit::Default);
-        Ok(Self { c1: conv_bn_silu(&(p / 0), cin, mid, 3, 1)?, c2: conv_bn_silu(&(p / 1), mid, mid, 3, 1)?, out: Conv::new(&(p / 2), mid, cout, 1, o)? })
+        Ok(Self {
+            c1: conv_bn_silu(&(p / 0), cin, mid, 3, 1)?,
+            c2: conv_bn_silu(&(p / 1), mid, mid, 3, 1)?,
+            out: Conv::new(&(p / 2), mid, cout, 1, o)?,
+        })
     }
 
     /// `[N, cin, H, W]` -> `[N, cout, H, W]`.

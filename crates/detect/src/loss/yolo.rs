@@ -94,7 +94,8 @@ impl YoloLoss {
             let box_l = (ciou(&pb, &tb).neg() + 1.0).multiply(&weight).sum(Kind::Float) / &tss;
             // Edge distances of the targets around each anchor, in bins.
             let pts = grid.unsqueeze(0).expand([b, a, 2], false).reshape([-1, 2]).index_select(0, &fg); // [n, 2]
-            let tltrb = Tensor::cat(&[&pts - tb.slice(1, 0, 2, 1), tb.slice(1, 2, 4, 1) - &pts], 1).clamp(0.0, r as f64 - 1.01); // [n, 4]
+            let tltrb =
+                Tensor::cat(&[&pts - tb.slice(1, 0, 2, 1), tb.slice(1, 2, 4, 1) - &pts], 1).clamp(0.0, r as f64 - 1.01); // [n, 4]
             let logits = out.dist.reshape([-1, 4 * r]).index_select(0, &fg).reshape([-1, r]); // [n*4, R]
             let d = dfl(&logits, &tltrb.reshape([-1])).view([-1, 4]).mean_dim(-1, false, Kind::Float); // [n]
             let dfl_l = (d * &weight).sum(Kind::Float) / &tss;
