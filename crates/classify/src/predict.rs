@@ -81,9 +81,13 @@ impl Pretrained {
         let probe = nn::VarStore::new(Device::Cpu);
         let head = backbones::classifier(probe.root(), arch, 1)?.head_prefix().to_string();
         let from_file = sd.get(&format!("{head}.weight")).and_then(|w| w.size().first().copied());
-        let classes = num_classes.or(from_file).ok_or_else(|| {
-            ClassifyError::Invalid(format!("{}: no `{head}.weight`; pass --num-classes", file.display()))
-        })?;
+        let Some(classes) = num_classes.or(from_file) else {
+            // No head of this architecture: the file may be another architecture's, so say that first.
+            let opts = LoadOptions { strict: true, ignore_prefixes: vec![head.clone()] };
+            checkpoint::load_into(&probe, &sd, &opts)
+                .map_err(|e| ClassifyError::Invalid(format!("{}: {e}", file.display())))?;
+            return Err(ClassifyError::Invalid(format!("{}: no `{head}.weight`; pass --num-classes", file.display())));
+        };
         let vs = nn::VarStore::new(Device::Cpu);
         let net = backbones::classifier(vs.root(), arch, classes)?;
         checkpoint::load_into(&vs, &sd, &LoadOptions::default())

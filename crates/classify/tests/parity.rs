@@ -1,0 +1,211 @@
+//! Parity of the `classify` binary with independent references:
+//! - `classify forward` on torchvision-saved checkpoints gives torchvision's logits (fixtures from
+//!   `scripts/fixtures/gen_backbones.py`);
+//! - a state dict saved here loads into torchvision with `strict=True` and computes the same logits
+//!   (checked by `scripts/check_torchvision_load.py` in the reference venv);
+//! - `classify predict` with the shipped EfficientNet-Lite0 ImageNet weights agrees with the shared
+//!   reference implementation on two real photos (`scripts/fixtures/gen_lite0_reference.py`).
+
+#![allow(clippy::panic)] // test failures are panics
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tch::{Device, Tensor, nn};
+use tlcv_core::backbones::{self, Arch};
+use tlcv_core::checkpoint::{LoadOptions, load_into, read_state_dict, save_safetensors};
+
+const SETUP: &str = "run `cargo xtask setup --reference`";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A generated fixture folder; panics (fails the test) when it is missing or incomplete.
+fn fixtures(topic: &str) -> PathBuf {
+    let dir = match std::env::var_os("TLCV_FIXTURES") {
+        Some(d) => PathBuf::from(d).join(topic),
+        None => root().join(".tlcv/fixtures").join(topic),
+    };
+    assert!(
+        dir.join(".done").exists(),
+        "fixtures missing at {}: {SETUP} (scripts/fixtures/gen_{topic}.py)",
+        dir.display()
+    );
+    dir
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"))
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn read_npy(path: &Path) -> Tensor {
+    Tensor::read_npy(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// `max |got - want| <= 1e-4 * max |want|`, with equal shapes.
+fn assert_close(got: &Tensor, want: &Tensor, what: &str) {
+    assert_eq!(got.size(), want.size(), "{what}: shape");
+    let scale = want.abs().max().double_value(&[]);
+    let diff = (got - want).abs().max().double_value(&[]);
+    assert!(scale > 0.0, "{what}: reference is all zeros");
+    assert!(diff <= 1e-4 * scale, "{what}: max |diff| = {diff:e} > 1e-4 * {scale:e}");
+}
+
+fn check_forward(arch: &str) {
+    let fx = fixtures("backbones");
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let out_path = tmp.path().join("out.npy");
+    let out = run(Command::new(env!("CARGO_BIN_EXE_classify")).args([
+        "forward".as_ref(),
+        "--model".as_ref(),
+        arch.as_ref(),
+        "--weights".as_ref(),
+        fx.join(format!("{arch}.pth")).as_os_str(),
+        "--input".as_ref(),
+        fx.join("input.npy").as_os_str(),
+        "--output".as_ref(),
+        out_path.as_os_str(),
+    ]));
+    assert!(out.status.success(), "classify forward {arch}: {:?}\n{}", out.status, stderr(&out));
+    let got = read_npy(&out_path);
+    let want = read_npy(&fx.join(format!("{arch}_logits.npy")));
+    assert_close(&got, &want, &format!("{arch} logits"));
+}
+
+#[test]
+fn forward_resnet18_matches_torchvision() {
+    check_forward("resnet18");
+}
+
+#[test]
+fn forward_resnet50_matches_torchvision() {
+    check_forward("resnet50");
+}
+
+#[test]
+fn forward_vgg16_matches_torchvision() {
+    check_forward("vgg16");
+}
+
+#[test]
+fn forward_vgg16_bn_matches_torchvision() {
+    check_forward("vgg16_bn");
+}
+
+#[test]
+fn forward_efficientnet_b0_matches_torchvision() {
+    check_forward("efficientnet_b0");
+}
+
+/// The reference venv's python; fails the test with the setup hint when absent.
+fn reference_python() -> PathBuf {
+    let py = root().join(".tlcv/venv-ref/bin/python");
+    assert!(py.exists(), "reference venv missing ({}): {SETUP}", py.display());
+    py
+}
+
+/// Loads the torchvision fixture into a Rust classifier, saves it with `save_safetensors`, and has
+/// torchvision load that file strictly and reproduce the Rust logits.
+fn check_torchvision_loads(arch: Arch) {
+    let py = reference_python();
+    let fx = fixtures("backbones");
+    let vs = nn::VarStore::new(Device::Cpu);
+    let net = backbones::classifier(vs.root(), arch, 1000).unwrap_or_else(|e| panic!("{arch}: {e}"));
+    let src = fx.join(format!("{arch}.pth"));
+    let sd = read_state_dict(&src).unwrap_or_else(|e| panic!("{e}"));
+    load_into(&vs, &sd, &LoadOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    drop(sd);
+
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let saved = tmp.path().join(format!("{arch}.safetensors"));
+    save_safetensors(&vs, &saved, None).unwrap_or_else(|e| panic!("{e}"));
+    let input = fx.join("input.npy");
+    let logits = tch::no_grad(|| net.forward_t(&read_npy(&input), false)); // [2, 3, 64, 64] -> [2, 1000]
+    let logits_path = tmp.path().join("rust_logits.npy");
+    logits.write_npy(&logits_path).unwrap_or_else(|e| panic!("{e}"));
+
+    let out = run(Command::new(&py)
+        .arg(root().join("scripts/check_torchvision_load.py"))
+        .arg(arch.name())
+        .arg(&saved)
+        .arg(&input)
+        .arg(&logits_path));
+    assert!(
+        out.status.success(),
+        "torchvision rejected or disagreed with {}: {:?}\n{}{}",
+        saved.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+}
+
+#[test]
+fn saved_resnet18_loads_strictly_in_torchvision() {
+    check_torchvision_loads(Arch::Resnet18);
+}
+
+#[test]
+fn saved_vgg16_bn_loads_strictly_in_torchvision() {
+    check_torchvision_loads(Arch::Vgg16Bn);
+}
+
+#[test]
+fn saved_efficientnet_b0_loads_strictly_in_torchvision() {
+    check_torchvision_loads(Arch::EfficientnetB0);
+}
+
+/// `(index, prob)` pairs of one `--json` prediction line or reference entry.
+fn tops(v: &serde_json::Value) -> Vec<(u64, f64)> {
+    v["top"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no `top` array in {v}"))
+        .iter()
+        .map(|t| {
+            let i = t["index"].as_u64().unwrap_or_else(|| panic!("bad index in {t}"));
+            let p = t["prob"].as_f64().unwrap_or_else(|| panic!("bad prob in {t}"));
+            (i, p)
+        })
+        .collect()
+}
+
+#[test]
+fn lite0_imagenet_predictions_match_the_reference() {
+    let fx = fixtures("lite0_reference");
+    let text = std::fs::read_to_string(fx.join("expected.json")).unwrap_or_else(|e| panic!("{e}"));
+    let expected: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+    let expected = expected["images"].as_array().unwrap_or_else(|| panic!("no images in expected.json"));
+    let images: Vec<(&str, u64, PathBuf)> = vec![
+        ("skimage/coffee.png", 967, root().join(".tlcv/debdata/skimage/coffee.png")),
+        ("opencv/squirrel_cls.jpg", 335, root().join(".tlcv/debdata/opencv/squirrel_cls.jpg")),
+    ];
+    for (_, _, p) in &images {
+        assert!(p.exists(), "{} missing: run `cargo xtask setup`", p.display());
+    }
+    let out = run(Command::new(env!("CARGO_BIN_EXE_classify"))
+        .args(["predict", "--model", "efficientnet_lite0", "--weights", "imagenet", "--json"])
+        .args(images.iter().map(|(_, _, p)| p)));
+    assert!(out.status.success(), "classify predict: {:?}\n{}", out.status, stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect();
+    assert_eq!(lines.len(), images.len(), "one JSON line per image:\n{stdout}");
+    for ((rel, want_index, _), got) in images.iter().zip(&lines) {
+        let reference =
+            expected.iter().find(|e| e["image"] == *rel).unwrap_or_else(|| panic!("{rel} not in expected.json"));
+        let (ref_index, ref_prob) = tops(reference)[0];
+        assert_eq!(ref_index, *want_index, "{rel}: the reference itself predicts {ref_index}");
+        let (index, prob) = tops(got)[0];
+        eprintln!("{rel}: classify top-1 {index} p={prob:.4}; reference {ref_index} p={ref_prob:.4}");
+        assert_eq!(index, *want_index, "{rel}: classify's top-1 is {index}, expected {want_index}");
+        assert!((prob - ref_prob).abs() <= 0.03, "{rel}: top-1 probability {prob:.4} vs reference {ref_prob:.4}");
+    }
+}
