@@ -248,7 +248,7 @@ impl Default for DetectConfig {
             model: ModelConfig::default(),
             loss: LossConfig::default(),
             train: TrainConfig {
-                epochs: 12,
+                epochs: 9,
                 batch: 16,
                 lr: 2e-3,
                 backbone_lr_scale: 0.2,
