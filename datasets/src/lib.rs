@@ -4,11 +4,14 @@
 //! - [`digits::generate`]: the 5000 handwritten digits of opencv-doc's `digits.png`, split into
 //!   ImageFolder train/val/test.
 //! - [`shapes::generate`]: six classes of rendered shapes with clutter on crops of real photos.
+//! - [`detection::generate`]: several shapes and handwritten digits per photo crop, with boxes in the
+//!   YOLO layout and COCO JSON.
 //!
 //! Each generator writes into a caller-given folder: first into `<out>.partial`, then renamed, with a
 //! `meta.json` (seed, counts, sources) and a `.done` stamp written last. A folder with `.done` is left
 //! alone, so calling again is cheap. The same arguments always give byte-identical files.
 
+pub mod detection;
 pub mod digits;
 pub mod segmentation;
 pub mod shapes;

@@ -96,7 +96,7 @@ pub fn generate(out_dir: &Path, debdata_dir: &Path, per_class: usize, seed: u64)
 
 /// Loads the background photos present (BGR), shrunk so the shorter side is at most 384 pixels so that
 /// crops show objects rather than texture close-ups.
-fn load_backgrounds(debdata_dir: &Path) -> Result<(Vec<String>, Vec<Mat>), DatasetError> {
+pub(crate) fn load_backgrounds(debdata_dir: &Path) -> Result<(Vec<String>, Vec<Mat>), DatasetError> {
     let mut names = Vec::new();
     let mut photos = Vec::new();
     for name in BACKGROUNDS {
@@ -128,17 +128,17 @@ fn load_backgrounds(debdata_dir: &Path) -> Result<(Vec<String>, Vec<Mat>), Datas
     Ok((names, photos))
 }
 
-fn random_colour(rng: &mut StdRng) -> Scalar {
+pub(crate) fn random_colour(rng: &mut StdRng) -> Scalar {
     Scalar::new(rng.gen_range(0..256) as f64, rng.gen_range(0..256) as f64, rng.gen_range(0..256) as f64, 0.0)
 }
 
-fn luma(c: &Scalar) -> f64 {
+pub(crate) fn luma(c: &Scalar) -> f64 {
     0.114 * c[0] + 0.587 * c[1] + 0.299 * c[2] // BGR order
 }
 
 /// The outline of shape `class` (not the circle), centred at (cx, cy) with radius r, rotated by theta.
 /// Coordinates carry 4 fractional bits (OpenCV's `shift`).
-fn polygon(class: usize, cx: f64, cy: f64, r: f64, theta: f64) -> Vector<Point> {
+pub(crate) fn polygon(class: usize, cx: f64, cy: f64, r: f64, theta: f64) -> Vector<Point> {
     let regular = |n: usize, offset: f64| -> Vec<(f64, f64)> {
         (0..n).map(|k| (offset + 2.0 * PI * k as f64 / n as f64).sin_cos()).map(|(s, c)| (r * c, r * s)).collect()
     };

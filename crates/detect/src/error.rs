@@ -39,4 +39,45 @@ pub enum DetectError {
     /// A libtorch operation failed.
     #[error("torch: {0}")]
     Torch(#[from] tch::TchError),
+    /// From the core crate (backbones, training, configuration, I/O).
+    #[error(transparent)]
+    Core(#[from] tlcv_core::Error),
+    /// Decoding or transforming an image failed.
+    #[error(transparent)]
+    Data(#[from] tlcv_core::data::DataError),
+    /// A checkpoint could not be read or loaded.
+    #[error(transparent)]
+    Checkpoint(#[from] tlcv_core::checkpoint::CheckpointError),
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] tlcv_core::config::ConfigError),
+    /// A plot or the report could not be written.
+    #[error(transparent)]
+    Report(#[from] tlcv_core::report::ReportError),
+    /// Generating the embedded data set failed.
+    #[error(transparent)]
+    Dataset(#[from] tlcv_datasets::DatasetError),
+    /// An OpenCV call failed (drawing, encoding, warping).
+    #[error("opencv: {0}")]
+    OpenCv(String),
 }
+
+impl From<opencv::Error> for DetectError {
+    fn from(e: opencv::Error) -> Self {
+        DetectError::OpenCv(e.message)
+    }
+}
+
+impl From<DetectError> for tlcv_core::Error {
+    /// Errors crossing into the shared training loop keep their message.
+    fn from(e: DetectError) -> Self {
+        match e {
+            DetectError::Core(c) => c,
+            DetectError::Torch(t) => tlcv_core::Error::Torch(t),
+            other => tlcv_core::Error::Invalid(other.to_string()),
+        }
+    }
+}
+
+/// `Result` with [`DetectError`].
+pub type Result<T, E = DetectError> = std::result::Result<T, E>;

@@ -1,4 +1,345 @@
+//! `detect`: object detection by transfer learning (train, eval, predict, convert, evaluate, run).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use detect::{
+    DetectConfig,
+    config::{DataFormat, Family},
+    data, eval, evaluate, pipeline,
+    postprocess::PostprocessConfig,
+    predict,
+    report::{self, ReportInput},
+    task::DetectTask,
+};
+use tlcv_core::{cli::TrainArgs, run_dir::RunDir};
+
+/// Object detection by transfer learning (YOLO-style head on ImageNet backbones).
+#[derive(Debug, Parser)]
+#[command(name = "detect", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Train a detector and evaluate its best checkpoint on the validation split.
+    Train(TrainCmd),
+    /// Evaluate a trained run on a data set's validation split.
+    Eval(EvalCmd),
+    /// Detect objects in images with a trained run; writes annotated images and JSON lines.
+    Predict(PredictCmd),
+    /// Convert a data set between the YOLO and COCO layouts.
+    Convert(ConvertCmd),
+    /// COCO bbox evaluation of a result file against a ground-truth file (the 12 numbers).
+    Evaluate(EvaluateCmd),
+    /// Train, evaluate, predict on held-out images and write the report: the end-to-end job.
+    Run(TrainCmd),
+}
+
+#[derive(Debug, clap::Args)]
+struct TrainCmd {
+    #[command(flatten)]
+    common: TrainArgs,
+    /// Detector family (only `yolo` so far).
+    #[arg(long)]
+    model: Option<String>,
+    /// Start from a named preset (default, quick, frozen, scratch) before the config file.
+    #[arg(long)]
+    preset: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct EvalCmd {
+    /// The run directory to evaluate.
+    #[arg(long)]
+    run: PathBuf,
+    /// Data set (default: the run's own).
+    #[arg(long)]
+    data: Option<String>,
+    /// Print the metrics as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct PredictCmd {
+    /// A trained run directory.
+    #[arg(long)]
+    run: PathBuf,
+    /// Folder for the annotated images (default: <run>/predict).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Score threshold (default: the run's eval.predict_conf).
+    #[arg(long)]
+    conf: Option<f64>,
+    /// One JSON object per image on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Images.
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct ConvertCmd {
+    /// Input layout: yolo or coco.
+    #[arg(long, value_parser = parse_format)]
+    from: DataFormat,
+    /// Output layout: yolo or coco.
+    #[arg(long, value_parser = parse_format)]
+    to: DataFormat,
+    /// Input data set folder.
+    input: PathBuf,
+    /// Output folder (new or empty).
+    output: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+struct EvaluateCmd {
+    /// COCO ground-truth JSON.
+    #[arg(long)]
+    coco_gt: PathBuf,
+    /// COCO result JSON (array of detections).
+    #[arg(long)]
+    coco_dets: PathBuf,
+    /// Print the 12 numbers as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_format(s: &str) -> Result<DataFormat, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "yolo" => Ok(DataFormat::Yolo),
+        "coco" => Ok(DataFormat::Coco),
+        _ => Err(format!("`{s}`: expected yolo or coco")),
+    }
+}
+
 fn main() {
-    eprintln!("detect: not implemented yet");
-    std::process::exit(2);
+    tlcv_core::cli::exit_on_error(run(Cli::parse()));
+}
+
+fn load_config(cmd: &TrainCmd) -> anyhow::Result<DetectConfig> {
+    let base = match &cmd.preset {
+        Some(name) => DetectConfig::preset(name).with_context(|| {
+            format!("unknown preset `{name}` (expected one of {})", DetectConfig::PRESETS.join(", "))
+        })?,
+        None => DetectConfig::default(),
+    };
+    let mut overrides = cmd.common.overrides();
+    if let Some(family) = &cmd.model {
+        let f: Family = family.parse().map_err(anyhow::Error::msg)?;
+        overrides.insert(0, format!("model.family=\"{f}\""));
+    }
+    Ok(tlcv_core::config::load_with_base(&base, cmd.common.config.as_deref(), &overrides)?)
+}
+
+fn open_run(args: &TrainArgs) -> anyhow::Result<RunDir> {
+    if args.resume {
+        let name = args.name.as_deref().context("--resume needs --name NAME of the run to continue")?;
+        Ok(RunDir::open(&args.project.join("detect").join(name))?)
+    } else {
+        Ok(RunDir::create(&args.project, "detect", args.name.as_deref(), "train")?)
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Train(cmd) => train(&cmd, false),
+        Command::Run(cmd) => train(&cmd, true),
+        Command::Eval(cmd) => eval_cmd(&cmd),
+        Command::Predict(cmd) => predict_cmd(&cmd),
+        Command::Convert(cmd) => {
+            let (ds, issues) = data::convert::convert(cmd.from, cmd.to, &cmd.input, &cmd.output)?;
+            pipeline::report_issues(&issues);
+            let count = |v: &[data::DetImage]| v.iter().map(|i| i.objects.len()).sum::<usize>();
+            eprintln!(
+                "wrote {} ({} classes; {} train images / {} boxes, {} val images / {} boxes; {})",
+                cmd.output.display(),
+                ds.names.len(),
+                ds.train.len(),
+                count(&ds.train),
+                ds.val.len(),
+                count(&ds.val),
+                issues.summary()
+            );
+            Ok(())
+        }
+        Command::Evaluate(cmd) => {
+            let s = eval::evaluate_files(&cmd.coco_gt, &cmd.coco_dets)?;
+            if cmd.json {
+                println!("{}", serde_json::to_string(&s)?);
+            } else {
+                for (k, v) in serde_json::to_value(s)?.as_object().into_iter().flatten() {
+                    println!("{k:>10}  {:.4}", v.as_f64().unwrap_or(f64::NAN));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn train(cmd: &TrainCmd, end_to_end: bool) -> anyhow::Result<()> {
+    let cfg = load_config(cmd)?;
+    let run = open_run(&cmd.common)?;
+    eprintln!("run directory: {}", run.root().display());
+    let started = std::time::Instant::now();
+    let outcome = pipeline::train(&cfg, &run, cmd.common.resume)?;
+    if outcome.fit.interrupted {
+        bail!(tlcv_core::Error::Interrupted);
+    }
+    let metrics = pipeline::write_metrics(&run, &outcome)?;
+    let mut issues = outcome.issues.messages.clone();
+    issues.extend(outcome.skipped.iter().cloned());
+    issues.extend(outcome.eval.skipped.iter().cloned());
+    let facts = vec![
+        ("epochs".to_string(), outcome.fit.history.len().to_string()),
+        ("best epoch".to_string(), outcome.fit.best_epoch.map_or("-".into(), |e| (e + 1).to_string())),
+        ("training time".to_string(), format!("{:.1} s", outcome.fit.seconds)),
+        ("data".to_string(), outcome.data_dir.display().to_string()),
+        ("label problems".to_string(), outcome.issues.summary()),
+    ];
+    report::write(
+        &run,
+        &ReportInput {
+            cfg: &cfg,
+            names: &outcome.names,
+            history: &outcome.fit.history,
+            eval: &outcome.eval,
+            per_class: &metrics.per_class,
+            val: &outcome.val,
+            issues: &issues,
+            facts,
+        },
+    )?;
+    if end_to_end {
+        predict_held_out(&cfg, &run, &outcome)?;
+    }
+    let s = &outcome.eval.summary;
+    let (p, r) = outcome.eval.f1.as_ref().map_or((0.0, 0.0), |f| (f.precision, f.recall));
+    eprintln!(
+        "val mAP@.5 {:.4}  mAP@[.5:.95] {:.4}  precision {:.3}  recall {:.3}  ({} images; training {:.0} s, total {:.0} s)",
+        s.map50,
+        s.map,
+        p,
+        r,
+        outcome.val.len(),
+        outcome.fit.seconds,
+        started.elapsed().as_secs_f64()
+    );
+    eprintln!("run directory: {}  (report: {})", run.root().display(), run.report_html().display());
+    if cmd.common.json {
+        println!("{}", json_summary(&outcome.eval, run.root())?);
+    }
+    Ok(())
+}
+
+fn json_summary(e: &evaluate::EvalOutput, run: &std::path::Path) -> anyhow::Result<String> {
+    let mut m = serde_json::Map::new();
+    for (k, v) in evaluate::flat_metrics(e) {
+        m.insert(k, serde_json::json!(v));
+    }
+    m.insert("run_dir".into(), serde_json::json!(run.display().to_string()));
+    Ok(serde_json::to_string(&m)?)
+}
+
+/// Predicts the first held-out validation images with the trained run into `predict/` and
+/// `predictions.jsonl`.
+fn predict_held_out(cfg: &DetectConfig, run: &RunDir, outcome: &pipeline::TrainOutcome) -> anyhow::Result<()> {
+    let (_, names, model, _) = pipeline::load_run(run.root())?;
+    let images: Vec<PathBuf> = outcome.val.iter().take(cfg.eval.predict_images).map(|i| i.path.clone()).collect();
+    let pp = PostprocessConfig {
+        conf: cfg.eval.predict_conf,
+        iou: cfg.eval.iou,
+        max_det: cfg.eval.max_det,
+        ..Default::default()
+    };
+    let out = run.root().join("predict");
+    let mut lines = String::new();
+    for r in predict::predict_files(&model, &names, &images, &pp, Some(&out))? {
+        match r {
+            Ok(p) => {
+                let shown: Vec<String> = p.detections.iter().map(|d| format!("{} {:.2}", d.class, d.score)).collect();
+                eprintln!(
+                    "predict: {} -> {}",
+                    p.image,
+                    if shown.is_empty() { "nothing".into() } else { shown.join(", ") }
+                );
+                lines += &(serde_json::to_string(&p)? + "\n");
+            }
+            Err(e) => eprintln!("predict: {e}"),
+        }
+    }
+    tlcv_core::run_dir::write_atomic(&run.root().join("predictions.jsonl"), lines.as_bytes())?;
+    Ok(())
+}
+
+fn eval_cmd(cmd: &EvalCmd) -> anyhow::Result<()> {
+    pipeline::configure_threads();
+    let (mut cfg, names, model, run) = pipeline::load_run(&cmd.run)?;
+    if let Some(d) = &cmd.data {
+        cfg.data.path = d.clone();
+    }
+    let (ds, dir) = data::load_config(&cfg.data)?;
+    pipeline::report_issues(&ds.issues);
+    if ds.names != names {
+        bail!("{}: classes {:?} differ from the run's {:?}", dir.display(), ds.names, names);
+    }
+    let pp = DetectTask::eval_postprocess(&cfg);
+    let e = evaluate::evaluate_images(&model, &ds.val, &names, &pp, cfg.train.batch.max(1) * 2)?;
+    for s in &e.skipped {
+        eprintln!("skipped: {s}");
+    }
+    let (p, r) = e.f1.as_ref().map_or((0.0, 0.0), |f| (f.precision, f.recall));
+    eprintln!(
+        "val mAP@.5 {:.4}  mAP@[.5:.95] {:.4}  precision {:.3}  recall {:.3}",
+        e.summary.map50, e.summary.map, p, r
+    );
+    if cmd.json {
+        println!("{}", json_summary(&e, run.root())?);
+    }
+    Ok(())
+}
+
+fn predict_cmd(cmd: &PredictCmd) -> anyhow::Result<()> {
+    pipeline::configure_threads();
+    if let Some(missing) = cmd.images.iter().find(|p| !p.exists()) {
+        bail!("{} does not exist", missing.display());
+    }
+    let (cfg, names, model, run) = pipeline::load_run(&cmd.run)?;
+    let pp = PostprocessConfig {
+        conf: cmd.conf.unwrap_or(cfg.eval.predict_conf),
+        iou: cfg.eval.iou,
+        max_det: cfg.eval.max_det,
+        ..Default::default()
+    };
+    let out = cmd.out.clone().unwrap_or_else(|| run.root().join("predict"));
+    let mut failed = 0;
+    for r in predict::predict_files(&model, &names, &cmd.images, &pp, Some(&out))? {
+        match r {
+            Ok(p) if cmd.json => println!("{}", serde_json::to_string(&p)?),
+            Ok(p) => {
+                println!("{}", p.image);
+                for d in &p.detections {
+                    let b = d.bbox;
+                    println!(
+                        "  {:>5.3}  {} ({})  [{:.1}, {:.1}, {:.1}, {:.1}]",
+                        d.score, d.class, d.index, b[0], b[1], b[2], b[3]
+                    );
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("skipped: {e}");
+            }
+        }
+    }
+    eprintln!("annotated images: {}", out.display());
+    if failed == cmd.images.len() {
+        bail!("no image could be read");
+    }
+    Ok(())
 }

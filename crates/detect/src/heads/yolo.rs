@@ -1,0 +1,122 @@
+//! The YOLOv8-style head: anchor-free and decoupled. At every level a box branch (two 3x3 convs then
+//! a 1x1 to `4 * reg_max` logits: a distribution over `reg_max` bins for each of the distances
+//! left/top/right/bottom from the cell centre, in stride units) and a class branch (two 3x3 convs
+//! then a 1x1 to `nc` logits).
+
+use tch::{Kind, Tensor, nn};
+use tlcv_core::backbones::layers::{Conv, ConvBn, ConvInit, ConvOpts};
+
+use crate::anchors::{AnchorPoints, anchor_points};
+use crate::error::Result;
+use crate::neck::conv_bn_silu;
+
+/// Raw head outputs, levels concatenated (P3 cells first, row-major).
+#[derive(Debug)]
+pub struct HeadOutput {
+    /// `[N, A, nc]` class logits.
+    pub cls: Tensor,
+    /// `[N, A, 4 * reg_max]` edge-distance logits (l, t, r, b blocks of `reg_max`).
+    pub dist: Tensor,
+    /// `(H, W)` of each level.
+    pub shapes: Vec<(i64, i64)>,
+}
+
+#[derive(Debug)]
+struct Branch {
+    c1: ConvBn,
+    c2: ConvBn,
+    out: Conv,
+}
+
+impl Branch {
+    fn new(p: &nn::Path, cin: i64, mid: i64, cout: i64) -> Result<Self> {
+        let o = ConvOpts::new(1).bias(true).init(ConvInit::Default);
+        Ok(Self {
+            c1: conv_bn_silu(&(p / 0), cin, mid, 3, 1)?,
+            c2: conv_bn_silu(&(p / 1), mid, mid, 3, 1)?,
+            out: Conv::new(&(p / 2), mid, cout, 1, o)?,
+        })
+    }
+
+    /// `[N, cin, H, W]` -> `[N, cout, H, W]`.
+    fn forward(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.out.forward(&self.c2.forward(&self.c1.forward(xs, train), train))
+    }
+}
+
+/// The head over P3, P4, P5.
+#[derive(Debug)]
+pub struct YoloHead {
+    boxes: Vec<Branch>,
+    classes: Vec<Branch>,
+    /// Number of classes.
+    pub nc: i64,
+    /// Bins per edge distribution.
+    pub reg_max: i64,
+    /// Stride of each level.
+    pub strides: Vec<i64>,
+}
+
+impl YoloHead {
+    /// A head under `p` (`box.{level}`, `cls.{level}`) for `levels` feature maps of `c` channels.
+    /// Biases start as YOLOv8's: box logits 1, class logits at a prior of about 5 objects per
+    /// `img_size^2` image spread over the level's cells.
+    pub fn new(p: &nn::Path, c: i64, nc: i64, reg_max: i64, strides: &[i64], img_size: i64) -> Result<Self> {
+        let c2 = (c / 4).max(16).max(4 * reg_max);
+        let c3 = c.max(nc.min(100));
+        let mut boxes = Vec::new();
+        let mut classes = Vec::new();
+        for (i, &s) in strides.iter().enumerate() {
+            let b = Branch::new(&(p / "box" / i), c, c2, 4 * reg_max)?;
+            let k = Branch::new(&(p / "cls" / i), c, c3, nc)?;
+            tch::no_grad(|| {
+                if let Some(bias) = &b.out.bias {
+                    let _ = bias.shallow_clone().fill_(1.0);
+                }
+                if let Some(bias) = &k.out.bias {
+                    let cells = (img_size as f64 / s as f64).powi(2);
+                    let _ = bias.shallow_clone().fill_((5.0 / nc as f64 / cells).ln());
+                }
+            });
+            boxes.push(b);
+            classes.push(k);
+        }
+        Ok(Self { boxes, classes, nc, reg_max, strides: strides.to_vec() })
+    }
+
+    /// `[P3, P4, P5]` (`[N, c, H_i, W_i]`) -> class logits `[N, A, nc]` and distance logits
+    /// `[N, A, 4 * reg_max]`, `A = sum H_i * W_i`.
+    pub fn forward(&self, feats: &[Tensor], train: bool) -> HeadOutput {
+        let mut cls = Vec::new();
+        let mut dist = Vec::new();
+        let mut shapes = Vec::new();
+        for ((f, b), k) in feats.iter().zip(&self.boxes).zip(&self.classes) {
+            let s = f.size();
+            shapes.push((s[2], s[3]));
+            // [N, C, H, W] -> [N, H*W, C]
+            dist.push(b.forward(f, train).flatten(2, 3).transpose(1, 2));
+            cls.push(k.forward(f, train).flatten(2, 3).transpose(1, 2));
+        }
+        HeadOutput { cls: Tensor::cat(&cls, 1), dist: Tensor::cat(&dist, 1), shapes }
+    }
+
+    /// The anchor points matching an output.
+    pub fn anchors(&self, out: &HeadOutput) -> AnchorPoints {
+        anchor_points(&out.shapes, &self.strides, 0.5, out.cls.device())
+    }
+}
+
+/// Expected value of each edge distribution: `[N, A, 4 * reg_max]` -> `[N, A, 4]` distances in
+/// stride units (`sum_i softmax(logits)_i * i`).
+pub fn dfl_decode(dist: &Tensor, reg_max: i64) -> Tensor {
+    let s = dist.size();
+    let bins = Tensor::arange(reg_max, (Kind::Float, dist.device()));
+    dist.view([s[0], s[1], 4, reg_max]).softmax(-1, Kind::Float).matmul(&bins) // [N, A, 4]
+}
+
+/// Distances `[.., 4]` (l, t, r, b) around points `[A, 2]` -> xyxy boxes `[.., 4]` in the same units.
+pub fn dist_to_boxes(ltrb: &Tensor, points: &Tensor) -> Tensor {
+    let lt = ltrb.slice(-1, 0, 2, 1);
+    let rb = ltrb.slice(-1, 2, 4, 1);
+    Tensor::cat(&[points - lt, points + rb], -1)
+}

@@ -1,0 +1,217 @@
+//! End-to-end orchestration: train a run, reload its best weights, evaluate on the validation
+//! split, and write `metrics.json` plus the COCO files of the evaluation (`val_gt.json`,
+//! `val_dets.json`, readable by `detect evaluate` and pycocotools).
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use tlcv_core::{
+    checkpoint::{self, LoadOptions},
+    freeze::Strategy,
+    run_dir::{RunDir, write_atomic},
+    train::{self, FitOptions, FitSummary, SingleProcess},
+};
+
+use crate::config::DetectConfig;
+use crate::data::{self, DetImage, Issues};
+use crate::error::{DetectError, Result};
+use crate::evaluate::{EvalOutput, evaluate_images, flat_metrics};
+use crate::model::Detector;
+use crate::task::DetectTask;
+
+/// Sets libtorch's and rayon's thread counts once, so that decoding and compute share the cores.
+pub fn configure_threads() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let _ = tlcv_core::data::configure_threads(cores);
+    });
+}
+
+/// What a training run produced.
+#[derive(Debug)]
+pub struct TrainOutcome {
+    /// Evaluation of the best checkpoint on the validation split.
+    pub eval: EvalOutput,
+    /// The training loop's summary.
+    pub fit: FitSummary,
+    /// Class names.
+    pub names: Vec<String>,
+    /// The validation images.
+    pub val: Vec<DetImage>,
+    /// Where the data came from.
+    pub data_dir: PathBuf,
+    /// Label problems found while reading.
+    pub issues: Issues,
+    /// Training images that failed to load.
+    pub skipped: Vec<String>,
+}
+
+/// Prints the label problems: the summary and the first few messages.
+pub fn report_issues(issues: &Issues) {
+    if issues.messages.is_empty() {
+        return;
+    }
+    eprintln!("labels: {}", issues.summary());
+    for m in issues.messages.iter().take(10) {
+        eprintln!("  {m}");
+    }
+    if issues.messages.len() > 10 {
+        eprintln!("  ... and {} more (see issues.txt in the run directory)", issues.messages.len() - 10);
+    }
+}
+
+/// Trains per `cfg` into `run` (resuming if asked), then evaluates the best weights on val.
+pub fn train(cfg: &DetectConfig, run: &RunDir, resume: bool) -> Result<TrainOutcome> {
+    configure_threads();
+    let device = cfg.train.device.resolve()?;
+    tch::manual_seed(cfg.train.seed as i64);
+    let (ds, data_dir) = data::load_config(&cfg.data)?;
+    let objects = |v: &[DetImage]| v.iter().map(|i| i.objects.len()).sum::<usize>();
+    eprintln!(
+        "data: {} ({} classes; {} train images / {} objects, {} val images / {} objects)",
+        data_dir.display(),
+        ds.names.len(),
+        ds.train.len(),
+        objects(&ds.train),
+        ds.val.len(),
+        objects(&ds.val)
+    );
+    report_issues(&ds.issues);
+    if ds.val.is_empty() {
+        return Err(DetectError::Invalid(format!("{}: the val split is empty", data_dir.display())));
+    }
+    let model = Detector::build(cfg, ds.names.len() as i64, device)?;
+    eprintln!("model: {} + {} ({}), {}", cfg.model.family, cfg.model.backbone, cfg.model.strategy, model.freeze);
+    write_run_files(cfg, run, &ds.names)?;
+    if !ds.issues.messages.is_empty() {
+        write_atomic(&run.root().join("issues.txt"), (ds.issues.messages.join("\n") + "\n").as_bytes())?;
+    }
+    let mut task = DetectTask::new(model, cfg.clone(), ds.names.clone(), ds.train, ds.val);
+    let fit =
+        train::fit(&mut task, &cfg.train, run, &SingleProcess, &FitOptions { resume, max_epochs_this_run: None })?;
+    let skipped = task.skipped.lock().map(|l| l.clone()).unwrap_or_default();
+    let DetectTask { model, val, names, .. } = task;
+    if run.best_weights().is_file() {
+        checkpoint::load_file(&model.vs, &run.best_weights(), &LoadOptions::default())?;
+    }
+    let pp = DetectTask::eval_postprocess(cfg);
+    let eval = evaluate_images(&model, &val, &names, &pp, cfg.train.batch.max(1) * 2)?;
+    write_coco_files(run, &eval)?;
+    Ok(TrainOutcome { eval, fit, names, val, data_dir, issues: ds.issues, skipped })
+}
+
+/// Writes the resolved configuration and the class names into the run directory.
+pub fn write_run_files(cfg: &DetectConfig, run: &RunDir, names: &[String]) -> Result<()> {
+    let text = tlcv_core::config::to_toml(cfg)?;
+    write_atomic(&run.config_path(), text.as_bytes())?;
+    run.write_json(&run.root().join("classes.json"), &names)?;
+    Ok(())
+}
+
+/// Writes `val_gt.json` and `val_dets.json` (COCO format) into the run directory.
+pub fn write_coco_files(run: &RunDir, eval: &EvalOutput) -> Result<()> {
+    run.write_json(&run.root().join("val_gt.json"), &eval.gt)?;
+    run.write_json(&run.root().join("val_dets.json"), &eval.dets)?;
+    Ok(())
+}
+
+/// A trained run: its configuration, class names and model with the best (else last) weights.
+pub fn load_run(dir: &Path) -> Result<(DetectConfig, Vec<String>, Detector, RunDir)> {
+    let run = RunDir::open(dir)?;
+    let cfg: DetectConfig = tlcv_core::config::load(Some(&run.config_path()), &[])?;
+    let path = run.root().join("classes.json");
+    let text = std::fs::read_to_string(&path).map_err(|source| DetectError::Io { path: path.clone(), source })?;
+    let names: Vec<String> =
+        serde_json::from_str(&text).map_err(|source| DetectError::Json { path: path.clone(), source })?;
+    let mut build_cfg = cfg.clone();
+    build_cfg.model.weights = "none".into();
+    build_cfg.model.strategy = Strategy::Scratch;
+    let model = Detector::build(&build_cfg, names.len() as i64, cfg.train.device.resolve()?)?;
+    let weights = if run.best_weights().is_file() { run.best_weights() } else { run.last_weights() };
+    if !weights.is_file() {
+        return Err(DetectError::Invalid(format!(
+            "{}: no weights (weights/best.safetensors or last.safetensors)",
+            dir.display()
+        )));
+    }
+    checkpoint::load_file(&model.vs, &weights, &LoadOptions::default())?;
+    Ok((cfg, names, model, run))
+}
+
+/// Per-class numbers of `metrics.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassRow {
+    /// Class name.
+    pub class: String,
+    /// AP at IoU 0.5 (-1 without ground truth).
+    pub ap50: f64,
+    /// Precision at the best-F1 confidence.
+    pub precision: f64,
+    /// Recall there.
+    pub recall: f64,
+    /// Ground-truth boxes.
+    pub instances: usize,
+}
+
+/// AP50 per class from the PR curves (mean interpolated precision over the 101 recall points).
+pub fn per_class(eval: &EvalOutput, names: &[String]) -> Vec<ClassRow> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let cat = i as i64 + 1;
+            let k = eval.pr.cat_ids.iter().position(|&c| c == cat);
+            let ap50 = k.map_or(-1.0, |k| {
+                let p = &eval.pr.precision[k];
+                if p.iter().any(|&v| v < 0.0) { -1.0 } else { p.iter().sum::<f64>() / p.len().max(1) as f64 }
+            });
+            let prf = eval.f1.as_ref().and_then(|f| f.per_class.iter().find(|c| c.cat_id == cat));
+            ClassRow {
+                class: name.clone(),
+                ap50,
+                precision: prf.map_or(0.0, |c| c.precision),
+                recall: prf.map_or(0.0, |c| c.recall),
+                instances: eval.gt.annotations.iter().filter(|a| a.category_id == cat).count(),
+            }
+        })
+        .collect()
+}
+
+/// `metrics.json`.
+#[derive(Debug, Serialize)]
+pub struct MetricsFile {
+    /// Split evaluated.
+    pub split: String,
+    /// The COCO keys plus precision, recall, f1, f1_confidence.
+    #[serde(flatten)]
+    pub metrics: std::collections::BTreeMap<String, f64>,
+    /// Per class.
+    pub per_class: Vec<ClassRow>,
+    /// Images evaluated.
+    pub images: usize,
+    /// Best epoch (1-based).
+    pub best_epoch: Option<usize>,
+    /// Training seconds.
+    pub train_seconds: f64,
+    /// Boxes dropped while reading labels.
+    pub dropped_boxes: usize,
+    /// Images that could not be read.
+    pub skipped_images: usize,
+}
+
+/// Builds and writes `metrics.json`.
+pub fn write_metrics(run: &RunDir, o: &TrainOutcome) -> Result<MetricsFile> {
+    let m = MetricsFile {
+        split: "val".into(),
+        metrics: flat_metrics(&o.eval),
+        per_class: per_class(&o.eval, &o.names),
+        images: o.val.len(),
+        best_epoch: o.fit.best_epoch.map(|e| e + 1),
+        train_seconds: o.fit.seconds,
+        dropped_boxes: o.issues.dropped_boxes,
+        skipped_images: o.skipped.len() + o.eval.skipped.len(),
+    };
+    run.write_json(&run.metrics_json(), &m)?;
+    Ok(m)
+}
