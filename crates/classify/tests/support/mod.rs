@@ -9,9 +9,13 @@ use std::{
 
 use opencv::{core, imgcodecs, imgproc};
 
-/// A `classify` command.
+/// A `classify` command: the binary Cargo built for this test, or `$TLCV_TEST_CLASSIFY_BIN` when set
+/// (for running a copied test binary against a copied `classify` outside the target directory).
 pub fn classify() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_classify"))
+    match std::env::var_os("TLCV_TEST_CLASSIFY_BIN") {
+        Some(bin) => Command::new(bin),
+        None => Command::new(env!("CARGO_BIN_EXE_classify")),
+    }
 }
 
 /// Runs a command to completion.
