@@ -49,7 +49,7 @@ impl Task for Scalar {
         self.steps += 1;
         let mut loss = (&self.w - 1.0).square().sum(Kind::Float);
         if self.value().abs() > 5.0 {
-            loss = loss * f64::INFINITY;
+            loss *= f64::INFINITY;
         }
         let value = loss.double_value(&[]);
         Ok(StepOutput { loss, terms: vec![("loss".into(), value)], samples: 1 })

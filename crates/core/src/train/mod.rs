@@ -168,7 +168,7 @@ pub fn fit<T: Task>(task: &mut T, cfg: &TrainConfig, run: &RunDir, parallel: &dy
     let first_epoch = state.next_epoch;
     // With `retry_lower_lr`, the weights, optimiser and trainer state at the start of the epoch, to
     // go back to on a non-finite loss.
-    let mut snapshot: Option<(Vec<(String, Tensor)>, Vec<(String, Tensor)>, TrainerState)> = None;
+    let mut snapshot: Option<(NamedTensors, NamedTensors, TrainerState)> = None;
     'epochs: while state.next_epoch < cfg.epochs {
         let epoch = state.next_epoch;
         if opts.max_epochs_this_run.is_some_and(|n| epoch >= first_epoch + n) {
@@ -304,8 +304,11 @@ pub fn fit<T: Task>(task: &mut T, cfg: &TrainConfig, run: &RunDir, parallel: &dy
     Ok(summary)
 }
 
+/// Named tensors (variables or optimiser buffers).
+type NamedTensors = Vec<(String, Tensor)>;
+
 /// Detached copies of named tensors (a snapshot that later steps do not change).
-fn copy_tensors(vars: impl IntoIterator<Item = (String, Tensor)>) -> Vec<(String, Tensor)> {
+fn copy_tensors(vars: impl IntoIterator<Item = (String, Tensor)>) -> NamedTensors {
     tch::no_grad(|| vars.into_iter().map(|(n, t)| (n, t.detach().copy())).collect())
 }
 
