@@ -11,6 +11,25 @@ pub struct FuzzArgs {
     /// Seconds to fuzz each target.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub time: u64,
+    /// Only these targets (default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// cargo-fuzz sanitizer: none (default; libtorch and OpenCV are not instrumented anyway) or address.
+    #[arg(long, default_value = "none")]
+    pub sanitizer: String,
+}
+
+/// Committed inputs each target starts from, besides its own `fuzz/corpus/<target>`.
+fn seed_dirs(root: &Path, target: &str) -> Vec<std::path::PathBuf> {
+    let fixtures = root.join("crates/core/tests/fixtures");
+    let mut dirs = vec![root.join("fuzz/seeds").join(target)];
+    match target {
+        "checkpoint" | "safetensors" => dirs.push(fixtures.join("checkpoint")),
+        "image_decode" => dirs.push(fixtures.join("data")),
+        _ => {}
+    }
+    dirs.push(fixtures.join("fuzz").join(target));
+    dirs.into_iter().filter(|d| d.is_dir()).collect()
 }
 
 /// The fuzz targets: stems of `fuzz/fuzz_targets/*.rs`, sorted.
@@ -22,9 +41,25 @@ pub fn targets(root: &Path) -> Vec<String> {
 }
 
 /// A `cargo fuzz` command; `RUSTC_BOOTSTRAP=1` lets the stable toolchain take the `-Z` flags it uses.
+/// cargo-fuzz sets `RUSTFLAGS`, which replaces the rpath flags of `.cargo/config.toml`, so the fuzz
+/// binaries get an absolute rpath to libtorch here (and `LD_LIBRARY_PATH` for good measure). They build
+/// into `fuzz/target`, apart from the uninstrumented workspace builds.
 fn cargo_fuzz(root: &Path) -> Command {
     let mut c = util::cargo();
-    c.arg("fuzz").env("RUSTC_BOOTSTRAP", "1").current_dir(root);
+    let lib = util::tlcv_home(root).join("libtorch").join("lib");
+    let mut flags = std::env::var("RUSTFLAGS").unwrap_or_default();
+    flags += &format!(" -C link-arg=-Wl,--disable-new-dtags -C link-arg=-Wl,-rpath,{}", lib.display());
+    let ld = match std::env::var("LD_LIBRARY_PATH") {
+        Ok(old) if !old.is_empty() => format!("{}:{old}", lib.display()),
+        _ => lib.display().to_string(),
+    };
+    c.arg("fuzz")
+        .env("RUSTC_BOOTSTRAP", "1")
+        .env("RUSTFLAGS", flags.trim())
+        .env("LD_LIBRARY_PATH", ld)
+        .env("LIBTORCH", util::tlcv_home(root).join("libtorch"))
+        .env("CARGO_TARGET_DIR", root.join("fuzz").join("target"))
+        .current_dir(root);
     c
 }
 
@@ -45,7 +80,13 @@ pub fn fuzz(root: &Path, args: &FuzzArgs) -> Result<i32> {
         println!("xtask: installing cargo-fuzz");
         util::run(util::cargo().args(["install", "cargo-fuzz"]))?;
     }
-    let targets = targets(root);
+    let mut targets = targets(root);
+    if !args.only.is_empty() {
+        if let Some(bad) = args.only.iter().find(|t| !targets.contains(t)) {
+            anyhow::bail!("no fuzz target `{bad}` (have: {})", targets.join(", "));
+        }
+        targets.retain(|t| args.only.contains(t));
+    }
     if targets.is_empty() {
         println!("xtask: fuzz/fuzz_targets/ holds no targets");
         return Ok(2);
@@ -53,11 +94,17 @@ pub fn fuzz(root: &Path, args: &FuzzArgs) -> Result<i32> {
     for t in &targets {
         println!("xtask: fuzzing {t} for {} s", args.time);
         let mut c = cargo_fuzz(root);
-        c.args(["run", t, "--"])
-            .arg(format!("-max_total_time={}", args.time));
+        c.args(["run", "--sanitizer", &args.sanitizer, t]);
+        // The first corpus folder receives new inputs; the seed folders are only read.
+        c.arg(root.join("fuzz/corpus").join(t)).args(seed_dirs(root, t));
+        c.arg("--")
+            .arg(format!("-max_total_time={}", args.time))
+            .args(["-timeout=10", "-rss_limit_mb=4096", "-print_final_stats=1"]);
+        std::fs::create_dir_all(root.join("fuzz/corpus").join(t))?;
         let st = util::status(&mut c)?;
         if !st.success() {
-            println!("xtask: fuzz target {t} failed ({st})");
+            println!("xtask: fuzz target {t} failed ({st}); the input is in fuzz/artifacts/{t}/");
+            println!("xtask: add it to crates/core/tests/fixtures/fuzz/{t}/ so that tests/fuzz_regressions.rs replays it");
             return Ok(st.code().unwrap_or(1));
         }
     }

@@ -134,10 +134,25 @@ impl Pipeline {
         } else {
             // Resize the shorter side to size/0.875 then centre-crop, as torchvision's eval transform.
             let short = ((self.size as f64) / 0.875).round() as usize;
-            let resized = transforms::resize_shorter(img, short)?;
+            let resized = transforms::resize_shorter(&*trim_long_side(img)?, short)?;
             transforms::center_crop(&resized, self.size, self.size)
         }
     }
+}
+
+/// Longest side accepted by the evaluation transform, in multiples of the shorter side.
+pub const MAX_ASPECT: usize = 4;
+
+/// Centre-crops the long side of an image more elongated than [`MAX_ASPECT`]: the centre crop only keeps
+/// a square anyway, and resizing the whole strip (say 1×60000 to 37×2.2M) would take gigabytes.
+pub fn trim_long_side(img: &RgbImage) -> Result<std::borrow::Cow<'_, RgbImage>, DataError> {
+    let short = img.width.min(img.height).max(1);
+    let limit = short * MAX_ASPECT;
+    if img.width.max(img.height) <= limit {
+        return Ok(std::borrow::Cow::Borrowed(img));
+    }
+    let (w, h) = (img.width.min(limit), img.height.min(limit));
+    Ok(std::borrow::Cow::Owned(transforms::center_crop(img, w, h)?))
 }
 
 /// A batch of images and labels as tensors.

@@ -9,7 +9,7 @@ use tlcv_core::{
     progress::Progress,
 };
 
-use crate::{Result, config::ClassifyConfig, data::Pipeline, model::Model};
+use crate::{ClassifyError, Result, config::ClassifyConfig, data::Pipeline, model::Model, task::SkipLog};
 
 /// One evaluated image.
 #[derive(Debug, Clone)]
@@ -24,15 +24,16 @@ pub struct Prediction {
     pub prob: f64,
 }
 
-/// Metrics and predictions of `model` on `samples`, plus the reasons of samples that failed to load.
+/// Metrics and predictions of `model` on `samples`; samples that fail to load are recorded in `skipped`.
+/// An error when none of them loads.
 pub fn evaluate_split(
     model: &Model,
     cfg: &ClassifyConfig,
     samples: &[Sample],
     classes: &[String],
-) -> Result<(ClassificationMetrics, Vec<Prediction>, Vec<String>)> {
+    skipped: &SkipLog,
+) -> Result<(ClassificationMetrics, Vec<Prediction>)> {
     let device = model.vs.device();
-    let mut skipped = Vec::new();
     let shared = Arc::new(samples.to_vec());
     // The loader reports which indices each batch holds, so predictions map back to files.
     let loader = tlcv_core::data::Loader::new(shared.len(), cfg.train.batch.max(1), false, 0, false, 2);
@@ -48,7 +49,9 @@ pub fn evaluate_split(
     let mut predictions = Vec::with_capacity(samples.len());
     let progress = Progress::bar(samples.len() as u64, "evaluate");
     for batch in iter {
-        skipped.extend(batch.skipped.iter().map(|s| s.reason.clone()));
+        for s in &batch.skipped {
+            skipped.record(&shared[s.index].path, &s.reason);
+        }
         progress.inc((batch.indices.len() + batch.skipped.len()) as u64);
         let Some(data) = batch.data else { continue };
         let data = data?;
@@ -67,7 +70,14 @@ pub fn evaluate_split(
             });
         }
     }
+    if predictions.is_empty() && !samples.is_empty() {
+        return Err(ClassifyError::Invalid(format!(
+            "none of the {} images to evaluate could be loaded (e.g. {})",
+            samples.len(),
+            skipped.reasons().into_iter().next().unwrap_or_default()
+        )));
+    }
     let metrics = acc.finish(classes);
     progress.finish(&format!("{} images, top-1 {:.4}", metrics.samples, metrics.top1));
-    Ok((metrics, predictions, skipped))
+    Ok((metrics, predictions))
 }

@@ -141,7 +141,13 @@ fn load_config(cmd: &TrainCmd) -> anyhow::Result<ClassifyConfig> {
 fn open_run(args: &TrainArgs) -> anyhow::Result<RunDir> {
     if args.resume {
         let name = args.name.as_deref().context("--resume needs --name NAME of the run to continue")?;
-        Ok(RunDir::open(&args.project.join("classify").join(name))?)
+        let root = args.project.join("classify").join(name);
+        if root.join("weights").is_dir() && !root.join("config.toml").is_file() {
+            // Stopped before it wrote anything: continue under the same name from the beginning.
+            eprintln!("resume: {} holds no configuration yet; starting it over", root.display());
+            return Ok(RunDir::create(&args.project, "classify", Some(name), "train")?);
+        }
+        Ok(RunDir::open(&root)?)
     } else {
         Ok(RunDir::create(&args.project, "classify", args.name.as_deref(), "train")?)
     }
@@ -226,7 +232,8 @@ fn train(cmd: &TrainCmd, end_to_end: bool) -> anyhow::Result<()> {
     );
     eprintln!("run directory: {}  (report: {})", run.root().display(), run.report_html().display());
     if cmd.common.json {
-        println!("{}", serde_json::to_string(&pipeline::JsonSummary::new(&outcome.metrics, run.root()))?);
+        let summary = pipeline::JsonSummary::new(&outcome.metrics, run.root()).with_skipped(&outcome.skipped);
+        println!("{}", serde_json::to_string(&summary)?);
     }
     Ok(())
 }
@@ -268,13 +275,23 @@ fn eval(cmd: &EvalCmd) -> anyhow::Result<()> {
     if split != cmd.split {
         eprintln!("note: no {} split; evaluating {split}", cmd.split);
     }
-    let (metrics, _, skipped) = classify::evaluate::evaluate_split(&model, &cfg, samples, &classes)?;
+    let skips = classify::task::SkipLog::default();
+    let (metrics, _) = classify::evaluate::evaluate_split(&model, &cfg, samples, &classes, &skips)?;
+    let skipped = skips.reasons();
     for reason in &skipped {
         eprintln!("skipped: {reason}");
     }
-    eprintln!("{split} top-1 {:.4}  top-5 {:.4}  macro F1 {:.4}", metrics.top1, metrics.top5, metrics.f1_macro);
+    eprintln!(
+        "{split} top-1 {:.4}  top-5 {:.4}  macro F1 {:.4}  ({} images, {} skipped)",
+        metrics.top1,
+        metrics.top5,
+        metrics.f1_macro,
+        metrics.samples,
+        skipped.len()
+    );
     if cmd.json {
-        println!("{}", serde_json::to_string(&pipeline::JsonSummary::new(&metrics, run.root()))?);
+        let summary = pipeline::JsonSummary::new(&metrics, run.root()).with_skipped(&skipped);
+        println!("{}", serde_json::to_string(&summary)?);
     }
     Ok(())
 }

@@ -1,10 +1,6 @@
 //! End-to-end orchestration: train a run, reload it, evaluate it, and write `metrics.json` and the report.
 
-use std::{
-    collections::BTreeMap,
-    path::Path,
-    sync::{Arc, Mutex},
-};
+use std::{collections::BTreeMap, path::Path};
 
 use serde::Serialize;
 use tlcv_core::{
@@ -22,7 +18,7 @@ use crate::{
     data::load_dataset,
     evaluate::{Prediction, evaluate_split},
     model::Model,
-    task::{ClassifyTask, Mode, cache_features},
+    task::{ClassifyTask, Mode, SkipLog, cache_features},
 };
 
 /// The JSON `classify train/eval --json` prints.
@@ -42,6 +38,10 @@ pub struct JsonSummary {
     pub per_class: BTreeMap<String, ClassScores>,
     /// The run directory.
     pub run_dir: String,
+    /// Number of images skipped (unreadable or refused), one per file.
+    pub skipped_images: usize,
+    /// Their reasons, each naming its file.
+    pub skipped: Vec<String>,
 }
 
 impl JsonSummary {
@@ -55,7 +55,16 @@ impl JsonSummary {
             f1_macro: m.f1_macro,
             per_class: m.per_class.clone(),
             run_dir: run.display().to_string(),
+            skipped_images: 0,
+            skipped: Vec::new(),
         }
+    }
+
+    /// The same summary listing the skipped images.
+    pub fn with_skipped(mut self, skipped: &[String]) -> Self {
+        self.skipped_images = skipped.len();
+        self.skipped = skipped.to_vec();
+        self
     }
 }
 
@@ -109,14 +118,15 @@ pub fn train(cfg: &ClassifyConfig, run: &RunDir, resume: bool, max_epochs: Optio
     write_run_files(cfg, run, &dataset.classes)?;
 
     let frozen = model.freeze.frozen_stages == model.net.stages().len();
-    let skipped = Arc::new(Mutex::new(Vec::new()));
+    let skipped = SkipLog::default();
     let cache_start = std::time::Instant::now();
     let mode = if frozen && cfg.model.feature_cache {
         let views = if cfg.data.augment { cfg.model.cache_views.max(1) } else { 1 };
         let total = (dataset.train.len() * views + dataset.val.len()) as u64;
         let progress = Progress::bar(total, "feature cache");
-        let train = cache_features(&model, cfg, &dataset.train, views, &skipped, &progress)?;
-        let val = cache_features(&model, cfg, &dataset.val, 1, &skipped, &progress)?;
+        let split_err = |split: &str, e: tlcv_core::Error| ClassifyError::Invalid(format!("{split} split: {e}"));
+        let train = cache_features(&model, cfg, &dataset.train, views, &skipped, &progress).map_err(|e| split_err("train", e))?;
+        let val = cache_features(&model, cfg, &dataset.val, 1, &skipped, &progress).map_err(|e| split_err("val", e))?;
         progress.finish(&format!(
             "{} train features ({} views) and {} val features in {:.1}s",
             train.labels.size()[0],
@@ -130,9 +140,9 @@ pub fn train(cfg: &ClassifyConfig, run: &RunDir, resume: bool, max_epochs: Optio
     };
     let cache_seconds = if matches!(mode, Mode::Cached { .. }) { cache_start.elapsed().as_secs_f64() } else { 0.0 };
     let mut task = ClassifyTask::new(model, cfg.clone(), dataset, mode);
-    task.skipped = Arc::clone(&skipped);
+    task.skipped = skipped.clone();
     let opts = FitOptions { resume, max_epochs_this_run: max_epochs };
-    let fit = train::fit(&mut task, &cfg.train, run, &SingleProcess, &opts)?;
+    let fit = train::fit(&mut task, &cfg.train, run, &SingleProcess, &opts).map_err(|e| with_skips(e, &skipped))?;
 
     // Evaluate the best checkpoint on the test split when there is one.
     let ClassifyTask { model, dataset, .. } = task;
@@ -140,12 +150,19 @@ pub fn train(cfg: &ClassifyConfig, run: &RunDir, resume: bool, max_epochs: Optio
         checkpoint::load_file(&model.vs, &run.best_weights(), &LoadOptions::default())?;
     }
     let (split, samples) = eval_split(cfg, &dataset);
-    let (metrics, predictions, eval_skipped) = evaluate_split(&model, cfg, samples, &dataset.classes)?;
-    let mut skipped = skipped.lock().map(|l| l.clone()).unwrap_or_default();
-    skipped.extend(eval_skipped);
-    skipped.sort();
-    skipped.dedup();
+    let (metrics, predictions) = evaluate_split(&model, cfg, samples, &dataset.classes, &skipped)?;
+    let skipped = skipped.reasons();
     Ok(TrainOutcome { metrics, split: split.to_string(), predictions, fit, skipped, classes: dataset.classes, cache_seconds })
+}
+
+/// Adds how many files were skipped (and one reason) to a training error caused by unusable data.
+fn with_skips(err: tlcv_core::Error, skipped: &SkipLog) -> ClassifyError {
+    match (&err, skipped.reasons().first()) {
+        (tlcv_core::Error::Invalid(msg), Some(first)) => {
+            ClassifyError::Invalid(format!("{msg} ({} files skipped, e.g. {first})", skipped.len()))
+        }
+        _ => err.into(),
+    }
 }
 
 /// The split a run is finally evaluated on: `eval.split` if present, else val.

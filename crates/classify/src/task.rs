@@ -2,7 +2,11 @@
 //! scratch, or feature-extract without the cache) or on a feature cache (frozen backbone: its features
 //! are computed once per image and augmented view, and epochs only train the head).
 
-use std::sync::{Arc, Mutex};
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
 
 use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
 use tch::{Kind, Reduction, Tensor, nn::VarStore};
@@ -18,6 +22,35 @@ use crate::{
     data::{ImageBatch, Pipeline, collate},
     model::Model,
 };
+
+/// Samples that failed to load, one entry per file (its first reason), shared with the loader's
+/// threads: a bad file is reported once however many epochs, views and splits met it.
+#[derive(Debug, Clone, Default)]
+pub struct SkipLog(Arc<Mutex<BTreeMap<PathBuf, String>>>);
+
+impl SkipLog {
+    /// Records that `path` failed with `reason` (kept only the first time).
+    pub fn record(&self, path: &std::path::Path, reason: &str) {
+        if let Ok(mut map) = self.0.lock() {
+            map.entry(path.to_path_buf()).or_insert_with(|| reason.to_string());
+        }
+    }
+
+    /// The reasons (each names its file), sorted by file.
+    pub fn reasons(&self) -> Vec<String> {
+        self.0.lock().map(|m| m.values().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Number of distinct files recorded.
+    pub fn len(&self) -> usize {
+        self.0.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
 
 /// Pooled features of a split, computed once.
 #[derive(Debug)]
@@ -50,15 +83,15 @@ pub struct ClassifyTask {
     pub mode: Mode,
     /// Per-class loss weights (`model.class_weights`).
     pub class_weights: Option<Tensor>,
-    /// Every sample that failed to load, with its reason (deduplicated by the caller).
-    pub skipped: Arc<Mutex<Vec<String>>>,
+    /// Every sample that failed to load, with its reason.
+    pub skipped: SkipLog,
 }
 
 impl ClassifyTask {
     /// A task in `mode` over `dataset`.
     pub fn new(model: Model, cfg: ClassifyConfig, dataset: ClassDataset, mode: Mode) -> Self {
         let class_weights = cfg.model.class_weights.then(|| inverse_frequency(&dataset));
-        Self { model, cfg, dataset, mode, class_weights, skipped: Arc::new(Mutex::new(Vec::new())) }
+        Self { model, cfg, dataset, mode, class_weights, skipped: SkipLog::default() }
     }
 
     fn loss(&self, logits: &Tensor, labels: &Tensor) -> Tensor {
@@ -92,7 +125,7 @@ pub fn image_batches(
     shuffle: bool,
     seed: u64,
     epoch: usize,
-    skipped: Arc<Mutex<Vec<String>>>,
+    skipped: SkipLog,
 ) -> Batches<ImageBatch> {
     let loader = Loader::new(samples.len(), batch, shuffle, seed, false, 2);
     let load_samples = Arc::clone(&samples);
@@ -105,10 +138,8 @@ pub fn image_batches(
         move |items| collate(items, norm),
     );
     Box::new(iter.filter_map(move |b| {
-        if !b.skipped.is_empty() {
-            if let Ok(mut list) = skipped.lock() {
-                list.extend(b.skipped.iter().map(|s| s.reason.clone()));
-            }
+        for s in &b.skipped {
+            skipped.record(&samples[s.index].path, &s.reason);
         }
         match b.data {
             None => None,
@@ -151,7 +182,7 @@ impl Task for ClassifyTask {
                     true,
                     self.cfg.train.seed,
                     epoch,
-                    Arc::clone(&self.skipped),
+                    self.skipped.clone(),
                 ))
             }
             Mode::Cached { train, .. } => {
@@ -215,7 +246,7 @@ impl Task for ClassifyTask {
                     false,
                     0,
                     0,
-                    Arc::clone(&self.skipped),
+                    self.skipped.clone(),
                 );
                 for batch in batches {
                     let batch = batch?;
@@ -223,6 +254,12 @@ impl Task for ClassifyTask {
                     consume(&logits, &batch.labels.to_device(device))?;
                 }
             }
+        }
+        if count == 0 {
+            return Err(tlcv_core::Error::Invalid(format!(
+                "none of the {} validation images could be loaded; check the data",
+                self.dataset.val.len()
+            )));
         }
         let m = acc.finish(&self.dataset.classes);
         let mut metrics = Metrics { primary: "top1".into(), ..Default::default() };
@@ -241,7 +278,7 @@ pub fn cache_features(
     cfg: &ClassifyConfig,
     samples: &[Sample],
     views: usize,
-    skipped: &Arc<Mutex<Vec<String>>>,
+    skipped: &SkipLog,
     progress: &tlcv_core::progress::Progress,
 ) -> Result<CachedSplit> {
     let device = model.vs.device();
@@ -258,7 +295,7 @@ pub fn cache_features(
             false,
             cfg.train.seed,
             view,
-            Arc::clone(skipped),
+            skipped.clone(),
         );
         for batch in batches {
             let batch = batch?;
@@ -270,7 +307,11 @@ pub fn cache_features(
         }
     }
     if feats.is_empty() {
-        return Err(tlcv_core::Error::Invalid("no image of the split could be loaded".into()));
+        let example = skipped.reasons().into_iter().next().unwrap_or_default();
+        return Err(tlcv_core::Error::Invalid(format!(
+            "none of the {} images of the split could be loaded (e.g. {example})",
+            samples.len()
+        )));
     }
     Ok(CachedSplit { features: Tensor::cat(&feats, 0).to_kind(Kind::Float), labels: Tensor::cat(&labels, 0) })
 }

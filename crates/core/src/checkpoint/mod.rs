@@ -251,7 +251,11 @@ fn map_file(path: &Path) -> Result<memmap2::Mmap, CheckpointError> {
 /// of tensors is unwrapped, and a `module.` prefix shared by every key (DataParallel) is removed.
 pub fn read_state_dict(path: &Path) -> Result<StateDict, CheckpointError> {
     let map = map_file(path)?;
-    let bytes: &[u8] = &map;
+    read_state_dict_bytes(&map, path)
+}
+
+/// [`read_state_dict`] on bytes already in memory; `path` only names the source in errors.
+pub fn read_state_dict_bytes(bytes: &[u8], path: &Path) -> Result<StateDict, CheckpointError> {
     let sd = match sniff(bytes) {
         Some(Format::Zip) => torch_format::read_zip(path, bytes)?,
         Some(Format::Legacy) => torch_format::read_legacy(path, bytes)?,

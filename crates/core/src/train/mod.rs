@@ -3,6 +3,7 @@
 //! `--resume`, Ctrl-C and non-finite losses, `results.csv` and progress.
 
 pub mod config;
+pub mod memory;
 pub mod optim;
 pub mod parallel;
 pub mod schedule;
@@ -136,16 +137,22 @@ pub fn fit<T: Task>(task: &mut T, cfg: &TrainConfig, run: &RunDir, parallel: &dy
         gamma: cfg.gamma,
         min_lr_ratio: cfg.min_lr_ratio,
     };
-    let mut optimizer = Optimizer::new(OptimizerParams {
-        kind: cfg.optimizer,
-        weight_decay: cfg.weight_decay,
-        momentum: cfg.momentum,
-        beta2: 0.999,
-        eps: 1e-8,
-        nesterov: false,
-    });
+    let new_optimizer = || {
+        Optimizer::new(OptimizerParams {
+            kind: cfg.optimizer,
+            weight_decay: cfg.weight_decay,
+            momentum: cfg.momentum,
+            beta2: 0.999,
+            eps: 1e-8,
+            nesterov: false,
+        })
+    };
+    let mut optimizer = new_optimizer();
     let mut state = TrainerState::default();
-    if opts.resume {
+    if opts.resume && !run.last_weights().is_file() {
+        // Stopped before the first checkpoint: nothing to continue, so the run starts over.
+        eprintln!("resume: no checkpoint in {} yet; starting from epoch 1", run.root().display());
+    } else if opts.resume {
         state = state::restore(task.var_store(), &mut optimizer, run)?;
         eprintln!("resuming at epoch {}, step {}", state.next_epoch + 1, state.global_step);
     }
@@ -159,7 +166,10 @@ pub fn fit<T: Task>(task: &mut T, cfg: &TrainConfig, run: &RunDir, parallel: &dy
         seconds: 0.0,
     };
     let first_epoch = state.next_epoch;
-    while state.next_epoch < cfg.epochs {
+    // With `retry_lower_lr`, the weights, optimiser and trainer state at the start of the epoch, to
+    // go back to on a non-finite loss.
+    let mut snapshot: Option<(NamedTensors, NamedTensors, TrainerState)> = None;
+    'epochs: while state.next_epoch < cfg.epochs {
         let epoch = state.next_epoch;
         if opts.max_epochs_this_run.is_some_and(|n| epoch >= first_epoch + n) {
             break;
@@ -171,32 +181,46 @@ pub fn fit<T: Task>(task: &mut T, cfg: &TrainConfig, run: &RunDir, parallel: &dy
         let mut totals: HashMap<String, f64> = HashMap::new();
         let (mut samples, mut batches) = (0usize, 0usize);
         let skip = state.batches_done_in_epoch;
+        if cfg.retry_lower_lr && lr_scale == 1.0 {
+            snapshot = Some((copy_tensors(task.var_store().variables()), copy_tensors(optimizer.state_tensors()), state.clone()));
+        }
         for (index, batch) in task.train_batches(epoch, parallel)?.enumerate() {
             if index < skip {
                 continue;
             }
-            let out = task.train_step(batch?)?;
+            let out = memory::guard_oom(cfg.batch, || task.train_step(batch?))?;
             let loss_value = out.loss.double_value(&[]);
             if !loss_value.is_finite() {
-                if cfg.retry_lower_lr && lr_scale == 1.0 {
-                    eprintln!("non-finite loss at epoch {}, step {}: retrying with lr / 10", epoch + 1, index + 1);
+                if let Some((vars, optim, saved)) = snapshot.take() {
+                    eprintln!(
+                        "non-finite loss at epoch {}, step {}: retrying the epoch once with lr / 10",
+                        epoch + 1,
+                        index + 1
+                    );
+                    restore_tensors(task.var_store(), &vars)?;
+                    optimizer = new_optimizer();
+                    optimizer.load_state_tensors(optim, task.var_store().device())?;
+                    state = saved;
                     lr_scale = 0.1;
-                    continue;
+                    continue 'epochs;
                 }
                 return Err(Error::NonFiniteLoss { epoch: epoch + 1, step: index + 1, value: loss_value });
             }
             let params = trainable_params(task.var_store());
-            Optimizer::zero_grad(&params);
-            out.loss.backward();
-            let grads: Vec<Tensor> = params.iter().map(|p| p.tensor.grad()).filter(|g| g.defined()).collect();
-            parallel.all_reduce_grads(&grads)?;
-            if cfg.grad_clip > 0.0 {
-                Optimizer::clip_grad_norm(&params, cfg.grad_clip);
-            }
             let factor = schedule.factor(state.global_step) * lr_scale;
             let head_lr = cfg.lr * factor;
             let backbone_lr = head_lr * cfg.backbone_lr_scale;
-            optimizer.step(&params, |group| if group == 0 { backbone_lr } else { head_lr });
+            memory::guard_oom(cfg.batch, || {
+                Optimizer::zero_grad(&params);
+                out.loss.f_backward()?;
+                let grads: Vec<Tensor> = params.iter().map(|p| p.tensor.grad()).filter(|g| g.defined()).collect();
+                parallel.all_reduce_grads(&grads)?;
+                if cfg.grad_clip > 0.0 {
+                    Optimizer::clip_grad_norm(&params, cfg.grad_clip);
+                }
+                optimizer.step(&params, |group| if group == 0 { backbone_lr } else { head_lr });
+                Ok(())
+            })?;
             state.global_step += 1;
             state.batches_done_in_epoch = index + 1;
             for (name, value) in &out.terms {
@@ -224,6 +248,12 @@ pub fn fit<T: Task>(task: &mut T, cfg: &TrainConfig, run: &RunDir, parallel: &dy
                 run.root().file_name().and_then(|n| n.to_str()).unwrap_or("NAME")
             );
             break;
+        }
+        if batches == 0 && skip == 0 {
+            return Err(Error::Invalid(format!(
+                "epoch {}: no training sample could be loaded (every one was skipped); check the data",
+                epoch + 1
+            )));
         }
         let mut sums: Vec<f64> = vec![samples as f64, batches as f64];
         parallel.all_reduce_sum(&mut sums)?;
@@ -272,4 +302,25 @@ pub fn fit<T: Task>(task: &mut T, cfg: &TrainConfig, run: &RunDir, parallel: &dy
     }
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// Named tensors (variables or optimiser buffers).
+type NamedTensors = Vec<(String, Tensor)>;
+
+/// Detached copies of named tensors (a snapshot that later steps do not change).
+fn copy_tensors(vars: impl IntoIterator<Item = (String, Tensor)>) -> NamedTensors {
+    tch::no_grad(|| vars.into_iter().map(|(n, t)| (n, t.detach().copy())).collect())
+}
+
+/// Writes a snapshot from [`copy_tensors`] back into the variables.
+fn restore_tensors(vs: &VarStore, saved: &[(String, Tensor)]) -> Result<()> {
+    let vars = vs.variables();
+    tch::no_grad(|| {
+        for (name, value) in saved {
+            if let Some(v) = vars.get(name) {
+                v.shallow_clone().f_copy_(value)?;
+            }
+        }
+        Ok(())
+    })
 }
