@@ -10,10 +10,11 @@ use serde::Serialize;
 use tlcv_core::{
     checkpoint::{self, LoadOptions},
     data::{ClassDataset, Sample},
+    device::cpu_has_bf16,
     metrics::{ClassScores, ClassificationMetrics},
     progress::Progress,
     run_dir::RunDir,
-    train::{self, FitOptions, FitSummary, SingleProcess},
+    train::{self, FitOptions, FitSummary, Precision, SingleProcess},
 };
 
 use crate::{
@@ -104,7 +105,10 @@ pub fn train(cfg: &ClassifyConfig, run: &RunDir, resume: bool, max_epochs: Optio
     if dataset.val.is_empty() {
         return Err(ClassifyError::Invalid(format!("{}: the val split is empty", data_dir.display())));
     }
-    let model = Model::build(&cfg.model, dataset.classes.len() as i64, device)?;
+    let mut model = Model::build(&cfg.model, dataset.classes.len() as i64, device)?;
+    if cfg.train.channels_last {
+        model.use_channels_last();
+    }
     eprintln!("model: {} ({}), {}", cfg.model.backbone, cfg.model.strategy, model.freeze);
     write_run_files(cfg, run, &dataset.classes)?;
 
@@ -115,8 +119,13 @@ pub fn train(cfg: &ClassifyConfig, run: &RunDir, resume: bool, max_epochs: Optio
         let views = if cfg.data.augment { cfg.model.cache_views.max(1) } else { 1 };
         let total = (dataset.train.len() * views + dataset.val.len()) as u64;
         let progress = Progress::bar(total, "feature cache");
-        let train = cache_features(&model, cfg, &dataset.train, views, &skipped, &progress)?;
-        let val = cache_features(&model, cfg, &dataset.val, 1, &skipped, &progress)?;
+        // The frozen backbone runs with folded batch norms, and in bf16 where the hardware has it.
+        let bf16 = cfg.train.precision == Precision::Bf16 && (device.is_cuda() || cpu_has_bf16());
+        let (train, val) = model.frozen_inference(bf16, |m| {
+            let train = cache_features(m, cfg, &dataset.train, views, &skipped, &progress)?;
+            let val = cache_features(m, cfg, &dataset.val, 1, &skipped, &progress)?;
+            Ok((train, val))
+        })?;
         progress.finish(&format!(
             "feature cache: {} train features ({} views) and {} val features in {:.1}s",
             train.labels.size()[0],
@@ -172,9 +181,12 @@ pub fn load_run(dir: &Path) -> Result<(ClassifyConfig, Vec<String>, Model, RunDi
     let mut model_cfg = cfg.model.clone();
     model_cfg.weights = "none".into();
     model_cfg.strategy = tlcv_core::freeze::Strategy::Scratch;
-    let model = Model::build(&model_cfg, classes.len() as i64, cfg.train.device.resolve()?)?;
+    let mut model = Model::build(&model_cfg, classes.len() as i64, cfg.train.device.resolve()?)?;
     let weights = if run.best_weights().is_file() { run.best_weights() } else { run.last_weights() };
     checkpoint::load_file(&model.vs, &weights, &LoadOptions::default())?;
+    if cfg.train.channels_last {
+        model.use_channels_last();
+    }
     Ok((cfg, classes, model, run))
 }
 
