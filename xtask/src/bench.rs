@@ -360,3 +360,30 @@ the runtime: libtorch + OpenCV here, the Python interpreter + torch there).
 - Not compared (criterion only, `cargo bench -p tlcv-benches`): mIoU over a 21-class confusion, the
   feature-cache epoch against the recomputing epoch. TODO: a style-transfer step once the style crate exists.
 ";
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn case(key: &'static str) -> Case {
+        Case { name: "x".into(), rust: vec![], script: "s.py", py: vec![], key, same: &[] }
+    }
+
+    #[test]
+    fn result_lines_parse_and_ratios_mean_faster() {
+        let f = parse_result("noise\nRESULT images_per_s=20.5 peak_rss_mb=300.0\n").unwrap();
+        assert_eq!(f["images_per_s"], "20.5");
+        let slow = parse_result("RESULT images_per_s=10 seconds=4 peak_rss_mb=500").unwrap();
+        // A rate twice PyTorch's is 2.00; a time half of PyTorch's is 2.00 as well.
+        assert_eq!(Row::new(&case("images_per_s"), &Ok(f.clone()), &Ok(slow.clone())).ratio, "2.05");
+        let fast = parse_result("RESULT seconds=2 peak_rss_mb=1").unwrap();
+        let row = Row::new(&case("seconds"), &Ok(fast), &Ok(slow));
+        assert_eq!(row.ratio, "2.00");
+        assert_eq!(row.rss, "1 / 500");
+        let failed = Row::new(&case("seconds"), &Err("boom | x".into()), &Ok(f));
+        assert_eq!(failed.ratio, "-");
+        assert!(failed.ours.starts_with("error: boom / x"));
+        assert!(parse_result("no result").is_none());
+    }
+}
