@@ -52,7 +52,7 @@ def main():
         persistent_workers=a.workers > 0)
     shape = None
     for xs, _ in loader:  # warm-up epoch (page cache, worker start)
-        shape = tuple(xs.shape)
+        shape = shape or tuple(xs.shape)
     rates = []
     for _ in range(max(1, a.epochs)):
         t = time.perf_counter()

@@ -59,6 +59,8 @@ struct Case {
     key: &'static str,
     /// Keys whose values must be equal on both sides.
     same: &'static [&'static str],
+    /// libtorch threads on both sides.
+    threads: usize,
 }
 
 type Fields = BTreeMap<String, String>;
@@ -137,7 +139,6 @@ fn today() -> String {
 fn cases(p: &Fields, args: &BenchArgs, threads: usize) -> Result<Vec<Case>> {
     let get = |k: &str| p.get(k).cloned().with_context(|| format!("`compare prepare` did not report {k}"));
     let (warmup, iters, epochs, nms_iters) = if args.quick { ("1", "2", "1", "10") } else { ("2", "5", "3", "50") };
-    let t = threads.to_string();
     let mut out = Vec::new();
     let corpus = get("corpus")?;
     for workers in ["0", "2"] {
@@ -148,6 +149,9 @@ fn cases(p: &Fields, args: &BenchArgs, threads: usize) -> Result<Vec<Case>> {
             py: strings(&["--dir", &corpus, "--workers", workers, "--epochs", epochs]),
             key: "images_per_s",
             same: &["batch_shape"],
+            // Loading uses no intra-op parallelism (DataLoader workers run 1 thread too); OpenMP threads
+            // spinning in the main process only slow it down.
+            threads: 1,
         });
     }
     let mut modes = vec!["fp32", "cl"];
@@ -171,6 +175,7 @@ fn cases(p: &Fields, args: &BenchArgs, threads: usize) -> Result<Vec<Case>> {
                     py: a,
                     key: "images_per_s",
                     same: &[],
+                    threads,
                 });
             }
         }
@@ -182,6 +187,7 @@ fn cases(p: &Fields, args: &BenchArgs, threads: usize) -> Result<Vec<Case>> {
         py: strings(&["--gt", &get("coco_gt")?, "--dets", &get("coco_dets")?]),
         key: "seconds",
         same: &["stats"],
+        threads,
     });
     for n in ["1000", "10000"] {
         let boxes = get(&format!("nms_{n}"))?;
@@ -192,11 +198,12 @@ fn cases(p: &Fields, args: &BenchArgs, threads: usize) -> Result<Vec<Case>> {
             py: strings(&["--boxes", &boxes, "--iters", nms_iters]),
             key: "ms",
             same: &["kept", "checksum"],
+            threads,
         });
     }
     for c in &mut out {
         if c.script != "coco_eval.py" {
-            c.py.extend(strings(&["--threads", &t]));
+            c.py.extend(strings(&["--threads", &c.threads.to_string()]));
         }
     }
     Ok(out)
@@ -229,7 +236,7 @@ fn compare(root: &Path, args: &BenchArgs) -> Result<i32> {
     util::store_env(&mut build, &util::tlcv_home(root));
     util::run(&mut build)?;
     let bin = util::target_dir(root).join("release").join("compare");
-    let rust = |extra: &[String]| {
+    let rust = |threads: usize, extra: &[String]| {
         let mut c = Command::new(&bin);
         c.arg("--threads").arg(threads.to_string()).args(extra).current_dir(root);
         util::store_env(&mut c, &util::tlcv_home(root));
@@ -237,7 +244,7 @@ fn compare(root: &Path, args: &BenchArgs) -> Result<i32> {
     };
     let data_dir = util::target_dir(root).join("bench-compare");
     println!("xtask: preparing the shared inputs in {} ...", data_dir.display());
-    let prepared = run_side(&mut rust(&strings(&["prepare", "--dir", &data_dir.to_string_lossy()])))
+    let prepared = run_side(&mut rust(threads, &strings(&["prepare", "--dir", &data_dir.to_string_lossy()])))
         .map_err(|e| anyhow::anyhow!("compare prepare: {e}"))?;
     let load_start = load_average();
     let mut rows = Vec::new();
@@ -248,7 +255,7 @@ fn compare(root: &Path, args: &BenchArgs) -> Result<i32> {
             continue;
         }
         println!("xtask: {} ...", case.name);
-        let ours = run_side(&mut rust(&case.rust));
+        let ours = run_side(&mut rust(case.threads, &case.rust));
         let mut py = Command::new(&python);
         py.arg(root.join("benches").join("reference").join(case.script)).args(&case.py).current_dir(root);
         let theirs = run_side(&mut py);
@@ -334,7 +341,7 @@ fn render(rows: &[Row], mismatches: &[String], notes: &[String], args: &BenchArg
     let _ = writeln!(s, "Produced by `{cmd}` on {}.\n", today());
     let _ = writeln!(
         s,
-        "Machine: {}, {cores} cores, native bf16: {}; libtorch threads: {threads} on both sides; load average {load0:.1} at the start, {load1:.1} at the end.\n",
+        "Machine: {}, {cores} cores, native bf16: {}; libtorch threads: {threads} on both sides (1 for the data pipeline); load average {load0:.1} at the start, {load1:.1} at the end.\n",
         cpu_model(),
         if cpu_has_bf16() { "yes" } else { "no" }
     );
@@ -403,7 +410,7 @@ mod tests {
     use super::*;
 
     fn case(key: &'static str) -> Case {
-        Case { name: "x".into(), rust: vec![], script: "s.py", py: vec![], key, same: &[] }
+        Case { name: "x".into(), rust: vec![], script: "s.py", py: vec![], key, same: &[], threads: 1 }
     }
 
     #[test]
