@@ -1,13 +1,28 @@
 //! Backbones at 224 px (batch 8 here; `cargo xtask bench --compare` uses 32): a training step and an
 //! inference batch per mode, and classify's feature-cache epoch against the recomputing epoch.
+// A benchmark cannot continue after a failed setup: aborting with the error is the right outcome.
+#![allow(clippy::panic)]
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use tch::{Device, Kind, Reduction, Tensor, nn, nn::OptimizerConfig};
-use tlcv_benches::models::{Mode, ModelBench};
-use tlcv_core::backbones::{self, Arch};
+use std::sync::{Arc, Mutex};
+
+use classify::{
+    config::{ClassifyConfig, ModelConfig},
+    model::Model,
+    task::{ClassifyTask, Mode, cache_features},
+};
+use tch::Device;
+use tlcv_benches::models::{Mode as NumMode, ModelBench};
+use tlcv_core::{
+    backbones::Arch,
+    data::{ClassDataset, Sample},
+    freeze::Strategy,
+    progress::Progress,
+    train::{SingleProcess, Task},
+};
 
 const BATCH: i64 = 8;
 
@@ -15,11 +30,11 @@ fn bench_backbones(c: &mut Criterion) {
     let mut g = c.benchmark_group("backbone");
     g.sample_size(10).measurement_time(Duration::from_secs(5)).throughput(Throughput::Elements(BATCH as u64));
     for arch in [Arch::Resnet18, Arch::EfficientnetB0] {
-        for mode in [Mode::Fp32, Mode::ChannelsLast, Mode::ChannelsLastFolded] {
+        for mode in [NumMode::Fp32, NumMode::ChannelsLast, NumMode::ChannelsLastFolded] {
             let Ok(m) = ModelBench::new(arch, BATCH, 224, mode) else { continue };
             g.bench_function(format!("{arch}/infer/{}", mode.name()), |b| b.iter(|| black_box(m.infer())));
         }
-        for mode in [Mode::Fp32, Mode::ChannelsLast] {
+        for mode in [NumMode::Fp32, NumMode::ChannelsLast] {
             let Ok(mut m) = ModelBench::new(arch, BATCH, 224, mode) else { continue };
             g.bench_function(format!("{arch}/train/{}", mode.name()), |b| b.iter(|| black_box(m.train_step())));
         }
@@ -27,39 +42,80 @@ fn bench_backbones(c: &mut Criterion) {
     g.finish();
 }
 
-/// A frozen ResNet-18 at 64 px on 64 images with a linear head: one epoch trains the head either on
-/// features cached once (classify's feature cache) or on features recomputed by a full forward.
+/// classify's feature cache on 32 JPEGs at 64 px with a frozen ResNet-18 (random weights) and a linear
+/// head: filling the cache once (`cache_features`), an epoch on cached features, and an epoch that
+/// decodes and runs the frozen backbone again (image mode), each with the loss's backward pass.
 fn bench_feature_cache(c: &mut Criterion) {
-    tch::manual_seed(0);
-    let mut vs = nn::VarStore::new(Device::Cpu);
-    let net = match backbones::classifier(vs.root() / "net", Arch::Resnet18, 10) {
-        Ok(n) => n,
-        Err(e) => panic!("{e}"),
-    };
-    vs.freeze();
-    let head_vs = nn::VarStore::new(Device::Cpu);
-    let head = nn::linear(head_vs.root(), 512, 10, Default::default());
-    let mut opt = match nn::Sgd::default().build(&head_vs, 0.01) {
-        Ok(o) => o,
-        Err(e) => panic!("{e}"),
-    };
-    let images = Tensor::randn([64, 3, 64, 64], (Kind::Float, Device::Cpu));
-    let labels = Tensor::randint(10, [64], (Kind::Int64, Device::Cpu));
-    let cached = tch::no_grad(|| net.penultimate(&images, false)); // [64, 512], once
-    let mut head_epoch = |feats: &dyn Fn(i64) -> Tensor| {
-        for start in (0..64).step_by(16) {
-            let xs = feats(start);
-            let ys = labels.narrow(0, start, 16);
-            let loss = nn::Module::forward(&head, &xs).cross_entropy_loss::<Tensor>(&ys, None, Reduction::Mean, -100, 0.0);
-            opt.backward_step(&loss);
+    let paths = match tlcv_benches::corpus::ensure_corpus(200) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("feature-cache bench skipped: {e:#}");
+            return;
         }
     };
-    let mut g = c.benchmark_group("feature_cache_epoch");
-    g.sample_size(10).measurement_time(Duration::from_secs(3));
-    g.bench_function("cached", |b| b.iter(|| head_epoch(&|s| cached.narrow(0, s, 16))));
-    g.bench_function("recompute", |b| {
-        b.iter(|| head_epoch(&|s| tch::no_grad(|| net.penultimate(&images.narrow(0, s, 16), false))))
+    let samples: Vec<Sample> = paths.iter().take(32).enumerate().map(|(i, p)| Sample { path: p.clone(), label: i % 4 }).collect();
+    let dataset = ClassDataset {
+        classes: (0..4).map(|i| format!("c{i}")).collect(),
+        train: samples.clone(),
+        val: samples[..8].to_vec(),
+        ..Default::default()
+    };
+    let mut cfg = ClassifyConfig::default();
+    cfg.data.img_size = 64;
+    cfg.data.cache_images = false;
+    cfg.train.batch = 16;
+    cfg.train.channels_last = false;
+    cfg.model = ModelConfig {
+        backbone: "resnet18".into(),
+        weights: "none".into(),
+        strategy: Strategy::Scratch,
+        ..ModelConfig::default()
+    };
+    let frozen_model = || -> Model {
+        tch::manual_seed(0);
+        let mut m = match Model::build(&cfg.model, 4, Device::Cpu) {
+            Ok(m) => m,
+            Err(e) => panic!("{e}"),
+        };
+        let stages = m.net.stages().clone();
+        let head = m.net.head_prefix().to_string();
+        match tlcv_core::freeze::apply_freeze(&m.vs, &stages, 0, &[head.as_str()]) {
+            Ok(f) => m.net.set_frozen_stages(f.frozen_stages),
+            Err(e) => panic!("{e}"),
+        }
+        m
+    };
+    let skipped = Arc::new(Mutex::new(Vec::new()));
+    let progress = Progress::new(0, "bench");
+    let cache = |m: &Model| match cache_features(m, &cfg, &samples, 1, &skipped, &progress) {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    let epoch = |task: &mut ClassifyTask| {
+        let batches = match task.train_batches(0, &SingleProcess) {
+            Ok(b) => b,
+            Err(e) => panic!("{e}"),
+        };
+        for batch in batches {
+            let out = batch.and_then(|b| task.train_step(b));
+            match out {
+                Ok(o) => o.loss.backward(),
+                Err(e) => panic!("{e}"),
+            }
+        }
+    };
+    let mut g = c.benchmark_group("feature_cache");
+    g.sample_size(10).measurement_time(Duration::from_secs(5));
+    let mut m = frozen_model();
+    g.bench_function("fill_cache_32", |b| {
+        b.iter(|| black_box(m.frozen_inference(false, |m| Ok(cache(m))).map(|c| c.labels.size())))
     });
+    let train = cache(&m);
+    let val = cache(&m);
+    let mut cached = ClassifyTask::new(m, cfg.clone(), dataset.clone(), Mode::Cached { train, val });
+    g.bench_function("epoch_cached_32", |b| b.iter(|| epoch(&mut cached)));
+    let mut images = ClassifyTask::new(frozen_model(), cfg.clone(), dataset.clone(), Mode::Images);
+    g.bench_function("epoch_recompute_32", |b| b.iter(|| epoch(&mut images)));
     g.finish();
 }
 

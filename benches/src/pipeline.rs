@@ -1,5 +1,5 @@
-//! The data pipeline of a classification epoch, as torchvision's `ImageFolder` + `RandomResizedCrop(224)`
-//! + `RandomHorizontalFlip` + `ToTensor` + `Normalize` + `DataLoader(batch_size=32)`: decode the full
+//! The data pipeline of a classification epoch, as torchvision's `ImageFolder`, `RandomResizedCrop(224)`,
+//! `RandomHorizontalFlip`, `ToTensor`, `Normalize` and `DataLoader(batch_size=32)`: decode the full
 //! JPEG, crop with scale (0.08, 1) and ratio (3/4, 4/3), resize to 224, flip with p = 0.5, normalise with
 //! the ImageNet statistics and stack `[32, 3, 224, 224]` float32.
 
