@@ -1,27 +1,437 @@
-//! `cargo xtask bench`: setup, then the criterion benchmarks.
+//! `cargo xtask bench`: the criterion benchmarks, or with `--compare` the side-by-side comparison with
+//! PyTorch. The comparison runs every workload twice, one after the other on this machine, each side in
+//! its own process: this project's `compare` binary (tlcv-benches) and the matching script in
+//! `benches/reference/` under the reference venv. Each prints one `RESULT key=value ...` line (with its
+//! peak RSS); this file pairs them, checks that COCO stats and NMS outputs agree, and writes
+//! `benches/RESULTS.md`. xtask itself links no libtorch.
 
 use crate::setup::{self, SetupArgs};
 use crate::util;
-use anyhow::Result;
-use std::path::Path;
+use anyhow::{Context, Result, bail};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// Options of `cargo xtask bench`.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Compare against the reference implementations (not implemented yet: exits 2).
+    /// Compare with PyTorch 2.13 + torchvision 0.28 + pycocotools and write `benches/RESULTS.md`.
     #[arg(long)]
     pub compare: bool,
+    /// Fewer iterations (rough numbers; criterion's `--quick` without `--compare`).
+    #[arg(long)]
+    pub quick: bool,
+    /// Also run the bf16 rows on a CPU without native bf16 (AVX-512 BF16 / AMX), where both sides
+    /// emulate it and a training step takes minutes.
+    #[arg(long)]
+    pub bf16: bool,
+    /// libtorch threads on both sides (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Only run workloads whose name contains this text (e.g. `resnet18`, `coco`).
+    #[arg(long)]
+    pub filter: Option<String>,
 }
 
-/// Runs `cargo bench -p tlcv-benches`; returns its exit code.
+/// Runs the criterion benchmarks or the comparison; returns the exit code.
 pub fn bench(root: &Path, args: &BenchArgs) -> Result<i32> {
     if args.compare {
-        println!("xtask: bench --compare is not implemented yet");
-        return Ok(2);
+        return compare(root, args);
     }
     setup::setup(root, &SetupArgs::default())?;
     let mut c = util::cargo();
     c.args(["bench", "-p", "tlcv-benches"]).current_dir(root);
+    if args.quick {
+        c.args(["--", "--quick"]);
+    }
     util::store_env(&mut c, &util::tlcv_home(root));
     Ok(util::status(&mut c)?.code().unwrap_or(1))
+}
+
+/// One row of the table: the same workload on both sides.
+struct Case {
+    name: String,
+    rust: Vec<String>,
+    script: &'static str,
+    py: Vec<String>,
+    /// The key compared: a rate (`images_per_s`, higher is better) or a time (`seconds`, `ms`).
+    key: &'static str,
+    /// Keys whose values must be equal on both sides.
+    same: &'static [&'static str],
+    /// libtorch threads on both sides.
+    threads: usize,
+}
+
+type Fields = BTreeMap<String, String>;
+
+fn strings(xs: &[&str]) -> Vec<String> {
+    xs.iter().map(|s| s.to_string()).collect()
+}
+
+/// The reference interpreter: `$TLCV_REF_PYTHON`, else `<store>/venv-ref/bin/python`.
+fn reference_python(root: &Path) -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("TLCV_REF_PYTHON").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    let py = util::tlcv_home(root).join("venv-ref").join("bin").join("python");
+    if !py.is_file() {
+        setup::setup(root, &SetupArgs { reference: true, ..SetupArgs::default() })?;
+    }
+    if !py.is_file() {
+        bail!("no reference venv at {}: run `cargo xtask setup --reference`", py.display());
+    }
+    Ok(py)
+}
+
+/// Parses the last `RESULT k=v ...` line of a child's stdout.
+fn parse_result(stdout: &str) -> Option<Fields> {
+    let line = stdout.lines().rev().find(|l| l.starts_with("RESULT "))?;
+    Some(
+        line["RESULT ".len()..]
+            .split_whitespace()
+            .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+            .collect(),
+    )
+}
+
+/// Runs one side; returns its fields or a one-line error.
+fn run_side(cmd: &mut Command) -> Result<Fields, String> {
+    let out = cmd.output().map_err(|e| format!("cannot start `{}`: {e}", util::show(cmd)))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+        return Err(format!("failed ({}): {last}", out.status));
+    }
+    parse_result(&stdout).ok_or_else(|| "no RESULT line".to_string())
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+fn cpu_has_bf16() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|s| s.contains("avx512_bf16") || s.contains("amx_bf16"))
+}
+
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0.0)
+}
+
+fn today() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown date".into())
+}
+
+/// The workloads, in table order.
+fn cases(p: &Fields, args: &BenchArgs, threads: usize) -> Result<Vec<Case>> {
+    let get = |k: &str| p.get(k).cloned().with_context(|| format!("`compare prepare` did not report {k}"));
+    let (warmup, iters, epochs, nms_iters) = if args.quick { ("1", "2", "1", "10") } else { ("2", "5", "3", "50") };
+    let mut out = Vec::new();
+    let corpus = get("corpus")?;
+    for workers in ["0", "2"] {
+        out.push(Case {
+            name: format!("data pipeline, {workers} workers (images/s)"),
+            rust: strings(&["pipeline", "--dir", &corpus, "--workers", workers, "--epochs", epochs]),
+            script: "pipeline.py",
+            py: strings(&["--dir", &corpus, "--workers", workers, "--epochs", epochs]),
+            key: "images_per_s",
+            same: &["batch_shape"],
+            // Loading uses no intra-op parallelism (DataLoader workers run 1 thread too); OpenMP threads
+            // spinning in the main process only slow it down.
+            threads: 1,
+        });
+    }
+    let mut modes = vec!["fp32", "cl"];
+    if args.bf16 || cpu_has_bf16() {
+        modes.push("bf16");
+    }
+    for arch in ["resnet18", "efficientnet_b0"] {
+        for task in ["train", "infer"] {
+            let mut ms = modes.clone();
+            if task == "infer" {
+                ms.insert(2, "cl+fold");
+            }
+            for mode in ms {
+                let a = strings(&["--arch", arch, "--mode", mode, "--task", task, "--batch", "32", "--size", "224", "--warmup", warmup, "--iters", iters]);
+                let mut rust = strings(&["model"]);
+                rust.extend(a.iter().cloned());
+                out.push(Case {
+                    name: format!("{arch} {task} {mode}, batch 32 (images/s)"),
+                    rust,
+                    script: "models.py",
+                    py: a,
+                    key: "images_per_s",
+                    same: &[],
+                    threads,
+                });
+            }
+        }
+    }
+    out.push(Case {
+        name: "COCO eval, 5000 images x 100 dets (s)".into(),
+        rust: strings(&["coco", "--gt", &get("coco_gt")?, "--dets", &get("coco_dets")?]),
+        script: "coco_eval.py",
+        py: strings(&["--gt", &get("coco_gt")?, "--dets", &get("coco_dets")?]),
+        key: "seconds",
+        same: &["stats"],
+        threads,
+    });
+    for n in ["1000", "10000"] {
+        let boxes = get(&format!("nms_{n}"))?;
+        out.push(Case {
+            name: format!("NMS, {n} boxes (ms)"),
+            rust: strings(&["nms", "--boxes", &boxes, "--iters", nms_iters]),
+            script: "nms.py",
+            py: strings(&["--boxes", &boxes, "--iters", nms_iters]),
+            key: "ms",
+            same: &["kept", "checksum"],
+            threads,
+        });
+    }
+    for c in &mut out {
+        if c.script != "coco_eval.py" {
+            c.py.extend(strings(&["--threads", &c.threads.to_string()]));
+        }
+    }
+    Ok(out)
+}
+
+/// Whether two reported values agree: `Ok(None)` when the text is identical, `Ok(Some(d))` when both are
+/// comma-separated numbers within 1e-12 of each other (`d` the largest difference: summation order moves
+/// the last bits of a mean), else `Err`.
+fn agree(a: Option<&String>, b: Option<&String>) -> Result<Option<f64>, ()> {
+    let (Some(a), Some(b)) = (a, b) else { return Err(()) };
+    if a == b {
+        return Ok(None);
+    }
+    let parse = |s: &str| s.split(',').map(|v| v.parse::<f64>()).collect::<Result<Vec<f64>, _>>();
+    match (parse(a), parse(b)) {
+        (Ok(x), Ok(y)) if x.len() == y.len() => {
+            let d = x.iter().zip(&y).map(|(p, q)| (p - q).abs()).fold(0.0, f64::max);
+            if d <= 1e-12 { Ok(Some(d)) } else { Err(()) }
+        }
+        _ => Err(()),
+    }
+}
+
+/// `cargo xtask bench --compare`.
+fn compare(root: &Path, args: &BenchArgs) -> Result<i32> {
+    let python = reference_python(root)?;
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let mut build = util::cargo();
+    build.args(["build", "--release", "-p", "tlcv-benches", "--bin", "compare"]).current_dir(root);
+    util::store_env(&mut build, &util::tlcv_home(root));
+    util::run(&mut build)?;
+    let bin = util::target_dir(root).join("release").join("compare");
+    let rust = |threads: usize, extra: &[String]| {
+        let mut c = Command::new(&bin);
+        c.arg("--threads").arg(threads.to_string()).args(extra).current_dir(root);
+        util::store_env(&mut c, &util::tlcv_home(root));
+        c
+    };
+    let data_dir = util::target_dir(root).join("bench-compare");
+    println!("xtask: preparing the shared inputs in {} ...", data_dir.display());
+    let prepared = run_side(&mut rust(threads, &strings(&["prepare", "--dir", &data_dir.to_string_lossy()])))
+        .map_err(|e| anyhow::anyhow!("compare prepare: {e}"))?;
+    let load_start = load_average();
+    let mut rows = Vec::new();
+    let mut mismatches = Vec::new();
+    let mut notes = Vec::new();
+    for case in cases(&prepared, args, threads)? {
+        if args.filter.as_ref().is_some_and(|f| !case.name.contains(f.as_str())) {
+            continue;
+        }
+        println!("xtask: {} ...", case.name);
+        let ours = run_side(&mut rust(case.threads, &case.rust));
+        let mut py = Command::new(&python);
+        py.arg(root.join("benches").join("reference").join(case.script)).args(&case.py).current_dir(root);
+        let theirs = run_side(&mut py);
+        if let (Ok(a), Ok(b)) = (&ours, &theirs) {
+            for key in case.same {
+                match agree(a.get(*key), b.get(*key)) {
+                    Ok(Some(diff)) => notes.push(format!("{}: `{key}` equal within {diff:.1e} (largest difference)", case.name)),
+                    Ok(None) => {}
+                    Err(()) => {
+                        mismatches.push(format!("{}: {key} differs: {:?} vs {:?}", case.name, a.get(*key), b.get(*key)))
+                    }
+                }
+            }
+        }
+        let row = Row::new(&case, &ours, &theirs);
+        println!("  {}", row.plain());
+        rows.push(row);
+    }
+    let md = render(&rows, &mismatches, &notes, args, threads, load_start, load_average());
+    let out = root.join("benches").join("RESULTS.md");
+    std::fs::write(&out, md).with_context(|| format!("writing {}", out.display()))?;
+    println!("xtask: wrote {}", out.display());
+    for m in &mismatches {
+        println!("xtask: MISMATCH {m}");
+    }
+    Ok(if mismatches.is_empty() { 0 } else { 1 })
+}
+
+/// One rendered table row.
+struct Row {
+    name: String,
+    ours: String,
+    theirs: String,
+    ratio: String,
+    rss: String,
+}
+
+fn num(f: &Result<Fields, String>, key: &str) -> Option<f64> {
+    f.as_ref().ok()?.get(key)?.parse().ok()
+}
+
+impl Row {
+    fn new(case: &Case, ours: &Result<Fields, String>, theirs: &Result<Fields, String>) -> Row {
+        let show = |f: &Result<Fields, String>| match (f, num(f, case.key)) {
+            (Ok(_), Some(v)) => format!("{v:.3}").trim_end_matches('0').trim_end_matches('.').to_string(),
+            (Ok(_), None) => "?".into(),
+            (Err(e), _) => format!("error: {}", e.replace('|', "/")),
+        };
+        // Speed ratio: rates divide ours by theirs, times theirs by ours, so > 1 always means faster here.
+        let ratio = match (num(ours, case.key), num(theirs, case.key)) {
+            (Some(a), Some(b)) if a > 0.0 && b > 0.0 => {
+                let r = if case.key == "images_per_s" { a / b } else { b / a };
+                format!("{r:.2}")
+            }
+            _ => "-".into(),
+        };
+        let rss = match (num(ours, "peak_rss_mb"), num(theirs, "peak_rss_mb")) {
+            (Some(a), Some(b)) => format!("{a:.0} / {b:.0}"),
+            _ => "-".into(),
+        };
+        Row { name: case.name.clone(), ours: show(ours), theirs: show(theirs), ratio, rss }
+    }
+
+    fn plain(&self) -> String {
+        format!("this {}  pytorch {}  ratio {}  rss {}", self.ours, self.theirs, self.ratio, self.rss)
+    }
+}
+
+fn render(rows: &[Row], mismatches: &[String], notes: &[String], args: &BenchArgs, threads: usize, load0: f64, load1: f64) -> String {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mut s = String::new();
+    let _ = writeln!(s, "# tlcv vs PyTorch 2.13 + torchvision 0.28 (CPU)\n");
+    let mut cmd = "cargo xtask bench --compare".to_string();
+    if args.quick {
+        cmd += " --quick";
+    }
+    if args.bf16 {
+        cmd += " --bf16";
+    }
+    if let Some(f) = &args.filter {
+        cmd += &format!(" --filter '{f}'");
+    }
+    let _ = writeln!(s, "Produced by `{cmd}` on {}.\n", today());
+    let _ = writeln!(
+        s,
+        "Machine: {}, {cores} cores, native bf16: {}; libtorch threads: {threads} on both sides (1 for the data pipeline); load average {load0:.1} at the start, {load1:.1} at the end.\n",
+        cpu_model(),
+        if cpu_has_bf16() { "yes" } else { "no" }
+    );
+    if load0 > 0.5 * cores as f64 || load1 > 0.5 * cores as f64 || args.quick {
+        let _ = writeln!(
+            s,
+            "> **Rough numbers, measured on a loaded machine** (or with `--quick`): other processes competed for the cores, so \
+             absolute values are low and noisy and ratios are only indicative. Rerun `cargo xtask bench --compare` on a quiet machine \
+             for the final table.\n"
+        );
+    }
+    let _ = writeln!(s, "| workload | this project | PyTorch | speed ratio (this / PyTorch, > 1 = faster) | peak RSS MiB (this / PyTorch) |");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|");
+    for r in rows {
+        let _ = writeln!(s, "| {} | {} | {} | {} | {} |", r.name, r.ours, r.theirs, r.ratio, r.rss);
+    }
+    let verdict = if mismatches.is_empty() {
+        "passed: the COCO stats equal pycocotools' (to 1e-12 at most), NMS keeps the same boxes in the same order, \
+         pipeline batches have the same shape"
+            .to_string()
+    } else {
+        format!("**FAILED**: {}", mismatches.join("; "))
+    };
+    let _ = writeln!(s, "\nAgreement checks {verdict}.\n");
+    for n in notes {
+        let _ = writeln!(s, "- {n}");
+    }
+    if !notes.is_empty() {
+        s.push('\n');
+    }
+    s += NOTES;
+    s
+}
+
+const NOTES: &str = "## What is measured
+
+Each side runs in its own process, one after the other; peak RSS is the process's `VmHWM` (so it includes
+the runtime: libtorch + OpenCV here, the Python interpreter + torch there).
+
+- **Data pipeline**: the same 200 JPEGs of 500x375 (cut from the Debian photos); full decode,
+  random-resized-crop to 224 (scale 0.08-1, ratio 3/4-4/3), horizontal flip, ImageNet normalisation,
+  batches of 32 float32 `[32, 3, 224, 224]`. PyTorch: `DataLoader` with PIL and torchvision transforms at
+  `num_workers` 0 and 2 (persistent workers). Here: 0 = decoding on the calling thread, 2 = the prefetching
+  `Loader` on a rayon pool of 2 threads. Median over epochs after a warm-up epoch.
+- **Training** (batch 32, 224 px, 1000 classes, random inputs): forward, cross-entropy, backward and SGD
+  (momentum 0.9, weight decay 1e-4; here the project's own optimiser). `fp32`: NCHW. `cl`: channels-last
+  weights and input (`tlcv_core::freeze::to_channels_last` + `channels_last(xs)`; PyTorch
+  `memory_format=torch.channels_last`). `bf16`: PyTorch uses `torch.autocast(\"cpu\", dtype=torch.bfloat16)`
+  with fp32 master weights; tch exposes no CPU autocast, so this project's bf16 training row is pure bf16
+  (weights, gradients and optimiser state in bf16) — the same arithmetic cost, not the same numerics. bf16
+  rows run only on CPUs with AVX-512 BF16/AMX unless `--bf16` is given (elsewhere both sides emulate it).
+- **Inference** (batch 32, 224 px, eval, no gradients): as above, plus `cl+fold`: batch norms folded into
+  the convolutions (`tlcv_core::fold`; PyTorch: `torch.fx.experimental.optimization.fuse`).
+- **COCO evaluation**: 5000 synthetic images, 100 detections each, 20 categories (deterministic); this
+  project's `detect::eval::evaluate_files` against pycocotools `COCO` + `loadRes` + `COCOeval`
+  (evaluate, accumulate, summarize) on the same two JSON files; the 12 stats must be identical.
+- **NMS**: the same float32 boxes and scores, IoU 0.5, one class; `detect::nms::batched_nms` against
+  `torchvision.ops.nms`; the kept indices must be identical (count and order checksum).
+- Not compared (criterion only, `cargo bench -p tlcv-benches`): mIoU over a 21-class confusion, the
+  feature-cache epoch against the recomputing epoch. TODO: a style-transfer step once the style crate exists.
+";
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn case(key: &'static str) -> Case {
+        Case { name: "x".into(), rust: vec![], script: "s.py", py: vec![], key, same: &[], threads: 1 }
+    }
+
+    #[test]
+    fn result_lines_parse_and_ratios_mean_faster() {
+        let f = parse_result("noise\nRESULT images_per_s=20.5 peak_rss_mb=300.0\n").unwrap();
+        assert_eq!(f["images_per_s"], "20.5");
+        let slow = parse_result("RESULT images_per_s=10 seconds=4 peak_rss_mb=500").unwrap();
+        // A rate twice PyTorch's is 2.00; a time half of PyTorch's is 2.00 as well.
+        assert_eq!(Row::new(&case("images_per_s"), &Ok(f.clone()), &Ok(slow.clone())).ratio, "2.05");
+        let fast = parse_result("RESULT seconds=2 peak_rss_mb=1").unwrap();
+        let row = Row::new(&case("seconds"), &Ok(fast), &Ok(slow));
+        assert_eq!(row.ratio, "2.00");
+        assert_eq!(row.rss, "1 / 500");
+        let failed = Row::new(&case("seconds"), &Err("boom | x".into()), &Ok(f));
+        assert_eq!(failed.ratio, "-");
+        assert!(failed.ours.starts_with("error: boom / x"));
+        assert!(parse_result("no result").is_none());
+        let s = |v: &str| Some(v.to_string());
+        assert_eq!(agree(s("1,2").as_ref(), s("1,2").as_ref()), Ok(None));
+        assert_eq!(agree(s("0.1,2").as_ref(), s("0.10000000000000003,2").as_ref()), Ok(Some(0.10000000000000003 - 0.1)));
+        assert_eq!(agree(s("0.1,2").as_ref(), s("0.1001,2").as_ref()), Err(()));
+        assert_eq!(agree(s("7").as_ref(), None), Err(()));
+    }
 }

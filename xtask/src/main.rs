@@ -32,7 +32,7 @@ enum Cmd {
     Run(run::RunArgs),
     /// `setup --reference`, then `cargo test --workspace` (the project's test command).
     Test(test::TestArgs),
-    /// Run the criterion benchmarks.
+    /// Run the criterion benchmarks, or with `--compare` the side-by-side comparison with PyTorch.
     Bench(bench::BenchArgs),
     /// Fuzz every target in `fuzz/fuzz_targets/`.
     Fuzz(fuzz::FuzzArgs),

@@ -11,13 +11,17 @@ use tch::Tensor;
 use tlcv_core::{
     backbones::Normalization,
     data::{
-        self, ClassDataset, DataError, DecodeOptions, RgbImage,
+        self, ClassDataset, DataError, DecodeOptions, ImageCache, RgbImage,
         transforms::{self, ColorJitter},
     },
     paths,
 };
 
 use crate::{ClassifyError, config::DataConfig};
+
+/// Pixel bytes the decoded-image cache may hold (`data.cache_images`); images beyond it are decoded
+/// every epoch.
+pub const IMAGE_CACHE_BUDGET: usize = 1 << 30;
 
 /// Embedded data sets that `data.path` may name.
 pub const EMBEDDED: [&str; 2] = ["digits", "shapes"];
@@ -94,6 +98,8 @@ pub struct Pipeline {
     pub hflip: bool,
     /// Decoding limits.
     pub decode: DecodeOptions,
+    /// Decoded images kept across epochs (`data.cache_images`), shared by the loader threads.
+    pub cache: Option<Arc<ImageCache>>,
 }
 
 impl Pipeline {
@@ -106,13 +112,25 @@ impl Pipeline {
             min_crop_scale: cfg.min_crop_scale,
             hflip: cfg.hflip,
             decode: DecodeOptions { max_pixels: cfg.max_pixels as usize, target_size: Some(size) },
+            cache: None,
         }
+    }
+
+    /// The same pipeline reading decoded images through `cache`.
+    pub fn with_cache(mut self, cache: Option<Arc<ImageCache>>) -> Self {
+        self.cache = cache;
+        self
     }
 
     /// Decodes and transforms one image file.
     pub fn load(&self, path: &Path, rng: &mut StdRng) -> Result<RgbImage, DataError> {
-        let img = data::decode_file(path, &self.decode)?;
-        self.transform(&img, rng)
+        match &self.cache {
+            Some(cache) => {
+                let img = cache.get_or_load(path, || data::decode_file(path, &self.decode))?;
+                self.transform(&img, rng)
+            }
+            None => self.transform(&data::decode_file(path, &self.decode)?, rng),
+        }
     }
 
     /// Transforms a decoded image.

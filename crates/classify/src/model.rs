@@ -7,6 +7,7 @@ use tch::{Device, Kind, Tensor, nn, nn::Module};
 use tlcv_core::{
     backbones::{self, Arch, ClassifierNet, Normalization},
     checkpoint::{self, LoadOptions},
+    fold,
     freeze::{self, FreezeSummary, Strategy},
     paths,
 };
@@ -34,6 +35,10 @@ pub struct Model {
     pub arch: Arch,
     /// What freezing did.
     pub freeze: FreezeSummary,
+    /// Whether weights and inputs are laid out channels-last (NHWC strides).
+    pub channels_last: bool,
+    /// The kind inputs are cast to before the backbone (bfloat16 while [`Model::frozen_inference`] runs in bf16).
+    input_kind: Kind,
 }
 
 impl Model {
@@ -55,7 +60,16 @@ impl Model {
                 )
             }
         };
-        let mut model = Self { vs, net, mlp, dropout: cfg.dropout, arch, freeze: FreezeSummary::default() };
+        let mut model = Self {
+            vs,
+            net,
+            mlp,
+            dropout: cfg.dropout,
+            arch,
+            freeze: FreezeSummary::default(),
+            channels_last: false,
+            input_kind: Kind::Float,
+        };
         let strategy = if cfg.weights == "none" && cfg.strategy != Strategy::Scratch {
             return Err(ClassifyError::Invalid(format!(
                 "strategy `{}` needs pretrained weights, but model.weights = \"none\"",
@@ -120,7 +134,49 @@ impl Model {
 
     /// `[N, 3, H, W]` normalised images → `[N, D]` pooled features (cast to float32).
     pub fn features(&self, xs: &Tensor, train: bool) -> Tensor {
-        self.net.penultimate(xs, train).to_kind(Kind::Float)
+        let xs = if self.input_kind == xs.kind() { xs.shallow_clone() } else { xs.to_kind(self.input_kind) };
+        let xs = if self.channels_last { freeze::channels_last(&xs) } else { xs };
+        self.net.penultimate(&xs, train).to_kind(Kind::Float)
+    }
+
+    /// Re-lays the 4-d weights channels-last; inputs follow in [`Model::features`]. Values are unchanged.
+    pub fn use_channels_last(&mut self) {
+        freeze::to_channels_last(&self.vs);
+        self.channels_last = true;
+    }
+
+    /// Runs `f` on the network prepared for frozen inference, then restores it: batch norms folded
+    /// into the convolutions ([`tlcv_core::fold`]) and, when `bf16`, every variable cast to bfloat16.
+    /// Afterwards the variables hold their original float32 tensors again, bit for bit (they are
+    /// swapped back, not converted back), and the batch norms are unfolded, also when `f` fails.
+    pub fn frozen_inference<T>(
+        &mut self,
+        bf16: bool,
+        f: impl FnOnce(&Model) -> tlcv_core::Result<T>,
+    ) -> tlcv_core::Result<T> {
+        let mut originals = Vec::new();
+        if bf16 {
+            tch::no_grad(|| -> tlcv_core::Result<()> {
+                for (_, mut var) in self.vs.variables() {
+                    if var.is_floating_point() {
+                        let half = var.f_to_kind(Kind::BFloat16)?;
+                        originals.push((var.shallow_clone(), var.f_detach()?));
+                        var.set_data(&half);
+                    }
+                }
+                Ok(())
+            })?;
+            self.input_kind = Kind::BFloat16;
+        }
+        let result = fold::fold_classifier(self.net.as_mut()).and_then(|_| f(self));
+        fold::unfold_classifier(self.net.as_mut());
+        tch::no_grad(|| {
+            for (mut var, original) in originals {
+                var.set_data(&original);
+            }
+        });
+        self.input_kind = Kind::Float;
+        result
     }
 
     /// `[N, 3, H, W]` → `[N, classes]`.

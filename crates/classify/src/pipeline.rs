@@ -6,10 +6,11 @@ use serde::Serialize;
 use tlcv_core::{
     checkpoint::{self, LoadOptions},
     data::{ClassDataset, Sample},
+    device::cpu_has_bf16,
     metrics::{ClassScores, ClassificationMetrics},
     progress::Progress,
     run_dir::RunDir,
-    train::{self, FitOptions, FitSummary, SingleProcess},
+    train::{self, FitOptions, FitSummary, Precision, SingleProcess},
 };
 
 use crate::{
@@ -113,7 +114,10 @@ pub fn train(cfg: &ClassifyConfig, run: &RunDir, resume: bool, max_epochs: Optio
     if dataset.val.is_empty() {
         return Err(ClassifyError::Invalid(format!("{}: the val split is empty", data_dir.display())));
     }
-    let model = Model::build(&cfg.model, dataset.classes.len() as i64, device)?;
+    let mut model = Model::build(&cfg.model, dataset.classes.len() as i64, device)?;
+    if cfg.train.channels_last {
+        model.use_channels_last();
+    }
     eprintln!("model: {} ({}), {}", cfg.model.backbone, cfg.model.strategy, model.freeze);
     write_run_files(cfg, run, &dataset.classes)?;
 
@@ -124,9 +128,17 @@ pub fn train(cfg: &ClassifyConfig, run: &RunDir, resume: bool, max_epochs: Optio
         let views = if cfg.data.augment { cfg.model.cache_views.max(1) } else { 1 };
         let total = (dataset.train.len() * views + dataset.val.len()) as u64;
         let progress = Progress::bar(total, "feature cache");
-        let split_err = |split: &str, e: tlcv_core::Error| ClassifyError::Invalid(format!("{split} split: {e}"));
-        let train = cache_features(&model, cfg, &dataset.train, views, &skipped, &progress).map_err(|e| split_err("train", e))?;
-        let val = cache_features(&model, cfg, &dataset.val, 1, &skipped, &progress).map_err(|e| split_err("val", e))?;
+        // The frozen backbone runs with folded batch norms, and in bf16 where the hardware has it.
+        let bf16 = cfg.train.precision == Precision::Bf16 && (device.is_cuda() || cpu_has_bf16());
+        let (train, val) = model
+            .frozen_inference(bf16, |m| {
+                let train = cache_features(m, cfg, &dataset.train, views, &skipped, &progress)
+                    .map_err(|e| tlcv_core::Error::Invalid(format!("train split: {e}")))?;
+                let val = cache_features(m, cfg, &dataset.val, 1, &skipped, &progress)
+                    .map_err(|e| tlcv_core::Error::Invalid(format!("val split: {e}")))?;
+                Ok((train, val))
+            })
+            .map_err(ClassifyError::from)?;
         progress.finish(&format!(
             "{} train features ({} views) and {} val features in {:.1}s",
             train.labels.size()[0],
@@ -189,9 +201,12 @@ pub fn load_run(dir: &Path) -> Result<(ClassifyConfig, Vec<String>, Model, RunDi
     let mut model_cfg = cfg.model.clone();
     model_cfg.weights = "none".into();
     model_cfg.strategy = tlcv_core::freeze::Strategy::Scratch;
-    let model = Model::build(&model_cfg, classes.len() as i64, cfg.train.device.resolve()?)?;
+    let mut model = Model::build(&model_cfg, classes.len() as i64, cfg.train.device.resolve()?)?;
     let weights = if run.best_weights().is_file() { run.best_weights() } else { run.last_weights() };
     checkpoint::load_file(&model.vs, &weights, &LoadOptions::default())?;
+    if cfg.train.channels_last {
+        model.use_channels_last();
+    }
     Ok((cfg, classes, model, run))
 }
 

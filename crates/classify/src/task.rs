@@ -12,14 +12,14 @@ use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
 use tch::{Kind, Reduction, Tensor, nn::VarStore};
 use tlcv_core::{
     Result,
-    data::{ClassDataset, Loader, Sample},
+    data::{ClassDataset, ImageCache, Loader, Sample},
     metrics::ClassificationAccumulator,
     train::{Batches, Metrics, Parallel, StepOutput, Task},
 };
 
 use crate::{
     config::ClassifyConfig,
-    data::{ImageBatch, Pipeline, collate},
+    data::{IMAGE_CACHE_BUDGET, ImageBatch, Pipeline, collate},
     model::Model,
 };
 
@@ -85,13 +85,17 @@ pub struct ClassifyTask {
     pub class_weights: Option<Tensor>,
     /// Every sample that failed to load, with its reason.
     pub skipped: SkipLog,
+    /// Decoded images kept across epochs when `data.cache_images` is set (image mode only).
+    pub image_cache: Option<Arc<ImageCache>>,
 }
 
 impl ClassifyTask {
     /// A task in `mode` over `dataset`.
     pub fn new(model: Model, cfg: ClassifyConfig, dataset: ClassDataset, mode: Mode) -> Self {
         let class_weights = cfg.model.class_weights.then(|| inverse_frequency(&dataset));
-        Self { model, cfg, dataset, mode, class_weights, skipped: SkipLog::default() }
+        let image_cache = (cfg.data.cache_images && matches!(mode, Mode::Images))
+            .then(|| Arc::new(ImageCache::new(IMAGE_CACHE_BUDGET)));
+        Self { model, cfg, dataset, mode, class_weights, skipped: SkipLog::default(), image_cache }
     }
 
     fn loss(&self, logits: &Tensor, labels: &Tensor) -> Tensor {
@@ -173,7 +177,7 @@ impl Task for ClassifyTask {
                     let all: Vec<usize> = (0..self.dataset.train.len()).collect();
                     parallel.shard(&all).into_iter().map(|i| self.dataset.train[i].clone()).collect()
                 };
-                let pipeline = Pipeline::new(&self.cfg.data, true);
+                let pipeline = Pipeline::new(&self.cfg.data, true).with_cache(self.image_cache.clone());
                 Ok(image_batches(
                     Arc::new(samples),
                     pipeline,
@@ -237,7 +241,7 @@ impl Task for ClassifyTask {
                 consume(&logits, &val.labels.to_device(device))?;
             }
             Mode::Images => {
-                let pipeline = Pipeline::new(&self.cfg.data, false);
+                let pipeline = Pipeline::new(&self.cfg.data, false).with_cache(self.image_cache.clone());
                 let batches = image_batches(
                     Arc::new(self.dataset.val.clone()),
                     pipeline,

@@ -5,6 +5,7 @@
 //! - [`checkpoint`]: reading PyTorch checkpoints (zip, legacy pickle, safetensors) without Python,
 //!   strict loading into a `VarStore`, and safetensors export.
 //! - [`freeze`]: transfer strategies and validated freezing.
+//! - [`fold`]: batch norm folded into convolutions for frozen inference.
 //! - [`train`]: the task-independent training loop (optimisers, schedules, checkpoints, resume).
 //! - [`data`]: decoding, augmentation and batching on u8 images, in parallel with rayon.
 //! - [`metrics`], [`report`]: classification metrics, plots and the self-contained `report.html`.
@@ -17,6 +18,7 @@ pub mod config;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod fold;
 pub mod freeze;
 pub mod metrics;
 pub mod paths;

@@ -220,7 +220,22 @@ impl EfficientNetBody {
     }
 }
 
+impl EfficientNetBody {
+    fn conv_bns(&mut self) -> Vec<&mut ConvBn> {
+        let mut out = vec![&mut self.stem];
+        for b in self.stages_.iter_mut().flatten() {
+            out.extend(b.expand.as_mut());
+            out.push(&mut b.depthwise);
+            out.push(&mut b.project);
+        }
+        out
+    }
+}
+
 impl Backbone for EfficientNetBody {
+    fn conv_bns_mut(&mut self) -> Vec<&mut ConvBn> {
+        self.conv_bns()
+    }
     fn forward_features(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
         let mut outs = self.run(xs, train);
         if outs.len() < 7 {
@@ -310,6 +325,11 @@ impl ClassifierNet for EfficientNet {
     }
     fn set_frozen_stages(&mut self, n: usize) {
         self.body.frozen = n;
+    }
+    fn conv_bns_mut(&mut self) -> Vec<&mut ConvBn> {
+        let mut out = self.body.conv_bns();
+        out.push(&mut self.head_conv);
+        out
     }
 }
 

@@ -183,6 +183,21 @@ impl Conv {
     }
 }
 
+impl Conv {
+    /// A convolution with the same geometry whose weight and bias are set by the caller.
+    fn clone_shape(&self) -> Conv {
+        Conv {
+            weight: self.weight.shallow_clone(),
+            bias: None,
+            stride: self.stride,
+            kernel: self.kernel,
+            dilation: self.dilation,
+            groups: self.groups,
+            padding: self.padding,
+        }
+    }
+}
+
 /// Total TF-'SAME' padding `(rows, cols)` for an input `[.., H, W]`.
 fn same_pad(xs: &Tensor, k: i64, s: i64) -> (i64, i64) {
     let size = xs.size();
@@ -278,6 +293,8 @@ pub struct ConvBn {
     /// The batch norm.
     pub bn: Bn,
     act: Act,
+    /// The convolution with the batch norm folded in, used in eval mode once [`ConvBn::fold`] ran.
+    folded: Option<Conv>,
 }
 
 impl ConvBn {
@@ -297,6 +314,7 @@ impl ConvBn {
             conv: Conv::new(conv_p, cin, cout, kernel, opts)?,
             bn: Bn::new(bn_p, cout, eps, 0.1)?,
             act,
+            folded: None,
         })
     }
 
@@ -306,10 +324,64 @@ impl ConvBn {
         self
     }
 
-    /// `[N, in, H, W]` -> `[N, out, H', W']`.
+    /// `[N, in, H, W]` -> `[N, out, H', W']`. In eval mode a folded layer runs one biased convolution.
     pub fn forward(&self, xs: &Tensor, train: bool) -> Tensor {
+        if let (false, Some(folded)) = (train, &self.folded) {
+            return self.act.apply(folded.forward(xs));
+        }
         self.act
             .apply(self.bn.forward(&self.conv.forward(xs), train))
+    }
+
+    /// Folds the batch norm's eval-mode affine map into a copy of the convolution:
+    /// `W' = W * g / sqrt(v + eps)`, `b' = beta + (b - mean) * g / sqrt(v + eps)`, computed in float64
+    /// and stored in the weight's kind and memory layout. Eval-mode forwards then skip the batch norm;
+    /// training forwards are unchanged. The variables are not modified. The copy is a snapshot: call
+    /// [`ConvBn::unfold`] (or fold again) after the weights change.
+    pub fn fold(&mut self) -> Result<()> {
+        let folded = tch::no_grad(|| -> Result<Conv> {
+            let w = &self.conv.weight;
+            let scale = self
+                .bn
+                .weight
+                .f_to_kind(tch::Kind::Double)?
+                .f_div(
+                    &self
+                        .bn
+                        .running_var
+                        .f_to_kind(tch::Kind::Double)?
+                        .f_add_scalar(self.bn.eps)?
+                        .f_sqrt()?,
+                )?; // [out]
+            let bias0 = match &self.conv.bias {
+                Some(b) => b.f_to_kind(tch::Kind::Double)?,
+                None => self.bn.running_mean.f_zeros_like()?.f_to_kind(tch::Kind::Double)?,
+            };
+            let bias = bias0
+                .f_sub(&self.bn.running_mean.f_to_kind(tch::Kind::Double)?)?
+                .f_mul(&scale)?
+                .f_add(&self.bn.bias.f_to_kind(tch::Kind::Double)?)?
+                .f_to_kind(self.bn.bias.kind())?;
+            // [out, in/g, k, k] * [out, 1, 1, 1]; the product keeps the weight's (channels-last) layout.
+            let weight = w
+                .f_to_kind(tch::Kind::Double)?
+                .f_mul(&scale.f_view([-1, 1, 1, 1])?)?
+                .f_to_kind(w.kind())?;
+            let weight = if w.is_contiguous() { weight.f_contiguous()? } else { crate::freeze::channels_last(&weight) };
+            Ok(Conv { weight, bias: Some(bias), ..self.conv.clone_shape() })
+        })?;
+        self.folded = Some(folded);
+        Ok(())
+    }
+
+    /// Drops the folded copy: eval-mode forwards use the convolution and batch norm again.
+    pub fn unfold(&mut self) {
+        self.folded = None;
+    }
+
+    /// Whether [`ConvBn::fold`] is in effect.
+    pub fn is_folded(&self) -> bool {
+        self.folded.is_some()
     }
 }
 

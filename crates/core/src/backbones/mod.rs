@@ -239,6 +239,10 @@ pub trait ClassifierNet: fmt::Debug + Send {
     fn stages(&self) -> &Stages;
     /// Runs the first `n` stages in eval mode whatever `train` says.
     fn set_frozen_stages(&mut self, n: usize);
+    /// Every convolution + batch norm pair, for [`crate::fold`] (empty for families without them).
+    fn conv_bns_mut(&mut self) -> Vec<&mut layers::ConvBn> {
+        Vec::new()
+    }
 }
 
 /// The headless twin: the same variable names minus the classifier, returning multi-scale features.
@@ -260,6 +264,10 @@ pub trait Backbone: fmt::Debug + Send {
     fn set_frozen_stages(&mut self, n: usize);
     /// The input normalisation of the pretrained weights.
     fn normalization(&self) -> Normalization;
+    /// Every convolution + batch norm pair, for [`crate::fold`] (empty for families without them).
+    fn conv_bns_mut(&mut self) -> Vec<&mut layers::ConvBn> {
+        Vec::new()
+    }
 }
 
 /// Builds the classifier of `arch` under `p` with `num_classes` outputs.

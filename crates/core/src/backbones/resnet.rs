@@ -191,7 +191,21 @@ impl ResNetBody {
     }
 }
 
+impl ResNetBody {
+    fn conv_bns(&mut self) -> Vec<&mut ConvBn> {
+        let mut out = vec![&mut self.stem];
+        for block in self.layers.iter_mut().flatten() {
+            out.extend(block.convs.iter_mut());
+            out.extend(block.downsample.as_mut());
+        }
+        out
+    }
+}
+
 impl Backbone for ResNetBody {
+    fn conv_bns_mut(&mut self) -> Vec<&mut ConvBn> {
+        self.conv_bns()
+    }
     fn forward_features(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
         self.run(xs, train).split_off(1)
     }
@@ -272,6 +286,9 @@ impl ClassifierNet for ResNet {
     }
     fn set_frozen_stages(&mut self, n: usize) {
         self.body.frozen = n;
+    }
+    fn conv_bns_mut(&mut self) -> Vec<&mut ConvBn> {
+        self.body.conv_bns()
     }
 }
 

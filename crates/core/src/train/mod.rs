@@ -22,7 +22,7 @@ pub use config::{Precision, TrainConfig};
 pub use optim::{Optimizer, OptimizerKind, OptimizerParams, Param, trainable_params};
 pub use parallel::{Parallel, SingleProcess};
 pub use schedule::{Schedule, ScheduleKind};
-pub use state::{EpochRecord, TrainerState};
+pub use state::{EpochRecord, TrainerState, proc_status_mb};
 
 use crate::{Error, Result, progress::Progress, run_dir::RunDir};
 
@@ -276,6 +276,7 @@ pub fn fit<T: Task>(task: &mut T, cfg: &TrainConfig, run: &RunDir, parallel: &dy
             val: metrics.values.clone(),
             seconds,
             images_per_sec: samples as f64 / seconds.max(1e-9),
+            rss_mb: state::proc_status_mb("VmRSS").unwrap_or(0.0),
         };
         progress.finish(&record.summary_line(&metrics.primary));
         state.history.push(record);

@@ -35,6 +35,9 @@ pub struct EpochRecord {
     pub seconds: f64,
     /// Training throughput.
     pub images_per_sec: f64,
+    /// Resident memory (VmRSS) of the process at the end of the epoch, in MiB (0 where unknown).
+    #[serde(default)]
+    pub rss_mb: f64,
 }
 
 impl EpochRecord {
@@ -113,6 +116,16 @@ pub fn restore(vs: &VarStore, optimizer: &mut Optimizer, run: &RunDir) -> Result
     Ok(state)
 }
 
+/// A `kB` field of `/proc/self/status` (`VmRSS`, `VmHWM`) in MiB; `None` off Linux or if absent.
+pub fn proc_status_mb(field: &str) -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(field)?.strip_prefix(':')?;
+        let kb: f64 = rest.trim().trim_end_matches("kB").trim().parse().ok()?;
+        Some(kb / 1024.0)
+    })
+}
+
 /// Rewrites `results.csv` from the history (one row per epoch), atomically.
 pub fn write_results_csv(history: &[EpochRecord], path: &Path) -> Result<()> {
     let train_keys: BTreeSet<&String> = history.iter().flat_map(|r| r.train.keys()).collect();
@@ -120,13 +133,13 @@ pub fn write_results_csv(history: &[EpochRecord], path: &Path) -> Result<()> {
     let mut header = vec!["epoch".to_string(), "lr".to_string()];
     header.extend(train_keys.iter().map(|k| format!("train/{k}")));
     header.extend(val_keys.iter().map(|k| format!("val/{k}")));
-    header.extend(["seconds".to_string(), "images_per_sec".to_string()]);
+    header.extend(["seconds".to_string(), "images_per_sec".to_string(), "rss_mb".to_string()]);
     let mut text = header.join(",") + "\n";
     for r in history {
         let mut row = vec![(r.epoch + 1).to_string(), format!("{:e}", r.lr)];
         row.extend(train_keys.iter().map(|k| r.train.get(*k).map(|v| v.to_string()).unwrap_or_default()));
         row.extend(val_keys.iter().map(|k| r.val.get(*k).map(|v| v.to_string()).unwrap_or_default()));
-        row.extend([format!("{:.3}", r.seconds), format!("{:.2}", r.images_per_sec)]);
+        row.extend([format!("{:.3}", r.seconds), format!("{:.2}", r.images_per_sec), format!("{:.1}", r.rss_mb)]);
         text += &(row.join(",") + "\n");
     }
     crate::run_dir::write_atomic(path, text.as_bytes())

@@ -1,1 +1,0 @@
-//! Shared helpers for the criterion benchmarks live in the bench targets themselves.

@@ -1,0 +1,219 @@
+//! The Rust half of `cargo xtask bench --compare`: each subcommand runs one workload in this process
+//! and prints one line `RESULT key=value ...` (peak RSS included), which xtask pairs with the line of
+//! the matching PyTorch script in `benches/reference/`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use tch::{Device, Kind, Tensor};
+use tlcv_benches::{corpus, median, models, pipeline, proc_status_mb, synth};
+
+#[derive(Parser, Debug)]
+#[command(about = "tlcv's side of the PyTorch comparison (run by `cargo xtask bench --compare`)")]
+struct Cli {
+    /// libtorch intra-op threads (0 = libtorch's default).
+    #[arg(long, default_value_t = 0)]
+    threads: i32,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Generate the shared inputs (JPEGs, COCO files, NMS boxes) into `--dir`; prints their paths.
+    Prepare {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 200)]
+        images: usize,
+        #[arg(long, default_value_t = 5000)]
+        coco_images: usize,
+    },
+    /// Data pipeline images/s: `--workers 0` decodes on this thread, `N` on a pool of N threads.
+    Pipeline {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        #[arg(long, default_value_t = 2)]
+        epochs: usize,
+    },
+    /// Training or inference images/s of a backbone.
+    Model {
+        #[arg(long)]
+        arch: String,
+        /// fp32, cl, cl+fold or bf16.
+        #[arg(long)]
+        mode: String,
+        /// train or infer.
+        #[arg(long)]
+        task: String,
+        #[arg(long, default_value_t = 32)]
+        batch: i64,
+        #[arg(long, default_value_t = 224)]
+        size: i64,
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        #[arg(long, default_value_t = 3)]
+        iters: usize,
+    },
+    /// COCO evaluation of `dets` against `gt` (load, evaluate, accumulate, summarise).
+    Coco {
+        #[arg(long)]
+        gt: PathBuf,
+        #[arg(long)]
+        dets: PathBuf,
+    },
+    /// `batched_nms` on the boxes of a file written by `prepare` (IoU 0.5, one class).
+    Nms {
+        #[arg(long)]
+        boxes: PathBuf,
+        #[arg(long, default_value_t = 20)]
+        iters: usize,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    if cli.threads > 0 {
+        tch::set_num_threads(cli.threads);
+    }
+    let line = match cli.cmd {
+        Cmd::Prepare { dir, images, coco_images } => prepare(&dir, images, coco_images)?,
+        Cmd::Pipeline { dir, workers, batch, epochs } => run_pipeline(&dir, workers, batch, epochs)?,
+        Cmd::Model { arch, mode, task, batch, size, warmup, iters } => {
+            run_model(&arch, &mode, &task, batch, size, warmup, iters)?
+        }
+        Cmd::Coco { gt, dets } => run_coco(&gt, &dets)?,
+        Cmd::Nms { boxes, iters } => run_nms(&boxes, iters)?,
+    };
+    println!("RESULT {line} peak_rss_mb={:.1} threads={}", proc_status_mb("VmHWM"), tch::get_num_threads());
+    Ok(())
+}
+
+fn prepare(dir: &Path, images: usize, coco_images: usize) -> Result<String> {
+    let jpegs = corpus::ensure_corpus(images)?;
+    let corpus_dir = jpegs.first().and_then(|p| p.parent()).context("empty corpus")?.to_path_buf();
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let gt_path = dir.join(format!("coco-gt-{coco_images}.json"));
+    let dets_path = dir.join(format!("coco-dets-{coco_images}.json"));
+    if !gt_path.is_file() || !dets_path.is_file() {
+        let (gt, dets) = synth::coco(coco_images, 100, 11);
+        std::fs::write(&gt_path, serde_json::to_vec(&gt)?).context("writing the COCO ground truth")?;
+        std::fs::write(&dets_path, serde_json::to_vec(&dets)?).context("writing the COCO detections")?;
+    }
+    let mut line = format!("corpus={} coco_gt={} coco_dets={}", corpus_dir.display(), gt_path.display(), dets_path.display());
+    for n in [1000usize, 10000] {
+        let path = dir.join(format!("nms-{n}.f32"));
+        let (boxes, scores) = synth::nms_boxes(n, 12 + n as u64);
+        let bytes: Vec<u8> = boxes
+            .iter()
+            .zip(&scores)
+            .flat_map(|(b, s)| [b[0], b[1], b[2], b[3], *s])
+            .flat_map(f32::to_le_bytes)
+            .collect();
+        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+        line += &format!(" nms_{n}={}", path.display());
+    }
+    Ok(line)
+}
+
+fn jpegs_in(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+        .collect();
+    paths.sort();
+    if paths.is_empty() {
+        bail!("no JPEG in {}", dir.display());
+    }
+    Ok(paths)
+}
+
+fn run_pipeline(dir: &Path, workers: usize, batch: usize, epochs: usize) -> Result<String> {
+    let paths = Arc::new(jpegs_in(dir)?);
+    if workers > 0 {
+        rayon::ThreadPoolBuilder::new().num_threads(workers).build_global().context("rayon pool")?;
+    }
+    let run = |epoch: usize| -> Result<Vec<Tensor>> {
+        if workers == 0 { pipeline::epoch_sync(&paths, batch, epoch) } else { pipeline::epoch_loader(&paths, batch, epoch) }
+    };
+    let first = run(0)?; // warm-up: page cache and allocator
+    let shape = first.first().map(|t| t.size()).unwrap_or_default();
+    let mut rates = Vec::new();
+    for epoch in 1..=epochs.max(1) {
+        let t = Instant::now();
+        let batches = run(epoch)?;
+        let n: i64 = batches.iter().map(|b| b.size()[0]).sum();
+        rates.push(n as f64 / t.elapsed().as_secs_f64());
+    }
+    let shape: Vec<String> = shape.iter().map(i64::to_string).collect();
+    Ok(format!("images_per_s={:.2} images={} batch_shape={}", median(&rates), paths.len(), shape.join("x")))
+}
+
+fn run_model(arch: &str, mode: &str, task: &str, batch: i64, size: i64, warmup: usize, iters: usize) -> Result<String> {
+    let arch: tlcv_core::backbones::Arch = arch.parse()?;
+    let mode = models::Mode::parse(mode)?;
+    let train = match task {
+        "train" => true,
+        "infer" => false,
+        other => bail!("--task must be train or infer, got {other}"),
+    };
+    if train && mode == models::Mode::ChannelsLastFolded {
+        bail!("folded batch norms are for inference only");
+    }
+    let mut m = models::ModelBench::new(arch, batch, size, mode)?;
+    let mut times = Vec::new();
+    let mut check = 0.0;
+    for i in 0..warmup + iters.max(1) {
+        let t = Instant::now();
+        check = if train { m.train_step() } else { m.infer().abs().mean(Kind::Float).double_value(&[]) };
+        if i >= warmup {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    if !check.is_finite() {
+        bail!("non-finite output");
+    }
+    Ok(format!("images_per_s={:.2} seconds_per_batch={:.4} check={check:.4}", m.batch() as f64 / median(&times), median(&times)))
+}
+
+fn run_coco(gt: &Path, dets: &Path) -> Result<String> {
+    let t = Instant::now();
+    let s = detect::eval::evaluate_files(gt, dets)?;
+    let seconds = t.elapsed().as_secs_f64();
+    let stats = [
+        s.map, s.map50, s.map75, s.map_small, s.map_medium, s.map_large, s.mar1, s.mar10, s.mar100, s.mar_small,
+        s.mar_medium, s.mar_large,
+    ];
+    let stats: Vec<String> = stats.iter().map(|v| format!("{v:?}")).collect();
+    Ok(format!("seconds={seconds:.3} stats={}", stats.join(",")))
+}
+
+fn run_nms(path: &Path, iters: usize) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let vals: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let n = (vals.len() / 5) as i64;
+    let all = Tensor::from_slice(&vals).view([n, 5]);
+    let boxes = all.narrow(1, 0, 4).contiguous();
+    let scores = all.select(1, 4).contiguous();
+    let classes = Tensor::zeros([n], (Kind::Int64, Device::Cpu));
+    let mut times = Vec::new();
+    let mut kept = Tensor::empty([0], (Kind::Int64, Device::Cpu));
+    for _ in 0..iters.max(1) + 1 {
+        let t = Instant::now();
+        kept = detect::nms::batched_nms(&boxes, &scores, &classes, 0.5, f64::NEG_INFINITY, n as usize)?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    let kept: Vec<i64> = Vec::try_from(&kept)?;
+    // Order-sensitive checksum of the kept indices, computed the same way by the reference script.
+    let checksum: i64 = kept.iter().enumerate().map(|(r, &i)| (r as i64 + 1) * i % 1_000_003).sum();
+    Ok(format!("ms={:.4} boxes={n} kept={} checksum={checksum}", median(&times[1..]) * 1e3, kept.len()))
+}
