@@ -82,24 +82,36 @@ impl Model {
             let file = weights_file(arch, &cfg.weights)?;
             model.load_pretrained(&file, num_classes)?;
         }
-        let stages = model.net.stages().clone();
-        let trainable = strategy.trainable_layers(cfg.trainable_layers, stages.len());
-        let head_prefix = model.net.head_prefix().to_string();
-        let heads: Vec<&str> = match model.mlp {
+        let trainable = strategy.trainable_layers(cfg.trainable_layers, model.net.stages().len());
+        model.set_trainable_layers(trainable)?;
+        Ok(model)
+    }
+
+    /// Number of backbone stages that train (the last ones), as `trainable_layers` counts them.
+    pub fn trainable_layers(&self) -> usize {
+        self.net.stages().len() - self.freeze.frozen_stages
+    }
+
+    /// Freezes all but the last `trainable` backbone stages (batch norm of frozen stages in eval mode);
+    /// used at build time and by the unfreezing schedule.
+    pub fn set_trainable_layers(&mut self, trainable: usize) -> Result<(), ClassifyError> {
+        let stages = self.net.stages().clone();
+        let head_prefix = self.net.head_prefix().to_string();
+        let heads: Vec<&str> = match self.mlp {
             Some(_) => vec![MLP_PREFIX],
             None => vec![head_prefix.as_str()],
         };
-        model.freeze = freeze::apply_freeze(&model.vs, &stages, trainable, &heads)?;
-        if model.mlp.is_some() {
+        self.freeze = freeze::apply_freeze(&self.vs, &stages, trainable, &heads)?;
+        if self.mlp.is_some() {
             // The backbone's own classifier is bypassed by the MLP head: keep it out of training.
-            for (name, t) in model.vs.variables() {
+            for (name, t) in self.vs.variables() {
                 if backbones::has_prefix(&name, &head_prefix) {
                     let _ = t.set_requires_grad(false);
                 }
             }
         }
-        model.net.set_frozen_stages(model.freeze.frozen_stages);
-        Ok(model)
+        self.net.set_frozen_stages(self.freeze.frozen_stages);
+        Ok(())
     }
 
     /// Loads a pretrained checkpoint into everything but the final layer (unless its shape fits).

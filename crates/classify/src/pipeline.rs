@@ -124,7 +124,7 @@ pub fn train(cfg: &ClassifyConfig, run: &RunDir, resume: bool, max_epochs: Optio
     let frozen = model.freeze.frozen_stages == model.net.stages().len();
     let skipped = SkipLog::default();
     let cache_start = std::time::Instant::now();
-    let mode = if frozen && cfg.model.feature_cache {
+    let mode = if frozen && cfg.model.feature_cache && cfg.train.unfreeze_every == 0 {
         let views = if cfg.data.augment { cfg.model.cache_views.max(1) } else { 1 };
         let total = (dataset.train.len() * views + dataset.val.len()) as u64;
         let progress = Progress::bar(total, "feature cache");

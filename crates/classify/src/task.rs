@@ -156,6 +156,25 @@ pub fn image_batches(
 impl Task for ClassifyTask {
     type Batch = ImageBatch;
 
+    /// The unfreezing schedule: every `train.unfreeze_every` epochs one more backbone stage trains
+    /// (image mode only: cached features cannot change).
+    fn on_epoch_start(&mut self, epoch: usize, _epochs: usize) -> Result<()> {
+        let every = self.cfg.train.unfreeze_every;
+        if every == 0 || !matches!(self.mode, Mode::Images) {
+            return Ok(());
+        }
+        let stages = self.model.net.stages().len();
+        let initial = self.cfg.model.strategy.trainable_layers(self.cfg.model.trainable_layers, stages);
+        let wanted = (initial + epoch / every).min(stages);
+        if wanted != self.model.trainable_layers() {
+            self.model
+                .set_trainable_layers(wanted)
+                .map_err(|e| tlcv_core::Error::Invalid(e.to_string()))?;
+            eprintln!("epoch {}: {} backbone stage(s) now train ({})", epoch + 1, wanted, self.model.freeze);
+        }
+        Ok(())
+    }
+
     fn var_store(&self) -> &VarStore {
         &self.model.vs
     }

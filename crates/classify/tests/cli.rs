@@ -156,3 +156,19 @@ fn train_eval_predict_end_to_end() {
     let csv = std::fs::read_to_string(run_dir.join("results.csv")).unwrap_or_default();
     assert_eq!(csv.lines().count(), 5, "header + 4 epochs after resume: {csv}");
 }
+
+#[test]
+fn unfreezing_schedule_adds_a_stage_every_n_epochs() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let data = make_folder(tmp.path());
+    let out = run(classify()
+        .args(["train", "--preset", "quick", "--data"])
+        .arg(&data)
+        .args(["--epochs", "3", "--img-size", "32", "--strategy", "feature-extract", "--set", "train.unfreeze_every=1"])
+        .arg("--project")
+        .arg(tmp.path().join("runs")));
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("epoch 2: 1 backbone stage(s) now train"), "{err}");
+    assert!(err.contains("epoch 3: 2 backbone stage(s) now train"), "{err}");
+}
