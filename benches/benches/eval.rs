@@ -58,5 +58,10 @@ fn bench_miou(c: &mut Criterion) {
 
 // TODO(style): one style-transfer step once the style crate lands on main (it is a stub today).
 
-criterion_group!(benches, bench_nms, bench_coco, bench_miou);
+criterion_group! {
+    name = benches;
+    // No plots: plotters needs system fonts that minimal machines lack (criterion would panic).
+    config = Criterion::default().without_plots();
+    targets = bench_nms, bench_coco, bench_miou
+}
 criterion_main!(benches);

@@ -118,5 +118,10 @@ fn bench_feature_cache(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_backbones, bench_feature_cache);
+criterion_group! {
+    name = benches;
+    // No plots: plotters needs system fonts that minimal machines lack (criterion would panic).
+    config = Criterion::default().without_plots();
+    targets = bench_backbones, bench_feature_cache
+}
 criterion_main!(benches);

@@ -25,5 +25,10 @@ fn bench_pipeline(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_pipeline);
+criterion_group! {
+    name = benches;
+    // No plots: plotters needs system fonts that minimal machines lack (criterion would panic).
+    config = Criterion::default().without_plots();
+    targets = bench_pipeline
+}
 criterion_main!(benches);

@@ -219,3 +219,40 @@ pub fn weights_file(arch: Arch, weights: &str) -> Result<PathBuf, ClassifyError>
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frozen_inference_restores_weights_bit_for_bit() {
+        let cfg = ModelConfig {
+            backbone: "resnet18".into(),
+            weights: "none".into(),
+            strategy: Strategy::Scratch,
+            ..ModelConfig::default()
+        };
+        tch::manual_seed(3);
+        let mut model = Model::build(&cfg, 5, Device::Cpu).unwrap();
+        let before: Vec<(String, Tensor)> = model.vs.variables().into_iter().map(|(k, v)| (k, v.copy())).collect();
+        let xs = Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu));
+        let plain = tch::no_grad(|| model.features(&xs, false)); // [2, 512]
+        let scale = plain.abs().max().double_value(&[]);
+        for bf16 in [false, true] {
+            let got = model.frozen_inference(bf16, |m| Ok(tch::no_grad(|| m.features(&xs, false)))).unwrap();
+            assert_eq!(got.kind(), Kind::Float);
+            let err = (&got - &plain).abs().max().double_value(&[]) / scale;
+            // Folding alone is exact to rounding; bf16 keeps about 3 significant digits.
+            let tol = if bf16 { 5e-2 } else { 1e-4 };
+            assert!(err < tol, "bf16 {bf16}: features differ by {err:e} (relative)");
+            let after = model.vs.variables();
+            for (k, v) in &before {
+                assert_eq!(after[k].kind(), v.kind(), "{k}");
+                assert!(after[k].equal(v), "bf16 {bf16}: {k} changed");
+            }
+        }
+        let again = tch::no_grad(|| model.features(&xs, false));
+        assert!(again.equal(&plain), "the model is not back to its unfolded float32 forward");
+    }
+}
