@@ -177,3 +177,12 @@ impl ClassifyConfig {
     /// Names accepted by [`ClassifyConfig::preset`].
     pub const PRESETS: [&'static str; 4] = ["default", "quick", "finetune", "scratch"];
 }
+
+impl tlcv_core::config::Preset for ClassifyConfig {
+    fn preset_names() -> &'static [&'static str] {
+        &Self::PRESETS
+    }
+    fn preset(name: &str) -> Option<Self> {
+        ClassifyConfig::preset(name)
+    }
+}

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::{Parser, Subcommand};
 use classify::{
     ClassifyConfig,
@@ -126,32 +126,13 @@ fn main() {
 }
 
 fn load_config(cmd: &TrainCmd) -> anyhow::Result<ClassifyConfig> {
-    let base = match &cmd.preset {
-        Some(name) => ClassifyConfig::preset(name)
-            .with_context(|| format!("unknown preset `{name}` (expected one of {})", ClassifyConfig::PRESETS.join(", ")))?,
-        None => ClassifyConfig::default(),
-    };
     let mut overrides = cmd.common.overrides();
     if let Some(model) = &cmd.model {
         overrides.insert(0, format!("model.backbone=\"{model}\""));
     }
-    Ok(tlcv_core::config::load_with_base(&base, cmd.common.config.as_deref(), &overrides)?)
+    Ok(tlcv_core::config::load_preset(cmd.preset.as_deref(), cmd.common.config.as_deref(), &overrides)?)
 }
 
-fn open_run(args: &TrainArgs) -> anyhow::Result<RunDir> {
-    if args.resume {
-        let name = args.name.as_deref().context("--resume needs --name NAME of the run to continue")?;
-        let root = args.project.join("classify").join(name);
-        if root.join("weights").is_dir() && !root.join("config.toml").is_file() {
-            // Stopped before it wrote anything: continue under the same name from the beginning.
-            eprintln!("resume: {} holds no configuration yet; starting it over", root.display());
-            return Ok(RunDir::create(&args.project, "classify", Some(name), "train")?);
-        }
-        Ok(RunDir::open(&root)?)
-    } else {
-        Ok(RunDir::create(&args.project, "classify", args.name.as_deref(), "train")?)
-    }
-}
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -187,7 +168,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn train(cmd: &TrainCmd, end_to_end: bool) -> anyhow::Result<()> {
     let cfg = load_config(cmd)?;
-    let run = open_run(&cmd.common)?;
+    let run = cmd.common.open_run("classify")?;
     eprintln!("run directory: {}", run.root().display());
     let outcome = pipeline::train(&cfg, &run, cmd.common.resume, None)?;
     if outcome.fit.interrupted {

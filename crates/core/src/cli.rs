@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use crate::run_dir::RunDir;
+
 /// Flags of `<task> train` (and of `<task> run`, which trains, evaluates and predicts end to end).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct TrainArgs {
@@ -81,8 +83,30 @@ impl TrainArgs {
     }
 }
 
-/// Strings from flags are passed as TOML strings so that `--data 123` stays a path.
-fn quote(value: &str) -> String {
+impl TrainArgs {
+    /// The run directory of `task`: a new `<project>/<task>/<name>` (or `train`, `train2`, ...), or with
+    /// `--resume` the existing one named by `--name`. A run stopped before it wrote its configuration is
+    /// started over under the same name.
+    pub fn open_run(&self, task: &str) -> crate::Result<RunDir> {
+        if !self.resume {
+            return RunDir::create(&self.project, task, self.name.as_deref(), "train");
+        }
+        let name = self
+            .name
+            .as_deref()
+            .ok_or_else(|| crate::Error::Invalid("--resume needs --name NAME of the run to continue".into()))?;
+        let root = self.project.join(task).join(name);
+        if root.join("weights").is_dir() && !root.join("config.toml").is_file() {
+            eprintln!("resume: {} holds no configuration yet; starting it over", root.display());
+            return RunDir::create(&self.project, task, Some(name), "train");
+        }
+        RunDir::open(&root)
+    }
+}
+
+/// Quotes a flag's value as a TOML string for an override, so that `--data 123` stays a path; numbers and
+/// booleans pass unquoted.
+pub fn quote(value: &str) -> String {
     if value.parse::<f64>().is_ok() || value == "true" || value == "false" {
         value.to_string()
     } else {

@@ -16,6 +16,9 @@ pub enum ConfigError {
     /// The configuration file does not exist.
     #[error("config file {} does not exist", .0.display())]
     MissingFile(PathBuf),
+    /// `--preset` names no preset of this task.
+    #[error("unknown preset `{name}` (expected one of {expected})")]
+    UnknownPreset { name: String, expected: String },
     /// A `--set` argument is not of the form `key=value`.
     #[error("--set `{0}`: expected key=value")]
     BadOverride(String),
@@ -27,6 +30,26 @@ pub enum ConfigError {
 /// A configuration struct that can be layered: serde both ways, with defaults.
 pub trait Layered: Serialize + DeserializeOwned + Default {}
 impl<T: Serialize + DeserializeOwned + Default> Layered for T {}
+
+/// A task configuration with named presets (`--preset NAME`).
+pub trait Preset: Layered {
+    /// The preset names, `default` first.
+    fn preset_names() -> &'static [&'static str];
+    /// The named preset, if it exists.
+    fn preset(name: &str) -> Option<Self>;
+}
+
+/// Like [`load`], starting from the preset `name` when given (an error listing the presets if unknown).
+pub fn load_preset<T: Preset>(name: Option<&str>, file: Option<&Path>, overrides: &[String]) -> Result<T, ConfigError> {
+    let base = match name {
+        None => T::default(),
+        Some(name) => T::preset(name).ok_or_else(|| ConfigError::UnknownPreset {
+            name: name.to_string(),
+            expected: T::preset_names().join(", "),
+        })?,
+    };
+    load_with_base(&base, file, overrides)
+}
 
 /// Reads `T` from its defaults, `file` (if given), the environment and `overrides` (`key=value`).
 pub fn load<T: Layered>(file: Option<&Path>, overrides: &[String]) -> Result<T, ConfigError> {

@@ -289,3 +289,12 @@ impl DetectConfig {
     /// Names accepted by [`DetectConfig::preset`].
     pub const PRESETS: [&'static str; 4] = ["default", "quick", "frozen", "scratch"];
 }
+
+impl tlcv_core::config::Preset for DetectConfig {
+    fn preset_names() -> &'static [&'static str] {
+        &Self::PRESETS
+    }
+    fn preset(name: &str) -> Option<Self> {
+        DetectConfig::preset(name)
+    }
+}

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::{Parser, Subcommand};
 use detect::{
     DetectConfig,
@@ -123,28 +123,14 @@ fn main() {
 }
 
 fn load_config(cmd: &TrainCmd) -> anyhow::Result<DetectConfig> {
-    let base = match &cmd.preset {
-        Some(name) => DetectConfig::preset(name).with_context(|| {
-            format!("unknown preset `{name}` (expected one of {})", DetectConfig::PRESETS.join(", "))
-        })?,
-        None => DetectConfig::default(),
-    };
     let mut overrides = cmd.common.overrides();
     if let Some(family) = &cmd.model {
         let f: Family = family.parse().map_err(anyhow::Error::msg)?;
         overrides.insert(0, format!("model.family=\"{f}\""));
     }
-    Ok(tlcv_core::config::load_with_base(&base, cmd.common.config.as_deref(), &overrides)?)
+    Ok(tlcv_core::config::load_preset(cmd.preset.as_deref(), cmd.common.config.as_deref(), &overrides)?)
 }
 
-fn open_run(args: &TrainArgs) -> anyhow::Result<RunDir> {
-    if args.resume {
-        let name = args.name.as_deref().context("--resume needs --name NAME of the run to continue")?;
-        Ok(RunDir::open(&args.project.join("detect").join(name))?)
-    } else {
-        Ok(RunDir::create(&args.project, "detect", args.name.as_deref(), "train")?)
-    }
-}
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -184,7 +170,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn train(cmd: &TrainCmd, end_to_end: bool) -> anyhow::Result<()> {
     let cfg = load_config(cmd)?;
-    let run = open_run(&cmd.common)?;
+    let run = cmd.common.open_run("detect")?;
     eprintln!("run directory: {}", run.root().display());
     let started = std::time::Instant::now();
     let outcome = pipeline::train(&cfg, &run, cmd.common.resume)?;

@@ -241,3 +241,12 @@ impl SegmentConfig {
     /// Names accepted by [`SegmentConfig::preset`].
     pub const PRESETS: [&'static str; 3] = ["default", "quick", "scratch"];
 }
+
+impl tlcv_core::config::Preset for SegmentConfig {
+    fn preset_names() -> &'static [&'static str] {
+        &Self::PRESETS
+    }
+    fn preset(name: &str) -> Option<Self> {
+        SegmentConfig::preset(name)
+    }
+}

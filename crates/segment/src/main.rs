@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::{Parser, Subcommand};
 use segment::{
     SegmentConfig,
@@ -12,7 +12,7 @@ use segment::{
     predict::predict_file,
     report::{self, ReportInput},
 };
-use tlcv_core::{cli::TrainArgs, run_dir::RunDir};
+use tlcv_core::cli::TrainArgs;
 
 /// Semantic segmentation by transfer learning.
 #[derive(Debug, Parser)]
@@ -101,26 +101,13 @@ fn main() {
 }
 
 fn load_config(cmd: &TrainCmd) -> anyhow::Result<SegmentConfig> {
-    let base = match &cmd.preset {
-        Some(name) => SegmentConfig::preset(name)
-            .with_context(|| format!("unknown preset `{name}` (expected one of {})", SegmentConfig::PRESETS.join(", ")))?,
-        None => SegmentConfig::default(),
-    };
     let mut overrides = cmd.common.overrides();
     if let Some(kind) = cmd.model {
         overrides.insert(0, format!("model.kind=\"{kind}\""));
     }
-    Ok(tlcv_core::config::load_with_base(&base, cmd.common.config.as_deref(), &overrides)?)
+    Ok(tlcv_core::config::load_preset(cmd.preset.as_deref(), cmd.common.config.as_deref(), &overrides)?)
 }
 
-fn open_run(args: &TrainArgs) -> anyhow::Result<RunDir> {
-    if args.resume {
-        let name = args.name.as_deref().context("--resume needs --name NAME of the run to continue")?;
-        Ok(RunDir::open(&args.project.join("segment").join(name))?)
-    } else {
-        Ok(RunDir::create(&args.project, "segment", args.name.as_deref(), "train")?)
-    }
-}
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -141,7 +128,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn train(cmd: &TrainCmd, end_to_end: bool) -> anyhow::Result<()> {
     let cfg = load_config(cmd)?;
-    let run = open_run(&cmd.common)?;
+    let run = cmd.common.open_run("segment")?;
     eprintln!("run directory: {}", run.root().display());
     let outcome = pipeline::train(&cfg, &run, cmd.common.resume)?;
     if outcome.fit.interrupted {

@@ -301,3 +301,12 @@ impl StyleConfig {
     /// Names accepted by [`StyleConfig::preset`].
     pub const PRESETS: [&'static str; 5] = ["default", "quick", "gatys", "adam", "preserve-color"];
 }
+
+impl tlcv_core::config::Preset for StyleConfig {
+    fn preset_names() -> &'static [&'static str] {
+        &Self::PRESETS
+    }
+    fn preset(name: &str) -> Option<Self> {
+        StyleConfig::preset(name)
+    }
+}

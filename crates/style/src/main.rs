@@ -139,21 +139,8 @@ struct ScoreCmd {
     image: PathBuf,
 }
 
-/// TOML-quotes a flag value unless it is a number or a boolean.
-fn quote(v: &str) -> String {
-    if v.parse::<f64>().is_ok() || v == "true" || v == "false" {
-        v.to_string()
-    } else {
-        format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
-    }
-}
 
 fn load_config(c: &Common, extra: Vec<(&str, Option<String>)>) -> anyhow::Result<StyleConfig> {
-    let base = match &c.preset {
-        Some(p) => StyleConfig::preset(p)
-            .with_context(|| format!("unknown preset {p:?} (expected one of {})", StyleConfig::PRESETS.join(", ")))?,
-        None => StyleConfig::default(),
-    };
     let mut overrides = Vec::new();
     let common = [
         ("data.style", c.style.clone()),
@@ -163,11 +150,11 @@ fn load_config(c: &Common, extra: Vec<(&str, Option<String>)>) -> anyhow::Result
     ];
     for (k, v) in common.into_iter().chain(extra) {
         if let Some(v) = v {
-            overrides.push(format!("{k}={}", quote(&v)));
+            overrides.push(format!("{k}={}", tlcv_core::cli::quote(&v)));
         }
     }
     overrides.extend(c.set.iter().cloned());
-    Ok(tlcv_core::config::load_with_base(&base, c.config.as_deref(), &overrides)?)
+    Ok(tlcv_core::config::load_preset(c.preset.as_deref(), c.config.as_deref(), &overrides)?)
 }
 
 fn run(cmd: RunCmd) -> anyhow::Result<()> {
