@@ -27,7 +27,7 @@ pub fn test(root: &Path, args: &TestArgs) -> Result<i32> {
     println!("xtask: setup took {}", secs(t));
     let t = Instant::now();
     let mut c = util::cargo();
-    c.args(["test", "--workspace"])
+    c.args(["test", "--workspace", "--no-fail-fast"])
         .args(&args.args)
         .current_dir(root);
     util::store_env(&mut c, &util::tlcv_home(root));
