@@ -31,7 +31,9 @@ fn bench_coco(c: &mut Criterion) {
     let params = detect::eval::CocoParams::default();
     let mut g = c.benchmark_group("coco_eval");
     g.sample_size(10).measurement_time(Duration::from_secs(10));
-    g.bench_function("5000x100", |b| b.iter(|| black_box(detect::eval::evaluate(&gt, &dets, &params).map(|e| e.summary()))));
+    g.bench_function("5000x100", |b| {
+        b.iter(|| black_box(detect::eval::evaluate(&gt, &dets, &params).map(|e| e.summary())))
+    });
     g.finish();
 }
 

@@ -52,7 +52,8 @@ fn bench_feature_cache(c: &mut Criterion) {
             return;
         }
     };
-    let samples: Vec<Sample> = paths.iter().take(32).enumerate().map(|(i, p)| Sample { path: p.clone(), label: i % 4 }).collect();
+    let samples: Vec<Sample> =
+        paths.iter().take(32).enumerate().map(|(i, p)| Sample { path: p.clone(), label: i % 4 }).collect();
     let dataset = ClassDataset {
         classes: (0..4).map(|i| format!("c{i}")).collect(),
         train: samples.clone(),

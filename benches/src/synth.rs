@@ -1,7 +1,7 @@
 //! Deterministic synthetic inputs: NMS boxes, a COCO ground truth with detections, segmentation masks.
 
-use rand::{Rng, SeedableRng, rngs::StdRng};
 use detect::eval::{CocoAnnotation, CocoCategory, CocoDataset, CocoDetection, CocoImage};
+use rand::{Rng, SeedableRng, rngs::StdRng};
 
 /// `n` boxes xyxy in a 1000x1000 image (sides 10..200 px) and scores in [0, 1), as float32.
 pub fn nms_boxes(n: usize, seed: u64) -> (Vec<[f32; 4]>, Vec<f32>) {
@@ -44,7 +44,14 @@ pub fn coco(images: usize, dets_per_image: usize, seed: u64) -> (CocoDataset, Ve
             let y = r2(rng.gen_range(0.0..(480.0 - h)));
             let category_id = rng.gen_range(1..=20);
             let iscrowd = u8::from(rng.gen_bool(0.03));
-            gt.annotations.push(CocoAnnotation { id: ann_id, image_id, category_id, bbox: [x, y, w, h], area: r2(w * h), iscrowd });
+            gt.annotations.push(CocoAnnotation {
+                id: ann_id,
+                image_id,
+                category_id,
+                bbox: [x, y, w, h],
+                area: r2(w * h),
+                iscrowd,
+            });
             ann_id += 1;
             boxes.push((category_id, [x, y, w, h]));
         }
@@ -57,7 +64,10 @@ pub fn coco(images: usize, dets_per_image: usize, seed: u64) -> (CocoDataset, Ve
             } else {
                 let w = r2(rng.gen_range(4.0..300.0));
                 let h = r2(rng.gen_range(4.0..300.0));
-                (rng.gen_range(1..=20), [r2(rng.gen_range(0.0..(640.0 - w))), r2(rng.gen_range(0.0..(480.0 - h))), w, h])
+                (
+                    rng.gen_range(1..=20),
+                    [r2(rng.gen_range(0.0..(640.0 - w))), r2(rng.gen_range(0.0..(480.0 - h))), w, h],
+                )
             };
             let score = (rng.gen_range(0.0..1.0f64) * 1e4).round() / 1e4;
             dets.push(CocoDetection { image_id, category_id, bbox, score });
@@ -72,7 +82,8 @@ pub fn seg_masks(count: usize, side: usize, classes: u8, seed: u64) -> Vec<(Vec<
     let mut rng = StdRng::seed_from_u64(seed);
     (0..count)
         .map(|_| {
-            let gt: Vec<u8> = (0..side * side).map(|i| ((i / side / 32 + i % side / 32) % classes as usize) as u8).collect();
+            let gt: Vec<u8> =
+                (0..side * side).map(|i| ((i / side / 32 + i % side / 32) % classes as usize) as u8).collect();
             let pred = gt.iter().map(|&g| if rng.gen_bool(0.7) { g } else { rng.gen_range(0..classes) }).collect();
             (gt, pred)
         })

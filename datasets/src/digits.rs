@@ -31,7 +31,12 @@ pub const MAX_TRAIN_PER_CLASS: usize = PER_DIGIT - VAL_PER_CLASS - TEST_PER_CLAS
 /// `train_per_class` (at most 200) train images, drawn from a per-digit permutation seeded by `seed`.
 /// `debdata_dir` holds the extracted Debian data (`opencv/digits.png`). Does nothing if `out_dir` is
 /// complete already.
-pub fn generate(out_dir: &Path, debdata_dir: &Path, train_per_class: usize, seed: u64) -> Result<Summary, DatasetError> {
+pub fn generate(
+    out_dir: &Path,
+    debdata_dir: &Path,
+    train_per_class: usize,
+    seed: u64,
+) -> Result<Summary, DatasetError> {
     if train_per_class == 0 || train_per_class > MAX_TRAIN_PER_CLASS {
         return Err(DatasetError::Invalid(format!(
             "digits: train_per_class must be in 1..={MAX_TRAIN_PER_CLASS}, got {train_per_class}"
@@ -43,7 +48,8 @@ pub fn generate(out_dir: &Path, debdata_dir: &Path, train_per_class: usize, seed
             return Err(DatasetError::MissingSource { path: src });
         }
         let src_str = src.to_string_lossy().into_owned();
-        let sheet = imgcodecs::imread(&src_str, imgcodecs::IMREAD_GRAYSCALE).map_err(|e| DatasetError::cv(&src_str, e))?;
+        let sheet =
+            imgcodecs::imread(&src_str, imgcodecs::IMREAD_GRAYSCALE).map_err(|e| DatasetError::cv(&src_str, e))?;
         if sheet.cols() as usize != 100 * CELL || sheet.rows() as usize != 50 * CELL {
             return Err(DatasetError::Invalid(format!(
                 "{}: expected a 2000x1000 sheet, got {}x{}",

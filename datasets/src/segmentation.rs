@@ -75,7 +75,8 @@ pub fn generate(out_dir: &Path, debdata_dir: &Path, params: SegParams) -> Result
             let mask_path = dir.join("masks").join(SEG_SPLITS[s]).join(&name);
             let ctx = || img_path.display().to_string();
             let mut rng = StdRng::seed_from_u64(mix(mix(params.seed, 0x5E6 + s as u64), i as u64));
-            let (img, mask) = render(&photos, &digits, s == 1, params.size, &mut rng).map_err(|e| DatasetError::cv(ctx(), e))?;
+            let (img, mask) =
+                render(&photos, &digits, s == 1, params.size, &mut rng).map_err(|e| DatasetError::cv(ctx(), e))?;
             for (path, m) in [(&img_path, &img), (&mask_path, &mask)] {
                 let mut buf = Vector::<u8>::new();
                 imgcodecs::imencode(".png", m, &mut buf, &Vector::new()).map_err(|e| DatasetError::cv(ctx(), e))?;
@@ -114,8 +115,12 @@ fn load_photos(debdata_dir: &Path, size: i32) -> Result<(Vec<String>, Vec<Mat>),
         let img = if short > 3 * size {
             let f = (3 * size) as f64 / short as f64;
             let mut small = Mat::default();
-            let sz = Size::new(((img.cols() as f64 * f).round() as i32).max(size), ((img.rows() as f64 * f).round() as i32).max(size));
-            imgproc::resize(&img, &mut small, sz, 0.0, 0.0, imgproc::INTER_AREA).map_err(|e| DatasetError::cv(&p, e))?;
+            let sz = Size::new(
+                ((img.cols() as f64 * f).round() as i32).max(size),
+                ((img.rows() as f64 * f).round() as i32).max(size),
+            );
+            imgproc::resize(&img, &mut small, sz, 0.0, 0.0, imgproc::INTER_AREA)
+                .map_err(|e| DatasetError::cv(&p, e))?;
             small
         } else {
             img
@@ -138,7 +143,11 @@ fn load_digits(debdata_dir: &Path) -> Result<Mat, DatasetError> {
     let p = src.to_string_lossy().into_owned();
     let sheet = imgcodecs::imread(&p, imgcodecs::IMREAD_GRAYSCALE).map_err(|e| DatasetError::cv(&p, e))?;
     if sheet.cols() != 2000 || sheet.rows() != 1000 {
-        return Err(DatasetError::Invalid(format!("{p}: expected a 2000x1000 sheet, got {}x{}", sheet.cols(), sheet.rows())));
+        return Err(DatasetError::Invalid(format!(
+            "{p}: expected a 2000x1000 sheet, got {}x{}",
+            sheet.cols(),
+            sheet.rows()
+        )));
     }
     Ok(sheet)
 }
@@ -150,7 +159,8 @@ fn luma(c: &Scalar) -> f64 {
 /// A random colour at least 80 luma levels away from `bg`.
 fn contrasting(rng: &mut StdRng, bg: &Scalar) -> Scalar {
     for _ in 0..30 {
-        let c = Scalar::new(rng.gen_range(0..256) as f64, rng.gen_range(0..256) as f64, rng.gen_range(0..256) as f64, 0.0);
+        let c =
+            Scalar::new(rng.gen_range(0..256) as f64, rng.gen_range(0..256) as f64, rng.gen_range(0..256) as f64, 0.0);
         if (luma(&c) - luma(bg)).abs() >= 80.0 {
             return c;
         }
@@ -206,7 +216,14 @@ fn render(photos: &[Mat], digits: &Mat, val: bool, size: i32, rng: &mut StdRng) 
 }
 
 /// Pastes one real digit, scaled 2.5-4x and thresholded, at a random place, in `colour`.
-fn paste_digit(img: &mut Mat, mask: &mut Mat, sheet: &Mat, val: bool, colour: Scalar, rng: &mut StdRng) -> opencv::Result<()> {
+fn paste_digit(
+    img: &mut Mat,
+    mask: &mut Mat,
+    sheet: &Mat,
+    val: bool,
+    colour: Scalar,
+    rng: &mut StdRng,
+) -> opencv::Result<()> {
     let d = rng.gen_range(0..10);
     let k = if val { rng.gen_range(400..500) } else { rng.gen_range(0..400) };
     let (row, col) = (5 * d + k / 100, k % 100);

@@ -113,8 +113,12 @@ pub(crate) fn load_backgrounds(debdata_dir: &Path) -> Result<(Vec<String>, Vec<M
         let img = if short > 384 {
             let f = 384.0 / short as f64;
             let mut small = Mat::default();
-            let size = Size::new(((img.cols() as f64 * f).round() as i32).max(SIZE), ((img.rows() as f64 * f).round() as i32).max(SIZE));
-            imgproc::resize(&img, &mut small, size, 0.0, 0.0, imgproc::INTER_AREA).map_err(|e| DatasetError::cv(&p, e))?;
+            let size = Size::new(
+                ((img.cols() as f64 * f).round() as i32).max(SIZE),
+                ((img.rows() as f64 * f).round() as i32).max(SIZE),
+            );
+            imgproc::resize(&img, &mut small, size, 0.0, 0.0, imgproc::INTER_AREA)
+                .map_err(|e| DatasetError::cv(&p, e))?;
             small
         } else {
             img
@@ -155,13 +159,28 @@ pub(crate) fn polygon(class: usize, cx: f64, cy: f64, r: f64, theta: f64) -> Vec
         4 => regular(6, 0.0),
         _ => {
             let w = 0.3 * r;
-            vec![(w, r), (w, w), (r, w), (r, -w), (w, -w), (w, -r), (-w, -r), (-w, -w), (-r, -w), (-r, w), (-w, w), (-w, r)]
+            vec![
+                (w, r),
+                (w, w),
+                (r, w),
+                (r, -w),
+                (w, -w),
+                (w, -r),
+                (-w, -r),
+                (-w, -w),
+                (-r, -w),
+                (-r, w),
+                (-w, w),
+                (-w, r),
+            ]
         }
     };
     let (s, c) = theta.sin_cos();
     local
         .into_iter()
-        .map(|(x, y)| Point::new(((cx + c * x - s * y) * 16.0).round() as i32, ((cy + s * x + c * y) * 16.0).round() as i32))
+        .map(|(x, y)| {
+            Point::new(((cx + c * x - s * y) * 16.0).round() as i32, ((cy + s * x + c * y) * 16.0).round() as i32)
+        })
         .collect()
 }
 

@@ -15,11 +15,7 @@ fn debdata() -> PathBuf {
     let dir = std::env::var_os("TLCV_DEBDATA")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tlcv/debdata"));
-    assert!(
-        dir.join(".done").is_file(),
-        "Debian data missing at {}: run `cargo xtask setup` first",
-        dir.display()
-    );
+    assert!(dir.join(".done").is_file(), "Debian data missing at {}: run `cargo xtask setup` first", dir.display());
     dir
 }
 
@@ -62,7 +58,8 @@ fn digits_deterministic_counts_and_idempotent() {
     }
     let (fa, fb, fc) = (snapshot(&a), snapshot(&b), snapshot(&c));
     assert_eq!(fa, fb, "same seed must give byte-identical files");
-    let names = |f: &BTreeMap<PathBuf, Vec<u8>>| f.keys().filter(|k| k.starts_with("train")).cloned().collect::<Vec<_>>();
+    let names =
+        |f: &BTreeMap<PathBuf, Vec<u8>>| f.keys().filter(|k| k.starts_with("train")).cloned().collect::<Vec<_>>();
     assert_ne!(names(&fa), names(&fc), "a different seed must draw a different split");
     assert!(a.join(".done").is_file() && a.join("meta.json").is_file());
     // The splits of one seed are disjoint.
@@ -107,7 +104,8 @@ fn digit_labels_match_the_sheet_layout() {
     let deb = debdata();
     let tmp = tempfile::tempdir().unwrap();
     digits::generate(tmp.path(), &deb, 50, 1).unwrap();
-    let spread: Vec<f64> = (0..10).map(|d| horizontal_spread(&mean_image(&tmp.path().join("test").join(d.to_string())))).collect();
+    let spread: Vec<f64> =
+        (0..10).map(|d| horizontal_spread(&mean_image(&tmp.path().join("test").join(d.to_string())))).collect();
     // A "1" is a thin vertical stroke; a "0" is a wide ring. Ones must be the narrowest class.
     assert!(spread[1] < 0.75 * spread[0], "spread of 1 ({}) vs 0 ({})", spread[1], spread[0]);
     let narrowest = (0..10).min_by(|&a, &b| spread[a].total_cmp(&spread[b])).unwrap();

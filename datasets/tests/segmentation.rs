@@ -37,7 +37,12 @@ fn generates_deterministic_pairs_with_digits() {
             let name = format!("{i:05}.png");
             for kind in ["images", "masks"] {
                 let (fa, fb) = (a.join(kind).join(split).join(&name), b.join(kind).join(split).join(&name));
-                assert_eq!(std::fs::read(&fa).expect("a"), std::fs::read(&fb).expect("b"), "{} differs between runs", fa.display());
+                assert_eq!(
+                    std::fs::read(&fa).expect("a"),
+                    std::fs::read(&fb).expect("b"),
+                    "{} differs between runs",
+                    fa.display()
+                );
             }
             let img = read(&a.join("images").join(split).join(&name), imgcodecs::IMREAD_COLOR);
             let mask = read(&a.join("masks").join(split).join(&name), imgcodecs::IMREAD_UNCHANGED);

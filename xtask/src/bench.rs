@@ -110,7 +110,11 @@ fn run_side(cmd: &mut Command) -> Result<Fields, String> {
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into())
 }
 
@@ -165,7 +169,10 @@ fn cases(p: &Fields, args: &BenchArgs, threads: usize) -> Result<Vec<Case>> {
                 ms.insert(2, "cl+fold");
             }
             for mode in ms {
-                let a = strings(&["--arch", arch, "--mode", mode, "--task", task, "--batch", "32", "--size", "224", "--warmup", warmup, "--iters", iters]);
+                let a = strings(&[
+                    "--arch", arch, "--mode", mode, "--task", task, "--batch", "32", "--size", "224", "--warmup",
+                    warmup, "--iters", iters,
+                ]);
                 let mut rust = strings(&["model"]);
                 rust.extend(a.iter().cloned());
                 out.push(Case {
@@ -262,7 +269,9 @@ fn compare(root: &Path, args: &BenchArgs) -> Result<i32> {
         if let (Ok(a), Ok(b)) = (&ours, &theirs) {
             for key in case.same {
                 match agree(a.get(*key), b.get(*key)) {
-                    Ok(Some(diff)) => notes.push(format!("{}: `{key}` equal within {diff:.1e} (largest difference)", case.name)),
+                    Ok(Some(diff)) => {
+                        notes.push(format!("{}: `{key}` equal within {diff:.1e} (largest difference)", case.name))
+                    }
                     Ok(None) => {}
                     Err(()) => {
                         mismatches.push(format!("{}: {key} differs: {:?} vs {:?}", case.name, a.get(*key), b.get(*key)))
@@ -324,7 +333,15 @@ impl Row {
     }
 }
 
-fn render(rows: &[Row], mismatches: &[String], notes: &[String], args: &BenchArgs, threads: usize, load0: f64, load1: f64) -> String {
+fn render(
+    rows: &[Row],
+    mismatches: &[String],
+    notes: &[String],
+    args: &BenchArgs,
+    threads: usize,
+    load0: f64,
+    load1: f64,
+) -> String {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut s = String::new();
     let _ = writeln!(s, "# tlcv vs PyTorch 2.13 + torchvision 0.28 (CPU)\n");
@@ -353,7 +370,10 @@ fn render(rows: &[Row], mismatches: &[String], notes: &[String], args: &BenchArg
              for the final table.\n"
         );
     }
-    let _ = writeln!(s, "| workload | this project | PyTorch | speed ratio (this / PyTorch, > 1 = faster) | peak RSS MiB (this / PyTorch) |");
+    let _ = writeln!(
+        s,
+        "| workload | this project | PyTorch | speed ratio (this / PyTorch, > 1 = faster) | peak RSS MiB (this / PyTorch) |"
+    );
     let _ = writeln!(s, "|---|---:|---:|---:|---:|");
     for r in rows {
         let _ = writeln!(s, "| {} | {} | {} | {} | {} |", r.name, r.ours, r.theirs, r.ratio, r.rss);
@@ -430,7 +450,10 @@ mod tests {
         assert!(parse_result("no result").is_none());
         let s = |v: &str| Some(v.to_string());
         assert_eq!(agree(s("1,2").as_ref(), s("1,2").as_ref()), Ok(None));
-        assert_eq!(agree(s("0.1,2").as_ref(), s("0.10000000000000003,2").as_ref()), Ok(Some(0.10000000000000003 - 0.1)));
+        assert_eq!(
+            agree(s("0.1,2").as_ref(), s("0.10000000000000003,2").as_ref()),
+            Ok(Some(0.10000000000000003 - 0.1))
+        );
         assert_eq!(agree(s("0.1,2").as_ref(), s("0.1001,2").as_ref()), Err(()));
         assert_eq!(agree(s("7").as_ref(), None), Err(()));
     }

@@ -66,16 +66,10 @@ fn cargo_fuzz(root: &Path) -> Command {
 /// Installs cargo-fuzz if needed and fuzzes each target; returns the first failing exit code, else 0.
 pub fn fuzz(root: &Path, args: &FuzzArgs) -> Result<i32> {
     if !root.join("fuzz").is_dir() {
-        println!(
-            "xtask: no fuzz/ directory in {}: nothing to fuzz",
-            root.display()
-        );
+        println!("xtask: no fuzz/ directory in {}: nothing to fuzz", root.display());
         return Ok(2);
     }
-    let have = cargo_fuzz(root)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let have = cargo_fuzz(root).arg("--version").output().is_ok_and(|o| o.status.success());
     if !have {
         println!("xtask: installing cargo-fuzz");
         util::run(util::cargo().args(["install", "cargo-fuzz"]))?;
@@ -97,14 +91,18 @@ pub fn fuzz(root: &Path, args: &FuzzArgs) -> Result<i32> {
         c.args(["run", "--sanitizer", &args.sanitizer, t]);
         // The first corpus folder receives new inputs; the seed folders are only read.
         c.arg(root.join("fuzz/corpus").join(t)).args(seed_dirs(root, t));
-        c.arg("--")
-            .arg(format!("-max_total_time={}", args.time))
-            .args(["-timeout=10", "-rss_limit_mb=4096", "-print_final_stats=1"]);
+        c.arg("--").arg(format!("-max_total_time={}", args.time)).args([
+            "-timeout=10",
+            "-rss_limit_mb=4096",
+            "-print_final_stats=1",
+        ]);
         std::fs::create_dir_all(root.join("fuzz/corpus").join(t))?;
         let st = util::status(&mut c)?;
         if !st.success() {
             println!("xtask: fuzz target {t} failed ({st}); the input is in fuzz/artifacts/{t}/");
-            println!("xtask: add it to crates/core/tests/fixtures/fuzz/{t}/ so that tests/fuzz_regressions.rs replays it");
+            println!(
+                "xtask: add it to crates/core/tests/fixtures/fuzz/{t}/ so that tests/fuzz_regressions.rs replays it"
+            );
             return Ok(st.code().unwrap_or(1));
         }
     }

@@ -14,11 +14,7 @@ use std::process::ExitCode;
 
 /// tlcv's project runner.
 #[derive(Parser, Debug)]
-#[command(
-    name = "xtask",
-    bin_name = "cargo xtask",
-    about = "tlcv's runner: setup, run, test, bench, fuzz"
-)]
+#[command(name = "xtask", bin_name = "cargo xtask", about = "tlcv's runner: setup, run, test, bench, fuzz")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

@@ -50,7 +50,6 @@ fn not_implemented(task: Task) -> i32 {
     NOT_IMPLEMENTED
 }
 
-
 /// Runs the task end to end; returns the exit code to leave with.
 pub fn run(root: &Path, args: &RunArgs) -> Result<i32> {
     let name = args.task.name();
@@ -61,23 +60,16 @@ pub fn run(root: &Path, args: &RunArgs) -> Result<i32> {
     setup::setup(root, &SetupArgs::default())?;
     let home = util::tlcv_home(root);
     let mut build = util::cargo();
-    build
-        .args(["build", "--release", "-p", name])
-        .current_dir(root);
+    build.args(["build", "--release", "-p", name]).current_dir(root);
     util::store_env(&mut build, &home);
     util::run(&mut build)?;
 
     let bin = util::target_dir(root).join("release").join(name);
     let mut cmd = Command::new(&bin);
-    cmd.arg("run")
-        .arg("--config")
-        .arg(&config)
-        .args(&args.args)
-        .current_dir(root);
+    cmd.arg("run").arg("--config").arg(&config).args(&args.args).current_dir(root);
     util::store_env(&mut cmd, &home);
     // Both streams go through a tee so that a "not implemented" answer can be recognised.
     // Inherited stdio: the task's progress bars need the terminal.
     let st = cmd.status().with_context(|| format!("starting `{}`", util::show(&cmd)))?;
     Ok(st.code().unwrap_or(1))
 }
-

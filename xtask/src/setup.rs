@@ -43,10 +43,7 @@ pub struct Report {
 
 impl Report {
     fn new() -> Self {
-        Report {
-            start: Instant::now(),
-            installed: 0,
-        }
+        Report { start: Instant::now(), installed: 0 }
     }
 
     /// A step whose items were all present.
@@ -64,11 +61,7 @@ impl Report {
         if self.installed == 0 {
             println!("setup: nothing to do ({})", secs(self.start));
         } else {
-            println!(
-                "setup: installed {} items in {}",
-                self.installed,
-                secs(self.start)
-            );
+            println!("setup: installed {} items in {}", self.installed, secs(self.start));
         }
     }
 }
@@ -84,10 +77,7 @@ pub struct Store {
 impl Store {
     /// The store of the workspace at `root`.
     pub fn new(root: &Path) -> Self {
-        Store {
-            root: root.to_path_buf(),
-            home: util::tlcv_home(root),
-        }
+        Store { root: root.to_path_buf(), home: util::tlcv_home(root) }
     }
 
     /// `<home>/<rel>`.
@@ -102,18 +92,12 @@ impl Store {
 }
 
 /// The Debian packages every build needs (OpenCV and clang for the opencv crate's bindings, a font for plots).
-const APT_BASE: [&str; 4] = [
-    "libopencv-dev",
-    "clang",
-    "libclang-dev",
-    "fonts-dejavu-core",
-];
+const APT_BASE: [&str; 4] = ["libopencv-dev", "clang", "libclang-dev", "fonts-dejavu-core"];
 
 /// Runs every setup step; fast and silent apart from `present:` lines when everything is there.
 pub fn setup(root: &Path, args: &SetupArgs) -> Result<()> {
     let store = Store::new(root);
-    std::fs::create_dir_all(&store.home)
-        .with_context(|| format!("creating {}", store.home.display()))?;
+    std::fs::create_dir_all(&store.home).with_context(|| format!("creating {}", store.home.display()))?;
     let mut rep = Report::new();
     let mut apt = apt::Apt::new(store.log("apt.log"));
 

@@ -17,19 +17,11 @@ pub struct TestArgs {
 /// Sets up with the reference venv and fixtures, runs `cargo test --workspace`; returns its exit code.
 pub fn test(root: &Path, args: &TestArgs) -> Result<i32> {
     let t = Instant::now();
-    setup::setup(
-        root,
-        &SetupArgs {
-            reference: true,
-            ..SetupArgs::default()
-        },
-    )?;
+    setup::setup(root, &SetupArgs { reference: true, ..SetupArgs::default() })?;
     println!("xtask: setup took {}", secs(t));
     let t = Instant::now();
     let mut c = util::cargo();
-    c.args(["test", "--workspace", "--no-fail-fast"])
-        .args(&args.args)
-        .current_dir(root);
+    c.args(["test", "--workspace", "--no-fail-fast"]).args(&args.args).current_dir(root);
     util::store_env(&mut c, &util::tlcv_home(root));
     let st = util::status(&mut c)?;
     println!("xtask: cargo test took {} ({st})", secs(t));

@@ -12,9 +12,7 @@ use std::time::{Duration, Instant};
 pub fn workspace_root() -> Result<PathBuf> {
     let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     if is_workspace_root(&built) {
-        return built
-            .canonicalize()
-            .context("canonicalizing the workspace root");
+        return built.canonicalize().context("canonicalizing the workspace root");
     }
     let cwd = std::env::current_dir().context("reading the current directory")?;
     cwd.ancestors()
@@ -24,8 +22,7 @@ pub fn workspace_root() -> Result<PathBuf> {
 }
 
 fn is_workspace_root(dir: &Path) -> bool {
-    fs::read_to_string(dir.join("Cargo.toml"))
-        .is_ok_and(|s| s.lines().any(|l| l.trim() == "[workspace]"))
+    fs::read_to_string(dir.join("Cargo.toml")).is_ok_and(|s| s.lines().any(|l| l.trim() == "[workspace]"))
 }
 
 /// The project store: `$TLCV_HOME` if set, else `<root>/.tlcv`.
@@ -52,8 +49,7 @@ pub fn store_env(cmd: &mut Command, home: &Path) {
         }
         _ => lib.into_os_string(),
     };
-    cmd.env("LIBTORCH", home.join("libtorch"))
-        .env("LD_LIBRARY_PATH", ld);
+    cmd.env("LIBTORCH", home.join("libtorch")).env("LD_LIBRARY_PATH", ld);
     if std::env::var_os("TLCV_FIXTURES").is_none() {
         cmd.env("TLCV_FIXTURES", home.join("fixtures"));
     }
@@ -89,8 +85,7 @@ pub fn show(cmd: &Command) -> String {
 
 /// Runs a command with inherited stdio and returns its status.
 pub fn status(cmd: &mut Command) -> Result<ExitStatus> {
-    cmd.status()
-        .with_context(|| format!("starting `{}`", show(cmd)))
+    cmd.status().with_context(|| format!("starting `{}`", show(cmd)))
 }
 
 /// Runs a command with inherited stdio and fails unless it succeeds.
@@ -104,16 +99,9 @@ pub fn run(cmd: &mut Command) -> Result<()> {
 
 /// Runs a command and returns its stdout; fails unless it succeeds.
 pub fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("starting `{}`", show(cmd)))?;
+    let out = cmd.output().with_context(|| format!("starting `{}`", show(cmd)))?;
     if !out.status.success() {
-        bail!(
-            "`{}` failed ({}): {}",
-            show(cmd),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("`{}` failed ({}): {}", show(cmd), out.status, String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -131,33 +119,20 @@ pub fn run_logged(cmd: &mut Command, log: &Path, label: &str) -> Result<()> {
     if let Some(dir) = log.parent() {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let mut file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .with_context(|| format!("opening {}", log.display()))?;
-    writeln!(file, "\n=== {} ===", show(cmd))
-        .with_context(|| format!("writing {}", log.display()))?;
-    let mut offset = file
-        .seek(SeekFrom::End(0))
-        .with_context(|| format!("seeking {}", log.display()))?;
-    let err = file
-        .try_clone()
-        .with_context(|| format!("cloning {}", log.display()))?;
+    let mut file =
+        OpenOptions::new().create(true).append(true).open(log).with_context(|| format!("opening {}", log.display()))?;
+    writeln!(file, "\n=== {} ===", show(cmd)).with_context(|| format!("writing {}", log.display()))?;
+    let mut offset = file.seek(SeekFrom::End(0)).with_context(|| format!("seeking {}", log.display()))?;
+    let err = file.try_clone().with_context(|| format!("cloning {}", log.display()))?;
     cmd.stdout(file).stderr(err);
     let tty = std::io::stdout().is_terminal();
     println!("  {label} ...");
     let start = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("starting `{}`", show(cmd)))?;
+    let mut child = cmd.spawn().with_context(|| format!("starting `{}`", show(cmd)))?;
     let mut note = String::new();
     let mut last_draw = Instant::now();
     let st = loop {
-        if let Some(st) = child
-            .try_wait()
-            .with_context(|| format!("waiting for `{}`", show(cmd)))?
-        {
+        if let Some(st) = child.try_wait().with_context(|| format!("waiting for `{}`", show(cmd)))? {
             break st;
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -174,10 +149,7 @@ pub fn run_logged(cmd: &mut Command, log: &Path, label: &str) -> Result<()> {
             }
         }
         if tty {
-            print!(
-                "\r\x1b[K    {:>4.0} s  {note}",
-                start.elapsed().as_secs_f64()
-            );
+            print!("\r\x1b[K    {:>4.0} s  {note}", start.elapsed().as_secs_f64());
             let _ = std::io::stdout().flush();
         }
     };
@@ -185,12 +157,7 @@ pub fn run_logged(cmd: &mut Command, log: &Path, label: &str) -> Result<()> {
         print!("\r\x1b[K");
     }
     if !st.success() {
-        bail!(
-            "`{}` failed ({st}); last lines of {}:\n{}",
-            show(cmd),
-            log.display(),
-            tail(log, 30)
-        );
+        bail!("`{}` failed ({st}); last lines of {}:\n{}", show(cmd), log.display(), tail(log, 30));
     }
     Ok(())
 }
@@ -208,19 +175,13 @@ fn new_lines(path: &Path, offset: &mut u64) -> Vec<String> {
         return Vec::new();
     };
     *offset += end as u64 + 1;
-    String::from_utf8_lossy(&buf[..end])
-        .lines()
-        .map(str::to_owned)
-        .collect()
+    String::from_utf8_lossy(&buf[..end]).lines().map(str::to_owned).collect()
 }
 
 /// A line worth showing as progress: pip's downloads and apt's fetches.
 pub fn progress_note(line: &str) -> Option<String> {
     let l = line.trim();
-    if l.starts_with("Downloading ")
-        || l.starts_with("Get:")
-        || l.starts_with("Installing collected")
-    {
+    if l.starts_with("Downloading ") || l.starts_with("Get:") || l.starts_with("Installing collected") {
         let short: String = l.chars().take(110).collect();
         Some(short)
     } else {
@@ -234,8 +195,7 @@ pub fn link_or_copy(src: &Path, dst: &Path) -> Result<()> {
         fs::remove_file(dst).with_context(|| format!("removing {}", dst.display()))?;
     }
     if fs::hard_link(src, dst).is_err() {
-        fs::copy(src, dst)
-            .with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
+        fs::copy(src, dst).with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
     }
     Ok(())
 }
@@ -251,11 +211,7 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
 /// Sorted names of the entries of `dir` (empty if it does not exist).
 pub fn list(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default();
     v.sort();
     v
@@ -264,16 +220,13 @@ pub fn list(dir: &Path) -> Vec<String> {
 /// Whether this process runs as root (uid 0 per `/proc/self/status`).
 pub fn is_root() -> bool {
     fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find(|l| l.starts_with("Uid:"))
-            .is_some_and(|l| l.split_whitespace().nth(1) == Some("0"))
+        s.lines().find(|l| l.starts_with("Uid:")).is_some_and(|l| l.split_whitespace().nth(1) == Some("0"))
     })
 }
 
 /// Whether `prog` is an executable on `PATH`.
 pub fn on_path(prog: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
+    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
 }
 
 /// Seconds since `t`, for messages.
@@ -325,10 +278,7 @@ mod tests {
         fs::write(&b, b"old contents").unwrap();
         link_or_copy(&a, &b).unwrap();
         assert_eq!(fs::read(&b).unwrap(), b"hello");
-        assert_eq!(
-            fs::metadata(&a).unwrap().ino(),
-            fs::metadata(&b).unwrap().ino()
-        );
+        assert_eq!(fs::metadata(&a).unwrap().ino(), fs::metadata(&b).unwrap().ino());
         assert!(same_file(&a, &b));
         fs::write(d.0.join("c"), b"hell").unwrap();
         assert!(!same_file(&a, &d.0.join("c")));

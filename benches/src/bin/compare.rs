@@ -107,7 +107,8 @@ fn prepare(dir: &Path, images: usize, coco_images: usize) -> Result<String> {
         std::fs::write(&gt_path, serde_json::to_vec(&gt)?).context("writing the COCO ground truth")?;
         std::fs::write(&dets_path, serde_json::to_vec(&dets)?).context("writing the COCO detections")?;
     }
-    let mut line = format!("corpus={} coco_gt={} coco_dets={}", corpus_dir.display(), gt_path.display(), dets_path.display());
+    let mut line =
+        format!("corpus={} coco_gt={} coco_dets={}", corpus_dir.display(), gt_path.display(), dets_path.display());
     for n in [1000usize, 10000] {
         let path = dir.join(format!("nms-{n}.f32"));
         let (boxes, scores) = synth::nms_boxes(n, 12 + n as u64);
@@ -143,7 +144,11 @@ fn run_pipeline(dir: &Path, workers: usize, batch: usize, epochs: usize) -> Resu
         rayon::ThreadPoolBuilder::new().num_threads(workers).build_global().context("rayon pool")?;
     }
     let run = |epoch: usize| -> Result<Vec<Tensor>> {
-        if workers == 0 { pipeline::epoch_sync(&paths, batch, epoch) } else { pipeline::epoch_loader(&paths, batch, epoch) }
+        if workers == 0 {
+            pipeline::epoch_sync(&paths, batch, epoch)
+        } else {
+            pipeline::epoch_loader(&paths, batch, epoch)
+        }
     };
     let first = run(0)?; // warm-up: page cache and allocator
     let shape = first.first().map(|t| t.size()).unwrap_or_default();
@@ -182,7 +187,11 @@ fn run_model(arch: &str, mode: &str, task: &str, batch: i64, size: i64, warmup: 
     if !check.is_finite() {
         bail!("non-finite output");
     }
-    Ok(format!("images_per_s={:.2} seconds_per_batch={:.4} check={check:.4}", m.batch() as f64 / median(&times), median(&times)))
+    Ok(format!(
+        "images_per_s={:.2} seconds_per_batch={:.4} check={check:.4}",
+        m.batch() as f64 / median(&times),
+        median(&times)
+    ))
 }
 
 fn run_coco(gt: &Path, dets: &Path) -> Result<String> {
@@ -190,8 +199,18 @@ fn run_coco(gt: &Path, dets: &Path) -> Result<String> {
     let s = detect::eval::evaluate_files(gt, dets)?;
     let seconds = t.elapsed().as_secs_f64();
     let stats = [
-        s.map, s.map50, s.map75, s.map_small, s.map_medium, s.map_large, s.mar1, s.mar10, s.mar100, s.mar_small,
-        s.mar_medium, s.mar_large,
+        s.map,
+        s.map50,
+        s.map75,
+        s.map_small,
+        s.map_medium,
+        s.map_large,
+        s.mar1,
+        s.mar10,
+        s.mar100,
+        s.mar_small,
+        s.mar_medium,
+        s.mar_large,
     ];
     let stats: Vec<String> = stats.iter().map(|v| format!("{v:?}")).collect();
     Ok(format!("seconds={seconds:.3} stats={}", stats.join(",")))

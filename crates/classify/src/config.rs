@@ -162,12 +162,22 @@ impl ClassifyConfig {
                 ..Self::default()
             }),
             "finetune" => Some(Self {
-                model: ModelConfig { strategy: Strategy::FineTune, trainable_layers: 2, feature_cache: false, ..base.model },
+                model: ModelConfig {
+                    strategy: Strategy::FineTune,
+                    trainable_layers: 2,
+                    feature_cache: false,
+                    ..base.model
+                },
                 train: TrainConfig { lr: 1e-3, backbone_lr_scale: 0.1, ..base.train },
                 ..Self::default()
             }),
             "scratch" => Some(Self {
-                model: ModelConfig { strategy: Strategy::Scratch, weights: "none".into(), feature_cache: false, ..base.model },
+                model: ModelConfig {
+                    strategy: Strategy::Scratch,
+                    weights: "none".into(),
+                    feature_cache: false,
+                    ..base.model
+                },
                 ..Self::default()
             }),
             _ => None,

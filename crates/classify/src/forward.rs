@@ -9,7 +9,13 @@ use tlcv_core::backbones::Arch;
 use crate::{ClassifyError, Result, predict::Pretrained};
 
 /// Runs `input` (float32 NCHW, already normalised) through `arch` with `weights`; writes float32 logits.
-pub fn forward_npy(arch: Arch, weights: &str, num_classes: Option<i64>, input: &Path, output: &Path) -> Result<Vec<i64>> {
+pub fn forward_npy(
+    arch: Arch,
+    weights: &str,
+    num_classes: Option<i64>,
+    input: &Path,
+    output: &Path,
+) -> Result<Vec<i64>> {
     let model = Pretrained::load(arch, weights, num_classes)?;
     let xs = Tensor::read_npy(input).map_err(|e| ClassifyError::Invalid(format!("{}: {e}", input.display())))?;
     if xs.dim() != 4 || xs.size()[1] != 3 {
@@ -20,6 +26,10 @@ pub fn forward_npy(arch: Arch, weights: &str, num_classes: Option<i64>, input: &
         )));
     }
     let logits = tch::no_grad(|| model.net.forward_t(&xs.to_kind(Kind::Float), false)); // [N, 3, H, W] -> [N, C]
-    logits.to_kind(Kind::Float).contiguous().write_npy(output).map_err(|e| ClassifyError::Invalid(format!("{}: {e}", output.display())))?;
+    logits
+        .to_kind(Kind::Float)
+        .contiguous()
+        .write_npy(output)
+        .map_err(|e| ClassifyError::Invalid(format!("{}: {e}", output.display())))?;
     Ok(logits.size())
 }

@@ -5,8 +5,7 @@ use std::path::PathBuf;
 use anyhow::bail;
 use clap::{Parser, Subcommand};
 use classify::{
-    ClassifyConfig,
-    forward, pipeline,
+    ClassifyConfig, forward, pipeline,
     predict::{self, Pretrained},
     report::{self, ReportInput},
     study,
@@ -133,7 +132,6 @@ fn load_config(cmd: &TrainCmd) -> anyhow::Result<ClassifyConfig> {
     Ok(tlcv_core::config::load_preset(cmd.preset.as_deref(), cmd.common.config.as_deref(), &overrides)?)
 }
 
-
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Train(cmd) => train(&cmd, false),
@@ -209,7 +207,12 @@ fn train(cmd: &TrainCmd, end_to_end: bool) -> anyhow::Result<()> {
     }
     eprintln!(
         "{} top-1 {:.4}  top-5 {:.4}  macro F1 {:.4}  ({} images, {} skipped)",
-        outcome.split, outcome.metrics.top1, outcome.metrics.top5, outcome.metrics.f1_macro, outcome.metrics.samples, outcome.skipped.len()
+        outcome.split,
+        outcome.metrics.top1,
+        outcome.metrics.top5,
+        outcome.metrics.f1_macro,
+        outcome.metrics.samples,
+        outcome.skipped.len()
     );
     eprintln!("run directory: {}  (report: {})", run.root().display(), run.report_html().display());
     if cmd.common.json {

@@ -118,15 +118,14 @@ impl Model {
     fn load_pretrained(&mut self, file: &Path, num_classes: i64) -> Result<(), ClassifyError> {
         let sd = checkpoint::read_state_dict(file)?;
         let head = self.net.head_prefix().to_string();
-        let head_fits = sd
-            .get(&format!("{head}.weight"))
-            .is_some_and(|w| w.size().first() == Some(&num_classes));
+        let head_fits = sd.get(&format!("{head}.weight")).is_some_and(|w| w.size().first() == Some(&num_classes));
         let mut ignore = vec![MLP_PREFIX.to_string()];
         if !head_fits {
             ignore.push(head);
         }
         let opts = LoadOptions { strict: true, ignore_prefixes: ignore };
-        checkpoint::load_into(&self.vs, &sd, &opts).map_err(|e| ClassifyError::Invalid(format!("{}: {e}", file.display())))?;
+        checkpoint::load_into(&self.vs, &sd, &opts)
+            .map_err(|e| ClassifyError::Invalid(format!("{}: {e}", file.display())))?;
         Ok(())
     }
 

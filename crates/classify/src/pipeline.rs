@@ -164,7 +164,15 @@ pub fn train(cfg: &ClassifyConfig, run: &RunDir, resume: bool, max_epochs: Optio
     let (split, samples) = eval_split(cfg, &dataset);
     let (metrics, predictions) = evaluate_split(&model, cfg, samples, &dataset.classes, &skipped)?;
     let skipped = skipped.reasons();
-    Ok(TrainOutcome { metrics, split: split.to_string(), predictions, fit, skipped, classes: dataset.classes, cache_seconds })
+    Ok(TrainOutcome {
+        metrics,
+        split: split.to_string(),
+        predictions,
+        fit,
+        skipped,
+        classes: dataset.classes,
+        cache_seconds,
+    })
 }
 
 /// Adds how many files were skipped (and one reason) to a training error caused by unusable data.
@@ -196,8 +204,8 @@ pub fn load_run(dir: &Path) -> Result<(ClassifyConfig, Vec<String>, Model, RunDi
     let cfg: ClassifyConfig = tlcv_core::config::load(Some(&run.config_path()), &[])?;
     let classes_path = run.root().join("classes.json");
     let text = std::fs::read_to_string(&classes_path).map_err(|e| tlcv_core::Error::io(&classes_path, e))?;
-    let classes: Vec<String> = serde_json::from_str(&text)
-        .map_err(|e| ClassifyError::Invalid(format!("{}: {e}", classes_path.display())))?;
+    let classes: Vec<String> =
+        serde_json::from_str(&text).map_err(|e| ClassifyError::Invalid(format!("{}: {e}", classes_path.display())))?;
     let mut model_cfg = cfg.model.clone();
     model_cfg.weights = "none".into();
     model_cfg.strategy = tlcv_core::freeze::Strategy::Scratch;

@@ -148,7 +148,11 @@ fn top_k(probs: &Tensor, classes: &[String], k: usize) -> Vec<Top> {
 
 /// The data configuration for predicting with a bare pretrained model at `img_size`.
 pub fn pretrained_data_config(arch: Arch, img_size: Option<i64>) -> DataConfig {
-    DataConfig { img_size: img_size.unwrap_or_else(|| arch.default_img_size()), augment: false, ..ClassifyConfig::default().data }
+    DataConfig {
+        img_size: img_size.unwrap_or_else(|| arch.default_img_size()),
+        augment: false,
+        ..ClassifyConfig::default().data
+    }
 }
 
 /// Checks that every path exists before any work starts.

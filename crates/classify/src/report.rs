@@ -65,11 +65,24 @@ pub fn write(run: &RunDir, input: &ReportInput<'_>) -> Result<()> {
         figures.push(Figure::new("Validation metrics", acc));
     }
     let cm = run.plot("confusion_matrix.png");
-    report::plots::confusion_matrix(&cm, &format!("Confusion matrix ({})", input.split), &input.metrics.confusion, input.classes, false)?;
+    report::plots::confusion_matrix(
+        &cm,
+        &format!("Confusion matrix ({})", input.split),
+        &input.metrics.confusion,
+        input.classes,
+        false,
+    )?;
     let cm_norm = run.plot("confusion_matrix_normalized.png");
-    report::plots::confusion_matrix(&cm_norm, "Confusion matrix, normalised by true class", &input.metrics.confusion, input.classes, true)?;
+    report::plots::confusion_matrix(
+        &cm_norm,
+        "Confusion matrix, normalised by true class",
+        &input.metrics.confusion,
+        input.classes,
+        true,
+    )?;
     let f1 = run.plot("per_class_f1.png");
-    let f1_values: Vec<f64> = input.classes.iter().map(|c| input.metrics.per_class.get(c).map_or(f64::NAN, |s| s.f1)).collect();
+    let f1_values: Vec<f64> =
+        input.classes.iter().map(|c| input.metrics.per_class.get(c).map_or(f64::NAN, |s| s.f1)).collect();
     report::plots::bar_plot(&f1, "F1 per class", input.classes, &f1_values)?;
     let grid = run.plot("predictions.png");
     write_grid(&grid, input)?;
@@ -87,7 +100,15 @@ pub fn write(run: &RunDir, input: &ReportInput<'_>) -> Result<()> {
         .classes
         .iter()
         .filter_map(|c| input.metrics.per_class.get(c).map(|s| (c, s)))
-        .map(|(c, s)| vec![c.clone(), format!("{:.4}", s.precision), format!("{:.4}", s.recall), format!("{:.4}", s.f1), s.support.to_string()])
+        .map(|(c, s)| {
+            vec![
+                c.clone(),
+                format!("{:.4}", s.precision),
+                format!("{:.4}", s.recall),
+                format!("{:.4}", s.f1),
+                s.support.to_string(),
+            ]
+        })
         .chain(std::iter::once(vec![
             "macro".to_string(),
             format!("{:.4}", m.precision_macro),
@@ -104,7 +125,11 @@ pub fn write(run: &RunDir, input: &ReportInput<'_>) -> Result<()> {
         .metrics_table(headers, rows)
         .heading("Curves and confusion")
         .images(figures)
-        .images(vec![Figure::new("Confusion matrix", cm), Figure::new("Normalised", cm_norm), Figure::new("F1 per class", f1)])
+        .images(vec![
+            Figure::new("Confusion matrix", cm),
+            Figure::new("Normalised", cm_norm),
+            Figure::new("F1 per class", f1),
+        ])
         .heading(format!("Predictions on {} (errors first)", input.split))
         .image("Predicted / true", grid);
     if !input.skipped.is_empty() {
@@ -138,7 +163,13 @@ fn write_grid(path: &std::path::Path, input: &ReportInput<'_>) -> Result<()> {
         });
     }
     if tiles.is_empty() {
-        tiles.push(Tile { rgb: vec![255; 96 * 96 * 3], width: 96, height: 96, caption: "no images".into(), caption_color: Tile::WRONG });
+        tiles.push(Tile {
+            rgb: vec![255; 96 * 96 * 3],
+            width: 96,
+            height: 96,
+            caption: "no images".into(),
+            caption_color: Tile::WRONG,
+        });
     }
     report::plots::image_grid(path, &tiles, 8)?;
     Ok(())

@@ -75,9 +75,11 @@ pub fn winners(rows: &[StudyRow], sizes: &[usize]) -> Vec<(usize, String)> {
 
 /// Markdown table of the rows.
 pub fn markdown_table(rows: &[StudyRow]) -> String {
-    let mut text = String::from("| images/class | strategy | top-1 | macro F1 | wall time (s) |\n|---:|---|---:|---:|---:|\n");
+    let mut text =
+        String::from("| images/class | strategy | top-1 | macro F1 | wall time (s) |\n|---:|---|---:|---:|---:|\n");
     for r in rows {
-        text += &format!("| {} | {} | {:.4} | {:.4} | {:.1} |\n", r.per_class, r.strategy, r.top1, r.f1_macro, r.seconds);
+        text +=
+            &format!("| {} | {} | {:.4} | {:.4} | {:.1} |\n", r.per_class, r.strategy, r.top1, r.f1_macro, r.seconds);
     }
     text
 }
@@ -95,15 +97,33 @@ fn write_outputs(cfg: &ClassifyConfig, rows: &[StudyRow], sizes: &[usize], dir: 
             .collect()
     };
     let acc = dir.plot("accuracy_vs_size.png");
-    report::plots::line_plot(&acc, "Test top-1 vs training images per class", "images per class", &per_strategy(&|r| r.top1))?;
+    report::plots::line_plot(
+        &acc,
+        "Test top-1 vs training images per class",
+        "images per class",
+        &per_strategy(&|r| r.top1),
+    )?;
     let time = dir.plot("time_vs_size.png");
-    report::plots::line_plot(&time, "Wall time (s) vs training images per class", "images per class", &per_strategy(&|r| r.seconds))?;
+    report::plots::line_plot(
+        &time,
+        "Wall time (s) vs training images per class",
+        "images per class",
+        &per_strategy(&|r| r.seconds),
+    )?;
     let winners = winners(rows, sizes);
     let verdict: Vec<String> = winners.iter().map(|(n, s)| format!("{n} images/class: {s}")).collect();
     let headers = ["images/class", "strategy", "top-1", "macro F1", "seconds"].map(String::from).to_vec();
     let table_rows = rows
         .iter()
-        .map(|r| vec![r.per_class.to_string(), r.strategy.clone(), format!("{:.4}", r.top1), format!("{:.4}", r.f1_macro), format!("{:.1}", r.seconds)])
+        .map(|r| {
+            vec![
+                r.per_class.to_string(),
+                r.strategy.clone(),
+                format!("{:.4}", r.top1),
+                format!("{:.4}", r.f1_macro),
+                format!("{:.1}", r.seconds),
+            ]
+        })
         .collect();
     Report::new("classify study: which strategy for my data?")
         .subtitle(format!("{} on {}", cfg.model.backbone, cfg.data.path))

@@ -167,9 +167,7 @@ impl Task for ClassifyTask {
         let initial = self.cfg.model.strategy.trainable_layers(self.cfg.model.trainable_layers, stages);
         let wanted = (initial + epoch / every).min(stages);
         if wanted != self.model.trainable_layers() {
-            self.model
-                .set_trainable_layers(wanted)
-                .map_err(|e| tlcv_core::Error::Invalid(e.to_string()))?;
+            self.model.set_trainable_layers(wanted).map_err(|e| tlcv_core::Error::Invalid(e.to_string()))?;
             eprintln!("epoch {}: {} backbone stage(s) now train ({})", epoch + 1, wanted, self.model.freeze);
         }
         Ok(())

@@ -212,7 +212,10 @@ fn bad_inputs_are_skipped_and_named_once_good_ones_are_used() {
         assert_eq!(metrics["skipped_images"].as_u64(), Some(bad.len() as u64), "{name}: {text}");
         assert_reported_once(&format!("{name} metrics.json"), &skipped, &bad);
         for odd in ODD {
-            assert!(!skipped.iter().any(|s| s.contains(&format!("/{odd}:"))), "{name}: {odd} was skipped: {skipped:#?}");
+            assert!(
+                !skipped.iter().any(|s| s.contains(&format!("/{odd}:"))),
+                "{name}: {odd} was skipped: {skipped:#?}"
+            );
         }
         // Every usable test image was evaluated; the bad ones are named on stderr.
         assert_eq!(metrics["samples"].as_u64(), Some(test_usable), "{name}: {text}");
@@ -275,6 +278,10 @@ fn no_usable_training_image_is_a_one_line_error() {
         assert_eq!(lines.len(), 1, "{name}: {err}");
         assert!(lines[0].contains("could be loaded") && lines[0].contains("train"), "{name}: {}", lines[0]);
         // It names a skipped file and why.
-        assert!(lines[0].contains("zero.jpg: empty file") || lines[0].contains("text.png: not a supported image"), "{name}: {}", lines[0]);
+        assert!(
+            lines[0].contains("zero.jpg: empty file") || lines[0].contains("text.png: not a supported image"),
+            "{name}: {}",
+            lines[0]
+        );
     }
 }

@@ -101,7 +101,8 @@ fn train_eval_predict_end_to_end() {
         .arg("--project")
         .arg(&project));
     assert!(out.status.success(), "train failed: {}", stderr(&out));
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let json: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
     for key in ["top1", "top5", "precision_macro", "recall_macro", "f1_macro", "per_class", "run_dir"] {
         assert!(json.get(key).is_some(), "missing {key} in {json}");
     }

@@ -107,8 +107,16 @@ fn non_finite_loss_names_the_step_and_keeps_the_last_good_checkpoint() {
     let project = tmp.path().join("runs");
     // Epoch 1 at lr 3e-3, then the step schedule multiplies it by 1e30: the weights overflow.
     let diverge = [
-        "--epochs", "4", "--set", "train.schedule=\"step\"", "--set", "train.step_size=1",
-        "--set", "train.gamma=1e30", "--set", "train.warmup_epochs=0",
+        "--epochs",
+        "4",
+        "--set",
+        "train.schedule=\"step\"",
+        "--set",
+        "train.step_size=1",
+        "--set",
+        "train.gamma=1e30",
+        "--set",
+        "train.warmup_epochs=0",
     ];
     let out = train(&data, &project, "nan", &diverge);
     let line = one_line_error("diverging lr", &out, &["non-finite loss", "step ", "last good checkpoint"]);

@@ -59,6 +59,10 @@ fn rss_is_flat_across_epochs() {
     // few percent from epoch to epoch (allocator noise), so compare with the larger of the first two.
     let base = rss[0].max(rss[1]);
     for (epoch, &r) in rss.iter().enumerate().skip(2) {
-        assert!(r <= base * 1.05, "RSS grew from {base:.1} MiB (epochs 1-2) to {r:.1} MiB at epoch {}: {rss:?}", epoch + 1);
+        assert!(
+            r <= base * 1.05,
+            "RSS grew from {base:.1} MiB (epochs 1-2) to {r:.1} MiB at epoch {}: {rss:?}",
+            epoch + 1
+        );
     }
 }

@@ -120,7 +120,8 @@ pub fn exit_on_error(result: anyhow::Result<()>) -> ! {
     match result {
         Ok(()) => std::process::exit(0),
         Err(err) => {
-            let interrupted = err.chain().any(|c| matches!(c.downcast_ref::<crate::Error>(), Some(crate::Error::Interrupted)));
+            let interrupted =
+                err.chain().any(|c| matches!(c.downcast_ref::<crate::Error>(), Some(crate::Error::Interrupted)));
             let message = format!("{err:#}").replace('\n', " ");
             eprintln!("error: {message}");
             std::process::exit(if interrupted { 130 } else { 2 });

@@ -80,15 +80,11 @@ pub fn load_with_base<T: Layered>(base: &T, file: Option<&Path>, overrides: &[St
         })
         .collect();
     if !env.is_empty() {
-        builder = builder.add_source(
-            Environment::default().separator("__").source(Some(env)).try_parsing(true),
-        );
+        builder = builder.add_source(Environment::default().separator("__").source(Some(env)).try_parsing(true));
     }
     for item in overrides {
         let (key, value) = item.split_once('=').ok_or_else(|| ConfigError::BadOverride(item.clone()))?;
-        builder = builder
-            .set_override(key.trim(), parse_override(value.trim()))
-            .map_err(|e| invalid("--set", e))?;
+        builder = builder.set_override(key.trim(), parse_override(value.trim())).map_err(|e| invalid("--set", e))?;
     }
     let merged = builder.build().map_err(|e| invalid(&source_name, e))?;
     check_unknown_keys::<T>(&merged, &source_name)?;
@@ -97,10 +93,8 @@ pub fn load_with_base<T: Layered>(base: &T, file: Option<&Path>, overrides: &[St
 
 /// Serialises `value` as TOML, as saved beside a run's checkpoints.
 pub fn to_toml<T: Serialize>(value: &T) -> Result<String, ConfigError> {
-    toml::to_string_pretty(value).map_err(|e| ConfigError::Invalid {
-        source_name: "configuration".into(),
-        message: e.to_string(),
-    })
+    toml::to_string_pretty(value)
+        .map_err(|e| ConfigError::Invalid { source_name: "configuration".into(), message: e.to_string() })
 }
 
 fn invalid(source_name: &str, error: impl std::fmt::Display) -> ConfigError {
@@ -108,19 +102,13 @@ fn invalid(source_name: &str, error: impl std::fmt::Display) -> ConfigError {
 }
 
 fn top_level_sections(defaults: &Config) -> Vec<String> {
-    defaults
-        .cache
-        .clone()
-        .into_table()
-        .map(|table| table.into_keys().collect())
-        .unwrap_or_default()
+    defaults.cache.clone().into_table().map(|table| table.into_keys().collect()).unwrap_or_default()
 }
 
 /// `--set` values are typed like TOML (numbers, booleans, arrays); anything else is a string.
 fn parse_override(value: &str) -> config::Value {
-    let parsed: Option<toml::Value> = toml::from_str::<toml::Table>(&format!("v = {value}"))
-        .ok()
-        .and_then(|mut table| table.remove("v"));
+    let parsed: Option<toml::Value> =
+        toml::from_str::<toml::Table>(&format!("v = {value}")).ok().and_then(|mut table| table.remove("v"));
     match parsed {
         Some(v) => toml_to_config(v),
         None => config::Value::from(value.to_string()),

@@ -65,9 +65,7 @@ impl FromStr for Strategy {
             "feature-extract" => Ok(Strategy::FeatureExtract),
             "fine-tune" => Ok(Strategy::FineTune),
             "scratch" => Ok(Strategy::Scratch),
-            _ => Err(Error::Invalid(format!(
-                "unknown strategy {s:?}; expected feature-extract, fine-tune or scratch"
-            ))),
+            _ => Err(Error::Invalid(format!("unknown strategy {s:?}; expected feature-extract, fine-tune or scratch"))),
         }
     }
 }
@@ -94,11 +92,7 @@ impl fmt::Display for FreezeSummary {
         write!(
             f,
             "{} stage(s) frozen: {} tensors / {} parameters frozen, {} tensors / {} parameters trainable",
-            self.frozen_stages,
-            self.frozen_tensors,
-            self.frozen_params,
-            self.trainable_tensors,
-            self.trainable_params
+            self.frozen_stages, self.frozen_tensors, self.frozen_params, self.trainable_tensors, self.trainable_params
         )
     }
 }
@@ -124,24 +118,14 @@ pub fn apply_freeze(
         )));
     }
     for h in head_prefixes {
-        if let Some(s) = stages
-            .prefixes
-            .iter()
-            .flatten()
-            .find(|s| has_prefix(h, s) || has_prefix(s, h))
-        {
-            return Err(Error::Invalid(format!(
-                "head prefix {h:?} overlaps backbone stage prefix {s:?}"
-            )));
+        if let Some(s) = stages.prefixes.iter().flatten().find(|s| has_prefix(h, s) || has_prefix(s, h)) {
+            return Err(Error::Invalid(format!("head prefix {h:?} overlaps backbone stage prefix {s:?}")));
         }
     }
     let frozen_stages = n - trainable_layers;
     let named = vs.variables();
     let trainable = trainable_set(vs);
-    let mut sum = FreezeSummary {
-        frozen_stages,
-        ..Default::default()
-    };
+    let mut sum = FreezeSummary { frozen_stages, ..Default::default() };
     for (name, t) in &named {
         if !trainable.contains(&key(t)) {
             continue; // buffer
@@ -164,11 +148,7 @@ pub fn apply_freeze(
             "nothing to train: all {} trainable tensors are frozen (trainable_layers = {trainable_layers}) and \
              there is no head ({})",
             sum.frozen_tensors,
-            if head_prefixes.is_empty() {
-                "no head prefix given".to_string()
-            } else {
-                head_prefixes.join(", ")
-            }
+            if head_prefixes.is_empty() { "no head prefix given".to_string() } else { head_prefixes.join(", ") }
         )));
     }
     Ok(sum)

@@ -25,10 +25,9 @@ pub fn store_dir() -> Result<PathBuf> {
             starts.push(dir.to_path_buf());
         }
     }
-    starts
-        .iter()
-        .find_map(|start| find_upwards(start, STORE_DIR))
-        .ok_or_else(|| Error::Invalid("no .tlcv store found above the working directory: run `cargo xtask setup`".into()))
+    starts.iter().find_map(|start| find_upwards(start, STORE_DIR)).ok_or_else(|| {
+        Error::Invalid("no .tlcv store found above the working directory: run `cargo xtask setup`".into())
+    })
 }
 
 /// The workspace root (the folder that holds `.tlcv`).

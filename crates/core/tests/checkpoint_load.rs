@@ -12,9 +12,7 @@ use tlcv_core::checkpoint::{
 };
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/checkpoint")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/checkpoint").join(name)
 }
 
 /// The fixture model (`conv`, `bn`, `fc`) with a chosen conv kernel, fc width and an optional
@@ -22,16 +20,7 @@ fn fixture(name: &str) -> PathBuf {
 fn model(kernel: i64, fc_out: Option<i64>, head: bool) -> VarStore {
     let vs = VarStore::new(Device::Cpu);
     let p = vs.root();
-    let _conv = nn::conv2d(
-        &p / "conv",
-        3,
-        4,
-        kernel,
-        nn::ConvConfig {
-            bias: false,
-            ..Default::default()
-        },
-    );
+    let _conv = nn::conv2d(&p / "conv", 3, 4, kernel, nn::ConvConfig { bias: false, ..Default::default() });
     let _bn = nn::batch_norm2d(&p / "bn", 4, Default::default());
     if let Some(out) = fc_out {
         let _fc = nn::linear(&p / "fc", 4, out, Default::default());
@@ -43,19 +32,14 @@ fn model(kernel: i64, fc_out: Option<i64>, head: bool) -> VarStore {
 }
 
 fn var(vs: &VarStore, name: &str) -> Tensor {
-    vs.variables()
-        .remove(name)
-        .unwrap_or_else(|| panic!("no variable {name}"))
-        .detach()
-        .copy()
+    vs.variables().remove(name).unwrap_or_else(|| panic!("no variable {name}")).detach().copy()
 }
 
 #[test]
 fn strict_load_copies_every_tensor() {
     let vs = model(3, Some(2), false);
     let path = fixture("nested_model.pth");
-    let report =
-        load_file(&vs, &path, &LoadOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    let report = load_file(&vs, &path, &LoadOptions::default()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(report.loaded.len(), 7);
     assert!(report.missing.is_empty() && report.unexpected.is_empty());
     assert_eq!(report.ignored, ["bn.num_batches_tracked"]);
@@ -68,33 +52,16 @@ fn strict_load_copies_every_tensor() {
 #[test]
 fn strict_failure_lists_everything_and_changes_nothing() {
     let vs = model(5, None, true);
-    let before: HashMap<String, Tensor> = vs
-        .variables()
-        .into_iter()
-        .map(|(k, v)| (k, v.detach().copy()))
-        .collect();
+    let before: HashMap<String, Tensor> = vs.variables().into_iter().map(|(k, v)| (k, v.detach().copy())).collect();
     let path = fixture("nested_model.pth");
-    let e = load_file(&vs, &path, &LoadOptions::default())
-        .err()
-        .unwrap_or_else(|| panic!("accepted"));
-    let CheckpointError::Incompatible {
-        missing,
-        unexpected,
-        shapes,
-        ..
-    } = &e
-    else {
-        panic!("{e}")
-    };
+    let e = load_file(&vs, &path, &LoadOptions::default()).err().unwrap_or_else(|| panic!("accepted"));
+    let CheckpointError::Incompatible { missing, unexpected, shapes, .. } = &e else { panic!("{e}") };
     assert_eq!(missing, &["head.bias", "head.weight"]);
     assert_eq!(unexpected, &["fc.bias", "fc.weight"]);
     assert_eq!(shapes.len(), 1);
     let msg = e.to_string();
     assert!(msg.contains("nested_model.pth"), "{msg}");
-    assert!(
-        msg.contains("conv.weight: checkpoint [4, 3, 3, 3], model [4, 3, 5, 5]"),
-        "{msg}"
-    );
+    assert!(msg.contains("conv.weight: checkpoint [4, 3, 3, 3], model [4, 3, 5, 5]"), "{msg}");
     for name in ["head.weight", "head.bias", "fc.weight", "fc.bias"] {
         assert!(msg.contains(name), "{msg}");
     }
@@ -115,21 +82,9 @@ fn non_strict_loads_what_fits_and_reports_the_rest() {
     let vs = model(3, None, true);
     let sd = read_state_dict(&fixture("nested_state_dict_legacy.pth")).unwrap();
     let head_before = var(&vs, "head.weight");
-    let opts = LoadOptions {
-        strict: false,
-        ..Default::default()
-    };
+    let opts = LoadOptions { strict: false, ..Default::default() };
     let r = load_into(&vs, &sd, &opts).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        r.loaded,
-        [
-            "bn.bias",
-            "bn.running_mean",
-            "bn.running_var",
-            "bn.weight",
-            "conv.weight"
-        ]
-    );
+    assert_eq!(r.loaded, ["bn.bias", "bn.running_mean", "bn.running_var", "bn.weight", "conv.weight"]);
     assert_eq!(r.missing, ["head.bias", "head.weight"]);
     assert_eq!(r.unexpected, ["fc.bias", "fc.weight"]);
     assert_eq!(r.ignored, ["bn.num_batches_tracked"]);
@@ -138,14 +93,8 @@ fn non_strict_loads_what_fits_and_reports_the_rest() {
 
     // A shape mismatch is an error even when not strict, and lists the shapes.
     let vs = model(5, Some(2), false);
-    let e = load_into(&vs, &sd, &opts)
-        .err()
-        .unwrap_or_else(|| panic!("accepted"));
-    assert!(
-        e.to_string()
-            .contains("conv.weight: checkpoint [4, 3, 3, 3], model [4, 3, 5, 5]"),
-        "{e}"
-    );
+    let e = load_into(&vs, &sd, &opts).err().unwrap_or_else(|| panic!("accepted"));
+    assert!(e.to_string().contains("conv.weight: checkpoint [4, 3, 3, 3], model [4, 3, 5, 5]"), "{e}");
 }
 
 #[test]
@@ -155,15 +104,9 @@ fn ignore_prefixes_skip_a_replaced_head() {
     let fc_before = var(&vs, "fc.weight");
     let path = fixture("module_prefix_zip.pth");
     assert!(load_file(&vs, &path, &LoadOptions::default()).is_err());
-    let opts = LoadOptions {
-        strict: true,
-        ignore_prefixes: vec!["fc.".into()],
-    };
+    let opts = LoadOptions { strict: true, ignore_prefixes: vec!["fc.".into()] };
     let r = load_file(&vs, &path, &opts).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        r.ignored,
-        ["bn.num_batches_tracked", "fc.bias", "fc.weight"]
-    );
+    assert_eq!(r.ignored, ["bn.num_batches_tracked", "fc.bias", "fc.weight"]);
     assert!(r.missing.is_empty() && r.unexpected.is_empty());
     assert_eq!(r.loaded.len(), 5);
     assert!(var(&vs, "fc.weight").equal(&fc_before));
@@ -183,21 +126,12 @@ fn values_are_converted_to_the_variable_dtype() {
 #[test]
 fn named_safetensors_round_trip() {
     let sd = read_state_dict(&fixture("zip_all.pth")).unwrap();
-    let tensors: Vec<(String, Tensor)> = sd
-        .iter()
-        .map(|(k, t)| (k.to_string(), t.shallow_clone()))
-        .collect();
+    let tensors: Vec<(String, Tensor)> = sd.iter().map(|(k, t)| (k.to_string(), t.shallow_clone())).collect();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("opt.safetensors");
-    let meta = HashMap::from([
-        ("epoch".to_string(), "7".to_string()),
-        ("task".to_string(), "classify".to_string()),
-    ]);
+    let meta = HashMap::from([("epoch".to_string(), "7".to_string()), ("task".to_string(), "classify".to_string())]);
     // A non-contiguous input is written as its logical values.
-    let mut with_view: Vec<(String, Tensor)> = tensors
-        .iter()
-        .map(|(k, t)| (k.clone(), t.shallow_clone()))
-        .collect();
+    let mut with_view: Vec<(String, Tensor)> = tensors.iter().map(|(k, t)| (k.clone(), t.shallow_clone())).collect();
     with_view.push(("view".into(), sd.get("shared.base").unwrap().tr()));
     save_named_safetensors(&with_view, &path, Some(meta.clone())).unwrap_or_else(|e| panic!("{e}"));
     assert!(!dir.path().join("opt.safetensors.tmp").exists());
@@ -224,10 +158,7 @@ struct Tiny {
 
 impl Tiny {
     fn new(p: &nn::Path) -> Tiny {
-        let conv = nn::ConvConfig {
-            bias: false,
-            ..Default::default()
-        };
+        let conv = nn::ConvConfig { bias: false, ..Default::default() };
         Tiny {
             conv1: nn::conv2d(p / "conv1", 3, 4, 3, conv),
             bn1: nn::batch_norm2d(p / "bn1", 4, Default::default()),
@@ -238,8 +169,7 @@ impl Tiny {
     /// `[N, 3, H, W]` -> `[N, 2]`.
     fn forward(&self, x: &Tensor) -> Tensor {
         let y = self.bn1.forward_t(&x.apply(&self.conv1), false).relu(); // [N, 4, H-2, W-2]
-        y.mean_dim(&[2i64, 3][..], false, Kind::Float)
-            .apply(&self.fc) // [N, 2]
+        y.mean_dim(&[2i64, 3][..], false, Kind::Float).apply(&self.fc) // [N, 2]
     }
 }
 
@@ -258,12 +188,8 @@ fn export_has_torchvision_keys_and_reloads() {
     });
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tiny.safetensors");
-    save_safetensors(
-        &vs,
-        &path,
-        Some(HashMap::from([("arch".into(), "tiny".into())])),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    save_safetensors(&vs, &path, Some(HashMap::from([("arch".into(), "tiny".into())])))
+        .unwrap_or_else(|e| panic!("{e}"));
     // For the manual torchvision check (scripts/fixtures/check_torch_strict_load.py).
     if let Ok(dst) = std::env::var("TLCV_CKPT_EXPORT_COPY") {
         std::fs::copy(&path, dst).unwrap();
@@ -286,10 +212,7 @@ fn export_has_torchvision_keys_and_reloads() {
         ]
     );
     let nbt = sd.get("bn1.num_batches_tracked").unwrap();
-    assert_eq!(
-        (nbt.kind(), nbt.size(), nbt.int64_value(&[])),
-        (Kind::Int64, vec![], 0)
-    );
+    assert_eq!((nbt.kind(), nbt.size(), nbt.int64_value(&[])), (Kind::Int64, vec![], 0));
     for (k, v) in vs.variables() {
         assert!(sd.get(&k).unwrap().equal(&v), "{k}");
     }

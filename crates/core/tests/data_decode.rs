@@ -49,7 +49,10 @@ fn lossless_pngs_match_pillow_exactly() {
     for name in ["skimage/astronaut.png", "skimage/palette_color.png", "skimage/green_palette.png"] {
         let img = decode_file(debdata().join(name), &DecodeOptions::default()).unwrap();
         let r = &refs[name];
-        assert_eq!((img.width as u64, img.height as u64), (r["width"].as_u64().unwrap(), r["height"].as_u64().unwrap()));
+        assert_eq!(
+            (img.width as u64, img.height as u64),
+            (r["width"].as_u64().unwrap(), r["height"].as_u64().unwrap())
+        );
         assert_eq!(channel_sums(&img).to_vec(), json_u64s(&r["sum"]), "{name}: channel sums (RGB order)");
         assert_eq!(img.pixel(5, 3).map(u64::from).to_vec(), json_u64s(&r["pixel_5_3"]), "{name}");
     }
@@ -143,7 +146,12 @@ fn bad_and_unusual_inputs() {
     // A JPEG cut in half: libjpeg alone would return grey-padded pixels; we refuse it.
     let p = write(dir, "cut.jpg", &photo[..photo.len() / 2]);
     let e = decode_file(&p, &opts).unwrap_err();
-    assert!(matches!(e, DataError::Decode { .. }) && e.to_string().contains("cut.jpg") && e.to_string().contains("truncated"), "{e}");
+    assert!(
+        matches!(e, DataError::Decode { .. })
+            && e.to_string().contains("cut.jpg")
+            && e.to_string().contains("truncated"),
+        "{e}"
+    );
     let e = decode_file(debdata().join("skimage/truncated.jpg"), &opts).unwrap_err();
     assert!(matches!(e, DataError::Decode { .. }), "{e}");
 
@@ -163,7 +171,12 @@ fn bad_and_unusual_inputs() {
     // Text named .png.
     let p = write(dir, "notes.png", b"label,path\ncat,a.jpg\n");
     let e = decode_file(&p, &opts).unwrap_err();
-    assert!(matches!(e, DataError::UnknownFormat { .. }) && e.to_string().contains("text") && e.to_string().contains("notes.png"), "{e}");
+    assert!(
+        matches!(e, DataError::UnknownFormat { .. })
+            && e.to_string().contains("text")
+            && e.to_string().contains("notes.png"),
+        "{e}"
+    );
     let p = write(dir, "noise.bmp", &[0u8, 1, 2, 3, 250, 251, 252, 253, 7, 7]);
     assert!(matches!(decode_file(&p, &opts), Err(DataError::UnknownFormat { .. })));
 
@@ -173,12 +186,15 @@ fn bad_and_unusual_inputs() {
     assert!(img.data.iter().all(|&v| v == 77) && img.data.len() == 5 * 6 * 3);
 
     // RGBA PNG: alpha dropped, colour kept (not premultiplied).
-    let rgba = Mat::new_rows_cols_with_default(4, 4, opencv::core::CV_8UC4, Scalar::new(10.0, 20.0, 30.0, 0.0)).unwrap();
+    let rgba =
+        Mat::new_rows_cols_with_default(4, 4, opencv::core::CV_8UC4, Scalar::new(10.0, 20.0, 30.0, 0.0)).unwrap();
     let img = decode_file(write(dir, "rgba.png", &encode(".png", &rgba, &[])), &opts).unwrap();
     assert_eq!(img.pixel(2, 2), [30, 20, 10]);
 
     // 16-bit PNG -> the high byte.
-    let deep = Mat::new_rows_cols_with_default(3, 5, opencv::core::CV_16UC3, Scalar::new(4660.0, 40000.0, 65535.0, 0.0)).unwrap();
+    let deep =
+        Mat::new_rows_cols_with_default(3, 5, opencv::core::CV_16UC3, Scalar::new(4660.0, 40000.0, 65535.0, 0.0))
+            .unwrap();
     let bytes = encode(".png", &deep, &[]);
     assert_eq!(bytes[24], 16, "the test image must really be a 16-bit PNG");
     let img = decode_file(write(dir, "deep.png", &bytes), &opts).unwrap();
@@ -210,7 +226,13 @@ fn bad_and_unusual_inputs() {
     let tight = DecodeOptions { max_pixels: 100, target_size: None };
     let p = write(dir, "ten.png", &encode(".png", &pattern(10, 10), &[]));
     assert!(decode_file(&p, &tight).is_ok());
-    for (ext, params) in [(".png", vec![]), (".jpg", vec![]), (".bmp", vec![]), (".webp", vec![imgcodecs::IMWRITE_WEBP_QUALITY, 101]), (".webp", vec![imgcodecs::IMWRITE_WEBP_QUALITY, 80])] {
+    for (ext, params) in [
+        (".png", vec![]),
+        (".jpg", vec![]),
+        (".bmp", vec![]),
+        (".webp", vec![imgcodecs::IMWRITE_WEBP_QUALITY, 101]),
+        (".webp", vec![imgcodecs::IMWRITE_WEBP_QUALITY, 80]),
+    ] {
         let bytes = encode(ext, &pattern(11, 10), &params);
         let fmt = sniff_format(&bytes).unwrap();
         assert_eq!(header_dimensions(fmt, &bytes), Some((11, 10)), "{ext} {params:?}");

@@ -58,7 +58,8 @@ fn loader_skips_bad_files_and_covers_every_good_index_once() {
         for epoch in 0..2 {
             let p = Arc::clone(&paths);
             let load = move |i: usize, _: &mut rand::rngs::StdRng| decode_file(&p[i], &DecodeOptions::default());
-            let collate = |imgs: Vec<RgbImage>| (imgs.iter().map(|m| m.pixel(0, 0)[0] as usize).collect::<Vec<_>>(), imgs.len());
+            let collate =
+                |imgs: Vec<RgbImage>| (imgs.iter().map(|m| m.pixel(0, 0)[0] as usize).collect::<Vec<_>>(), imgs.len());
             let mut seen = Vec::new();
             let mut skipped = BTreeSet::new();
             let mut order = Vec::new();
@@ -70,7 +71,11 @@ fn loader_skips_bad_files_and_covers_every_good_index_once() {
                 assert_eq!(reds, batch.indices);
                 assert_eq!(batch.indices.len() + batch.skipped.len(), if k < 5 { 4 } else { 3 });
                 for s in &batch.skipped {
-                    assert!(s.reason.contains(&format!("_{:02}", s.index)) || s.reason.contains(&format!("missing_{}", s.index)), "{s:?}");
+                    assert!(
+                        s.reason.contains(&format!("_{:02}", s.index))
+                            || s.reason.contains(&format!("missing_{}", s.index)),
+                        "{s:?}"
+                    );
                     assert!(skipped.insert(s.index));
                     order.push(s.index);
                 }
@@ -113,10 +118,14 @@ fn loader_whole_batch_failure_drop_last_and_early_drop() {
     // Dropping the iterator early stops the worker without hanging.
     let calls = Arc::new(AtomicUsize::new(0));
     let c = Arc::clone(&calls);
-    let mut it = Loader::new(1000, 10, true, 1, false, 1).iter_epoch(0, move |i, _| {
-        c.fetch_add(1, Ordering::SeqCst);
-        Ok(i)
-    }, |v: Vec<usize>| v);
+    let mut it = Loader::new(1000, 10, true, 1, false, 1).iter_epoch(
+        0,
+        move |i, _| {
+            c.fetch_add(1, Ordering::SeqCst);
+            Ok(i)
+        },
+        |v: Vec<usize>| v,
+    );
     assert_eq!(it.next().unwrap().indices.len(), 10);
     drop(it);
     assert!(calls.load(Ordering::SeqCst) < 1000, "the worker must stop when the iterator is dropped");
@@ -126,7 +135,11 @@ fn loader_whole_batch_failure_drop_last_and_early_drop() {
 fn loader_per_sample_rng_is_independent_of_batching_and_threads() {
     let draw = |batch: usize, prefetch: usize, epoch: usize| {
         let mut out = vec![0u64; 50];
-        for b in Loader::new(50, batch, true, 99, false, prefetch).iter_epoch(epoch, |i, rng| Ok((i, rng.r#gen::<u64>())), |v| v) {
+        for b in Loader::new(50, batch, true, 99, false, prefetch).iter_epoch(
+            epoch,
+            |i, rng| Ok((i, rng.r#gen::<u64>())),
+            |v| v,
+        ) {
             for (i, x) in b.data.unwrap() {
                 out[i] = x;
             }
@@ -172,13 +185,28 @@ fn touch(p: &Path) {
 fn image_folder_layout_and_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    for f in ["train/dog/a.JPG", "train/dog/b.png", "train/cat/c.jpeg", "train/cat/d.webp", "train/cat/notes.txt", "train/ant/e.bmp", "val/cat/f.jpg", "val/dog/g.PNG", "val/dog/h.gif"] {
+    for f in [
+        "train/dog/a.JPG",
+        "train/dog/b.png",
+        "train/cat/c.jpeg",
+        "train/cat/d.webp",
+        "train/cat/notes.txt",
+        "train/ant/e.bmp",
+        "val/cat/f.jpg",
+        "val/dog/g.PNG",
+        "val/dog/h.gif",
+    ] {
         touch(&d.join(f));
     }
     let ds = image_folder(d, false).unwrap();
     assert_eq!(ds.classes, ["ant", "cat", "dog"]);
-    let names = |s: &[tlcv_core::data::Sample]| s.iter().map(|x| (x.path.file_name().unwrap().to_str().unwrap().to_string(), x.label)).collect::<Vec<_>>();
-    assert_eq!(names(&ds.train), [("e.bmp".into(), 0), ("c.jpeg".into(), 1), ("d.webp".into(), 1), ("a.JPG".into(), 2), ("b.png".into(), 2)]);
+    let names = |s: &[tlcv_core::data::Sample]| {
+        s.iter().map(|x| (x.path.file_name().unwrap().to_str().unwrap().to_string(), x.label)).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(&ds.train),
+        [("e.bmp".into(), 0), ("c.jpeg".into(), 1), ("d.webp".into(), 1), ("a.JPG".into(), 2), ("b.png".into(), 2)]
+    );
     assert_eq!(names(&ds.val), [("f.jpg".into(), 1), ("g.PNG".into(), 2)]);
     assert!(ds.test.is_empty());
     assert_eq!(ds.ignored_files, 2);
@@ -211,7 +239,8 @@ fn csv_index_and_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     std::fs::create_dir_all(d.join("lists")).unwrap();
-    std::fs::write(d.join("lists/train.csv"), "path,label\nimgs/a.jpg,zebra\nimgs/b.jpg,ant\n imgs/c.jpg , zebra \n").unwrap();
+    std::fs::write(d.join("lists/train.csv"), "path,label\nimgs/a.jpg,zebra\nimgs/b.jpg,ant\n imgs/c.jpg , zebra \n")
+        .unwrap();
     std::fs::write(d.join("lists/val.csv"), "label,path\nant,v1.jpg\n").unwrap();
     std::fs::write(d.join("lists/bad_val.csv"), "path,label\nv1.jpg,ant\nv2.jpg,yak\n").unwrap();
     std::fs::write(d.join("lists/bad_header.csv"), "file,class\na.jpg,ant\n").unwrap();

@@ -95,7 +95,10 @@ fn line_plot_default_and_custom_size() {
 
     let p2 = dir.join("acc.png");
     let opts = report::LineOptions { size: (640, 400), y_label: "accuracy".into(), y_range: Some((0.0, 1.0)) };
-    let acc = Series::new("val acc", (0..50).map(|i| (f64::from(i) * 10.0, 1.0 - 0.9 * (-0.1 * f64::from(i)).exp())).collect());
+    let acc = Series::new(
+        "val acc",
+        (0..50).map(|i| (f64::from(i) * 10.0, 1.0 - 0.9 * (-0.1 * f64::from(i)).exp())).collect(),
+    );
     report::line_plot_with(&p2, "Validation accuracy", "step", &[acc], &opts).unwrap();
     let m2 = read(&p2);
     assert_eq!(size(&m2), (640, 400));
@@ -104,15 +107,40 @@ fn line_plot_default_and_custom_size() {
     let p3 = dir.join("empty.png");
     report::line_plot(&p3, "nothing", "x", &[Series::new("nan", vec![(f64::NAN, 1.0)])]).unwrap();
     assert_eq!(size(&read(&p3)), report::plots::LINE_SIZE);
-    assert!(report::line_plot_with(&p3, "t", "x", &[], &report::LineOptions { y_range: Some((1.0, 0.0)), ..Default::default() }).is_err());
+    assert!(
+        report::line_plot_with(
+            &p3,
+            "t",
+            "x",
+            &[],
+            &report::LineOptions { y_range: Some((1.0, 0.0)), ..Default::default() }
+        )
+        .is_err()
+    );
 }
 
 #[test]
 fn pr_curves_size_and_colours() {
     let (dir, _g) = out_dir();
     let p = dir.join("pr.png");
-    let c1 = Series::new("cat (AP 0.912)", (0..=100).map(|i| { let r = f64::from(i) / 100.0; (r, 1.0 - r.powi(4)) }).collect());
-    let c2 = Series::new("dog (AP 0.701)", (0..=100).map(|i| { let r = f64::from(i) / 100.0; (r, (1.0 - r * r).max(0.0) * 0.9) }).collect());
+    let c1 = Series::new(
+        "cat (AP 0.912)",
+        (0..=100)
+            .map(|i| {
+                let r = f64::from(i) / 100.0;
+                (r, 1.0 - r.powi(4))
+            })
+            .collect(),
+    );
+    let c2 = Series::new(
+        "dog (AP 0.701)",
+        (0..=100)
+            .map(|i| {
+                let r = f64::from(i) / 100.0;
+                (r, (1.0 - r * r).max(0.0) * 0.9)
+            })
+            .collect(),
+    );
     report::pr_curves_sized(&p, (600, 560), "Precision-recall", &[c1.clone(), c2.clone()]).unwrap();
     let m = read(&p);
     assert_eq!(size(&m), (600, 560));
@@ -125,8 +153,8 @@ fn pr_curves_size_and_colours() {
 #[test]
 fn bar_plot_lengths_follow_values() {
     let (dir, _g) = out_dir();
-    let labels: Vec<String> = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus"]
-        .iter().map(|s| s.to_string()).collect();
+    let labels: Vec<String> =
+        ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus"].iter().map(|s| s.to_string()).collect();
     let values = [0.93, 0.81, 0.42, 0.77, f64::NAN, 0.55, 0.88];
     let p = dir.join("iou.png");
     report::bar_plot_sized(&p, (700, 420), "Per-class IoU", &labels, &values).unwrap();
@@ -174,7 +202,8 @@ fn confusion_matrix_colours_follow_counts() {
     assert!(img.cols() > 200 && img.rows() > 200);
     // Many classes: no numbers, but still drawn.
     let n = 40;
-    let big: Vec<Vec<u64>> = (0..n).map(|i| (0..n).map(|j| if i == j { 90 } else { (i * j % 3) as u64 }).collect()).collect();
+    let big: Vec<Vec<u64>> =
+        (0..n).map(|i| (0..n).map(|j| if i == j { 90 } else { (i * j % 3) as u64 }).collect()).collect();
     let names: Vec<String> = (0..n).map(|i| format!("class_{i:02}")).collect();
     let p = dir.join("cm_big.png");
     report::confusion_matrix(&p, "40 classes", &big, &names, true).unwrap();

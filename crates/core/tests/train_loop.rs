@@ -145,7 +145,8 @@ fn non_finite_loss_stops_and_keeps_last_good_checkpoint() -> anyhow::Result<()> 
     }
     // The checkpoint of epoch 1 is intact and resumable.
     let mut fresh = Toy::new(5);
-    let summary = train::fit(&mut fresh, &config(3), &run, &SingleProcess, &FitOptions { resume: true, ..Default::default() })?;
+    let summary =
+        train::fit(&mut fresh, &config(3), &run, &SingleProcess, &FitOptions { resume: true, ..Default::default() })?;
     assert_eq!(summary.history.len(), 3);
     assert!(fresh.vs.variables().values().all(|t| t.isfinite().all().int64_value(&[]) == 1));
     Ok(())

@@ -92,10 +92,7 @@ pub fn iou_matrix(a: &[[f64; 4]], b: &[[f64; 4]]) -> Vec<f64> {
 pub fn clip_boxes(b: &Tensor, height: f64, width: f64) -> Result<Tensor, DetectError> {
     check_boxes(b, "clip_boxes")?;
     let (x1, y1, x2, y2) = cols(b);
-    Ok(Tensor::stack(
-        &[x1.clamp(0.0, width), y1.clamp(0.0, height), x2.clamp(0.0, width), y2.clamp(0.0, height)],
-        1,
-    ))
+    Ok(Tensor::stack(&[x1.clamp(0.0, width), y1.clamp(0.0, height), x2.clamp(0.0, width), y2.clamp(0.0, height)], 1))
 }
 
 /// Faster R-CNN style box coder: deltas `(dx, dy, dw, dh)` of a target relative to a reference
@@ -193,6 +190,7 @@ pub fn decode_ltrb(points: &Tensor, dist: &Tensor, stride: f64) -> Result<Tensor
 /// Copies an `[N, 4]` tensor into plain f64 boxes.
 pub fn to_vec4(t: &Tensor) -> Result<Vec<[f64; 4]>, DetectError> {
     check_boxes(t, "to_vec4")?;
-    let flat: Vec<f64> = Vec::<f64>::try_from(t.to_kind(Kind::Double).to_device(tch::Device::Cpu).contiguous().view(-1))?;
+    let flat: Vec<f64> =
+        Vec::<f64>::try_from(t.to_kind(Kind::Double).to_device(tch::Device::Cpu).contiguous().view(-1))?;
     Ok(flat.chunks_exact(4).map(|c| [c[0], c[1], c[2], c[3]]).collect())
 }

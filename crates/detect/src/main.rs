@@ -131,7 +131,6 @@ fn load_config(cmd: &TrainCmd) -> anyhow::Result<DetectConfig> {
     Ok(tlcv_core::config::load_preset(cmd.preset.as_deref(), cmd.common.config.as_deref(), &overrides)?)
 }
 
-
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Train(cmd) => train(&cmd, false),

@@ -87,8 +87,7 @@ pub fn batched_nms_plain(
     let mut order: Vec<usize> = (0..boxes.len()).filter(|&i| scores[i] > score_thr).collect();
     order.sort_by(|&a, &b| classes[a].cmp(&classes[b]).then(by_score_desc(scores, a, b)));
     let groups: Vec<&[usize]> = order.chunk_by(|&a, &b| classes[a] == classes[b]).collect();
-    let mut kept: Vec<usize> =
-        groups.par_iter().flat_map_iter(|g| nms_sorted(boxes, g, iou_thr, max_det)).collect();
+    let mut kept: Vec<usize> = groups.par_iter().flat_map_iter(|g| nms_sorted(boxes, g, iou_thr, max_det)).collect();
     kept.sort_by(|&a, &b| by_score_desc(scores, a, b));
     kept.truncate(max_det);
     Ok(kept)

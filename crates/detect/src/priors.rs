@@ -58,7 +58,7 @@ impl AnchorGenerator {
             (Some(s), Some(r)) => (s, r),
             _ => return Err(DetectError::Invalid(format!("anchors: no level {level}"))),
         };
-        
+
         let scales = Tensor::from_slice(sizes).to_kind(Kind::Float);
         let h_ratios = Tensor::from_slice(ratios).to_kind(Kind::Float).sqrt();
         let w_ratios = h_ratios.reciprocal();
@@ -142,7 +142,11 @@ impl DefaultBoxGenerator {
     ) -> Result<Self, DetectError> {
         let n = aspect_ratios.len();
         if scales.len() != n + 1 {
-            return Err(DetectError::Invalid(format!("default boxes: {} scales for {n} levels (need {})", scales.len(), n + 1)));
+            return Err(DetectError::Invalid(format!(
+                "default boxes: {} scales for {n} levels (need {})",
+                scales.len(),
+                n + 1
+            )));
         }
         if let Some(s) = &steps
             && (s.len() != n || s.iter().any(|x| !positive(*x)))

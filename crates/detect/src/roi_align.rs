@@ -212,8 +212,14 @@ impl MultiScaleRoiAlign {
     /// `features` (finest first, e.g. strides 4..32, each `[N, C, H_l, W_l]`), `boxes` one xyxy
     /// `[K_i, 4]` tensor per image in input pixels, `image_size` `(H, W)` of the (padded) input batch
     /// -> `[sum K_i, C, PH, PW]`, boxes in image order.
-    pub fn forward(&self, features: &[Tensor], boxes: &[Tensor], image_size: (i64, i64)) -> Result<Tensor, DetectError> {
-        let first = features.first().ok_or_else(|| DetectError::Invalid("MultiScaleRoiAlign: no feature maps".into()))?;
+    pub fn forward(
+        &self,
+        features: &[Tensor],
+        boxes: &[Tensor],
+        image_size: (i64, i64),
+    ) -> Result<Tensor, DetectError> {
+        let first =
+            features.first().ok_or_else(|| DetectError::Invalid("MultiScaleRoiAlign: no feature maps".into()))?;
         let (kind, dev) = (first.kind(), first.device());
         let mut rois = Vec::with_capacity(boxes.len());
         for (i, b) in boxes.iter().enumerate() {

@@ -61,8 +61,18 @@ fn summary_serialises_to_exactly_the_twelve_keys() {
     let mut keys: Vec<&str> = v.as_object().expect("object").keys().map(String::as_str).collect();
     keys.sort_unstable();
     let mut want = vec![
-        "map", "map50", "map75", "map_small", "map_medium", "map_large", "mar1", "mar10", "mar100", "mar_small",
-        "mar_medium", "mar_large",
+        "map",
+        "map50",
+        "map75",
+        "map_small",
+        "map_medium",
+        "map_large",
+        "mar1",
+        "mar10",
+        "mar100",
+        "mar_small",
+        "mar_medium",
+        "mar_large",
     ];
     want.sort_unstable();
     assert_eq!(keys, want);
@@ -92,8 +102,11 @@ fn bad_input(gt: &str, dets: &str) -> (String, String, PathBuf, PathBuf) {
 
 #[test]
 fn det_on_unknown_image_names_dets_file_and_path() {
-    let (path, jp, _, d) = bad_input(GT, r#"[{"image_id":1,"category_id":3,"bbox":[0,0,1,1],"score":0.5},
-        {"image_id":7,"category_id":3,"bbox":[0,0,1,1],"score":0.5}]"#);
+    let (path, jp, _, d) = bad_input(
+        GT,
+        r#"[{"image_id":1,"category_id":3,"bbox":[0,0,1,1],"score":0.5},
+        {"image_id":7,"category_id":3,"bbox":[0,0,1,1],"score":0.5}]"#,
+    );
     assert_eq!(path, d.display().to_string());
     assert!(jp.starts_with("[1].image_id |"), "{jp}");
 }
@@ -143,7 +156,9 @@ fn perfect_detections_score_one() {
 
 mod curves {
     use detect::eval::curves::{ConfusionMatrix, best_f1, pr_curves};
-    use detect::eval::{CocoAnnotation, CocoCategory, CocoDataset, CocoDetection, CocoImage, CocoParams, evaluate, load_dets, load_gt};
+    use detect::eval::{
+        CocoAnnotation, CocoCategory, CocoDataset, CocoDetection, CocoImage, CocoParams, evaluate, load_dets, load_gt,
+    };
 
     #[test]
     fn pr_curves_average_to_pycocotools_map50() {

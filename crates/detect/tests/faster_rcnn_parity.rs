@@ -60,14 +60,21 @@ fn matches_torchvision_fasterrcnn_resnet50_fpn() {
     // Proposals as sets (scores can tie, and tied proposals may come in either order).
     assert_eq!(props.size(), t["proposals"].size(), "number of proposals");
     let dist = (props.unsqueeze(1) - t["proposals"].unsqueeze(0)).abs().amax([2].as_slice(), false); // [P, P]
-    let dp = dist.amin([1].as_slice(), false).max().double_value(&[]).max(dist.amin([0].as_slice(), false).max().double_value(&[]));
+    let dp = dist
+        .amin([1].as_slice(), false)
+        .max()
+        .double_value(&[])
+        .max(dist.amin([0].as_slice(), false).max().double_value(&[]));
     let dets = tch::no_grad(|| model.predict(x)).expect("predict").remove(0);
     let (rb, rs, rl) = sorted(&t["boxes"], &t["scores"], &t["labels"]);
     let (b, s, l) = sorted(&dets.boxes, &dets.scores, &dets.labels);
     assert!(rs.size()[0] >= 10, "fixture has too few detections ({})", rs.size()[0]);
     assert_eq!(s.size(), rs.size(), "number of detections");
     let (db, ds) = (max_abs(&b, &rb), max_abs(&s, &rs));
-    eprintln!("faster_rcnn vs torchvision: {} detections; max |proposal diff| {dp:.3e}, |box diff| {db:.3e}, |score diff| {ds:.3e}", s.size()[0]);
+    eprintln!(
+        "faster_rcnn vs torchvision: {} detections; max |proposal diff| {dp:.3e}, |box diff| {db:.3e}, |score diff| {ds:.3e}",
+        s.size()[0]
+    );
     assert_eq!(Vec::<i64>::try_from(&l).expect("labels"), Vec::<i64>::try_from(rl - 1).expect("labels"), "labels");
     assert!(dp <= 1e-3, "proposals differ by {dp}");
     assert!(db <= 1e-4, "boxes differ by {db}");
@@ -85,7 +92,10 @@ fn training_losses_are_finite_and_reach_every_part() {
             boxes: Tensor::from_slice(&[5.0f32, 6.0, 40.0, 50.0, 50.0, 10.0, 90.0, 40.0]).view([2, 4]),
             labels: Tensor::from_slice(&[0i64, 2]),
         },
-        Target { boxes: Tensor::zeros([0, 4], (Kind::Float, Device::Cpu)), labels: Tensor::zeros([0], (Kind::Int64, Device::Cpu)) },
+        Target {
+            boxes: Tensor::zeros([0, 4], (Kind::Float, Device::Cpu)),
+            labels: Tensor::zeros([0], (Kind::Int64, Device::Cpu)),
+        },
     ];
     let losses = model.forward_train(&x, &targets).expect("losses");
     let names: Vec<&str> = losses.iter().map(|(n, _)| n.as_str()).collect();
@@ -100,7 +110,12 @@ fn training_losses_are_finite_and_reach_every_part() {
     assert!(losses[3].1.double_value(&[]) > 0.0 && losses[1].1.double_value(&[]) > 0.0);
     total.backward();
     let vars = vs.variables();
-    for key in ["rpn.head.cls_logits.weight", "roi_heads.box_predictor.bbox_pred.weight", "backbone.fpn.inner_blocks.0.0.weight", "backbone.body.layer4.2.conv3.weight"] {
+    for key in [
+        "rpn.head.cls_logits.weight",
+        "roi_heads.box_predictor.bbox_pred.weight",
+        "backbone.fpn.inner_blocks.0.0.weight",
+        "backbone.body.layer4.2.conv3.weight",
+    ] {
         let g = vars[key].grad();
         assert!(g.defined() && g.abs().sum(Kind::Double).double_value(&[]) > 0.0, "no gradient for {key}");
     }

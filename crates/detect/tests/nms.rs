@@ -62,7 +62,9 @@ fn matches_reference_on_random_boxes() {
     for seed in 0..60 {
         let n = [0, 1, 5, 50, 300][seed as usize % 5];
         let (b, s, c) = random_case(seed, n);
-        for &(iou_thr, score_thr, max_det) in &[(0.5, 0.0, 1000), (0.3, 0.2, 1000), (0.7, 0.05, 7), (0.0, 0.0, 100), (1.0, 0.5, 1000)] {
+        for &(iou_thr, score_thr, max_det) in
+            &[(0.5, 0.0, 1000), (0.3, 0.2, 1000), (0.7, 0.05, 7), (0.0, 0.0, 100), (1.0, 0.5, 1000)]
+        {
             let want = reference(&b, &s, &c, iou_thr, score_thr, max_det);
             assert_eq!(run(&b, &s, &c, iou_thr, score_thr, max_det), want, "seed {seed} thr {iou_thr}");
         }

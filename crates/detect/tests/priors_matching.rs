@@ -22,7 +22,10 @@ fn close(a: &[f32], b: &[f32]) {
 fn anchors_match_hand_computed_values() {
     // size 32, ratios (h/w) 0.5, 1, 2: half sides (22.63, 11.31), (16, 16), (11.31, 22.63), rounded.
     let g = AnchorGenerator::new(vec![vec![32.0]], vec![vec![0.5, 1.0, 2.0]]).expect("gen");
-    close(&vec_f(&g.cell_anchors(0).expect("cell")), &[-23., -11., 23., 11., -16., -16., 16., 16., -11., -23., 11., 23.]);
+    close(
+        &vec_f(&g.cell_anchors(0).expect("cell")),
+        &[-23., -11., 23., 11., -16., -16., 16., 16., -11., -23., 11., 23.],
+    );
     // A 2x2 grid on a 64x64 input: stride 32; location order (y, x) row-major, then anchors.
     let a = g.anchors((64, 64), &[(2, 2)]).expect("anchors");
     assert_eq!(a.size(), vec![12, 4]);
@@ -79,7 +82,10 @@ fn ssd_rule_gives_every_ground_truth_a_prior() {
         }
     }
     let priors = Tensor::from_slice(&p).view([100, 4]);
-    let gt = Tensor::from_slice(&[11.0f32, 1.0, 14.0, 4.0, 20.0, 20.0, 80.0, 90.0, 55.0, 5.0, 58.0, 40.0, 0.0, 0.0, 10.0, 10.0]).view([4, 4]);
+    let gt = Tensor::from_slice(&[
+        11.0f32, 1.0, 14.0, 4.0, 20.0, 20.0, 80.0, 90.0, 55.0, 5.0, 58.0, 40.0, 0.0, 0.0, 10.0, 10.0,
+    ])
+    .view([4, 4]);
     let q = detect::boxes::box_iou(&gt, &priors).expect("iou");
     let m = to_vec_i64(&ssd_match(&q, 0.5).expect("match")).expect("v");
     for g in 0..4 {

@@ -56,11 +56,13 @@ fn matches_torchvision_outputs_and_gradients() {
 fn gradient_matches_finite_differences() {
     tch::manual_seed(3);
     let input = Tensor::randn([1, 2, 5, 6], (Kind::Double, tch::Device::Cpu));
-    let rois = Tensor::from_slice(&[0.0, 0.7, 0.4, 4.6, 3.9, 0.0, 1.3, 1.1, 3.2, 4.4]).view([2, 5]).to_kind(Kind::Double);
+    let rois =
+        Tensor::from_slice(&[0.0, 0.7, 0.4, 4.6, 3.9, 0.0, 1.3, 1.1, 3.2, 4.4]).view([2, 5]).to_kind(Kind::Double);
     let weight = Tensor::randn([2, 2, 3, 2], (Kind::Double, tch::Device::Cpu));
     for (sr, aligned) in [(2, false), (0, true)] {
         let opts = RoiAlignOptions { output_size: (3, 2), spatial_scale: 1.0, sampling_ratio: sr, aligned };
-        let f = |x: &Tensor| (roi_align(x, &rois, &opts).expect("roi_align") * &weight).sum(Kind::Double).double_value(&[]);
+        let f =
+            |x: &Tensor| (roi_align(x, &rois, &opts).expect("roi_align") * &weight).sum(Kind::Double).double_value(&[]);
         let x = input.copy().set_requires_grad(true);
         (roi_align(&x, &rois, &opts).expect("roi_align") * &weight).sum(Kind::Double).backward();
         let analytic = x.grad();
@@ -101,8 +103,8 @@ fn multiscale_pools_each_box_from_its_level() {
     let feats: Vec<Tensor> = (0..4)
         .map(|l| Tensor::full([1, 1, 64 >> l, 64 >> l], (l + 1) as f64, (Kind::Float, tch::Device::Cpu)))
         .collect();
-    let boxes = Tensor::from_slice(&[0.0f32, 0.0, 20.0, 20.0, 0.0, 0.0, 130.0, 130.0, 0.0, 0.0, 250.0, 250.0])
-        .view([3, 4]);
+    let boxes =
+        Tensor::from_slice(&[0.0f32, 0.0, 20.0, 20.0, 0.0, 0.0, 130.0, 130.0, 0.0, 0.0, 250.0, 250.0]).view([3, 4]);
     let out = MultiScaleRoiAlign::new((2, 2), 2).forward(&feats, &[boxes], (256, 256)).expect("pool");
     assert_eq!(out.size(), vec![3, 1, 2, 2]);
     let v = Vec::<f32>::try_from(out.mean_dim([1, 2, 3].as_slice(), false, Kind::Float)).expect("vec");

@@ -45,7 +45,8 @@ fn augmentation_keeps_boxes_on_their_objects() {
             assert!(b[0] >= 0.0 && b[1] >= 0.0 && b[2] <= out.image.width as f64 && b[3] <= out.image.height as f64);
             assert!(b[2] > b[0] && b[3] > b[1], "seed {seed}: empty box {b:?}");
             // Every pixel strictly inside the box has the object's colour.
-            let (x0, y0, x1, y1) = (b[0].ceil() as usize, b[1].ceil() as usize, b[2].floor() as usize, b[3].floor() as usize);
+            let (x0, y0, x1, y1) =
+                (b[0].ceil() as usize, b[1].ceil() as usize, b[2].floor() as usize, b[3].floor() as usize);
             for y in y0..y1 {
                 for x in x0..x1 {
                     assert_eq!(out.image.pixel(x, y), COLOURS[l as usize], "seed {seed}: pixel ({x},{y}) in box {b:?}");
@@ -67,8 +68,14 @@ fn forward_backward_smoke() {
     let p = 16 * 16 * 4 + 8 * 8 * 6 + 4 * 4 * 6 + 2 * 2 * 6 + 4 + 4;
     assert_eq!((logits.size(), deltas.size(), priors.size()), (vec![2, p, 4], vec![2, p, 4], vec![p, 4]));
     let targets = vec![
-        Target { boxes: Tensor::from_slice(&[10.0f32, 10.0, 60.0, 80.0, 70.0, 64.0, 120.0, 120.0]).view([2, 4]), labels: Tensor::from_slice(&[0i64, 2]) },
-        Target { boxes: Tensor::zeros([0, 4], (Kind::Float, Device::Cpu)), labels: Tensor::zeros([0], (Kind::Int64, Device::Cpu)) },
+        Target {
+            boxes: Tensor::from_slice(&[10.0f32, 10.0, 60.0, 80.0, 70.0, 64.0, 120.0, 120.0]).view([2, 4]),
+            labels: Tensor::from_slice(&[0i64, 2]),
+        },
+        Target {
+            boxes: Tensor::zeros([0, 4], (Kind::Float, Device::Cpu)),
+            labels: Tensor::zeros([0], (Kind::Int64, Device::Cpu)),
+        },
     ];
     let losses = model.forward_train(&x, &targets).expect("losses");
     assert_eq!(losses.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["bbox_regression", "classification"]);

@@ -31,7 +31,10 @@ pub fn resize_mask(mask: &Mask, width: usize, height: usize) -> Mask {
 /// Crops `width` x `height` at (x, y); the rectangle must lie inside the mask.
 pub fn crop_mask(mask: &Mask, x: usize, y: usize, width: usize, height: usize) -> Result<Mask, DataError> {
     if x + width > mask.width || y + height > mask.height {
-        return Err(DataError::Invalid(format!("mask crop {width}x{height} at ({x},{y}) outside {}x{}", mask.width, mask.height)));
+        return Err(DataError::Invalid(format!(
+            "mask crop {width}x{height} at ({x},{y}) outside {}x{}",
+            mask.width, mask.height
+        )));
     }
     let mut data = Vec::with_capacity(width * height);
     for row in y..y + height {

@@ -207,7 +207,14 @@ impl Default for SegmentConfig {
             data: DataConfig::default(),
             model: ModelConfig::default(),
             loss: LossConfig::default(),
-            train: TrainConfig { epochs: 8, batch: 16, lr: 3e-3, backbone_lr_scale: 0.5, warmup_epochs: 1.0, ..TrainConfig::default() },
+            train: TrainConfig {
+                epochs: 8,
+                batch: 16,
+                lr: 3e-3,
+                backbone_lr_scale: 0.5,
+                warmup_epochs: 1.0,
+                ..TrainConfig::default()
+            },
             eval: EvalConfig::default(),
         }
     }

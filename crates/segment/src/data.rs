@@ -13,7 +13,11 @@ use tlcv_core::backbones::Normalization;
 use tlcv_core::data::{self, DataError, DecodeOptions, RgbImage, image};
 use tlcv_datasets::segmentation::{self as seggen, SegParams};
 
-use crate::{config::DataConfig, error::SegmentError, mask::{self, Mask}};
+use crate::{
+    config::DataConfig,
+    error::SegmentError,
+    mask::{self, Mask},
+};
 
 /// Name of the embedded data set.
 pub const EMBEDDED: &str = "shapes-seg";
@@ -67,11 +71,18 @@ pub fn class_names(root: &Path, given: &[String]) -> Result<Vec<String>, Segment
     }
     let file = root.join("classes.txt");
     let text = std::fs::read_to_string(&file).map_err(|_| {
-        SegmentError::Invalid(format!("{}: no class names: add classes.txt (one per line) or set data.classes", file.display()))
+        SegmentError::Invalid(format!(
+            "{}: no class names: add classes.txt (one per line) or set data.classes",
+            file.display()
+        ))
     })?;
     let names: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
     if names.is_empty() || names.len() > 255 {
-        return Err(SegmentError::Invalid(format!("{}: need 1 to 255 class names, found {}", file.display(), names.len())));
+        return Err(SegmentError::Invalid(format!(
+            "{}: need 1 to 255 class names, found {}",
+            file.display(),
+            names.len()
+        )));
     }
     Ok(names)
 }
@@ -86,11 +97,19 @@ pub fn index_folder(root: &Path, classes: &[String], ignore: u8, max_pixels: u64
     let mut splits = Vec::new();
     for split in ["train", "val"] {
         let dir = root.join("images").join(split);
-        let entries = std::fs::read_dir(&dir)
-            .map_err(|e| SegmentError::Invalid(format!("{}: {e} (expected images/{{train,val}} and masks/{{train,val}})", dir.display())))?;
+        let entries = std::fs::read_dir(&dir).map_err(|e| {
+            SegmentError::Invalid(format!(
+                "{}: {e} (expected images/{{train,val}} and masks/{{train,val}})",
+                dir.display()
+            ))
+        })?;
         let mut images: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().and_then(|x| x.to_str()).is_some_and(|x| IMAGE_EXTS.contains(&x.to_ascii_lowercase().as_str())))
+            .filter(|p| {
+                p.extension()
+                    .and_then(|x| x.to_str())
+                    .is_some_and(|x| IMAGE_EXTS.contains(&x.to_ascii_lowercase().as_str()))
+            })
             .collect();
         images.sort();
         let checked: Vec<Result<SegSample, String>> = images
@@ -115,7 +134,11 @@ pub fn index_folder(root: &Path, classes: &[String], ignore: u8, max_pixels: u64
     let val = splits.pop().unwrap_or_default();
     let train = splits.pop().unwrap_or_default();
     if train.is_empty() {
-        return Err(SegmentError::Invalid(format!("{}: no usable training pair ({} skipped)", root.display(), skipped.len())));
+        return Err(SegmentError::Invalid(format!(
+            "{}: no usable training pair ({} skipped)",
+            root.display(),
+            skipped.len()
+        )));
     }
     Ok(SegDataset { root: root.to_path_buf(), classes, train, val, skipped })
 }
@@ -128,7 +151,13 @@ pub fn check_sample(s: &SegSample, num_classes: usize, ignore: u8, max_pixels: u
         return Err(format!("{}: {w}x{h} is over the limit of {max_pixels} pixels", s.image.display()));
     }
     if (m.width, m.height) != (w, h) {
-        return Err(format!("{}: mask is {}x{} but its image {} is {w}x{h}", s.mask.display(), m.width, m.height, s.image.display()));
+        return Err(format!(
+            "{}: mask is {}x{} but its image {} is {w}x{h}",
+            s.mask.display(),
+            m.width,
+            m.height,
+            s.image.display()
+        ));
     }
     m.check_values(num_classes, ignore).map_err(|e| format!("{}: {e}", s.mask.display()))
 }

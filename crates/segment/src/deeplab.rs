@@ -116,7 +116,8 @@ impl DeepLabV3PlusHead {
             cbr(&(&d / 0), "0", "1", channels + low_channels, channels, 3, 1)?,
             cbr(&(&d / 1), "0", "1", channels, channels, 3, 1)?,
         ];
-        let cls = Conv::new(&(p / "cls"), channels, num_classes, 1, ConvOpts::new(1).bias(true).init(ConvInit::Default))?;
+        let cls =
+            Conv::new(&(p / "cls"), channels, num_classes, 1, ConvOpts::new(1).bias(true).init(ConvInit::Default))?;
         Ok(Self { aspp, low_proj, decoder, cls })
     }
 

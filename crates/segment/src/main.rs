@@ -108,7 +108,6 @@ fn load_config(cmd: &TrainCmd) -> anyhow::Result<SegmentConfig> {
     Ok(tlcv_core::config::load_preset(cmd.preset.as_deref(), cmd.common.config.as_deref(), &overrides)?)
 }
 
-
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Train(cmd) => train(&cmd, false),
@@ -117,7 +116,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Predict(cmd) => predict(&cmd),
         Command::Evaluate(cmd) => {
             let s = evaluate_dirs(&cmd.gt, &cmd.pred, cmd.num_classes, cmd.ignore_index)?;
-            eprintln!("mIoU {:.4}  pixel acc {:.4}  mean Dice {:.4}  fwIoU {:.4}", s.miou, s.pixel_acc, s.mean_dice, s.fw_iou);
+            eprintln!(
+                "mIoU {:.4}  pixel acc {:.4}  mean Dice {:.4}  fwIoU {:.4}",
+                s.miou, s.pixel_acc, s.mean_dice, s.fw_iou
+            );
             if cmd.json {
                 println!("{}", serde_json::to_string(&s)?);
             }
@@ -168,7 +170,14 @@ fn train(cmd: &TrainCmd, end_to_end: bool) -> anyhow::Result<()> {
         let (_, _, model, _) = pipeline::load_run(run.root())?;
         let out = run.root().join("predictions");
         for s in outcome.dataset.val.iter().take(cfg.eval.predict_images) {
-            match predict_file(&model, &s.image, &out, cfg.data.img_size, cfg.eval.overlay_alpha, cfg.train.channels_last) {
+            match predict_file(
+                &model,
+                &s.image,
+                &out,
+                cfg.data.img_size,
+                cfg.eval.overlay_alpha,
+                cfg.train.channels_last,
+            ) {
                 Ok(p) => eprintln!("predict: {} -> {}", p.image, p.overlay),
                 Err(e) => eprintln!("predict: {e}"),
             }
@@ -205,7 +214,10 @@ fn eval(cmd: &EvalCmd) -> anyhow::Result<()> {
         eprintln!("skipped: {reason}");
     }
     let s = &e.summary;
-    eprintln!("val mIoU {:.4}  pixel acc {:.4}  mean Dice {:.4}  fwIoU {:.4}", s.miou, s.pixel_acc, s.mean_dice, s.fw_iou);
+    eprintln!(
+        "val mIoU {:.4}  pixel acc {:.4}  mean Dice {:.4}  fwIoU {:.4}",
+        s.miou, s.pixel_acc, s.mean_dice, s.fw_iou
+    );
     if cmd.json {
         println!("{}", serde_json::to_string(&JsonSummary::new(&e, &classes, run.root()))?);
     }
@@ -219,7 +231,8 @@ fn predict(cmd: &PredictCmd) -> anyhow::Result<()> {
     let (cfg, _, model, _) = pipeline::load_run(&cmd.run)?;
     let mut failed = 0;
     for image in &cmd.images {
-        match predict_file(&model, image, &cmd.out, cfg.data.img_size, cfg.eval.overlay_alpha, cfg.train.channels_last) {
+        match predict_file(&model, image, &cmd.out, cfg.data.img_size, cfg.eval.overlay_alpha, cfg.train.channels_last)
+        {
             Ok(p) if cmd.json => println!("{}", serde_json::to_string(&p)?),
             Ok(p) => println!("{}  ->  {}  ({})", p.image, p.mask, p.overlay),
             Err(e) => {

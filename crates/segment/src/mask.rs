@@ -117,7 +117,9 @@ pub fn decode_png_indices(bytes: &[u8]) -> Result<Mask, String> {
     }
     let stride = (w * depth as usize).div_ceil(8);
     let mut raw = Vec::with_capacity((stride + 1) * h);
-    flate2::read::ZlibDecoder::new(idat.as_slice()).read_to_end(&mut raw).map_err(|e| format!("corrupt image data: {e}"))?;
+    flate2::read::ZlibDecoder::new(idat.as_slice())
+        .read_to_end(&mut raw)
+        .map_err(|e| format!("corrupt image data: {e}"))?;
     if raw.len() < (stride + 1) * h {
         return Err(format!("image data too short: {} bytes for {w}x{h}", raw.len()));
     }

@@ -80,7 +80,11 @@ impl SegConfusion {
     /// Adds integer index tensors of equal shape (any device), counted with `bincount` there.
     pub fn update_tensor(&mut self, gt: &Tensor, pred: &Tensor) -> Result<(), SegmentError> {
         if gt.size() != pred.size() {
-            return Err(SegmentError::Invalid(format!("gt shape {:?} != prediction shape {:?}", gt.size(), pred.size())));
+            return Err(SegmentError::Invalid(format!(
+                "gt shape {:?} != prediction shape {:?}",
+                gt.size(),
+                pred.size()
+            )));
         }
         let nc = self.num_classes as i64;
         let g = gt.to_kind(Kind::Int64).reshape([-1]);

@@ -120,7 +120,8 @@ impl SegModel {
             let k = k.strip_prefix("backbone.").unwrap_or(k);
             prefixed.insert(format!("{BACKBONE_PREFIX}.{k}"), t.shallow_clone());
         }
-        let mut ignore: Vec<String> = classifier_only(self.arch).iter().map(|p| format!("{BACKBONE_PREFIX}.{p}")).collect();
+        let mut ignore: Vec<String> =
+            classifier_only(self.arch).iter().map(|p| format!("{BACKBONE_PREFIX}.{p}")).collect();
         ignore.push(HEAD_PREFIX.into());
         ignore.push(format!("{BACKBONE_PREFIX}.aux_classifier"));
         let opts = LoadOptions { strict: true, ignore_prefixes: ignore };

@@ -155,7 +155,8 @@ pub fn load_run(dir: &Path) -> Result<(SegmentConfig, Vec<String>, SegModel, Run
     let cfg: SegmentConfig =
         tlcv_core::config::load(Some(&run.config_path()), &[]).map_err(|e| SegmentError::Invalid(e.to_string()))?;
     let classes_path = run.root().join("classes.json");
-    let text = std::fs::read_to_string(&classes_path).map_err(|source| SegmentError::Io { path: classes_path.clone(), source })?;
+    let text = std::fs::read_to_string(&classes_path)
+        .map_err(|source| SegmentError::Io { path: classes_path.clone(), source })?;
     let classes: Vec<String> =
         serde_json::from_str(&text).map_err(|e| SegmentError::Invalid(format!("{}: {e}", classes_path.display())))?;
     let mut model_cfg = cfg.model.clone();
@@ -163,7 +164,8 @@ pub fn load_run(dir: &Path) -> Result<(SegmentConfig, Vec<String>, SegModel, Run
     model_cfg.strategy = Strategy::Scratch;
     let model = SegModel::build(&model_cfg, classes.len() as i64, cfg.train.device.resolve()?)?;
     let weights = if run.best_weights().is_file() { run.best_weights() } else { run.last_weights() };
-    checkpoint::load_file(&model.vs, &weights, &LoadOptions::default()).map_err(|e| SegmentError::Invalid(e.to_string()))?;
+    checkpoint::load_file(&model.vs, &weights, &LoadOptions::default())
+        .map_err(|e| SegmentError::Invalid(e.to_string()))?;
     if cfg.train.channels_last {
         tlcv_core::freeze::to_channels_last(&model.vs);
     }

@@ -17,7 +17,12 @@ use crate::{
 };
 
 /// `[1, C, H, W]` logits of `img` at the image's own resolution, the network seeing `size` x `size`.
-pub fn logits_at_original(model: &SegModel, img: &RgbImage, size: i64, channels_last: bool) -> Result<Tensor, SegmentError> {
+pub fn logits_at_original(
+    model: &SegModel,
+    img: &RgbImage,
+    size: i64,
+    channels_last: bool,
+) -> Result<Tensor, SegmentError> {
     let small = transforms::resize(img, size as usize, size as usize)?;
     let n = model.normalization();
     let xs = data::to_tensor(&[small], n.mean, n.std)?.to_device(model.vs.device());

@@ -50,7 +50,10 @@ pub fn write(run: &RunDir, input: &ReportInput<'_>) -> Result<(), SegmentError> 
             &loss,
             "Loss",
             "epoch",
-            &[series("train loss", &|r| r.train.get("loss").copied()), series("val loss", &|r| r.val.get("loss").copied())],
+            &[
+                series("train loss", &|r| r.train.get("loss").copied()),
+                series("val loss", &|r| r.val.get("loss").copied()),
+            ],
         )
         .map_err(rerr)?;
         curves.push(Figure::new("Loss", loss));
@@ -71,7 +74,8 @@ pub fn write(run: &RunDir, input: &ReportInput<'_>) -> Result<(), SegmentError> 
     let s = &input.eval.summary;
     let iou_png = run.plot("per_class_iou.png");
     let ious: Vec<f64> = s.per_class_iou.iter().map(|v| v.unwrap_or(f64::NAN)).collect();
-    report::plots::bar_plot(&iou_png, "IoU per class (val, original resolution)", input.classes, &ious).map_err(rerr)?;
+    report::plots::bar_plot(&iou_png, "IoU per class (val, original resolution)", input.classes, &ious)
+        .map_err(rerr)?;
     let n = input.classes.len();
     let counts = input.eval.confusion.counts();
     let matrix: Vec<Vec<u64>> = (0..n).map(|g| counts[g * n..(g + 1) * n].to_vec()).collect();
@@ -126,19 +130,35 @@ fn write_triplets(path: &std::path::Path, input: &ReportInput<'_>) -> Result<(),
     let mut tiles = Vec::new();
     for e in input.eval.kept.iter().take(input.cfg.eval.triplets.max(1)) {
         let f = 160.0 / e.image.width.max(e.image.height) as f64;
-        let (w, h) = (((e.image.width as f64 * f).round() as usize).max(1), ((e.image.height as f64 * f).round() as usize).max(1));
+        let (w, h) = (
+            ((e.image.width as f64 * f).round() as usize).max(1),
+            ((e.image.height as f64 * f).round() as usize).max(1),
+        );
         let img = transforms::resize(&e.image, w, h)?;
-        let mut cm = crate::metrics::SegConfusion::new(input.classes.len(), Some(i64::from(input.cfg.data.ignore_index)))?;
+        let mut cm =
+            crate::metrics::SegConfusion::new(input.classes.len(), Some(i64::from(input.cfg.data.ignore_index)))?;
         cm.update(&e.truth.data, &e.pred.data)?;
         let name = e.sample.image.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let tile = |rgb: Vec<u8>, caption: String| Tile { rgb, width: w as u32, height: h as u32, caption, caption_color: [40, 40, 40] };
+        let tile = |rgb: Vec<u8>, caption: String| Tile {
+            rgb,
+            width: w as u32,
+            height: h as u32,
+            caption,
+            caption_color: [40, 40, 40],
+        };
         let mask_rgb = |m: &Mask| colourise(&resize_mask(m, w, h));
         tiles.push(tile(img.data, name));
         tiles.push(tile(mask_rgb(&e.truth), "ground truth".into()));
         tiles.push(tile(mask_rgb(&e.pred), format!("prediction (mIoU {:.2})", cm.miou())));
     }
     if tiles.is_empty() {
-        tiles.push(Tile { rgb: vec![255; 96 * 96 * 3], width: 96, height: 96, caption: "no images".into(), caption_color: Tile::WRONG });
+        tiles.push(Tile {
+            rgb: vec![255; 96 * 96 * 3],
+            width: 96,
+            height: 96,
+            caption: "no images".into(),
+            caption_color: Tile::WRONG,
+        });
     }
     report::plots::image_grid(path, &tiles, 3).map_err(rerr)?;
     Ok(())

@@ -39,7 +39,10 @@ pub fn augmenter(cfg: &SegmentConfig) -> SegAugment {
 pub fn loss_of(cfg: &SegmentConfig, num_classes: usize) -> std::result::Result<SegLoss, crate::SegmentError> {
     let w: Vec<f64> = crate::config::split_list(&cfg.loss.class_weights)
         .iter()
-        .map(|v| v.parse::<f64>().map_err(|_| crate::SegmentError::Invalid(format!("loss.class_weights: {v:?} is not a number"))))
+        .map(|v| {
+            v.parse::<f64>()
+                .map_err(|_| crate::SegmentError::Invalid(format!("loss.class_weights: {v:?} is not a number")))
+        })
         .collect::<std::result::Result<_, _>>()?;
     if !w.is_empty() && w.len() != num_classes {
         return Err(crate::SegmentError::Invalid(format!(

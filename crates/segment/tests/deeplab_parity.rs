@@ -34,7 +34,8 @@ fn deeplabv3_resnet50_matches_torchvision() {
         ..ModelConfig::default()
     };
     let model = SegModel::new(&cfg, 5, Device::Cpu).expect("build");
-    let report = load_file(&model.vs, &dir.join("deeplabv3_resnet50.pth"), &LoadOptions::default()).expect("strict load");
+    let report =
+        load_file(&model.vs, &dir.join("deeplabv3_resnet50.pth"), &LoadOptions::default()).expect("strict load");
     assert!(report.missing.is_empty() && report.unexpected.is_empty());
     assert_eq!(report.loaded.len(), model.vs.variables().len(), "every variable must come from the file");
     let x = Tensor::read_npy(dir.join("input.npy")).expect("input");

@@ -21,7 +21,8 @@ fn tiny_data(root: &Path) {
             let mut img = Mat::new_rows_cols_with_default(40, 56, CV_8UC3, Scalar::all(30.0)).expect("img");
             let mut m = Mat::new_rows_cols_with_default(40, 56, CV_8UC1, Scalar::all(0.0)).expect("mask");
             let c = Point::new(14 + 8 * i, 20);
-            imgproc::circle(&mut img, c, 9, Scalar::new(40.0, 200.0, 220.0, 0.0), -1, imgproc::LINE_8, 0).expect("draw");
+            imgproc::circle(&mut img, c, 9, Scalar::new(40.0, 200.0, 220.0, 0.0), -1, imgproc::LINE_8, 0)
+                .expect("draw");
             imgproc::circle(&mut m, c, 9, Scalar::all(1.0), -1, imgproc::LINE_8, 0).expect("draw");
             for (kind, mat) in [("images", &img), ("masks", &m)] {
                 let dir = root.join(kind).join(split);
@@ -62,7 +63,16 @@ fn each_model_trains_predicts_and_reports() {
             assert!((0.0..=1.0).contains(&v), "{model}: {key} = {v}");
         }
         assert_eq!(json["per_class_iou"].as_array().map(Vec::len), Some(2), "{model}: {json}");
-        for f in ["config.toml", "metrics.json", "results.csv", "report.html", "weights/best.safetensors", "plots/triplets.png", "plots/per_class_iou.png", "plots/confusion_matrix.png"] {
+        for f in [
+            "config.toml",
+            "metrics.json",
+            "results.csv",
+            "report.html",
+            "weights/best.safetensors",
+            "plots/triplets.png",
+            "plots/per_class_iou.png",
+            "plots/confusion_matrix.png",
+        ] {
             assert!(run.join(f).is_file(), "{model}: {f} missing in {}", run.display());
         }
         let html = std::fs::read_to_string(run.join("report.html")).expect("html");
@@ -70,12 +80,22 @@ fn each_model_trains_predicts_and_reports() {
         // predict at the original resolution (56x40), index mask + overlay
         let out_dir = tmp.path().join(format!("pred_{model}"));
         let img = data.join("images/val/0.png");
-        let out = bin().arg("predict").arg("--run").arg(&run).arg("--out").arg(&out_dir).arg("--json").arg(&img).output().expect("predict");
+        let out = bin()
+            .arg("predict")
+            .arg("--run")
+            .arg(&run)
+            .arg("--out")
+            .arg(&out_dir)
+            .arg("--json")
+            .arg(&img)
+            .output()
+            .expect("predict");
         assert!(out.status.success(), "{model} predict: {}", String::from_utf8_lossy(&out.stderr));
         let mask = segment::mask::read_index_mask(&out_dir.join("0.png")).expect("predicted mask");
         assert_eq!((mask.width, mask.height), (56, 40), "{model}: prediction at the original size");
         assert!(mask.data.iter().all(|&v| v < 2));
-        let overlay = tlcv_core::data::decode_file(out_dir.join("0_overlay.png"), &Default::default()).expect("overlay");
+        let overlay =
+            tlcv_core::data::decode_file(out_dir.join("0_overlay.png"), &Default::default()).expect("overlay");
         assert_eq!((overlay.width, overlay.height), (56, 40));
         // eval --json on the run gives the same keys
         let out = bin().arg("eval").arg("--run").arg(&run).arg("--json").output().expect("eval");
@@ -89,7 +109,8 @@ fn each_model_trains_predicts_and_reports() {
 #[test]
 fn evaluate_subcommand_matches_numpy_fixture() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seg/basic");
-    let want: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).expect("expected")).expect("json");
+    let want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).expect("expected")).expect("json");
     let nc = want["num_classes"].as_u64().expect("nc").to_string();
     let ig = want["ignore_index"].as_u64().expect("ig").to_string();
     let out = bin()

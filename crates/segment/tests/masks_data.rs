@@ -46,7 +46,13 @@ fn encode_grey_png(w: usize, h: usize, px: &[u8], filter: impl Fn(usize) -> u8) 
                 _ => {
                     let p = a + b - c;
                     let (pa, pb, pc) = ((p - a).abs(), (p - b).abs(), (p - c).abs());
-                    if pa <= pb && pa <= pc { a } else if pb <= pc { b } else { c }
+                    if pa <= pb && pa <= pc {
+                        a
+                    } else if pb <= pc {
+                        b
+                    } else {
+                        c
+                    }
                 }
             };
             raw.push((cur - pred).rem_euclid(256) as u8);

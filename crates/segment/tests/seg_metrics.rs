@@ -19,11 +19,14 @@ fn close(a: f64, b: f64) -> bool {
 fn check_case(name: &str) {
     let dir = fixtures().join(name);
     let want: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).expect("expected.json")).expect("json");
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).expect("expected.json"))
+            .expect("json");
     let nc = want["num_classes"].as_u64().expect("nc") as usize;
     let ig = want["ignore_index"].as_u64().expect("ig") as u8;
     let got = evaluate_dirs(&dir.join("gt"), &dir.join("pred"), nc, ig).expect("evaluate");
-    for (k, v) in [("miou", got.miou), ("pixel_acc", got.pixel_acc), ("mean_dice", got.mean_dice), ("fw_iou", got.fw_iou)] {
+    for (k, v) in
+        [("miou", got.miou), ("pixel_acc", got.pixel_acc), ("mean_dice", got.mean_dice), ("fw_iou", got.fw_iou)]
+    {
         let w = want[k].as_f64().expect("number");
         assert!(close(v, w), "{name}: {k} = {v}, numpy says {w}");
     }
@@ -80,7 +83,8 @@ fn tensor_update_equals_slice_update() {
     let gt = Tensor::randint(6, [2, 37, 41], (tch::Kind::Int64, tch::Device::Cpu));
     let pred = Tensor::randint(5, [2, 37, 41], (tch::Kind::Int64, tch::Device::Cpu));
     let gt = gt.where_scalarother(&gt.ne(5), 255); // label 5 becomes the ignore value
-    let (g, p) = (Vec::<i64>::try_from(gt.reshape([-1])).expect("g"), Vec::<i64>::try_from(pred.reshape([-1])).expect("p"));
+    let (g, p) =
+        (Vec::<i64>::try_from(gt.reshape([-1])).expect("g"), Vec::<i64>::try_from(pred.reshape([-1])).expect("p"));
     let mut a = SegConfusion::new(5, Some(255)).expect("new");
     let mut b = a.clone();
     a.update(&g, &p).expect("slices");

@@ -70,10 +70,7 @@ pub fn match_histograms(src: &RgbImage, reference: &RgbImage) -> Result<RgbImage
         };
         let (cs, cr) = (cdf(src), cdf(reference));
         // For each source level, the first reference level whose CDF reaches the source CDF.
-        let lut: Vec<u8> = cs
-            .iter()
-            .map(|&q| cr.iter().position(|&r| r >= q - 1e-12).unwrap_or(255) as u8)
-            .collect();
+        let lut: Vec<u8> = cs.iter().map(|&q| cr.iter().position(|&r| r >= q - 1e-12).unwrap_or(255) as u8).collect();
         for px in out.chunks_exact_mut(3) {
             px[c] = lut[px[c] as usize];
         }

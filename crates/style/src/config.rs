@@ -290,7 +290,13 @@ impl StyleConfig {
                 ..base
             }),
             "adam" => Some(Self {
-                optim: OptimConfig { optimizer: OptimizerKind::Adam, lr: 0.02, steps: 200, coarse_steps: 200, ..base.optim.clone() },
+                optim: OptimConfig {
+                    optimizer: OptimizerKind::Adam,
+                    lr: 0.02,
+                    steps: 200,
+                    coarse_steps: 200,
+                    ..base.optim.clone()
+                },
                 ..base
             }),
             "preserve-color" => Some(Self { color: ColorConfig { mode: ColorMode::Luminance }, ..base }),

@@ -91,7 +91,13 @@ pub struct FastLog {
 }
 
 /// Trains a transformation network for `style` (an image) and saves it into `run`.
-pub fn train(net: &FeatureNet, style: &RgbImage, cfg: &StyleConfig, run: &RunDir, device: Device) -> Result<Vec<FastLog>> {
+pub fn train(
+    net: &FeatureNet,
+    style: &RgbImage,
+    cfg: &StyleConfig,
+    run: &RunDir,
+    device: Device,
+) -> Result<Vec<FastLog>> {
     let fc = &cfg.fast;
     let size = fc.img_size.max(32) as usize;
     let images = load_content_images(&fc.content_dir, size)?;
@@ -167,7 +173,10 @@ impl FastModel {
         let net = TransformNet::new(&vs.root(), cfg.fast.width, cfg.fast.residual_blocks)?;
         let weights = run.best_weights();
         if !weights.is_file() {
-            return Err(StyleError::Invalid(format!("{} is missing: train with `style train-fast` first", weights.display())));
+            return Err(StyleError::Invalid(format!(
+                "{} is missing: train with `style train-fast` first",
+                weights.display()
+            )));
         }
         tlcv_core::checkpoint::load_file(&vs, &weights, &tlcv_core::checkpoint::LoadOptions::default())?;
         vs.freeze();

@@ -101,7 +101,10 @@ impl FeatureNet {
         };
         let weights = list(&cfg.style_layer_weights)
             .iter()
-            .map(|w| w.parse::<f64>().map_err(|_| StyleError::Invalid(format!("model.style_layer_weights: {w:?} is not a number"))))
+            .map(|w| {
+                w.parse::<f64>()
+                    .map_err(|_| StyleError::Invalid(format!("model.style_layer_weights: {w:?} is not a number")))
+            })
             .collect::<Result<Vec<f64>>>()?;
         net.set_layers(&list(&cfg.content_layers), &list(&cfg.style_layers), &weights)?;
         let bf16 = match cfg.precision {

@@ -99,11 +99,8 @@ pub fn minimize(
             d = -&g;
             gtd = dot(&g, &d);
         }
-        let mut t = if iter == 0 {
-            opts.lr * (1.0 / g.abs().sum(Kind::Float).double_value(&[])).min(1.0)
-        } else {
-            opts.lr
-        };
+        let mut t =
+            if iter == 0 { opts.lr * (1.0 / g.abs().sum(Kind::Float).double_value(&[])).min(1.0) } else { opts.lr };
         // Backtracking line search (Armijo), quadratic interpolation clamped to [0.1 t, 0.5 t].
         let mut accepted = None;
         for _ in 0..opts.max_ls {

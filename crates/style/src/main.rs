@@ -139,7 +139,6 @@ struct ScoreCmd {
     image: PathBuf,
 }
 
-
 fn load_config(c: &Common, extra: Vec<(&str, Option<String>)>) -> anyhow::Result<StyleConfig> {
     let mut overrides = Vec::new();
     let common = [
@@ -283,4 +282,3 @@ fn main() {
         Command::Score(c) => score(c),
     });
 }
-

@@ -63,7 +63,12 @@ pub fn run_to_file(cfg: &StyleConfig, out: &Path, show_progress: bool) -> Result
 }
 
 /// The full job: a run directory `project/style/<name>` with everything in it.
-pub fn run_job(cfg: &StyleConfig, project: &Path, name: Option<&str>, show_progress: bool) -> Result<(RunDir, RunSummary)> {
+pub fn run_job(
+    cfg: &StyleConfig,
+    project: &Path,
+    name: Option<&str>,
+    show_progress: bool,
+) -> Result<(RunDir, RunSummary)> {
     let net = feature_net(cfg)?;
     let content_path = image::resolve(&cfg.data.content)?;
     let style_path = image::resolve(&cfg.data.style)?;
@@ -74,7 +79,10 @@ pub fn run_job(cfg: &StyleConfig, project: &Path, name: Option<&str>, show_progr
     let r = transfer::stylize(&net, &content, &style, cfg, show_progress)?;
     let mut csv = String::from("step,level,total,content,style,tv\n");
     for h in &r.history {
-        csv.push_str(&format!("{},{},{},{},{},{}\n", h.step, h.level, h.loss.total, h.loss.content, h.loss.style, h.loss.tv));
+        csv.push_str(&format!(
+            "{},{},{},{},{},{}\n",
+            h.step, h.level, h.loss.total, h.loss.content, h.loss.style, h.loss.tv
+        ));
     }
     tlcv_core::run_dir::write_atomic(&run.root().join("history.csv"), csv.as_bytes())?;
     let facts = report::ReportFacts {

@@ -35,12 +35,7 @@ pub fn write_panel(path: &Path, content: &RgbImage, style: &RgbImage, result: &R
 /// Plots log10 of the content, style, tv and total losses over the iterations of all levels.
 pub fn write_loss_plot(path: &Path, result: &TransferResult) -> Result<()> {
     let pick = |f: &dyn Fn(&crate::transfer::LossValues) -> f64| -> Vec<(f64, f64)> {
-        result
-            .history
-            .iter()
-            .filter(|h| f(&h.loss) > 0.0)
-            .map(|h| (h.step as f64, f(&h.loss).log10()))
-            .collect()
+        result.history.iter().filter(|h| f(&h.loss) > 0.0).map(|h| (h.step as f64, f(&h.loss).log10())).collect()
     };
     let series = vec![
         Series::new("total", pick(&|l| l.total)),
@@ -86,7 +81,15 @@ pub fn write_run(run: &RunDir, content: &RgbImage, style: &RgbImage, f: &ReportF
         ("levels".to_string(), levels.join(" → ")),
         ("iterations / evaluations".to_string(), format!("{} / {}", r.history.len(), r.evaluations)),
         ("seconds".to_string(), format!("{:.1}", r.seconds)),
-        ("style loss".to_string(), format!("{:.4} → {:.4} ({:.1}x lower)", r.initial_loss.style, r.final_loss.style, r.initial_loss.style / r.final_loss.style.max(1e-12))),
+        (
+            "style loss".to_string(),
+            format!(
+                "{:.4} → {:.4} ({:.1}x lower)",
+                r.initial_loss.style,
+                r.final_loss.style,
+                r.initial_loss.style / r.final_loss.style.max(1e-12)
+            ),
+        ),
         ("content loss".to_string(), format!("{:.4} → {:.4}", r.initial_loss.content, r.final_loss.content)),
         ("total variation".to_string(), format!("{:.5} → {:.5}", r.initial_loss.tv, r.final_loss.tv)),
     ];

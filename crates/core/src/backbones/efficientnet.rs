@@ -13,12 +13,8 @@
 
 use tch::{Tensor, nn};
 
-use super::layers::{
-    Act, Conv, ConvBn, ConvOpts, Linear, LinearInit, global_avg_pool, prefix, stochastic_depth,
-};
-use super::{
-    BACKBONE_GROUP, Backbone, ClassifierNet, FeatureInfo, HEAD_GROUP, Normalization, Stages,
-};
+use super::layers::{Act, Conv, ConvBn, ConvOpts, Linear, LinearInit, global_avg_pool, prefix, stochastic_depth};
+use super::{BACKBONE_GROUP, Backbone, ClassifierNet, FeatureInfo, HEAD_GROUP, Normalization, Stages};
 use crate::Result;
 
 /// torchvision's B0..B7 use `nn.BatchNorm2d` defaults (eps 1e-5); only its V2 models use 1e-3.
@@ -62,15 +58,7 @@ struct MbConv {
 }
 
 impl MbConv {
-    fn new(
-        p: &nn::Path,
-        cin: i64,
-        cout: i64,
-        expand: i64,
-        k: i64,
-        stride: i64,
-        drop_p: f64,
-    ) -> Result<Self> {
+    fn new(p: &nn::Path, cin: i64, cout: i64, expand: i64, k: i64, stride: i64, drop_p: f64) -> Result<Self> {
         let b = p / "block";
         let mid = cin * expand;
         let mut i = 0usize;
@@ -79,56 +67,18 @@ impl MbConv {
             i += 1;
             ConvBn::new(&(&q / 0), &(&q / 1), ci, co, kk, o, BN_EPS, act)
         };
-        let expand_cb = if expand != 1 {
-            Some(cb(cin, mid, 1, ConvOpts::new(1), Act::Silu)?)
-        } else {
-            None
-        };
-        let depthwise = cb(
-            mid,
-            mid,
-            k,
-            ConvOpts::new(k).stride(stride).groups(mid),
-            Act::Silu,
-        )?;
+        let expand_cb = if expand != 1 { Some(cb(cin, mid, 1, ConvOpts::new(1), Act::Silu)?) } else { None };
+        let depthwise = cb(mid, mid, k, ConvOpts::new(k).stride(stride).groups(mid), Act::Silu)?;
         let se_p = &b / i;
         let squeeze = (cin / 4).max(1);
         let se = SqueezeExcite {
-            fc1: Conv::new(
-                &(&se_p / "fc1"),
-                mid,
-                squeeze,
-                1,
-                ConvOpts::new(1).bias(true),
-            )?,
-            fc2: Conv::new(
-                &(&se_p / "fc2"),
-                squeeze,
-                mid,
-                1,
-                ConvOpts::new(1).bias(true),
-            )?,
+            fc1: Conv::new(&(&se_p / "fc1"), mid, squeeze, 1, ConvOpts::new(1).bias(true))?,
+            fc2: Conv::new(&(&se_p / "fc2"), squeeze, mid, 1, ConvOpts::new(1).bias(true))?,
         };
         i += 1;
         let q = &b / i;
-        let project = ConvBn::new(
-            &(&q / 0),
-            &(&q / 1),
-            mid,
-            cout,
-            1,
-            ConvOpts::new(1),
-            BN_EPS,
-            Act::None,
-        )?;
-        Ok(MbConv {
-            expand: expand_cb,
-            depthwise,
-            se,
-            project,
-            residual: stride == 1 && cin == cout,
-            drop_p,
-        })
+        let project = ConvBn::new(&(&q / 0), &(&q / 1), mid, cout, 1, ConvOpts::new(1), BN_EPS, Act::None)?;
+        Ok(MbConv { expand: expand_cb, depthwise, se, project, residual: stride == 1 && cin == cout, drop_p })
     }
 
     /// `[N, cin, H, W]` -> `[N, cout, H/stride, W/stride]`.
@@ -140,11 +90,7 @@ impl MbConv {
         x = self.depthwise.forward(&x, train);
         x = self.se.forward(&x);
         x = self.project.forward(&x, train);
-        if self.residual {
-            stochastic_depth(&x, self.drop_p, train) + xs
-        } else {
-            x
-        }
+        if self.residual { stochastic_depth(&x, self.drop_p, train) + xs } else { x }
     }
 }
 
@@ -162,16 +108,7 @@ impl EfficientNetBody {
         let p = p.set_group(BACKBONE_GROUP);
         let f = &p / "features";
         let s0 = &f / 0;
-        let stem = ConvBn::new(
-            &(&s0 / 0),
-            &(&s0 / 1),
-            3,
-            32,
-            3,
-            ConvOpts::new(3).stride(2),
-            BN_EPS,
-            Act::Silu,
-        )?;
+        let stem = ConvBn::new(&(&s0 / 0), &(&s0 / 1), 3, 32, 3, ConvOpts::new(3).stride(2), BN_EPS, Act::Silu)?;
         let total: usize = B0.iter().map(|s| s.4).sum();
         let mut cin = 32;
         let mut block_id = 0usize;
@@ -182,27 +119,14 @@ impl EfficientNetBody {
             let mut stage = Vec::with_capacity(reps);
             for j in 0..reps {
                 let drop_p = STOCHASTIC_DEPTH * block_id as f64 / total as f64;
-                stage.push(MbConv::new(
-                    &(&sp / j),
-                    cin,
-                    cout,
-                    e,
-                    k,
-                    if j == 0 { s } else { 1 },
-                    drop_p,
-                )?);
+                stage.push(MbConv::new(&(&sp / j), cin, cout, e, k, if j == 0 { s } else { 1 }, drop_p)?);
                 cin = cout;
                 block_id += 1;
             }
             blocks.push(stage);
             stages.push(vec![prefix(&f, &(si + 1).to_string())]);
         }
-        Ok(EfficientNetBody {
-            stem,
-            stages_: blocks,
-            stages: Stages { prefixes: stages },
-            frozen: 0,
-        })
+        Ok(EfficientNetBody { stem, stages_: blocks, stages: Stages { prefixes: stages }, frozen: 0 })
     }
 
     /// `[N, 3, H, W]` -> the outputs of `features.1..7`.
@@ -258,25 +182,13 @@ impl Backbone for EfficientNetBody {
         vec![c2, c3, c4, c5]
     }
     fn low_level_info(&self) -> FeatureInfo {
-        FeatureInfo {
-            stride: 4,
-            channels: 24,
-        }
+        FeatureInfo { stride: 4, channels: 24 }
     }
     fn feature_info(&self) -> Vec<FeatureInfo> {
         vec![
-            FeatureInfo {
-                stride: 8,
-                channels: 40,
-            },
-            FeatureInfo {
-                stride: 16,
-                channels: 112,
-            },
-            FeatureInfo {
-                stride: 32,
-                channels: 320,
-            },
+            FeatureInfo { stride: 8, channels: 40 },
+            FeatureInfo { stride: 16, channels: 112 },
+            FeatureInfo { stride: 32, channels: 320 },
         ]
     }
     fn stages(&self) -> &Stages {
@@ -302,11 +214,7 @@ pub struct EfficientNet {
 
 impl ClassifierNet for EfficientNet {
     fn penultimate(&self, xs: &Tensor, train: bool) -> Tensor {
-        let last = self
-            .body
-            .run(xs, train)
-            .pop()
-            .unwrap_or_else(|| xs.shallow_clone()); // [N, 320, h, w]
+        let last = self.body.run(xs, train).pop().unwrap_or_else(|| xs.shallow_clone()); // [N, 320, h, w]
         let t = train && self.body.frozen < self.stages.len();
         let x = self.head_conv.forward(&last, t); // [N, 1280, h, w]
         global_avg_pool(&x).dropout(0.2, t) // [N, 1280]
@@ -337,29 +245,14 @@ impl ClassifierNet for EfficientNet {
 pub fn efficientnet_b0(p: nn::Path, num_classes: i64) -> Result<EfficientNet> {
     let body = EfficientNetBody::new(&p)?;
     let f8 = p.set_group(BACKBONE_GROUP) / "features" / 8;
-    let head_conv = ConvBn::new(
-        &(&f8 / 0),
-        &(&f8 / 1),
-        320,
-        1280,
-        1,
-        ConvOpts::new(1),
-        BN_EPS,
-        Act::Silu,
-    )?;
+    let head_conv = ConvBn::new(&(&f8 / 0), &(&f8 / 1), 320, 1280, 1, ConvOpts::new(1), BN_EPS, Act::Silu)?;
     let cp = p.set_group(HEAD_GROUP) / "classifier";
     let fc = Linear::new(&(&cp / 1), 1280, num_classes, LinearInit::UniformOut)?;
     let mut stages = body.stages.clone();
     if let Some(last) = stages.prefixes.last_mut() {
         last.push(prefix(&(&p / "features"), "8"));
     }
-    Ok(EfficientNet {
-        body,
-        head_conv,
-        fc,
-        stages,
-        head_prefix: prefix(&cp, "1"),
-    })
+    Ok(EfficientNet { body, head_conv, fc, stages, head_prefix: prefix(&cp, "1") })
 }
 
 /// Headless EfficientNet-B0 (C3/C4/C5 = 40/112/320 channels).

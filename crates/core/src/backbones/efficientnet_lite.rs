@@ -19,12 +19,8 @@
 
 use tch::{Tensor, nn};
 
-use super::layers::{
-    Act, ConvBn, ConvOpts, Linear, LinearInit, Padding, global_avg_pool, prefix, stochastic_depth,
-};
-use super::{
-    BACKBONE_GROUP, Backbone, ClassifierNet, FeatureInfo, HEAD_GROUP, Normalization, Stages,
-};
+use super::layers::{Act, ConvBn, ConvOpts, Linear, LinearInit, Padding, global_avg_pool, prefix, stochastic_depth};
+use super::{BACKBONE_GROUP, Backbone, ClassifierNet, FeatureInfo, HEAD_GROUP, Normalization, Stages};
 use crate::Result;
 
 const BN_EPS: f64 = 1e-3;
@@ -74,36 +70,12 @@ struct LiteBlock {
 
 impl LiteBlock {
     #[allow(clippy::too_many_arguments)]
-    fn new(
-        p: &nn::Path,
-        cin: i64,
-        cout: i64,
-        e: i64,
-        k: i64,
-        stride: i64,
-        dilation: i64,
-        drop_p: f64,
-    ) -> Result<Self> {
+    fn new(p: &nn::Path, cin: i64, cout: i64, e: i64, k: i64, stride: i64, dilation: i64, drop_p: f64) -> Result<Self> {
         let mid = cin * e;
         let mk = |c: &str, b: &str, ci: i64, co: i64, kk: i64, o: ConvOpts, act: Act| {
-            Ok::<_, crate::Error>(
-                ConvBn::new(&(p / c), &(p / b), ci, co, kk, o, BN_EPS, act)?
-                    .bn_momentum(BN_MOMENTUM),
-            )
+            Ok::<_, crate::Error>(ConvBn::new(&(p / c), &(p / b), ci, co, kk, o, BN_EPS, act)?.bn_momentum(BN_MOMENTUM))
         };
-        let expand = if e != 1 {
-            Some(mk(
-                "_expand_conv",
-                "_bn0",
-                cin,
-                mid,
-                1,
-                sconv(1),
-                Act::Relu6,
-            )?)
-        } else {
-            None
-        };
+        let expand = if e != 1 { Some(mk("_expand_conv", "_bn0", cin, mid, 1, sconv(1), Act::Relu6)?) } else { None };
         let depthwise = mk(
             "_depthwise_conv",
             "_bn1",
@@ -114,13 +86,7 @@ impl LiteBlock {
             Act::Relu6,
         )?;
         let project = mk("_project_conv", "_bn2", mid, cout, 1, sconv(1), Act::None)?;
-        Ok(LiteBlock {
-            expand,
-            depthwise,
-            project,
-            residual: stride == 1 && cin == cout,
-            drop_p,
-        })
+        Ok(LiteBlock { expand, depthwise, project, residual: stride == 1 && cin == cout, drop_p })
     }
 
     /// `[N, cin, H, W]` -> `[N, cout, ceil(H/stride), ceil(W/stride)]`.
@@ -129,12 +95,7 @@ impl LiteBlock {
     }
 
     /// [`LiteBlock::forward`], calling `tap("expand" | "dw", t)` after the two ReLU6s.
-    fn forward_tapped(
-        &self,
-        xs: &Tensor,
-        train: bool,
-        tap: &mut dyn FnMut(&str, &Tensor),
-    ) -> Tensor {
+    fn forward_tapped(&self, xs: &Tensor, train: bool, tap: &mut dyn FnMut(&str, &Tensor)) -> Tensor {
         let mut x = match &self.expand {
             Some(e) => e.forward(xs, train), // [N, cin*e, H, W]
             None => xs.shallow_clone(),
@@ -143,11 +104,7 @@ impl LiteBlock {
         x = self.depthwise.forward(&x, train);
         tap("dw", &x);
         x = self.project.forward(&x, train);
-        if self.residual {
-            stochastic_depth(&x, self.drop_p, train) + xs
-        } else {
-            x
-        }
+        if self.residual { stochastic_depth(&x, self.drop_p, train) + xs } else { x }
     }
 }
 
@@ -166,27 +123,12 @@ impl EfficientNetLiteBody {
     /// `dilate[0]` / `dilate[1]`: stage 4 / stage 6 keep the resolution and dilate instead.
     fn new(p: &nn::Path, s: Scale, dilate: [bool; 2]) -> Result<Self> {
         let p = p.set_group(BACKBONE_GROUP);
-        let stem = ConvBn::new(
-            &(&p / "_conv_stem"),
-            &(&p / "_bn0"),
-            3,
-            32,
-            3,
-            sconv(3).stride(2),
-            BN_EPS,
-            Act::Relu6,
-        )?
-        .bn_momentum(BN_MOMENTUM);
+        let stem = ConvBn::new(&(&p / "_conv_stem"), &(&p / "_bn0"), 3, 32, 3, sconv(3).stride(2), BN_EPS, Act::Relu6)?
+            .bn_momentum(BN_MOMENTUM);
         let repeats: Vec<usize> = BASE
             .iter()
             .enumerate()
-            .map(|(i, b)| {
-                if i == 0 || i + 1 == BASE.len() {
-                    b.4
-                } else {
-                    (b.4 as f64 * s.depth).ceil() as usize
-                }
-            })
+            .map(|(i, b)| if i == 0 || i + 1 == BASE.len() { b.4 } else { (b.4 as f64 * s.depth).ceil() as usize })
             .collect();
         let total: usize = repeats.iter().sum();
         let bp = &p / "_blocks";
@@ -212,21 +154,8 @@ impl EfficientNetLiteBody {
             stride_now *= stride;
             for j in 0..reps {
                 let drop_p = DROP_CONNECT * i as f64 / total as f64;
-                let (st, d) = if j == 0 {
-                    (stride, previous_dilation)
-                } else {
-                    (1, dilation)
-                };
-                stage.push(LiteBlock::new(
-                    &(&bp / i),
-                    cin,
-                    cout,
-                    e,
-                    k,
-                    st,
-                    d,
-                    drop_p,
-                )?);
+                let (st, d) = if j == 0 { (stride, previous_dilation) } else { (1, dilation) };
+                stage.push(LiteBlock::new(&(&bp / i), cin, cout, e, k, st, d, drop_p)?);
                 names.push(prefix(&bp, &i.to_string()));
                 cin = cout;
                 i += 1;
@@ -236,14 +165,7 @@ impl EfficientNetLiteBody {
             strides.push(stride_now);
             stages.push(names);
         }
-        Ok(EfficientNetLiteBody {
-            stem,
-            blocks,
-            channels,
-            strides,
-            stages: Stages { prefixes: stages },
-            frozen: 0,
-        })
+        Ok(EfficientNetLiteBody { stem, blocks, channels, strides, stages: Stages { prefixes: stages }, frozen: 0 })
     }
 
     /// Named intermediate activations for perceptual losses, in the order asked: `stem` (after the
@@ -363,10 +285,7 @@ impl Backbone for EfficientNetLiteBody {
         vec![c2, c3, c4, c5]
     }
     fn low_level_info(&self) -> FeatureInfo {
-        FeatureInfo {
-            stride: 4,
-            channels: self.channels.get(1).copied().unwrap_or(0),
-        }
+        FeatureInfo { stride: 4, channels: self.channels.get(1).copied().unwrap_or(0) }
     }
     fn stages(&self) -> &Stages {
         &self.stages
@@ -395,46 +314,22 @@ impl EfficientNetLite {
         let body = EfficientNetLiteBody::new(p, s, [false; 2])?;
         let bp = p.set_group(BACKBONE_GROUP);
         let last = body.channels.last().copied().unwrap_or(320);
-        let head_conv = ConvBn::new(
-            &(&bp / "_conv_head"),
-            &(&bp / "_bn1"),
-            last,
-            1280,
-            1,
-            sconv(1),
-            BN_EPS,
-            Act::Relu6,
-        )?
-        .bn_momentum(BN_MOMENTUM);
-        let fc = Linear::new(
-            &(p.set_group(HEAD_GROUP) / "_fc"),
-            1280,
-            num_classes,
-            LinearInit::UniformOut,
-        )?;
+        let head_conv =
+            ConvBn::new(&(&bp / "_conv_head"), &(&bp / "_bn1"), last, 1280, 1, sconv(1), BN_EPS, Act::Relu6)?
+                .bn_momentum(BN_MOMENTUM);
+        let fc = Linear::new(&(p.set_group(HEAD_GROUP) / "_fc"), 1280, num_classes, LinearInit::UniformOut)?;
         let mut stages = body.stages.clone();
         if let Some(l) = stages.prefixes.last_mut() {
             l.push(prefix(p, "_conv_head"));
             l.push(prefix(p, "_bn1"));
         }
-        Ok(EfficientNetLite {
-            body,
-            head_conv,
-            fc,
-            dropout: s.dropout,
-            stages,
-            head_prefix: prefix(p, "_fc"),
-        })
+        Ok(EfficientNetLite { body, head_conv, fc, dropout: s.dropout, stages, head_prefix: prefix(p, "_fc") })
     }
 }
 
 impl ClassifierNet for EfficientNetLite {
     fn penultimate(&self, xs: &Tensor, train: bool) -> Tensor {
-        let last = self
-            .body
-            .run(xs, train)
-            .pop()
-            .unwrap_or_else(|| xs.shallow_clone()); // [N, 320, h, w]
+        let last = self.body.run(xs, train).pop().unwrap_or_else(|| xs.shallow_clone()); // [N, 320, h, w]
         let t = train && self.body.frozen < self.stages.len();
         let x = self.head_conv.forward(&last, t); // [N, 1280, h, w]
         global_avg_pool(&x).dropout(self.dropout, t) // [N, 1280]
@@ -461,21 +356,9 @@ impl ClassifierNet for EfficientNetLite {
     }
 }
 
-const LITE0: Scale = Scale {
-    width: 1.0,
-    depth: 1.0,
-    dropout: 0.2,
-};
-const LITE1: Scale = Scale {
-    width: 1.0,
-    depth: 1.1,
-    dropout: 0.2,
-};
-const LITE2: Scale = Scale {
-    width: 1.1,
-    depth: 1.2,
-    dropout: 0.3,
-};
+const LITE0: Scale = Scale { width: 1.0, depth: 1.0, dropout: 0.2 };
+const LITE1: Scale = Scale { width: 1.0, depth: 1.1, dropout: 0.2 };
+const LITE2: Scale = Scale { width: 1.1, depth: 1.2, dropout: 0.3 };
 
 /// EfficientNet-Lite0 classifier (224 px).
 pub fn efficientnet_lite0(p: nn::Path, num_classes: i64) -> Result<EfficientNetLite> {
@@ -514,9 +397,7 @@ pub fn efficientnet_lite_backbone_dilated(
         1 => LITE1,
         2 => LITE2,
         v => {
-            return Err(crate::Error::Invalid(format!(
-                "no EfficientNet-Lite{v}; expected 0, 1 or 2"
-            )));
+            return Err(crate::Error::Invalid(format!("no EfficientNet-Lite{v}; expected 0, 1 or 2")));
         }
     };
     EfficientNetLiteBody::new(&p, s, dilate)
@@ -529,10 +410,7 @@ mod tests {
     #[test]
     fn round_filters_matches_the_lite2_file() {
         // Channels of the shipped efficientnet-lite2 file per stage.
-        let got: Vec<i64> = [16, 24, 40, 80, 112, 192, 320]
-            .iter()
-            .map(|&c| round_filters(c, 1.1))
-            .collect();
+        let got: Vec<i64> = [16, 24, 40, 80, 112, 192, 320].iter().map(|&c| round_filters(c, 1.1)).collect();
         assert_eq!(got, [16, 24, 48, 88, 120, 208, 352]);
     }
 }

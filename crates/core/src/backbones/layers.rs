@@ -112,10 +112,9 @@ impl Conv {
     pub fn new(p: &nn::Path, cin: i64, cout: i64, kernel: i64, o: ConvOpts) -> Result<Self> {
         let fan_in = cin / o.groups * kernel * kernel;
         let winit = match o.init {
-            ConvInit::KaimingFanOut => nn::Init::Randn {
-                mean: 0.0,
-                stdev: (2.0 / (cout * kernel * kernel) as f64).sqrt(),
-            },
+            ConvInit::KaimingFanOut => {
+                nn::Init::Randn { mean: 0.0, stdev: (2.0 / (cout * kernel * kernel) as f64).sqrt() }
+            }
             ConvInit::Default => uniform_bound(fan_in),
         };
         let weight = p.f_var("weight", &[cout, cin / o.groups, kernel, kernel], winit)?;
@@ -144,39 +143,18 @@ impl Conv {
         let s = [self.stride, self.stride];
         let d = [self.dilation, self.dilation];
         match self.padding {
-            Padding::Symmetric(pad) => xs.conv2d(
-                &self.weight,
-                self.bias.as_ref(),
-                s,
-                [pad, pad],
-                d,
-                self.groups,
-            ),
+            Padding::Symmetric(pad) => xs.conv2d(&self.weight, self.bias.as_ref(), s, [pad, pad], d, self.groups),
             Padding::TfSame => {
                 // A dilated kernel covers `(k - 1) * d + 1` pixels.
                 let k_eff = (self.kernel - 1) * self.dilation + 1;
                 let (ph, pw) = same_pad(xs, k_eff, self.stride);
                 if ph % 2 == 0 && pw % 2 == 0 {
                     // Even totals are symmetric: let the convolution pad (no copy).
-                    xs.conv2d(
-                        &self.weight,
-                        self.bias.as_ref(),
-                        s,
-                        [ph / 2, pw / 2],
-                        d,
-                        self.groups,
-                    )
+                    xs.conv2d(&self.weight, self.bias.as_ref(), s, [ph / 2, pw / 2], d, self.groups)
                 } else {
                     // [left, right, top, bottom]: the extra pixel goes right/bottom as in TensorFlow.
                     let padded = xs.constant_pad_nd([pw / 2, pw - pw / 2, ph / 2, ph - ph / 2]);
-                    padded.conv2d(
-                        &self.weight,
-                        self.bias.as_ref(),
-                        s,
-                        [0, 0],
-                        d,
-                        self.groups,
-                    )
+                    padded.conv2d(&self.weight, self.bias.as_ref(), s, [0, 0], d, self.groups)
                 }
             }
         }
@@ -202,11 +180,7 @@ impl Conv {
 fn same_pad(xs: &Tensor, k: i64, s: i64) -> (i64, i64) {
     let size = xs.size();
     let n = size.len();
-    let (h, w) = if n >= 2 {
-        (size[n - 2], size[n - 1])
-    } else {
-        (0, 0)
-    };
+    let (h, w) = if n >= 2 { (size[n - 2], size[n - 1]) } else { (0, 0) };
     let total = |i: i64| (((i + s - 1) / s - 1) * s + k - i).max(0);
     (total(h), total(w))
 }
@@ -329,8 +303,7 @@ impl ConvBn {
         if let (false, Some(folded)) = (train, &self.folded) {
             return self.act.apply(folded.forward(xs));
         }
-        self.act
-            .apply(self.bn.forward(&self.conv.forward(xs), train))
+        self.act.apply(self.bn.forward(&self.conv.forward(xs), train))
     }
 
     /// Folds the batch norm's eval-mode affine map into a copy of the convolution:
@@ -345,14 +318,7 @@ impl ConvBn {
                 .bn
                 .weight
                 .f_to_kind(tch::Kind::Double)?
-                .f_div(
-                    &self
-                        .bn
-                        .running_var
-                        .f_to_kind(tch::Kind::Double)?
-                        .f_add_scalar(self.bn.eps)?
-                        .f_sqrt()?,
-                )?; // [out]
+                .f_div(&self.bn.running_var.f_to_kind(tch::Kind::Double)?.f_add_scalar(self.bn.eps)?.f_sqrt()?)?; // [out]
             let bias0 = match &self.conv.bias {
                 Some(b) => b.f_to_kind(tch::Kind::Double)?,
                 None => self.bn.running_mean.f_zeros_like()?.f_to_kind(tch::Kind::Double)?,
@@ -363,10 +329,7 @@ impl ConvBn {
                 .f_add(&self.bn.bias.f_to_kind(tch::Kind::Double)?)?
                 .f_to_kind(self.bn.bias.kind())?;
             // [out, in/g, k, k] * [out, 1, 1, 1]; the product keeps the weight's (channels-last) layout.
-            let weight = w
-                .f_to_kind(tch::Kind::Double)?
-                .f_mul(&scale.f_view([-1, 1, 1, 1])?)?
-                .f_to_kind(w.kind())?;
+            let weight = w.f_to_kind(tch::Kind::Double)?.f_mul(&scale.f_view([-1, 1, 1, 1])?)?.f_to_kind(w.kind())?;
             let weight = if w.is_contiguous() { weight.f_contiguous()? } else { crate::freeze::channels_last(&weight) };
             Ok(Conv { weight, bias: Some(bias), ..self.conv.clone_shape() })
         })?;
@@ -410,19 +373,10 @@ impl Linear {
     pub fn new(p: &nn::Path, cin: i64, cout: i64, init: LinearInit) -> Result<Self> {
         let (w, b) = match init {
             LinearInit::Default => (uniform_bound(cin), uniform_bound(cin)),
-            LinearInit::Normal(std) => (
-                nn::Init::Randn {
-                    mean: 0.0,
-                    stdev: std,
-                },
-                nn::Init::Const(0.0),
-            ),
+            LinearInit::Normal(std) => (nn::Init::Randn { mean: 0.0, stdev: std }, nn::Init::Const(0.0)),
             LinearInit::UniformOut => (uniform_bound(cout), nn::Init::Const(0.0)),
         };
-        Ok(Linear {
-            weight: p.f_var("weight", &[cout, cin], w)?,
-            bias: p.f_var("bias", &[cout], b)?,
-        })
+        Ok(Linear { weight: p.f_var("weight", &[cout, cin], w)?, bias: p.f_var("bias", &[cout], b)? })
     }
 
     /// `[N, in]` -> `[N, out]`.

@@ -52,15 +52,9 @@ pub struct Normalization {
 
 impl Normalization {
     /// torchvision's ImageNet statistics.
-    pub const IMAGENET: Normalization = Normalization {
-        mean: [0.485, 0.456, 0.406],
-        std: [0.229, 0.224, 0.225],
-    };
+    pub const IMAGENET: Normalization = Normalization { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
     /// The EfficientNet-Lite files: `(x - 127) / 128` with x in 0..255.
-    pub const LITE: Normalization = Normalization {
-        mean: [127.0 / 255.0; 3],
-        std: [128.0 / 255.0; 3],
-    };
+    pub const LITE: Normalization = Normalization { mean: [127.0 / 255.0; 3], std: [128.0 / 255.0; 3] };
 }
 
 /// One multi-scale feature map: its stride w.r.t. the input and its channel count.
@@ -135,9 +129,7 @@ impl Arch {
     /// The input normalisation the pretrained weights expect.
     pub fn normalization(self) -> Normalization {
         match self {
-            Arch::EfficientnetLite0 | Arch::EfficientnetLite1 | Arch::EfficientnetLite2 => {
-                Normalization::LITE
-            }
+            Arch::EfficientnetLite0 | Arch::EfficientnetLite1 | Arch::EfficientnetLite2 => Normalization::LITE,
             _ => Normalization::IMAGENET,
         }
     }
@@ -162,16 +154,10 @@ impl FromStr for Arch {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
         let t = s.trim().to_ascii_lowercase().replace('-', "_");
-        Arch::ALL
-            .into_iter()
-            .find(|a| a.name() == t)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Arch::ALL.iter().map(|a| a.name()).collect();
-                Error::Invalid(format!(
-                    "unknown architecture {s:?}; expected one of {}",
-                    names.join(", ")
-                ))
-            })
+        Arch::ALL.into_iter().find(|a| a.name() == t).ok_or_else(|| {
+            let names: Vec<&str> = Arch::ALL.iter().map(|a| a.name()).collect();
+            Error::Invalid(format!("unknown architecture {s:?}; expected one of {}", names.join(", ")))
+        })
     }
 }
 
@@ -208,9 +194,7 @@ impl Stages {
 
     /// The stage a variable name belongs to, if any (`a.b` matches prefix `a`, `a.b`, not `ab`).
     pub fn stage_of(&self, name: &str) -> Option<usize> {
-        self.prefixes
-            .iter()
-            .position(|ps| ps.iter().any(|p| has_prefix(name, p)))
+        self.prefixes.iter().position(|ps| ps.iter().any(|p| has_prefix(name, p)))
     }
 }
 
@@ -273,9 +257,7 @@ pub trait Backbone: fmt::Debug + Send {
 /// Builds the classifier of `arch` under `p` with `num_classes` outputs.
 pub fn classifier(p: nn::Path, arch: Arch, num_classes: i64) -> Result<Box<dyn ClassifierNet>> {
     if num_classes < 1 {
-        return Err(Error::Invalid(format!(
-            "num_classes must be at least 1, got {num_classes}"
-        )));
+        return Err(Error::Invalid(format!("num_classes must be at least 1, got {num_classes}")));
     }
     Ok(match arch {
         Arch::Resnet18 => Box::new(resnet::resnet18(p, num_classes)?),
@@ -313,40 +295,28 @@ pub fn backbone(p: nn::Path, arch: Arch) -> Result<Box<dyn Backbone>> {
 /// trade stride for dilation (ResNet: torchvision's `replace_stride_with_dilation`, `[false, false,
 /// true]` for 16, `[false, true, true]` for 8; EfficientNet-Lite: the same for stages 6 and 4). Other
 /// families only support 32. Variable names are unchanged, so pretrained files load as usual.
-pub fn backbone_with_output_stride(
-    p: nn::Path,
-    arch: Arch,
-    output_stride: i64,
-) -> Result<Box<dyn Backbone>> {
+pub fn backbone_with_output_stride(p: nn::Path, arch: Arch, output_stride: i64) -> Result<Box<dyn Backbone>> {
     let dil = match output_stride {
         32 => return backbone(p, arch),
         16 => [false, false, true],
         8 => [false, true, true],
         o => {
-            return Err(Error::Invalid(format!(
-                "output stride must be 32, 16 or 8, got {o}"
-            )));
+            return Err(Error::Invalid(format!("output stride must be 32, 16 or 8, got {o}")));
         }
     };
     Ok(match arch {
         Arch::Resnet18 => Box::new(resnet::resnet_backbone_dilated(p, 18, dil)?),
         Arch::Resnet34 => Box::new(resnet::resnet_backbone_dilated(p, 34, dil)?),
         Arch::Resnet50 => Box::new(resnet::resnet_backbone_dilated(p, 50, dil)?),
-        Arch::EfficientnetLite0 => Box::new(efficientnet_lite::efficientnet_lite_backbone_dilated(
-            p,
-            0,
-            [dil[1], dil[2]],
-        )?),
-        Arch::EfficientnetLite1 => Box::new(efficientnet_lite::efficientnet_lite_backbone_dilated(
-            p,
-            1,
-            [dil[1], dil[2]],
-        )?),
-        Arch::EfficientnetLite2 => Box::new(efficientnet_lite::efficientnet_lite_backbone_dilated(
-            p,
-            2,
-            [dil[1], dil[2]],
-        )?),
+        Arch::EfficientnetLite0 => {
+            Box::new(efficientnet_lite::efficientnet_lite_backbone_dilated(p, 0, [dil[1], dil[2]])?)
+        }
+        Arch::EfficientnetLite1 => {
+            Box::new(efficientnet_lite::efficientnet_lite_backbone_dilated(p, 1, [dil[1], dil[2]])?)
+        }
+        Arch::EfficientnetLite2 => {
+            Box::new(efficientnet_lite::efficientnet_lite_backbone_dilated(p, 2, [dil[1], dil[2]])?)
+        }
         other => {
             return Err(Error::Invalid(format!(
                 "output stride {output_stride} needs a dilated backbone: {other} only supports 32 \
@@ -366,15 +336,8 @@ mod tests {
             assert_eq!(a.to_string().parse::<Arch>().ok(), Some(a));
         }
         assert_eq!("VGG16-BN".parse::<Arch>().ok(), Some(Arch::Vgg16Bn));
-        let err = "resnet99"
-            .parse::<Arch>()
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(
-            err.contains("resnet18") && err.contains("efficientnet_lite2"),
-            "{err}"
-        );
+        let err = "resnet99".parse::<Arch>().err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("resnet18") && err.contains("efficientnet_lite2"), "{err}");
     }
 
     #[test]
@@ -382,9 +345,7 @@ mod tests {
         assert!(has_prefix("layer1.0.conv1.weight", "layer1"));
         assert!(!has_prefix("layer10.weight", "layer1"));
         assert!(has_prefix("fc", "fc"));
-        let s = Stages {
-            prefixes: vec![vec!["conv1".into(), "bn1".into()], vec!["layer1".into()]],
-        };
+        let s = Stages { prefixes: vec![vec!["conv1".into(), "bn1".into()], vec!["layer1".into()]] };
         assert_eq!(s.stage_of("bn1.running_var"), Some(0));
         assert_eq!(s.stage_of("layer1.1.bn2.bias"), Some(1));
         assert_eq!(s.stage_of("fc.weight"), None);

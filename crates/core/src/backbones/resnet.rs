@@ -14,9 +14,7 @@
 use tch::{Tensor, nn};
 
 use super::layers::{Act, ConvBn, ConvOpts, Linear, LinearInit, global_avg_pool, prefix};
-use super::{
-    BACKBONE_GROUP, Backbone, ClassifierNet, FeatureInfo, HEAD_GROUP, Normalization, Stages,
-};
+use super::{BACKBONE_GROUP, Backbone, ClassifierNet, FeatureInfo, HEAD_GROUP, Normalization, Stages};
 use crate::Result;
 
 const BN_EPS: f64 = 1e-5;
@@ -29,31 +27,11 @@ struct Block {
 }
 
 impl Block {
-    fn new(
-        p: &nn::Path,
-        cin: i64,
-        width: i64,
-        stride: i64,
-        dilation: i64,
-        bottleneck: bool,
-    ) -> Result<Self> {
+    fn new(p: &nn::Path, cin: i64, width: i64, stride: i64, dilation: i64, bottleneck: bool) -> Result<Self> {
         let cb = |i: usize, ci: i64, co: i64, k: i64, s: i64, act: Act| {
             // Only 3x3 convolutions are dilated (1x1 ones are unaffected).
-            let o = if k == 3 {
-                ConvOpts::new(k).stride(s).dilation(dilation, k)
-            } else {
-                ConvOpts::new(k).stride(s)
-            };
-            ConvBn::new(
-                &(p / format!("conv{i}")),
-                &(p / format!("bn{i}")),
-                ci,
-                co,
-                k,
-                o,
-                BN_EPS,
-                act,
-            )
+            let o = if k == 3 { ConvOpts::new(k).stride(s).dilation(dilation, k) } else { ConvOpts::new(k).stride(s) };
+            ConvBn::new(&(p / format!("conv{i}")), &(p / format!("bn{i}")), ci, co, k, o, BN_EPS, act)
         };
         let (convs, cout) = if bottleneck {
             let out = width * 4;
@@ -64,27 +42,12 @@ impl Block {
             ];
             (c, out)
         } else {
-            (
-                vec![
-                    cb(1, cin, width, 3, stride, Act::Relu)?,
-                    cb(2, width, width, 3, 1, Act::None)?,
-                ],
-                width,
-            )
+            (vec![cb(1, cin, width, 3, stride, Act::Relu)?, cb(2, width, width, 3, 1, Act::None)?], width)
         };
         let downsample = if stride != 1 || cin != cout {
             let d = p / "downsample";
             let o = ConvOpts::new(1).stride(stride);
-            Some(ConvBn::new(
-                &(&d / 0),
-                &(&d / 1),
-                cin,
-                cout,
-                1,
-                o,
-                BN_EPS,
-                Act::None,
-            )?)
+            Some(ConvBn::new(&(&d / 0), &(&d / 1), cin, cout, 1, o, BN_EPS, Act::None)?)
         } else {
             None
         };
@@ -117,23 +80,10 @@ pub struct ResNetBody {
 }
 
 impl ResNetBody {
-    fn new(
-        p: &nn::Path,
-        depths: [usize; 4],
-        bottleneck: bool,
-        dilate: [bool; 3],
-    ) -> Result<Self> {
+    fn new(p: &nn::Path, depths: [usize; 4], bottleneck: bool, dilate: [bool; 3]) -> Result<Self> {
         let p = p.set_group(BACKBONE_GROUP);
-        let stem = ConvBn::new(
-            &(&p / "conv1"),
-            &(&p / "bn1"),
-            3,
-            64,
-            7,
-            ConvOpts::new(7).stride(2),
-            BN_EPS,
-            Act::Relu,
-        )?;
+        let stem =
+            ConvBn::new(&(&p / "conv1"), &(&p / "bn1"), 3, 64, 7, ConvOpts::new(7).stride(2), BN_EPS, Act::Relu)?;
         let expansion = if bottleneck { 4 } else { 1 };
         let mut cin = 64;
         let mut layers: [Vec<Block>; 4] = Default::default();
@@ -153,11 +103,7 @@ impl ResNetBody {
             }
             stride_now *= layer_stride;
             for bi in 0..*depth {
-                let (stride, d) = if bi == 0 {
-                    (layer_stride, previous_dilation)
-                } else {
-                    (1, dilation)
-                };
+                let (stride, d) = if bi == 0 { (layer_stride, previous_dilation) } else { (1, dilation) };
                 layers[li].push(Block::new(&(&lp / bi), cin, width, stride, d, bottleneck)?);
                 cin = width * expansion;
             }
@@ -165,14 +111,7 @@ impl ResNetBody {
             strides[li] = stride_now;
             stages.push(vec![prefix(&p, &name)]);
         }
-        Ok(ResNetBody {
-            stem,
-            layers,
-            channels,
-            strides,
-            stages: Stages { prefixes: stages },
-            frozen: 0,
-        })
+        Ok(ResNetBody { stem, layers, channels, strides, stages: Stages { prefixes: stages }, frozen: 0 })
     }
 
     /// `[N, 3, H, W]` -> the outputs of `layer1..layer4` (strides 4, 8, 16, 32 without dilation).
@@ -210,21 +149,13 @@ impl Backbone for ResNetBody {
         self.run(xs, train).split_off(1)
     }
     fn feature_info(&self) -> Vec<FeatureInfo> {
-        (1..4)
-            .map(|i| FeatureInfo {
-                stride: self.strides[i],
-                channels: self.channels[i],
-            })
-            .collect()
+        (1..4).map(|i| FeatureInfo { stride: self.strides[i], channels: self.channels[i] }).collect()
     }
     fn forward_features_with_low(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
         self.run(xs, train)
     }
     fn low_level_info(&self) -> FeatureInfo {
-        FeatureInfo {
-            stride: 4,
-            channels: self.channels[0],
-        }
+        FeatureInfo { stride: 4, channels: self.channels[0] }
     }
     fn stages(&self) -> &Stages {
         &self.stages
@@ -249,27 +180,14 @@ impl ResNet {
     fn new(p: &nn::Path, depths: [usize; 4], bottleneck: bool, num_classes: i64) -> Result<Self> {
         let body = ResNetBody::new(p, depths, bottleneck, [false; 3])?;
         let hp = p.set_group(HEAD_GROUP);
-        let fc = Linear::new(
-            &(&hp / "fc"),
-            body.channels[3],
-            num_classes,
-            LinearInit::Default,
-        )?;
-        Ok(ResNet {
-            body,
-            fc,
-            head_prefix: prefix(p, "fc"),
-        })
+        let fc = Linear::new(&(&hp / "fc"), body.channels[3], num_classes, LinearInit::Default)?;
+        Ok(ResNet { body, fc, head_prefix: prefix(p, "fc") })
     }
 }
 
 impl ClassifierNet for ResNet {
     fn penultimate(&self, xs: &Tensor, train: bool) -> Tensor {
-        let c5 = self
-            .body
-            .run(xs, train)
-            .pop()
-            .unwrap_or_else(|| xs.shallow_clone());
+        let c5 = self.body.run(xs, train).pop().unwrap_or_else(|| xs.shallow_clone());
         global_avg_pool(&c5) // [N, 512 or 2048]
     }
     fn head(&self, feats: &Tensor) -> Tensor {
@@ -328,9 +246,7 @@ pub fn resnet_backbone_dilated(
         34 => ([3, 4, 6, 3], false),
         50 => ([3, 4, 6, 3], true),
         d => {
-            return Err(crate::Error::Invalid(format!(
-                "no ResNet-{d}; expected 18, 34 or 50"
-            )));
+            return Err(crate::Error::Invalid(format!("no ResNet-{d}; expected 18, 34 or 50")));
         }
     };
     ResNetBody::new(&p, depths, bottleneck, replace_stride_with_dilation)

@@ -13,27 +13,14 @@
 use tch::{Tensor, nn};
 
 use super::layers::{Bn, Conv, ConvOpts, Linear, LinearInit, prefix};
-use super::{
-    BACKBONE_GROUP, Backbone, ClassifierNet, FeatureInfo, HEAD_GROUP, Normalization, Stages,
-};
+use super::{BACKBONE_GROUP, Backbone, ClassifierNet, FeatureInfo, HEAD_GROUP, Normalization, Stages};
 use crate::{Error, Result};
 
 const BN_EPS: f64 = 1e-5;
 /// Output channels of the convs of each block (VGG-16 "D", VGG-19 "E").
-const CFG16: [&[i64]; 5] = [
-    &[64, 64],
-    &[128, 128],
-    &[256, 256, 256],
-    &[512, 512, 512],
-    &[512, 512, 512],
-];
-const CFG19: [&[i64]; 5] = [
-    &[64, 64],
-    &[128, 128],
-    &[256, 256, 256, 256],
-    &[512, 512, 512, 512],
-    &[512, 512, 512, 512],
-];
+const CFG16: [&[i64]; 5] = [&[64, 64], &[128, 128], &[256, 256, 256], &[512, 512, 512], &[512, 512, 512]];
+const CFG19: [&[i64]; 5] =
+    [&[64, 64], &[128, 128], &[256, 256, 256, 256], &[512, 512, 512, 512], &[512, 512, 512, 512]];
 
 #[derive(Debug)]
 struct VggConv {
@@ -79,22 +66,12 @@ impl VggFeatures {
             blocks.push(block);
             stages.push(names);
         }
-        Ok(VggFeatures {
-            blocks,
-            stages: Stages { prefixes: stages },
-            frozen: 0,
-        })
+        Ok(VggFeatures { blocks, stages: Stages { prefixes: stages }, frozen: 0 })
     }
 
     /// Runs block `b` (conv, [bn,] relu)* and calls `tap(j, relu_output)` after each ReLU.
     /// `[N, C, H, W]` -> `[N, C', H, W]` (before the block's max-pool).
-    fn block(
-        &self,
-        b: usize,
-        x: Tensor,
-        train: bool,
-        tap: &mut dyn FnMut(usize, &Tensor),
-    ) -> Tensor {
+    fn block(&self, b: usize, x: Tensor, train: bool, tap: &mut dyn FnMut(usize, &Tensor)) -> Tensor {
         let t = train && b >= self.frozen;
         let mut x = x;
         for (j, c) in self.blocks[b].iter().enumerate() {
@@ -124,23 +101,13 @@ impl VggFeatures {
     pub fn relu_taps(&self, xs: &Tensor, names: &[&str], train: bool) -> Result<Vec<Tensor>> {
         let mut wanted = Vec::with_capacity(names.len());
         for n in names {
-            let parsed = n
-                .strip_prefix("relu")
-                .and_then(|r| r.split_once('_'))
-                .and_then(|(b, j)| {
-                    Some((
-                        b.parse::<usize>().ok()?.checked_sub(1)?,
-                        j.parse::<usize>().ok()?.checked_sub(1)?,
-                    ))
-                });
+            let parsed = n.strip_prefix("relu").and_then(|r| r.split_once('_')).and_then(|(b, j)| {
+                Some((b.parse::<usize>().ok()?.checked_sub(1)?, j.parse::<usize>().ok()?.checked_sub(1)?))
+            });
             match parsed {
-                Some((b, j)) if b < self.blocks.len() && j < self.blocks[b].len() => {
-                    wanted.push((b, j))
-                }
+                Some((b, j)) if b < self.blocks.len() && j < self.blocks[b].len() => wanted.push((b, j)),
                 _ => {
-                    return Err(Error::Invalid(format!(
-                        "no VGG activation named {n:?} (expected reluB_J)"
-                    )));
+                    return Err(Error::Invalid(format!("no VGG activation named {n:?} (expected reluB_J)")));
                 }
             }
         }
@@ -159,11 +126,7 @@ impl VggFeatures {
                 }
             });
         }
-        found
-            .into_iter()
-            .zip(names)
-            .map(|(f, n)| f.ok_or_else(|| Error::Invalid(format!("{n} not reached"))))
-            .collect()
+        found.into_iter().zip(names).map(|(f, n)| f.ok_or_else(|| Error::Invalid(format!("{n} not reached")))).collect()
     }
 }
 
@@ -193,19 +156,10 @@ impl Backbone for VggFeatures {
         out
     }
     fn low_level_info(&self) -> FeatureInfo {
-        FeatureInfo {
-            stride: 4,
-            channels: 256,
-        }
+        FeatureInfo { stride: 4, channels: 256 }
     }
     fn feature_info(&self) -> Vec<FeatureInfo> {
-        [8, 16, 32]
-            .into_iter()
-            .map(|stride| FeatureInfo {
-                stride,
-                channels: 512,
-            })
-            .collect()
+        [8, 16, 32].into_iter().map(|stride| FeatureInfo { stride, channels: 512 }).collect()
     }
     fn stages(&self) -> &Stages {
         &self.stages
@@ -236,26 +190,14 @@ impl Vgg {
         let init = LinearInit::Normal(0.01);
         let fc6 = Linear::new(&(&cp / 0), 512 * 7 * 7, 4096, init)?;
         let fc7 = Linear::new(&(&cp / 3), 4096, 4096, init)?;
-        let fc8 = Linear::new(
-            &(p.set_group(HEAD_GROUP) / "classifier" / 6),
-            4096,
-            num_classes,
-            init,
-        )?;
+        let fc8 = Linear::new(&(p.set_group(HEAD_GROUP) / "classifier" / 6), 4096, num_classes, init)?;
         let mut stages = features.stages.clone();
         if let Some(last) = stages.prefixes.last_mut() {
             last.push(prefix(&cp, "0"));
             last.push(prefix(&cp, "3"));
         }
         let head_prefix = prefix(&(p / "classifier"), "6");
-        Ok(Vgg {
-            features,
-            fc6,
-            fc7,
-            fc8,
-            stages,
-            head_prefix,
-        })
+        Ok(Vgg { features, fc6, fc7, fc8, stages, head_prefix })
     }
 
     /// The convolutional part, e.g. for [`VggFeatures::relu_taps`].

@@ -19,10 +19,7 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions {
-            strict: true,
-            ignore_prefixes: Vec::new(),
-        }
+        LoadOptions { strict: true, ignore_prefixes: Vec::new() }
     }
 }
 
@@ -58,8 +55,7 @@ pub fn load_into(vs: &VarStore, sd: &StateDict, opts: &LoadOptions) -> Result<Lo
     let mut used = BTreeSet::new();
     let mut plan = Vec::new();
     for (name, t) in sd.iter() {
-        if is_ignored(name) || (name.ends_with(".num_batches_tracked") && !vars.contains_key(name))
-        {
+        if is_ignored(name) || (name.ends_with(".num_batches_tracked") && !vars.contains_key(name)) {
             report.ignored.push(name.to_string());
             continue;
         }
@@ -70,45 +66,26 @@ pub fn load_into(vs: &VarStore, sd: &StateDict, opts: &LoadOptions) -> Result<Lo
         used.insert(name.to_string());
         let (cs, ms) = (t.size(), var.size());
         if cs != ms {
-            shapes.push(ShapeMismatch {
-                name: name.to_string(),
-                checkpoint: cs,
-                model: ms,
-            });
+            shapes.push(ShapeMismatch { name: name.to_string(), checkpoint: cs, model: ms });
             continue;
         }
         plan.push(name);
     }
-    report.missing = vars
-        .keys()
-        .filter(|n| !used.contains(*n) && !is_ignored(n))
-        .cloned()
-        .collect();
+    report.missing = vars.keys().filter(|n| !used.contains(*n) && !is_ignored(n)).cloned().collect();
     report.missing.sort();
     report.unexpected.sort();
     report.ignored.sort();
-    if !shapes.is_empty()
-        || (opts.strict && !(report.missing.is_empty() && report.unexpected.is_empty()))
-    {
-        let (missing, unexpected) = if opts.strict {
-            (report.missing, report.unexpected)
-        } else {
-            (Vec::new(), Vec::new())
-        };
-        return Err(CheckpointError::Incompatible {
-            path: None,
-            missing,
-            unexpected,
-            shapes,
-        });
+    if !shapes.is_empty() || (opts.strict && !(report.missing.is_empty() && report.unexpected.is_empty())) {
+        let (missing, unexpected) =
+            if opts.strict { (report.missing, report.unexpected) } else { (Vec::new(), Vec::new()) };
+        return Err(CheckpointError::Incompatible { path: None, missing, unexpected, shapes });
     }
     tch::no_grad(|| -> Result<(), CheckpointError> {
         for name in &plan {
             let (Some(var), Some(src)) = (vars.get_mut(*name), sd.get(name)) else {
                 continue;
             };
-            var.f_copy_(src)
-                .map_err(|e| CheckpointError::torch(format!("copying {name}"), e))?;
+            var.f_copy_(src).map_err(|e| CheckpointError::torch(format!("copying {name}"), e))?;
         }
         Ok(())
     })?;
@@ -121,21 +98,12 @@ pub fn load_into(vs: &VarStore, sd: &StateDict, opts: &LoadOptions) -> Result<Lo
 pub fn load_file(vs: &VarStore, path: &Path, opts: &LoadOptions) -> Result<LoadReport, CheckpointError> {
     let sd = read_state_dict(path)?;
     load_into(vs, &sd, opts).map_err(|e| match e {
-        CheckpointError::Incompatible {
-            missing,
-            unexpected,
-            shapes,
-            ..
-        } => CheckpointError::Incompatible {
-            path: Some(path.to_path_buf()),
-            missing,
-            unexpected,
-            shapes,
-        },
-        CheckpointError::Torch { context, source } => CheckpointError::Torch {
-            context: format!("{}: {context}", path.display()),
-            source,
-        },
+        CheckpointError::Incompatible { missing, unexpected, shapes, .. } => {
+            CheckpointError::Incompatible { path: Some(path.to_path_buf()), missing, unexpected, shapes }
+        }
+        CheckpointError::Torch { context, source } => {
+            CheckpointError::Torch { context: format!("{}: {context}", path.display()), source }
+        }
         other => other,
     })
 }

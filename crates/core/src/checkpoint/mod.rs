@@ -35,11 +35,7 @@ pub struct ShapeMismatch {
 
 impl fmt::Display for ShapeMismatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}: checkpoint {:?}, model {:?}",
-            self.name, self.checkpoint, self.model
-        )
+        write!(f, "{}: checkpoint {:?}, model {:?}", self.name, self.checkpoint, self.model)
     }
 }
 
@@ -105,16 +101,10 @@ fn incompatible_message(
         parts.push(format!("shape mismatch: {}", s.join("; ")));
     }
     if !missing.is_empty() {
-        parts.push(format!(
-            "missing from the checkpoint: {}",
-            missing.join(", ")
-        ));
+        parts.push(format!("missing from the checkpoint: {}", missing.join(", ")));
     }
     if !unexpected.is_empty() {
-        parts.push(format!(
-            "unexpected in the checkpoint: {}",
-            unexpected.join(", ")
-        ));
+        parts.push(format!("unexpected in the checkpoint: {}", unexpected.join(", ")));
     }
     let what = match path {
         Some(p) => format!("{}: checkpoint does not fit the model", p.display()),
@@ -125,24 +115,15 @@ fn incompatible_message(
 
 impl CheckpointError {
     fn io(path: &Path, source: std::io::Error) -> Self {
-        CheckpointError::Io {
-            path: path.to_path_buf(),
-            source,
-        }
+        CheckpointError::Io { path: path.to_path_buf(), source }
     }
 
     fn malformed(path: &Path, reason: impl Into<String>) -> Self {
-        CheckpointError::Malformed {
-            path: path.to_path_buf(),
-            reason: reason.into(),
-        }
+        CheckpointError::Malformed { path: path.to_path_buf(), reason: reason.into() }
     }
 
     fn torch(context: impl Into<String>, source: tch::TchError) -> Self {
-        CheckpointError::Torch {
-            context: context.into(),
-            source,
-        }
+        CheckpointError::Torch { context: context.into(), source }
     }
 }
 
@@ -155,9 +136,7 @@ pub struct StateDict {
 
 impl fmt::Debug for StateDict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map()
-            .entries(self.entries.iter().map(|(n, t)| (n, t.size())))
-            .finish()
+        f.debug_map().entries(self.entries.iter().map(|(n, t)| (n, t.size()))).finish()
     }
 }
 
@@ -263,8 +242,7 @@ pub fn read_state_dict_bytes(bytes: &[u8], path: &Path) -> Result<StateDict, Che
         None => {
             return Err(CheckpointError::NotACheckpoint {
                 path: path.to_path_buf(),
-                reason: "expected a PyTorch zip, a legacy PyTorch pickle or a safetensors file"
-                    .into(),
+                reason: "expected a PyTorch zip, a legacy PyTorch pickle or a safetensors file".into(),
             });
         }
     };
@@ -292,10 +270,7 @@ mod tests {
     fn sniffing() {
         assert_eq!(sniff(b"PK\x03\x04rest"), Some(Format::Zip));
         assert_eq!(sniff(b"\x80\x02\x8a\x0alFl\x00"), Some(Format::Legacy));
-        assert_eq!(
-            sniff(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":1}"),
-            Some(Format::Safetensors)
-        );
+        assert_eq!(sniff(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":1}"), Some(Format::Safetensors));
         assert_eq!(sniff(b"\x80\x04\x95"), None);
         assert_eq!(sniff(b""), None);
     }
@@ -328,10 +303,7 @@ mod tests {
         };
         let s = e.to_string();
         assert!(s.contains("/x/y.pth"), "{s}");
-        assert!(
-            s.contains("layer1.0.conv1.weight: checkpoint [64, 3, 7, 7], model [64, 3, 3, 3]"),
-            "{s}"
-        );
+        assert!(s.contains("layer1.0.conv1.weight: checkpoint [64, 3, 7, 7], model [64, 3, 3, 3]"), "{s}");
         assert!(s.contains("fc.bias") && s.contains("head.weight"), "{s}");
     }
 }

@@ -16,10 +16,7 @@ fn st_err(path: &Path, e: SafeTensorError) -> CheckpointError {
         SafeTensorError::IoError(source) => CheckpointError::io(path, source),
         // The header length points past the end, or the data is shorter than the header says.
         SafeTensorError::InvalidHeaderLength | SafeTensorError::MetadataIncompleteBuffer => {
-            CheckpointError::Truncated {
-                path: path.to_path_buf(),
-                what: format!("safetensors: {e}"),
-            }
+            CheckpointError::Truncated { path: path.to_path_buf(), what: format!("safetensors: {e}") }
         }
         other => CheckpointError::malformed(path, format!("safetensors: {other}")),
     }
@@ -30,19 +27,16 @@ pub(crate) fn read_safetensors(path: &Path, bytes: &[u8]) -> Result<StateDict, C
     let st = SafeTensors::deserialize(bytes).map_err(|e| st_err(path, e))?;
     let mut sd = StateDict::new();
     for (name, view) in st.iter() {
-        let dtype =
-            DType::from_safetensors(view.dtype()).ok_or_else(|| CheckpointError::Unsupported {
-                path: path.to_path_buf(),
-                reason: format!("{name}: dtype {:?}", view.dtype()),
-            })?;
+        let dtype = DType::from_safetensors(view.dtype()).ok_or_else(|| CheckpointError::Unsupported {
+            path: path.to_path_buf(),
+            reason: format!("{name}: dtype {:?}", view.dtype()),
+        })?;
         let shape: Vec<i64> = view
             .shape()
             .iter()
             .map(|&d| i64::try_from(d))
             .collect::<Result<_, _>>()
-            .map_err(|_| {
-                CheckpointError::malformed(path, format!("{name}: dimension too large"))
-            })?;
+            .map_err(|_| CheckpointError::malformed(path, format!("{name}: dimension too large")))?;
         let data = view.data();
         if dtype == DType::Bool && data.iter().any(|&b| b > 1) {
             return Err(CheckpointError::malformed(
@@ -79,24 +73,15 @@ impl Entry {
     fn new(name: &str, t: &Tensor) -> Result<Entry, CheckpointError> {
         let ctx = || format!("saving {name}");
         let kind = t.f_kind().map_err(|e| CheckpointError::torch(ctx(), e))?;
-        let dtype = DType::from_kind(kind).ok_or_else(|| {
-            CheckpointError::torch(
-                ctx(),
-                tch::TchError::Kind(format!("unsupported dtype {kind:?}")),
-            )
-        })?;
+        let dtype = DType::from_kind(kind)
+            .ok_or_else(|| CheckpointError::torch(ctx(), tch::TchError::Kind(format!("unsupported dtype {kind:?}"))))?;
         let tensor = t
             .f_detach()
             .and_then(|t| t.f_to_device(Device::Cpu))
             .and_then(|t| t.f_contiguous())
             .map_err(|e| CheckpointError::torch(ctx(), e))?;
         let shape = tensor.size().iter().map(|&d| d as usize).collect();
-        Ok(Entry {
-            tensor,
-            dtype,
-            shape,
-            failed: Cell::new(false),
-        })
+        Ok(Entry { tensor, dtype, shape, failed: Cell::new(false) })
     }
 }
 
@@ -133,10 +118,7 @@ pub fn save_named_safetensors(
     let mut entries = BTreeMap::new();
     for (name, t) in tensors {
         if entries.insert(name.clone(), Entry::new(name, t)?).is_some() {
-            return Err(CheckpointError::malformed(
-                path,
-                format!("tensor name {name} appears twice"),
-            ));
+            return Err(CheckpointError::malformed(path, format!("tensor name {name} appears twice")));
         }
     }
     write_atomic(&entries, path, metadata)
@@ -182,19 +164,11 @@ fn write_atomic(
 ) -> Result<(), CheckpointError> {
     let tmp = tmp_path(path);
     let result = (|| {
-        safetensors::serialize_to_file(
-            entries.iter().map(|(n, e)| (n.as_str(), e)),
-            metadata,
-            &tmp,
-        )
-        .map_err(|e| st_err(&tmp, e))?;
+        safetensors::serialize_to_file(entries.iter().map(|(n, e)| (n.as_str(), e)), metadata, &tmp)
+            .map_err(|e| st_err(&tmp, e))?;
         if let Some((name, _)) = entries.iter().find(|(_, e)| e.failed.get()) {
-            let source =
-                tch::TchError::Convert("copying the tensor bytes out of libtorch failed".into());
-            return Err(CheckpointError::torch(
-                format!("{}: saving {name}", path.display()),
-                source,
-            ));
+            let source = tch::TchError::Convert("copying the tensor bytes out of libtorch failed".into());
+            return Err(CheckpointError::torch(format!("{}: saving {name}", path.display()), source));
         }
         let f = std::fs::File::open(&tmp).map_err(|e| CheckpointError::io(&tmp, e))?;
         f.sync_all().map_err(|e| CheckpointError::io(&tmp, e))?;
@@ -203,9 +177,7 @@ fn write_atomic(
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| CheckpointError::io(dir, e))
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| CheckpointError::io(dir, e))
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);

@@ -16,14 +16,10 @@ const LEGACY_MAGIC: [u8; 10] = [0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 
 
 fn pickle_err(path: &Path, what: &str, e: PickleError) -> CheckpointError {
     match e {
-        PickleError::Truncated => CheckpointError::Truncated {
-            path: path.to_path_buf(),
-            what: format!("{what} ends early"),
-        },
-        PickleError::Forbidden(global) => CheckpointError::ForbiddenGlobal {
-            global,
-            path: path.to_path_buf(),
-        },
+        PickleError::Truncated => {
+            CheckpointError::Truncated { path: path.to_path_buf(), what: format!("{what} ends early") }
+        }
+        PickleError::Forbidden(global) => CheckpointError::ForbiddenGlobal { global, path: path.to_path_buf() },
         PickleError::Malformed(m) => CheckpointError::malformed(path, format!("{what}: {m}")),
     }
 }
@@ -37,10 +33,7 @@ pub(crate) fn read_zip(path: &Path, bytes: &[u8]) -> Result<StateDict, Checkpoin
         .find(|n| n.ends_with("/data.pkl") && n.matches('/').count() == 1)
         .map(str::to_owned)
         .ok_or_else(|| {
-            CheckpointError::malformed(
-                path,
-                "zip archive without <dir>/data.pkl (not a torch.save file)",
-            )
+            CheckpointError::malformed(path, "zip archive without <dir>/data.pkl (not a torch.save file)")
         })?;
     let prefix = &pkl_name[..pkl_name.len() - "data.pkl".len()];
     let data_prefix = format!("{prefix}data/");
@@ -50,9 +43,7 @@ pub(crate) fn read_zip(path: &Path, bytes: &[u8]) -> Result<StateDict, Checkpoin
     for i in 0..zip.len() {
         let f = zip.by_index_raw(i).map_err(|e| zip_err(path, bytes, e))?;
         let name = f.name().to_owned();
-        let wanted = name == pkl_name
-            || name.starts_with(&data_prefix)
-            || name == format!("{prefix}byteorder");
+        let wanted = name == pkl_name || name.starts_with(&data_prefix) || name == format!("{prefix}byteorder");
         if !wanted {
             continue;
         }
@@ -64,13 +55,12 @@ pub(crate) fn read_zip(path: &Path, bytes: &[u8]) -> Result<StateDict, Checkpoin
         }
         let start = usize::try_from(f.data_start()).ok();
         let len = usize::try_from(f.compressed_size()).ok();
-        let slice = start
-            .zip(len)
-            .and_then(|(s, l)| bytes.get(s..s.checked_add(l)?))
-            .ok_or_else(|| CheckpointError::Truncated {
+        let slice = start.zip(len).and_then(|(s, l)| bytes.get(s..s.checked_add(l)?)).ok_or_else(|| {
+            CheckpointError::Truncated {
                 path: path.to_path_buf(),
                 what: format!("zip entry {name} extends past the end of the file"),
-            })?;
+            }
+        })?;
         if name == pkl_name {
             pkl = Some(slice);
         } else if let Some(key) = name.strip_prefix(&data_prefix) {
@@ -82,10 +72,7 @@ pub(crate) fn read_zip(path: &Path, bytes: &[u8]) -> Result<StateDict, Checkpoin
     if let Some(bo) = byteorder
         && bo != b"little"
     {
-        return Err(CheckpointError::Unsupported {
-            path: path.to_path_buf(),
-            reason: "big-endian tensor data".into(),
-        });
+        return Err(CheckpointError::Unsupported { path: path.to_path_buf(), reason: "big-endian tensor data".into() });
     }
     let pkl = pkl.ok_or_else(|| CheckpointError::malformed(path, "data.pkl missing"))?;
     let top = pickle::unpickle(pkl).map_err(|e| pickle_err(path, "data.pkl", e))?;
@@ -96,8 +83,7 @@ pub(crate) fn read_zip(path: &Path, bytes: &[u8]) -> Result<StateDict, Checkpoin
 
 fn zip_err(path: &Path, bytes: &[u8], e: zip::result::ZipError) -> CheckpointError {
     // A zip cut short loses its central directory, which is at the end.
-    if bytes.len() < 22 || matches!(e, zip::result::ZipError::InvalidArchive(_)) && !has_eocd(bytes)
-    {
+    if bytes.len() < 22 || matches!(e, zip::result::ZipError::InvalidArchive(_)) && !has_eocd(bytes) {
         return CheckpointError::Truncated {
             path: path.to_path_buf(),
             what: format!("zip archive is incomplete ({e})"),
@@ -139,34 +125,24 @@ pub(crate) fn read_legacy(path: &Path, bytes: &[u8]) -> Result<StateDict, Checkp
     if let Value::Dict(d) = &sys_info.value
         && let Some(Value::Bool(false)) = d.borrow().get_str("little_endian")
     {
-        return Err(CheckpointError::Unsupported {
-            path: path.to_path_buf(),
-            reason: "big-endian tensor data".into(),
-        });
+        return Err(CheckpointError::Unsupported { path: path.to_path_buf(), reason: "big-endian tensor data".into() });
     }
     let main = next("main pickle")?;
     let keys = next("storage key list")?;
     let Value::List(keys) = &keys.value else {
-        return Err(CheckpointError::malformed(
-            path,
-            "storage key list is not a list",
-        ));
+        return Err(CheckpointError::malformed(path, "storage key list is not a list"));
     };
     let mut records: HashMap<String, &[u8]> = HashMap::new();
     for k in keys.borrow().iter() {
         let Value::Str(k) = k else {
-            return Err(CheckpointError::malformed(
-                path,
-                "storage key is not a string",
-            ));
+            return Err(CheckpointError::malformed(path, "storage key is not a string"));
         };
-        let dtype = main.storages.get(&**k).ok_or_else(|| {
-            CheckpointError::malformed(path, format!("storage {k} is listed but never used"))
-        })?;
-        let truncated = || CheckpointError::Truncated {
-            path: path.to_path_buf(),
-            what: format!("storage {k} ends early"),
-        };
+        let dtype = main
+            .storages
+            .get(&**k)
+            .ok_or_else(|| CheckpointError::malformed(path, format!("storage {k} is listed but never used")))?;
+        let truncated =
+            || CheckpointError::Truncated { path: path.to_path_buf(), what: format!("storage {k} ends early") };
         let count = bytes.get(pos..pos + 8).ok_or_else(truncated)?;
         let mut c = [0u8; 8];
         c.copy_from_slice(count);
@@ -175,15 +151,11 @@ pub(crate) fn read_legacy(path: &Path, bytes: &[u8]) -> Result<StateDict, Checkp
             .ok()
             .and_then(|n| n.checked_mul(dtype.size()))
             .ok_or_else(truncated)?;
-        let data = pos
-            .checked_add(n)
-            .and_then(|end| bytes.get(pos..end))
-            .ok_or_else(truncated)?;
+        let data = pos.checked_add(n).and_then(|end| bytes.get(pos..end)).ok_or_else(truncated)?;
         pos += n;
         records.insert(k.to_string(), data);
     }
-    let entries =
-        select_state_dict(&main.value).map_err(|r| CheckpointError::malformed(path, r))?;
+    let entries = select_state_dict(&main.value).map_err(|r| CheckpointError::malformed(path, r))?;
     let lookup = |key: &str| records.get(key).copied();
     build(path, bytes.len(), entries, lookup)
 }
@@ -191,10 +163,7 @@ pub(crate) fn read_legacy(path: &Path, bytes: &[u8]) -> Result<StateDict, Checkp
 /// Finds the dict of tensors: the top object, or its `state_dict` / `model_state_dict` / `model`.
 fn select_state_dict(top: &Value) -> Result<Vec<(String, Rc<TensorRef>)>, String> {
     let Value::Dict(d) = top else {
-        return Err(format!(
-            "the pickle holds a {}, not a dict of tensors",
-            top.type_name()
-        ));
+        return Err(format!("the pickle holds a {}, not a dict of tensors", top.type_name()));
     };
     if let Some(entries) = tensor_entries(top) {
         return Ok(entries);
@@ -242,16 +211,11 @@ fn build<'a>(
     let mut sd = StateDict::new();
     for (name, t) in entries {
         let data = lookup(&t.storage.key).ok_or_else(|| {
-            CheckpointError::malformed(
-                path,
-                format!("{name}: storage {} is not in the file", t.storage.key),
-            )
+            CheckpointError::malformed(path, format!("{name}: storage {} is not in the file", t.storage.key))
         })?;
         let tensor = materialize(&t, data, file_len).map_err(|e| match e {
             Materialize::Bad(r) => CheckpointError::malformed(path, format!("{name}: {r}")),
-            Materialize::Torch(e) => {
-                CheckpointError::torch(format!("{}: {name}", path.display()), e)
-            }
+            Materialize::Torch(e) => CheckpointError::torch(format!("{}: {name}", path.display()), e),
         })?;
         sd.insert(name, tensor);
     }
@@ -271,19 +235,12 @@ impl From<tch::TchError> for Materialize {
 
 /// Builds a contiguous CPU tensor from a strided view of a storage's bytes, after checking that
 /// every element it touches lies inside the storage and that its size is bounded by the file.
-pub(crate) fn materialize(
-    t: &TensorRef,
-    storage: &[u8],
-    file_len: usize,
-) -> Result<Tensor, Materialize> {
+pub(crate) fn materialize(t: &TensorRef, storage: &[u8], file_len: usize) -> Result<Tensor, Materialize> {
     let bad = |m: String| Materialize::Bad(m);
     let dtype = t.storage.dtype;
     let es = dtype.size() as u64;
     let root = t.storage.numel;
-    if root
-        .checked_mul(es)
-        .is_none_or(|b| b > storage.len() as u64)
-    {
+    if root.checked_mul(es).is_none_or(|b| b > storage.len() as u64) {
         return Err(bad(format!(
             "storage {} declares {root} elements but holds {} bytes",
             t.storage.key,
@@ -295,37 +252,22 @@ pub(crate) fn materialize(
         return Err(bad("storage view lies outside its storage".into()));
     }
     if t.offset < 0 || t.size.iter().any(|&s| s < 0) || t.stride.iter().any(|&s| s < 0) {
-        return Err(bad(format!(
-            "negative offset, size or stride ({}, {:?}, {:?})",
-            t.offset, t.size, t.stride
-        )));
+        return Err(bad(format!("negative offset, size or stride ({}, {:?}, {:?})", t.offset, t.size, t.stride)));
     }
-    let numel = t
-        .size
-        .iter()
-        .try_fold(1u64, |acc, &s| acc.checked_mul(s as u64));
+    let numel = t.size.iter().try_fold(1u64, |acc, &s| acc.checked_mul(s as u64));
     let out_bytes = numel.and_then(|n| n.checked_mul(es));
-    let Some((numel, out_bytes)) = numel.zip(out_bytes).filter(|&(_, b)| b <= file_len as u64)
-    else {
-        return Err(bad(format!(
-            "tensor of size {:?} is larger than the file",
-            t.size
-        )));
+    let Some((numel, out_bytes)) = numel.zip(out_bytes).filter(|&(_, b)| b <= file_len as u64) else {
+        return Err(bad(format!("tensor of size {:?} is larger than the file", t.size)));
     };
     if numel == 0 {
-        return Ok(Tensor::f_zeros(
-            t.size.as_slice(),
-            (dtype.kind(), Device::Cpu),
-        )?);
+        return Ok(Tensor::f_zeros(t.size.as_slice(), (dtype.kind(), Device::Cpu))?);
     }
     // Index of the last element the view touches, relative to the view's storage start.
     let last = t
         .size
         .iter()
         .zip(&t.stride)
-        .try_fold(t.offset as u64, |acc, (&s, &st)| {
-            acc.checked_add((s as u64 - 1).checked_mul(st as u64)?)
-        });
+        .try_fold(t.offset as u64, |acc, (&s, &st)| acc.checked_add((s as u64 - 1).checked_mul(st as u64)?));
     let Some(last) = last.filter(|&l| l < avail) else {
         return Err(bad(format!(
             "view (offset {}, size {:?}, stride {:?}) reaches past its storage of {avail} elements",
@@ -351,9 +293,7 @@ pub(crate) fn materialize(
     }
     let span = (last + 1 - t.offset as u64) as i64;
     let flat = Tensor::f_from_data_size(slice, &[span], dtype.kind())?;
-    Ok(flat
-        .f_as_strided(t.size.as_slice(), t.stride.as_slice(), Some(0))?
-        .f_contiguous()?)
+    Ok(flat.f_as_strided(t.size.as_slice(), t.stride.as_slice(), Some(0))?.f_contiguous()?)
 }
 
 #[cfg(test)]
@@ -364,32 +304,17 @@ mod tests {
 
     fn f32_storage(n: u64, view: Option<(u64, u64)>) -> (Rc<StorageRef>, Vec<u8>) {
         let bytes: Vec<u8> = (0..n).flat_map(|i| (i as f32).to_le_bytes()).collect();
-        (
-            Rc::new(StorageRef {
-                key: "0".into(),
-                dtype: DType::F32,
-                numel: n,
-                view,
-            }),
-            bytes,
-        )
+        (Rc::new(StorageRef { key: "0".into(), dtype: DType::F32, numel: n, view }), bytes)
     }
 
     fn view(storage: &Rc<StorageRef>, offset: i64, size: &[i64], stride: &[i64]) -> TensorRef {
-        TensorRef {
-            storage: storage.clone(),
-            offset,
-            size: size.to_vec(),
-            stride: stride.to_vec(),
-        }
+        TensorRef { storage: storage.clone(), offset, size: size.to_vec(), stride: stride.to_vec() }
     }
 
     fn values(t: &Tensor) -> Vec<f32> {
         let n = t.numel();
         let mut v = vec![0f32; n];
-        t.f_copy_data(&mut v, n)
-            .map_err(|e| e.to_string())
-            .unwrap_or_else(|e| unreachable!("{e}"));
+        t.f_copy_data(&mut v, n).map_err(|e| e.to_string()).unwrap_or_else(|e| unreachable!("{e}"));
         v
     }
 
@@ -438,12 +363,7 @@ mod tests {
         let (s, bytes) = f32_storage(8, Some((6, 4)));
         assert!(materialize(&view(&s, 0, &[1], &[1]), &bytes, 4096).is_err());
         // Bool bytes other than 0/1.
-        let s = Rc::new(StorageRef {
-            key: "0".into(),
-            dtype: DType::Bool,
-            numel: 2,
-            view: None,
-        });
+        let s = Rc::new(StorageRef { key: "0".into(), dtype: DType::Bool, numel: 2, view: None });
         assert!(materialize(&view(&s, 0, &[2], &[1]), &[1, 7], 4096).is_err());
     }
 }

@@ -114,7 +114,10 @@ pub fn image_folder(dir: impl AsRef<Path>, allow_missing_val: bool) -> Result<Cl
         let split_dir = dir.join(split);
         if !split_dir.is_dir() {
             if split == "val" && !allow_missing_val {
-                return Err(dataset_err(dir, "no `val` folder (allow a missing validation split to train without one)"));
+                return Err(dataset_err(
+                    dir,
+                    "no `val` folder (allow a missing validation split to train without one)",
+                ));
             }
             continue;
         }
@@ -139,7 +142,13 @@ fn read_csv(csv_path: &Path) -> Result<Vec<(PathBuf, String)>, DataError> {
     let headers = reader.headers().map_err(|e| dataset_err(csv_path, e.to_string()))?.clone();
     let col = |name: &str| headers.iter().position(|h| h.trim() == name);
     let (Some(pc), Some(lc)) = (col("path"), col("label")) else {
-        return Err(dataset_err(csv_path, format!("header must have `path` and `label` columns, found `{}`", headers.iter().collect::<Vec<_>>().join(","))));
+        return Err(dataset_err(
+            csv_path,
+            format!(
+                "header must have `path` and `label` columns, found `{}`",
+                headers.iter().collect::<Vec<_>>().join(",")
+            ),
+        ));
     };
     let mut rows = Vec::new();
     for (i, rec) in reader.records().enumerate() {
@@ -159,7 +168,11 @@ fn read_csv(csv_path: &Path) -> Result<Vec<(PathBuf, String)>, DataError> {
 
 /// Indexes CSV files with a `path,label` header. Classes are the sorted distinct labels of the train
 /// CSV; a val or test label not among them is an error naming it and its line's file.
-pub fn from_csv(train_csv: impl AsRef<Path>, val_csv: Option<&Path>, test_csv: Option<&Path>) -> Result<ClassDataset, DataError> {
+pub fn from_csv(
+    train_csv: impl AsRef<Path>,
+    val_csv: Option<&Path>,
+    test_csv: Option<&Path>,
+) -> Result<ClassDataset, DataError> {
     let train_csv = train_csv.as_ref();
     let train = read_csv(train_csv)?;
     if train.is_empty() {
@@ -170,7 +183,9 @@ pub fn from_csv(train_csv: impl AsRef<Path>, val_csv: Option<&Path>, test_csv: O
         rows.into_iter()
             .map(|(path, l)| match classes.binary_search(&l) {
                 Ok(label) => Ok(Sample { path, label }),
-                Err(_) => Err(dataset_err(csv, format!("label `{l}` (for {}) is not among the train labels", path.display()))),
+                Err(_) => {
+                    Err(dataset_err(csv, format!("label `{l}` (for {}) is not among the train labels", path.display())))
+                }
             })
             .collect()
     };

@@ -66,11 +66,8 @@ impl RgbImage {
             return Err(DataError::OpenCv(format!("expected an 8-bit 3-channel matrix, got type {}", mat.typ())));
         }
         let (width, height) = (mat.cols() as usize, mat.rows() as usize);
-        let data = if mat.is_continuous() {
-            mat.data_bytes()?.to_vec()
-        } else {
-            mat.try_clone()?.data_bytes()?.to_vec()
-        };
+        let data =
+            if mat.is_continuous() { mat.data_bytes()?.to_vec() } else { mat.try_clone()?.data_bytes()?.to_vec() };
         RgbImage::from_raw(width, height, data)
     }
 }

@@ -84,7 +84,14 @@ impl Loader {
     /// A loader over items `0..num_items` in batches of `batch_size` (at least 1). `shuffle` permutes
     /// the items each epoch from (seed, epoch); `drop_last` drops a final short batch; `prefetch` is
     /// how many prepared batches may wait (0 still prepares one ahead while the caller works).
-    pub fn new(num_items: usize, batch_size: usize, shuffle: bool, seed: u64, drop_last: bool, prefetch: usize) -> Self {
+    pub fn new(
+        num_items: usize,
+        batch_size: usize,
+        shuffle: bool,
+        seed: u64,
+        drop_last: bool,
+        prefetch: usize,
+    ) -> Self {
         Loader { num_items, batch_size: batch_size.max(1), shuffle, seed, drop_last, prefetch }
     }
 

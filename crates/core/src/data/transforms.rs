@@ -67,7 +67,14 @@ pub fn center_crop(img: &RgbImage, width: usize, height: usize) -> Result<RgbIma
 }
 
 /// Pads with a constant colour on each side.
-pub fn pad(img: &RgbImage, left: usize, top: usize, right: usize, bottom: usize, rgb: [u8; 3]) -> Result<RgbImage, DataError> {
+pub fn pad(
+    img: &RgbImage,
+    left: usize,
+    top: usize,
+    right: usize,
+    bottom: usize,
+    rgb: [u8; 3],
+) -> Result<RgbImage, DataError> {
     let width = img.width + left + right;
     let height = img.height + top + bottom;
     let mut out = RgbImage::filled(width, height, rgb);

@@ -94,11 +94,8 @@ impl Layout {
         let label_w = if text { labels.iter().map(|l| text_width(&short(l), TICK_FONT)).max().unwrap_or(0) } else { 0 };
         let rotate = text && label_w > cell - 4;
         let title_h = if text && !title.is_empty() { 54 } else { 10 };
-        let (left, bottom) = if text {
-            (label_w + 12 + 30, if rotate { label_w + 12 } else { 26 } + 34)
-        } else {
-            (10, 10)
-        };
+        let (left, bottom) =
+            if text { (label_w + 12 + 30, if rotate { label_w + 12 } else { 26 } + 34) } else { (10, 10) };
         let right = CBAR.0 + CBAR.1 + if text { CBAR.2 } else { 6 } + 10;
         Layout { left, top: title_h + 4, bottom, right, cell, n: n as i32, rotate }
     }
@@ -125,9 +122,7 @@ impl Layout {
         let cell = (avail_w.min(avail_h) / n as i32).max(1);
         // Labels that fit the bigger cell may not fit a smaller one.
         let l2 = Layout::margins(n, labels, title, text, cell);
-        let cell = ((size.0 as i32 - l2.left - l2.right).min(size.1 as i32 - l2.top - l2.bottom)
-            / n as i32)
-            .max(1);
+        let cell = ((size.0 as i32 - l2.left - l2.right).min(size.1 as i32 - l2.top - l2.bottom) / n as i32).max(1);
         l = Layout { cell, ..l2 };
         l.left += ((size.0 as i32 - l.left - l.right - cell * l.n) / 2).max(0);
         l
@@ -175,7 +170,15 @@ fn draw(
         .map(|row| {
             let sum: u64 = row.iter().sum();
             row.iter()
-                .map(|&c| if !normalize { c as f64 } else if sum == 0 { 0.0 } else { c as f64 / sum as f64 })
+                .map(|&c| {
+                    if !normalize {
+                        c as f64
+                    } else if sum == 0 {
+                        0.0
+                    } else {
+                        c as f64 / sum as f64
+                    }
+                })
                 .collect()
         })
         .collect();
@@ -183,7 +186,8 @@ fn draw(
     let cell_text = |v: f64| if normalize { format!("{v:.2}") } else { format!("{v:.0}") };
 
     // Largest font in which every number fits its cell; no numbers when none does.
-    let mut num_font = if text && n <= MAX_ANNOTATED { (2.0 * (f64::from(lay.cell) * 0.15).floor()).clamp(10.0, 16.0) } else { 0.0 };
+    let mut num_font =
+        if text && n <= MAX_ANNOTATED { (2.0 * (f64::from(lay.cell) * 0.15).floor()).clamp(10.0, 16.0) } else { 0.0 };
     if num_font > 0.0 {
         let widest = values.iter().flatten().map(|&v| cell_text(v)).max_by_key(|s| s.len()).unwrap_or_default();
         while num_font >= 10.0 && text_width(&widest, num_font) > lay.cell - 4 {
@@ -200,8 +204,7 @@ fn draw(
         for (j, &v) in row.iter().enumerate() {
             let (x, y) = (x0 + j as i32 * c, y0 + i as i32 * c);
             let color = blues(v / vmax);
-            root.draw(&Rectangle::new([(x, y), (x + c - gap, y + c - gap)], color.filled()))
-                .map_err(&err)?;
+            root.draw(&Rectangle::new([(x, y), (x + c - gap, y + c - gap)], color.filled())).map_err(&err)?;
             if num_font > 0.0 {
                 let ink = if luminance(color) < 0.5 { WHITE } else { INK };
                 let style = (FAMILY, num_font).into_font().color(&ink).pos(Pos::new(HPos::Center, VPos::Center));
@@ -222,8 +225,7 @@ fn draw(
     for (k, label) in labels.iter().enumerate().step_by(step) {
         let mid = k as i32 * c + c / 2;
         let s = short(label);
-        root.draw_text(&s, &tick.pos(Pos::new(HPos::Right, VPos::Center)), (x0 - 8, y0 + mid))
-            .map_err(&err)?;
+        root.draw_text(&s, &tick.pos(Pos::new(HPos::Right, VPos::Center)), (x0 - 8, y0 + mid)).map_err(&err)?;
         if lay.rotate {
             let style = tick.transform(FontTransform::Rotate270).pos(Pos::new(HPos::Right, VPos::Center));
             root.draw_text(&s, &style, (x0 + mid, y0 + side + 8)).map_err(&err)?;
@@ -234,8 +236,12 @@ fn draw(
     }
     let desc = (FAMILY, DESC_FONT, FontStyle::Bold).into_font().color(&MUTED);
     let label_h = lay.bottom - 34;
-    root.draw_text("Predicted", &desc.pos(Pos::new(HPos::Center, VPos::Top)), (x0 + side / 2, y0 + side + label_h + 10))
-        .map_err(&err)?;
+    root.draw_text(
+        "Predicted",
+        &desc.pos(Pos::new(HPos::Center, VPos::Top)),
+        (x0 + side / 2, y0 + side + label_h + 10),
+    )
+    .map_err(&err)?;
     let ystyle = desc.transform(FontTransform::Rotate270).pos(Pos::new(HPos::Center, VPos::Center));
     root.draw_text("True", &ystyle, (14, y0 + side / 2)).map_err(&err)?;
     root.present().map_err(&err)?;
@@ -246,7 +252,13 @@ type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
 type AreaError<'a> = DrawingAreaErrorKind<<BitMapBackend<'a> as DrawingBackend>::ErrorType>;
 
 /// Vertical colour scale right of the matrix with ticks at 0, half and max.
-fn draw_colorbar<'a>(root: &Area<'a>, lay: &Layout, vmax: f64, normalize: bool, text: bool) -> Result<(), AreaError<'a>> {
+fn draw_colorbar<'a>(
+    root: &Area<'a>,
+    lay: &Layout,
+    vmax: f64,
+    normalize: bool,
+    text: bool,
+) -> Result<(), AreaError<'a>> {
     let side = lay.cell * lay.n;
     let x = lay.left + side + CBAR.0;
     let (top, h) = (lay.top, side.max(1));
@@ -260,7 +272,13 @@ fn draw_colorbar<'a>(root: &Area<'a>, lay: &Layout, vmax: f64, normalize: bool, 
         for f in [0.0, 0.5, 1.0] {
             let y = top + ((1.0 - f) * f64::from(h - 1)) as i32;
             let v = f * vmax;
-            let s = if normalize { format!("{v:.1}") } else if v >= 10_000.0 { format!("{v:.1e}") } else { format!("{v:.0}") };
+            let s = if normalize {
+                format!("{v:.1}")
+            } else if v >= 10_000.0 {
+                format!("{v:.1e}")
+            } else {
+                format!("{v:.0}")
+            };
             root.draw(&PathElement::new(vec![(x + CBAR.1, y), (x + CBAR.1 + 4, y)], MUTED.stroke_width(1)))?;
             root.draw_text(&s, &style, (x + CBAR.1 + 7, y))?;
         }

@@ -46,10 +46,7 @@ pub fn image_grid(path: &Path, tiles: &[Tile], columns: usize) -> Result<(), Rep
 
 /// Pixel size of the image [`image_grid`] writes for these tiles (at least 64 x 64).
 pub fn image_grid_size(tiles: &[Tile], columns: usize) -> (u32, u32) {
-    let cell = (
-        tiles.iter().map(|t| t.width).max().unwrap_or(1),
-        tiles.iter().map(|t| t.height).max().unwrap_or(1),
-    );
+    let cell = (tiles.iter().map(|t| t.width).max().unwrap_or(1), tiles.iter().map(|t| t.height).max().unwrap_or(1));
     let (w, h) = grid_size(tiles.len(), columns, cell, text_enabled());
     (w.max(64), h.max(64))
 }
@@ -81,10 +78,7 @@ pub(crate) fn draw_grid(path: &Path, tiles: &[Tile], columns: usize, text: bool)
             )));
         }
     }
-    let cell = (
-        tiles.iter().map(|t| t.width).max().unwrap_or(1),
-        tiles.iter().map(|t| t.height).max().unwrap_or(1),
-    );
+    let cell = (tiles.iter().map(|t| t.width).max().unwrap_or(1), tiles.iter().map(|t| t.height).max().unwrap_or(1));
     let size = grid_size(tiles.len(), columns, cell, text);
     check_size(path, (size.0.max(64), size.1.max(64)))?;
     // Tiny grids are padded up to the backend's minimum so the call cannot fail on small thumbnails.
@@ -112,7 +106,8 @@ pub(crate) fn draw_grid(path: &Path, tiles: &[Tile], columns: usize, text: bool)
         })?;
         root.draw(&bitmap).map_err(&err)?;
         if text && !t.caption.is_empty() {
-            let style = (FAMILY, 14.0, FontStyle::Bold).into_font().color(&color).pos(Pos::new(HPos::Center, VPos::Center));
+            let style =
+                (FAMILY, 14.0, FontStyle::Bold).into_font().color(&color).pos(Pos::new(HPos::Center, VPos::Center));
             let caption = super::style::ellipsize(&t.caption, max_chars);
             let mid_x = (cx + FRAME + cell.0 / 2) as i32;
             let mid_y = (cy + cell.1 + 2 * FRAME + CAPTION_H / 2 + 1) as i32;

@@ -17,8 +17,8 @@ pub mod style;
 
 pub use html::{Figure, Report, Section};
 pub use plots::{
-    LineOptions, Series, Tile, bar_plot, bar_plot_sized, confusion_matrix, confusion_matrix_sized,
-    image_grid, image_grid_size, line_plot, line_plot_with, pr_curves, pr_curves_sized,
+    LineOptions, Series, Tile, bar_plot, bar_plot_sized, confusion_matrix, confusion_matrix_sized, image_grid,
+    image_grid_size, line_plot, line_plot_with, pr_curves, pr_curves_sized,
 };
 pub use results_csv::{ResultsCsv, ResultsTable, Value};
 pub use style::{FontStatus, font_status};

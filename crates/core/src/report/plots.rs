@@ -13,8 +13,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::ReportError;
 use super::style::{
-    AXIS, FAMILY, GRID, GRID_LIGHT, INK, MUTED, check_size, ellipsize, plot_err, series_color,
-    text_enabled,
+    AXIS, FAMILY, GRID, GRID_LIGHT, INK, MUTED, check_size, ellipsize, plot_err, series_color, text_enabled,
 };
 
 pub use super::confusion::{confusion_matrix, confusion_matrix_sized};
@@ -61,12 +60,7 @@ impl Default for LineOptions {
 }
 
 /// Line plot of one or more series (loss or metric curves) with legend, axes and grid.
-pub fn line_plot(
-    path: &Path,
-    title: &str,
-    x_label: &str,
-    series: &[Series],
-) -> Result<(), ReportError> {
+pub fn line_plot(path: &Path, title: &str, x_label: &str, series: &[Series]) -> Result<(), ReportError> {
     line_plot_with(path, title, x_label, series, &LineOptions::default())
 }
 
@@ -101,12 +95,7 @@ pub fn pr_curves(path: &Path, title: &str, curves: &[Series]) -> Result<(), Repo
 }
 
 /// [`pr_curves`] at a given size.
-pub fn pr_curves_sized(
-    path: &Path,
-    size: (u32, u32),
-    title: &str,
-    curves: &[Series],
-) -> Result<(), ReportError> {
+pub fn pr_curves_sized(path: &Path, size: (u32, u32), title: &str, curves: &[Series]) -> Result<(), ReportError> {
     let frame = Frame {
         title,
         x_label: "Recall",
@@ -149,8 +138,7 @@ pub(crate) fn draw_curves(
     } else {
         builder.x_label_area_size(6).y_label_area_size(6);
     }
-    let mut chart =
-        builder.build_cartesian_2d(frame.x.0..frame.x.1, frame.y.0..frame.y.1).map_err(&err)?;
+    let mut chart = builder.build_cartesian_2d(frame.x.0..frame.x.1, frame.y.0..frame.y.1).map_err(&err)?;
 
     let mut mesh = chart.configure_mesh();
     mesh.bold_line_style(GRID.stroke_width(1))
@@ -173,21 +161,16 @@ pub(crate) fn draw_curves(
 
     for (i, s) in series.iter().enumerate() {
         let color = series_color(i);
-        let pts: Vec<(f64, f64)> =
-            s.points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
-        let drawn = chart
-            .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
-            .map_err(&err)?;
+        let pts: Vec<(f64, f64)> = s.points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
+        let drawn = chart.draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2))).map_err(&err)?;
         if text && !s.name.is_empty() {
-            drawn.label(ellipsize(&s.name, 40)).legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 22, y)], color.stroke_width(3))
-            });
+            drawn
+                .label(ellipsize(&s.name, 40))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], color.stroke_width(3)));
         }
         // Markers help read epoch-level curves; on dense (per-step) curves they would be clutter.
         if pts.len() <= 40 {
-            chart
-                .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
-                .map_err(&err)?;
+            chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(&err)?;
         }
     }
     if text && series.iter().any(|s| !s.name.is_empty()) {
@@ -208,12 +191,7 @@ pub(crate) fn draw_curves(
 
 /// Horizontal bar chart, one bar per label (e.g. per-class IoU or F1), with values printed at
 /// the bar ends and a line at the mean. NaN values show as "n/a". Height grows with the bar count.
-pub fn bar_plot(
-    path: &Path,
-    title: &str,
-    labels: &[String],
-    values: &[f64],
-) -> Result<(), ReportError> {
+pub fn bar_plot(path: &Path, title: &str, labels: &[String], values: &[f64]) -> Result<(), ReportError> {
     let height = (110 + 30 * labels.len() as u32).clamp(320, 8000);
     bar_plot_sized(path, (BAR_WIDTH, height), title, labels, values)
 }
@@ -254,7 +232,13 @@ pub(crate) fn draw_bars(
     let lo = finite.iter().copied().fold(0.0f64, f64::min);
     let hi = finite.iter().copied().fold(0.0f64, f64::max);
     // Scores in [0, 1] get a fixed axis so that plots of different runs compare at a glance.
-    let hi = if lo >= 0.0 && hi <= 1.0 { 1.0 } else if hi > 0.0 { hi } else { 1.0 };
+    let hi = if lo >= 0.0 && hi <= 1.0 {
+        1.0
+    } else if hi > 0.0 {
+        hi
+    } else {
+        1.0
+    };
     let span = hi - lo;
     let (x0, x1) = (if lo < 0.0 { lo - 0.12 * span } else { 0.0 }, hi + 0.14 * span);
 
@@ -308,8 +292,7 @@ pub(crate) fn draw_bars(
         let name_style = (FAMILY, 14).into_font().color(&INK).pos(Pos::new(HPos::Right, VPos::Center));
         for (i, label) in shown.iter().enumerate() {
             let (px, py) = chart.backend_coord(&(x0, row_of(i) + 0.5));
-            root.draw(&PathElement::new(vec![(px - 4, py), (px, py)], AXIS.stroke_width(1)))
-                .map_err(&err)?;
+            root.draw(&PathElement::new(vec![(px - 4, py), (px, py)], AXIS.stroke_width(1))).map_err(&err)?;
             root.draw_text(label, &name_style, (px - 8, py)).map_err(&err)?;
         }
         let style = (FAMILY, 12).into_font().color(&INK).pos(Pos::new(HPos::Left, VPos::Center));
@@ -324,10 +307,7 @@ pub(crate) fn draw_bars(
         let mean = finite.iter().sum::<f64>() / finite.len() as f64;
         let line_color = RGBColor(214, 39, 40);
         chart
-            .draw_series(std::iter::once(PathElement::new(
-                vec![(mean, 0.0), (mean, rows)],
-                line_color.stroke_width(2),
-            )))
+            .draw_series(std::iter::once(PathElement::new(vec![(mean, 0.0), (mean, rows)], line_color.stroke_width(2))))
             .map_err(&err)?;
         if text {
             // The key goes in the title band, right-aligned, where no bar can hide it.
@@ -350,7 +330,8 @@ pub(crate) fn title_area<'a>(
     root: &DrawingArea<BitMapBackend<'a>, Shift>,
     title: &str,
     text: bool,
-) -> Result<DrawingArea<BitMapBackend<'a>, Shift>, DrawingAreaErrorKind<<BitMapBackend<'a> as DrawingBackend>::ErrorType>> {
+) -> Result<DrawingArea<BitMapBackend<'a>, Shift>, DrawingAreaErrorKind<<BitMapBackend<'a> as DrawingBackend>::ErrorType>>
+{
     if !text || title.is_empty() {
         return Ok(root.margin(10, 0, 0, 0));
     }
@@ -401,7 +382,13 @@ pub(crate) fn fmt_tick(v: f64) -> String {
 
 /// Value text next to a bar: 3 decimals for scores, fewer for large values.
 pub(crate) fn fmt_value(v: f64) -> String {
-    if v.abs() >= 1000.0 { format!("{v:.0}") } else if v.abs() >= 10.0 { format!("{v:.1}") } else { format!("{v:.3}") }
+    if v.abs() >= 1000.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.3}")
+    }
 }
 
 #[cfg(test)]
@@ -435,7 +422,14 @@ mod tests {
         assert!(font.has_text(), "{font:?}: install fonts-dejavu-core (cargo xtask setup does)");
         let dir = tempfile::tempdir().unwrap();
         let s = [Series::new("a", vec![(0.0, 1.0), (1.0, 0.5), (2.0, 0.2)])];
-        let frame = Frame { title: "Title", x_label: "x", y_label: "y", x: (0.0, 2.0), y: (0.0, 1.0), legend: SeriesLabelPosition::UpperRight };
+        let frame = Frame {
+            title: "Title",
+            x_label: "x",
+            y_label: "y",
+            x: (0.0, 2.0),
+            y: (0.0, 1.0),
+            legend: SeriesLabelPosition::UpperRight,
+        };
         for text in [true, false] {
             let p = dir.path().join(format!("line_{text}.png"));
             draw_curves(&p, (400, 300), &frame, &s, text).unwrap();
@@ -449,7 +443,13 @@ mod tests {
             assert_eq!((m.cols(), m.rows()), (300, 200));
             assert_eq!(ink_pixels(&m) > 20, text, "text={text}");
         }
-        let tile = super::Tile { rgb: vec![0; 8 * 8 * 3], width: 8, height: 8, caption: "c".into(), caption_color: [0, 255, 0] };
+        let tile = super::Tile {
+            rgb: vec![0; 8 * 8 * 3],
+            width: 8,
+            height: 8,
+            caption: "c".into(),
+            caption_color: [0, 255, 0],
+        };
         let p = dir.path().join("grid.png");
         let size = super::super::image_grid::draw_grid(&p, &[tile.clone(), tile], 2, false).unwrap();
         let m = read(&p);

@@ -151,9 +151,9 @@ impl ResultsCsv {
             return Ok(0);
         }
         let table = ResultsTable::read(&self.path)?;
-        let idx = table.column_index(column).ok_or_else(|| {
-            ReportError::Csv(format!("{}: no column {column:?}", self.path.display()))
-        })?;
+        let idx = table
+            .column_index(column)
+            .ok_or_else(|| ReportError::Csv(format!("{}: no column {column:?}", self.path.display())))?;
         let kept: Vec<&Vec<String>> = table
             .rows
             .iter()

@@ -9,7 +9,8 @@ use std::{
 use crate::{Error, Result};
 
 /// Substrings of libtorch's allocation-failure messages (CPU and CUDA allocators).
-const OOM_MARKERS: [&str; 3] = ["DefaultCPUAllocator: can't allocate memory", "out of memory", "CUDA error: out of memory"];
+const OOM_MARKERS: [&str; 3] =
+    ["DefaultCPUAllocator: can't allocate memory", "out of memory", "CUDA error: out of memory"];
 
 /// Whether a libtorch message reports a failed allocation.
 pub fn is_oom_message(message: &str) -> bool {
@@ -53,10 +54,7 @@ pub fn guard_oom<R>(batch: usize, f: impl FnOnce() -> Result<R>) -> Result<R> {
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> Option<String> {
-    payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_string()))
+    payload.downcast_ref::<String>().cloned().or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_string()))
 }
 
 /// Keeps the default panic report quiet for allocation failures inside [`guard_oom`], which reports them.
@@ -65,8 +63,7 @@ fn install_panic_filter() {
     ONCE.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            let quiet = GUARDED.with(Cell::get)
-                && panic_message(info.payload()).is_some_and(|m| is_oom_message(&m));
+            let quiet = GUARDED.with(Cell::get) && panic_message(info.payload()).is_some_and(|m| is_oom_message(&m));
             if !quiet {
                 previous(info);
             }

@@ -123,7 +123,13 @@ pub fn interrupted() -> bool {
 }
 
 /// Trains `task` per `cfg`, writing checkpoints, `results.csv` and the trainer state into `run`.
-pub fn fit<T: Task>(task: &mut T, cfg: &TrainConfig, run: &RunDir, parallel: &dyn Parallel, opts: &FitOptions) -> Result<FitSummary> {
+pub fn fit<T: Task>(
+    task: &mut T,
+    cfg: &TrainConfig,
+    run: &RunDir,
+    parallel: &dyn Parallel,
+    opts: &FitOptions,
+) -> Result<FitSummary> {
     install_interrupt_handler();
     let started = Instant::now();
     let steps_per_epoch = task.batches_per_epoch(parallel).max(1);
@@ -182,7 +188,11 @@ pub fn fit<T: Task>(task: &mut T, cfg: &TrainConfig, run: &RunDir, parallel: &dy
         let (mut samples, mut batches) = (0usize, 0usize);
         let skip = state.batches_done_in_epoch;
         if cfg.retry_lower_lr && lr_scale == 1.0 {
-            snapshot = Some((copy_tensors(task.var_store().variables()), copy_tensors(optimizer.state_tensors()), state.clone()));
+            snapshot = Some((
+                copy_tensors(task.var_store().variables()),
+                copy_tensors(optimizer.state_tensors()),
+                state.clone(),
+            ));
         }
         for (index, batch) in task.train_batches(epoch, parallel)?.enumerate() {
             if index < skip {
@@ -257,8 +267,7 @@ pub fn fit<T: Task>(task: &mut T, cfg: &TrainConfig, run: &RunDir, parallel: &dy
         }
         let mut sums: Vec<f64> = vec![samples as f64, batches as f64];
         parallel.all_reduce_sum(&mut sums)?;
-        let train: BTreeMap<String, f64> =
-            totals.into_iter().map(|(k, v)| (k, v / samples.max(1) as f64)).collect();
+        let train: BTreeMap<String, f64> = totals.into_iter().map(|(k, v)| (k, v / samples.max(1) as f64)).collect();
         let metrics = task.validate(epoch)?;
         let primary = metrics.primary_value();
         let improved = primary.is_finite() && state.best_metric.is_none_or(|best| primary > best);

@@ -52,11 +52,8 @@ pub fn trainable_params(vs: &VarStore) -> Vec<Param> {
     let Ok(vars) = vs.variables_.lock() else {
         return Vec::new();
     };
-    let groups: HashMap<usize, usize> = vars
-        .trainable_variables
-        .iter()
-        .map(|v| (v.tensor.data_ptr() as usize, v.group))
-        .collect();
+    let groups: HashMap<usize, usize> =
+        vars.trainable_variables.iter().map(|v| (v.tensor.data_ptr() as usize, v.group)).collect();
     let mut params: Vec<Param> = vars
         .named_variables
         .iter()
@@ -140,10 +137,8 @@ impl Optimizer {
         let step = self.steps.entry(p.name.clone()).or_insert(0);
         *step += 1;
         let t = *step as f64;
-        let bufs = self
-            .buffers
-            .entry(p.name.clone())
-            .or_insert_with(|| vec![p.tensor.zeros_like(), p.tensor.zeros_like()]);
+        let bufs =
+            self.buffers.entry(p.name.clone()).or_insert_with(|| vec![p.tensor.zeros_like(), p.tensor.zeros_like()]);
         let mut param = p.tensor.shallow_clone();
         let _ = param.g_mul_scalar_(1.0 - lr * o.weight_decay);
         let (exp_avg, exp_avg_sq) = (&mut bufs[0].shallow_clone(), &mut bufs[1].shallow_clone());
@@ -157,7 +152,8 @@ impl Optimizer {
 
     fn sgd(&mut self, p: &Param, grad: &Tensor, lr: f64) {
         let o = self.params;
-        let mut d_p = if o.weight_decay != 0.0 { grad + p.tensor.g_mul_scalar(o.weight_decay) } else { grad.shallow_clone() };
+        let mut d_p =
+            if o.weight_decay != 0.0 { grad + p.tensor.g_mul_scalar(o.weight_decay) } else { grad.shallow_clone() };
         if o.momentum != 0.0 {
             let entry = self.buffers.entry(p.name.clone());
             let buf = match entry {
@@ -203,23 +199,22 @@ impl Optimizer {
         };
         let mut parts: HashMap<String, Vec<Option<Tensor>>> = HashMap::new();
         for (name, tensor) in tensors {
-            let (param, suffix) = name
-                .rsplit_once('.')
-                .ok_or_else(|| Error::Invalid(format!("optimizer state: bad entry `{name}`")))?;
+            let (param, suffix) =
+                name.rsplit_once('.').ok_or_else(|| Error::Invalid(format!("optimizer state: bad entry `{name}`")))?;
             if suffix == "step" {
                 self.steps.insert(param.to_string(), tensor.int64_value(&[]));
                 continue;
             }
-            let slot = names
-                .iter()
-                .position(|n| *n == suffix)
-                .ok_or_else(|| Error::Invalid(format!("optimizer state: `{name}` does not belong to this optimizer")))?;
+            let slot = names.iter().position(|n| *n == suffix).ok_or_else(|| {
+                Error::Invalid(format!("optimizer state: `{name}` does not belong to this optimizer"))
+            })?;
             let entry = parts.entry(param.to_string()).or_insert_with(|| (0..names.len()).map(|_| None).collect());
             entry[slot] = Some(tensor.to_device(device));
         }
         for (param, slots) in parts {
             let bufs: Option<Vec<Tensor>> = slots.into_iter().collect();
-            let bufs = bufs.ok_or_else(|| Error::Invalid(format!("optimizer state: incomplete entry for `{param}`")))?;
+            let bufs =
+                bufs.ok_or_else(|| Error::Invalid(format!("optimizer state: incomplete entry for `{param}`")))?;
             self.buffers.insert(param, bufs);
         }
         Ok(())
@@ -249,7 +244,14 @@ mod tests {
     #[test]
     fn adamw_matches_hand_computed_steps() {
         let (lr, wd, b1, b2, eps) = (0.1, 0.01, 0.9, 0.999, 1e-8);
-        let params = OptimizerParams { kind: OptimizerKind::Adamw, weight_decay: wd, momentum: b1, beta2: b2, eps, nesterov: false };
+        let params = OptimizerParams {
+            kind: OptimizerKind::Adamw,
+            weight_decay: wd,
+            momentum: b1,
+            beta2: b2,
+            eps,
+            nesterov: false,
+        };
         let mut opt = Optimizer::new(params);
         let p = param(1.0);
         let (mut w, mut m, mut v) = (1.0f64, 0.0f64, 0.0f64);
@@ -270,7 +272,14 @@ mod tests {
     #[test]
     fn sgd_momentum_matches_hand_computed_steps() {
         let (lr, wd, mu) = (0.1, 0.01, 0.9);
-        let params = OptimizerParams { kind: OptimizerKind::Sgd, weight_decay: wd, momentum: mu, beta2: 0.0, eps: 0.0, nesterov: false };
+        let params = OptimizerParams {
+            kind: OptimizerKind::Sgd,
+            weight_decay: wd,
+            momentum: mu,
+            beta2: 0.0,
+            eps: 0.0,
+            nesterov: false,
+        };
         let mut opt = Optimizer::new(params);
         let p = param(2.0);
         let (mut w, mut buf) = (2.0f64, None::<f64>);
@@ -290,7 +299,14 @@ mod tests {
 
     #[test]
     fn state_round_trips() -> Result<()> {
-        let params = OptimizerParams { kind: OptimizerKind::Adamw, weight_decay: 0.0, momentum: 0.9, beta2: 0.999, eps: 1e-8, nesterov: false };
+        let params = OptimizerParams {
+            kind: OptimizerKind::Adamw,
+            weight_decay: 0.0,
+            momentum: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            nesterov: false,
+        };
         let mut a = Optimizer::new(params);
         let p = param(1.0);
         backward(&p, 0.3);

@@ -45,13 +45,7 @@ impl EpochRecord {
     pub fn summary_line(&self, primary: &str) -> String {
         let losses: Vec<String> = self.train.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
         let metric = self.val.get(primary).map(|v| format!("  {primary} {v:.4}")).unwrap_or_default();
-        format!(
-            "{}{}  {:.1}s  {:.1} img/s",
-            losses.join("  "),
-            metric,
-            self.seconds,
-            self.images_per_sec
-        )
+        format!("{}{}  {:.1}s  {:.1} img/s", losses.join("  "), metric, self.seconds, self.images_per_sec)
     }
 }
 

@@ -62,7 +62,14 @@ fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], body: &[u8]) {
 
 /// A PNG with the given IHDR fields and raw scanlines (each already prefixed with filter byte 0),
 /// stored uncompressed; `palette` adds a PLTE chunk.
-pub fn png(width: u32, height: u32, bit_depth: u8, colour_type: u8, palette: Option<&[[u8; 3]]>, scanlines: &[u8]) -> Vec<u8> {
+pub fn png(
+    width: u32,
+    height: u32,
+    bit_depth: u8,
+    colour_type: u8,
+    palette: Option<&[[u8; 3]]>,
+    scanlines: &[u8],
+) -> Vec<u8> {
     let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
     let mut ihdr = Vec::new();
     ihdr.extend_from_slice(&width.to_be_bytes());

@@ -254,7 +254,11 @@ fn accumulate_cat(evals: &[ImgEval], p: &CocoParams) -> (Vec<f64>, Vec<f64>, Vec
                     let k = t * e.scores.len() + r as usize;
                     let (hit, ig) = (e.areas[a].matched[k], e.areas[a].ignored[k]);
                     if !ig {
-                        if hit { tp += 1.0 } else { fp += 1.0 }
+                        if hit {
+                            tp += 1.0
+                        } else {
+                            fp += 1.0
+                        }
                         if last {
                             matches.scores.push(s);
                             matches.tp.push(hit);
@@ -369,7 +373,8 @@ pub fn evaluate(gt: &CocoDataset, dets: &[CocoDetection], params: &CocoParams) -
     for k in 0..n_k {
         bounds[k + 1] += bounds[k];
     }
-    let per_cat: Vec<_> = (0..n_k).into_par_iter().map(|k| accumulate_cat(&evals[bounds[k]..bounds[k + 1]], &p)).collect();
+    let per_cat: Vec<_> =
+        (0..n_k).into_par_iter().map(|k| accumulate_cat(&evals[bounds[k]..bounds[k + 1]], &p)).collect();
     let (n_t, n_r, n_a, n_m) = (p.iou_thrs.len(), p.rec_thrs.len(), p.area_rngs.len(), p.max_dets.len());
     let mut precision = vec![-1.0; n_t * n_r * n_k * n_a * n_m];
     let mut scores = vec![-1.0; n_t * n_r * n_k * n_a * n_m];
@@ -396,7 +401,8 @@ impl CocoEval {
     /// an area index and a maxDets value, like `summarize()._summarize`; -1 when none.
     pub fn summarize_one(&self, ap: bool, iou_thr: Option<f64>, area: usize, max_det: usize) -> f64 {
         let p = &self.params;
-        let (n_t, n_r, n_k, n_a, n_m) = (p.iou_thrs.len(), p.rec_thrs.len(), self.cat_ids.len(), p.area_rngs.len(), p.max_dets.len());
+        let (n_t, n_r, n_k, n_a, n_m) =
+            (p.iou_thrs.len(), p.rec_thrs.len(), self.cat_ids.len(), p.area_rngs.len(), p.max_dets.len());
         let ts: Vec<usize> = (0..n_t).filter(|&t| iou_thr.is_none_or(|x| p.iou_thrs[t] == x)).collect();
         let Some(m) = p.max_dets.iter().position(|&x| x == max_det) else { return -1.0 };
         let (mut sum, mut n) = (0.0, 0usize);
@@ -423,7 +429,8 @@ impl CocoEval {
     /// The twelve standard numbers (requires the default area ranges and three maxDets).
     pub fn summary(&self) -> CocoSummary {
         let md = &self.params.max_dets;
-        let (m0, m1, m2) = (md.first().copied().unwrap_or(1), md.get(1).copied().unwrap_or(10), md.get(2).copied().unwrap_or(100));
+        let (m0, m1, m2) =
+            (md.first().copied().unwrap_or(1), md.get(1).copied().unwrap_or(10), md.get(2).copied().unwrap_or(100));
         let s = |ap, thr, a, m| self.summarize_one(ap, thr, a, m);
         CocoSummary {
             map: s(true, None, 0, m2),

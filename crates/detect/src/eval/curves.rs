@@ -25,9 +25,8 @@ pub fn pr_curves(ev: &CocoEval) -> PrCurves {
     let p = &ev.params;
     let (n_r, n_k, n_a, n_m) = (p.rec_thrs.len(), ev.cat_ids.len(), p.area_rngs.len(), p.max_dets.len());
     let m = n_m.saturating_sub(1);
-    let precision = (0..n_k)
-        .map(|k| (0..n_r).map(|r| ev.precision[((r * n_k + k) * n_a) * n_m + m]).collect())
-        .collect();
+    let precision =
+        (0..n_k).map(|k| (0..n_r).map(|r| ev.precision[((r * n_k + k) * n_a) * n_m + m]).collect()).collect();
     PrCurves { recall: p.rec_thrs.clone(), cat_ids: ev.cat_ids.clone(), precision }
 }
 
@@ -189,22 +188,32 @@ impl ConfusionMatrix {
 
     /// Builds the matrix over a COCO dataset (crowd gt skipped); classes are positions in the
     /// sorted category ids.
-    pub fn from_coco(gt: &CocoDataset, dets: &[CocoDetection], iou_thr: f64, conf_thr: f64) -> Result<Self, DetectError> {
+    pub fn from_coco(
+        gt: &CocoDataset,
+        dets: &[CocoDetection],
+        iou_thr: f64,
+        conf_thr: f64,
+    ) -> Result<Self, DetectError> {
         let mut cats: Vec<i64> = gt.categories.iter().map(|c| c.id).collect();
         cats.sort_unstable();
         cats.dedup();
         let cls = |id: i64| {
-            cats.binary_search(&id).map_err(|_| DetectError::Invalid(format!("confusion matrix: unknown category {id}")))
+            cats.binary_search(&id)
+                .map_err(|_| DetectError::Invalid(format!("confusion matrix: unknown category {id}")))
         };
         let xyxy = |b: &[f64; 4]| [b[0], b[1], b[0] + b[2], b[1] + b[3]];
         let mut per_img: std::collections::BTreeMap<i64, (Vec<(usize, [f64; 4])>, Vec<(usize, [f64; 4], f64)>)> =
             gt.images.iter().map(|im| (im.id, Default::default())).collect();
         for a in gt.annotations.iter().filter(|a| a.iscrowd == 0) {
-            let e = per_img.get_mut(&a.image_id).ok_or_else(|| DetectError::Invalid(format!("unknown image {}", a.image_id)))?;
+            let e = per_img
+                .get_mut(&a.image_id)
+                .ok_or_else(|| DetectError::Invalid(format!("unknown image {}", a.image_id)))?;
             e.0.push((cls(a.category_id)?, xyxy(&a.bbox)));
         }
         for d in dets {
-            let e = per_img.get_mut(&d.image_id).ok_or_else(|| DetectError::Invalid(format!("unknown image {}", d.image_id)))?;
+            let e = per_img
+                .get_mut(&d.image_id)
+                .ok_or_else(|| DetectError::Invalid(format!("unknown image {}", d.image_id)))?;
             e.1.push((cls(d.category_id)?, xyxy(&d.bbox), d.score));
         }
         let mut cm = Self::new(cats.len(), iou_thr, conf_thr);

@@ -88,7 +88,11 @@ struct Walker<'p> {
 
 impl Walker<'_> {
     fn bad(&self, json_path: &str, message: impl Into<String>) -> DetectError {
-        DetectError::BadInput { path: self.path.to_path_buf(), json_path: json_path.to_string(), message: message.into() }
+        DetectError::BadInput {
+            path: self.path.to_path_buf(),
+            json_path: json_path.to_string(),
+            message: message.into(),
+        }
     }
 
     fn array<'v>(&self, v: &'v Value, jp: &str) -> Result<&'v Vec<Value>, DetectError> {

@@ -71,7 +71,8 @@ impl FasterRcnn {
         if cfg.num_classes < 1 {
             return Err(DetectError::Invalid(format!("faster_rcnn: need at least one class, got {}", cfg.num_classes)));
         }
-        let body = resnet50_backbone(p / "backbone" / "body").map_err(|e| DetectError::Invalid(format!("building backbone: {e}")))?;
+        let body = resnet50_backbone(p / "backbone" / "body")
+            .map_err(|e| DetectError::Invalid(format!("building backbone: {e}")))?;
         let c3 = body.feature_info().iter().map(|f| f.channels).collect::<Vec<_>>();
         let c2 = c3.first().copied().unwrap_or(512) / 2;
         let in_ch = [c2, c3[0], c3[1], c3[2]];
@@ -117,12 +118,20 @@ impl FasterRcnn {
     pub fn forward_train(&self, images: &Tensor, targets: &[Target]) -> Result<Vec<(String, Tensor)>, DetectError> {
         let size = check_images(images)?;
         if targets.len() as i64 != images.size()[0] {
-            return Err(DetectError::Invalid(format!("faster_rcnn: {} targets for {} images", targets.len(), images.size()[0])));
+            return Err(DetectError::Invalid(format!(
+                "faster_rcnn: {} targets for {} images",
+                targets.len(),
+                images.size()[0]
+            )));
         }
         for t in targets {
             crate::boxes::check_boxes(&t.boxes, "target boxes")?;
             if t.labels.size() != [t.boxes.size()[0]] {
-                return Err(DetectError::Invalid(format!("faster_rcnn: labels {:?} for boxes {:?}", t.labels.size(), t.boxes.size())));
+                return Err(DetectError::Invalid(format!(
+                    "faster_rcnn: labels {:?} for boxes {:?}",
+                    t.labels.size(),
+                    t.boxes.size()
+                )));
             }
             let nc = self.roi_heads.num_outputs - 1;
             if t.labels.numel() > 0 && (t.labels.min().int64_value(&[]) < 0 || t.labels.max().int64_value(&[]) >= nc) {

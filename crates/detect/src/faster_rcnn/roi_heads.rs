@@ -88,7 +88,12 @@ impl RoiHeads {
     }
 
     /// Pools and classifies `proposals` (one `[P_i, 4]` per image) -> `(logits [P, K+1], deltas [P, 4(K+1)])`.
-    fn head(&self, features: &[Tensor], proposals: &[Tensor], image_size: (i64, i64)) -> Result<(Tensor, Tensor), DetectError> {
+    fn head(
+        &self,
+        features: &[Tensor],
+        proposals: &[Tensor],
+        image_size: (i64, i64),
+    ) -> Result<(Tensor, Tensor), DetectError> {
         let x = self.pool.forward(&features[..4.min(features.len())], proposals, image_size)?; // [P, C, 7, 7]
         let x = self.fc6.forward(&x.flatten(1, -1)).relu(); // [P, 1024]
         let x = self.fc7.forward(&x).relu();
@@ -96,7 +101,12 @@ impl RoiHeads {
     }
 
     /// Inference: final detections per image (labels 0-based foreground ids).
-    pub fn detect(&self, features: &[Tensor], proposals: &[Tensor], image_size: (i64, i64)) -> Result<Vec<Detections>, DetectError> {
+    pub fn detect(
+        &self,
+        features: &[Tensor],
+        proposals: &[Tensor],
+        image_size: (i64, i64),
+    ) -> Result<Vec<Detections>, DetectError> {
         let (logits, deltas) = self.head(features, proposals, image_size)?;
         let k = self.num_outputs;
         let probs = logits.softmax(-1, Kind::Float);
@@ -111,14 +121,20 @@ impl RoiHeads {
             let scores = probs.narrow(0, offset, p).narrow(1, 1, k - 1).reshape([-1]);
             let labels = Tensor::arange(k - 1, (Kind::Int64, boxes.device())).repeat([p]); // 0-based
             let wh = boxes.narrow(1, 2, 2) - boxes.narrow(1, 0, 2);
-            let ok = scores.gt(self.cfg.score_thresh)
+            let ok = scores
+                .gt(self.cfg.score_thresh)
                 .logical_and(&wh.select(1, 0).ge(1e-2))
                 .logical_and(&wh.select(1, 1).ge(1e-2));
             let keep = ok.nonzero().view([-1]);
-            let (b, s, l) = (boxes.index_select(0, &keep), scores.index_select(0, &keep), labels.index_select(0, &keep));
+            let (b, s, l) =
+                (boxes.index_select(0, &keep), scores.index_select(0, &keep), labels.index_select(0, &keep));
             let kept = batched_nms(&b, &s, &l, self.cfg.nms_thresh, f64::NEG_INFINITY, self.cfg.detections_per_img)?
                 .to_device(b.device());
-            out.push(Detections { boxes: b.index_select(0, &kept), scores: s.index_select(0, &kept), labels: l.index_select(0, &kept) });
+            out.push(Detections {
+                boxes: b.index_select(0, &kept),
+                scores: s.index_select(0, &kept),
+                labels: l.index_select(0, &kept),
+            });
             offset += p;
         }
         Ok(out)
@@ -127,7 +143,13 @@ impl RoiHeads {
     /// Training: `(classifier CE, box smooth-L1 with beta 1/9)` on a balanced sample of the proposals
     /// plus the ground-truth boxes themselves; the box loss is summed over positives (the delta of
     /// the true class) and divided by the number of sampled proposals.
-    pub fn losses(&self, features: &[Tensor], proposals: &[Tensor], targets: &[Target], image_size: (i64, i64)) -> Result<(Tensor, Tensor), DetectError> {
+    pub fn losses(
+        &self,
+        features: &[Tensor],
+        proposals: &[Tensor],
+        targets: &[Target],
+        image_size: (i64, i64),
+    ) -> Result<(Tensor, Tensor), DetectError> {
         let matcher = Matcher::new(self.cfg.fg_iou_thresh, self.cfg.bg_iou_thresh, false)?;
         let sampler = BalancedPositiveNegativeSampler {
             batch_size_per_image: self.cfg.batch_size_per_image,

@@ -89,7 +89,9 @@ impl Rpn {
         let a = anchors.num_anchors_per_location();
         let na = a[0];
         if a.iter().any(|&x| x != na) {
-            return Err(DetectError::Invalid(format!("rpn: a shared head needs the same anchors per level, got {a:?}")));
+            return Err(DetectError::Invalid(format!(
+                "rpn: a shared head needs the same anchors per level, got {a:?}"
+            )));
         }
         let h = p / "head";
         let mut conv = conv_bias(&(&h / "conv" / 0 / 0), channels, channels, 3, 1)?;
@@ -125,7 +127,12 @@ impl Rpn {
 
     /// Proposals per image (`[P_i, 4]` xyxy, best first, and their `[P_i]` objectness probabilities):
     /// decode, top-k per level, clip, drop tiny and low-scoring boxes, NMS per level, keep the best.
-    pub fn proposals(&self, out: &RpnOutput, image_size: (i64, i64), train: bool) -> Result<Vec<(Tensor, Tensor)>, DetectError> {
+    pub fn proposals(
+        &self,
+        out: &RpnOutput,
+        image_size: (i64, i64),
+        train: bool,
+    ) -> Result<Vec<(Tensor, Tensor)>, DetectError> {
         let (pre, post) = if train {
             (self.cfg.pre_nms_top_n_train, self.cfg.post_nms_top_n_train)
         } else {
@@ -153,13 +160,17 @@ impl Rpn {
             let scores = scores_all.index_select(0, &idx).sigmoid();
             let boxes = clip_boxes(&boxes.index_select(0, &idx), image_size.0 as f64, image_size.1 as f64)?;
             let wh = boxes.narrow(1, 2, 2) - boxes.narrow(1, 0, 2);
-            let ok = wh.select(1, 0).ge(self.cfg.min_size)
+            let ok = wh
+                .select(1, 0)
+                .ge(self.cfg.min_size)
                 .logical_and(&wh.select(1, 1).ge(self.cfg.min_size))
                 .logical_and(&scores.ge(self.cfg.score_thresh));
             let keep = ok.nonzero().view([-1]);
-            let (boxes, scores, lvl) = (boxes.index_select(0, &keep), scores.index_select(0, &keep), lvl.index_select(0, &keep));
-            let kept = batched_nms(&boxes, &scores, &lvl, self.cfg.nms_thresh, f64::NEG_INFINITY, post.max(0) as usize)?
-                .to_device(dev);
+            let (boxes, scores, lvl) =
+                (boxes.index_select(0, &keep), scores.index_select(0, &keep), lvl.index_select(0, &keep));
+            let kept =
+                batched_nms(&boxes, &scores, &lvl, self.cfg.nms_thresh, f64::NEG_INFINITY, post.max(0) as usize)?
+                    .to_device(dev);
             result.push((boxes.index_select(0, &kept), scores.index_select(0, &kept)));
         }
         Ok(result)

@@ -68,7 +68,14 @@ pub fn photometric_distort(img: &mut RgbImage, p: f64, rng: &mut impl Rng) {
 }
 
 /// Places the image at `(left, top)` on a `width x height` canvas of `fill`; boxes shift with it.
-pub fn zoom_out(s: &BoxedImage, width: usize, height: usize, left: usize, top: usize, fill: [u8; 3]) -> Result<BoxedImage, DetectError> {
+pub fn zoom_out(
+    s: &BoxedImage,
+    width: usize,
+    height: usize,
+    left: usize,
+    top: usize,
+    fill: [u8; 3],
+) -> Result<BoxedImage, DetectError> {
     let (w, h) = (s.image.width, s.image.height);
     if left + w > width || top + h > height {
         return Err(DetectError::Invalid(format!("zoom_out: {w}x{h} at ({left},{top}) does not fit {width}x{height}")));

@@ -94,7 +94,10 @@ impl Ssd {
         }
         let levels = 3 + cfg.extra_channels.len();
         if cfg.aspect_ratios.len() != levels {
-            return Err(DetectError::Invalid(format!("ssd: {} aspect-ratio lists for {levels} levels", cfg.aspect_ratios.len())));
+            return Err(DetectError::Invalid(format!(
+                "ssd: {} aspect-ratio lists for {levels} levels",
+                cfg.aspect_ratios.len()
+            )));
         }
         let bb = backbone(p / "backbone", arch).map_err(|e| DetectError::Invalid(format!("building backbone: {e}")))?;
         let mut channels: Vec<i64> = bb.feature_info().iter().map(|f| f.channels).collect();
@@ -116,10 +119,17 @@ impl Ssd {
     pub fn forward_raw(&self, images: &Tensor, train: bool) -> Result<(Tensor, Tensor, Tensor), DetectError> {
         let (h, w) = match images.size().as_slice() {
             [_, 3, h, w] if *h >= 32 && *w >= 32 => (*h, *w),
-            s => return Err(DetectError::Invalid(format!("ssd: images must be [N, 3, H, W] with H, W >= 32, got {s:?}"))),
+            s => {
+                return Err(DetectError::Invalid(format!(
+                    "ssd: images must be [N, 3, H, W] with H, W >= 32, got {s:?}"
+                )));
+            }
         };
         let mut feats = self.backbone.forward_features(images, train); // C3, C4, C5
-        let last = feats.last().map(|t| t.shallow_clone()).ok_or_else(|| DetectError::Invalid("ssd: backbone gave no maps".into()))?;
+        let last = feats
+            .last()
+            .map(|t| t.shallow_clone())
+            .ok_or_else(|| DetectError::Invalid("ssd: backbone gave no maps".into()))?;
         feats.extend(self.extras.forward(&last));
         let grids: Vec<(i64, i64)> = feats.iter().map(|f| (f.size()[2], f.size()[3])).collect();
         let (logits, deltas) = self.head.forward(&feats);
@@ -143,8 +153,12 @@ impl Ssd {
             if t.labels.size() != [m] {
                 return Err(DetectError::Invalid(format!("ssd: labels {:?} for {m} boxes", t.labels.size())));
             }
-            if m > 0 && (t.labels.min().int64_value(&[]) < 0 || t.labels.max().int64_value(&[]) >= self.cfg.num_classes) {
-                return Err(DetectError::Invalid(format!("ssd: target labels must lie in 0..{}", self.cfg.num_classes)));
+            if m > 0 && (t.labels.min().int64_value(&[]) < 0 || t.labels.max().int64_value(&[]) >= self.cfg.num_classes)
+            {
+                return Err(DetectError::Invalid(format!(
+                    "ssd: target labels must lie in 0..{}",
+                    self.cfg.num_classes
+                )));
             }
             if m == 0 {
                 cls_t.push(Tensor::zeros([np], (Kind::Int64, dev)));
@@ -161,7 +175,10 @@ impl Ssd {
         }
         let cls_t = Tensor::stack(&cls_t, 0); // [N, P]
         let k = logits.size()[2];
-        let ce = logits.reshape([-1, k]).cross_entropy_loss::<Tensor>(&cls_t.view([-1]), None, Reduction::None, -100, 0.0).view_as(&cls_t);
+        let ce = logits
+            .reshape([-1, k])
+            .cross_entropy_loss::<Tensor>(&cls_t.view([-1]), None, Reduction::None, -100, 0.0)
+            .view_as(&cls_t);
         let pos = cls_t.gt(0);
         let neg = hard_negative_mask(&ce, &pos, self.cfg.neg_pos_ratio)?;
         let n = pos.sum(Kind::Int64).int64_value(&[]).max(1) as f64;
@@ -190,8 +207,13 @@ impl Ssd {
                 ss.push(top);
             }
             let (b, s, l) = (Tensor::cat(&bs, 0), Tensor::cat(&ss, 0), Tensor::cat(&ls, 0));
-            let kept = batched_nms(&b, &s, &l, self.cfg.nms_thresh, f64::NEG_INFINITY, self.cfg.detections_per_img)?.to_device(b.device());
-            out.push(Detections { boxes: b.index_select(0, &kept), scores: s.index_select(0, &kept), labels: l.index_select(0, &kept) });
+            let kept = batched_nms(&b, &s, &l, self.cfg.nms_thresh, f64::NEG_INFINITY, self.cfg.detections_per_img)?
+                .to_device(b.device());
+            out.push(Detections {
+                boxes: b.index_select(0, &kept),
+                scores: s.index_select(0, &kept),
+                labels: l.index_select(0, &kept),
+            });
         }
         Ok(out)
     }

@@ -74,11 +74,7 @@ pub(crate) fn unpickle(data: &[u8]) -> PResult<Unpickled> {
         storages: HashMap::new(),
     };
     let value = u.run()?;
-    Ok(Unpickled {
-        value,
-        storages: std::mem::take(&mut u.storages),
-        consumed: u.pos,
-    })
+    Ok(Unpickled { value, storages: std::mem::take(&mut u.storages), consumed: u.pos })
 }
 
 impl<'a> Unpickler<'a> {
@@ -111,20 +107,16 @@ impl<'a> Unpickler<'a> {
 
     fn line(&mut self) -> PResult<&'a str> {
         let rest = self.data.get(self.pos..).ok_or(PickleError::Truncated)?;
-        let n = rest
-            .iter()
-            .position(|&b| b == b'\n')
-            .ok_or(PickleError::Truncated)?;
-        let s = std::str::from_utf8(&rest[..n])
-            .map_err(|_| PickleError::Malformed("GLOBAL name is not UTF-8".into()))?;
+        let n = rest.iter().position(|&b| b == b'\n').ok_or(PickleError::Truncated)?;
+        let s =
+            std::str::from_utf8(&rest[..n]).map_err(|_| PickleError::Malformed("GLOBAL name is not UTF-8".into()))?;
         self.pos += n + 1;
         Ok(s)
     }
 
     fn str_of(&mut self, n: usize) -> PResult<Value> {
         let b = self.take(n)?;
-        let s = std::str::from_utf8(b)
-            .map_err(|_| PickleError::Malformed("string is not valid UTF-8".into()))?;
+        let s = std::str::from_utf8(b).map_err(|_| PickleError::Malformed("string is not valid UTF-8".into()))?;
         Ok(Value::Str(Rc::from(s)))
     }
 
@@ -137,9 +129,7 @@ impl<'a> Unpickler<'a> {
         if self.stack.len() <= floor {
             return bad("stack underflow");
         }
-        self.stack
-            .pop()
-            .ok_or_else(|| PickleError::Malformed("stack underflow".into()))
+        self.stack.pop().ok_or_else(|| PickleError::Malformed("stack underflow".into()))
     }
 
     fn top(&mut self) -> PResult<&mut Value> {
@@ -147,16 +137,11 @@ impl<'a> Unpickler<'a> {
         if self.stack.len() <= floor {
             return bad("stack underflow");
         }
-        self.stack
-            .last_mut()
-            .ok_or_else(|| PickleError::Malformed("stack underflow".into()))
+        self.stack.last_mut().ok_or_else(|| PickleError::Malformed("stack underflow".into()))
     }
 
     fn pop_mark(&mut self) -> PResult<Vec<Value>> {
-        let m = self
-            .marks
-            .pop()
-            .ok_or_else(|| PickleError::Malformed("no MARK on the stack".into()))?;
+        let m = self.marks.pop().ok_or_else(|| PickleError::Malformed("no MARK on the stack".into()))?;
         if m > self.stack.len() {
             return bad("MARK above the stack top");
         }
@@ -310,9 +295,8 @@ impl<'a> Unpickler<'a> {
                 }
                 0x8b => {
                     let n = i32::from_le_bytes(self.arr()?);
-                    let n = usize::try_from(n).map_err(|_| {
-                        PickleError::Malformed("LONG4 with a negative length".into())
-                    })?;
+                    let n = usize::try_from(n)
+                        .map_err(|_| PickleError::Malformed("LONG4 with a negative length".into()))?;
                     let b = self.take(n)?;
                     self.stack.push(long_value(b));
                 }
@@ -356,8 +340,8 @@ impl<'a> Unpickler<'a> {
                     self.memo_put(i)?;
                 }
                 0x94 => {
-                    let i = u32::try_from(self.memo.len())
-                        .map_err(|_| PickleError::Malformed("memo overflow".into()))?;
+                    let i =
+                        u32::try_from(self.memo.len()).map_err(|_| PickleError::Malformed("memo overflow".into()))?;
                     self.memo_put(i)?;
                 }
                 b'h' => {
@@ -421,10 +405,7 @@ impl<'a> Unpickler<'a> {
                     self.stack.push(v);
                 }
                 other => {
-                    return bad(format!(
-                        "unsupported pickle opcode 0x{other:02x} at byte {}",
-                        self.pos - 1
-                    ));
+                    return bad(format!("unsupported pickle opcode 0x{other:02x} at byte {}", self.pos - 1));
                 }
             }
         }
@@ -432,9 +413,7 @@ impl<'a> Unpickler<'a> {
 
     fn new_obj(&mut self, cls: Value, args: Value) -> PResult<Value> {
         match (&cls, &args) {
-            (Value::Global(Global::OrderedDict), Value::Tuple(t)) if t.is_empty() => {
-                Ok(Value::Dict(Rc::default()))
-            }
+            (Value::Global(Global::OrderedDict), Value::Tuple(t)) if t.is_empty() => Ok(Value::Dict(Rc::default())),
             _ => bad(format!("NEWOBJ of a {}", cls.type_name())),
         }
     }
@@ -454,9 +433,7 @@ impl<'a> Unpickler<'a> {
                     Some(Value::List(pairs)) => {
                         for p in pairs.borrow().iter() {
                             match p {
-                                Value::Tuple(kv) if kv.len() == 2 => {
-                                    d.insert(kv[0].clone(), kv[1].clone())?
-                                }
+                                Value::Tuple(kv) if kv.len() == 2 => d.insert(kv[0].clone(), kv[1].clone())?,
                                 _ => return bad("OrderedDict([...]) with a non-pair item"),
                             }
                         }
@@ -470,27 +447,15 @@ impl<'a> Unpickler<'a> {
                     return bad("_rebuild_tensor with fewer than 4 arguments");
                 }
                 let Value::Storage(storage) = &args[0] else {
-                    return bad(format!(
-                        "_rebuild_tensor on a {}, not a storage",
-                        args[0].type_name()
-                    ));
+                    return bad(format!("_rebuild_tensor on a {}, not a storage", args[0].type_name()));
                 };
                 let offset = args[1].as_int("storage offset")?;
                 let size = args[2].as_int_tuple("tensor size")?;
                 let stride = args[3].as_int_tuple("tensor stride")?;
                 if size.len() != stride.len() {
-                    return bad(format!(
-                        "tensor size has {} dims but stride has {}",
-                        size.len(),
-                        stride.len()
-                    ));
+                    return bad(format!("tensor size has {} dims but stride has {}", size.len(), stride.len()));
                 }
-                Ok(Value::Tensor(Rc::new(TensorRef {
-                    storage: storage.clone(),
-                    offset,
-                    size,
-                    stride,
-                })))
+                Ok(Value::Tensor(Rc::new(TensorRef { storage: storage.clone(), offset, size, stride })))
             }
             Global::RebuildParameter | Global::RebuildParameterWithState => match args.first() {
                 Some(t @ Value::Tensor(_)) => Ok(t.clone()),
@@ -534,12 +499,7 @@ impl<'a> Unpickler<'a> {
                 self.storages.insert(key.clone(), dtype);
             }
         }
-        Ok(Value::Storage(Rc::new(StorageRef {
-            key,
-            dtype,
-            numel,
-            view,
-        })))
+        Ok(Value::Storage(Rc::new(StorageRef { key, dtype, numel, view })))
     }
 }
 

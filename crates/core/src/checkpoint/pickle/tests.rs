@@ -6,31 +6,21 @@ use super::*;
 fn small_values_and_memo() {
     // protocol 2: {'a': [1, -2, 'x'], 'b': (True, None, 1.5)} with the list memoized and reused.
     let data = b"\x80\x02}q\x00(X\x01\x00\x00\x00a]q\x01(K\x01J\xfe\xff\xff\xffX\x01\x00\x00\x00xeX\x01\x00\x00\x00b\x88NG?\xf8\x00\x00\x00\x00\x00\x00\x87X\x01\x00\x00\x00ch\x01u.";
-    let u = unpickle(data)
-        .map_err(|e| format!("{e:?}"))
-        .unwrap_or_else(|e| unreachable!("{e}"));
-    let Value::Dict(d) = &u.value else {
-        unreachable!("not a dict")
-    };
+    let u = unpickle(data).map_err(|e| format!("{e:?}")).unwrap_or_else(|e| unreachable!("{e}"));
+    let Value::Dict(d) = &u.value else { unreachable!("not a dict") };
     let d = d.borrow();
     assert_eq!(d.entries.len(), 3);
-    let Some(Value::List(l)) = d.get_str("a") else {
-        unreachable!("a")
-    };
+    let Some(Value::List(l)) = d.get_str("a") else { unreachable!("a") };
     let l = l.borrow();
     assert!(matches!(l[0], Value::Int(1)));
     assert!(matches!(l[1], Value::Int(-2)));
     assert!(matches!(&l[2], Value::Str(s) if &**s == "x"));
-    let Some(Value::Tuple(t)) = d.get_str("b") else {
-        unreachable!("b")
-    };
+    let Some(Value::Tuple(t)) = d.get_str("b") else { unreachable!("b") };
     assert!(matches!(t[0], Value::Bool(true)));
     assert!(matches!(t[1], Value::None));
     assert!(matches!(t[2], Value::Float(f) if f == 1.5));
     // The memoized list is the same object, filled after BINPUT.
-    let Some(Value::List(c)) = d.get_str("c") else {
-        unreachable!("c")
-    };
+    let Some(Value::List(c)) = d.get_str("c") else { unreachable!("c") };
     assert_eq!(c.borrow().len(), 3);
     assert_eq!(u.consumed, data.len());
 }

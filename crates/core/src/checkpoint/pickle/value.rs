@@ -94,9 +94,7 @@ impl Dict {
 
     /// The value under a string key.
     pub fn get_str(&self, key: &str) -> Option<&Value> {
-        self.index
-            .get(&Key::Str(Rc::from(key)))
-            .map(|&i| &self.entries[i].1)
+        self.index.get(&Key::Str(Rc::from(key))).map(|&i| &self.entries[i].1)
     }
 }
 
@@ -142,10 +140,7 @@ impl Value {
         match self {
             Value::Int(i) => Ok(*i),
             Value::Bool(b) => Ok(i64::from(*b)),
-            other => bad(format!(
-                "{what}: expected an int, found {}",
-                other.type_name()
-            )),
+            other => bad(format!("{what}: expected an int, found {}", other.type_name())),
         }
     }
 
@@ -153,10 +148,7 @@ impl Value {
         match self {
             Value::Tuple(t) => t.iter().map(|v| v.as_int(what)).collect(),
             Value::List(l) => l.borrow().iter().map(|v| v.as_int(what)).collect(),
-            other => bad(format!(
-                "{what}: expected a tuple of ints, found {}",
-                other.type_name()
-            )),
+            other => bad(format!("{what}: expected a tuple of ints, found {}", other.type_name())),
         }
     }
 }
