@@ -13,7 +13,9 @@
 
 use tch::{Tensor, nn};
 
-use super::layers::{Act, Conv, ConvBn, ConvOpts, Linear, LinearInit, global_avg_pool, prefix, stochastic_depth};
+use super::layers::{
+    Act, Conv, ConvBn, ConvOpts, Linear, LinearInit, global_avg_pool, prefix, stochastic_depth, strides_8_16_32,
+};
 use super::{BACKBONE_GROUP, Backbone, ClassifierNet, FeatureInfo, HEAD_GROUP, Normalization, Stages};
 use crate::Result;
 
@@ -161,14 +163,7 @@ impl Backbone for EfficientNetBody {
         self.conv_bns()
     }
     fn forward_features(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
-        let mut outs = self.run(xs, train);
-        if outs.len() < 7 {
-            return outs;
-        }
-        let c5 = outs.swap_remove(6);
-        let c4 = outs.swap_remove(4);
-        let c3 = outs.swap_remove(2);
-        vec![c3, c4, c5]
+        strides_8_16_32(self.run(xs, train))
     }
     fn forward_features_with_low(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
         let mut outs = self.run(xs, train);
