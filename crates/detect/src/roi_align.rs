@@ -6,14 +6,14 @@
 //! per box (likewise `gw`). `aligned = true` shifts box corners by -0.5 feature pixel (pixel
 //! centres at half-integers); `aligned = false` is the legacy mode that also widens boxes to at
 //! least one feature pixel. A sample outside `[-1, size]` contributes 0; one inside is clamped to
-//! the map. The implementation is made of tensor ops (index gathers and weighted sums), so
+//! the map. The implementation is made of tensor ops (`grid_sampler_2d` and weighted sums), so
 //! autograd differentiates it with respect to the features.
 
 use tch::{Device, Kind, Tensor};
 
 use crate::error::DetectError;
 
-/// Elements of one gathered corner block (`rois x PH x gh x PW x gw x C`); bounds peak memory.
+/// Elements of one sampled block (`rois x PH x gh x PW x gw x C`); bounds peak memory.
 const CHUNK_ELEMS: i64 = 1 << 23;
 
 /// Parameters of [`roi_align`].
@@ -62,26 +62,23 @@ fn sample_coords(start: &Tensor, bin: &Tensor, g: &Tensor, pooled: i64, gmax: i6
     (coords, slot_ok)
 }
 
-/// Bilinear taps along one axis of length `size` for coordinates `c` `[k, P, G]`: the low and high
-/// indices (i64) and their weights, zeroed for samples outside `[-1, size]` or unused grid slots.
-fn taps(c: &Tensor, slot_ok: &Tensor, size: i64) -> (Tensor, Tensor, Tensor, Tensor) {
-    let inside = c.ge(-1.0).logical_and(&c.le(size as f64)).logical_and(&slot_ok.unsqueeze(1));
-    let c = c.clamp_min(0.0);
-    let low = c.floor().to_kind(Kind::Int64);
-    let at_end = low.ge(size - 1);
-    let last = low.full_like(size - 1);
-    let high = last.where_self(&at_end, &(&low + 1));
-    let low = last.where_self(&at_end, &low);
-    // At the far edge the sample snaps onto the last pixel (weight 1 on `low`).
-    let frac = (&c - low.to_kind(c.kind())).where_self(&at_end.logical_not(), &c.zeros_like());
-    let keep = inside.to_kind(c.kind());
-    let w_high = &frac * &keep;
-    let w_low = (1.0 - frac) * keep;
-    (low, high, w_low, w_high)
+/// Normalises pixel coordinates `c` on an axis of `size` pixels for `grid_sampler_2d` with
+/// `align_corners = true` (pixel `i` at `-1 + 2i / (size - 1)`).
+fn normalise(c: &Tensor, size: i64) -> Tensor {
+    if size > 1 { c * (2.0 / (size - 1) as f64) - 1.0 } else { c.zeros_like() }
+}
+
+/// Whether each sample `[k, P, G]` counts: its grid slot is used and it lies in `[-1, size]`.
+fn inside(c: &Tensor, slot_ok: &Tensor, size: i64) -> Tensor {
+    c.ge(-1.0).logical_and(&c.le(size as f64)).logical_and(&slot_ok.unsqueeze(1))
 }
 
 /// RoIAlign of `rois` `[K, 5]` (`batch_index, x1, y1, x2, y2` in input pixels) over `input`
 /// `[N, C, H, W]` -> `[K, C, PH, PW]`, differentiable with respect to `input`.
+///
+/// The bilinear taps are libtorch's `grid_sampler_2d` (border padding and `align_corners = true`
+/// give the reference kernel's clamping onto the map), run once per image on all of its boxes;
+/// samples outside `[-1, size]` and unused grid slots are masked out before the average.
 pub fn roi_align(input: &Tensor, rois: &Tensor, o: &RoiAlignOptions) -> Result<Tensor, DetectError> {
     let ([n, c, h, w], k) = check(input, rois, o)?;
     let (ph, pw) = o.output_size;
@@ -91,9 +88,9 @@ pub fn roi_align(input: &Tensor, rois: &Tensor, o: &RoiAlignOptions) -> Result<T
     }
     let rois = rois.to_device(dev).to_kind(kind);
     let batch = rois.select(1, 0).to_kind(Kind::Int64); // [K], truncated like the reference
-    let (bmin, bmax) = (batch.min().int64_value(&[]), batch.max().int64_value(&[]));
-    if bmin < 0 || bmax >= n {
-        return Err(DetectError::Invalid(format!("roi_align: batch index {bmin}..{bmax} outside 0..{n}")));
+    let batch_host = Vec::<i64>::try_from(batch.to_device(Device::Cpu))?;
+    if let Some(b) = batch_host.iter().find(|b| **b < 0 || **b >= n) {
+        return Err(DetectError::Invalid(format!("roi_align: batch index {b} outside 0..{n}")));
     }
     let off = if o.aligned { 0.5 } else { 0.0 };
     let corner = |i: i64| rois.select(1, i) * o.spatial_scale - off;
@@ -113,43 +110,48 @@ pub fn roi_align(input: &Tensor, rois: &Tensor, o: &RoiAlignOptions) -> Result<T
     };
     let (gh, gw) = (grid(&bin_h), grid(&bin_w)); // [K]
     let count = (&gh * &gw).clamp_min(1).to_kind(kind); // [K]
-    // Features as a row table [N*H*W, C] so every bilinear tap is one row gather.
-    let table = input.permute([0, 2, 3, 1]).reshape([n * h * w, c]);
     let gh_host = Vec::<i64>::try_from(gh.to_device(Device::Cpu))?;
     let gw_host = Vec::<i64>::try_from(gw.to_device(Device::Cpu))?;
-    let mut outs = Vec::new();
-    let mut start = 0i64;
-    while start < k {
-        // Grow the chunk while its gathered block stays under the budget.
-        let (mut end, mut gmh, mut gmw) = (start, 1i64, 1i64);
-        while end < k {
-            let (a, b) = (gmh.max(gh_host[end as usize]), gmw.max(gw_host[end as usize]));
-            if end > start && (end - start + 1) * ph * pw * a * b * c > CHUNK_ELEMS {
-                break;
+    let (mut outs, mut order) = (Vec::new(), Vec::with_capacity(k as usize));
+    for image in 0..n {
+        let mine: Vec<i64> = (0..k).filter(|&i| batch_host[i as usize] == image).collect();
+        let mut rest = mine.as_slice();
+        while !rest.is_empty() {
+            // Grow the chunk while its sampled block stays under the budget.
+            let (mut len, mut gmh, mut gmw) = (0usize, 1i64, 1i64);
+            while len < rest.len() {
+                let r = rest[len] as usize;
+                let (a, b) = (gmh.max(gh_host[r]), gmw.max(gw_host[r]));
+                if len > 0 && (len as i64 + 1) * ph * pw * a * b * c > CHUNK_ELEMS {
+                    break;
+                }
+                (gmh, gmw, len) = (a, b, len + 1);
             }
-            (gmh, gmw, end) = (a, b, end + 1);
+            let (chunk, tail) = rest.split_at(len);
+            rest = tail;
+            let sel = Tensor::from_slice(chunk).to_device(dev);
+            let pick = |t: &Tensor| t.index_select(0, &sel);
+            let kc = chunk.len() as i64;
+            let (ys, yok) = sample_coords(&pick(&y1), &pick(&bin_h), &pick(&gh), ph, gmh); // [k, PH, Gh]
+            let (xs, xok) = sample_coords(&pick(&x1), &pick(&bin_w), &pick(&gw), pw, gmw); // [k, PW, Gw]
+            let wt = inside(&ys, &yok, h).to_kind(kind).view([kc, ph, gmh, 1, 1])
+                * inside(&xs, &xok, w).to_kind(kind).view([kc, 1, 1, pw, gmw]); // [k, PH, Gh, PW, Gw]
+            let full = [kc, ph, gmh, pw, gmw];
+            let gy = normalise(&ys, h).view([kc, ph, gmh, 1, 1]).expand(full, false);
+            let gx = normalise(&xs, w).view([kc, 1, 1, pw, gmw]).expand(full, false);
+            let g = Tensor::stack(&[gx, gy], -1).view([1, kc * ph * gmh, pw * gmw, 2]);
+            // interpolation 0 = bilinear, padding 1 = border.
+            let v = input.narrow(0, image, 1).grid_sampler_2d(&g, 0, 1, true); // [1, C, k*PH*Gh, PW*Gw]
+            let v = v.view([c, kc, ph, gmh, pw, gmw]) * wt.unsqueeze(0);
+            let pooled = v.sum_dim_intlist([3, 5].as_slice(), false, kind).permute([1, 0, 2, 3]); // [k, C, PH, PW]
+            outs.push(pooled / pick(&count).view([kc, 1, 1, 1]));
+            order.extend_from_slice(chunk);
         }
-        let s = |t: &Tensor| t.narrow(0, start, end - start);
-        let (ys, yok) = sample_coords(&s(&y1), &s(&bin_h), &s(&gh), ph, gmh); // [k, PH, Gh]
-        let (xs, xok) = sample_coords(&s(&x1), &s(&bin_w), &s(&gw), pw, gmw); // [k, PW, Gw]
-        let (ylo, yhi, wylo, wyhi) = taps(&ys, &yok, h);
-        let (xlo, xhi, wxlo, wxhi) = taps(&xs, &xok, w);
-        let kc = end - start;
-        let base = (s(&batch) * (h * w)).view([kc, 1, 1, 1, 1]);
-        let mut acc = Tensor::zeros([kc, ph, pw, c], (kind, dev));
-        for (yi, wy) in [(&ylo, &wylo), (&yhi, &wyhi)] {
-            for (xi, wx) in [(&xlo, &wxlo), (&xhi, &wxhi)] {
-                let idx = &base + yi.view([kc, ph, gmh, 1, 1]) * w + xi.view([kc, 1, 1, pw, gmw]); // [k, PH, Gh, PW, Gw]
-                let wt = wy.view([kc, ph, gmh, 1, 1]) * wx.view([kc, 1, 1, pw, gmw]);
-                let v = table.index_select(0, &idx.reshape([-1])).view([kc, ph, gmh, pw, gmw, c]);
-                acc += (v * wt.unsqueeze(-1)).sum_dim_intlist([2, 4].as_slice(), false, kind); // [k, PH, PW, C]
-            }
-        }
-        let acc = acc / s(&count).view([kc, 1, 1, 1]);
-        outs.push(acc.permute([0, 3, 1, 2])); // [k, C, PH, PW]
-        start = end;
     }
-    Ok(Tensor::cat(&outs, 0).contiguous())
+    // Back to the order of `rois`.
+    let order = Tensor::from_slice(&order).to_device(dev);
+    let inverse = order.argsort(0, false);
+    Ok(Tensor::cat(&outs, 0).index_select(0, &inverse).contiguous())
 }
 
 /// The FPN level heuristic (Lin et al. 2017, eq. 1): a box of area `s^2` goes to level
