@@ -85,9 +85,10 @@ pub fn weights_file(arch: Arch, weights: &str) -> Result<PathBuf> {
     }
 }
 
-/// Loads a classifier checkpoint of `arch` into the detector's `backbone.*` variables. Every backbone
-/// variable must be in the file; the file's classifier-only keys are ignored.
-pub fn load_pretrained(vs: &nn::VarStore, arch: Arch, file: &Path) -> Result<usize> {
+/// Loads a classifier checkpoint of `arch` into the detector's `{prefix}.*` variables (`backbone`
+/// for YOLO and SSD, `backbone.body` for Faster R-CNN). Every backbone variable must be in the file;
+/// the file's classifier-only keys are ignored.
+pub fn load_pretrained(vs: &nn::VarStore, arch: Arch, file: &Path, prefix: &str) -> Result<usize> {
     let sd = checkpoint::read_state_dict(file)?;
     let tmp = nn::VarStore::new(Device::Cpu);
     let _probe = backbones::backbone(tmp.root(), arch)?;
@@ -105,7 +106,7 @@ pub fn load_pretrained(vs: &nn::VarStore, arch: Arch, file: &Path) -> Result<usi
     let mut dst = vs.variables();
     tch::no_grad(|| -> Result<()> {
         for (name, t) in tmp.variables() {
-            let key = format!("{PREFIX}.{name}");
+            let key = format!("{prefix}.{name}");
             let var =
                 dst.get_mut(&key).ok_or_else(|| DetectError::Invalid(format!("detector has no variable {key}")))?;
             var.f_copy_(&t)?;

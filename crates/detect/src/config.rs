@@ -58,12 +58,38 @@ impl Default for DataConfig {
     }
 }
 
+/// Which augmentation recipe trains the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Recipe {
+    /// `ssd` for the SSD family, `yolo` otherwise.
+    Auto,
+    /// Ultralytics' recipe: mosaic, random affine, HSV jitter, flip.
+    Yolo,
+    /// SSD's recipe (Liu et al. 2016): photometric distortion, zoom-out, IoU-constrained crop, flip.
+    Ssd,
+}
+
+impl Recipe {
+    /// The recipe that trains `family` (`Auto` resolved).
+    pub fn resolve(self, family: Family) -> Recipe {
+        match (self, family) {
+            (Recipe::Auto, Family::Ssd) => Recipe::Ssd,
+            (Recipe::Auto, _) => Recipe::Yolo,
+            (r, _) => r,
+        }
+    }
+}
+
 /// Training augmentation; every transform moves the boxes with the pixels.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AugmentConfig {
     /// Master switch (off: letterbox only).
     pub enabled: bool,
+    /// `yolo` (mosaic, affine, HSV, flip) or `ssd` (photometric distortion, zoom-out,
+    /// IoU-constrained crop, flip; `auto` picks `ssd` for the SSD family).
+    pub recipe: Recipe,
     /// Probability of a 4-image mosaic.
     pub mosaic: f64,
     /// Mosaic is switched off for the last this many epochs.
@@ -90,6 +116,7 @@ impl Default for AugmentConfig {
     fn default() -> Self {
         Self {
             enabled: true,
+            recipe: Recipe::Auto,
             mosaic: 1.0,
             close_mosaic: 2,
             scale: 0.5,
@@ -104,18 +131,31 @@ impl Default for AugmentConfig {
     }
 }
 
-/// The detector family (each in its own modules; only YOLO so far).
+/// The detector family (each in its own modules, sharing data, evaluation and box utilities).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
 pub enum Family {
     /// Anchor-free, decoupled YOLOv8-style head with DFL and task-aligned assignment.
+    #[serde(rename = "yolo")]
     Yolo,
+    /// Single-shot detector: default boxes on six levels, hard-negative mining.
+    #[serde(rename = "ssd")]
+    Ssd,
+    /// Two-stage detector: FPN, region proposals, RoIAlign and a box head.
+    #[serde(rename = "faster-rcnn", alias = "faster_rcnn", alias = "fasterrcnn")]
+    FasterRcnn,
+}
+
+impl Family {
+    /// Every family, in the order of the README's table.
+    pub const ALL: [Family; 3] = [Family::Yolo, Family::Ssd, Family::FasterRcnn];
 }
 
 impl fmt::Display for Family {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Family::Yolo => "yolo",
+            Family::Ssd => "ssd",
+            Family::FasterRcnn => "faster-rcnn",
         })
     }
 }
@@ -123,9 +163,79 @@ impl fmt::Display for Family {
 impl std::str::FromStr for Family {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
+        match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
             "yolo" => Ok(Family::Yolo),
-            other => Err(format!("unknown detector family `{other}`; only `yolo` exists so far")),
+            "ssd" => Ok(Family::Ssd),
+            "faster-rcnn" | "fasterrcnn" => Ok(Family::FasterRcnn),
+            other => Err(format!("unknown detector family `{other}`; use yolo, ssd or faster-rcnn")),
+        }
+    }
+}
+
+/// SSD's default boxes and extra layers (`model.family = "ssd"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SsdOptions {
+    /// Output widths of the extra blocks after C5 (one level each, strides 64, 128, ...).
+    pub extra_channels: Vec<i64>,
+    /// Scale of the smallest default boxes, relative to the image side.
+    pub min_ratio: f64,
+    /// Scale of the largest default boxes.
+    pub max_ratio: f64,
+    /// Extra aspect ratios per level (C3, C4, C5, then one list per extra block).
+    pub aspect_ratios: Vec<Vec<f64>>,
+    /// Mined negatives per positive.
+    pub neg_pos_ratio: i64,
+    /// With fine-tune, backbone stages that train, replacing `model.trainable_layers` for SSD (unset:
+    /// that value; at most the backbone's stage count; `--trainable-layers` sets both). SSD predicts
+    /// straight from C3 and C4 with single convolutions, so the stages that make them must adapt.
+    pub trainable_layers: Option<usize>,
+}
+
+impl Default for SsdOptions {
+    fn default() -> Self {
+        Self {
+            extra_channels: vec![256, 256, 128],
+            min_ratio: 0.1,
+            max_ratio: 0.9,
+            aspect_ratios: vec![vec![2.0], vec![2.0, 3.0], vec![2.0, 3.0], vec![2.0, 3.0], vec![2.0], vec![2.0]],
+            neg_pos_ratio: 3,
+            trainable_layers: Some(5),
+        }
+    }
+}
+
+/// Faster R-CNN's widths and sampling (`model.family = "faster-rcnn"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FasterRcnnOptions {
+    /// Width of the FPN levels, the RPN and the pooled RoIs (torchvision: 256).
+    pub fpn_channels: i64,
+    /// Width of the two fully connected layers of the box head (torchvision: 1024).
+    pub representation_size: i64,
+    /// Build the FPN from the stride-4 map C2 as torchvision does (five levels P2..P6); `false`
+    /// starts at C3 (four levels P3..P6) and trains about twice as fast.
+    pub fpn_from_c2: bool,
+    /// RPN anchor size per FPN level (P2..P6, or P3..P6), in input pixels; ratios 0.5, 1, 2 on each.
+    pub anchor_sizes: Vec<f64>,
+    /// Proposals sampled per image for the box-head loss (torchvision: 512).
+    pub roi_batch_per_image: i64,
+    /// Proposals kept per image after the RPN's NMS while training (torchvision: 2000).
+    pub proposals_train: i64,
+    /// Same at inference (torchvision: 1000).
+    pub proposals_test: i64,
+}
+
+impl Default for FasterRcnnOptions {
+    fn default() -> Self {
+        Self {
+            fpn_channels: 128,
+            representation_size: 256,
+            fpn_from_c2: false,
+            anchor_sizes: vec![16.0, 32.0, 64.0, 128.0],
+            roi_batch_per_image: 128,
+            proposals_train: 600,
+            proposals_test: 300,
         }
     }
 }
@@ -134,7 +244,7 @@ impl std::str::FromStr for Family {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelConfig {
-    /// Detector family: `yolo`.
+    /// Detector family: `yolo`, `ssd` or `faster-rcnn`.
     pub family: Family,
     /// Backbone architecture (resnet18, vgg16_bn, efficientnet_b0, efficientnet_lite0, ...).
     pub backbone: String,
@@ -144,10 +254,14 @@ pub struct ModelConfig {
     pub strategy: Strategy,
     /// With fine-tune: backbone stages that train, counted from the last.
     pub trainable_layers: usize,
-    /// Channels of every neck level.
+    /// YOLO: channels of every neck level.
     pub neck_channels: i64,
-    /// Bins of the distribution over each box edge (DFL).
+    /// YOLO: bins of the distribution over each box edge (DFL).
     pub reg_max: i64,
+    /// SSD settings.
+    pub ssd: SsdOptions,
+    /// Faster R-CNN settings.
+    pub faster_rcnn: FasterRcnnOptions,
 }
 
 impl Default for ModelConfig {
@@ -160,6 +274,8 @@ impl Default for ModelConfig {
             trainable_layers: 3,
             neck_channels: 64,
             reg_max: 16,
+            ssd: SsdOptions::default(),
+            faster_rcnn: FasterRcnnOptions::default(),
         }
     }
 }
@@ -284,6 +400,24 @@ impl DetectConfig {
             }),
             _ => None,
         }
+    }
+
+    /// This configuration with the settings its family ignores reset to their defaults: two runs of
+    /// a family with equal views train the same way (`detect compare` reuses such a finished run).
+    pub fn family_view(&self) -> Self {
+        let mut v = self.clone();
+        v.augment.recipe = v.augment.recipe.resolve(v.model.family);
+        let d = ModelConfig::default();
+        if v.model.family != Family::Ssd {
+            v.model.ssd = d.ssd.clone();
+        }
+        if v.model.family != Family::FasterRcnn {
+            v.model.faster_rcnn = d.faster_rcnn.clone();
+        }
+        if v.model.family != Family::Yolo {
+            (v.model.neck_channels, v.model.reg_max, v.loss) = (d.neck_channels, d.reg_max, LossConfig::default());
+        }
+        v
     }
 
     /// Names accepted by [`DetectConfig::preset`].

@@ -1,13 +1,16 @@
-//! detect: object detection by transfer learning: a YOLO-style head, SSD and Faster R-CNN ([`ssd`],
-//! [`faster_rcnn`], with [`roi_align`], [`priors`] and IoU [`matching`]) on the same backbones.
+//! detect: object detection by transfer learning with three families on the same backbones, data,
+//! augmentation, evaluation and commands (`--model yolo|ssd|faster-rcnn`, see [`model`]):
+//! - YOLO-style: [`backbone`] (any core backbone's C3/C4/C5) → [`neck`] (FPN + PAN) → [`heads`]
+//!   (decoupled, anchor-free, DFL) over [`anchors`]; task-aligned assignment ([`matching`]) and
+//!   [`loss`] (BCE, CIoU, DFL); [`postprocess`] decodes and runs class-aware [`nms`].
+//! - [`ssd`]: default boxes from [`priors`], IoU matching, hard-negative mining, SSD augmentation.
+//! - [`faster_rcnn`]: FPN, RPN, [`roi_align`] and a two-layer box head.
 //!
-//! Pipeline: [`data`] reads YOLO or COCO data sets (validating every box) → [`augment`] (mosaic,
-//! random affine, flip, HSV, letterbox; boxes move with the pixels) → [`model`] = [`backbone`]
-//! (any core backbone's C3/C4/C5) → [`neck`] (FPN + PAN) → [`heads`] (YOLOv8-style decoupled,
-//! anchor-free, DFL) over [`anchors`]; training: [`matching`] (task-aligned assignment) and
-//! [`loss`] (BCE, CIoU, DFL) through [`task`] in the shared loop; inference: [`postprocess`]
-//! (decode, threshold, class-aware [`nms`], back through the letterbox); scoring: [`evaluate`] with
-//! the pycocotools-exact [`eval`]; [`pipeline`], [`predict`] and [`report`] tie it together.
+//! Shared: [`data`] reads YOLO or COCO data sets (validating every box) → [`augment`] (mosaic,
+//! random affine, flip, HSV, letterbox; boxes move with the pixels) → [`task`] in the shared training
+//! loop; [`boxes`] (coding, IoU), [`matching`], [`nms`] and [`priors`] serve every family; scoring is
+//! [`evaluate`] with the pycocotools-exact [`eval`]; [`pipeline`], [`predict`] and [`report`] tie it
+//! together.
 
 pub mod anchors;
 pub mod augment;

@@ -15,7 +15,7 @@ use detect::{
 };
 use tlcv_core::{cli::TrainArgs, run_dir::RunDir};
 
-/// Object detection by transfer learning (YOLO-style head on ImageNet backbones).
+/// Object detection by transfer learning (YOLO-style, SSD and Faster R-CNN heads on ImageNet backbones).
 #[derive(Debug, Parser)]
 #[command(name = "detect", version, about)]
 struct Cli {
@@ -37,13 +37,32 @@ enum Command {
     Evaluate(EvaluateCmd),
     /// Train, evaluate, predict on held-out images and write the report: the end-to-end job.
     Run(TrainCmd),
+    /// Train several detector families on the same data and print them side by side (mAP, training
+    /// time, inference speed, parameters); each gets its own run directory `<name>-<family>`.
+    Compare(CompareCmd),
+}
+
+#[derive(Debug, clap::Args)]
+struct CompareCmd {
+    #[command(flatten)]
+    common: TrainArgs,
+    /// Families to train, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "yolo,ssd,faster-rcnn")]
+    models: Vec<String>,
+    /// Override a key for one family only, e.g. `--family-set ssd:train.epochs=16` (repeatable;
+    /// applied after `--set`).
+    #[arg(long = "family-set", value_name = "FAMILY:KEY=VALUE")]
+    family_set: Vec<String>,
+    /// Start from a named preset (default, quick, frozen, scratch) before the config file.
+    #[arg(long)]
+    preset: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
 struct TrainCmd {
     #[command(flatten)]
     common: TrainArgs,
-    /// Detector family (only `yolo` so far).
+    /// Detector family: yolo, ssd or faster-rcnn.
     #[arg(long)]
     model: Option<String>,
     /// Start from a named preset (default, quick, frozen, scratch) before the config file.
@@ -122,19 +141,24 @@ fn main() {
     tlcv_core::cli::exit_on_error(run(Cli::parse()));
 }
 
-fn load_config(cmd: &TrainCmd) -> anyhow::Result<DetectConfig> {
-    let mut overrides = cmd.common.overrides();
-    if let Some(family) = &cmd.model {
+fn load_config(common: &TrainArgs, preset: Option<&str>, family: Option<&str>) -> anyhow::Result<DetectConfig> {
+    let mut overrides = common.overrides();
+    if let Some(n) = common.trainable_layers {
+        // The flag means the same for every family, SSD's own setting included.
+        overrides.insert(0, format!("model.ssd.trainable_layers={n}"));
+    }
+    if let Some(family) = family {
         let f: Family = family.parse().map_err(anyhow::Error::msg)?;
         overrides.insert(0, format!("model.family=\"{f}\""));
     }
-    Ok(tlcv_core::config::load_preset(cmd.preset.as_deref(), cmd.common.config.as_deref(), &overrides)?)
+    Ok(tlcv_core::config::load_preset(preset, common.config.as_deref(), &overrides)?)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Train(cmd) => train(&cmd, false),
         Command::Run(cmd) => train(&cmd, true),
+        Command::Compare(cmd) => compare(&cmd),
         Command::Eval(cmd) => eval_cmd(&cmd),
         Command::Predict(cmd) => predict_cmd(&cmd),
         Command::Convert(cmd) => {
@@ -168,19 +192,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn train(cmd: &TrainCmd, end_to_end: bool) -> anyhow::Result<()> {
-    let cfg = load_config(cmd)?;
+    let cfg = load_config(&cmd.common, cmd.preset.as_deref(), cmd.model.as_deref())?;
     let run = cmd.common.open_run("detect")?;
+    let outcome = train_and_report(&cfg, &run, cmd.common.resume, end_to_end)?;
+    if cmd.common.json {
+        println!("{}", json_summary(&outcome.eval, run.root())?);
+    }
+    Ok(())
+}
+
+/// Trains into `run`, writes `metrics.json` and the report (and, end to end, predictions on
+/// held-out images), and prints the validation summary.
+fn train_and_report(
+    cfg: &DetectConfig,
+    run: &RunDir,
+    resume: bool,
+    end_to_end: bool,
+) -> anyhow::Result<pipeline::TrainOutcome> {
     eprintln!("run directory: {}", run.root().display());
     let started = std::time::Instant::now();
-    let outcome = pipeline::train(&cfg, &run, cmd.common.resume)?;
+    let outcome = pipeline::train(cfg, run, resume)?;
     if outcome.fit.interrupted {
         bail!(tlcv_core::Error::Interrupted);
     }
-    let metrics = pipeline::write_metrics(&run, &outcome)?;
+    let metrics = pipeline::write_metrics(run, &outcome)?;
     let mut issues = outcome.issues.messages.clone();
     issues.extend(outcome.skipped.iter().cloned());
     issues.extend(outcome.eval.skipped.iter().cloned());
     let facts = vec![
+        ("family".to_string(), cfg.model.family.to_string()),
         ("epochs".to_string(), outcome.fit.history.len().to_string()),
         ("best epoch".to_string(), outcome.fit.best_epoch.map_or("-".into(), |e| (e + 1).to_string())),
         ("training time".to_string(), format!("{:.1} s", outcome.fit.seconds)),
@@ -188,9 +228,9 @@ fn train(cmd: &TrainCmd, end_to_end: bool) -> anyhow::Result<()> {
         ("label problems".to_string(), outcome.issues.summary()),
     ];
     report::write(
-        &run,
+        run,
         &ReportInput {
-            cfg: &cfg,
+            cfg,
             names: &outcome.names,
             history: &outcome.fit.history,
             eval: &outcome.eval,
@@ -201,7 +241,7 @@ fn train(cmd: &TrainCmd, end_to_end: bool) -> anyhow::Result<()> {
         },
     )?;
     if end_to_end {
-        predict_held_out(&cfg, &run, &outcome)?;
+        predict_held_out(cfg, run, &outcome)?;
     }
     let s = &outcome.eval.summary;
     let (p, r) = outcome.eval.f1.as_ref().map_or((0.0, 0.0), |f| (f.precision, f.recall));
@@ -216,10 +256,87 @@ fn train(cmd: &TrainCmd, end_to_end: bool) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     eprintln!("run directory: {}  (report: {})", run.root().display(), run.report_html().display());
+    Ok(outcome)
+}
+
+/// `detect compare`: one run per family, then the side-by-side table (stdout and
+/// `<project>/detect/<name>-families.md`). A family whose run directory already holds a finished run
+/// of the same configuration (see [`DetectConfig::family_view`]) is not trained again, so an
+/// interrupted comparison continues where it stopped; inference speed is always measured afresh.
+fn compare(cmd: &CompareCmd) -> anyhow::Result<()> {
+    if cmd.common.resume {
+        bail!("compare continues by itself: run the same command again and finished families are reused");
+    }
+    let base = cmd.common.name.clone().unwrap_or_else(|| "compare".into());
+    let mut per_family: Vec<(Family, String)> = Vec::new();
+    for s in &cmd.family_set {
+        let (f, kv) =
+            s.split_once(':').ok_or_else(|| anyhow::anyhow!("--family-set {s}: expected FAMILY:KEY=VALUE"))?;
+        per_family.push((f.parse().map_err(anyhow::Error::msg)?, kv.to_string()));
+    }
+    let mut rows = Vec::new();
+    for family in &cmd.models {
+        let f: Family = family.parse().map_err(anyhow::Error::msg)?;
+        let mut common = cmd.common.clone();
+        common.set.extend(per_family.iter().filter(|(g, _)| *g == f).map(|(_, kv)| kv.clone()));
+        let cfg = load_config(&common, cmd.preset.as_deref(), Some(family))?;
+        let dir = cmd.common.project.join("detect").join(format!("{base}-{}", cfg.model.family));
+        let (map50, map, train_seconds) = match finished_run(&dir, &cfg) {
+            Some(done) => {
+                eprintln!("{}: reusing {} (finished with the same configuration)", cfg.model.family, dir.display());
+                done
+            }
+            None if dir.join("config.toml").is_file() => bail!(
+                "{} holds a {} run with another configuration (or an unfinished one); move it away or pick \
+                 another --name",
+                dir.display(),
+                cfg.model.family
+            ),
+            None => {
+                let run = RunDir::create(
+                    &cmd.common.project,
+                    "detect",
+                    Some(&format!("{base}-{}", cfg.model.family)),
+                    "train",
+                )?;
+                let o = train_and_report(&cfg, &run, false, false)?;
+                (o.eval.summary.map50, o.eval.summary.map, o.fit.seconds)
+            }
+        };
+        let (_, _, model, _) = pipeline::load_run(&dir)?;
+        let (ds, _) = data::load_config(&cfg.data)?;
+        let speed = pipeline::inference_speed(&model, &ds.val, cfg.train.batch.max(1), &cfg)?;
+        rows.push(pipeline::FamilyRow {
+            family: cfg.model.family.to_string(),
+            backbone: cfg.model.backbone.clone(),
+            map50,
+            map,
+            train_seconds,
+            images_per_second: speed,
+            params: model.num_params(),
+            run: dir.display().to_string(),
+        });
+    }
+    let table = pipeline::families_table(&rows);
+    let path = cmd.common.project.join("detect").join(format!("{base}-families.md"));
+    tlcv_core::run_dir::write_atomic(&path, table.as_bytes())?;
+    println!("{table}");
+    eprintln!("table: {}", path.display());
     if cmd.common.json {
-        println!("{}", json_summary(&outcome.eval, run.root())?);
+        println!("{}", serde_json::to_string(&rows)?);
     }
     Ok(())
+}
+
+/// `(mAP@.5, mAP, training seconds)` of a finished run in `dir` whose configuration trains like
+/// `cfg`, if there is one.
+fn finished_run(dir: &std::path::Path, cfg: &DetectConfig) -> Option<(f64, f64, f64)> {
+    let saved: DetectConfig = tlcv_core::config::load(Some(&dir.join("config.toml")), &[]).ok()?;
+    if saved.family_view() != cfg.family_view() || !dir.join("weights/best.safetensors").is_file() {
+        return None;
+    }
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("metrics.json")).ok()?).ok()?;
+    Some((m["map50"].as_f64()?, m["map"].as_f64()?, m["train_seconds"].as_f64()?))
 }
 
 fn json_summary(e: &evaluate::EvalOutput, run: &std::path::Path) -> anyhow::Result<String> {

@@ -82,21 +82,37 @@ pub fn train(cfg: &DetectConfig, run: &RunDir, resume: bool) -> Result<TrainOutc
         return Err(DetectError::Invalid(format!("{}: the val split is empty", data_dir.display())));
     }
     let model = Detector::build(cfg, ds.names.len() as i64, device)?;
-    eprintln!("model: {} + {} ({}), {}", cfg.model.family, cfg.model.backbone, cfg.model.strategy, model.freeze);
+    eprintln!(
+        "model: {} + {} ({}), {:.2} M parameters, {}",
+        cfg.model.family,
+        cfg.model.backbone,
+        cfg.model.strategy,
+        model.num_params() as f64 / 1e6,
+        model.freeze
+    );
     write_run_files(cfg, run, &ds.names)?;
     if !ds.issues.messages.is_empty() {
         write_atomic(&run.root().join("issues.txt"), (ds.issues.messages.join("\n") + "\n").as_bytes())?;
     }
     let mut task = DetectTask::new(model, cfg.clone(), ds.names.clone(), ds.train, ds.val);
-    let fit =
-        train::fit(&mut task, &cfg.train, run, &SingleProcess, &FitOptions { resume, max_epochs_this_run: None })?;
-    let skipped = task.skipped.lock().map(|l| l.clone()).unwrap_or_default();
+    let fit = train::fit(&mut task, &cfg.train, run, &SingleProcess, &FitOptions { resume, max_epochs_this_run: None });
+    // Named even when training fails (e.g. every image skipped); each epoch re-reports a file.
+    let mut skipped = task.skipped.lock().map(|l| l.clone()).unwrap_or_default();
+    skipped.sort();
+    skipped.dedup();
+    for s in &skipped {
+        eprintln!("skipped: {s}");
+    }
+    let fit = fit?;
     let DetectTask { model, val, names, .. } = task;
     if run.best_weights().is_file() {
         checkpoint::load_file(&model.vs, &run.best_weights(), &LoadOptions::default())?;
     }
     let pp = DetectTask::eval_postprocess(cfg);
     let eval = evaluate_images(&model, &val, &names, &pp, cfg.train.batch.max(1) * 2)?;
+    for s in &eval.skipped {
+        eprintln!("skipped: {s}");
+    }
     write_coco_files(run, &eval)?;
     Ok(TrainOutcome { eval, fit, names, val, data_dir, issues: ds.issues, skipped })
 }
@@ -196,8 +212,10 @@ pub struct MetricsFile {
     pub train_seconds: f64,
     /// Boxes dropped while reading labels.
     pub dropped_boxes: usize,
-    /// Images that could not be read.
+    /// Images that could not be read: dropped while indexing (named in `issues.txt`) plus `skipped`.
     pub skipped_images: usize,
+    /// Images that failed to decode in training or in the final evaluation, with reasons.
+    pub skipped: Vec<String>,
 }
 
 /// Builds and writes `metrics.json`.
@@ -210,8 +228,79 @@ pub fn write_metrics(run: &RunDir, o: &TrainOutcome) -> Result<MetricsFile> {
         best_epoch: o.fit.best_epoch.map(|e| e + 1),
         train_seconds: o.fit.seconds,
         dropped_boxes: o.issues.dropped_boxes,
-        skipped_images: o.skipped.len() + o.eval.skipped.len(),
+        skipped_images: o.issues.dropped_images + o.skipped.len() + o.eval.skipped.len(),
+        skipped: o.skipped.iter().chain(&o.eval.skipped).cloned().collect(),
     };
     run.write_json(&run.metrics_json(), &m)?;
     Ok(m)
+}
+
+/// One line of `detect compare`'s table.
+#[derive(Debug, Clone, Serialize)]
+pub struct FamilyRow {
+    /// Detector family.
+    pub family: String,
+    /// Backbone architecture.
+    pub backbone: String,
+    /// Validation mAP at IoU 0.5.
+    pub map50: f64,
+    /// Validation mAP averaged over IoU 0.5..0.95.
+    pub map: f64,
+    /// Seconds of training.
+    pub train_seconds: f64,
+    /// Images per second of forward pass plus post-processing (see [`inference_speed`]).
+    pub images_per_second: f64,
+    /// Parameters, frozen ones included.
+    pub params: i64,
+    /// The run directory.
+    pub run: String,
+}
+
+/// Images per second of [`Detector::predict`] (forward pass, decoding and NMS, at `eval.conf`) on
+/// batches of `batch` validation images already letterboxed into a tensor: one warm-up batch, then
+/// the median of five timed batches.
+pub fn inference_speed(model: &Detector, val: &[DetImage], batch: usize, cfg: &DetectConfig) -> Result<f64> {
+    let size = model.img_size as usize;
+    let norm = model.normalization();
+    let opts = tlcv_core::data::DecodeOptions { max_pixels: cfg.data.max_pixels as usize, target_size: None };
+    let mut images = Vec::with_capacity(batch);
+    for im in val.iter().cycle().take(batch.max(1)) {
+        let img = tlcv_core::data::decode_file(&im.path, &opts)?;
+        images.push(crate::augment::letterbox(&img, &[], size)?.0.image);
+    }
+    if images.is_empty() {
+        return Err(DetectError::Invalid("inference speed: no validation images".into()));
+    }
+    let xs = tlcv_core::data::to_tensor(&images, norm.mean, norm.std)?.to_device(model.vs.device()); // [B, 3, S, S]
+    let pp = crate::task::DetectTask::eval_postprocess(cfg);
+    model.predict(&xs, &pp)?;
+    let mut times = Vec::with_capacity(5);
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        model.predict(&xs, &pp)?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(images.len() as f64 / times[2].max(1e-9))
+}
+
+/// The Markdown table of `detect compare`.
+pub fn families_table(rows: &[FamilyRow]) -> String {
+    let mut t = String::from(
+        "| family | backbone | val mAP@.5 | val mAP@[.5:.95] | training (s) | inference (img/s) | parameters (M) |\n\
+         |---|---|---:|---:|---:|---:|---:|\n",
+    );
+    for r in rows {
+        t += &format!(
+            "| {} | {} | {:.3} | {:.3} | {:.0} | {:.1} | {:.2} |\n",
+            r.family,
+            r.backbone,
+            r.map50,
+            r.map,
+            r.train_seconds,
+            r.images_per_second,
+            r.params as f64 / 1e6
+        );
+    }
+    t
 }

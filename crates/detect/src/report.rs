@@ -1,4 +1,4 @@
-//! The detection report: loss curves per term (box, cls, dfl), validation mAP over epochs, PR and
+//! The detection report: loss curves per term, validation mAP over epochs, PR and
 //! F1 curves, the confusion matrix, a grid of validation images with ground truth and predictions
 //! side by side, and `report.html`.
 
@@ -50,12 +50,14 @@ pub fn write(run: &RunDir, input: &ReportInput<'_>) -> Result<()> {
     let mut curves = Vec::new();
     if !input.history.is_empty() {
         let loss = run.plot("loss.png");
-        let terms: Vec<Series> = ["box_loss", "cls_loss", "dfl_loss", "loss"]
-            .iter()
-            .map(|k| series(k, &|r| r.train.get(*k).copied()))
-            .collect();
+        // Every term the family logs (YOLO: box, cls, dfl; SSD: regression, classification; Faster
+        // R-CNN: the four RPN and box-head losses), with the total last.
+        let mut keys: Vec<&String> = input.history[0].train.keys().filter(|k| k.as_str() != "loss").collect();
+        keys.sort();
+        let terms: Vec<Series> =
+            keys.iter().map(|k| k.as_str()).chain(["loss"]).map(|k| series(k, &|r| r.train.get(k).copied())).collect();
         report::line_plot(&loss, "Training loss per term", "epoch", &terms)?;
-        curves.push(Figure::new("Loss (box, cls, dfl)", loss));
+        curves.push(Figure::new("Loss per term", loss));
         let val = run.plot("val_metrics.png");
         let keys = ["map50", "map", "precision", "recall"];
         let s: Vec<Series> =

@@ -15,7 +15,7 @@ use tlcv_core::{
 };
 
 use crate::augment::{Sample, train_transform};
-use crate::config::DetectConfig;
+use crate::config::{AugmentConfig, DetectConfig, Recipe};
 use crate::data::{DetImage, Object};
 use crate::evaluate::{evaluate_images, flat_metrics};
 use crate::loss::yolo::Targets;
@@ -112,6 +112,33 @@ impl DetectTask {
     }
 }
 
+/// SSD's recipe ([`crate::ssd::augment::SsdAugment`]), then a letterbox to `size`, a random flip and
+/// box clean-up.
+fn ssd_transform(
+    img: &RgbImage,
+    objects: &[Object],
+    size: usize,
+    aug: &AugmentConfig,
+    rng: &mut impl Rng,
+) -> crate::error::Result<Sample> {
+    use crate::ssd::augment::{BoxedImage, SsdAugment};
+    let boxed = BoxedImage {
+        image: img.clone(),
+        boxes: objects.iter().map(|o| o.bbox).collect(),
+        labels: objects.iter().map(|o| o.class as i64).collect(),
+    };
+    let out = SsdAugment::default().apply(boxed, rng)?;
+    let objects: Vec<Object> =
+        out.boxes.iter().zip(&out.labels).map(|(b, &l)| Object { class: l as usize, bbox: *b }).collect();
+    // Letterboxed like evaluation and prediction, so both see the same geometry.
+    let (mut sample, _) = crate::augment::letterbox(&out.image, &objects, size)?;
+    if aug.fliplr > 0.0 && rng.gen_bool(aug.fliplr.clamp(0.0, 1.0)) {
+        sample = crate::augment::hflip(&sample);
+    }
+    crate::augment::finish_boxes(&mut sample, aug.min_box_side, aug.min_visible);
+    Ok(sample)
+}
+
 /// Decodes (through the cache) one image, checking its size against the index.
 fn decode(cache: &ImageCache, im: &DetImage, max_pixels: usize) -> Result<Arc<RgbImage>, DataError> {
     let img = cache
@@ -154,6 +181,7 @@ impl Task for DetectTask {
         let loader = Loader::new(shard.len(), self.cfg.train.batch.max(1), true, self.cfg.train.seed, false, 2);
         let (train, cache, aug) = (Arc::clone(&self.train), Arc::clone(&self.cache), self.cfg.augment.clone());
         let mosaic = self.mosaic.load(Ordering::SeqCst);
+        let ssd_recipe = aug.recipe.resolve(self.cfg.model.family) == Recipe::Ssd;
         let size = self.model.img_size as usize;
         let max_pixels = self.cfg.data.max_pixels as usize;
         let norm = self.model.normalization();
@@ -164,6 +192,8 @@ impl Task for DetectTask {
                 let img = decode(&cache, im, max_pixels)?;
                 let out = if !aug.enabled {
                     crate::augment::letterbox(&img, &im.objects, size).map(|(s, _)| s)
+                } else if ssd_recipe {
+                    ssd_transform(&img, &im.objects, size, &aug, rng)
                 } else if mosaic && train.len() >= 4 && rng.gen_bool(aug.mosaic.clamp(0.0, 1.0)) {
                     let pick: Vec<usize> = (0..3).map(|_| rng.gen_range(0..train.len())).collect();
                     let others: Vec<(Arc<RgbImage>, &[Object])> = pick
@@ -199,13 +229,9 @@ impl Task for DetectTask {
         let xs = batch.images.to_device(device); // [B, 3, S, S]
         let targets = batch.targets.to_device(device);
         let n = xs.size()[0] as usize;
-        let out = self.model.loss(&xs, &targets);
-        let terms = vec![
-            ("loss".to_string(), out.box_loss + out.cls_loss + out.dfl_loss),
-            ("box_loss".to_string(), out.box_loss),
-            ("cls_loss".to_string(), out.cls_loss),
-            ("dfl_loss".to_string(), out.dfl_loss),
-        ];
+        let out = self.model.loss(&xs, &targets)?;
+        let mut terms = vec![("loss".to_string(), out.terms.iter().map(|(_, v)| v).sum())];
+        terms.extend(out.terms);
         Ok(StepOutput { loss: out.total.to_kind(Kind::Float), terms, samples: n })
     }
 

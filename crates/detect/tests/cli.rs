@@ -223,3 +223,76 @@ fn train_eval_predict_convert_evaluate() {
         assert!(err.lines().last().unwrap().starts_with("error: "), "{err}");
     }
 }
+
+/// `detect compare` trains YOLO, SSD and Faster R-CNN on the same tiny data (1 epoch, 64 px, from
+/// scratch) and prints one table; each family's run then evaluates and predicts through the same
+/// commands, and logs its own loss terms.
+#[test]
+fn compare_trains_every_family_and_each_run_predicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let data = root.join("data");
+    tiny_yolo(&data);
+    let out = detect(
+        &[
+            "compare",
+            "--data",
+            data.to_str().unwrap(),
+            "--img-size",
+            "64",
+            "--epochs",
+            "1",
+            "--batch",
+            "5",
+            "--strategy",
+            "scratch",
+            "--weights",
+            "none",
+            "--backbone",
+            "resnet18",
+            "--name",
+            "c",
+            "--project",
+            "runs",
+            "--set",
+            "eval.grid_images=2",
+            "--json",
+        ],
+        root,
+    );
+    let stdout = ok(&out);
+    let table = std::fs::read_to_string(root.join("runs/detect/c-families.md")).unwrap();
+    let rows: Vec<Value> = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(rows.len(), 3, "{stdout}");
+    for (row, (family, terms)) in rows.iter().zip([
+        ("yolo", &["box_loss", "cls_loss", "dfl_loss"][..]),
+        ("ssd", &["bbox_regression", "classification"][..]),
+        ("faster-rcnn", &["loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"][..]),
+    ]) {
+        assert_eq!(row["family"], family);
+        assert!(table.contains(&format!("| {family} | resnet18 |")), "{table}");
+        assert!(row["images_per_second"].as_f64().unwrap() > 0.0);
+        assert!(row["params"].as_i64().unwrap() > 1_000_000, "{row}");
+        let run = root.join(format!("runs/detect/c-{family}"));
+        let cfg = std::fs::read_to_string(run.join("config.toml")).unwrap();
+        assert!(cfg.contains(&format!("family = \"{family}\"")), "{cfg}");
+        let header = std::fs::read_to_string(run.join("results.csv")).unwrap();
+        for t in terms {
+            assert!(header.lines().next().unwrap().contains(t), "{family}: results.csv lacks {t}");
+        }
+        let v: Value =
+            serde_json::from_str(ok(&detect(&["eval", "--run", run.to_str().unwrap(), "--json"], root)).trim())
+                .unwrap();
+        assert_metrics(&v);
+        let img = data.join("images/val/10.png");
+        let p = detect(
+            &["predict", "--run", run.to_str().unwrap(), "--conf", "0.0", "--json", img.to_str().unwrap()],
+            root,
+        );
+        let line: Value = serde_json::from_str(ok(&p).lines().next().unwrap()).unwrap();
+        for d in line["detections"].as_array().unwrap() {
+            let b: Vec<f64> = d["box"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+            assert!(b[0] >= 0.0 && b[1] >= 0.0 && b[2] <= 96.0 + 1e-3 && b[3] <= 96.0 + 1e-3, "{family}: {b:?}");
+        }
+    }
+}

@@ -189,7 +189,10 @@ pub fn load_config(cfg: &DataConfig) -> Result<(DetDataset, PathBuf)> {
     }
     let ds = load(&path, cfg.format)?;
     if ds.train.is_empty() {
-        return Err(DetectError::Invalid(format!("{}: no training images", path.display())));
+        // The problems are only printed after a successful load: name the first one here.
+        let why =
+            ds.issues.messages.first().map_or(String::new(), |m| format!(" ({}; first: {m})", ds.issues.summary()));
+        return Err(DetectError::Invalid(format!("{}: no training images{why}", path.display())));
     }
     Ok((ds, path))
 }

@@ -1,5 +1,8 @@
-//! Faster R-CNN with a ResNet-50 FPN backbone, laid out exactly like torchvision's
-//! `fasterrcnn_resnet50_fpn` (v1) so its state dicts load strictly:
+//! Faster R-CNN (Ren et al. 2015, "Faster R-CNN: Towards Real-Time Object Detection with Region
+//! Proposal Networks") with an FPN (Lin et al. 2017). On ResNet-50 with the default
+//! [`FasterRcnnConfig`] it is laid out exactly like torchvision's `fasterrcnn_resnet50_fpn` (v1), so
+//! its state dicts load strictly; [`FasterRcnn::with_backbone`] puts the same FPN, RPN and box
+//! branch on any core backbone's C2..C5 maps (under `backbone.body.*`, with that family's names).
 //!
 //! | prefix | module |
 //! |---|---|
@@ -17,8 +20,7 @@ pub mod roi_heads;
 pub mod rpn;
 
 use tch::{Tensor, nn};
-use tlcv_core::backbones::resnet::{ResNetBody, resnet50_backbone};
-use tlcv_core::backbones::{Backbone, HEAD_GROUP};
+use tlcv_core::backbones::{Arch, Backbone, HEAD_GROUP, backbone};
 
 use crate::error::DetectError;
 use crate::model_io::{Detections, Target};
@@ -27,8 +29,11 @@ use fpn::Fpn;
 use roi_heads::{RoiHeads, RoiHeadsConfig};
 use rpn::{Rpn, RpnConfig};
 
-/// FPN width.
+/// torchvision's FPN width.
 pub const FPN_CHANNELS: i64 = 256;
+
+/// Names of the variables outside the trunk (never frozen).
+pub const HEAD_PREFIXES: [&str; 3] = ["backbone.fpn", "rpn", "roi_heads"];
 
 /// Faster R-CNN hyper-parameters.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,22 +44,38 @@ pub struct FasterRcnnConfig {
     pub rpn: RpnConfig,
     /// Box branch.
     pub roi_heads: RoiHeadsConfig,
+    /// Width of every FPN level (and so of the RPN and the pooled RoIs).
+    pub fpn_channels: i64,
+    /// Anchors of the RPN, one size per FPN level including the pooled one (pixels), each with
+    /// ratios 0.5, 1, 2: five for P2..P6, four for P3..P6.
+    pub anchor_sizes: Vec<f64>,
+    /// Build the FPN from C2 (stride 4) as torchvision does; `false` starts at C3 (stride 8), which
+    /// drops the costliest level when objects are not tiny.
+    pub fpn_from_c2: bool,
 }
 
 impl FasterRcnnConfig {
     /// torchvision's defaults for `num_classes` foreground classes.
     pub fn new(num_classes: i64) -> Self {
-        Self { num_classes, rpn: RpnConfig::default(), roi_heads: RoiHeadsConfig::default() }
+        Self {
+            num_classes,
+            rpn: RpnConfig::default(),
+            roi_heads: RoiHeadsConfig::default(),
+            fpn_channels: FPN_CHANNELS,
+            anchor_sizes: vec![32.0, 64.0, 128.0, 256.0, 512.0],
+            fpn_from_c2: true,
+        }
     }
 }
 
 /// The detector (see the module docs).
 #[derive(Debug)]
 pub struct FasterRcnn {
-    body: ResNetBody,
+    body: Box<dyn Backbone>,
     fpn: Fpn,
     rpn: Rpn,
     roi_heads: RoiHeads,
+    from_c2: bool,
 }
 
 fn check_images(images: &Tensor) -> Result<(i64, i64), DetectError> {
@@ -65,34 +86,64 @@ fn check_images(images: &Tensor) -> Result<(i64, i64), DetectError> {
 }
 
 impl FasterRcnn {
-    /// Builds the model under `p` (use the root of a `VarStore`: names start with `backbone.`,
-    /// `rpn.`, `roi_heads.`). The trunk is in parameter group 0, the rest in group 1.
+    /// Builds torchvision's ResNet-50 model under `p` (use the root of a `VarStore`: names start
+    /// with `backbone.`, `rpn.`, `roi_heads.`). The trunk is in parameter group 0, the rest in group 1.
     pub fn new(p: &nn::Path, cfg: FasterRcnnConfig) -> Result<Self, DetectError> {
+        Self::with_backbone(p, Arch::Resnet50, cfg)
+    }
+
+    /// Builds the model on the headless `arch` trunk (see [`FasterRcnn::new`] for the names).
+    pub fn with_backbone(p: &nn::Path, arch: Arch, cfg: FasterRcnnConfig) -> Result<Self, DetectError> {
         if cfg.num_classes < 1 {
             return Err(DetectError::Invalid(format!("faster_rcnn: need at least one class, got {}", cfg.num_classes)));
         }
-        let body = resnet50_backbone(p / "backbone" / "body")
+        if cfg.fpn_channels < 1 {
+            return Err(DetectError::Invalid(format!(
+                "faster_rcnn: fpn_channels must be positive, got {}",
+                cfg.fpn_channels
+            )));
+        }
+        let levels = if cfg.fpn_from_c2 { 5 } else { 4 }; // with the pooled level
+        if cfg.anchor_sizes.len() != levels || cfg.anchor_sizes.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            return Err(DetectError::Invalid(format!(
+                "faster_rcnn: anchor_sizes needs {levels} positive sizes (one per FPN level, {}), got {:?}",
+                if cfg.fpn_from_c2 { "P2..P6" } else { "P3..P6" },
+                cfg.anchor_sizes
+            )));
+        }
+        let body = backbone(p / "backbone" / "body", arch)
             .map_err(|e| DetectError::Invalid(format!("building backbone: {e}")))?;
-        let c3 = body.feature_info().iter().map(|f| f.channels).collect::<Vec<_>>();
-        let c2 = c3.first().copied().unwrap_or(512) / 2;
-        let in_ch = [c2, c3[0], c3[1], c3[2]];
+        let mut in_ch = if cfg.fpn_from_c2 { vec![body.low_level_info().channels] } else { Vec::new() };
+        in_ch.extend(body.feature_info().iter().map(|f| f.channels)); // [C2,] C3, C4, C5
         let h = p.set_group(HEAD_GROUP);
-        let fpn = Fpn::new(&(&h / "backbone" / "fpn"), &in_ch, FPN_CHANNELS)?;
-        let rpn = Rpn::new(&(&h / "rpn"), FPN_CHANNELS, AnchorGenerator::fpn_default(), cfg.rpn)?;
-        let roi_heads = RoiHeads::new(&(&h / "roi_heads"), FPN_CHANNELS, cfg.num_classes, cfg.roi_heads)?;
-        Ok(Self { body, fpn, rpn, roi_heads })
+        let fpn = Fpn::new(&(&h / "backbone" / "fpn"), &in_ch, cfg.fpn_channels)?;
+        let sizes = cfg.anchor_sizes.iter().map(|s| vec![*s]).collect();
+        let anchors = AnchorGenerator::new(sizes, vec![vec![0.5, 1.0, 2.0]; levels])?;
+        let rpn = Rpn::new(&(&h / "rpn"), cfg.fpn_channels, anchors, cfg.rpn)?;
+        let roi_heads = RoiHeads::new(&(&h / "roi_heads"), cfg.fpn_channels, cfg.num_classes, cfg.roi_heads)?;
+        Ok(Self { body, fpn, rpn, roi_heads, from_c2: cfg.fpn_from_c2 })
     }
 
     /// The trunk, e.g. to freeze stages ([`Backbone::stages`]).
-    pub fn body_mut(&mut self) -> &mut ResNetBody {
+    pub fn body_mut(&mut self) -> &mut Box<dyn Backbone> {
         &mut self.body
     }
 
-    /// `[N, 3, H, W]` -> FPN maps `[P2, P3, P4, P5, pool]`, each `[N, 256, H/s, W/s]` (s = 4 .. 64).
+    /// The trunk.
+    pub fn body(&self) -> &dyn Backbone {
+        self.body.as_ref()
+    }
+
+    /// `[N, 3, H, W]` -> FPN maps `[P2, P3, P4, P5, pool]` (or from P3), each `[N, fpn_channels, H/s,
+    /// W/s]` (s = 4 or 8 .. 64).
     pub fn features(&self, images: &Tensor) -> Result<Vec<Tensor>, DetectError> {
         check_images(images)?;
         // Batch norms stay in eval mode (FrozenBatchNorm2d semantics) in training too.
-        let c = self.body.run(images, false); // [C2, C3, C4, C5]
+        let c = if self.from_c2 {
+            self.body.forward_features_with_low(images, false) // [C2, C3, C4, C5]
+        } else {
+            self.body.forward_features(images, false) // [C3, C4, C5]
+        };
         self.fpn.forward(&c)
     }
 

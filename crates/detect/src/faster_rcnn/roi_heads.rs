@@ -1,5 +1,5 @@
 //! The Fast R-CNN box branch of torchvision's `RoIHeads`: multi-scale RoIAlign (7x7, sampling 2)
-//! on P2..P5, `box_head.fc6`/`fc7` (ReLU MLP, 1024 wide), `box_predictor.cls_score`/`bbox_pred`
+//! on P2..P5, `box_head.fc6`/`fc7` (ReLU MLP, 1024 wide by default), `box_predictor.cls_score`/`bbox_pred`
 //! (class-specific deltas, coder weights 10, 10, 5, 5), the training losses on 512 proposals per
 //! image (25% positives) and the inference post-processing (score > 0.05, per-class NMS 0.5,
 //! 100 detections).
@@ -33,6 +33,8 @@ pub struct RoiHeadsConfig {
     pub nms_thresh: f64,
     /// Detections kept per image.
     pub detections_per_img: usize,
+    /// Width of the two-layer MLP box head (`fc6`, `fc7`).
+    pub representation_size: i64,
 }
 
 impl Default for RoiHeadsConfig {
@@ -46,6 +48,7 @@ impl Default for RoiHeadsConfig {
             score_thresh: 0.05,
             nms_thresh: 0.5,
             detections_per_img: 100,
+            representation_size: 1024,
         }
     }
 }
@@ -75,12 +78,16 @@ impl RoiHeads {
         let head = p / "box_head";
         let pred = p / "box_predictor";
         let k = num_classes + 1;
+        let r = cfg.representation_size;
+        if r < 1 {
+            return Err(DetectError::Invalid(format!("roi_heads: representation_size must be positive, got {r}")));
+        }
         Ok(Self {
             pool,
-            fc6: lin(&head / "fc6", channels * 49, 1024)?,
-            fc7: lin(&head / "fc7", 1024, 1024)?,
-            cls_score: lin(&pred / "cls_score", 1024, k)?,
-            bbox_pred: lin(&pred / "bbox_pred", 1024, k * 4)?,
+            fc6: lin(&head / "fc6", channels * 49, r)?,
+            fc7: lin(&head / "fc7", r, r)?,
+            cls_score: lin(&pred / "cls_score", r, k)?,
+            bbox_pred: lin(&pred / "bbox_pred", r, k * 4)?,
             coder: BoxCoder::new(cfg.bbox_reg_weights),
             num_outputs: k,
             cfg,
@@ -94,8 +101,10 @@ impl RoiHeads {
         proposals: &[Tensor],
         image_size: (i64, i64),
     ) -> Result<(Tensor, Tensor), DetectError> {
-        let x = self.pool.forward(&features[..4.min(features.len())], proposals, image_size)?; // [P, C, 7, 7]
-        let x = self.fc6.forward(&x.flatten(1, -1)).relu(); // [P, 1024]
+        // Every FPN level but the pooled one, as torchvision's featmap_names.
+        let levels = &features[..features.len().saturating_sub(1).max(1)];
+        let x = self.pool.forward(levels, proposals, image_size)?; // [P, C, 7, 7]
+        let x = self.fc6.forward(&x.flatten(1, -1)).relu(); // [P, R]
         let x = self.fc7.forward(&x).relu();
         Ok((self.cls_score.forward(&x), self.bbox_pred.forward(&x)))
     }
