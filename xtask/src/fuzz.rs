@@ -19,6 +19,17 @@ pub struct FuzzArgs {
     pub sanitizer: String,
 }
 
+/// Where a target's regression inputs live: next to the tests of the crate whose parser it fuzzes
+/// (each crate's `tests/fuzz_regressions.rs` replays them).
+fn regression_dir(root: &Path, target: &str) -> std::path::PathBuf {
+    let krate = match target {
+        "yolo_labels" | "coco_json" => "detect",
+        "mask_png" => "segment",
+        _ => "core",
+    };
+    root.join("crates").join(krate).join("tests/fixtures/fuzz").join(target)
+}
+
 /// Committed inputs each target starts from, besides its own `fuzz/corpus/<target>`.
 fn seed_dirs(root: &Path, target: &str) -> Vec<std::path::PathBuf> {
     let fixtures = root.join("crates/core/tests/fixtures");
@@ -26,9 +37,11 @@ fn seed_dirs(root: &Path, target: &str) -> Vec<std::path::PathBuf> {
     match target {
         "checkpoint" | "safetensors" => dirs.push(fixtures.join("checkpoint")),
         "image_decode" => dirs.push(fixtures.join("data")),
+        "coco_json" => dirs.push(root.join("crates/detect/tests/fixtures/coco")),
+        "mask_png" => dirs.push(root.join("crates/segment/tests/fixtures/masks")),
         _ => {}
     }
-    dirs.push(fixtures.join("fuzz").join(target));
+    dirs.push(regression_dir(root, target));
     dirs.into_iter().filter(|d| d.is_dir()).collect()
 }
 
@@ -101,7 +114,8 @@ pub fn fuzz(root: &Path, args: &FuzzArgs) -> Result<i32> {
         if !st.success() {
             println!("xtask: fuzz target {t} failed ({st}); the input is in fuzz/artifacts/{t}/");
             println!(
-                "xtask: add it to crates/core/tests/fixtures/fuzz/{t}/ so that tests/fuzz_regressions.rs replays it"
+                "xtask: add it to {}/ so that tests/fuzz_regressions.rs replays it",
+                regression_dir(root, t).display()
             );
             return Ok(st.code().unwrap_or(1));
         }

@@ -51,8 +51,12 @@ pub fn categories(root: &Value, path: &Path) -> Result<(Vec<String>, HashMap<i64
 /// Reads one COCO file; `image_dir` holds the `file_name`s. Bad annotations are reported with the
 /// JSON path and dropped; images whose size is neither in the file nor readable are dropped.
 pub fn read_split(json_path: &Path, image_dir: &Path) -> Result<(Vec<String>, Vec<DetImage>, Issues)> {
-    let root = read_json(json_path)?;
-    let (names, cat_index) = categories(&root, json_path)?;
+    parse_split(&read_json(json_path)?, json_path, image_dir)
+}
+
+/// [`read_split`] on an already parsed document (`json_path` names it in messages).
+pub fn parse_split(root: &Value, json_path: &Path, image_dir: &Path) -> Result<(Vec<String>, Vec<DetImage>, Issues)> {
+    let (names, cat_index) = categories(root, json_path)?;
     let mut issues = Issues::default();
     let here = |jp: &str, msg: &str| format!("{}: at {jp}: {msg}", json_path.display());
     let imgs = root
