@@ -157,17 +157,35 @@ pub fn evaluate_images(
 ) -> Result<EvalOutput> {
     let paths: Vec<PathBuf> = images.iter().map(|i| i.path.clone()).collect();
     let results = detect_files(model, &paths, pp, batch, 64_000_000);
+    // An image that cannot be read is left out of the scores, ground truth included: counting its
+    // boxes as missed would blame the model for a file problem. `per_image` stays aligned with `images`.
     let mut skipped = Vec::new();
-    let per_image: Vec<Vec<Detection>> = results
-        .into_iter()
-        .map(|r| {
-            r.unwrap_or_else(|e| {
+    let mut readable = Vec::with_capacity(images.len());
+    let mut readable_dets = Vec::with_capacity(images.len());
+    let mut per_image = Vec::with_capacity(images.len());
+    for (img, r) in images.iter().zip(results) {
+        match r {
+            Ok(d) => {
+                readable.push(img.clone());
+                readable_dets.push(d.clone());
+                per_image.push(d);
+            }
+            Err(e) => {
                 skipped.push(e);
-                Vec::new()
-            })
-        })
-        .collect();
-    score(images, names, per_image, skipped)
+                per_image.push(Vec::new());
+            }
+        }
+    }
+    if readable.is_empty() && !images.is_empty() {
+        return Err(DetectError::Invalid(format!(
+            "none of the {} images to evaluate could be read (first: {})",
+            images.len(),
+            skipped.first().map_or("", String::as_str)
+        )));
+    }
+    let mut out = score(&readable, names, readable_dets, skipped)?;
+    out.per_image = per_image;
+    Ok(out)
 }
 
 /// Evaluates given detections (original pixels, one list per image) against `images`.

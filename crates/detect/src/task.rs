@@ -195,13 +195,20 @@ impl Task for DetectTask {
                 } else if ssd_recipe {
                     ssd_transform(&img, &im.objects, size, &aug, rng)
                 } else if mosaic && train.len() >= 4 && rng.gen_bool(aug.mosaic.clamp(0.0, 1.0)) {
-                    let pick: Vec<usize> = (0..3).map(|_| rng.gen_range(0..train.len())).collect();
-                    let others: Vec<(Arc<RgbImage>, &[Object])> = pick
-                        .iter()
-                        .map(|&j| decode(&cache, &train[j], max_pixels).map(|d| (d, train[j].objects.as_slice())))
-                        .collect::<Result<_, _>>()?;
-                    let o = [(&*others[0].0, others[0].1), (&*others[1].0, others[1].1), (&*others[2].0, others[2].1)];
-                    train_transform((&img, &im.objects), Some(o), size, &aug, rng)
+                    // A partner that cannot be decoded must not cost this image its turn: it is reported
+                    // when it comes up as the main image, and here this one falls back to no mosaic.
+                    let others: Vec<(Arc<RgbImage>, &[Object])> = (0..3)
+                        .map(|_| rng.gen_range(0..train.len()))
+                        .filter_map(|j| {
+                            decode(&cache, &train[j], max_pixels).ok().map(|d| (d, train[j].objects.as_slice()))
+                        })
+                        .collect();
+                    if let [a, b, c] = others.as_slice() {
+                        let o = [(&*a.0, a.1), (&*b.0, b.1), (&*c.0, c.1)];
+                        train_transform((&img, &im.objects), Some(o), size, &aug, rng)
+                    } else {
+                        train_transform((&img, &im.objects), None, size, &aug, rng)
+                    }
                 } else {
                     train_transform((&img, &im.objects), None, size, &aug, rng)
                 };

@@ -285,6 +285,7 @@ pub fn fit<T: Task>(
             val: metrics.values.clone(),
             seconds,
             images_per_sec: samples as f64 / seconds.max(1e-9),
+            samples: sums[0] as usize,
             rss_mb: state::proc_status_mb("VmRSS").unwrap_or(0.0),
         };
         progress.finish(&record.summary_line(&metrics.primary));

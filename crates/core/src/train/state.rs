@@ -35,6 +35,9 @@ pub struct EpochRecord {
     pub seconds: f64,
     /// Training throughput.
     pub images_per_sec: f64,
+    /// Training samples this epoch, over all ranks (skipped ones are not counted).
+    #[serde(default)]
+    pub samples: usize,
     /// Resident memory (VmRSS) of the process at the end of the epoch, in MiB (0 where unknown).
     #[serde(default)]
     pub rss_mb: f64,
@@ -127,13 +130,18 @@ pub fn write_results_csv(history: &[EpochRecord], path: &Path) -> Result<()> {
     let mut header = vec!["epoch".to_string(), "lr".to_string()];
     header.extend(train_keys.iter().map(|k| format!("train/{k}")));
     header.extend(val_keys.iter().map(|k| format!("val/{k}")));
-    header.extend(["seconds".to_string(), "images_per_sec".to_string(), "rss_mb".to_string()]);
+    header.extend(["seconds", "images_per_sec", "samples", "rss_mb"].map(String::from));
     let mut text = header.join(",") + "\n";
     for r in history {
         let mut row = vec![(r.epoch + 1).to_string(), format!("{:e}", r.lr)];
         row.extend(train_keys.iter().map(|k| r.train.get(*k).map(|v| v.to_string()).unwrap_or_default()));
         row.extend(val_keys.iter().map(|k| r.val.get(*k).map(|v| v.to_string()).unwrap_or_default()));
-        row.extend([format!("{:.3}", r.seconds), format!("{:.2}", r.images_per_sec), format!("{:.1}", r.rss_mb)]);
+        row.extend([
+            format!("{:.3}", r.seconds),
+            format!("{:.2}", r.images_per_sec),
+            r.samples.to_string(),
+            format!("{:.1}", r.rss_mb),
+        ]);
         text += &(row.join(",") + "\n");
     }
     crate::run_dir::write_atomic(path, text.as_bytes())
