@@ -1,19 +1,16 @@
 //! Class-aware (batched) non-maximum suppression.
 //!
 //! Boxes are copied to the CPU once; each class is suppressed independently (in parallel) with the
-//! greedy rule "drop a box whose IoU with an already kept box of its class is > threshold". Inside a
-//! class, candidates are processed in score order in blocks: a block is first checked against the
-//! boxes kept so far, then resolved with a precomputed bit matrix of its own pairwise overlaps, so
-//! memory stays at `BLOCK^2 / 8` bytes however many boxes come in.
+//! greedy rule "drop a box whose IoU with an already kept box of its class is > threshold", the rule
+//! of `torchvision.ops.nms`. Inside a class the boxes are laid out as columns in score order, and each
+//! kept box marks its overlaps among all later candidates in one branch-free pass that the compiler
+//! vectorises; that beats skipping already suppressed candidates one branch at a time.
 
 use rayon::prelude::*;
 use tch::{Device, Kind, Tensor};
 
-use crate::boxes::{check_boxes, iou_xyxy, to_vec4};
+use crate::boxes::{check_boxes, to_vec4};
 use crate::error::DetectError;
-
-/// Candidates resolved with one precomputed overlap bit matrix (16384^2 bits = 32 MiB).
-const BLOCK: usize = 16384;
 
 /// Descending score order; ties keep the lower index first.
 fn by_score_desc(scores: &[f64], a: usize, b: usize) -> std::cmp::Ordering {
@@ -21,46 +18,35 @@ fn by_score_desc(scores: &[f64], a: usize, b: usize) -> std::cmp::Ordering {
 }
 
 /// Greedy NMS of one class. `order` holds box indices sorted by score descending; returns the kept
-/// indices in that order, at most `max_keep` of them.
+/// indices in that order, at most `max_keep` of them. The IoU is [`crate::boxes::iou_xyxy`]'s, term
+/// for term, so the result does not depend on this layout.
 fn nms_sorted(boxes: &[[f64; 4]], order: &[usize], iou_thr: f64, max_keep: usize) -> Vec<usize> {
-    let mut kept: Vec<usize> = Vec::new();
-    for block in order.chunks(BLOCK) {
+    let col = |k: usize| -> Vec<f64> { order.iter().map(|&i| boxes[i][k]).collect() };
+    let (x1, y1, x2, y2) = (col(0), col(1), col(2), col(3));
+    let area: Vec<f64> = (0..order.len()).map(|j| (x2[j] - x1[j]) * (y2[j] - y1[j])).collect();
+    // What a degenerate pair (union <= 0, IoU taken as 0) decides.
+    let degenerate_over = 0.0 > iou_thr;
+    let mut suppressed = vec![false; order.len()];
+    let mut kept = Vec::new();
+    for i in 0..order.len() {
+        if suppressed[i] {
+            continue;
+        }
+        kept.push(order[i]);
         if kept.len() >= max_keep {
             break;
         }
-        // Drop candidates that overlap boxes kept in earlier blocks.
-        let alive: Vec<usize> = block
-            .par_iter()
-            .copied()
-            .filter(|&c| kept.iter().all(|&k| iou_xyxy(&boxes[k], &boxes[c]) <= iou_thr))
-            .collect();
-        let n = alive.len();
-        let words = n.div_ceil(64);
-        // Row i: bit j set when j > i and IoU(i, j) > threshold.
-        let mask: Vec<u64> = (0..n)
-            .into_par_iter()
-            .flat_map_iter(|i| {
-                let mut row = vec![0u64; words];
-                for j in i + 1..n {
-                    if iou_xyxy(&boxes[alive[i]], &boxes[alive[j]]) > iou_thr {
-                        row[j / 64] |= 1 << (j % 64);
-                    }
-                }
-                row
-            })
-            .collect();
-        let mut removed = vec![0u64; words];
-        for i in 0..n {
-            if removed[i / 64] >> (i % 64) & 1 == 1 {
-                continue;
-            }
-            kept.push(alive[i]);
-            if kept.len() >= max_keep {
-                break;
-            }
-            for (r, m) in removed.iter_mut().zip(&mask[i * words..(i + 1) * words]) {
-                *r |= m;
-            }
+        let (bx1, by1, bx2, by2, ba) = (x1[i], y1[i], x2[i], y2[i], area[i]);
+        let rest = i + 1..order.len();
+        let later = x1[rest.clone()].iter().zip(&y1[rest.clone()]).zip(&x2[rest.clone()]).zip(&y2[rest.clone()]);
+        for ((((&ax1, &ay1), &ax2), &ay2), (&aa, s)) in later.zip(area[rest.clone()].iter().zip(&mut suppressed[rest]))
+        {
+            let w = (bx2.min(ax2) - bx1.max(ax1)).max(0.0);
+            let h = (by2.min(ay2) - by1.max(ay1)).max(0.0);
+            let inter = w * h;
+            let union = ba + aa - inter;
+            let over = (union > 0.0) & (inter / union > iou_thr) | (union <= 0.0) & degenerate_over;
+            *s |= over;
         }
     }
     kept
