@@ -1,8 +1,8 @@
 //! Progress display: an indicatif bar on an interactive stderr, plain one-line summaries otherwise.
 //!
 //! Logs (CI, `nohup`, redirected stderr) should not fill up with bar redraws, so when stderr is
-//! not a terminal nothing is drawn while work runs and [`Progress::finish`] prints one line per
-//! finished phase. On a terminal the bar shows position, rate, ETA and the per-step message
+//! not a terminal no bar is drawn: a phase prints one heartbeat line per minute while it runs (so a
+//! long phase is never silent) and [`Progress::finish`] prints one line when it ends. On a terminal the bar shows position, rate, ETA and the per-step message
 //! (loss, images/s), and is replaced by the same one-line summary when finished.
 
 use std::io::IsTerminal as _;
@@ -46,7 +46,14 @@ pub struct Progress {
     message: Mutex<String>,
     start: Instant,
     finished: AtomicBool,
+    /// Plain mode: the least time between two heartbeat lines.
+    heartbeat_every: Duration,
+    /// Milliseconds after `start` of the last heartbeat line.
+    last_heartbeat_ms: AtomicU64,
 }
+
+/// How often a plain-mode phase says where it is.
+const HEARTBEAT: Duration = Duration::from_secs(60);
 
 impl std::fmt::Debug for Progress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -103,7 +110,15 @@ impl Progress {
             message: Mutex::new(String::new()),
             start: Instant::now(),
             finished: AtomicBool::new(false),
+            heartbeat_every: HEARTBEAT,
+            last_heartbeat_ms: AtomicU64::new(0),
         }
+    }
+
+    /// Sets the least time between two heartbeat lines (plain mode; default one minute).
+    pub fn with_heartbeat(mut self, every: Duration) -> Self {
+        self.heartbeat_every = every;
+        self
     }
 
     /// The resolved mode ([`Mode::Auto`] never appears here).
@@ -116,7 +131,33 @@ impl Progress {
         self.pos.fetch_add(n, Ordering::Relaxed);
         if let Some(bar) = &self.bar {
             bar.inc(n);
+        } else if self.mode == Mode::Plain
+            && let Some(line) = self.heartbeat()
+        {
+            eprintln!("{line}");
         }
+    }
+
+    /// The heartbeat line when one is due (`label: message (pos/len steps, rate, elapsed, eta …)`),
+    /// and marks it given; `None` until `heartbeat_every` has passed since the last one.
+    pub fn heartbeat(&self) -> Option<String> {
+        let now = self.elapsed();
+        let now_ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
+        let last = self.last_heartbeat_ms.load(Ordering::Relaxed);
+        let every = u64::try_from(self.heartbeat_every.as_millis()).unwrap_or(u64::MAX);
+        if now_ms.saturating_sub(last) < every
+            || self.last_heartbeat_ms.compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed).is_err()
+        {
+            return None;
+        }
+        let pos = self.position();
+        let mut line = summary_line(&self.label, pos, self.len, now, &self.message());
+        if let Some(len) = self.len.filter(|_| pos > 0) {
+            let eta = now.mul_f64(len.saturating_sub(pos) as f64 / pos as f64);
+            line.pop();
+            line.push_str(&format!(", eta {})", format_duration(eta)));
+        }
+        Some(line)
     }
 
     /// Sets the per-step message shown after the bar (e.g. `loss 0.4312  412 img/s`).
@@ -252,6 +293,22 @@ pub fn rate(items: u64, elapsed: Duration) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heartbeat_is_due_once_per_interval_and_says_where_it_is() {
+        let p = Progress::with_mode(Some(10), "train-fast", Mode::Hidden).with_heartbeat(Duration::from_millis(30));
+        assert_eq!(p.heartbeat(), None, "not due at the start");
+        p.inc(4);
+        p.set_message("loss 0.5");
+        std::thread::sleep(Duration::from_millis(40));
+        let line = p.heartbeat().expect("due after the interval");
+        assert!(line.starts_with("train-fast: loss 0.5 (4/10 steps, "), "{line}");
+        assert!(line.contains(", eta ") && line.ends_with(')'), "{line}");
+        assert_eq!(p.heartbeat(), None, "given once per interval");
+        let quiet = Progress::with_mode(Some(10), "x", Mode::Hidden);
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(quiet.heartbeat(), None, "the default interval is a minute");
+    }
 
     #[test]
     fn durations() {
