@@ -11,7 +11,7 @@ fn apply_512(c: &mut Criterion) {
         Some(run) => FastModel::load(std::path::Path::new(&run), Device::Cpu),
         None => FastModel::untrained(16, 5, Device::Cpu),
     };
-    let Ok(model) = model else {
+    let Ok(mut model) = model else {
         eprintln!("style bench: cannot load the model");
         return;
     };
@@ -20,6 +20,8 @@ fn apply_512(c: &mut Criterion) {
     let mut g = c.benchmark_group("style");
     g.sample_size(10);
     g.bench_function("apply_512x512", |b| b.iter(|| model.apply(&x)));
+    model.set_channels_last(true);
+    g.bench_function("apply_512x512_channels_last", |b| b.iter(|| model.apply(&x)));
     g.finish();
 }
 

@@ -159,9 +159,10 @@ pub fn train(
 /// A trained transformation network loaded from a run directory.
 #[derive(Debug)]
 pub struct FastModel {
-    _vs: nn::VarStore,
+    vs: nn::VarStore,
     net: TransformNet,
     device: Device,
+    channels_last: bool,
 }
 
 impl FastModel {
@@ -180,24 +181,65 @@ impl FastModel {
         }
         tlcv_core::checkpoint::load_file(&vs, &weights, &tlcv_core::checkpoint::LoadOptions::default())?;
         vs.freeze();
-        Ok(Self { _vs: vs, net, device })
+        Ok(Self { vs, net, device, channels_last: false })
     }
 
     /// A model with random weights (for timing).
     pub fn untrained(width: i64, blocks: usize, device: Device) -> Result<Self> {
         let vs = nn::VarStore::new(device);
         let net = TransformNet::new(&vs.root(), width, blocks)?;
-        Ok(Self { _vs: vs, net, device })
+        Ok(Self { vs, net, device, channels_last: false })
+    }
+
+    /// Stores the weights, and from then on the inputs, channels-last (NHWC in memory), which oneDNN's
+    /// convolutions take without reordering; `false` goes back to NCHW.
+    pub fn set_channels_last(&mut self, on: bool) {
+        if on {
+            tlcv_core::freeze::to_channels_last(&self.vs);
+        } else {
+            tch::no_grad(|| {
+                for (_, mut t) in self.vs.variables() {
+                    let c = t.contiguous();
+                    t.set_data(&c);
+                }
+            });
+        }
+        self.channels_last = on;
     }
 
     /// `[N, 3, H, W]` in `[0, 1]` -> stylised, same shape, without gradients.
     pub fn apply(&self, x: &Tensor) -> Tensor {
-        tch::no_grad(|| self.net.forward(&x.to_device(self.device).to_kind(Kind::Float)))
+        let x = x.to_device(self.device).to_kind(Kind::Float);
+        let x = if self.channels_last { tlcv_core::freeze::channels_last(&x) } else { x };
+        tch::no_grad(|| self.net.forward(&x)).contiguous()
     }
 
     /// Stylises one image (resized so its longer side is `size`, 0 = as is).
     pub fn apply_image(&self, img: &RgbImage, size: i64) -> Result<RgbImage> {
         let img = if size > 0 { image::resize_longer(img, size)? } else { img.clone() };
         image::from_tensor(&self.apply(&image::to_tensor(&img)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn channels_last_gives_the_same_image() {
+        tch::manual_seed(3);
+        let mut m = FastModel::untrained(8, 2, Device::Cpu).unwrap();
+        let x = Tensor::rand([2, 3, 37, 50], (Kind::Float, Device::Cpu));
+        let plain = m.apply(&x);
+        m.set_channels_last(true);
+        let cl = m.apply(&x);
+        assert_eq!(cl.size(), [2, 3, 37, 50]);
+        assert!(cl.is_contiguous());
+        let diff = (&plain - &cl).abs().max().double_value(&[]);
+        assert!(diff < 1e-5, "channels-last differs by {diff}");
+        m.set_channels_last(false);
+        let back = (&plain - m.apply(&x)).abs().max().double_value(&[]);
+        assert!(back < 1e-6, "back to NCHW differs by {back}");
     }
 }
