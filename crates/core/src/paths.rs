@@ -20,10 +20,8 @@ pub fn store_dir() -> Result<PathBuf> {
     if let Ok(cwd) = std::env::current_dir() {
         starts.push(cwd);
     }
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(dir) = exe.parent() {
-            starts.push(dir.to_path_buf());
-        }
+    if let Some(dir) = std::env::current_exe().ok().as_deref().and_then(Path::parent) {
+        starts.push(dir.to_path_buf());
     }
     starts.iter().find_map(|start| find_upwards(start, STORE_DIR)).ok_or_else(|| {
         Error::Invalid("no .tlcv store found above the working directory: run `cargo xtask setup`".into())

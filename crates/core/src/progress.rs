@@ -292,6 +292,7 @@ pub fn rate(items: u64, elapsed: Duration) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::expect_used)]
     use super::*;
 
     #[test]
