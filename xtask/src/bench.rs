@@ -421,7 +421,8 @@ the runtime: libtorch + OpenCV here, the Python interpreter + torch there).
 - **NMS**: the same float32 boxes and scores, IoU 0.5, one class; `detect::nms::batched_nms` against
   `torchvision.ops.nms`; the kept indices must be identical (count and order checksum).
 - Not compared (criterion only, `cargo bench -p tlcv-benches`): mIoU over a 21-class confusion, the
-  feature-cache epoch against the recomputing epoch. TODO: a style-transfer step once the style crate exists.
+  feature-cache epoch against the recomputing epoch, one Gatys style-transfer step at 256 px, and the
+  fast-style network on a 512x512 image (`--bench style`).
 ";
 
 #[cfg(test)]
