@@ -393,8 +393,9 @@ pub fn stochastic_depth(xs: &Tensor, p: f64, train: bool) -> Tensor {
     }
     let survival = 1.0 - p;
     let n = xs.size().first().copied().unwrap_or(1);
-    let mask = Tensor::empty([n, 1, 1, 1], (xs.kind(), xs.device())).bernoulli_float_(survival);
-    xs * mask / survival
+    // Scaling the [N, 1, 1, 1] mask rather than the output saves a full-size pass (torchvision's order).
+    let mask = Tensor::empty([n, 1, 1, 1], (xs.kind(), xs.device())).bernoulli_float_(survival) / survival;
+    xs * mask
 }
 
 /// Global average pooling `[N, C, H, W]` -> `[N, C]`.
@@ -419,4 +420,27 @@ pub(crate) fn strides_8_16_32(mut outs: Vec<Tensor>) -> Vec<Tensor> {
     let c4 = outs.swap_remove(4);
     let c3 = outs.swap_remove(2);
     vec![c3, c4, c5]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    #[test]
+    fn stochastic_depth_drops_whole_samples_and_rescales_the_rest() {
+        tch::manual_seed(7);
+        let xs = Tensor::rand([64, 3, 4, 5], (Kind::Float, Device::Cpu)) + 0.5;
+        assert!(stochastic_depth(&xs, 0.2, false).equal(&xs), "identity in eval");
+        assert!(stochastic_depth(&xs, 0.0, true).equal(&xs), "identity at p = 0");
+        let ys = stochastic_depth(&xs, 0.2, true);
+        // Per sample, the output is either all zeros or the input times 1 / 0.8.
+        let ratio = (&ys / &xs).view([64, -1]);
+        let (lo, hi) = (ratio.amin(1, false), ratio.amax(1, false));
+        let dropped = lo.eq(0.0).logical_and(&hi.eq(0.0));
+        let kept = (&lo - 1.25).abs().le(1e-6).logical_and(&(&hi - 1.25).abs().le(1e-6));
+        assert_eq!(dropped.logical_or(&kept).all().int64_value(&[]), 1);
+        let n_dropped = dropped.sum(Kind::Int64).int64_value(&[]);
+        assert!((3..=25).contains(&n_dropped), "{n_dropped} of 64 dropped at p = 0.2");
+    }
 }
