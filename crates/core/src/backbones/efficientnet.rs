@@ -14,7 +14,8 @@
 use tch::{Tensor, nn};
 
 use super::layers::{
-    Act, Conv, ConvBn, ConvOpts, Linear, LinearInit, global_avg_pool, prefix, stochastic_depth, strides_8_16_32,
+    Act, Conv, ConvBn, ConvOpts, Linear, LinearInit, add_residual, global_avg_pool, prefix, stochastic_depth,
+    strides_8_16_32,
 };
 use super::{BACKBONE_GROUP, Backbone, ClassifierNet, FeatureInfo, HEAD_GROUP, Normalization, Stages};
 use crate::Result;
@@ -92,7 +93,7 @@ impl MbConv {
         x = self.depthwise.forward(&x, train);
         x = self.se.forward(&x);
         x = self.project.forward(&x, train);
-        if self.residual { stochastic_depth(&x, self.drop_p, train) + xs } else { x }
+        if self.residual { add_residual(stochastic_depth(&x, self.drop_p, train), xs) } else { x }
     }
 }
 

@@ -20,7 +20,8 @@
 use tch::{Tensor, nn};
 
 use super::layers::{
-    Act, ConvBn, ConvOpts, Linear, LinearInit, Padding, global_avg_pool, prefix, stochastic_depth, strides_8_16_32,
+    Act, ConvBn, ConvOpts, Linear, LinearInit, Padding, add_residual, global_avg_pool, prefix, stochastic_depth,
+    strides_8_16_32,
 };
 use super::{BACKBONE_GROUP, Backbone, ClassifierNet, FeatureInfo, HEAD_GROUP, Normalization, Stages};
 use crate::Result;
@@ -106,7 +107,7 @@ impl LiteBlock {
         x = self.depthwise.forward(&x, train);
         tap("dw", &x);
         x = self.project.forward(&x, train);
-        if self.residual { stochastic_depth(&x, self.drop_p, train) + xs } else { x }
+        if self.residual { add_residual(stochastic_depth(&x, self.drop_p, train), xs) } else { x }
     }
 }
 

@@ -248,8 +248,19 @@ pub enum Act {
 }
 
 impl Act {
-    /// Applies the activation.
+    /// Applies the activation. `xs` is taken by value: when nothing will differentiate through it
+    /// (inference), it is overwritten in place, which saves an allocation of its size per layer.
     pub fn apply(self, xs: Tensor) -> Tensor {
+        if !xs.requires_grad() {
+            let mut x = xs;
+            let _ = match self {
+                Act::None => return x,
+                Act::Relu => x.relu_(),
+                Act::Relu6 => x.clamp_(0.0, 6.0),
+                Act::Silu => x.silu_(),
+            };
+            return x;
+        }
         match self {
             Act::None => xs,
             Act::Relu => xs.relu(),
@@ -396,6 +407,16 @@ pub fn stochastic_depth(xs: &Tensor, p: f64, train: bool) -> Tensor {
     // Scaling the [N, 1, 1, 1] mask rather than the output saves a full-size pass (torchvision's order).
     let mask = Tensor::empty([n, 1, 1, 1], (xs.kind(), xs.device())).bernoulli_float_(survival) / survival;
     xs * mask
+}
+
+/// `y + shortcut`, in place in `y` when nothing will differentiate through it (inference).
+pub fn add_residual(y: Tensor, shortcut: &Tensor) -> Tensor {
+    if y.requires_grad() || shortcut.requires_grad() {
+        return y + shortcut;
+    }
+    let mut y = y;
+    let _ = y.g_add_(shortcut);
+    y
 }
 
 /// Global average pooling `[N, C, H, W]` -> `[N, C]`.

@@ -13,7 +13,7 @@
 
 use tch::{Tensor, nn};
 
-use super::layers::{Act, ConvBn, ConvOpts, Linear, LinearInit, global_avg_pool, prefix};
+use super::layers::{Act, ConvBn, ConvOpts, Linear, LinearInit, add_residual, global_avg_pool, prefix};
 use super::{BACKBONE_GROUP, Backbone, ClassifierNet, FeatureInfo, HEAD_GROUP, Normalization, Stages};
 use crate::Result;
 
@@ -64,7 +64,7 @@ impl Block {
             Some(d) => d.forward(xs, train),
             None => xs.shallow_clone(),
         };
-        (y + shortcut).relu()
+        Act::Relu.apply(add_residual(y, &shortcut))
     }
 }
 
