@@ -204,9 +204,9 @@ impl Default for FastConfig {
         Self {
             content_dir: String::new(),
             img_size: 192,
-            steps: 1500,
+            steps: 2000,
             batch: 2,
-            lr: 1e-3,
+            lr: 2e-3,
             width: 16,
             residual_blocks: 5,
             style_weight: 100.0,
