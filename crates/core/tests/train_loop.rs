@@ -132,6 +132,25 @@ fn four_epochs_equal_two_plus_resumed_two() -> anyhow::Result<()> {
 }
 
 #[test]
+fn resume_after_the_last_commit_restores_a_lost_results_row() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir()?;
+    let cfg = config(2);
+    let run = RunDir::create(tmp.path(), "toy", Some("late_kill"), "train")?;
+    train::fit(&mut Toy::new(1), &cfg, &run, &SingleProcess, &FitOptions::default())?;
+    let complete = std::fs::read_to_string(run.results_csv())?;
+    // A SIGKILL after the final checkpoint commit but before results.csv was rewritten: the last row is missing.
+    let short: Vec<&str> = complete.lines().take(2).collect();
+    std::fs::write(run.results_csv(), short.join("\n") + "\n")?;
+    // Nothing is left to train, yet resuming must bring the file back in step with the checkpoint.
+    let summary =
+        train::fit(&mut Toy::new(2), &cfg, &run, &SingleProcess, &FitOptions { resume: true, ..Default::default() })?;
+    assert_eq!(summary.history.len(), 2);
+    assert_eq!(std::fs::read_to_string(run.results_csv())?, complete);
+    Ok(())
+}
+
+#[test]
 fn non_finite_loss_stops_and_keeps_last_good_checkpoint() -> anyhow::Result<()> {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir()?;

@@ -161,6 +161,11 @@ pub fn fit<T: Task>(
     } else if opts.resume {
         state = state::restore(task.var_store(), &mut optimizer, run)?;
         eprintln!("resuming at epoch {}, step {}", state.next_epoch + 1, state.global_step);
+        // A kill between the checkpoint commit and the results.csv rewrite leaves the file one row short;
+        // the checkpoint's history is the truth, so the file is rebuilt from it before anything else.
+        if parallel.is_main() {
+            state::write_results_csv(&state.history, &run.results_csv())?;
+        }
     }
     let mut lr_scale = 1.0;
     let mut summary = FitSummary {
