@@ -19,9 +19,12 @@ pub const SIZE: usize = 224;
 
 /// Decodes and augments one image.
 pub fn load_one(path: &std::path::Path, rng: &mut StdRng) -> Result<RgbImage, DataError> {
-    // Full decode (no reduced JPEG decoding), as PIL does.
-    let img = data::decode_file(path, &DecodeOptions::default())?;
-    let mut out = transforms::random_resized_crop_with(&img, SIZE, SIZE, (0.08, 1.0), (3.0 / 4.0, 4.0 / 3.0), rng)?;
+    // Full resolution (no reduced JPEG decoding), as PIL; only the crop's region is decoded, as classify's
+    // training pipeline does.
+    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    let (scale, ratio) = ((0.08, 1.0), (3.0 / 4.0, 4.0 / 3.0));
+    let opts = DecodeOptions::default();
+    let mut out = transforms::decode_random_resized_crop(&bytes, path, &opts, SIZE, SIZE, scale, ratio, rng)?;
     transforms::random_hflip(&mut out, 0.5, rng);
     Ok(out)
 }

@@ -129,26 +129,46 @@ impl Pipeline {
                 let img = cache.get_or_load(path, || data::decode_file(path, &self.decode))?;
                 self.transform(&img, rng)
             }
+            None if self.augment => {
+                // Only the random crop of a JPEG is decoded (same crop as decoding it whole).
+                let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+                let (scale, ratio) = self.crop_ranges();
+                let crop = transforms::decode_random_resized_crop(
+                    &bytes,
+                    path,
+                    &self.decode,
+                    self.size,
+                    self.size,
+                    scale,
+                    ratio,
+                    rng,
+                )?;
+                self.flip_and_jitter(crop, rng)
+            }
             None => self.transform(&data::decode_file(path, &self.decode)?, rng),
         }
+    }
+
+    /// The random crop's area and aspect ranges.
+    fn crop_ranges(&self) -> ((f64, f64), (f64, f64)) {
+        ((self.min_crop_scale, 1.0), (3.0 / 4.0, 4.0 / 3.0))
+    }
+
+    /// The augmentations after the random crop.
+    fn flip_and_jitter(&self, mut img: RgbImage, rng: &mut StdRng) -> Result<RgbImage, DataError> {
+        if self.hflip {
+            transforms::random_hflip(&mut img, 0.5, rng);
+        }
+        let jitter = ColorJitter { brightness: 0.2, contrast: 0.2, saturation: 0.2, hue: 0.02 };
+        jitter.apply(&img, rng)
     }
 
     /// Transforms a decoded image.
     pub fn transform(&self, img: &RgbImage, rng: &mut StdRng) -> Result<RgbImage, DataError> {
         if self.augment {
-            let mut out = transforms::random_resized_crop_with(
-                img,
-                self.size,
-                self.size,
-                (self.min_crop_scale, 1.0),
-                (3.0 / 4.0, 4.0 / 3.0),
-                rng,
-            )?;
-            if self.hflip {
-                transforms::random_hflip(&mut out, 0.5, rng);
-            }
-            let jitter = ColorJitter { brightness: 0.2, contrast: 0.2, saturation: 0.2, hue: 0.02 };
-            jitter.apply(&out, rng)
+            let (scale, ratio) = self.crop_ranges();
+            let crop = transforms::random_resized_crop_with(img, self.size, self.size, scale, ratio, rng)?;
+            self.flip_and_jitter(crop, rng)
         } else {
             // Resize the shorter side to size/0.875 then centre-crop, as torchvision's eval transform.
             let short = ((self.size as f64) / 0.875).round() as usize;

@@ -1,14 +1,15 @@
 //! Replays the inputs under `tests/fixtures/fuzz/<target>/` through the same calls as the cargo-fuzz
 //! targets in `fuzz/fuzz_targets/`: hand-made hostile inputs plus every crash the fuzzers found. None
-//! may panic; files named `err-*` must be refused with an error.
+//! may panic; files named `err-*` must be refused with an error, files named `ok-*` must be accepted.
 
 #![allow(clippy::panic)]
 
 use std::path::{Path, PathBuf};
 
+use rand::{SeedableRng, rngs::StdRng};
 use tlcv_core::{
     checkpoint::read_state_dict_bytes,
-    data::{DecodeOptions, decode_bytes},
+    data::{DecodeOptions, decode_bytes, transforms},
 };
 
 fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
@@ -32,6 +33,9 @@ fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
 fn check(target: &str, name: &str, ok: bool, what: &str) {
     if name.starts_with("err-") {
         assert!(!ok, "{target}/{name}: accepted ({what})");
+    }
+    if name.starts_with("ok-") {
+        assert!(ok, "{target}/{name}: refused ({what})");
     }
 }
 
@@ -72,5 +76,25 @@ fn image_decode_inputs() {
             assert!(img.width * img.height <= opts.max_pixels, "{name}");
         }
         check("image_decode", &name, r.is_ok(), "decoded");
+        // The target's second call: a random crop decoded from its region only.
+        for target in [None, Some(16)] {
+            let opts = DecodeOptions { target_size: target, ..opts.clone() };
+            let mut rng =
+                StdRng::seed_from_u64(bytes.iter().fold(0u64, |h, &b| h.wrapping_mul(31).wrapping_add(b as u64)));
+            let crop = transforms::decode_random_resized_crop(
+                &bytes,
+                Path::new(&name),
+                &opts,
+                24,
+                16,
+                (0.08, 1.0),
+                (0.75, 1.33),
+                &mut rng,
+            );
+            if let Ok(img) = &crop {
+                assert_eq!((img.width, img.height, img.data.len()), (24, 16, 24 * 16 * 3), "{name}");
+            }
+            check("image_decode", &name, crop.is_ok(), "cropped");
+        }
     }
 }

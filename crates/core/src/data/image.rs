@@ -173,7 +173,7 @@ pub fn header_dimensions(format: Format, b: &[u8]) -> Option<(usize, usize)> {
 
 /// Calls `visit(marker, offset_of_length_field)` for each JPEG marker segment up to the first
 /// start-of-scan, stopping early when `visit` returns `None`. Returns the offset of the SOS segment.
-fn walk_jpeg(b: &[u8], mut visit: impl FnMut(u8, usize) -> Option<()>) -> Option<usize> {
+pub(crate) fn walk_jpeg(b: &[u8], mut visit: impl FnMut(u8, usize) -> Option<()>) -> Option<usize> {
     let be16 = |i: usize| b.get(i..i + 2).map(|s| u16::from_be_bytes([s[0], s[1]]) as usize);
     let mut i = 2;
     loop {
@@ -207,7 +207,7 @@ fn walk_jpeg(b: &[u8], mut visit: impl FnMut(u8, usize) -> Option<()>) -> Option
 /// as `FF 00`, so `FF D9` there can only be the real end; a cut file lacks it (libjpeg would pad the
 /// missing part with grey and report success).
 fn jpeg_is_complete(b: &[u8]) -> bool {
-    walk_jpeg(b, |_, _| Some(())).is_some_and(|sos| b[sos..].windows(2).any(|w| w == [0xFF, 0xD9]))
+    walk_jpeg(b, |_, _| Some(())).is_some_and(|sos| b[sos..].windows(2).rev().any(|w| w == [0xFF, 0xD9]))
 }
 
 /// Reads, checks and decodes an image file into RGB. See [`decode_bytes`].
@@ -220,8 +220,47 @@ pub fn decode_file(path: impl AsRef<Path>, opts: &DecodeOptions) -> Result<RgbIm
 /// Checks and decodes encoded image bytes; `path` only names the source in errors.
 ///
 /// Grey, grey+alpha, RGBA (alpha dropped), palette, 16-bit (scaled to 8-bit) and CMYK JPEG inputs
-/// all come out as 8-bit RGB; EXIF orientation is applied.
+/// all come out as 8-bit RGB; EXIF orientation is applied. Plain JPEGs are decoded by libjpeg straight
+/// into RGB (see [`super::jpeg`]); everything else goes through OpenCV.
 pub fn decode_bytes(bytes: &[u8], path: &Path, opts: &DecodeOptions) -> Result<RgbImage, DataError> {
+    let header = inspect(bytes, path, opts)?;
+    if header.format == Format::Jpeg {
+        let denom = header.reduction(opts);
+        let (width, height) = super::jpeg::scaled_size(header.width, header.height, denom);
+        let whole = super::transforms::CropRect { x: 0, y: 0, width, height };
+        match super::jpeg::decode_region(bytes, denom, whole) {
+            Ok(Some(img)) => return Ok(img),
+            Ok(None) => {}
+            Err(reason) => return Err(DataError::Decode { path: path.to_path_buf(), reason }),
+        }
+    }
+    decode_with_opencv(bytes, path, header, opts)
+}
+
+/// What [`inspect`] learnt from an image's header.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Header {
+    /// The container.
+    pub format: Format,
+    /// Width in pixels, before any reduction.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+}
+
+impl Header {
+    /// The JPEG scale denominator (1, 2, 4 or 8) for `opts.target_size`; 1 for other formats.
+    pub fn reduction(&self, opts: &DecodeOptions) -> usize {
+        match (self.format, opts.target_size) {
+            (Format::Jpeg, Some(t)) => reduction_for(self.width.min(self.height), t),
+            _ => 1,
+        }
+    }
+}
+
+/// The checks made before any decoding: magic bytes, header dimensions against the pixel limit, and
+/// (for JPEG) the end-of-image marker.
+pub(crate) fn inspect(bytes: &[u8], path: &Path, opts: &DecodeOptions) -> Result<Header, DataError> {
     if bytes.is_empty() {
         return Err(DataError::Empty { path: path.to_path_buf() });
     }
@@ -251,14 +290,27 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, opts: &DecodeOptions) -> Result<R
             reason: "truncated JPEG (no end-of-image marker after the image data)".into(),
         });
     }
-    let flags = match (format, opts.target_size) {
-        (Format::Jpeg, Some(t)) => reduced_flag(width.min(height), t),
+    Ok(Header { format, width, height })
+}
+
+/// OpenCV's `imdecode` (any format; EXIF orientation applied), then BGR to RGB.
+pub(crate) fn decode_with_opencv(
+    bytes: &[u8],
+    path: &Path,
+    header: Header,
+    opts: &DecodeOptions,
+) -> Result<RgbImage, DataError> {
+    let flags = match header.reduction(opts) {
+        8 => imgcodecs::IMREAD_REDUCED_COLOR_8,
+        4 => imgcodecs::IMREAD_REDUCED_COLOR_4,
+        2 => imgcodecs::IMREAD_REDUCED_COLOR_2,
         _ => imgcodecs::IMREAD_COLOR,
     };
     let buf = Vector::<u8>::from_slice(bytes);
     let decode_err = |reason: String| DataError::Decode { path: path.to_path_buf(), reason };
     let bgr = imgcodecs::imdecode(&buf, flags).map_err(|e| decode_err(e.message))?;
     if bgr.empty() {
+        let format = header.format;
         return Err(decode_err(format!("the {format:?} decoder rejected the data (truncated or corrupt?)")));
     }
     let mut rgb = Mat::default();
@@ -266,19 +318,11 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, opts: &DecodeOptions) -> Result<R
     RgbImage::from_mat(&rgb)
 }
 
-/// The IMREAD flag decoding a JPEG with shorter side `short` at the largest 1/2, 1/4 or 1/8 scale that
-/// keeps it at least `target` pixels.
-fn reduced_flag(short: usize, target: usize) -> i32 {
+/// The largest JPEG scale denominator (1, 2, 4 or 8) that keeps a shorter side of `short` pixels at least
+/// `target` pixels.
+fn reduction_for(short: usize, target: usize) -> usize {
     let target = target.max(1);
-    if short / 8 >= target {
-        imgcodecs::IMREAD_REDUCED_COLOR_8
-    } else if short / 4 >= target {
-        imgcodecs::IMREAD_REDUCED_COLOR_4
-    } else if short / 2 >= target {
-        imgcodecs::IMREAD_REDUCED_COLOR_2
-    } else {
-        imgcodecs::IMREAD_COLOR
-    }
+    [8, 4, 2].into_iter().find(|d| short / d >= target).unwrap_or(1)
 }
 
 fn looks_like_text(bytes: &[u8]) -> bool {

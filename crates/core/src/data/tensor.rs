@@ -1,8 +1,12 @@
-//! Batching decoded images into tensors in one copy: the pixels are converted in parallel (rayon)
-//! into one `Vec` and handed to libtorch once, with no per-pixel tensor operations.
+//! Batching decoded images into tensors in one pass: the pixels are converted in parallel (rayon)
+//! straight into the memory of a new tensor, with no intermediate buffer and no per-pixel tensor
+//! operations.
+
+// One unsafe block: the batch tensor's freshly allocated storage is written through a slice.
+#![allow(unsafe_code)]
 
 use rayon::prelude::*;
-use tch::Tensor;
+use tch::{Device, Kind, Tensor};
 
 use super::DataError;
 use super::image::RgbImage;
@@ -44,7 +48,17 @@ pub fn to_tensor(images: &[RgbImage], mean: [f64; 3], std: [f64; 3]) -> Result<T
         }
     }
     let plane = w * h;
-    let mut out = vec![0f32; images.len() * 3 * plane];
+    let len = images.len() * 3 * plane;
+    // HWC u8 -> [N, 3, H, W] f32
+    let batch = Tensor::f_empty([images.len() as i64, 3, h as i64, w as i64], (Kind::Float, Device::Cpu))
+        .map_err(|e| DataError::Invalid(format!("cannot allocate a batch of {len} floats: {e}")))?;
+    if !batch.is_contiguous() || batch.numel() != len {
+        return Err(DataError::Invalid("the new batch tensor is not a contiguous float32 buffer".into()));
+    }
+    // SAFETY: `batch` was just allocated by libtorch as a contiguous CPU float32 tensor of `len`
+    // elements; nothing else refers to its storage until it is returned, and the slice is dropped
+    // before that. Every element is written below (the images cover all N x 3 x H x W values).
+    let out: &mut [f32] = unsafe { std::slice::from_raw_parts_mut(batch.data_ptr().cast::<f32>(), len) };
     out.par_chunks_mut(3 * plane).zip(images.par_iter()).for_each(|(dst, img)| {
         let (r, rest) = dst.split_at_mut(plane);
         let (g, b) = rest.split_at_mut(plane);
@@ -54,8 +68,7 @@ pub fn to_tensor(images: &[RgbImage], mean: [f64; 3], std: [f64; 3]) -> Result<T
             b[i] = lut[2][px[2] as usize];
         }
     });
-    // HWC u8 -> [N, 3, H, W] f32
-    Ok(Tensor::from_slice(&out).view([images.len() as i64, 3, h as i64, w as i64]))
+    Ok(batch)
 }
 
 /// Stacks same-sized images into a uint8 tensor `[N, H, W, 3]` (the raw pixels), for pipelines that

@@ -155,12 +155,56 @@ pub fn random_resized_crop_with(
         return Err(DataError::Invalid(format!("random resized crop: bad scale {scale:?} or ratio {ratio:?}")));
     }
     let r = random_resized_crop_params(img.width, img.height, scale, ratio, rng);
+    resize_region(img, r, width, height)
+}
+
+/// Resizes `region` of `img` to `width` x `height` (bilinear).
+fn resize_region(img: &RgbImage, r: CropRect, width: usize, height: usize) -> Result<RgbImage, DataError> {
     let (h, w) = dims_i32(width, height)?;
     let src = img.as_mat()?;
     let roi = Mat::roi(&src, Rect::new(r.x as i32, r.y as i32, r.width as i32, r.height as i32))?;
     let mut dst = Mat::default();
     imgproc::resize(&roi, &mut dst, Size::new(w, h), 0.0, 0.0, imgproc::INTER_LINEAR)?;
     RgbImage::from_mat(&dst)
+}
+
+/// [`random_resized_crop_with`] on encoded bytes, as `decode_bytes` then the crop, with the same random
+/// draws and the same crop. For a JPEG only the crop is decoded: the crop is chosen from the header's
+/// size (reduced per `opts.target_size`) and libjpeg decodes just that region. Other files are decoded
+/// whole. Checks and errors are those of [`super::decode_bytes`].
+#[allow(clippy::too_many_arguments)]
+pub fn decode_random_resized_crop(
+    bytes: &[u8],
+    path: &std::path::Path,
+    opts: &super::DecodeOptions,
+    width: usize,
+    height: usize,
+    scale: (f64, f64),
+    ratio: (f64, f64),
+    rng: &mut (impl Rng + Clone),
+) -> Result<RgbImage, DataError> {
+    if !(scale.0 > 0.0 && scale.0 <= scale.1 && ratio.0 > 0.0 && ratio.0 <= ratio.1) {
+        return Err(DataError::Invalid(format!("random resized crop: bad scale {scale:?} or ratio {ratio:?}")));
+    }
+    let header = super::image::inspect(bytes, path, opts)?;
+    if header.format == super::image::Format::Jpeg {
+        let denom = header.reduction(opts);
+        let (w, h) = super::jpeg::scaled_size(header.width, header.height, denom);
+        // Drawn before decoding; the fallback below would draw the same numbers from the same state.
+        let mut attempt = rng.clone();
+        let r = random_resized_crop_params(w, h, scale, ratio, &mut attempt);
+        match super::jpeg::decode_region(bytes, denom, r) {
+            Ok(Some(crop)) => {
+                *rng = attempt;
+                let whole = CropRect { x: 0, y: 0, width: crop.width, height: crop.height };
+                return resize_region(&crop, whole, width, height);
+            }
+            Ok(None) => {}
+            Err(reason) => return Err(DataError::Decode { path: path.to_path_buf(), reason }),
+        }
+    }
+    let img = super::image::decode_with_opencv(bytes, path, header, opts)?;
+    random_resized_crop_with(&img, width, height, scale, ratio, rng)
 }
 
 /// Mirrors left-right.
