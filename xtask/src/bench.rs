@@ -32,6 +32,11 @@ pub struct BenchArgs {
     /// Only run workloads whose name contains this text (e.g. `resnet18`, `coco`).
     #[arg(long)]
     pub filter: Option<String>,
+    /// Runs of each side per workload, alternating (this project, PyTorch, this project, ...), so that a
+    /// slow minute of a shared machine hits both sides; the table shows each side's median run and the
+    /// range of the per-round ratios. Default 3 (1 with `--quick`).
+    #[arg(long)]
+    pub rounds: Option<usize>,
 }
 
 /// Runs the criterion benchmarks or the comparison; returns the exit code.
@@ -124,11 +129,21 @@ fn cpu_has_bf16() -> bool {
     std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|s| s.contains("avx512_bf16") || s.contains("amx_bf16"))
 }
 
-fn load_average() -> f64 {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
-        .unwrap_or(0.0)
+/// Other processes wanting a core right now: `procs_running` of `/proc/stat` (which counts this one),
+/// averaged over 2 s. Unlike the load average it does not remember the build that ran a minute ago.
+fn busy_cores() -> f64 {
+    let sample = || {
+        std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("procs_running ")).and_then(|v| v.trim().parse::<f64>().ok())
+        })
+    };
+    let mut values = Vec::new();
+    for _ in 0..10 {
+        values.extend(sample());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let mean = values.iter().sum::<f64>() / values.len().max(1) as f64;
+    (mean - 1.0).max(0.0)
 }
 
 fn today() -> String {
@@ -255,7 +270,8 @@ fn compare(root: &Path, args: &BenchArgs) -> Result<i32> {
     println!("xtask: preparing the shared inputs in {} ...", data_dir.display());
     let prepared = run_side(&mut rust(threads, &strings(&["prepare", "--dir", &data_dir.to_string_lossy()])))
         .map_err(|e| anyhow::anyhow!("compare prepare: {e}"))?;
-    let load_start = load_average();
+    let busy_start = busy_cores();
+    let rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 3 }).max(1);
     let mut rows = Vec::new();
     let mut mismatches = Vec::new();
     let mut notes = Vec::new();
@@ -264,10 +280,15 @@ fn compare(root: &Path, args: &BenchArgs) -> Result<i32> {
             continue;
         }
         println!("xtask: {} ...", case.name);
-        let ours = run_side(&mut rust(case.threads, &case.rust));
-        let mut py = Command::new(&python);
-        py.arg(root.join("benches").join("reference").join(case.script)).args(&case.py).current_dir(root);
-        let theirs = run_side(&mut py);
+        let (mut ours_runs, mut theirs_runs) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            ours_runs.push(run_side(&mut rust(case.threads, &case.rust)));
+            let mut py = Command::new(&python);
+            py.arg(root.join("benches").join("reference").join(case.script)).args(&case.py).current_dir(root);
+            theirs_runs.push(run_side(&mut py));
+        }
+        let spread = ratio_range(case.key, &ours_runs, &theirs_runs);
+        let (ours, theirs) = (median_run(case.key, ours_runs), median_run(case.key, theirs_runs));
         if let (Ok(a), Ok(b)) = (&ours, &theirs) {
             for key in case.same {
                 match agree(a.get(*key), b.get(*key)) {
@@ -281,11 +302,12 @@ fn compare(root: &Path, args: &BenchArgs) -> Result<i32> {
                 }
             }
         }
-        let row = Row::new(&case, &ours, &theirs);
+        let mut row = Row::new(&case, &ours, &theirs);
+        row.spread = spread;
         println!("  {}", row.plain());
         rows.push(row);
     }
-    let md = render(&rows, &mismatches, &notes, args, threads, load_start, load_average());
+    let md = render(&rows, &mismatches, &notes, args, (threads, rounds), busy_start, busy_cores());
     let out = root.join("benches").join("RESULTS.md");
     std::fs::write(&out, md).with_context(|| format!("writing {}", out.display()))?;
     println!("xtask: wrote {}", out.display());
@@ -301,11 +323,40 @@ struct Row {
     ours: String,
     theirs: String,
     ratio: String,
+    /// The lowest and highest per-round ratio.
+    spread: String,
     rss: String,
 }
 
 fn num(f: &Result<Fields, String>, key: &str) -> Option<f64> {
     f.as_ref().ok()?.get(key)?.parse().ok()
+}
+
+/// Speed ratio: rates divide ours by theirs, times theirs by ours, so > 1 always means faster here.
+fn speed_ratio(key: &str, ours: f64, theirs: f64) -> Option<f64> {
+    (ours > 0.0 && theirs > 0.0).then(|| if key == "images_per_s" { ours / theirs } else { theirs / ours })
+}
+
+/// The run with the median `key` (the lower middle one for an even count); the first error if any failed.
+fn median_run(key: &str, mut runs: Vec<Result<Fields, String>>) -> Result<Fields, String> {
+    if let Some(i) = runs.iter().position(|r| r.is_err() || num(r, key).is_none()) {
+        return runs.swap_remove(i);
+    }
+    runs.sort_by(|a, b| num(a, key).partial_cmp(&num(b, key)).unwrap_or(std::cmp::Ordering::Equal));
+    let mid = (runs.len() - 1) / 2;
+    runs.swap_remove(mid)
+}
+
+/// `min-max` of the ratios of the rounds (round i here against round i there); `-` for one round.
+fn ratio_range(key: &str, ours: &[Result<Fields, String>], theirs: &[Result<Fields, String>]) -> String {
+    let ratios: Vec<f64> =
+        ours.iter().zip(theirs).filter_map(|(a, b)| speed_ratio(key, num(a, key)?, num(b, key)?)).collect();
+    if ratios.len() < 2 {
+        return "-".into();
+    }
+    let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{lo:.2}-{hi:.2}")
 }
 
 impl Row {
@@ -315,23 +366,19 @@ impl Row {
             (Ok(_), None) => "?".into(),
             (Err(e), _) => format!("error: {}", e.replace('|', "/")),
         };
-        // Speed ratio: rates divide ours by theirs, times theirs by ours, so > 1 always means faster here.
         let ratio = match (num(ours, case.key), num(theirs, case.key)) {
-            (Some(a), Some(b)) if a > 0.0 && b > 0.0 => {
-                let r = if case.key == "images_per_s" { a / b } else { b / a };
-                format!("{r:.2}")
-            }
+            (Some(a), Some(b)) => speed_ratio(case.key, a, b).map_or("-".into(), |r| format!("{r:.2}")),
             _ => "-".into(),
         };
         let rss = match (num(ours, "peak_rss_mb"), num(theirs, "peak_rss_mb")) {
             (Some(a), Some(b)) => format!("{a:.0} / {b:.0}"),
             _ => "-".into(),
         };
-        Row { name: case.name.clone(), ours: show(ours), theirs: show(theirs), ratio, rss }
+        Row { name: case.name.clone(), ours: show(ours), theirs: show(theirs), ratio, spread: "-".into(), rss }
     }
 
     fn plain(&self) -> String {
-        format!("this {}  pytorch {}  ratio {}  rss {}", self.ours, self.theirs, self.ratio, self.rss)
+        format!("this {}  pytorch {}  ratio {} ({})  rss {}", self.ours, self.theirs, self.ratio, self.spread, self.rss)
     }
 }
 
@@ -340,9 +387,9 @@ fn render(
     mismatches: &[String],
     notes: &[String],
     args: &BenchArgs,
-    threads: usize,
-    load0: f64,
-    load1: f64,
+    (threads, rounds): (usize, usize),
+    busy0: f64,
+    busy1: f64,
 ) -> String {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut s = String::new();
@@ -357,14 +404,18 @@ fn render(
     if let Some(f) = &args.filter {
         cmd += &format!(" --filter '{f}'");
     }
+    if let Some(r) = args.rounds {
+        cmd += &format!(" --rounds {r}");
+    }
     let _ = writeln!(s, "Produced by `{cmd}` on {}.\n", today());
     let _ = writeln!(
         s,
-        "Machine: {}, {cores} cores, native bf16: {}; libtorch threads: {threads} on both sides (1 for the data pipeline); load average {load0:.1} at the start, {load1:.1} at the end.\n",
+        "Machine: {}, {cores} cores, native bf16: {}; libtorch threads: {threads} on both sides (1 for the data pipeline); \
+         {rounds} alternating round(s) per workload; other processes wanting a core: {busy0:.1} at the start, {busy1:.1} at the end.\n",
         cpu_model(),
         if cpu_has_bf16() { "yes" } else { "no" }
     );
-    if load0 > 0.5 * cores as f64 || load1 > 0.5 * cores as f64 || args.quick {
+    if busy0 > 0.5 * cores as f64 || busy1 > 0.5 * cores as f64 || args.quick {
         let _ = writeln!(
             s,
             "> **Rough numbers, measured on a loaded machine** (or with `--quick`): other processes competed for the cores, so \
@@ -374,11 +425,11 @@ fn render(
     }
     let _ = writeln!(
         s,
-        "| workload | this project | PyTorch | speed ratio (this / PyTorch, > 1 = faster) | peak RSS MiB (this / PyTorch) |"
+        "| workload | this project | PyTorch | speed ratio (this / PyTorch, > 1 = faster) | ratio range over rounds | peak RSS MiB (this / PyTorch) |"
     );
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
     for r in rows {
-        let _ = writeln!(s, "| {} | {} | {} | {} | {} |", r.name, r.ours, r.theirs, r.ratio, r.rss);
+        let _ = writeln!(s, "| {} | {} | {} | {} | {} | {} |", r.name, r.ours, r.theirs, r.ratio, r.spread, r.rss);
     }
     let verdict = if mismatches.is_empty() {
         "passed: the COCO stats equal pycocotools' (to 1e-12 at most), NMS keeps the same boxes in the same order, \
@@ -400,14 +451,18 @@ fn render(
 
 const NOTES: &str = "## What is measured
 
-Each side runs in its own process, one after the other; peak RSS is the process's `VmHWM` (so it includes
-the runtime: libtorch + OpenCV here, the Python interpreter + torch there).
+Each side runs in its own process, one after the other, in alternating rounds (this project, PyTorch,
+this project, ...); each side's value is its median run, and the range column gives the lowest and highest
+ratio of a round. Peak RSS is the process's `VmHWM` (so it includes the runtime: libtorch + OpenCV here,
+the Python interpreter + torch there).
 
-- **Data pipeline**: the same 200 JPEGs of 500x375 (cut from the Debian photos); full decode,
-  random-resized-crop to 224 (scale 0.08-1, ratio 3/4-4/3), horizontal flip, ImageNet normalisation,
-  batches of 32 float32 `[32, 3, 224, 224]`. PyTorch: `DataLoader` with PIL and torchvision transforms at
-  `num_workers` 0 and 2 (persistent workers). Here: 0 = decoding on the calling thread, 2 = the prefetching
-  `Loader` on a rayon pool of 2 threads. Median over epochs after a warm-up epoch.
+- **Data pipeline**: the same 200 JPEGs of 500x375 (cut from the Debian photos); decode at full
+  resolution, random-resized-crop to 224 (scale 0.08-1, ratio 3/4-4/3), horizontal flip, ImageNet
+  normalisation, batches of 32 float32 `[32, 3, 224, 224]`. PyTorch: `DataLoader` with PIL and torchvision
+  transforms at `num_workers` 0 and 2 (persistent workers); PIL decodes the whole image. Here: 0 = decoding
+  on the calling thread, 2 = the prefetching `Loader` on a rayon pool of 2 threads; libjpeg decodes only
+  the crop's region (`transforms::decode_random_resized_crop`, the pixels of the crop identical to a whole
+  decode's, tested). Median over epochs after a warm-up epoch.
 - **Training** (batch 32, 224 px, 1000 classes, random inputs): forward, cross-entropy, backward and SGD
   (momentum 0.9, weight decay 1e-4; here the project's own optimiser). `fp32`: NCHW. `cl`: channels-last
   weights and input (`tlcv_core::freeze::to_channels_last` + `channels_last(xs)`; PyTorch
@@ -451,6 +506,17 @@ mod tests {
         assert_eq!(failed.ratio, "-");
         assert!(failed.ours.starts_with("error: boom / x"));
         assert!(parse_result("no result").is_none());
+        // Rounds: each side's median run; the range pairs round i with round i.
+        let run = |v: &str| parse_result(&format!("RESULT images_per_s={v}"));
+        let ours: Vec<Result<Fields, String>> =
+            ["10", "30", "20"].iter().map(|v| run(v).ok_or_else(String::new)).collect();
+        let theirs: Vec<Result<Fields, String>> =
+            ["10", "15", "40"].iter().map(|v| run(v).ok_or_else(String::new)).collect();
+        assert_eq!(ratio_range("images_per_s", &ours, &theirs), "0.50-2.00");
+        assert_eq!(median_run("images_per_s", ours.clone()).unwrap()["images_per_s"], "20");
+        let mut with_error = ours;
+        with_error.push(Err("crashed".into()));
+        assert_eq!(median_run("images_per_s", with_error), Err("crashed".to_string()));
         let s = |v: &str| Some(v.to_string());
         assert_eq!(agree(s("1,2").as_ref(), s("1,2").as_ref()), Ok(None));
         assert_eq!(

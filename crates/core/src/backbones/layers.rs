@@ -248,8 +248,9 @@ pub enum Act {
 }
 
 impl Act {
-    /// Applies the activation. `xs` is taken by value: when nothing will differentiate through it
-    /// (inference), it is overwritten in place, which saves an allocation of its size per layer.
+    /// Applies the activation. `xs` is taken by value and overwritten in place where that is safe, which
+    /// saves an allocation of its size per layer: always when nothing will differentiate through it
+    /// (inference), and for ReLU also under autograd.
     pub fn apply(self, xs: Tensor) -> Tensor {
         if !xs.requires_grad() {
             let mut x = xs;
@@ -263,7 +264,14 @@ impl Act {
         }
         match self {
             Act::None => xs,
-            Act::Relu => xs.relu(),
+            // In place under autograd too: relu's backward reads its output, not its input, and every
+            // caller hands over a fresh tensor (a batch norm's or a residual sum's output) that no
+            // backward needs.
+            Act::Relu => {
+                let mut x = xs;
+                let _ = x.relu_();
+                x
+            }
             Act::Relu6 => xs.clamp(0.0, 6.0),
             Act::Silu => xs.silu(),
         }
