@@ -459,8 +459,8 @@ the Python interpreter + torch there).
 - **Data pipeline**: the same 200 JPEGs of 500x375 (cut from the Debian photos); decode at full
   resolution, random-resized-crop to 224 (scale 0.08-1, ratio 3/4-4/3), horizontal flip, ImageNet
   normalisation, batches of 32 float32 `[32, 3, 224, 224]`. PyTorch: `DataLoader` with PIL and torchvision
-  transforms at `num_workers` 0 and 2 (persistent workers); PIL decodes the whole image. Here: 0 = decoding
-  on the calling thread, 2 = the prefetching `Loader` on a rayon pool of 2 threads; libjpeg decodes only
+  transforms at `num_workers` 0 and 2 (persistent workers); PIL decodes the whole image. Here: 0 = everything
+  on the calling thread (a rayon pool of 1), 2 = the prefetching `Loader` on a rayon pool of 2 threads; libjpeg decodes only
   the crop's region (`transforms::decode_random_resized_crop`, the pixels of the crop identical to a whole
   decode's, tested). Median over epochs after a warm-up epoch.
 - **Training** (batch 32, 224 px, 1000 classes, random inputs): forward, cross-entropy, backward and SGD

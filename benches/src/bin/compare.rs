@@ -140,9 +140,8 @@ fn jpegs_in(dir: &Path) -> Result<Vec<PathBuf>> {
 
 fn run_pipeline(dir: &Path, workers: usize, batch: usize, epochs: usize) -> Result<String> {
     let paths = Arc::new(jpegs_in(dir)?);
-    if workers > 0 {
-        rayon::ThreadPoolBuilder::new().num_threads(workers).build_global().context("rayon pool")?;
-    }
+    // 0 workers: one thread does everything (batch normalisation included), as PyTorch's main process.
+    rayon::ThreadPoolBuilder::new().num_threads(workers.max(1)).build_global().context("rayon pool")?;
     let run = |epoch: usize| -> Result<Vec<Tensor>> {
         if workers == 0 {
             pipeline::epoch_sync(&paths, batch, epoch)
