@@ -224,17 +224,11 @@ pub fn decode_file(path: impl AsRef<Path>, opts: &DecodeOptions) -> Result<RgbIm
 /// into RGB (see [`super::jpeg`]); everything else goes through OpenCV.
 pub fn decode_bytes(bytes: &[u8], path: &Path, opts: &DecodeOptions) -> Result<RgbImage, DataError> {
     let header = inspect(bytes, path, opts)?;
-    if header.format == Format::Jpeg {
-        let denom = header.reduction(opts);
-        let (width, height) = super::jpeg::scaled_size(header.width, header.height, denom);
-        let whole = super::transforms::CropRect { x: 0, y: 0, width, height };
-        match super::jpeg::decode_region(bytes, denom, whole) {
-            Ok(Some(img)) => return Ok(img),
-            Ok(None) => {}
-            Err(reason) => return Err(DataError::Decode { path: path.to_path_buf(), reason }),
-        }
+    let whole = |width, height| super::transforms::CropRect { x: 0, y: 0, width, height };
+    match super::jpeg::decode_picked(bytes, path, header, opts, whole)? {
+        Some(img) => Ok(img),
+        None => decode_with_opencv(bytes, path, header, opts),
     }
-    decode_with_opencv(bytes, path, header, opts)
 }
 
 /// What [`inspect`] learnt from an image's header.

@@ -12,8 +12,11 @@
 
 use std::ffi::{c_char, c_int, c_uint};
 
-use super::image::{RgbImage, walk_jpeg};
+use std::path::Path;
+
+use super::image::{Format, Header, RgbImage, walk_jpeg};
 use super::transforms::CropRect;
+use super::{DataError, DecodeOptions};
 
 unsafe extern "C" {
     fn tlcv_jpeg_decode_rgb(
@@ -39,6 +42,24 @@ const BAD_REGION: c_int = 3;
 pub(crate) fn scaled_size(width: usize, height: usize, denom: usize) -> (usize, usize) {
     let denom = denom.max(1);
     (width.div_ceil(denom), height.div_ceil(denom))
+}
+
+/// Decodes the region `pick(width, height)` chooses in the image as scaled per `opts.target_size`, if
+/// `header` is a JPEG this path handles; `Ok(None)` sends the caller to OpenCV.
+pub(crate) fn decode_picked(
+    bytes: &[u8],
+    path: &Path,
+    header: Header,
+    opts: &DecodeOptions,
+    pick: impl FnOnce(usize, usize) -> CropRect,
+) -> Result<Option<RgbImage>, DataError> {
+    if header.format != Format::Jpeg {
+        return Ok(None);
+    }
+    let denom = header.reduction(opts);
+    let (width, height) = scaled_size(header.width, header.height, denom);
+    decode_region(bytes, denom, pick(width, height))
+        .map_err(|reason| DataError::Decode { path: path.to_path_buf(), reason })
 }
 
 /// Decodes `region` (in 1/`denom`-scaled coordinates; `denom` is 1, 2, 4 or 8) of a JPEG as RGB.

@@ -151,11 +151,16 @@ pub fn random_resized_crop_with(
     ratio: (f64, f64),
     rng: &mut impl Rng,
 ) -> Result<RgbImage, DataError> {
-    if !(scale.0 > 0.0 && scale.0 <= scale.1 && ratio.0 > 0.0 && ratio.0 <= ratio.1) {
-        return Err(DataError::Invalid(format!("random resized crop: bad scale {scale:?} or ratio {ratio:?}")));
-    }
+    check_crop_ranges(scale, ratio)?;
     let r = random_resized_crop_params(img.width, img.height, scale, ratio, rng);
     resize_region(img, r, width, height)
+}
+
+fn check_crop_ranges(scale: (f64, f64), ratio: (f64, f64)) -> Result<(), DataError> {
+    if scale.0 > 0.0 && scale.0 <= scale.1 && ratio.0 > 0.0 && ratio.0 <= ratio.1 {
+        return Ok(());
+    }
+    Err(DataError::Invalid(format!("random resized crop: bad scale {scale:?} or ratio {ratio:?}")))
 }
 
 /// Resizes `region` of `img` to `width` x `height` (bilinear).
@@ -183,25 +188,15 @@ pub fn decode_random_resized_crop(
     ratio: (f64, f64),
     rng: &mut (impl Rng + Clone),
 ) -> Result<RgbImage, DataError> {
-    if !(scale.0 > 0.0 && scale.0 <= scale.1 && ratio.0 > 0.0 && ratio.0 <= ratio.1) {
-        return Err(DataError::Invalid(format!("random resized crop: bad scale {scale:?} or ratio {ratio:?}")));
-    }
+    check_crop_ranges(scale, ratio)?;
     let header = super::image::inspect(bytes, path, opts)?;
-    if header.format == super::image::Format::Jpeg {
-        let denom = header.reduction(opts);
-        let (w, h) = super::jpeg::scaled_size(header.width, header.height, denom);
-        // Drawn before decoding; the fallback below would draw the same numbers from the same state.
-        let mut attempt = rng.clone();
-        let r = random_resized_crop_params(w, h, scale, ratio, &mut attempt);
-        match super::jpeg::decode_region(bytes, denom, r) {
-            Ok(Some(crop)) => {
-                *rng = attempt;
-                let whole = CropRect { x: 0, y: 0, width: crop.width, height: crop.height };
-                return resize_region(&crop, whole, width, height);
-            }
-            Ok(None) => {}
-            Err(reason) => return Err(DataError::Decode { path: path.to_path_buf(), reason }),
-        }
+    // Drawn from a copy: the OpenCV fallback below must draw the same numbers from the same state.
+    let mut attempt = rng.clone();
+    let pick = |w, h| random_resized_crop_params(w, h, scale, ratio, &mut attempt);
+    if let Some(crop) = super::jpeg::decode_picked(bytes, path, header, opts, pick)? {
+        *rng = attempt;
+        let whole = CropRect { x: 0, y: 0, width: crop.width, height: crop.height };
+        return resize_region(&crop, whole, width, height);
     }
     let img = super::image::decode_with_opencv(bytes, path, header, opts)?;
     random_resized_crop_with(&img, width, height, scale, ratio, rng)
