@@ -79,6 +79,8 @@ enum Cmd {
 }
 
 fn main() -> Result<()> {
+    // As the task binaries do; `TLCV_ALLOCATOR=system` measures without it.
+    tlcv_core::alloc::keep_freed_memory();
     let cli = Cli::parse();
     if cli.threads > 0 {
         tch::set_num_threads(cli.threads);

@@ -121,6 +121,7 @@ struct ForwardCmd {
 }
 
 fn main() {
+    tlcv_core::alloc::keep_freed_memory();
     tlcv_core::cli::exit_on_error(run(Cli::parse()));
 }
 

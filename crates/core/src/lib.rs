@@ -9,8 +9,10 @@
 //! - [`train`]: the task-independent training loop (optimisers, schedules, checkpoints, resume).
 //! - [`data`]: decoding, augmentation and batching on u8 images, in parallel with rayon.
 //! - [`metrics`], [`report`]: classification metrics, plots and the self-contained `report.html`.
+//! - [`alloc`]: allocator settings that keep freed activations in the process.
 //! - [`config`], [`run_dir`], [`paths`], [`device`], [`progress`]: the plumbing around a run.
 
+pub mod alloc;
 pub mod backbones;
 pub mod checkpoint;
 pub mod cli;

@@ -138,6 +138,7 @@ fn parse_format(s: &str) -> Result<DataFormat, String> {
 }
 
 fn main() {
+    tlcv_core::alloc::keep_freed_memory();
     tlcv_core::cli::exit_on_error(run(Cli::parse()));
 }
 

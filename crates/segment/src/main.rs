@@ -97,6 +97,7 @@ struct EvaluateCmd {
 }
 
 fn main() {
+    tlcv_core::alloc::keep_freed_memory();
     tlcv_core::cli::exit_on_error(run(Cli::parse()));
 }
 

@@ -274,6 +274,7 @@ fn score(cmd: ScoreCmd) -> anyhow::Result<()> {
 }
 
 fn main() {
+    tlcv_core::alloc::keep_freed_memory();
     let cli = Cli::parse();
     tlcv_core::cli::exit_on_error(match cli.command {
         Command::Run(c) => run(c),
