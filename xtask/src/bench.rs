@@ -454,7 +454,9 @@ const NOTES: &str = "## What is measured
 Each side runs in its own process, one after the other, in alternating rounds (this project, PyTorch,
 this project, ...); each side's value is its median run, and the range column gives the lowest and highest
 ratio of a round. Peak RSS is the process's `VmHWM` (so it includes the runtime: libtorch + OpenCV here,
-the Python interpreter + torch there).
+the Python interpreter + torch there). Both use glibc's allocator: this project's binaries turn its
+`mmap` for large blocks and heap trimming off (`tlcv_core::alloc`), so freed activations are reused
+instead of page-faulted in again each step; PyTorch runs with glibc's defaults.
 
 - **Data pipeline**: the same 200 JPEGs of 500x375 (cut from the Debian photos); decode at full
   resolution, random-resized-crop to 224 (scale 0.08-1, ratio 3/4-4/3), horizontal flip, ImageNet
