@@ -30,11 +30,11 @@ fn bench_backbones(c: &mut Criterion) {
     g.sample_size(10).measurement_time(Duration::from_secs(5)).throughput(Throughput::Elements(BATCH as u64));
     for arch in [Arch::Resnet18, Arch::EfficientnetB0] {
         for mode in [NumMode::Fp32, NumMode::ChannelsLast, NumMode::ChannelsLastFolded] {
-            let Ok(m) = ModelBench::new(arch, BATCH, 224, mode) else { continue };
+            let Ok(m) = ModelBench::new(arch, BATCH, 224, mode, false) else { continue };
             g.bench_function(format!("{arch}/infer/{}", mode.name()), |b| b.iter(|| black_box(m.infer())));
         }
         for mode in [NumMode::Fp32, NumMode::ChannelsLast] {
-            let Ok(mut m) = ModelBench::new(arch, BATCH, 224, mode) else { continue };
+            let Ok(mut m) = ModelBench::new(arch, BATCH, 224, mode, true) else { continue };
             g.bench_function(format!("{arch}/train/{}", mode.name()), |b| b.iter(|| black_box(m.train_step())));
         }
     }

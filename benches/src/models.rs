@@ -23,8 +23,9 @@ pub enum Mode {
     ChannelsLast,
     /// Channels-last with batch norms folded into the convolutions (inference only).
     ChannelsLastFolded,
-    /// Every variable and the input in bfloat16. For training this is pure bf16 (bf16 weights, gradients
-    /// and optimiser state): tch exposes no CPU autocast, so fp32 master weights are not measured.
+    /// bfloat16. Training is mixed precision as under `torch.autocast`: a bf16 input, float32 variables
+    /// cast per layer (`tlcv_core::backbones::layers::autocast`), float32 gradients and optimiser state.
+    /// Inference casts every variable to bf16 once, as classify's frozen backbone does.
     Bf16,
 }
 
@@ -68,8 +69,9 @@ impl std::fmt::Debug for ModelBench {
 }
 
 impl ModelBench {
-    /// `arch` with random weights, a batch of `batch` random `size`x`size` images, in `mode`.
-    pub fn new(arch: Arch, batch: i64, size: i64, mode: Mode) -> Result<Self> {
+    /// `arch` with random weights, a batch of `batch` random `size`x`size` images, in `mode`, set up for
+    /// training steps when `train` (else for inference).
+    pub fn new(arch: Arch, batch: i64, size: i64, mode: Mode, train: bool) -> Result<Self> {
         tch::manual_seed(0);
         let mut vs = nn::VarStore::new(Device::Cpu);
         let mut net = backbones::classifier(vs.root(), arch, CLASSES)?;
@@ -82,7 +84,9 @@ impl ModelBench {
                 xs = channels_last(&xs);
             }
             Mode::Bf16 => {
-                vs.bfloat16();
+                if !train {
+                    vs.bfloat16();
+                }
                 xs = xs.to_kind(Kind::BFloat16);
             }
         }

@@ -468,12 +468,16 @@ instead of page-faulted in again each step; PyTorch runs with glibc's defaults.
 - **Training** (batch 32, 224 px, 1000 classes, random inputs): forward, cross-entropy, backward and SGD
   (momentum 0.9, weight decay 1e-4; here the project's own optimiser). `fp32`: NCHW. `cl`: channels-last
   weights and input (`tlcv_core::freeze::to_channels_last` + `channels_last(xs)`; PyTorch
-  `memory_format=torch.channels_last`). `bf16`: PyTorch uses `torch.autocast(\"cpu\", dtype=torch.bfloat16)`
-  with fp32 master weights; tch exposes no CPU autocast, so this project's bf16 training row is pure bf16
-  (weights, gradients and optimiser state in bf16) — the same arithmetic cost, not the same numerics. bf16
-  rows run only on CPUs with AVX-512 BF16/AMX unless `--bf16` is given (elsewhere both sides emulate it).
+  `memory_format=torch.channels_last`). `bf16`: mixed precision on both sides, NCHW. PyTorch uses
+  `torch.autocast(\"cpu\", dtype=torch.bfloat16)`; this project feeds a bf16 input to float32 variables and
+  its layers cast each weight per call (`tlcv_core::backbones::layers::autocast`, tch has no CPU autocast),
+  so gradients and optimiser state stay float32 on both sides; one step agrees with autocast's bit for bit
+  (`crates/core/tests/mixed_precision.rs`). bf16 rows run only on CPUs with AVX-512 BF16/AMX unless
+  `--bf16` is given (elsewhere both sides emulate it).
 - **Inference** (batch 32, 224 px, eval, no gradients): as above, plus `cl+fold`: batch norms folded into
-  the convolutions (`tlcv_core::fold`; PyTorch: `torch.fx.experimental.optimization.fuse`).
+  the convolutions (`tlcv_core::fold`; PyTorch: `torch.fx.experimental.optimization.fuse`). In `bf16`
+  this project casts the variables to bf16 once (as classify's frozen backbone does); PyTorch's autocast
+  casts them on every call.
 - **COCO evaluation**: 5000 synthetic images, 100 detections each, 20 categories (deterministic); this
   project's `detect::eval::evaluate_files` against pycocotools `COCO` + `loadRes` + `COCOeval`
   (evaluate, accumulate, summarize) on the same two JSON files; the 12 stats must be identical.

@@ -175,7 +175,7 @@ fn run_model(arch: &str, mode: &str, task: &str, batch: i64, size: i64, warmup: 
     if train && mode == models::Mode::ChannelsLastFolded {
         bail!("folded batch norms are for inference only");
     }
-    let mut m = models::ModelBench::new(arch, batch, size, mode)?;
+    let mut m = models::ModelBench::new(arch, batch, size, mode, train)?;
     let mut times = Vec::new();
     let mut check = 0.0;
     for i in 0..warmup + iters.max(1) {

@@ -37,7 +37,8 @@ pub struct Model {
     pub freeze: FreezeSummary,
     /// Whether weights and inputs are laid out channels-last (NHWC strides).
     pub channels_last: bool,
-    /// The kind inputs are cast to before the backbone (bfloat16 while [`Model::frozen_inference`] runs in bf16).
+    /// The kind inputs are cast to before the backbone: bfloat16 for mixed-precision training (see
+    /// [`Model::set_compute_kind`]) and while [`Model::frozen_inference`] runs in bf16.
     input_kind: Kind,
 }
 
@@ -156,6 +157,13 @@ impl Model {
         self.channels_last = true;
     }
 
+    /// Runs the backbone in `kind` (float32, or bfloat16 for mixed precision): inputs are cast to it,
+    /// float32 weights are cast per call (`tlcv_core::backbones::layers::autocast`) so that their
+    /// gradients stay float32, and the pooled features come back as float32 for the head.
+    pub fn set_compute_kind(&mut self, kind: Kind) {
+        self.input_kind = kind;
+    }
+
     /// Runs `f` on the network prepared for frozen inference, then restores it: batch norms folded
     /// into the convolutions ([`tlcv_core::fold`]) and, when `bf16`, every variable cast to bfloat16.
     /// Afterwards the variables hold their original float32 tensors again, bit for bit (they are
@@ -166,6 +174,7 @@ impl Model {
         f: impl FnOnce(&Model) -> tlcv_core::Result<T>,
     ) -> tlcv_core::Result<T> {
         let mut originals = Vec::new();
+        let compute_kind = self.input_kind;
         if bf16 {
             tch::no_grad(|| -> tlcv_core::Result<()> {
                 for (_, mut var) in self.vs.variables() {
@@ -186,7 +195,7 @@ impl Model {
                 var.set_data(&original);
             }
         });
-        self.input_kind = Kind::Float;
+        self.input_kind = compute_kind;
         result
     }
 
@@ -253,5 +262,38 @@ mod tests {
         }
         let again = tch::no_grad(|| model.features(&xs, false));
         assert!(again.equal(&plain), "the model is not back to its unfolded float32 forward");
+    }
+
+    #[test]
+    fn mixed_precision_trains_float32_master_weights_through_a_bf16_backbone() {
+        let cfg = ModelConfig {
+            backbone: "resnet18".into(),
+            weights: "none".into(),
+            strategy: Strategy::Scratch,
+            ..ModelConfig::default()
+        };
+        tch::manual_seed(4);
+        let mut model = Model::build(&cfg, 5, Device::Cpu).unwrap();
+        let xs = Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu));
+        let ys = Tensor::from_slice(&[1i64, 3]);
+        let fp32 = tch::no_grad(|| model.forward(&xs, false)); // [2, 5]
+        model.set_compute_kind(Kind::BFloat16);
+        let mixed_eval = tch::no_grad(|| model.forward(&xs, false));
+        let err = (&mixed_eval - &fp32).abs().max().double_value(&[]) / fp32.abs().max().double_value(&[]);
+        // bf16 ran (the result moved) and kept about 3 significant digits.
+        assert!(err > 0.0 && err < 5e-2, "bf16 logits differ from float32 ones by {err:e} (relative)");
+
+        let logits = model.forward(&xs, true);
+        assert_eq!(logits.kind(), Kind::Float, "the head and the loss run in float32");
+        logits.cross_entropy_for_logits(&ys).backward();
+        for (name, var) in model.vs.variables() {
+            assert_eq!(var.kind(), Kind::Float, "{name}: master weights stay float32");
+            if var.requires_grad() {
+                let g = var.grad();
+                assert!(g.defined() && g.kind() == Kind::Float, "{name}: no float32 gradient");
+            }
+        }
+        let g = model.vs.variables()["conv1.weight"].grad();
+        assert!(g.abs().sum(Kind::Float).double_value(&[]) > 0.0, "the first convolution got no gradient through bf16");
     }
 }

@@ -3,14 +3,14 @@
 use std::{collections::BTreeMap, path::Path};
 
 use serde::Serialize;
+use tch::Kind;
 use tlcv_core::{
     checkpoint::{self, LoadOptions},
     data::{ClassDataset, Sample},
-    device::cpu_has_bf16,
     metrics::{ClassScores, ClassificationMetrics},
     progress::Progress,
     run_dir::RunDir,
-    train::{self, FitOptions, FitSummary, Precision, SingleProcess},
+    train::{self, FitOptions, FitSummary, SingleProcess},
 };
 
 use crate::{
@@ -118,6 +118,8 @@ pub fn train(cfg: &ClassifyConfig, run: &RunDir, resume: bool, max_epochs: Optio
     if cfg.train.channels_last {
         model.use_channels_last();
     }
+    let compute_kind = cfg.train.compute_kind(device);
+    model.set_compute_kind(compute_kind);
     eprintln!("model: {} ({}), {}", cfg.model.backbone, cfg.model.strategy, model.freeze);
     write_run_files(cfg, run, &dataset.classes)?;
 
@@ -129,7 +131,7 @@ pub fn train(cfg: &ClassifyConfig, run: &RunDir, resume: bool, max_epochs: Optio
         let total = (dataset.train.len() * views + dataset.val.len()) as u64;
         let progress = Progress::bar(total, "feature cache");
         // The frozen backbone runs with folded batch norms, and in bf16 where the hardware has it.
-        let bf16 = cfg.train.precision == Precision::Bf16 && (device.is_cuda() || cpu_has_bf16());
+        let bf16 = compute_kind == Kind::BFloat16;
         let (train, val) = model
             .frozen_inference(bf16, |m| {
                 let train = cache_features(m, cfg, &dataset.train, views, &skipped, &progress)

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use tch::{Device, Tensor, nn};
+use tch::{Device, Kind, Tensor, nn};
 use tlcv_core::{
     backbones::{self, Arch, Backbone, FeatureInfo, Normalization},
     checkpoint::{self, LoadOptions},
@@ -52,13 +52,19 @@ impl BackboneAdapter {
 
     /// `[N, 3, H, W]` normalised -> `[C3 [N, c3, H/8, W/8], C4 [N, c4, H/16, W/16], C5 [N, c5, H/32, W/32]]`.
     pub fn forward(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
-        if self.all_frozen {
+        float32(if self.all_frozen {
             // Nothing upstream needs gradients: skip building the graph (and the BNs run in eval mode).
             tch::no_grad(|| self.net.forward_features(xs, false))
         } else {
             self.net.forward_features(xs, train)
-        }
+        })
     }
+}
+
+/// Backbone maps in float32. Under mixed precision the backbone runs in bfloat16 and everything after
+/// it (neck, heads, box coding, losses) in float32; float32 maps pass through untouched.
+pub fn float32(maps: Vec<Tensor>) -> Vec<Tensor> {
+    maps.into_iter().map(|m| if m.kind() == Kind::Float { m } else { m.to_kind(Kind::Float) }).collect()
 }
 
 /// The checkpoint behind `weights`: `imagenet` (only the EfficientNet-Lite files ship with the

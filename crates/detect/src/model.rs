@@ -77,6 +77,8 @@ pub struct Detector {
     /// Inputs are laid out channels-last.
     pub channels_last: bool,
     normalization: Normalization,
+    /// The kind the backbone computes in (see [`Detector::set_compute_kind`]).
+    compute_kind: Kind,
 }
 
 fn invalid(msg: String) -> DetectError {
@@ -158,7 +160,15 @@ impl Detector {
             freeze,
             channels_last,
             normalization,
+            compute_kind: Kind::Float,
         })
+    }
+
+    /// Runs the backbone in `kind`: float32, or bfloat16 for mixed precision, where inputs are cast to
+    /// bf16, float32 weights are cast per layer (`tlcv_core::backbones::layers::autocast`, so that their
+    /// gradients stay float32) and the backbone's maps come back as float32 for the neck, heads and losses.
+    pub fn set_compute_kind(&mut self, kind: Kind) {
+        self.compute_kind = kind;
     }
 
     /// Input normalisation.
@@ -167,7 +177,8 @@ impl Detector {
     }
 
     fn layout(&self, xs: &Tensor) -> Tensor {
-        if self.channels_last { channels_last(xs) } else { xs.shallow_clone() }
+        let xs = xs.to_kind(self.compute_kind);
+        if self.channels_last { channels_last(&xs) } else { xs }
     }
 
     /// Training losses of a batch `[N, 3, S, S]` (normalised) against padded targets (input pixels).

@@ -81,7 +81,8 @@ pub fn train(cfg: &DetectConfig, run: &RunDir, resume: bool) -> Result<TrainOutc
     if ds.val.is_empty() {
         return Err(DetectError::Invalid(format!("{}: the val split is empty", data_dir.display())));
     }
-    let model = Detector::build(cfg, ds.names.len() as i64, device)?;
+    let mut model = Detector::build(cfg, ds.names.len() as i64, device)?;
+    model.set_compute_kind(cfg.train.compute_kind(device));
     eprintln!(
         "model: {} + {} ({}), {:.2} M parameters, {}",
         cfg.model.family,

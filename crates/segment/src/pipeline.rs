@@ -108,7 +108,8 @@ pub fn train(cfg: &SegmentConfig, run: &RunDir, resume: bool) -> Result<TrainOut
     write_run_files(cfg, run, &dataset.classes)?;
     let loss = loss_of(cfg, dataset.classes.len())?;
     let skipped = Arc::new(Mutex::new(Vec::new()));
-    let mut task = SegTask { model, cfg: cfg.clone(), dataset, loss, skipped: Arc::clone(&skipped) };
+    let compute_kind = cfg.train.compute_kind(device);
+    let mut task = SegTask { model, cfg: cfg.clone(), dataset, loss, skipped: Arc::clone(&skipped), compute_kind };
     let opts = FitOptions { resume, max_epochs_this_run: None };
     let fit = train::fit(&mut task, &cfg.train, run, &SingleProcess, &opts)?;
     let SegTask { model, dataset, .. } = task;

@@ -108,6 +108,9 @@ pub struct SegTask {
     pub loss: SegLoss,
     /// Samples that failed to load during training or validation.
     pub skipped: Arc<Mutex<Vec<String>>>,
+    /// The kind inputs are computed in: float32, or bfloat16 for mixed precision (float32 weights cast
+    /// per layer, float32 logits for the loss and the metrics).
+    pub compute_kind: Kind,
 }
 
 impl SegTask {
@@ -126,7 +129,7 @@ impl SegTask {
     }
 
     fn input(&self, xs: &Tensor) -> Tensor {
-        let xs = xs.to_device(self.model.vs.device());
+        let xs = xs.to_device(self.model.vs.device()).to_kind(self.compute_kind);
         if self.cfg.train.channels_last { tlcv_core::freeze::channels_last(&xs) } else { xs }
     }
 }
@@ -151,7 +154,7 @@ impl Task for SegTask {
     fn train_step(&mut self, batch: SegBatch) -> Result<StepOutput> {
         let xs = self.input(&batch.images);
         let ys = batch.masks.to_device(self.model.vs.device());
-        let logits = self.model.forward(&xs, true); // [B, 3, H, W] -> [B, C, H, W]
+        let logits = self.model.forward(&xs, true).to_kind(Kind::Float); // [B, 3, H, W] -> [B, C, H, W]
         let (loss, terms) = self.loss.compute(&logits, &ys);
         Ok(StepOutput { loss, terms, samples: ys.size()[0] as usize })
     }
@@ -163,7 +166,7 @@ impl Task for SegTask {
             let batch = batch?;
             let xs = self.input(&batch.images);
             let ys = batch.masks.to_device(self.model.vs.device());
-            let logits = tch::no_grad(|| self.model.forward(&xs, false));
+            let logits = tch::no_grad(|| self.model.forward(&xs, false).to_kind(Kind::Float));
             let n = ys.size()[0] as usize;
             loss_sum += tch::no_grad(|| self.loss.compute(&logits, &ys)).0.double_value(&[]) * n as f64;
             count += n;

@@ -138,27 +138,42 @@ impl Conv {
         })
     }
 
-    /// `[N, in, H, W]` -> `[N, out, H', W']`.
+    /// `[N, in, H, W]` -> `[N, out, H', W']`. A bfloat16/float16 input runs the convolution in its
+    /// kind with the weights cast per call (see [`autocast`]).
     pub fn forward(&self, xs: &Tensor) -> Tensor {
+        let (w_cast, b_cast) = (autocast(&self.weight, xs), self.bias.as_ref().and_then(|b| autocast(b, xs)));
+        let w = w_cast.as_ref().unwrap_or(&self.weight);
+        let b = b_cast.as_ref().or(self.bias.as_ref());
         let s = [self.stride, self.stride];
         let d = [self.dilation, self.dilation];
         match self.padding {
-            Padding::Symmetric(pad) => xs.conv2d(&self.weight, self.bias.as_ref(), s, [pad, pad], d, self.groups),
+            Padding::Symmetric(pad) => xs.conv2d(w, b, s, [pad, pad], d, self.groups),
             Padding::TfSame => {
                 // A dilated kernel covers `(k - 1) * d + 1` pixels.
                 let k_eff = (self.kernel - 1) * self.dilation + 1;
                 let (ph, pw) = same_pad(xs, k_eff, self.stride);
                 if ph % 2 == 0 && pw % 2 == 0 {
                     // Even totals are symmetric: let the convolution pad (no copy).
-                    xs.conv2d(&self.weight, self.bias.as_ref(), s, [ph / 2, pw / 2], d, self.groups)
+                    xs.conv2d(w, b, s, [ph / 2, pw / 2], d, self.groups)
                 } else {
                     // [left, right, top, bottom]: the extra pixel goes right/bottom as in TensorFlow.
                     let padded = xs.constant_pad_nd([pw / 2, pw - pw / 2, ph / 2, ph - ph / 2]);
-                    padded.conv2d(&self.weight, self.bias.as_ref(), s, [0, 0], d, self.groups)
+                    padded.conv2d(w, b, s, [0, 0], d, self.groups)
                 }
             }
         }
     }
+}
+
+/// `w` cast to the kind of `xs` when `xs` is bfloat16 or float16 and `w` is not; `None` otherwise.
+///
+/// This is `torch.autocast`'s rule for convolutions and linear layers, which tch lacks on CPU:
+/// float32 master weights take part in a reduced-precision forward through a differentiable cast,
+/// so their gradients and optimiser updates stay float32 (mixed-precision training). Batch norms need
+/// no cast: libtorch normalises a bfloat16 input with float32 parameters and statistics.
+pub fn autocast(w: &Tensor, xs: &Tensor) -> Option<Tensor> {
+    let kind = xs.kind();
+    (matches!(kind, tch::Kind::BFloat16 | tch::Kind::Half) && w.kind() != kind).then(|| w.to_kind(kind))
 }
 
 impl Conv {
@@ -398,9 +413,10 @@ impl Linear {
         Ok(Linear { weight: p.f_var("weight", &[cout, cin], w)?, bias: p.f_var("bias", &[cout], b)? })
     }
 
-    /// `[N, in]` -> `[N, out]`.
+    /// `[N, in]` -> `[N, out]`. A bfloat16/float16 input runs in its kind (see [`autocast`]).
     pub fn forward(&self, xs: &Tensor) -> Tensor {
-        xs.linear(&self.weight, Some(&self.bias))
+        let (w, b) = (autocast(&self.weight, xs), autocast(&self.bias, xs));
+        xs.linear(w.as_ref().unwrap_or(&self.weight), Some(b.as_ref().unwrap_or(&self.bias)))
     }
 }
 

@@ -3,7 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::{optim::OptimizerKind, schedule::ScheduleKind};
-use crate::device::DeviceChoice;
+use tch::{Device, Kind};
+
+use crate::device::{DeviceChoice, cpu_has_bf16};
 
 /// Numeric precision of the forward pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -12,7 +14,10 @@ pub enum Precision {
     /// float32 everywhere.
     #[default]
     Fp32,
-    /// bfloat16 for frozen parts and inference (on CPUs with AVX-512 BF16 and on GPUs); fp32 master weights.
+    /// bfloat16 activations with float32 master weights, as under `torch.autocast`: convolutions and
+    /// linear layers run in bf16 with their weights cast per call, gradients and optimiser state stay
+    /// float32; frozen backbones run wholly in bf16. Used on GPUs and on CPUs with AVX-512 BF16 or
+    /// AMX; elsewhere bf16 is emulated and slower, so training falls back to float32 with a note.
     Bf16,
 }
 
@@ -60,6 +65,24 @@ pub struct TrainConfig {
     pub unfreeze_every: usize,
     /// On a non-finite loss, retry the epoch once with the learning rate divided by 10.
     pub retry_lower_lr: bool,
+}
+
+impl TrainConfig {
+    /// The kind that activations are computed in on `device`: bfloat16 when `precision = "bf16"` and
+    /// the device has native bf16 arithmetic (a GPU, or a CPU with AVX-512 BF16 or AMX), float32
+    /// otherwise. Prints a note when bf16 was asked for but cannot pay off.
+    pub fn compute_kind(&self, device: Device) -> Kind {
+        match self.precision {
+            Precision::Fp32 => Kind::Float,
+            Precision::Bf16 if device.is_cuda() || cpu_has_bf16() => Kind::BFloat16,
+            Precision::Bf16 => {
+                eprintln!(
+                    "note: precision = \"bf16\" but this CPU has no native bf16 (AVX-512 BF16 or AMX): using float32"
+                );
+                Kind::Float
+            }
+        }
+    }
 }
 
 impl Default for TrainConfig {

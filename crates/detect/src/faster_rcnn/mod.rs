@@ -139,11 +139,11 @@ impl FasterRcnn {
     pub fn features(&self, images: &Tensor) -> Result<Vec<Tensor>, DetectError> {
         check_images(images)?;
         // Batch norms stay in eval mode (FrozenBatchNorm2d semantics) in training too.
-        let c = if self.from_c2 {
+        let c = crate::backbone::float32(if self.from_c2 {
             self.body.forward_features_with_low(images, false) // [C2, C3, C4, C5]
         } else {
             self.body.forward_features(images, false) // [C3, C4, C5]
-        };
+        });
         self.fpn.forward(&c)
     }
 

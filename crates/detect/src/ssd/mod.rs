@@ -125,7 +125,7 @@ impl Ssd {
                 )));
             }
         };
-        let mut feats = self.backbone.forward_features(images, train); // C3, C4, C5
+        let mut feats = crate::backbone::float32(self.backbone.forward_features(images, train)); // C3, C4, C5
         let last = feats
             .last()
             .map(|t| t.shallow_clone())
