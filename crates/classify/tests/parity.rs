@@ -23,16 +23,7 @@ fn root() -> PathBuf {
 
 /// A generated fixture folder; panics (fails the test) when it is missing or incomplete.
 fn fixtures(topic: &str) -> PathBuf {
-    let dir = match std::env::var_os("TLCV_FIXTURES") {
-        Some(d) => PathBuf::from(d).join(topic),
-        None => root().join(".tlcv/fixtures").join(topic),
-    };
-    assert!(
-        dir.join(".done").exists(),
-        "fixtures missing at {}: {SETUP} (scripts/fixtures/gen_{topic}.py)",
-        dir.display()
-    );
-    dir
+    tlcv_core::paths::generated_fixture(topic).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn run(cmd: &mut Command) -> Output {

@@ -137,15 +137,7 @@ fn truncated_checkpoint_is_a_one_line_error() {
 #[test]
 fn wrong_architecture_checkpoint_is_a_one_line_error() {
     // resnet18 weights given to vgg16: the state dict is a valid, torchvision-written zip.
-    let fx = match std::env::var_os("TLCV_FIXTURES") {
-        Some(d) => PathBuf::from(d).join("backbones"),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.tlcv/fixtures/backbones"),
-    };
-    assert!(
-        fx.join(".done").exists(),
-        "fixtures missing at {}: run `cargo xtask setup --reference` (scripts/fixtures/gen_backbones.py)",
-        fx.display()
-    );
+    let fx = tlcv_core::paths::generated_fixture("backbones").unwrap_or_else(|e| panic!("{e}"));
     let file = fx.join("resnet18.pth");
     let shown = file.display().to_string();
     let scratch = Scratch::new();

@@ -54,6 +54,25 @@ pub fn debdata_dir() -> Result<PathBuf> {
     }
 }
 
+/// A folder of generated test fixtures, `<store>/fixtures/<topic>` (or `$TLCV_FIXTURES/<topic>`), made by
+/// `scripts/fixtures/gen_<topic>.py` through `cargo xtask setup --reference`; an error saying so when it
+/// is missing or its generator did not finish (no `.done`).
+pub fn generated_fixture(topic: &str) -> Result<PathBuf> {
+    let root = match std::env::var_os("TLCV_FIXTURES") {
+        Some(dir) => PathBuf::from(dir),
+        None => store_dir()?.join("fixtures"),
+    };
+    let dir = root.join(topic);
+    if dir.join(".done").is_file() {
+        Ok(dir)
+    } else {
+        Err(Error::Invalid(format!(
+            "fixtures missing at {}: run `cargo xtask setup --reference` (scripts/fixtures/gen_{topic}.py)",
+            dir.display()
+        )))
+    }
+}
+
 /// Folder for generated embedded data sets (`datasets/generated/<name>`).
 pub fn generated_data_dir(name: &str) -> Result<PathBuf> {
     Ok(workspace_root()?.join("datasets").join("generated").join(name))

@@ -17,16 +17,7 @@ use tlcv_core::backbones::{self, Arch};
 use tlcv_core::checkpoint::{LoadOptions, load_into, read_state_dict};
 
 fn fixtures() -> Result<PathBuf> {
-    let dir = match std::env::var_os("TLCV_FIXTURES") {
-        Some(d) => PathBuf::from(d).join("backbones"),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.tlcv/fixtures/backbones"),
-    };
-    ensure!(
-        dir.join(".done").exists(),
-        "backbone fixtures missing at {}: run `cargo xtask setup --reference` (scripts/fixtures/gen_backbones.py)",
-        dir.display()
-    );
-    Ok(dir)
+    Ok(tlcv_core::paths::generated_fixture("backbones")?)
 }
 
 fn npy(name: &str) -> Result<Tensor> {

@@ -14,16 +14,7 @@ use tlcv_core::backbones::{self, Arch};
 use tlcv_core::checkpoint::{LoadOptions, load_into, read_state_dict};
 
 fn fixtures() -> Result<PathBuf> {
-    let dir = match std::env::var_os("TLCV_FIXTURES") {
-        Some(d) => PathBuf::from(d).join("mixed"),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.tlcv/fixtures/mixed"),
-    };
-    ensure!(
-        dir.join(".done").exists(),
-        "mixed-precision fixtures missing at {}: run `cargo xtask setup --reference` (scripts/fixtures/gen_mixed.py)",
-        dir.display()
-    );
-    Ok(dir)
+    Ok(tlcv_core::paths::generated_fixture("mixed")?)
 }
 
 fn npy(name: &str) -> Result<Tensor> {

@@ -13,17 +13,7 @@ use tch::{Device, Kind, Tensor, nn};
 use tlcv_core::checkpoint::{LoadOptions, load_into, read_state_dict};
 
 fn fixture_dir() -> PathBuf {
-    let root = match std::env::var_os("TLCV_FIXTURES") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.tlcv/fixtures"),
-    };
-    let dir = root.join("faster_rcnn");
-    assert!(
-        dir.join(".done").exists(),
-        "missing generated fixture {}: run `cargo xtask setup --reference`",
-        dir.display()
-    );
-    dir
+    tlcv_core::paths::generated_fixture("faster_rcnn").unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn max_abs(a: &Tensor, b: &Tensor) -> f64 {

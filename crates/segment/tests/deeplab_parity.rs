@@ -10,16 +10,7 @@ use tch::{Device, Tensor};
 use tlcv_core::checkpoint::{LoadOptions, load_file};
 
 fn fixtures() -> PathBuf {
-    let dir = match std::env::var_os("TLCV_FIXTURES") {
-        Some(d) => PathBuf::from(d).join("deeplab"),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.tlcv/fixtures/deeplab"),
-    };
-    assert!(
-        dir.join(".done").exists(),
-        "DeepLab fixtures missing at {}: run `cargo xtask setup --reference` (scripts/fixtures/gen_deeplab.py)",
-        dir.display()
-    );
-    dir
+    tlcv_core::paths::generated_fixture("deeplab").unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]

@@ -10,16 +10,7 @@ use tch::{Device, Kind, Tensor};
 use tlcv_core::backbones::{Arch, Normalization};
 
 fn fixtures() -> PathBuf {
-    let dir = match std::env::var_os("TLCV_FIXTURES") {
-        Some(d) => PathBuf::from(d).join("backbones"),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.tlcv/fixtures/backbones"),
-    };
-    assert!(
-        dir.join(".done").exists(),
-        "backbone fixtures missing at {}: run `cargo xtask setup --reference`",
-        dir.display()
-    );
-    dir
+    tlcv_core::paths::generated_fixture("backbones").unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]
