@@ -233,16 +233,21 @@ pub fn weights_file(arch: Arch, weights: &str) -> Result<PathBuf, ClassifyError>
 mod tests {
     use super::*;
 
-    #[test]
-    fn frozen_inference_restores_weights_bit_for_bit() {
+    /// A randomly initialised ResNet-18 classifier for 5 classes, seeded.
+    fn scratch_resnet18(seed: i64) -> Model {
         let cfg = ModelConfig {
             backbone: "resnet18".into(),
             weights: "none".into(),
             strategy: Strategy::Scratch,
             ..ModelConfig::default()
         };
-        tch::manual_seed(3);
-        let mut model = Model::build(&cfg, 5, Device::Cpu).unwrap();
+        tch::manual_seed(seed);
+        Model::build(&cfg, 5, Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn frozen_inference_restores_weights_bit_for_bit() {
+        let mut model = scratch_resnet18(3);
         let before: Vec<(String, Tensor)> = model.vs.variables().into_iter().map(|(k, v)| (k, v.copy())).collect();
         let xs = Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu));
         let plain = tch::no_grad(|| model.features(&xs, false)); // [2, 512]
@@ -266,14 +271,7 @@ mod tests {
 
     #[test]
     fn mixed_precision_trains_float32_master_weights_through_a_bf16_backbone() {
-        let cfg = ModelConfig {
-            backbone: "resnet18".into(),
-            weights: "none".into(),
-            strategy: Strategy::Scratch,
-            ..ModelConfig::default()
-        };
-        tch::manual_seed(4);
-        let mut model = Model::build(&cfg, 5, Device::Cpu).unwrap();
+        let mut model = scratch_resnet18(4);
         let xs = Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu));
         let ys = Tensor::from_slice(&[1i64, 3]);
         let fp32 = tch::no_grad(|| model.forward(&xs, false)); // [2, 5]
