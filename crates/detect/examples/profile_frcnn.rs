@@ -2,7 +2,7 @@
 //! `FAMILY=faster-rcnn CL=1 BATCH=16 cargo run --release -p detect --example profile_frcnn`.
 use std::time::Instant;
 
-use detect::{DetectConfig, loss::yolo::Targets, model::Detector};
+use detect::{DetectConfig, model::Detector, model_io::Targets};
 use tch::{Device, Kind, Tensor};
 
 fn main() -> anyhow::Result<()> {

@@ -1,65 +1,16 @@
-//! Adapter from a core backbone to the detector: builds it under `backbone.`, loads ImageNet (or
-//! any) weights into it, freezes stages per the transfer strategy, and runs it, under `no_grad`
-//! when every stage is frozen.
+//! What every family does with its core backbone: its maps in float32 for the layers after it, and
+//! ImageNet (or any classifier) weights loaded into it.
 
 use std::path::{Path, PathBuf};
 
 use tch::{Device, Kind, Tensor, nn};
 use tlcv_core::{
-    backbones::{self, Arch, Backbone, FeatureInfo, Normalization},
+    backbones::{self, Arch},
     checkpoint::{self, LoadOptions},
     paths,
 };
 
 use crate::error::{DetectError, Result};
-
-/// Variable prefix of the backbone inside the detector.
-pub const PREFIX: &str = "backbone";
-
-/// A core backbone's C3/C4/C5 features for the neck.
-#[derive(Debug)]
-pub struct BackboneAdapter {
-    /// The headless network.
-    pub net: Box<dyn Backbone>,
-    /// Its architecture.
-    pub arch: Arch,
-    /// Whether every stage is frozen (then forward runs without autograd).
-    pub all_frozen: bool,
-}
-
-impl BackboneAdapter {
-    /// Builds `arch` under `p / "backbone"` (parameter group 0).
-    pub fn new(p: &nn::Path, arch: Arch) -> Result<Self> {
-        let net = backbones::backbone(p / PREFIX, arch)?;
-        Ok(Self { net, arch, all_frozen: false })
-    }
-
-    /// Strides and channels of C3, C4, C5.
-    pub fn feature_info(&self) -> Vec<FeatureInfo> {
-        self.net.feature_info()
-    }
-
-    /// The input normalisation of the pretrained weights.
-    pub fn normalization(&self) -> Normalization {
-        self.net.normalization()
-    }
-
-    /// Marks the first `n` stages frozen (their batch norms then run in eval mode).
-    pub fn set_frozen_stages(&mut self, n: usize) {
-        self.net.set_frozen_stages(n);
-        self.all_frozen = n >= self.net.stages().len();
-    }
-
-    /// `[N, 3, H, W]` normalised -> `[C3 [N, c3, H/8, W/8], C4 [N, c4, H/16, W/16], C5 [N, c5, H/32, W/32]]`.
-    pub fn forward(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
-        float32(if self.all_frozen {
-            // Nothing upstream needs gradients: skip building the graph (and the BNs run in eval mode).
-            tch::no_grad(|| self.net.forward_features(xs, false))
-        } else {
-            self.net.forward_features(xs, train)
-        })
-    }
-}
 
 /// Backbone maps in float32. Under mixed precision the backbone runs in bfloat16 and everything after
 /// it (neck, heads, box coding, losses) in float32; float32 maps pass through untouched.

@@ -1,10 +1,10 @@
 //! `configs/detect.toml`: every key with its default. Sections: `[data]`, `[augment]`, `[model]`,
 //! `[loss]`, `[train]`, `[eval]`.
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 use tlcv_core::{freeze::Strategy, train::TrainConfig};
+
+pub use crate::family::Family;
 
 /// On-disk layout of a detection data set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,47 +127,6 @@ impl Default for AugmentConfig {
             hsv_v: 0.4,
             min_box_side: 2.0,
             min_visible: 0.25,
-        }
-    }
-}
-
-/// The detector family (each in its own modules, sharing data, evaluation and box utilities).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Family {
-    /// Anchor-free, decoupled YOLOv8-style head with DFL and task-aligned assignment.
-    #[serde(rename = "yolo")]
-    Yolo,
-    /// Single-shot detector: default boxes on six levels, hard-negative mining.
-    #[serde(rename = "ssd")]
-    Ssd,
-    /// Two-stage detector: FPN, region proposals, RoIAlign and a box head.
-    #[serde(rename = "faster-rcnn", alias = "faster_rcnn", alias = "fasterrcnn")]
-    FasterRcnn,
-}
-
-impl Family {
-    /// Every family, in the order of the README's table.
-    pub const ALL: [Family; 3] = [Family::Yolo, Family::Ssd, Family::FasterRcnn];
-}
-
-impl fmt::Display for Family {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Family::Yolo => "yolo",
-            Family::Ssd => "ssd",
-            Family::FasterRcnn => "faster-rcnn",
-        })
-    }
-}
-
-impl std::str::FromStr for Family {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
-            "yolo" => Ok(Family::Yolo),
-            "ssd" => Ok(Family::Ssd),
-            "faster-rcnn" | "fasterrcnn" => Ok(Family::FasterRcnn),
-            other => Err(format!("unknown detector family `{other}`; use yolo, ssd or faster-rcnn")),
         }
     }
 }

@@ -1,18 +1,18 @@
 //! detect: object detection by transfer learning with three families on the same backbones, data,
-//! augmentation, evaluation and commands (`--model yolo|ssd|faster-rcnn`, see [`model`]):
-//! - YOLO-style: [`backbone`] (any core backbone's C3/C4/C5) → [`neck`] (FPN + PAN) → [`heads`]
-//!   (decoupled, anchor-free, DFL) over [`anchors`]; task-aligned assignment ([`matching`]) and
-//!   [`loss`] (BCE, CIoU, DFL); [`postprocess`] decodes and runs class-aware [`nms`].
+//! augmentation, evaluation and commands (`--model yolo|ssd|faster-rcnn`). Every family implements
+//! [`family::DetectorFamily`] and is registered in [`family`]; [`model::Detector`] drives whichever
+//! one the configuration names.
+//! - [`yolo`]: FPN + PAN neck, decoupled anchor-free head with DFL, task-aligned assignment, BCE +
+//!   CIoU + DFL loss.
 //! - [`ssd`]: default boxes from [`priors`], IoU matching, hard-negative mining, SSD augmentation.
 //! - [`faster_rcnn`]: FPN, RPN, [`roi_align`] and a two-layer box head.
 //!
 //! Shared: [`data`] reads YOLO or COCO data sets (validating every box) → [`augment`] (mosaic,
 //! random affine, flip, HSV, letterbox; boxes move with the pixels) → [`task`] in the shared training
-//! loop; [`boxes`] (coding, IoU), [`matching`], [`nms`] and [`priors`] serve every family; scoring is
-//! [`evaluate`] with the pycocotools-exact [`eval`]; [`pipeline`], [`predict`] and [`report`] tie it
-//! together.
+//! loop; [`backbone`], [`boxes`] (coding, IoU), [`matching`], [`nms`], [`priors`] and [`postprocess`]
+//! serve every family; scoring is [`evaluate`] with the pycocotools-exact [`eval`]; [`pipeline`],
+//! [`predict`] and [`report`] tie it together.
 
-pub mod anchors;
 pub mod augment;
 pub mod backbone;
 pub mod boxes;
@@ -21,14 +21,11 @@ pub mod data;
 pub mod error;
 pub mod eval;
 pub mod evaluate;
+pub mod family;
 pub mod faster_rcnn;
-pub mod heads;
-pub mod iou;
-pub mod loss;
 pub mod matching;
 pub mod model;
 pub mod model_io;
-pub mod neck;
 pub mod nms;
 pub mod pipeline;
 pub mod postprocess;
@@ -38,6 +35,7 @@ pub mod report;
 pub mod roi_align;
 pub mod ssd;
 pub mod task;
+pub mod yolo;
 
 pub use config::DetectConfig;
 pub use error::{DetectError, Result};

@@ -1,15 +1,13 @@
-//! From head outputs to detections: decode the edge distributions around the anchor points into
-//! boxes, keep each anchor's best class above a score threshold, run class-aware NMS
-//! ([`crate::nms::batched_nms_plain`]), cap the count, and map boxes back to original pixels
-//! through the letterbox.
+//! From dense predictions to detections: keep each anchor's best class above a score threshold, run
+//! class-aware NMS ([`crate::nms::batched_nms_plain`]), cap the count, and map boxes back to
+//! original pixels through the letterbox. (Decoding a head's raw output into boxes and scores is
+//! the family's own, e.g. [`crate::yolo::head::decode`].)
 
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
-use crate::anchors::AnchorPoints;
 use crate::augment::LetterboxInfo;
 use crate::error::Result;
-use crate::heads::yolo::{HeadOutput, dfl_decode, dist_to_boxes};
 use crate::nms::batched_nms_plain;
 
 /// One detection.
@@ -44,15 +42,8 @@ impl Default for PostprocessConfig {
     }
 }
 
-/// Decodes a YOLO head output: boxes `[N, A, 4]` xyxy in input pixels and class probabilities `[N, A, nc]`.
-pub fn decode(out: &HeadOutput, anchors: &AnchorPoints, reg_max: i64) -> (Tensor, Tensor) {
-    let ltrb = dfl_decode(&out.dist, reg_max); // [N, A, 4] stride units
-    let boxes = dist_to_boxes(&ltrb, &anchors.grid()) * &anchors.strides; // [N, A, 4] pixels
-    (boxes, out.cls.sigmoid())
-}
-
-/// Per image: best class per anchor, score filter, top candidates, class-aware NMS. Inputs as
-/// returned by [`decode`]; detections are in input pixels, sorted by score.
+/// Per image: best class per anchor, score filter, top candidates, class-aware NMS. Inputs are
+/// boxes `[N, A, 4]` xyxy in input pixels and class probabilities `[N, A, nc]`; detections are in input pixels, sorted by score.
 pub fn postprocess(boxes: &Tensor, scores: &Tensor, cfg: &PostprocessConfig) -> Result<Vec<Vec<Detection>>> {
     let n = boxes.size()[0];
     let (best, cls) = scores.max_dim(-1, false); // [N, A]

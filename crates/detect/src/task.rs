@@ -18,8 +18,8 @@ use crate::augment::{Sample, train_transform};
 use crate::config::{AugmentConfig, DetectConfig, Recipe};
 use crate::data::{DetImage, Object};
 use crate::evaluate::{evaluate_images, flat_metrics};
-use crate::loss::yolo::Targets;
 use crate::model::Detector;
+use crate::model_io::Targets;
 use crate::postprocess::PostprocessConfig;
 
 /// One training batch.

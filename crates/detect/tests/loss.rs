@@ -3,8 +3,8 @@
 
 use std::f64::consts::PI;
 
-use detect::iou::{ciou, iou};
-use detect::loss::yolo::dfl;
+use detect::boxes::{ciou, iou};
+use detect::yolo::loss::dfl;
 use tch::{Kind, Tensor};
 
 fn t4(b: [f64; 4]) -> Tensor {

@@ -3,7 +3,7 @@
 //! variables in the backbone, the neck and the heads.
 
 use anyhow::{Result, ensure};
-use detect::{DetectConfig, config::Family, loss::yolo::Targets, model::Detector};
+use detect::{DetectConfig, config::Family, model::Detector, model_io::Targets};
 use tch::{Device, Kind, Tensor};
 use tlcv_core::freeze::Strategy;
 
@@ -20,7 +20,7 @@ fn targets() -> Targets {
 
 #[test]
 fn every_family_trains_float32_weights_with_a_bf16_backbone() -> Result<()> {
-    for family in Family::ALL {
+    for &family in Family::ALL {
         let mut cfg = DetectConfig::default();
         cfg.data.img_size = 64;
         cfg.model.family = family;

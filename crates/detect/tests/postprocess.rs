@@ -2,11 +2,11 @@
 //! as edge distributions at known anchors, then decoded, thresholded, NMS-ed and mapped back.
 #![allow(clippy::unwrap_used)]
 
-use detect::anchors::anchor_points;
 use detect::augment::letterbox;
 use detect::data::Object;
-use detect::heads::yolo::HeadOutput;
-use detect::postprocess::{PostprocessConfig, decode, postprocess, to_original};
+use detect::postprocess::{PostprocessConfig, postprocess, to_original};
+use detect::yolo::anchors::anchor_points;
+use detect::yolo::head::{HeadOutput, decode};
 use tch::{Kind, Tensor};
 use tlcv_core::data::RgbImage;
 

@@ -3,7 +3,7 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)] // test failures are panics
 
-use detect::matching::iou::{BalancedPositiveNegativeSampler, Matcher, hard_negative_mask, ssd_match, to_vec_i64};
+use detect::matching::{BalancedPositiveNegativeSampler, Matcher, hard_negative_mask, ssd_match, to_vec_i64};
 use detect::priors::{AnchorGenerator, DefaultBoxGenerator};
 use tch::{Kind, Tensor};
 

@@ -1,7 +1,7 @@
 //! Task-aligned assignment on a hand-built case (values worked out by hand in the comments).
 #![allow(clippy::unwrap_used)]
 
-use detect::matching::tal::{TalConfig, assign};
+use detect::yolo::assigner::{TalConfig, assign};
 use tch::{Kind, Tensor};
 
 fn v(t: &Tensor) -> Vec<f64> {

@@ -23,7 +23,9 @@ use tch::{Tensor, nn};
 use tlcv_core::backbones::{Arch, Backbone, HEAD_GROUP, backbone};
 
 use crate::error::DetectError;
-use crate::model_io::{Detections, Target};
+use crate::family::{BuildContext, DetectorFamily, StepLosses, to_detections};
+use crate::model_io::{Detections, Target, Targets};
+use crate::postprocess::{Detection, PostprocessConfig};
 use crate::priors::AnchorGenerator;
 use fpn::Fpn;
 use roi_heads::{RoiHeads, RoiHeadsConfig};
@@ -124,16 +126,6 @@ impl FasterRcnn {
         Ok(Self { body, fpn, rpn, roi_heads, from_c2: cfg.fpn_from_c2 })
     }
 
-    /// The trunk, e.g. to freeze stages ([`Backbone::stages`]).
-    pub fn body_mut(&mut self) -> &mut Box<dyn Backbone> {
-        &mut self.body
-    }
-
-    /// The trunk.
-    pub fn body(&self) -> &dyn Backbone {
-        self.body.as_ref()
-    }
-
     /// `[N, 3, H, W]` -> FPN maps `[P2, P3, P4, P5, pool]` (or from P3), each `[N, fpn_channels, H/s,
     /// W/s]` (s = 4 or 8 .. 64).
     pub fn features(&self, images: &Tensor) -> Result<Vec<Tensor>, DetectError> {
@@ -201,5 +193,47 @@ impl FasterRcnn {
             ("loss_classifier".into(), cls),
             ("loss_box_reg".into(), box_reg),
         ])
+    }
+}
+
+/// Builds the family from `[model.faster_rcnn]`.
+pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn DetectorFamily>, DetectError> {
+    let f = &ctx.cfg.model.faster_rcnn;
+    let mut fc = FasterRcnnConfig::new(ctx.num_classes);
+    fc.fpn_channels = f.fpn_channels;
+    fc.anchor_sizes = f.anchor_sizes.clone();
+    fc.fpn_from_c2 = f.fpn_from_c2;
+    fc.roi_heads.representation_size = f.representation_size;
+    fc.roi_heads.batch_size_per_image = f.roi_batch_per_image;
+    fc.rpn.post_nms_top_n_train = f.proposals_train;
+    fc.rpn.pre_nms_top_n_train = f.proposals_train;
+    fc.rpn.post_nms_top_n_test = f.proposals_test;
+    fc.rpn.pre_nms_top_n_test = f.proposals_test;
+    Ok(Box::new(FasterRcnn::with_backbone(ctx.root, ctx.arch, fc)?))
+}
+
+impl DetectorFamily for FasterRcnn {
+    fn forward_train(&self, xs: &Tensor, targets: &Targets) -> Result<StepLosses, DetectError> {
+        Ok(StepLosses::sum(FasterRcnn::forward_train(self, xs, &targets.per_image())?, xs.device()))
+    }
+
+    fn predict(&self, xs: &Tensor, cfg: &PostprocessConfig) -> Result<Vec<Vec<Detection>>, DetectError> {
+        tch::no_grad(|| FasterRcnn::predict(self, xs))?.iter().map(|d| to_detections(d, cfg)).collect()
+    }
+
+    fn backbone(&self) -> &dyn Backbone {
+        self.body.as_ref()
+    }
+
+    fn set_frozen_stages(&mut self, n: usize) {
+        self.body.set_frozen_stages(n);
+    }
+
+    fn backbone_prefix(&self) -> &'static str {
+        "backbone.body"
+    }
+
+    fn head_prefixes(&self) -> &'static [&'static str] {
+        &HEAD_PREFIXES
     }
 }

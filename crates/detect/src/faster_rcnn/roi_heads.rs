@@ -9,7 +9,7 @@ use tlcv_core::backbones::layers::{Linear, LinearInit};
 
 use crate::boxes::{BoxCoder, box_iou, clip_boxes};
 use crate::error::DetectError;
-use crate::matching::iou::{BELOW_LOW_THRESHOLD, BETWEEN_THRESHOLDS, BalancedPositiveNegativeSampler, Matcher};
+use crate::matching::{BELOW_LOW_THRESHOLD, BETWEEN_THRESHOLDS, BalancedPositiveNegativeSampler, Matcher};
 use crate::model_io::{Detections, Target};
 use crate::nms::batched_nms;
 use crate::roi_align::MultiScaleRoiAlign;

@@ -9,7 +9,7 @@ use tlcv_core::backbones::layers::Conv;
 use super::fpn::{conv_bias, normal_init};
 use crate::boxes::{BoxCoder, box_iou, clip_boxes};
 use crate::error::DetectError;
-use crate::matching::iou::{BELOW_LOW_THRESHOLD, BETWEEN_THRESHOLDS, BalancedPositiveNegativeSampler, Matcher};
+use crate::matching::{BELOW_LOW_THRESHOLD, BETWEEN_THRESHOLDS, BalancedPositiveNegativeSampler, Matcher};
 use crate::nms::batched_nms;
 use crate::priors::AnchorGenerator;
 

@@ -15,11 +15,17 @@ pub mod head;
 use tch::{Kind, Reduction, Tensor, nn};
 use tlcv_core::backbones::{Arch, Backbone, HEAD_GROUP, backbone};
 
+/// Prefixes of the variables that are never frozen.
+pub const HEAD_PREFIXES: [&str; 2] = ["extras", "head"];
+
 use crate::boxes::{BoxCoder, box_iou, clip_boxes};
+use crate::config::ModelConfig;
 use crate::error::DetectError;
-use crate::matching::iou::{hard_negative_mask, ssd_match};
-use crate::model_io::{Detections, Target};
+use crate::family::{BuildContext, DetectorFamily, StepLosses, to_detections};
+use crate::matching::{hard_negative_mask, ssd_match};
+use crate::model_io::{Detections, Target, Targets};
 use crate::nms::batched_nms;
+use crate::postprocess::{Detection, PostprocessConfig};
 use crate::priors::DefaultBoxGenerator;
 use extras::Extras;
 use head::SsdHead;
@@ -108,11 +114,6 @@ impl Ssd {
         let priors = DefaultBoxGenerator::new(cfg.aspect_ratios.clone(), cfg.min_ratio, cfg.max_ratio)?;
         let head = SsdHead::new(&(&h / "head"), &channels, &priors.num_anchors_per_location(), cfg.num_classes)?;
         Ok(Self { backbone: bb, extras, head, priors, coder: BoxCoder::ssd(cfg.variances), cfg })
-    }
-
-    /// The backbone, e.g. to freeze stages.
-    pub fn backbone_mut(&mut self) -> &mut Box<dyn Backbone> {
-        &mut self.backbone
     }
 
     /// `[N, 3, H, W]` -> `(logits [N, P, K + 1], deltas [N, P, 4], priors [P, 4] xyxy pixels)`.
@@ -216,5 +217,51 @@ impl Ssd {
             });
         }
         Ok(out)
+    }
+}
+
+/// Builds the family from `[model.ssd]`.
+pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn DetectorFamily>, DetectError> {
+    let s = &ctx.cfg.model.ssd;
+    let cfg = SsdConfig {
+        extra_channels: s.extra_channels.clone(),
+        min_ratio: s.min_ratio,
+        max_ratio: s.max_ratio,
+        aspect_ratios: s.aspect_ratios.clone(),
+        neg_pos_ratio: s.neg_pos_ratio,
+        ..SsdConfig::new(ctx.num_classes)
+    };
+    Ok(Box::new(Ssd::new(ctx.root, ctx.arch, cfg)?))
+}
+
+impl DetectorFamily for Ssd {
+    fn forward_train(&self, xs: &Tensor, targets: &Targets) -> Result<StepLosses, DetectError> {
+        Ok(StepLosses::sum(Ssd::forward_train(self, xs, &targets.per_image())?, xs.device()))
+    }
+
+    fn predict(&self, xs: &Tensor, cfg: &PostprocessConfig) -> Result<Vec<Vec<Detection>>, DetectError> {
+        tch::no_grad(|| Ssd::predict(self, xs))?.iter().map(|d| to_detections(d, cfg)).collect()
+    }
+
+    fn backbone(&self) -> &dyn Backbone {
+        self.backbone.as_ref()
+    }
+
+    fn set_frozen_stages(&mut self, n: usize) {
+        self.backbone.set_frozen_stages(n);
+    }
+
+    fn backbone_prefix(&self) -> &'static str {
+        "backbone"
+    }
+
+    fn head_prefixes(&self) -> &'static [&'static str] {
+        &HEAD_PREFIXES
+    }
+
+    /// `model.ssd.trainable_layers` when set (at most the backbone's stages): SSD predicts straight
+    /// from C3 and C4, so the stages that make them must adapt.
+    fn trainable_layers(&self, model: &ModelConfig) -> usize {
+        model.ssd.trainable_layers.map_or(model.trainable_layers, |t| t.min(self.backbone.stages().len()))
     }
 }

@@ -1,6 +1,6 @@
 //! Anchor points and strides of the anchor-free heads: one point at the centre of every feature-map
-//! cell, level by level (strides 8, 16, 32), row-major inside a level. SSD priors and Faster R-CNN
-//! anchor boxes will live here too.
+//! cell, level by level (strides 8, 16, 32), row-major inside a level. (SSD's default boxes and
+//! Faster R-CNN's anchor boxes are in [`crate::priors`].)
 
 use tch::{Device, Kind, Tensor};
 

@@ -1,6 +1,6 @@
-//! IoU-based assignment of priors (anchors, proposals, default boxes) to ground truth:
-//! torchvision's `Matcher` (Faster R-CNN), the SSD rule, the balanced positive/negative sampler and
-//! SSD's hard-negative mining.
+//! IoU-based assignment of priors (anchors, proposals, default boxes) to ground truth, shared by SSD
+//! and Faster R-CNN: torchvision's `Matcher`, the SSD rule, the balanced positive/negative sampler and
+//! SSD's hard-negative mining. (YOLO's task-aligned assigner is [`crate::yolo::assigner`].)
 
 use tch::{Device, Kind, Tensor};
 
@@ -122,12 +122,6 @@ pub fn hard_negative_mask(cls_loss: &Tensor, positive: &Tensor, neg_pos_ratio: i
     let (_, order) = loss.sort(1, true);
     let rank = order.argsort(1, false); // rank of each prior by descending loss
     Ok(rank.lt_tensor(&num_neg).logical_and(&positive.logical_not()))
-}
-
-/// Pairwise IoU helper on any device: `[M, 4]` ground truth x `[N, 4]` priors -> `[M, N]`.
-pub fn iou_matrix(gt: &Tensor, priors: &Tensor) -> Result<Tensor, DetectError> {
-    let dev = priors.device();
-    crate::boxes::box_iou(&gt.to_device(dev).to_kind(priors.kind()), priors)
 }
 
 /// The device-independent CPU copy of a small i64 tensor (for tests and diagnostics).

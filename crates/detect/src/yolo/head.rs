@@ -6,9 +6,9 @@
 use tch::{Kind, Tensor, nn};
 use tlcv_core::backbones::layers::{Conv, ConvBn, ConvInit, ConvOpts};
 
-use crate::anchors::{AnchorPoints, anchor_points};
+use super::anchors::{AnchorPoints, anchor_points};
+use super::neck::conv_bn_silu;
 use crate::error::Result;
-use crate::neck::conv_bn_silu;
 
 /// Raw head outputs, levels concatenated (P3 cells first, row-major).
 #[derive(Debug)]
@@ -119,4 +119,11 @@ pub fn dist_to_boxes(ltrb: &Tensor, points: &Tensor) -> Tensor {
     let lt = ltrb.slice(-1, 0, 2, 1);
     let rb = ltrb.slice(-1, 2, 4, 1);
     Tensor::cat(&[points - lt, points + rb], -1)
+}
+
+/// Decodes a head output: boxes `[N, A, 4]` xyxy in input pixels and class probabilities `[N, A, nc]`.
+pub fn decode(out: &HeadOutput, anchors: &AnchorPoints, reg_max: i64) -> (Tensor, Tensor) {
+    let ltrb = dfl_decode(&out.dist, reg_max); // [N, A, 4] stride units
+    let boxes = dist_to_boxes(&ltrb, &anchors.grid()) * &anchors.strides; // [N, A, 4] pixels
+    (boxes, out.cls.sigmoid())
 }

@@ -7,7 +7,7 @@
 
 use tch::{Kind, Tensor};
 
-use crate::iou::iou;
+use crate::boxes::iou;
 
 /// Assigner settings.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -4,29 +4,12 @@
 
 use tch::{Kind, Reduction, Tensor};
 
-use crate::anchors::AnchorPoints;
+use super::anchors::AnchorPoints;
+use super::assigner::{TalConfig, assign};
+use super::head::{HeadOutput, dfl_decode, dist_to_boxes};
+use crate::boxes::ciou;
 use crate::config::LossConfig;
-use crate::heads::yolo::{HeadOutput, dfl_decode, dist_to_boxes};
-use crate::iou::ciou;
-use crate::matching::tal::{TalConfig, assign};
-
-/// Padded ground truth of a batch, in input pixels.
-#[derive(Debug)]
-pub struct Targets {
-    /// `[B, M, 4]` xyxy boxes.
-    pub boxes: Tensor,
-    /// `[B, M]` int64 classes.
-    pub labels: Tensor,
-    /// `[B, M]` bool, false for padding.
-    pub mask: Tensor,
-}
-
-impl Targets {
-    /// Moves to a device.
-    pub fn to_device(&self, d: tch::Device) -> Self {
-        Self { boxes: self.boxes.to_device(d), labels: self.labels.to_device(d), mask: self.mask.to_device(d) }
-    }
-}
+use crate::model_io::Targets;
 
 /// The loss and its terms (already multiplied by their gains).
 #[derive(Debug)]

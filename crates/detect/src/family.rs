@@ -1,0 +1,195 @@
+//! Detector families behind one trait, as torchvision's `GeneralizedRCNN` gives every detector one
+//! `forward(images, targets)`: a family builds its network on a core backbone, returns its named
+//! training losses, predicts detections, and names the variables that never freeze. The pipeline,
+//! the training task, evaluation and `detect compare` only see [`DetectorFamily`].
+//!
+//! Adding a family is a new folder (say `src/yolov8/`) with a `build` function and one line in the
+//! [`families!`] list below, which also makes it a `model.family` / `--model` value.
+
+use std::fmt;
+
+use tch::{Kind, Tensor, nn};
+use tlcv_core::backbones::{Arch, Backbone};
+
+use crate::config::{DetectConfig, ModelConfig};
+use crate::error::{DetectError, Result};
+use crate::model_io::{Detections, Targets};
+use crate::postprocess::{Detection, PostprocessConfig};
+
+/// One training step's losses: the scalar to back-propagate and its named terms.
+#[derive(Debug)]
+pub struct StepLosses {
+    /// Scalar to back-propagate.
+    pub total: Tensor,
+    /// Named terms (already weighted), for the logs.
+    pub terms: Vec<(String, f64)>,
+}
+
+impl StepLosses {
+    /// Named loss tensors summed into one scalar, in order (the terms as logged values).
+    pub fn sum(terms: Vec<(String, Tensor)>, device: tch::Device) -> Self {
+        let mut total = Tensor::zeros([], (Kind::Float, device));
+        let mut out = Vec::with_capacity(terms.len());
+        for (name, t) in terms {
+            out.push((name, t.double_value(&[])));
+            total += t;
+        }
+        Self { total, terms: out }
+    }
+}
+
+/// What a family's `build` function gets.
+#[derive(Debug)]
+pub struct BuildContext<'a> {
+    /// The root of the detector's `VarStore`.
+    pub root: &'a nn::Path<'a>,
+    /// The backbone architecture.
+    pub arch: Arch,
+    /// Foreground classes of the data.
+    pub num_classes: i64,
+    /// The whole configuration (the family reads its own section).
+    pub cfg: &'a DetectConfig,
+}
+
+/// A family's constructor, registered in [`families!`].
+pub type BuildFn = fn(&BuildContext<'_>) -> Result<Box<dyn DetectorFamily>>;
+
+/// A detector family: backbone, neck, head and loss in one network.
+///
+/// Images are `[N, 3, S, S]`, normalised for the backbone and already in the compute kind and
+/// memory layout of the detector; boxes are xyxy in input pixels.
+pub trait DetectorFamily: fmt::Debug + Send {
+    /// Training losses of a batch against padded ground truth (training mode, with gradients).
+    fn forward_train(&self, xs: &Tensor, targets: &Targets) -> Result<StepLosses>;
+    /// Detections per image in eval mode without gradients: scores above `cfg.conf`, at most
+    /// `cfg.max_det`, best first.
+    fn predict(&self, xs: &Tensor, cfg: &PostprocessConfig) -> Result<Vec<Vec<Detection>>>;
+    /// The backbone (its stages and normalisation).
+    fn backbone(&self) -> &dyn Backbone;
+    /// Runs the first `n` backbone stages in eval mode (frozen).
+    fn set_frozen_stages(&mut self, n: usize);
+    /// Variable prefix of the backbone, where a classifier checkpoint is loaded (`backbone`).
+    fn backbone_prefix(&self) -> &'static str;
+    /// Prefixes of the variables after the backbone, which never freeze.
+    fn head_prefixes(&self) -> &'static [&'static str];
+    /// Backbone stages that train with `fine-tune` before the strategy caps them (a family may
+    /// keep its own setting).
+    fn trainable_layers(&self, model: &ModelConfig) -> usize {
+        model.trainable_layers
+    }
+}
+
+/// Declares the families: the [`Family`] enum (config and CLI names, aliases) and each family's
+/// constructor. One line per family.
+macro_rules! families {
+    ($($(#[$doc:meta])* $variant:ident = $name:literal $(| $alias:literal)* => $build:path,)+) => {
+        /// The detector family (`model.family`, `--model`).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Family {
+            $($(#[$doc])* $variant,)+
+        }
+
+        impl Family {
+            /// Every family, in the order of the README's table.
+            pub const ALL: &'static [Family] = &[$(Family::$variant),+];
+
+            /// The config and CLI name.
+            pub fn name(self) -> &'static str {
+                match self { $(Family::$variant => $name,)+ }
+            }
+
+            /// Other accepted spellings.
+            fn aliases(self) -> &'static [&'static str] {
+                match self { $(Family::$variant => &[$($alias),*],)+ }
+            }
+
+            /// The family's constructor.
+            pub fn builder(self) -> BuildFn {
+                match self { $(Family::$variant => $build,)+ }
+            }
+        }
+    };
+}
+
+families! {
+    /// Anchor-free, decoupled YOLOv8-style head with DFL and task-aligned assignment.
+    Yolo = "yolo" => crate::yolo::build,
+    /// Single-shot detector: default boxes on six levels, hard-negative mining.
+    Ssd = "ssd" => crate::ssd::build,
+    /// Two-stage detector: FPN, region proposals, RoIAlign and a box head.
+    FasterRcnn = "faster-rcnn" | "fasterrcnn" => crate::faster_rcnn::build,
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Family {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim().to_ascii_lowercase().replace('_', "-");
+        Family::ALL.iter().copied().find(|f| f.name() == t || f.aliases().contains(&t.as_str())).ok_or_else(|| {
+            let names: Vec<&str> = Family::ALL.iter().map(|f| f.name()).collect();
+            format!("unknown detector family `{t}`; use {}", names.join(", "))
+        })
+    }
+}
+
+impl serde::Serialize for Family {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Family {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A model's [`Detections`] -> the pipeline's detections, filtered by `cfg.conf` and capped.
+pub fn to_detections(d: &Detections, cfg: &PostprocessConfig) -> Result<Vec<Detection>> {
+    let boxes = Vec::<f32>::try_from(d.boxes.to_kind(Kind::Float).view([-1]))?;
+    let scores = Vec::<f32>::try_from(d.scores.to_kind(Kind::Float))?;
+    let labels = Vec::<i64>::try_from(d.labels.to_kind(Kind::Int64))?;
+    let mut out: Vec<Detection> = scores
+        .iter()
+        .zip(&labels)
+        .enumerate()
+        .filter(|(_, (s, _))| f64::from(**s) > cfg.conf)
+        .map(|(i, (s, l))| Detection {
+            bbox: [0, 1, 2, 3].map(|c| f64::from(boxes[i * 4 + c])),
+            score: f64::from(*s),
+            class: (*l).max(0) as usize,
+        })
+        .collect();
+    out.sort_by(|a, b| b.score.total_cmp(&a.score));
+    out.truncate(cfg.max_det);
+    Ok(out)
+}
+
+/// Checks that the configuration fits every family (the input size) before one is built.
+pub(crate) fn check_input_size(img_size: i64) -> Result<()> {
+    if img_size < 32 || img_size % 32 != 0 {
+        return Err(DetectError::Invalid(format!("data.img_size must be a positive multiple of 32, got {img_size}")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_aliases_parse() {
+        for f in Family::ALL {
+            assert_eq!(f.name().parse::<Family>(), Ok(*f));
+        }
+        assert_eq!("faster_rcnn".parse::<Family>(), Ok(Family::FasterRcnn));
+        assert_eq!("FasterRCNN".parse::<Family>(), Ok(Family::FasterRcnn));
+        let err = "retina".parse::<Family>().err().unwrap_or_default();
+        assert!(err.contains("yolo, ssd, faster-rcnn"), "{err}");
+    }
+}
