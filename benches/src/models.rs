@@ -111,7 +111,7 @@ impl ModelBench {
         let logits = self.net.forward_t(&self.xs, true); // [B, 1000]
         let loss = logits.to_kind(Kind::Float).cross_entropy_loss::<Tensor>(&self.ys, None, Reduction::Mean, -100, 0.0);
         loss.backward();
-        self.opt.step(&self.params, |_| 0.01);
+        self.opt.step(&self.params, &vec![0.01; self.params.len()]);
         loss.double_value(&[])
     }
 

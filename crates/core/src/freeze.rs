@@ -42,6 +42,16 @@ impl Strategy {
         }
     }
 
+    /// The backbone learning-rate scale to train with, given the configured `train.backbone_lr_scale`:
+    /// the configured one protects pretrained features, but a random backbone (scratch) has nothing
+    /// to protect and would only learn more slowly, so scratch trains it at the full rate (1).
+    pub fn backbone_lr_scale(self, configured: f64) -> f64 {
+        match self {
+            Strategy::Scratch => 1.0,
+            Strategy::FeatureExtract | Strategy::FineTune => configured,
+        }
+    }
+
     /// The config/CLI spelling.
     pub fn name(self) -> &'static str {
         match self {

@@ -96,7 +96,13 @@ pub fn train(cfg: &DetectConfig, run: &RunDir, resume: bool) -> Result<TrainOutc
         write_atomic(&run.root().join("issues.txt"), (ds.issues.messages.join("\n") + "\n").as_bytes())?;
     }
     let mut task = DetectTask::new(model, cfg.clone(), ds.names.clone(), ds.train, ds.val);
-    let fit = train::fit(&mut task, &cfg.train, run, &SingleProcess, &FitOptions { resume, max_epochs_this_run: None });
+    let fit = train::fit(
+        &mut task,
+        &cfg.train.for_strategy(cfg.model.strategy),
+        run,
+        &SingleProcess,
+        &FitOptions { resume, max_epochs_this_run: None },
+    );
     // Named even when training fails (e.g. every image skipped); each epoch re-reports a file.
     let mut skipped = task.skipped.lock().map(|l| l.clone()).unwrap_or_default();
     skipped.sort();

@@ -111,7 +111,7 @@ pub fn train(cfg: &SegmentConfig, run: &RunDir, resume: bool) -> Result<TrainOut
     let compute_kind = cfg.train.compute_kind(device);
     let mut task = SegTask { model, cfg: cfg.clone(), dataset, loss, skipped: Arc::clone(&skipped), compute_kind };
     let opts = FitOptions { resume, max_epochs_this_run: None };
-    let fit = train::fit(&mut task, &cfg.train, run, &SingleProcess, &opts)?;
+    let fit = train::fit(&mut task, &cfg.train.for_strategy(cfg.model.strategy), run, &SingleProcess, &opts)?;
     let SegTask { model, dataset, .. } = task;
     if run.best_weights().is_file() {
         checkpoint::load_file(&model.vs, &run.best_weights(), &LoadOptions::default())

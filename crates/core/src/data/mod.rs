@@ -1,6 +1,6 @@
 //! The data pipeline: decoding ([`image`]; plain JPEGs through libjpeg directly, whole or only the
 //! region a random crop keeps, in the private `jpeg` module), augmentation on u8 images
-//! ([`transforms`]), batching into tensors ([`tensor`]), the prefetching parallel [`loader`],
+//! ([`transforms`], with Pillow's resize in [`resample`]), batching into tensors ([`tensor`]), the prefetching parallel [`loader`],
 //! classification data set indexing ([`folder`]) and an opt-in decoded-image [`cache`].
 
 pub mod cache;
@@ -8,6 +8,7 @@ pub mod folder;
 pub mod image;
 mod jpeg;
 pub mod loader;
+pub mod resample;
 pub mod tensor;
 pub mod transforms;
 

@@ -1,6 +1,7 @@
 //! Geometric and photometric transforms on 8-bit [`RgbImage`]s, following torchvision's semantics
 //! (sizes, rounding, parameter sampling) so that recipes carry over. Random transforms draw from a
-//! caller-given RNG, so a fixed seed gives identical output.
+//! caller-given RNG, so a fixed seed gives identical output. Longer than most files (about 480 lines)
+//! because it keeps torchvision's geometric and photometric transforms together, each short.
 
 use opencv::core::{BORDER_CONSTANT, Mat, Rect, Scalar, Size};
 use opencv::imgproc;
@@ -9,6 +10,41 @@ use rand::seq::SliceRandom;
 
 use super::DataError;
 use super::image::{RgbImage, dims_i32};
+use super::resample;
+
+/// Which resampler the classification transforms use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResizeMethod {
+    /// Pillow's antialiased bilinear, byte for byte: what torchvision's transforms compute on PIL
+    /// images, so a model trained with them sees the same inputs here.
+    #[default]
+    Pillow,
+    /// OpenCV: area averaging when shrinking, bilinear otherwise, and JPEGs decoded at 1/2..1/8
+    /// scale when the target is that much smaller. Faster, but not torchvision's pixels.
+    Opencv,
+}
+
+impl ResizeMethod {
+    /// Whether JPEGs may be decoded at a reduced scale before resizing (OpenCV only).
+    pub fn allows_reduced_decoding(self) -> bool {
+        self == ResizeMethod::Opencv
+    }
+}
+
+/// Resizes to exactly `width` x `height` with `method`.
+pub fn resize_by(img: &RgbImage, width: usize, height: usize, method: ResizeMethod) -> Result<RgbImage, DataError> {
+    match method {
+        ResizeMethod::Pillow => resample::resize(img, width, height),
+        ResizeMethod::Opencv => resize(img, width, height),
+    }
+}
+
+/// [`resize_shorter`] with `method`.
+pub fn resize_shorter_by(img: &RgbImage, size: usize, method: ResizeMethod) -> Result<RgbImage, DataError> {
+    let (nw, nh) = shorter_side_dims(img.width, img.height, size);
+    resize_by(img, nw, nh, method)
+}
 
 /// Resizes to exactly `width` x `height`: area averaging when shrinking both sides (no aliasing),
 /// bilinear otherwise.
@@ -27,9 +63,13 @@ pub fn resize(img: &RgbImage, width: usize, height: usize) -> Result<RgbImage, D
 /// Resizes so that the shorter side is `size`, keeping the aspect ratio; the longer side is
 /// `floor(size * long / short)` as in torchvision's `Resize(int)`.
 pub fn resize_shorter(img: &RgbImage, size: usize) -> Result<RgbImage, DataError> {
-    let (w, h) = (img.width, img.height);
-    let (nw, nh) = if w <= h { (size, size * h / w.max(1)) } else { (size * w / h.max(1), size) };
+    let (nw, nh) = shorter_side_dims(img.width, img.height, size);
     resize(img, nw, nh)
+}
+
+/// torchvision's `Resize(int)` output size for a `w` x `h` image.
+fn shorter_side_dims(w: usize, h: usize, size: usize) -> (usize, usize) {
+    if w <= h { (size, size * h / w.max(1)) } else { (size * w / h.max(1), size) }
 }
 
 /// Crops `width` x `height` at (x, y); the rectangle must lie inside the image.
@@ -48,7 +88,8 @@ pub fn crop(img: &RgbImage, x: usize, y: usize, width: usize, height: usize) -> 
     Ok(RgbImage { width, height, data })
 }
 
-/// Crops the centre `width` x `height` (torchvision rounding: offset `round((H - h) / 2)`); when the
+/// Crops the centre `width` x `height` (torchvision rounding: offset `round((H - h) / 2)` with Python's
+/// ties-to-even, so 34.5 gives 34 and 35.5 gives 36); when the
 /// crop is larger than the image the missing border is filled with zeros, as torchvision pads.
 pub fn center_crop(img: &RgbImage, width: usize, height: usize) -> Result<RgbImage, DataError> {
     if width == 0 || height == 0 {
@@ -61,8 +102,8 @@ pub fn center_crop(img: &RgbImage, width: usize, height: usize) -> Result<RgbIma
     } else {
         img.clone()
     };
-    let top = ((src.height - height) as f64 / 2.0).round() as usize;
-    let left = ((src.width - width) as f64 / 2.0).round() as usize;
+    let top = ((src.height - height) as f64 / 2.0).round_ties_even() as usize;
+    let left = ((src.width - width) as f64 / 2.0).round_ties_even() as usize;
     crop(&src, left, top, width, height)
 }
 
@@ -142,7 +183,7 @@ pub fn random_resized_crop(img: &RgbImage, size: usize, rng: &mut impl Rng) -> R
     random_resized_crop_with(img, size, size, (0.08, 1.0), (3.0 / 4.0, 4.0 / 3.0), rng)
 }
 
-/// Random resized crop to `width` x `height` with explicit scale and ratio ranges.
+/// Random resized crop to `width` x `height` with explicit scale and ratio ranges (OpenCV bilinear).
 pub fn random_resized_crop_with(
     img: &RgbImage,
     width: usize,
@@ -151,9 +192,7 @@ pub fn random_resized_crop_with(
     ratio: (f64, f64),
     rng: &mut impl Rng,
 ) -> Result<RgbImage, DataError> {
-    check_crop_ranges(scale, ratio)?;
-    let r = random_resized_crop_params(img.width, img.height, scale, ratio, rng);
-    resize_region(img, r, width, height)
+    RandomResizedCrop { width, height, scale, ratio, method: ResizeMethod::Opencv }.apply(img, rng)
 }
 
 fn check_crop_ranges(scale: (f64, f64), ratio: (f64, f64)) -> Result<(), DataError> {
@@ -163,7 +202,64 @@ fn check_crop_ranges(scale: (f64, f64), ratio: (f64, f64)) -> Result<(), DataErr
     Err(DataError::Invalid(format!("random resized crop: bad scale {scale:?} or ratio {ratio:?}")))
 }
 
-/// Resizes `region` of `img` to `width` x `height` (bilinear).
+/// A random resized crop: the rectangle drawn as torchvision's `RandomResizedCrop.get_params`, then
+/// cropped and resized to `width` x `height` with `method` (crop first, as torchvision's
+/// `resized_crop`, so the filter sees only the crop's pixels).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RandomResizedCrop {
+    /// Output width.
+    pub width: usize,
+    /// Output height.
+    pub height: usize,
+    /// Range of the crop's area as a fraction of the image's.
+    pub scale: (f64, f64),
+    /// Range of the crop's aspect ratio (width / height).
+    pub ratio: (f64, f64),
+    /// The resampler.
+    pub method: ResizeMethod,
+}
+
+impl RandomResizedCrop {
+    /// Draws a crop of `img` and resizes it.
+    pub fn apply(&self, img: &RgbImage, rng: &mut impl Rng) -> Result<RgbImage, DataError> {
+        check_crop_ranges(self.scale, self.ratio)?;
+        let r = random_resized_crop_params(img.width, img.height, self.scale, self.ratio, rng);
+        self.resize_crop(img, r)
+    }
+
+    /// Resizes the rectangle `r` of `img` to the output size (the deterministic half of [`Self::apply`]).
+    pub fn resize_crop(&self, img: &RgbImage, r: CropRect) -> Result<RgbImage, DataError> {
+        match self.method {
+            ResizeMethod::Pillow => resample::resize(&crop(img, r.x, r.y, r.width, r.height)?, self.width, self.height),
+            ResizeMethod::Opencv => resize_region(img, r, self.width, self.height),
+        }
+    }
+
+    /// [`Self::apply`] on encoded bytes, with the same draws and result; for a JPEG only the crop is
+    /// decoded (see [`decode_random_resized_crop`]).
+    pub fn decode(
+        &self,
+        bytes: &[u8],
+        path: &std::path::Path,
+        opts: &super::DecodeOptions,
+        rng: &mut (impl Rng + Clone),
+    ) -> Result<RgbImage, DataError> {
+        check_crop_ranges(self.scale, self.ratio)?;
+        let header = super::image::inspect(bytes, path, opts)?;
+        // Drawn from a copy: the whole-image fallback below must draw the same numbers from the same state.
+        let mut attempt = rng.clone();
+        let pick = |w, h| random_resized_crop_params(w, h, self.scale, self.ratio, &mut attempt);
+        if let Some(crop) = super::jpeg::decode_picked(bytes, path, header, opts, pick)? {
+            *rng = attempt;
+            let whole = CropRect { x: 0, y: 0, width: crop.width, height: crop.height };
+            return self.resize_crop(&crop, whole);
+        }
+        let img = super::image::decode_with_opencv(bytes, path, header, opts)?;
+        self.apply(&img, rng)
+    }
+}
+
+/// Resizes `region` of `img` to `width` x `height` (OpenCV bilinear).
 fn resize_region(img: &RgbImage, r: CropRect, width: usize, height: usize) -> Result<RgbImage, DataError> {
     let (h, w) = dims_i32(width, height)?;
     let src = img.as_mat()?;
@@ -188,18 +284,7 @@ pub fn decode_random_resized_crop(
     ratio: (f64, f64),
     rng: &mut (impl Rng + Clone),
 ) -> Result<RgbImage, DataError> {
-    check_crop_ranges(scale, ratio)?;
-    let header = super::image::inspect(bytes, path, opts)?;
-    // Drawn from a copy: the OpenCV fallback below must draw the same numbers from the same state.
-    let mut attempt = rng.clone();
-    let pick = |w, h| random_resized_crop_params(w, h, scale, ratio, &mut attempt);
-    if let Some(crop) = super::jpeg::decode_picked(bytes, path, header, opts, pick)? {
-        *rng = attempt;
-        let whole = CropRect { x: 0, y: 0, width: crop.width, height: crop.height };
-        return resize_region(&crop, whole, width, height);
-    }
-    let img = super::image::decode_with_opencv(bytes, path, header, opts)?;
-    random_resized_crop_with(&img, width, height, scale, ratio, rng)
+    RandomResizedCrop { width, height, scale, ratio, method: ResizeMethod::Opencv }.decode(bytes, path, opts, rng)
 }
 
 /// Mirrors left-right.

@@ -3,7 +3,8 @@
 //!
 //! Every function writes one PNG at the given path (the extension selects the format, so use
 //! `.png`) and returns [`ReportError`] on bad input or a failed write. Text needs a font, see
-//! [`super::style::font_status`]; without one the plots are drawn without text.
+//! [`super::style::font_status`]; without one the plots are drawn without text. About 500 lines: the
+//! plot kinds share their frame, axes and legend code, which is why they live in one file.
 
 use std::path::Path;
 
@@ -26,12 +27,28 @@ pub struct Series {
     pub name: String,
     /// Points in drawing order.
     pub points: Vec<(f64, f64)>,
+    /// Half-heights of vertical error bars, one per point (e.g. a standard deviation); empty for none.
+    pub errors: Vec<f64>,
 }
 
 impl Series {
     /// A named series.
     pub fn new(name: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
-        Series { name: name.into(), points }
+        Series { name: name.into(), points, errors: Vec::new() }
+    }
+
+    /// The same series with error bars `y ± errors[i]` at its points.
+    pub fn with_errors(mut self, errors: Vec<f64>) -> Self {
+        self.errors = errors;
+        self
+    }
+
+    /// The lowest and highest y the series draws, error bars included.
+    fn y_extent(&self) -> impl Iterator<Item = f64> + '_ {
+        self.points.iter().enumerate().flat_map(|(i, p)| {
+            let e = self.errors.get(i).copied().filter(|e| e.is_finite()).unwrap_or(0.0);
+            [p.1 - e, p.1 + e]
+        })
     }
 }
 
@@ -76,7 +93,7 @@ pub fn line_plot_with(
     let (y0, y1) = match opts.y_range {
         Some((a, b)) if a.is_finite() && b.is_finite() && a < b => (a, b),
         Some(r) => return Err(ReportError::Invalid(format!("invalid y range {r:?}"))),
-        None => fit_range(series.iter().flat_map(|s| s.points.iter().map(|p| p.1)), 0.05),
+        None => fit_range(series.iter().flat_map(Series::y_extent), 0.05),
     };
     let frame = Frame {
         title,
@@ -172,6 +189,17 @@ pub(crate) fn draw_curves(
         if pts.len() <= 40 {
             chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(&err)?;
         }
+        let bars = s.points.iter().zip(&s.errors).filter(|((x, y), e)| x.is_finite() && y.is_finite() && e.is_finite());
+        // A vertical line from y - e to y + e with caps 1/60 of the x range wide.
+        let cap = (frame.x.1 - frame.x.0) / 120.0;
+        let segments = bars.flat_map(|(&(x, y), &e)| {
+            [
+                vec![(x, y - e), (x, y + e)],
+                vec![(x - cap, y - e), (x + cap, y - e)],
+                vec![(x - cap, y + e), (x + cap, y + e)],
+            ]
+        });
+        chart.draw_series(segments.map(|pts| PathElement::new(pts, color.stroke_width(2)))).map_err(&err)?;
     }
     if text && series.iter().any(|s| !s.name.is_empty()) {
         chart

@@ -6,6 +6,7 @@ use super::{optim::OptimizerKind, schedule::ScheduleKind};
 use tch::{Device, Kind};
 
 use crate::device::{DeviceChoice, cpu_has_bf16};
+use crate::freeze::Strategy;
 
 /// Numeric precision of the forward pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -33,7 +34,8 @@ pub struct TrainConfig {
     pub optimizer: OptimizerKind,
     /// Learning rate of the head (parameter group 1).
     pub lr: f64,
-    /// The backbone's learning rate is `lr * backbone_lr_scale` (lower for fine-tuning).
+    /// The backbone's learning rate is `lr * backbone_lr_scale` (lower for fine-tuning; scratch
+    /// ignores it and trains the backbone at `lr`).
     pub backbone_lr_scale: f64,
     /// Weight decay (decoupled for AdamW, L2 for SGD).
     pub weight_decay: f64,
@@ -65,9 +67,38 @@ pub struct TrainConfig {
     pub unfreeze_every: usize,
     /// On a non-finite loss, retry the epoch once with the learning rate divided by 10.
     pub retry_lower_lr: bool,
+    /// Batch norm in the backbone layers that train: "train" (batch statistics, running ones updated)
+    /// or "frozen" (running statistics, as in inference, while the weights still train). Classification.
+    pub bn: BnMode,
+    /// LP-FT (Kumar et al., ICLR 2022): train the head alone this many epochs first (on the feature
+    /// cache), then the backbone layers too for `epochs` more, at `lr`. 0 = off. Classification.
+    pub head_epochs: usize,
+    /// Layer-wise learning-rate decay (Clark et al. 2020, ELECTRA; BEiT): backbone stage `i` of `n`
+    /// trains at `lr * backbone_lr_scale * layer_decay^(n - 1 - i)`, so the deepest stage gets the
+    /// backbone rate and earlier ones less. 1 = off. Classification.
+    pub layer_decay: f64,
+}
+
+/// How batch norm behaves in backbone layers that train.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BnMode {
+    /// Normalise with batch statistics and update the running ones (PyTorch's `model.train()`).
+    #[default]
+    Train,
+    /// Normalise with the running (pretrained) statistics and leave them alone while the weights
+    /// train: Keras' advice for fine-tuning (`base_model(x, training=False)`), robust to small batches
+    /// and a shift between the pretraining data and yours.
+    Frozen,
 }
 
 impl TrainConfig {
+    /// This configuration as `strategy` trains with it: a random backbone (scratch) trains at the full
+    /// rate, whatever `backbone_lr_scale` says (see [`Strategy::backbone_lr_scale`]).
+    pub fn for_strategy(&self, strategy: Strategy) -> TrainConfig {
+        TrainConfig { backbone_lr_scale: strategy.backbone_lr_scale(self.backbone_lr_scale), ..self.clone() }
+    }
+
     /// The kind that activations are computed in on `device`: bfloat16 when `precision = "bf16"` and
     /// the device has native bf16 arithmetic (a GPU, or a CPU with AVX-512 BF16 or AMX), float32
     /// otherwise. Prints a note when bf16 was asked for but cannot pay off.
@@ -108,6 +139,9 @@ impl Default for TrainConfig {
             device: DeviceChoice::Cpu,
             unfreeze_every: 0,
             retry_lower_lr: false,
+            bn: BnMode::Train,
+            head_epochs: 0,
+            layer_decay: 1.0,
         }
     }
 }

@@ -18,7 +18,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tch::{Tensor, nn::VarStore};
 
-pub use config::{Precision, TrainConfig};
+pub use config::{BnMode, Precision, TrainConfig};
 pub use optim::{Optimizer, OptimizerKind, OptimizerParams, Param, trainable_params};
 pub use parallel::{Parallel, SingleProcess};
 pub use schedule::{Schedule, ScheduleKind};
@@ -74,6 +74,11 @@ pub trait Task {
     fn train_step(&mut self, batch: Self::Batch) -> Result<StepOutput>;
     /// Evaluates on the validation split.
     fn validate(&mut self, epoch: usize) -> Result<Metrics>;
+    /// The factor on the learning rate of the backbone variable `name` (group 0), on top of
+    /// `backbone_lr_scale`: layer-wise decay gives earlier stages less. 1 by default.
+    fn lr_multiplier(&self, _name: &str) -> f64 {
+        1.0
+    }
 }
 
 /// How [`fit`] should start.
@@ -225,6 +230,10 @@ pub fn fit<T: Task>(
             let factor = schedule.factor(state.global_step) * lr_scale;
             let head_lr = cfg.lr * factor;
             let backbone_lr = head_lr * cfg.backbone_lr_scale;
+            let lrs: Vec<f64> = params
+                .iter()
+                .map(|p| if p.group == 0 { backbone_lr * task.lr_multiplier(&p.name) } else { head_lr })
+                .collect();
             memory::guard_oom(cfg.batch, || {
                 Optimizer::zero_grad(&params);
                 out.loss.f_backward()?;
@@ -233,7 +242,7 @@ pub fn fit<T: Task>(
                 if cfg.grad_clip > 0.0 {
                     Optimizer::clip_grad_norm(&params, cfg.grad_clip);
                 }
-                optimizer.step(&params, |group| if group == 0 { backbone_lr } else { head_lr });
+                optimizer.step(&params, &lrs);
                 Ok(())
             })?;
             state.global_step += 1;

@@ -115,15 +115,14 @@ impl Optimizer {
         total
     }
 
-    /// One update of every parameter with a defined gradient; `lr_of_group(g)` gives each group's LR.
-    pub fn step(&mut self, params: &[Param], lr_of_group: impl Fn(usize) -> f64) {
+    /// One update of every parameter with a defined gradient, `params[i]` at learning rate `lrs[i]`.
+    pub fn step(&mut self, params: &[Param], lrs: &[f64]) {
         tch::no_grad(|| {
-            for p in params {
+            for (p, &lr) in params.iter().zip(lrs) {
                 let grad = p.tensor.grad();
                 if !grad.defined() {
                     continue;
                 }
-                let lr = lr_of_group(p.group);
                 match self.params.kind {
                     OptimizerKind::Adamw => self.adamw(p, &grad, lr),
                     OptimizerKind::Sgd => self.sgd(p, &grad, lr),
@@ -257,7 +256,7 @@ mod tests {
         let (mut w, mut m, mut v) = (1.0f64, 0.0f64, 0.0f64);
         for (t, g) in [(1, 0.5), (2, -2.0), (3, 0.25)] {
             backward(&p, g);
-            opt.step(std::slice::from_ref(&p), |_| lr);
+            opt.step(std::slice::from_ref(&p), &[lr]);
             w *= 1.0 - lr * wd;
             m = b1 * m + (1.0 - b1) * g;
             v = b2 * v + (1.0 - b2) * g * g;
@@ -285,7 +284,7 @@ mod tests {
         let (mut w, mut buf) = (2.0f64, None::<f64>);
         for g in [1.0, -0.5, 3.0] {
             backward(&p, g);
-            opt.step(std::slice::from_ref(&p), |_| lr);
+            opt.step(std::slice::from_ref(&p), &[lr]);
             let d = g + wd * w;
             let b = match buf {
                 None => d,
@@ -310,7 +309,7 @@ mod tests {
         let mut a = Optimizer::new(params);
         let p = param(1.0);
         backward(&p, 0.3);
-        a.step(std::slice::from_ref(&p), |_| 0.1);
+        a.step(std::slice::from_ref(&p), &[0.1]);
         let mut b = Optimizer::new(params);
         b.load_state_tensors(a.state_tensors(), Device::Cpu)?;
         assert_eq!(b.steps, a.steps);
