@@ -1,7 +1,11 @@
 //! `configs/classify.toml`: every key with its default. Sections: `[data]`, `[model]`, `[train]`, `[eval]`.
 
 use serde::{Deserialize, Serialize};
-use tlcv_core::{freeze::Strategy, train::TrainConfig};
+use tlcv_core::{
+    data::transforms::ResizeMethod,
+    freeze::Strategy,
+    train::{BnMode, TrainConfig},
+};
 
 /// Where the images come from and how they are prepared.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,6 +30,10 @@ pub struct DataConfig {
     pub hflip: bool,
     /// Images larger than this many pixels are refused with a message.
     pub max_pixels: u64,
+    /// Resampler of the evaluation resize and the random resized crop: `pillow` (torchvision's pixels on
+    /// PIL images, byte for byte) or `opencv` (area averaging and reduced-scale JPEG decoding: faster,
+    /// different pixels).
+    pub resize: ResizeMethod,
     /// Keep decoded images in memory after the first epoch (small data sets).
     pub cache_images: bool,
 }
@@ -42,6 +50,7 @@ impl Default for DataConfig {
             min_crop_scale: 0.5,
             hflip: false,
             max_pixels: 64_000_000,
+            resize: ResizeMethod::Pillow,
             cache_images: true,
         }
     }
@@ -55,6 +64,23 @@ pub enum HeadKind {
     Linear,
     /// Linear → ReLU → Dropout → Linear.
     Mlp,
+}
+
+/// How the new classification layer starts (the one sized to the data; a pretrained head that already
+/// fits the class count is kept as loaded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeadInit {
+    /// All zeros (Kolesnikov et al. 2020, "Big Transfer"): the first loss is exactly ln(classes) and the
+    /// first gradients into the backbone are zero, so a pretrained backbone is not pushed around by a
+    /// random head. With the MLP head only its last layer is zeroed.
+    #[default]
+    Zero,
+    /// Weights N(0, 0.01), bias 0: near-uniform first predictions with symmetry already broken.
+    Small,
+    /// The architecture's own torchvision initialisation (EfficientNet's U(±1/sqrt(classes)) gives
+    /// large first logits: a loss of about 5 for 10 classes).
+    Native,
 }
 
 /// The network and how it is transferred.
@@ -71,6 +97,8 @@ pub struct ModelConfig {
     pub trainable_layers: usize,
     /// `linear` or `mlp`.
     pub head: HeadKind,
+    /// Initialisation of the new classification layer: `zero`, `small` or `native`.
+    pub head_init: HeadInit,
     /// Hidden width of the MLP head.
     pub hidden: i64,
     /// Dropout before the final layer of the head.
@@ -93,6 +121,7 @@ impl Default for ModelConfig {
             strategy: Strategy::FeatureExtract,
             trainable_layers: 2,
             head: HeadKind::Linear,
+            head_init: HeadInit::Zero,
             hidden: 256,
             dropout: 0.2,
             label_smoothing: 0.0,
@@ -186,6 +215,73 @@ impl ClassifyConfig {
 
     /// Names accepted by [`ClassifyConfig::preset`].
     pub const PRESETS: [&'static str; 4] = ["default", "quick", "finetune", "scratch"];
+
+    /// This configuration (data, backbone, epochs, batch, seed, ...) with the recipe of `strategy`'s
+    /// preset (`scratch`, `default` for feature-extract, `finetune`): strategy, weights, trainable
+    /// stages, feature cache, head initialisation, learning rates, batch-norm mode, LP-FT, layer decay
+    /// and unfreezing. A weights file given here is kept for the pretrained strategies.
+    pub fn with_recipe(&self, strategy: Strategy) -> Self {
+        let name = match strategy {
+            Strategy::Scratch => "scratch",
+            Strategy::FeatureExtract => "default",
+            Strategy::FineTune => "finetune",
+        };
+        let r = Self::preset(name).unwrap_or_default();
+        let weights = match strategy {
+            Strategy::Scratch => "none".to_string(),
+            _ if self.model.weights == "none" => "imagenet".to_string(),
+            _ => self.model.weights.clone(),
+        };
+        Self {
+            model: ModelConfig {
+                strategy,
+                weights,
+                trainable_layers: r.model.trainable_layers,
+                feature_cache: r.model.feature_cache,
+                head_init: r.model.head_init,
+                ..self.model.clone()
+            },
+            train: TrainConfig {
+                lr: r.train.lr,
+                backbone_lr_scale: r.train.backbone_lr_scale,
+                bn: r.train.bn,
+                head_epochs: r.train.head_epochs,
+                layer_decay: r.train.layer_decay,
+                unfreeze_every: r.train.unfreeze_every,
+                ..self.train.clone()
+            },
+            ..self.clone()
+        }
+    }
+
+    /// The transfer recipe in a few words, for tables.
+    pub fn recipe_summary(&self) -> String {
+        let (m, t) = (&self.model, &self.train);
+        match m.strategy {
+            Strategy::Scratch => format!("random init, all layers at lr {}", t.lr),
+            Strategy::FeatureExtract => {
+                let cache = if m.feature_cache { format!(", {} cached views", m.cache_views) } else { String::new() };
+                format!("frozen backbone{cache}, head at lr {}", t.lr)
+            }
+            Strategy::FineTune => {
+                let mut parts = Vec::new();
+                if t.head_epochs > 0 {
+                    parts.push(format!("LP-FT (head alone {} epochs)", t.head_epochs));
+                }
+                parts.push(format!("last {} stages at lr {} x {}", m.trainable_layers, t.lr, t.backbone_lr_scale));
+                if t.bn == BnMode::Frozen {
+                    parts.push("frozen batch norm".into());
+                }
+                if t.layer_decay != 1.0 {
+                    parts.push(format!("layer decay {}", t.layer_decay));
+                }
+                if t.unfreeze_every > 0 {
+                    parts.push(format!("one more stage every {} epochs", t.unfreeze_every));
+                }
+                parts.join(", ")
+            }
+        }
+    }
 }
 
 impl tlcv_core::config::Preset for ClassifyConfig {

@@ -12,7 +12,7 @@ use tlcv_core::{
     backbones::Normalization,
     data::{
         self, ClassDataset, DataError, DecodeOptions, ImageCache, RgbImage,
-        transforms::{self, ColorJitter},
+        transforms::{self, ColorJitter, RandomResizedCrop, ResizeMethod},
     },
     paths,
 };
@@ -96,6 +96,8 @@ pub struct Pipeline {
     pub min_crop_scale: f64,
     /// Random horizontal flips.
     pub hflip: bool,
+    /// The resampler.
+    pub resize: ResizeMethod,
     /// Decoding limits.
     pub decode: DecodeOptions,
     /// Decoded images kept across epochs (`data.cache_images`), shared by the loader threads.
@@ -111,7 +113,12 @@ impl Pipeline {
             augment: augment && cfg.augment,
             min_crop_scale: cfg.min_crop_scale,
             hflip: cfg.hflip,
-            decode: DecodeOptions { max_pixels: cfg.max_pixels as usize, target_size: Some(size) },
+            resize: cfg.resize,
+            // Reduced-scale JPEG decoding changes the pixels, so only the OpenCV resampler uses it.
+            decode: DecodeOptions {
+                max_pixels: cfg.max_pixels as usize,
+                target_size: cfg.resize.allows_reduced_decoding().then_some(size),
+            },
             cache: None,
         }
     }
@@ -132,26 +139,22 @@ impl Pipeline {
             None if self.augment => {
                 // Only the random crop of a JPEG is decoded (same crop as decoding it whole).
                 let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-                let (scale, ratio) = self.crop_ranges();
-                let crop = transforms::decode_random_resized_crop(
-                    &bytes,
-                    path,
-                    &self.decode,
-                    self.size,
-                    self.size,
-                    scale,
-                    ratio,
-                    rng,
-                )?;
+                let crop = self.random_crop().decode(&bytes, path, &self.decode, rng)?;
                 self.flip_and_jitter(crop, rng)
             }
             None => self.transform(&data::decode_file(path, &self.decode)?, rng),
         }
     }
 
-    /// The random crop's area and aspect ranges.
-    fn crop_ranges(&self) -> ((f64, f64), (f64, f64)) {
-        ((self.min_crop_scale, 1.0), (3.0 / 4.0, 4.0 / 3.0))
+    /// The random resized crop: area fraction `min_crop_scale..1`, aspect ratio 3/4..4/3.
+    fn random_crop(&self) -> RandomResizedCrop {
+        RandomResizedCrop {
+            width: self.size,
+            height: self.size,
+            scale: (self.min_crop_scale, 1.0),
+            ratio: (3.0 / 4.0, 4.0 / 3.0),
+            method: self.resize,
+        }
     }
 
     /// The augmentations after the random crop.
@@ -166,13 +169,12 @@ impl Pipeline {
     /// Transforms a decoded image.
     pub fn transform(&self, img: &RgbImage, rng: &mut StdRng) -> Result<RgbImage, DataError> {
         if self.augment {
-            let (scale, ratio) = self.crop_ranges();
-            let crop = transforms::random_resized_crop_with(img, self.size, self.size, scale, ratio, rng)?;
+            let crop = self.random_crop().apply(img, rng)?;
             self.flip_and_jitter(crop, rng)
         } else {
             // Resize the shorter side to size/0.875 then centre-crop, as torchvision's eval transform.
             let short = ((self.size as f64) / 0.875).round() as usize;
-            let resized = transforms::resize_shorter(&*trim_long_side(img)?, short)?;
+            let resized = transforms::resize_shorter_by(&*trim_long_side(img)?, short, self.resize)?;
             transforms::center_crop(&resized, self.size, self.size)
         }
     }

@@ -99,6 +99,12 @@ struct StudyCmd {
     /// Training images per class to compare, comma-separated.
     #[arg(long, value_delimiter = ',', default_values_t = [5usize, 10, 20, 50])]
     sizes: Vec<usize>,
+    /// Backbones to compare, comma-separated (default: the configuration's `model.backbone`).
+    #[arg(long, value_delimiter = ',')]
+    backbones: Vec<String>,
+    /// Seeds per configuration; the table gives mean ± standard deviation.
+    #[arg(long, default_value_t = 1)]
+    seeds: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -144,11 +150,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut cfg = load_config(&tc)?;
             let max = cmd.sizes.iter().copied().max().unwrap_or(20);
             cfg.data.train_per_class = cfg.data.train_per_class.max(max);
+            let backbones =
+                if cmd.backbones.is_empty() { vec![cfg.model.backbone.clone()] } else { cmd.backbones.clone() };
+            for b in &backbones {
+                b.parse::<Arch>()?;
+            }
+            let plan = study::StudyPlan { backbones, sizes: cmd.sizes.clone(), seeds: cmd.seeds.max(1) };
             let dir = RunDir::create(&cmd.common.project, "classify", cmd.common.name.as_deref(), "study")?;
-            let rows = study::run_study(&cfg, &cmd.sizes, &dir)?;
-            eprintln!("\n{}", study::markdown_table(&rows));
-            for (n, s) in study::winners(&rows, &cmd.sizes) {
-                eprintln!("{n} images/class: {s} wins");
+            let rows = study::run_study(&cfg, &plan, &dir)?;
+            let summaries = study::summarize(&rows);
+            eprintln!("\n{}", study::markdown_table(&summaries));
+            for v in study::verdicts(&summaries) {
+                eprintln!("{v}");
             }
             eprintln!("study: {}", dir.root().display());
             if cmd.common.json {

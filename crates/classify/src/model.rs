@@ -10,11 +10,12 @@ use tlcv_core::{
     fold,
     freeze::{self, FreezeSummary, Strategy},
     paths,
+    train::BnMode,
 };
 
 use crate::{
     ClassifyError,
-    config::{HeadKind, ModelConfig},
+    config::{HeadInit, HeadKind, ModelConfig},
 };
 
 /// Variable prefix of the MLP head (the linear head reuses the backbone's own classifier names).
@@ -40,6 +41,9 @@ pub struct Model {
     /// The kind inputs are cast to before the backbone: bfloat16 for mixed-precision training (see
     /// [`Model::set_compute_kind`]) and while [`Model::frozen_inference`] runs in bf16.
     input_kind: Kind,
+    /// `train.bn = "frozen"`: the backbone runs in inference mode (running batch-norm statistics, no
+    /// stochastic depth or inner dropout) also while it trains.
+    bn_frozen: bool,
 }
 
 impl Model {
@@ -70,6 +74,7 @@ impl Model {
             freeze: FreezeSummary::default(),
             channels_last: false,
             input_kind: Kind::Float,
+            bn_frozen: false,
         };
         let strategy = if cfg.weights == "none" && cfg.strategy != Strategy::Scratch {
             return Err(ClassifyError::Invalid(format!(
@@ -79,9 +84,14 @@ impl Model {
         } else {
             cfg.strategy
         };
-        if strategy != Strategy::Scratch {
+        let head_loaded = if strategy != Strategy::Scratch {
             let file = weights_file(arch, &cfg.weights)?;
-            model.load_pretrained(&file, num_classes)?;
+            model.load_pretrained(&file, num_classes)?
+        } else {
+            false
+        };
+        if !head_loaded {
+            model.init_new_head(cfg.head_init)?;
         }
         let trainable = strategy.trainable_layers(cfg.trainable_layers, model.net.stages().len());
         model.set_trainable_layers(trainable)?;
@@ -115,8 +125,37 @@ impl Model {
         Ok(())
     }
 
-    /// Loads a pretrained checkpoint into everything but the final layer (unless its shape fits).
-    fn load_pretrained(&mut self, file: &Path, num_classes: i64) -> Result<(), ClassifyError> {
+    /// Sets the weight of the layer that produces the logits (the linear head, or the MLP's last layer)
+    /// per `init`, and its bias to zero; `Native` keeps the architecture's own initialisation.
+    fn init_new_head(&mut self, init: HeadInit) -> Result<(), ClassifyError> {
+        let prefix = match self.mlp {
+            Some(_) => format!("{MLP_PREFIX}.2"),
+            None => self.net.head_prefix().to_string(),
+        };
+        let vars = self.vs.variables();
+        let (Some(weight), Some(bias)) = (vars.get(&format!("{prefix}.weight")), vars.get(&format!("{prefix}.bias")))
+        else {
+            return Err(ClassifyError::Invalid(format!("the head `{prefix}` has no weight and bias")));
+        };
+        tch::no_grad(|| -> Result<(), tch::TchError> {
+            match init {
+                HeadInit::Native => return Ok(()),
+                HeadInit::Zero => {
+                    let _ = weight.shallow_clone().f_zero_()?;
+                }
+                HeadInit::Small => {
+                    let _ = weight.shallow_clone().f_normal_(0.0, 0.01)?;
+                }
+            }
+            let _ = bias.shallow_clone().f_zero_()?;
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// Loads a pretrained checkpoint into everything but the final layer (unless its shape fits);
+    /// returns whether the final layer was loaded too.
+    fn load_pretrained(&mut self, file: &Path, num_classes: i64) -> Result<bool, ClassifyError> {
         let sd = checkpoint::read_state_dict(file)?;
         let head = self.net.head_prefix().to_string();
         let head_fits = sd.get(&format!("{head}.weight")).is_some_and(|w| w.size().first() == Some(&num_classes));
@@ -127,7 +166,7 @@ impl Model {
         let opts = LoadOptions { strict: true, ignore_prefixes: ignore };
         checkpoint::load_into(&self.vs, &sd, &opts)
             .map_err(|e| ClassifyError::Invalid(format!("{}: {e}", file.display())))?;
-        Ok(())
+        Ok(head_fits && self.mlp.is_none())
     }
 
     /// Input normalisation the backbone expects.
@@ -144,11 +183,18 @@ impl Model {
         }
     }
 
-    /// `[N, 3, H, W]` normalised images → `[N, D]` pooled features (cast to float32).
+    /// `[N, 3, H, W]` normalised images → `[N, D]` pooled features (cast to float32). Gradients flow
+    /// to the trainable layers whatever [`Model::set_bn_mode`] says; it only decides the batch norms.
     pub fn features(&self, xs: &Tensor, train: bool) -> Tensor {
         let xs = if self.input_kind == xs.kind() { xs.shallow_clone() } else { xs.to_kind(self.input_kind) };
         let xs = if self.channels_last { freeze::channels_last(&xs) } else { xs };
-        self.net.penultimate(&xs, train).to_kind(Kind::Float)
+        self.net.penultimate(&xs, train && !self.bn_frozen).to_kind(Kind::Float)
+    }
+
+    /// Sets `train.bn`: with [`BnMode::Frozen`] the backbone's batch norms keep their running
+    /// statistics while its weights train.
+    pub fn set_bn_mode(&mut self, mode: BnMode) {
+        self.bn_frozen = mode == BnMode::Frozen;
     }
 
     /// Re-lays the 4-d weights channels-last; inputs follow in [`Model::features`]. Values are unchanged.
@@ -162,6 +208,11 @@ impl Model {
     /// gradients stay float32, and the pooled features come back as float32 for the head.
     pub fn set_compute_kind(&mut self, kind: Kind) {
         self.input_kind = kind;
+    }
+
+    /// The kind set by [`Model::set_compute_kind`].
+    pub fn input_kind(&self) -> Kind {
+        self.input_kind
     }
 
     /// Runs `f` on the network prepared for frozen inference, then restores it: batch norms folded

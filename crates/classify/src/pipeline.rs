@@ -7,10 +7,11 @@ use tch::Kind;
 use tlcv_core::{
     checkpoint::{self, LoadOptions},
     data::{ClassDataset, Sample},
+    freeze::Strategy,
     metrics::{ClassScores, ClassificationMetrics},
     progress::Progress,
     run_dir::RunDir,
-    train::{self, FitOptions, FitSummary, SingleProcess},
+    train::{self, FitOptions, FitSummary, SingleProcess, TrainConfig},
 };
 
 use crate::{
@@ -98,6 +99,8 @@ pub fn configure_threads() {
 }
 
 /// Trains per `cfg` into `run` (resuming from its last checkpoint if asked) and evaluates the best weights.
+/// With `train.head_epochs` (LP-FT) a fine-tune first trains the head alone on the feature cache, in
+/// `run/lp-ft/head`, then everything from there.
 pub fn train(cfg: &ClassifyConfig, run: &RunDir, resume: bool, max_epochs: Option<usize>) -> Result<TrainOutcome> {
     configure_threads();
     let device = cfg.train.device.resolve()?;
@@ -120,44 +123,123 @@ pub fn train(cfg: &ClassifyConfig, run: &RunDir, resume: bool, max_epochs: Optio
     }
     let compute_kind = cfg.train.compute_kind(device);
     model.set_compute_kind(compute_kind);
+    let fine_tune = cfg.model.strategy == Strategy::FineTune;
+    if fine_tune {
+        // Scratch has no pretrained statistics to keep, and a frozen backbone no batch norm that trains.
+        model.set_bn_mode(cfg.train.bn);
+    }
     eprintln!("model: {} ({}), {}", cfg.model.backbone, cfg.model.strategy, model.freeze);
     write_run_files(cfg, run, &dataset.classes)?;
 
-    let frozen = model.freeze.frozen_stages == model.net.stages().len();
     let skipped = SkipLog::default();
-    let cache_start = std::time::Instant::now();
-    let mode = if frozen && cfg.model.feature_cache && cfg.train.unfreeze_every == 0 {
-        let views = if cfg.data.augment { cfg.model.cache_views.max(1) } else { 1 };
-        let total = (dataset.train.len() * views + dataset.val.len()) as u64;
-        let progress = Progress::bar(total, "feature cache");
-        // The frozen backbone runs with folded batch norms, and in bf16 where the hardware has it.
-        let bf16 = compute_kind == Kind::BFloat16;
-        let (train, val) = model
-            .frozen_inference(bf16, |m| {
-                let train = cache_features(m, cfg, &dataset.train, views, &skipped, &progress)
-                    .map_err(|e| tlcv_core::Error::Invalid(format!("train split: {e}")))?;
-                let val = cache_features(m, cfg, &dataset.val, 1, &skipped, &progress)
-                    .map_err(|e| tlcv_core::Error::Invalid(format!("val split: {e}")))?;
-                Ok((train, val))
-            })
-            .map_err(ClassifyError::from)?;
-        progress.finish(&format!(
-            "{} train features ({} views) and {} val features in {:.1}s",
-            train.labels.size()[0],
-            views,
-            val.labels.size()[0],
-            cache_start.elapsed().as_secs_f64()
-        ));
-        Mode::Cached { train, val }
+    let continuing = resume && run.last_weights().is_file();
+    if fine_tune && cfg.train.head_epochs > 0 && !continuing {
+        let (head, seconds) = fit_head_first(model, cfg, dataset, run, &skipped)?;
+        return finish_training(head.model, cfg, head.dataset, run, resume, max_epochs, skipped, seconds);
+    }
+    let frozen = model.freeze.frozen_stages == model.net.stages().len();
+    let start = std::time::Instant::now();
+    let (mode, cache_seconds) = if frozen && cfg.model.feature_cache && cfg.train.unfreeze_every == 0 {
+        (cached_mode(&mut model, cfg, &dataset, &skipped)?, start.elapsed().as_secs_f64())
     } else {
-        Mode::Images
+        (Mode::Images, 0.0)
     };
-    let cache_seconds = if matches!(mode, Mode::Cached { .. }) { cache_start.elapsed().as_secs_f64() } else { 0.0 };
     let mut task = ClassifyTask::new(model, cfg.clone(), dataset, mode);
     task.skipped = skipped.clone();
-    let opts = FitOptions { resume, max_epochs_this_run: max_epochs };
-    let fit = train::fit(&mut task, &cfg.train, run, &SingleProcess, &opts).map_err(|e| with_skips(e, &skipped))?;
+    fit_and_evaluate(task, cfg, run, resume, max_epochs, cache_seconds)
+}
 
+/// The feature cache of a frozen backbone: every training image in `model.cache_views` views, and the
+/// validation images once.
+fn cached_mode(model: &mut Model, cfg: &ClassifyConfig, dataset: &ClassDataset, skipped: &SkipLog) -> Result<Mode> {
+    let cache_start = std::time::Instant::now();
+    let views = if cfg.data.augment { cfg.model.cache_views.max(1) } else { 1 };
+    let total = (dataset.train.len() * views + dataset.val.len()) as u64;
+    let progress = Progress::bar(total, "feature cache");
+    // The frozen backbone runs with folded batch norms, and in bf16 where the hardware has it.
+    let bf16 = model.input_kind() == Kind::BFloat16;
+    let (train, val) = model
+        .frozen_inference(bf16, |m| {
+            let train = cache_features(m, cfg, &dataset.train, views, skipped, &progress)
+                .map_err(|e| tlcv_core::Error::Invalid(format!("train split: {e}")))?;
+            let val = cache_features(m, cfg, &dataset.val, 1, skipped, &progress)
+                .map_err(|e| tlcv_core::Error::Invalid(format!("val split: {e}")))?;
+            Ok((train, val))
+        })
+        .map_err(ClassifyError::from)?;
+    progress.finish(&format!(
+        "{} train features ({} views) and {} val features in {:.1}s",
+        train.labels.size()[0],
+        views,
+        val.labels.size()[0],
+        cache_start.elapsed().as_secs_f64()
+    ));
+    Ok(Mode::Cached { train, val })
+}
+
+/// LP-FT's first phase: the head alone for `train.head_epochs` on the feature cache, in
+/// `run/lp-ft/head` (its own results and checkpoints); the best head is kept. Returns the task (model
+/// and data back) and the seconds spent on the cache.
+fn fit_head_first(
+    mut model: Model,
+    cfg: &ClassifyConfig,
+    dataset: ClassDataset,
+    run: &RunDir,
+    skipped: &SkipLog,
+) -> Result<(ClassifyTask, f64)> {
+    let trainable = model.trainable_layers();
+    model.set_trainable_layers(0)?;
+    let start = std::time::Instant::now();
+    let mode = cached_mode(&mut model, cfg, &dataset, skipped)?;
+    let cache_seconds = start.elapsed().as_secs_f64();
+    let head_cfg = ClassifyConfig {
+        train: TrainConfig { epochs: cfg.train.head_epochs, unfreeze_every: 0, head_epochs: 0, ..cfg.train.clone() },
+        ..cfg.clone()
+    };
+    let head_run = RunDir::create(run.root(), "lp-ft", Some("head"), "head")?;
+    eprintln!("LP-FT: the head alone for {} epoch(s) on cached features", cfg.train.head_epochs);
+    let mut task = ClassifyTask::new(model, head_cfg.clone(), dataset, mode);
+    task.skipped = skipped.clone();
+    let opts = FitOptions { resume: head_run.last_weights().is_file(), max_epochs_this_run: None };
+    train::fit(&mut task, &head_cfg.train, &head_run, &SingleProcess, &opts).map_err(|e| with_skips(e, skipped))?;
+    if head_run.best_weights().is_file() {
+        checkpoint::load_file(&task.model.vs, &head_run.best_weights(), &LoadOptions::default())?;
+    }
+    task.model.set_trainable_layers(trainable)?;
+    eprintln!("LP-FT: now {} backbone stage(s) and the head train ({})", trainable, task.model.freeze);
+    Ok((task, cache_seconds))
+}
+
+/// Trains `model` on images (the second phase of LP-FT) and evaluates it.
+#[allow(clippy::too_many_arguments)]
+fn finish_training(
+    model: Model,
+    cfg: &ClassifyConfig,
+    dataset: ClassDataset,
+    run: &RunDir,
+    resume: bool,
+    max_epochs: Option<usize>,
+    skipped: SkipLog,
+    cache_seconds: f64,
+) -> Result<TrainOutcome> {
+    let mut task = ClassifyTask::new(model, cfg.clone(), dataset, Mode::Images);
+    task.skipped = skipped;
+    fit_and_evaluate(task, cfg, run, resume, max_epochs, cache_seconds)
+}
+
+/// Runs the training loop on `task`, then evaluates its best checkpoint on the evaluation split.
+fn fit_and_evaluate(
+    mut task: ClassifyTask,
+    cfg: &ClassifyConfig,
+    run: &RunDir,
+    resume: bool,
+    max_epochs: Option<usize>,
+    cache_seconds: f64,
+) -> Result<TrainOutcome> {
+    let skipped = task.skipped.clone();
+    let opts = FitOptions { resume, max_epochs_this_run: max_epochs };
+    let fit = train::fit(&mut task, &cfg.train.for_strategy(cfg.model.strategy), run, &SingleProcess, &opts)
+        .map_err(|e| with_skips(e, &skipped))?;
     // Evaluate the best checkpoint on the test split when there is one.
     let ClassifyTask { model, dataset, .. } = task;
     if run.best_weights().is_file() {

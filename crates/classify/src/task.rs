@@ -177,6 +177,17 @@ impl Task for ClassifyTask {
         &self.model.vs
     }
 
+    /// Layer-wise decay: stage `i` of `n` gets `layer_decay^(n - 1 - i)`.
+    fn lr_multiplier(&self, name: &str) -> f64 {
+        let decay = self.cfg.train.layer_decay;
+        if decay == 1.0 {
+            return 1.0;
+        }
+        let stages = &self.model.net.stages().prefixes;
+        let stage = stages.iter().position(|ps| ps.iter().any(|p| tlcv_core::backbones::has_prefix(name, p)));
+        stage.map_or(1.0, |i| decay.powi((stages.len() - 1 - i) as i32))
+    }
+
     fn batches_per_epoch(&self, parallel: &dyn Parallel) -> usize {
         let n = match &self.mode {
             Mode::Images => self.dataset.train.len(),

@@ -3,8 +3,9 @@
 //!   `scripts/fixtures/gen_backbones.py`);
 //! - a state dict saved here loads into torchvision with `strict=True` and computes the same logits
 //!   (checked by `scripts/check_torchvision_load.py` in the reference venv);
-//! - `classify predict` with the shipped EfficientNet-Lite0 ImageNet weights agrees with the shared
-//!   reference implementation on two real photos (`scripts/fixtures/gen_lite0_reference.py`).
+//! - `classify predict` with the shipped EfficientNet-Lite0 ImageNet weights gives the probabilities of
+//!   a plain PyTorch forward behind torchvision's `Resize(256)` + `CenterCrop(224)` on PIL images, to
+//!   0.01, on twelve Debian photos (`scripts/fixtures/gen_preprocess.py`).
 
 #![allow(clippy::panic)] // test failures are panics
 
@@ -166,21 +167,18 @@ fn tops(v: &serde_json::Value) -> Vec<(u64, f64)> {
 }
 
 #[test]
-fn lite0_imagenet_predictions_match_the_reference() {
-    let fx = fixtures("lite0_reference");
-    let text = std::fs::read_to_string(fx.join("expected.json")).unwrap_or_else(|e| panic!("{e}"));
-    let expected: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
-    let expected = expected["images"].as_array().unwrap_or_else(|| panic!("no images in expected.json"));
-    let images: Vec<(&str, u64, PathBuf)> = vec![
-        ("skimage/coffee.png", 967, root().join(".tlcv/debdata/skimage/coffee.png")),
-        ("opencv/squirrel_cls.jpg", 335, root().join(".tlcv/debdata/opencv/squirrel_cls.jpg")),
-    ];
-    for (_, _, p) in &images {
-        assert!(p.exists(), "{} missing: run `cargo xtask setup`", p.display());
-    }
+fn lite0_imagenet_probabilities_match_torchvision_preprocessing_and_pytorch() {
+    let fx = fixtures("preprocess");
+    let text = std::fs::read_to_string(fx.join("index.json")).unwrap_or_else(|e| panic!("{e}"));
+    let index: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+    let expected = index["images"].as_array().unwrap_or_else(|| panic!("no images in index.json"));
+    let images: Vec<PathBuf> = expected
+        .iter()
+        .map(|e| root().join(".tlcv/debdata").join(e["image"].as_str().unwrap_or_else(|| panic!("bad entry {e}"))))
+        .collect();
     let out = run(Command::new(env!("CARGO_BIN_EXE_classify"))
-        .args(["predict", "--model", "efficientnet_lite0", "--weights", "imagenet", "--json"])
-        .args(images.iter().map(|(_, _, p)| p)));
+        .args(["predict", "--model", "efficientnet_lite0", "--weights", "imagenet", "--json", "--top-k", "10"])
+        .args(&images));
     assert!(out.status.success(), "classify predict: {:?}\n{}", out.status, stderr(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<serde_json::Value> = stdout
@@ -189,14 +187,19 @@ fn lite0_imagenet_predictions_match_the_reference() {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
         .collect();
     assert_eq!(lines.len(), images.len(), "one JSON line per image:\n{stdout}");
-    for ((rel, want_index, _), got) in images.iter().zip(&lines) {
-        let reference =
-            expected.iter().find(|e| e["image"] == *rel).unwrap_or_else(|| panic!("{rel} not in expected.json"));
-        let (ref_index, ref_prob) = tops(reference)[0];
-        assert_eq!(ref_index, *want_index, "{rel}: the reference itself predicts {ref_index}");
-        let (index, prob) = tops(got)[0];
-        eprintln!("{rel}: classify top-1 {index} p={prob:.4}; reference {ref_index} p={ref_prob:.4}");
-        assert_eq!(index, *want_index, "{rel}: classify's top-1 is {index}, expected {want_index}");
-        assert!((prob - ref_prob).abs() <= 0.03, "{rel}: top-1 probability {prob:.4} vs reference {ref_prob:.4}");
+    let mut worst = 0.0f64;
+    for (reference, got) in expected.iter().zip(&lines) {
+        let name = &reference["image"];
+        let got = tops(got);
+        assert_eq!(got[0].0, reference["top5"][0][0].as_u64().unwrap_or(u64::MAX), "{name}: top-1 class");
+        for pair in reference["top5"].as_array().unwrap_or_else(|| panic!("no top5 for {name}")) {
+            let (class, want) = (pair[0].as_u64().unwrap_or(0), pair[1].as_f64().unwrap_or(0.0));
+            // Classes below the 10 best of ours have p < got[9] and count as that.
+            let prob = got.iter().find(|(i, _)| *i == class).map_or(got[9].1, |t| t.1);
+            worst = worst.max((prob - want).abs());
+            assert!((prob - want).abs() <= 0.01, "{name}: class {class} p = {prob:.4}, PyTorch {want:.4}");
+        }
+        eprintln!("{name}: top-1 {} p = {:.4} (PyTorch {:.4})", got[0].0, got[0].1, reference["top5"][0][1]);
     }
+    eprintln!("largest probability difference: {worst:.5}");
 }
