@@ -24,9 +24,13 @@ pub struct TrainArgs {
     /// With fine-tune: how many backbone stages train, counted from the last (torchvision's convention).
     #[arg(long)]
     pub trainable_layers: Option<usize>,
-    /// Number of training epochs.
+    /// Number of training epochs (0 = scale with the data set's size).
     #[arg(long)]
     pub epochs: Option<usize>,
+    /// Training budget in minutes: the epoch count and the learning-rate schedule are refitted after
+    /// every epoch so that training ends within it (as Ultralytics' `time=`).
+    #[arg(long, value_name = "MINUTES")]
+    pub time: Option<f64>,
     /// Input size in pixels (square).
     #[arg(long)]
     pub img_size: Option<i64>,
@@ -61,7 +65,7 @@ impl TrainArgs {
     ///
     /// Every task's configuration uses the same keys for them: `data.path`, `data.img_size`,
     /// `model.backbone`, `model.weights`, `model.strategy`, `model.trainable_layers`, `train.epochs`,
-    /// `train.batch`, `train.device`.
+    /// `train.time`, `train.batch`, `train.device`.
     pub fn overrides(&self) -> Vec<String> {
         let mut out = Vec::new();
         let mut push = |key: &str, value: Option<String>| {
@@ -76,6 +80,7 @@ impl TrainArgs {
         push("model.strategy", self.strategy.clone());
         push("model.trainable_layers", self.trainable_layers.map(|v| v.to_string()));
         push("train.epochs", self.epochs.map(|v| v.to_string()));
+        push("train.time", self.time.map(|v| format!("{v:?}")));
         push("train.batch", self.batch.map(|v| v.to_string()));
         push("train.device", self.device.clone());
         out.extend(self.set.iter().cloned());

@@ -26,7 +26,8 @@ pub enum Precision {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
-    /// Number of epochs.
+    /// Number of epochs; 0 = scale with the data set: enough epochs for about 1500 optimiser steps,
+    /// 10 to 300 (`train::budget`). `time` refits it.
     pub epochs: usize,
     /// Images per mini-batch.
     pub batch: usize,
@@ -53,8 +54,12 @@ pub struct TrainConfig {
     pub min_lr_ratio: f64,
     /// Clip the global gradient norm to this value (0 = off).
     pub grad_clip: f64,
-    /// Stop when the validation metric has not improved for this many epochs (0 = off).
+    /// Stop when the validation metric has not improved for this many epochs (0 = off); the best
+    /// checkpoint is kept either way.
     pub patience: usize,
+    /// Wall-clock budget of the training loop in minutes (0 = none), as Ultralytics' `time=`: after every
+    /// epoch the epoch count, and the learning-rate schedule with it, is refitted to end within it.
+    pub time: f64,
     /// "fp32" or "bf16".
     pub precision: Precision,
     /// Lay out convolution weights and inputs channels-last (faster with oneDNN on CPU).
@@ -132,7 +137,8 @@ impl Default for TrainConfig {
             gamma: 0.1,
             min_lr_ratio: 0.01,
             grad_clip: 10.0,
-            patience: 0,
+            patience: 10,
+            time: 0.0,
             precision: Precision::Fp32,
             channels_last: true,
             seed: 0,

@@ -2,6 +2,7 @@
 //! [`fit`] does the orchestration: epochs, schedule, optimiser, clipping, early stopping, checkpoints,
 //! `--resume`, Ctrl-C and non-finite losses, `results.csv` and progress.
 
+pub mod budget;
 pub mod config;
 pub mod memory;
 pub mod optim;
@@ -138,11 +139,13 @@ pub fn fit<T: Task>(
     install_interrupt_handler();
     let started = Instant::now();
     let steps_per_epoch = task.batches_per_epoch(parallel).max(1);
-    let schedule = Schedule {
+    // `train.epochs = 0` scales with the data; `train.time` refits the count after every epoch.
+    let mut epochs = budget::resolve_epochs(cfg.epochs, steps_per_epoch);
+    let mut schedule = Schedule {
         kind: cfg.schedule,
         warmup_steps: (cfg.warmup_epochs * steps_per_epoch as f64).round() as usize,
         warmup_start: 0.1,
-        total_steps: cfg.epochs * steps_per_epoch,
+        total_steps: epochs * steps_per_epoch,
         steps_per_epoch,
         step_size: cfg.step_size,
         gamma: cfg.gamma,
@@ -185,15 +188,15 @@ pub fn fit<T: Task>(
     // With `retry_lower_lr`, the weights, optimiser and trainer state at the start of the epoch, to
     // go back to on a non-finite loss.
     let mut snapshot: Option<(NamedTensors, NamedTensors, TrainerState)> = None;
-    'epochs: while state.next_epoch < cfg.epochs {
+    'epochs: while state.next_epoch < epochs {
         let epoch = state.next_epoch;
         if opts.max_epochs_this_run.is_some_and(|n| epoch >= first_epoch + n) {
             break;
         }
         tch::manual_seed(cfg.seed as i64 + epoch as i64);
-        task.on_epoch_start(epoch, cfg.epochs)?;
+        task.on_epoch_start(epoch, epochs)?;
         let epoch_start = Instant::now();
-        let progress = Progress::bar(steps_per_epoch as u64, &format!("epoch {}/{}", epoch + 1, cfg.epochs));
+        let progress = Progress::bar(steps_per_epoch as u64, &format!("epoch {}/{}", epoch + 1, epochs));
         let mut totals: HashMap<String, f64> = HashMap::new();
         let (mut samples, mut batches) = (0usize, 0usize);
         let skip = state.batches_done_in_epoch;
@@ -289,7 +292,8 @@ pub fn fit<T: Task>(
             state.best_metric = Some(primary);
             state.best_epoch = Some(epoch);
             state.bad_epochs = 0;
-        } else {
+        } else if primary.is_finite() {
+            // An epoch without the metric (e.g. mAP computed every few epochs) is no evidence either way.
             state.bad_epochs += 1;
         }
         let record = EpochRecord {
@@ -319,6 +323,15 @@ pub fn fit<T: Task>(
         summary.history = state.history.clone();
         summary.best_epoch = state.best_epoch;
         summary.best_metric = state.best_metric;
+        if cfg.time > 0.0 {
+            let fitted =
+                budget::fit_to_budget(cfg.time * 60.0, started.elapsed().as_secs_f64(), first_epoch, state.next_epoch);
+            if fitted != epochs {
+                eprintln!("time budget of {} min: {fitted} epochs in all (was {epochs})", cfg.time);
+                epochs = fitted;
+                schedule.total_steps = epochs * steps_per_epoch;
+            }
+        }
         if cfg.patience > 0 && state.bad_epochs >= cfg.patience {
             eprintln!("early stopping: no improvement of {} for {} epochs", metrics.primary, cfg.patience);
             summary.stopped_early = true;
