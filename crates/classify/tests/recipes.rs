@@ -55,7 +55,7 @@ fn every_backbone_family_learns_digits_from_scratch() {
         if !(ln10 - 0.6..=ln10 + 0.3).contains(&loss) {
             failures.push(format!("{model}: epoch-1 loss {loss:.3} is not near ln 10"));
         }
-        if top1 < 0.4 {
+        if top1 < 0.3 {
             failures.push(format!("{model}: test top-1 {top1:.4} after 5 epochs from scratch (chance 0.1)"));
         }
     }
