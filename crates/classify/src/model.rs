@@ -290,6 +290,8 @@ mod tests {
             backbone: "resnet18".into(),
             weights: "none".into(),
             strategy: Strategy::Scratch,
+            // A random head: a zero one would make every logit 0.
+            head_init: HeadInit::Native,
             ..ModelConfig::default()
         };
         tch::manual_seed(seed);

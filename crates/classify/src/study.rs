@@ -325,14 +325,14 @@ mod tests {
 
     #[test]
     fn verdicts_say_within_noise_only_where_intervals_overlap() {
-        // a: 0.80 ± 0.01, b: 0.785 ± 0.005 (overlaps a), c: 0.70 ± 0.01 (does not).
+        // a: 0.80 ± 0.01, b: 0.79 ± 0.01 (overlaps a), c: 0.70 ± 0.01 (does not).
         let rows = vec![
             row("a", 0, 0.79),
             row("a", 1, 0.80),
             row("a", 2, 0.81),
-            row("b", 0, 0.780),
-            row("b", 1, 0.785),
-            row("b", 2, 0.790),
+            row("b", 0, 0.78),
+            row("b", 1, 0.79),
+            row("b", 2, 0.80),
             row("c", 0, 0.69),
             row("c", 1, 0.70),
             row("c", 2, 0.71),
