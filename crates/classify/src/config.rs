@@ -178,9 +178,10 @@ impl Default for ClassifyConfig {
 }
 
 impl ClassifyConfig {
-    /// Named presets: `default`, `quick` (tiny, for smoke tests), `finetune` (the last two stages train
-    /// at a tenth of the rate with frozen batch norm under a zero-initialised head: the best of the
-    /// recipes measured on 50 digits per class, see the README), `scratch`.
+    /// Named presets: `default`, `quick` (tiny, for smoke tests), `finetune` (LP-FT: a zero-initialised
+    /// head alone for 3 epochs on cached features, then the last two stages at a tenth of the rate with
+    /// frozen batch norm: the best of the recipes measured on 50 digits per class, see the README),
+    /// `scratch`.
     pub fn preset(name: &str) -> Option<Self> {
         let base = Self::default();
         match name {
@@ -198,7 +199,13 @@ impl ClassifyConfig {
                     feature_cache: false,
                     ..base.model
                 },
-                train: TrainConfig { lr: 1e-3, backbone_lr_scale: 0.1, bn: BnMode::Frozen, ..base.train },
+                train: TrainConfig {
+                    lr: 1e-3,
+                    backbone_lr_scale: 0.1,
+                    bn: BnMode::Frozen,
+                    head_epochs: 3,
+                    ..base.train
+                },
                 ..Self::default()
             }),
             "scratch" => Some(Self {

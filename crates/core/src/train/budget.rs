@@ -22,7 +22,7 @@ pub fn resolve_epochs(configured: usize, steps_per_epoch: usize) -> usize {
 /// the mean epoch time allows, and never fewer than those already done.
 pub fn fit_to_budget(budget_s: f64, spent_s: f64, first_epoch: usize, next_epoch: usize) -> usize {
     let done = next_epoch.saturating_sub(first_epoch);
-    if done == 0 || !(budget_s > 0.0) {
+    if done == 0 || budget_s.is_nan() || budget_s <= 0.0 {
         return next_epoch;
     }
     let per_epoch = (spent_s / done as f64).max(1e-9);
