@@ -1,7 +1,7 @@
 //! `configs/classify.toml`: every key with its default. Sections: `[data]`, `[model]`, `[train]`, `[eval]`.
 
 use serde::{Deserialize, Serialize};
-use tlcv_core::{freeze::Strategy, train::TrainConfig};
+use tlcv_core::{freeze::Strategy, train::TrainConfig, weights::WeightsSource};
 
 /// Where the images come from and how they are prepared.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,7 +64,7 @@ pub struct ModelConfig {
     /// Backbone architecture (see `classify forward --help` for the list).
     pub backbone: String,
     /// `imagenet`, `none` (random initialisation) or a checkpoint file.
-    pub weights: String,
+    pub weights: WeightsSource,
     /// `feature-extract`, `fine-tune` or `scratch`.
     pub strategy: Strategy,
     /// With fine-tune: backbone stages that train, counted from the last.
@@ -89,7 +89,7 @@ impl Default for ModelConfig {
     fn default() -> Self {
         Self {
             backbone: "efficientnet_lite0".into(),
-            weights: "imagenet".into(),
+            weights: WeightsSource::ImageNet,
             strategy: Strategy::FeatureExtract,
             trainable_layers: 2,
             head: HeadKind::Linear,
@@ -174,7 +174,7 @@ impl ClassifyConfig {
             "scratch" => Some(Self {
                 model: ModelConfig {
                     strategy: Strategy::Scratch,
-                    weights: "none".into(),
+                    weights: WeightsSource::None,
                     feature_cache: false,
                     ..base.model
                 },

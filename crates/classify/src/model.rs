@@ -1,7 +1,7 @@
 //! The classification network: a core backbone's classifier with its last layer sized to the data,
 //! initial weights (ImageNet, none or a file), freezing per the transfer strategy, and an optional MLP head.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use tch::{Device, Kind, Tensor, nn, nn::Module};
 use tlcv_core::{
@@ -9,7 +9,7 @@ use tlcv_core::{
     checkpoint::{self, LoadOptions},
     fold,
     freeze::{self, FreezeSummary, Strategy},
-    paths,
+    weights::WeightsSource,
 };
 
 use crate::{
@@ -71,21 +71,27 @@ impl Model {
             channels_last: false,
             input_kind: Kind::Float,
         };
-        let strategy = if cfg.weights == "none" && cfg.strategy != Strategy::Scratch {
+        if cfg.weights.is_none() && cfg.strategy != Strategy::Scratch {
             return Err(ClassifyError::Invalid(format!(
                 "strategy `{}` needs pretrained weights, but model.weights = \"none\"",
                 cfg.strategy
             )));
-        } else {
-            cfg.strategy
-        };
-        if strategy != Strategy::Scratch {
-            let file = weights_file(arch, &cfg.weights)?;
+        }
+        if cfg.strategy != Strategy::Scratch
+            && let Some(file) = cfg.weights.resolve(arch)?
+        {
             model.load_pretrained(&file, num_classes)?;
         }
-        let trainable = strategy.trainable_layers(cfg.trainable_layers, model.net.stages().len());
+        let trainable = cfg.strategy.trainable_layers(cfg.trainable_layers, model.net.stages().len());
         model.set_trainable_layers(trainable)?;
         Ok(model)
+    }
+
+    /// The network of `cfg` with random weights and nothing frozen, to load a trained run's weights
+    /// into.
+    pub fn untrained(cfg: &ModelConfig, num_classes: i64, device: Device) -> Result<Self, ClassifyError> {
+        let cfg = ModelConfig { weights: WeightsSource::None, strategy: Strategy::Scratch, ..cfg.clone() };
+        Self::build(&cfg, num_classes, device)
     }
 
     /// Number of backbone stages that train (the last ones), as `trainable_layers` counts them.
@@ -205,29 +211,6 @@ impl Model {
     }
 }
 
-/// The checkpoint behind `model.weights`: `imagenet` maps to the model store, anything else is a file.
-pub fn weights_file(arch: Arch, weights: &str) -> Result<PathBuf, ClassifyError> {
-    match weights {
-        "imagenet" => match arch {
-            Arch::EfficientnetLite0 => Ok(paths::model_file("efficientnet_lite0.pth")?),
-            Arch::EfficientnetLite1 => Ok(paths::model_file("efficientnet_lite1.pth")?),
-            Arch::EfficientnetLite2 => Ok(paths::model_file("efficientnet_lite2.pth")?),
-            other => Err(ClassifyError::Invalid(format!(
-                "no ImageNet weights for {other} can be installed from the package registries; pass --weights FILE \
-                 with torchvision's {other} checkpoint, or use efficientnet_lite0/1/2"
-            ))),
-        },
-        path => {
-            let file = PathBuf::from(path);
-            if file.is_file() {
-                Ok(file)
-            } else {
-                Err(ClassifyError::Invalid(format!("weights file {} does not exist", file.display())))
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -237,7 +220,7 @@ mod tests {
     fn scratch_resnet18(seed: i64) -> Model {
         let cfg = ModelConfig {
             backbone: "resnet18".into(),
-            weights: "none".into(),
+            weights: WeightsSource::None,
             strategy: Strategy::Scratch,
             ..ModelConfig::default()
         };

@@ -7,7 +7,7 @@ use serde::Serialize;
 use tlcv_core::{
     freeze::Strategy,
     report::{self, Report, Series},
-    run_dir::RunDir,
+    run::RunDir,
 };
 
 use crate::{Result, config::ClassifyConfig, pipeline};
@@ -39,7 +39,7 @@ pub fn run_study(base_cfg: &ClassifyConfig, sizes: &[usize], study_dir: &RunDir)
             cfg.data.limit_per_class = n;
             cfg.model.strategy = strategy;
             if strategy == Strategy::Scratch {
-                cfg.model.weights = "none".into();
+                cfg.model.weights = tlcv_core::weights::WeightsSource::None;
             }
             let name = format!("{}-{n}", strategy.name());
             let run = RunDir::create(study_dir.root(), "runs", Some(&name), "train")?;
@@ -87,7 +87,7 @@ pub fn markdown_table(rows: &[StudyRow]) -> String {
 fn write_outputs(cfg: &ClassifyConfig, rows: &[StudyRow], sizes: &[usize], dir: &RunDir) -> Result<()> {
     dir.write_json(&dir.root().join("study.json"), &rows)?;
     let table = markdown_table(rows);
-    tlcv_core::run_dir::write_atomic(&dir.root().join("study.md"), table.as_bytes())?;
+    tlcv_core::run::write_atomic(&dir.root().join("study.md"), table.as_bytes())?;
     let per_strategy = |f: &dyn Fn(&StudyRow) -> f64| -> Vec<Series> {
         ["scratch", "feature-extract", "fine-tune"]
             .iter()
