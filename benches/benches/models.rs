@@ -67,7 +67,7 @@ fn bench_feature_cache(c: &mut Criterion) {
     cfg.train.channels_last = false;
     cfg.model = ModelConfig {
         backbone: "resnet18".into(),
-        weights: "none".into(),
+        weights: tlcv_core::weights::WeightsSource::None,
         strategy: Strategy::Scratch,
         ..ModelConfig::default()
     };

@@ -5,6 +5,7 @@ use tlcv_core::{
     data::transforms::ResizeMethod,
     freeze::Strategy,
     train::{BnMode, TrainConfig},
+    weights::WeightsSource,
 };
 
 /// Where the images come from and how they are prepared.
@@ -90,7 +91,7 @@ pub struct ModelConfig {
     /// Backbone architecture (see `classify forward --help` for the list).
     pub backbone: String,
     /// `imagenet`, `none` (random initialisation) or a checkpoint file.
-    pub weights: String,
+    pub weights: WeightsSource,
     /// `feature-extract`, `fine-tune` or `scratch`.
     pub strategy: Strategy,
     /// With fine-tune: backbone stages that train, counted from the last.
@@ -117,7 +118,7 @@ impl Default for ModelConfig {
     fn default() -> Self {
         Self {
             backbone: "efficientnet_lite0".into(),
-            weights: "imagenet".into(),
+            weights: WeightsSource::ImageNet,
             strategy: Strategy::FeatureExtract,
             trainable_layers: 2,
             head: HeadKind::Linear,
@@ -211,7 +212,7 @@ impl ClassifyConfig {
             "scratch" => Some(Self {
                 model: ModelConfig {
                     strategy: Strategy::Scratch,
-                    weights: "none".into(),
+                    weights: WeightsSource::None,
                     feature_cache: false,
                     ..base.model
                 },
@@ -236,8 +237,8 @@ impl ClassifyConfig {
         };
         let r = Self::preset(name).unwrap_or_default();
         let weights = match strategy {
-            Strategy::Scratch => "none".to_string(),
-            _ if self.model.weights == "none" => "imagenet".to_string(),
+            Strategy::Scratch => WeightsSource::None,
+            _ if self.model.weights.is_none() => WeightsSource::ImageNet,
             _ => self.model.weights.clone(),
         };
         Self {

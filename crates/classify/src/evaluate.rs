@@ -9,7 +9,9 @@ use tlcv_core::{
     progress::Progress,
 };
 
-use crate::{ClassifyError, Result, config::ClassifyConfig, data::Pipeline, model::Model, task::SkipLog};
+use tlcv_core::run::SkipLog;
+
+use crate::{ClassifyError, Result, config::ClassifyConfig, data::Pipeline, model::Model};
 
 /// One evaluated image.
 #[derive(Debug, Clone)]

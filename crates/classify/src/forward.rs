@@ -4,14 +4,14 @@
 use std::path::Path;
 
 use tch::{Kind, Tensor};
-use tlcv_core::backbones::Arch;
+use tlcv_core::{backbones::Arch, weights::WeightsSource};
 
 use crate::{ClassifyError, Result, predict::Pretrained};
 
 /// Runs `input` (float32 NCHW, already normalised) through `arch` with `weights`; writes float32 logits.
 pub fn forward_npy(
     arch: Arch,
-    weights: &str,
+    weights: &WeightsSource,
     num_classes: Option<i64>,
     input: &Path,
     output: &Path,

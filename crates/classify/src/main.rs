@@ -10,7 +10,12 @@ use classify::{
     report::{self, ReportInput},
     study,
 };
-use tlcv_core::{backbones::Arch, cli::TrainArgs, run_dir::RunDir};
+use tlcv_core::{
+    backbones::Arch,
+    cli::TrainArgs,
+    run::{self, RunDir, report::fit_facts},
+    weights::WeightsSource,
+};
 
 /// Image classification by transfer learning.
 #[derive(Debug, Parser)]
@@ -74,7 +79,7 @@ struct PredictCmd {
     model: Option<String>,
     /// Weights for --model: imagenet or a checkpoint file.
     #[arg(long)]
-    weights: Option<String>,
+    weights: Option<WeightsSource>,
     /// Class count of --weights when the file does not tell.
     #[arg(long)]
     num_classes: Option<i64>,
@@ -114,7 +119,7 @@ struct ForwardCmd {
     model: String,
     /// Checkpoint file (or imagenet).
     #[arg(long)]
-    weights: String,
+    weights: WeightsSource,
     /// Class count when the checkpoint's head does not tell.
     #[arg(long)]
     num_classes: Option<i64>,
@@ -186,17 +191,13 @@ fn train(cmd: &TrainCmd, end_to_end: bool) -> anyhow::Result<()> {
     if outcome.fit.interrupted {
         bail!(tlcv_core::Error::Interrupted);
     }
-    let facts = vec![
-        ("epochs".to_string(), outcome.fit.history.len().to_string()),
-        ("best epoch".to_string(), outcome.fit.best_epoch.map_or("-".into(), |e| (e + 1).to_string())),
-        ("training time".to_string(), format!("{:.1} s", outcome.fit.seconds)),
-        ("feature cache".to_string(), format!("{:.1} s", outcome.cache_seconds)),
-    ];
+    let mut facts = fit_facts(&outcome.fit);
+    facts.push(("feature cache".to_string(), format!("{:.1} s", outcome.cache_seconds)));
+    let skipped = outcome.skipped.reasons();
     let metrics_file = pipeline::MetricsFile {
         split: &outcome.split,
         metrics: &outcome.metrics,
-        skipped_images: outcome.skipped.len(),
-        skipped: &outcome.skipped,
+        skipped: outcome.skipped.summary(),
         best_epoch: outcome.fit.best_epoch.map(|e| e + 1),
         train_seconds: outcome.fit.seconds,
         cache_seconds: outcome.cache_seconds,
@@ -209,13 +210,11 @@ fn train(cmd: &TrainCmd, end_to_end: bool) -> anyhow::Result<()> {
         metrics: &outcome.metrics,
         split: &outcome.split,
         predictions: &outcome.predictions,
-        skipped: &outcome.skipped,
+        skipped: &skipped,
         facts,
     };
     report::write(&run, &input)?;
-    for reason in &outcome.skipped {
-        eprintln!("skipped: {reason}");
-    }
+    outcome.skipped.print();
     if end_to_end {
         predict_held_out(&cfg, &run, &outcome)?;
     }
@@ -238,29 +237,30 @@ fn train(cmd: &TrainCmd, end_to_end: bool) -> anyhow::Result<()> {
 
 /// Predicts a few held-out images with the trained run and writes them to `predictions.jsonl`.
 fn predict_held_out(cfg: &ClassifyConfig, run: &RunDir, outcome: &pipeline::TrainOutcome) -> anyhow::Result<()> {
-    let (_, classes, model, _) = pipeline::load_run(run.root())?;
+    let (trained, model) = pipeline::load_run(run.root())?;
     // Spread the picks over the evaluation split so that several classes show up.
     let step = (outcome.predictions.len() / cfg.eval.predict_images.max(1)).max(1);
     let images: Vec<PathBuf> =
         outcome.predictions.iter().step_by(step).take(cfg.eval.predict_images).map(|p| p.path.clone()).collect();
     let norm = model.normalization();
-    let mut lines = String::new();
-    for result in predict::predict_images(&model, &cfg.data, norm, &classes, &images, cfg.eval.top_k) {
-        match result {
-            Ok(p) => {
-                let best = &p.top[0];
-                eprintln!("predict: {}  ->  {} ({:.3})", p.image, best.class, best.prob);
-                lines += &(serde_json::to_string(&p)? + "\n");
-            }
-            Err(e) => eprintln!("predict: {e}"),
-        }
-    }
-    tlcv_core::run_dir::write_atomic(&run.root().join("predictions.jsonl"), lines.as_bytes())?;
+    let results = predict::predict_images(&model, &cfg.data, norm, &trained.classes, &images, cfg.eval.top_k);
+    run::write_predictions(
+        run,
+        results.into_iter().map(|r| {
+            r.map(|p| {
+                let line =
+                    p.top.first().map_or(String::new(), |b| format!("{}  ->  {} ({:.3})", p.image, b.class, b.prob));
+                (p, line)
+            })
+            .map_err(|e| e.to_string())
+        }),
+    )?;
     Ok(())
 }
 
 fn eval(cmd: &EvalCmd) -> anyhow::Result<()> {
-    let (mut cfg, classes, model, run) = pipeline::load_run(&cmd.run)?;
+    let (trained, model) = pipeline::load_run(&cmd.run)?;
+    let (mut cfg, classes, run) = (trained.config, trained.classes, trained.dir);
     if let Some(data) = &cmd.data {
         cfg.data.path = data.clone();
     }
@@ -273,22 +273,19 @@ fn eval(cmd: &EvalCmd) -> anyhow::Result<()> {
     if split != cmd.split {
         eprintln!("note: no {} split; evaluating {split}", cmd.split);
     }
-    let skips = classify::task::SkipLog::default();
+    let skips = run::SkipLog::default();
     let (metrics, _) = classify::evaluate::evaluate_split(&model, &cfg, samples, &classes, &skips)?;
-    let skipped = skips.reasons();
-    for reason in &skipped {
-        eprintln!("skipped: {reason}");
-    }
+    skips.print();
     eprintln!(
         "{split} top-1 {:.4}  top-5 {:.4}  macro F1 {:.4}  ({} images, {} skipped)",
         metrics.top1,
         metrics.top5,
         metrics.f1_macro,
         metrics.samples,
-        skipped.len()
+        skips.len()
     );
     if cmd.json {
-        let summary = pipeline::JsonSummary::new(&metrics, run.root()).with_skipped(&skipped);
+        let summary = pipeline::JsonSummary::new(&metrics, run.root()).with_skipped(&skips);
         println!("{}", serde_json::to_string(&summary)?);
     }
     Ok(())
@@ -297,11 +294,12 @@ fn eval(cmd: &EvalCmd) -> anyhow::Result<()> {
 fn predict_cmd(cmd: &PredictCmd) -> anyhow::Result<()> {
     predict::check_images(&cmd.images)?;
     let results = if let Some(dir) = &cmd.run {
-        let (mut cfg, classes, model, _) = pipeline::load_run(dir)?;
+        let (mut trained, model) = pipeline::load_run(dir)?;
         if let Some(size) = cmd.img_size {
-            cfg.data.img_size = size;
+            trained.config.data.img_size = size;
         }
-        predict::predict_images(&model, &cfg.data, model.normalization(), &classes, &cmd.images, cmd.top_k)
+        let norm = model.normalization();
+        predict::predict_images(&model, &trained.config.data, norm, &trained.classes, &cmd.images, cmd.top_k)
     } else {
         let (Some(name), Some(weights)) = (&cmd.model, &cmd.weights) else {
             bail!("give --run RUN_DIR, or --model NAME with --weights imagenet|FILE");

@@ -1,7 +1,7 @@
 //! The classification network: a core backbone's classifier with its last layer sized to the data,
 //! initial weights (ImageNet, none or a file), freezing per the transfer strategy, and an optional MLP head.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use tch::{Device, Kind, Tensor, nn, nn::Module};
 use tlcv_core::{
@@ -9,8 +9,8 @@ use tlcv_core::{
     checkpoint::{self, LoadOptions},
     fold,
     freeze::{self, FreezeSummary, Strategy},
-    paths,
     train::BnMode,
+    weights::WeightsSource,
 };
 
 use crate::{
@@ -76,26 +76,30 @@ impl Model {
             input_kind: Kind::Float,
             bn_frozen: false,
         };
-        let strategy = if cfg.weights == "none" && cfg.strategy != Strategy::Scratch {
+        if cfg.weights.is_none() && cfg.strategy != Strategy::Scratch {
             return Err(ClassifyError::Invalid(format!(
                 "strategy `{}` needs pretrained weights, but model.weights = \"none\"",
                 cfg.strategy
             )));
-        } else {
-            cfg.strategy
-        };
-        let head_loaded = if strategy != Strategy::Scratch {
-            let file = weights_file(arch, &cfg.weights)?;
-            model.load_pretrained(&file, num_classes)?
-        } else {
-            false
+        }
+        let file = if cfg.strategy == Strategy::Scratch { None } else { cfg.weights.resolve(arch)? };
+        let head_loaded = match file {
+            Some(file) => model.load_pretrained(&file, num_classes)?,
+            None => false,
         };
         if !head_loaded {
             model.init_new_head(cfg.head_init)?;
         }
-        let trainable = strategy.trainable_layers(cfg.trainable_layers, model.net.stages().len());
+        let trainable = cfg.strategy.trainable_layers(cfg.trainable_layers, model.net.stages().len());
         model.set_trainable_layers(trainable)?;
         Ok(model)
+    }
+
+    /// The network of `cfg` with random weights and nothing frozen, to load a trained run's weights
+    /// into.
+    pub fn untrained(cfg: &ModelConfig, num_classes: i64, device: Device) -> Result<Self, ClassifyError> {
+        let cfg = ModelConfig { weights: WeightsSource::None, strategy: Strategy::Scratch, ..cfg.clone() };
+        Self::build(&cfg, num_classes, device)
     }
 
     /// Number of backbone stages that train (the last ones), as `trainable_layers` counts them.
@@ -256,29 +260,6 @@ impl Model {
     }
 }
 
-/// The checkpoint behind `model.weights`: `imagenet` maps to the model store, anything else is a file.
-pub fn weights_file(arch: Arch, weights: &str) -> Result<PathBuf, ClassifyError> {
-    match weights {
-        "imagenet" => match arch {
-            Arch::EfficientnetLite0 => Ok(paths::model_file("efficientnet_lite0.pth")?),
-            Arch::EfficientnetLite1 => Ok(paths::model_file("efficientnet_lite1.pth")?),
-            Arch::EfficientnetLite2 => Ok(paths::model_file("efficientnet_lite2.pth")?),
-            other => Err(ClassifyError::Invalid(format!(
-                "no ImageNet weights for {other} can be installed from the package registries; pass --weights FILE \
-                 with torchvision's {other} checkpoint, or use efficientnet_lite0/1/2"
-            ))),
-        },
-        path => {
-            let file = PathBuf::from(path);
-            if file.is_file() {
-                Ok(file)
-            } else {
-                Err(ClassifyError::Invalid(format!("weights file {} does not exist", file.display())))
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -288,7 +269,7 @@ mod tests {
     fn scratch_resnet18(seed: i64) -> Model {
         let cfg = ModelConfig {
             backbone: "resnet18".into(),
-            weights: "none".into(),
+            weights: WeightsSource::None,
             strategy: Strategy::Scratch,
             // A random head: a zero one would make every logit 0.
             head_init: HeadInit::Native,

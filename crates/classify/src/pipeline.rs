@@ -10,7 +10,7 @@ use tlcv_core::{
     freeze::Strategy,
     metrics::{ClassScores, ClassificationMetrics},
     progress::Progress,
-    run_dir::RunDir,
+    run::{self, RunDir, SkipLog, SkippedSummary, TrainedRun},
     train::{self, FitOptions, FitSummary, SingleProcess, TrainConfig},
 };
 
@@ -20,7 +20,7 @@ use crate::{
     data::load_dataset,
     evaluate::{Prediction, evaluate_split},
     model::Model,
-    task::{ClassifyTask, Mode, SkipLog, cache_features},
+    task::{ClassifyTask, Mode, cache_features},
 };
 
 /// The JSON `classify train/eval --json` prints.
@@ -40,10 +40,9 @@ pub struct JsonSummary {
     pub per_class: BTreeMap<String, ClassScores>,
     /// The run directory.
     pub run_dir: String,
-    /// Number of images skipped (unreadable or refused), one per file.
-    pub skipped_images: usize,
-    /// Their reasons, each naming its file.
-    pub skipped: Vec<String>,
+    /// Images skipped (unreadable or refused), one per file, with their reasons.
+    #[serde(flatten)]
+    pub skipped: SkippedSummary,
 }
 
 impl JsonSummary {
@@ -57,15 +56,13 @@ impl JsonSummary {
             f1_macro: m.f1_macro,
             per_class: m.per_class.clone(),
             run_dir: run.display().to_string(),
-            skipped_images: 0,
-            skipped: Vec::new(),
+            skipped: SkipLog::default().summary(),
         }
     }
 
     /// The same summary listing the skipped images.
-    pub fn with_skipped(mut self, skipped: &[String]) -> Self {
-        self.skipped_images = skipped.len();
-        self.skipped = skipped.to_vec();
+    pub fn with_skipped(mut self, skipped: &SkipLog) -> Self {
+        self.skipped = skipped.summary();
         self
     }
 }
@@ -82,27 +79,18 @@ pub struct TrainOutcome {
     /// The training loop's summary.
     pub fit: FitSummary,
     /// Samples that could not be loaded, with reasons.
-    pub skipped: Vec<String>,
+    pub skipped: SkipLog,
     /// Class names.
     pub classes: Vec<String>,
     /// Seconds spent filling the feature cache (0 without cache).
     pub cache_seconds: f64,
 }
 
-/// Sets libtorch's and rayon's thread counts once, so that decoding and compute share the cores.
-pub fn configure_threads() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        let _ = tlcv_core::data::configure_threads(cores);
-    });
-}
-
 /// Trains per `cfg` into `run` (resuming from its last checkpoint if asked) and evaluates the best weights.
 /// With `train.head_epochs` (LP-FT) a fine-tune first trains the head alone on the feature cache, in
 /// `run/lp-ft/head`, then everything from there.
 pub fn train(cfg: &ClassifyConfig, run: &RunDir, resume: bool, max_epochs: Option<usize>) -> Result<TrainOutcome> {
-    configure_threads();
+    run::configure_threads();
     let device = cfg.train.device.resolve()?;
     tch::manual_seed(cfg.train.seed as i64);
     let (dataset, data_dir) = load_dataset(&cfg.data)?;
@@ -129,7 +117,7 @@ pub fn train(cfg: &ClassifyConfig, run: &RunDir, resume: bool, max_epochs: Optio
         model.set_bn_mode(cfg.train.bn);
     }
     eprintln!("model: {} ({}), {}", cfg.model.backbone, cfg.model.strategy, model.freeze);
-    write_run_files(cfg, run, &dataset.classes)?;
+    run::write_run_files(run, cfg, &dataset.classes)?;
 
     let skipped = SkipLog::default();
     let continuing = resume && run.last_weights().is_file();
@@ -247,7 +235,6 @@ fn fit_and_evaluate(
     }
     let (split, samples) = eval_split(cfg, &dataset);
     let (metrics, predictions) = evaluate_split(&model, cfg, samples, &dataset.classes, &skipped)?;
-    let skipped = skipped.reasons();
     Ok(TrainOutcome {
         metrics,
         split: split.to_string(),
@@ -261,10 +248,8 @@ fn fit_and_evaluate(
 
 /// Adds how many files were skipped (and one reason) to a training error caused by unusable data.
 fn with_skips(err: tlcv_core::Error, skipped: &SkipLog) -> ClassifyError {
-    match (&err, skipped.reasons().first()) {
-        (tlcv_core::Error::Invalid(msg), Some(first)) => {
-            ClassifyError::Invalid(format!("{msg} ({} files skipped, e.g. {first})", skipped.len()))
-        }
+    match &err {
+        tlcv_core::Error::Invalid(msg) if !skipped.is_empty() => ClassifyError::Invalid(skipped.explain(msg)),
         _ => err.into(),
     }
 }
@@ -274,32 +259,16 @@ pub fn eval_split<'a>(cfg: &ClassifyConfig, dataset: &'a ClassDataset) -> (&'sta
     if cfg.eval.split == "test" && !dataset.test.is_empty() { ("test", &dataset.test) } else { ("val", &dataset.val) }
 }
 
-/// Writes the resolved configuration and the class names into the run directory.
-pub fn write_run_files(cfg: &ClassifyConfig, run: &RunDir, classes: &[String]) -> Result<()> {
-    let text = tlcv_core::config::to_toml(cfg)?;
-    tlcv_core::run_dir::write_atomic(&run.config_path(), text.as_bytes())?;
-    run.write_json(&run.root().join("classes.json"), &classes)?;
-    Ok(())
-}
-
-/// A trained run: its configuration, class names and model with the best weights.
-pub fn load_run(dir: &Path) -> Result<(ClassifyConfig, Vec<String>, Model, RunDir)> {
-    let run = RunDir::open(dir)?;
-    let cfg: ClassifyConfig = tlcv_core::config::load(Some(&run.config_path()), &[])?;
-    let classes_path = run.root().join("classes.json");
-    let text = std::fs::read_to_string(&classes_path).map_err(|e| tlcv_core::Error::io(&classes_path, e))?;
-    let classes: Vec<String> =
-        serde_json::from_str(&text).map_err(|e| ClassifyError::Invalid(format!("{}: {e}", classes_path.display())))?;
-    let mut model_cfg = cfg.model.clone();
-    model_cfg.weights = "none".into();
-    model_cfg.strategy = tlcv_core::freeze::Strategy::Scratch;
-    let mut model = Model::build(&model_cfg, classes.len() as i64, cfg.train.device.resolve()?)?;
-    let weights = if run.best_weights().is_file() { run.best_weights() } else { run.last_weights() };
-    checkpoint::load_file(&model.vs, &weights, &LoadOptions::default())?;
+/// A trained run: its configuration, class names and model with the best (else last) weights.
+pub fn load_run(dir: &Path) -> Result<(TrainedRun<ClassifyConfig>, Model)> {
+    let run = TrainedRun::<ClassifyConfig>::open(dir)?;
+    let cfg = &run.config;
+    let mut model = Model::untrained(&cfg.model, run.classes.len() as i64, cfg.train.device.resolve()?)?;
+    run.load_weights(&model.vs)?;
     if cfg.train.channels_last {
         model.use_channels_last();
     }
-    Ok((cfg, classes, model, run))
+    Ok((run, model))
 }
 
 /// `metrics.json`: the final metrics plus run facts.
@@ -310,10 +279,9 @@ pub struct MetricsFile<'a> {
     /// The metrics.
     #[serde(flatten)]
     pub metrics: &'a ClassificationMetrics,
-    /// Number of images skipped (unreadable or refused).
-    pub skipped_images: usize,
-    /// Their reasons, one per file.
-    pub skipped: &'a [String],
+    /// Images skipped (unreadable or refused), one per file, with their reasons.
+    #[serde(flatten)]
+    pub skipped: SkippedSummary,
     /// Best epoch (1-based).
     pub best_epoch: Option<usize>,
     /// Training seconds.

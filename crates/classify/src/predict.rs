@@ -9,13 +9,14 @@ use tlcv_core::{
     backbones::{self, Arch, ClassifierNet},
     checkpoint::{self, LoadOptions},
     data, paths,
+    weights::WeightsSource,
 };
 
 use crate::{
     ClassifyError, Result,
     config::{ClassifyConfig, DataConfig},
     data::Pipeline,
-    model::{Model, weights_file},
+    model::Model,
 };
 
 /// One class of a prediction.
@@ -75,8 +76,10 @@ impl Pretrained {
     }
 
     /// Loads `arch` with `weights` (`imagenet` or a file), strictly; the class count comes from the file.
-    pub fn load(arch: Arch, weights: &str, num_classes: Option<i64>) -> Result<Self> {
-        let file = weights_file(arch, weights)?;
+    pub fn load(arch: Arch, weights: &WeightsSource, num_classes: Option<i64>) -> Result<Self> {
+        let file = weights.resolve(arch)?.ok_or_else(|| {
+            ClassifyError::Invalid(format!("{arch} with --weights none has no trained classes to predict"))
+        })?;
         let sd = checkpoint::read_state_dict(&file)?;
         let probe = nn::VarStore::new(Device::Cpu);
         let head = backbones::classifier(probe.root(), arch, 1)?.head_prefix().to_string();

@@ -4,8 +4,11 @@
 use tlcv_core::{
     data::{self, DecodeOptions, transforms},
     metrics::ClassificationMetrics,
-    report::{self, Figure, Report, Series, Tile},
-    run_dir::RunDir,
+    report::{self, Figure, Report, Tile},
+    run::{
+        RunDir,
+        report::{Curve, epoch_plot, finish},
+    },
     train::EpochRecord,
 };
 
@@ -34,36 +37,15 @@ pub struct ReportInput<'a> {
 
 /// Draws the plots into `run/plots/` and writes `run/report.html`.
 pub fn write(run: &RunDir, input: &ReportInput<'_>) -> Result<()> {
-    let epochs: Vec<f64> = input.history.iter().map(|r| (r.epoch + 1) as f64).collect();
-    let series = |name: &str, f: &dyn Fn(&EpochRecord) -> Option<f64>| {
-        Series::new(name, epochs.iter().zip(input.history).filter_map(|(&e, r)| f(r).map(|v| (e, v))).collect())
-    };
-    let mut figures = Vec::new();
-    if !input.history.is_empty() {
-        let loss = run.plot("loss.png");
-        report::plots::line_plot(
-            &loss,
-            "Loss",
-            "epoch",
-            &[
-                series("train loss", &|r| r.train.get("loss").copied()),
-                series("val loss", &|r| r.val.get("loss").copied()),
-            ],
-        )?;
-        figures.push(Figure::new("Loss", loss));
-        let acc = run.plot("metrics.png");
-        report::plots::line_plot(
-            &acc,
-            "Validation metrics",
-            "epoch",
-            &[
-                series("top-1", &|r| r.val.get("top1").copied()),
-                series("top-5", &|r| r.val.get("top5").copied()),
-                series("macro F1", &|r| r.val.get("f1_macro").copied()),
-            ],
-        )?;
-        figures.push(Figure::new("Validation metrics", acc));
-    }
+    let loss = [Curve::train("train loss", "loss"), Curve::val("val loss", "loss")];
+    let scores = [Curve::val("top-1", "top1"), Curve::val("top-5", "top5"), Curve::val("macro F1", "f1_macro")];
+    let figures: Vec<Figure> = [
+        epoch_plot(run, "loss.png", "Loss", input.history, &loss)?,
+        epoch_plot(run, "metrics.png", "Validation metrics", input.history, &scores)?,
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let cm = run.plot("confusion_matrix.png");
     report::plots::confusion_matrix(
         &cm,
@@ -118,7 +100,7 @@ pub fn write(run: &RunDir, input: &ReportInput<'_>) -> Result<()> {
         ]))
         .collect();
     let headers = ["class", "precision", "recall", "F1", "support"].map(String::from).to_vec();
-    let mut page = Report::new(format!("classify: {}", run.root().display()))
+    let page = Report::new(format!("classify: {}", run.root().display()))
         .subtitle(format!("{} · {} · {}", input.cfg.model.backbone, input.cfg.model.strategy, input.cfg.data.path))
         .key_values(facts)
         .heading("Metrics per class")
@@ -132,11 +114,7 @@ pub fn write(run: &RunDir, input: &ReportInput<'_>) -> Result<()> {
         ])
         .heading(format!("Predictions on {} (errors first)", input.split))
         .image("Predicted / true", grid);
-    if !input.skipped.is_empty() {
-        page = page.code("Skipped images", input.skipped.join("\n"));
-    }
-    let page = page.config(tlcv_core::config::to_toml(input.cfg)?);
-    page.write(&run.report_html())?;
+    finish(run, page, "Skipped images", input.skipped, input.cfg)?;
     Ok(())
 }
 

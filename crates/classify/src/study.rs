@@ -10,10 +10,11 @@ use tlcv_core::{
     backbones::Arch,
     freeze::Strategy,
     report::{self, Report, Series},
-    run_dir::RunDir,
+    run::RunDir,
+    weights::WeightsSource,
 };
 
-use crate::{Result, config::ClassifyConfig, model::weights_file, pipeline};
+use crate::{Result, config::ClassifyConfig, pipeline};
 
 /// What to compare.
 #[derive(Debug, Clone)]
@@ -80,10 +81,8 @@ impl StudySummary {
 
 /// The strategies a backbone can run: all three when pretrained weights can be had, else scratch.
 fn strategies_for(cfg: &ClassifyConfig) -> Vec<Strategy> {
-    let pretrained = cfg.model.backbone.parse::<Arch>().ok().is_some_and(|arch| {
-        let weights = if cfg.model.weights == "none" { "imagenet" } else { cfg.model.weights.as_str() };
-        weights_file(arch, weights).is_ok()
-    });
+    let weights = if cfg.model.weights.is_none() { WeightsSource::ImageNet } else { cfg.model.weights.clone() };
+    let pretrained = cfg.model.backbone.parse::<Arch>().ok().is_some_and(|arch| weights.resolve(arch).is_ok());
     if pretrained {
         vec![Strategy::Scratch, Strategy::FeatureExtract, Strategy::FineTune]
     } else {
@@ -237,7 +236,7 @@ fn write_outputs(cfg: &ClassifyConfig, rows: &[StudyRow], dir: &RunDir) -> Resul
     let verdicts = verdicts(&summaries);
     let verdict_text: Vec<String> = verdicts.iter().map(ToString::to_string).collect();
     let table = markdown_table(&summaries) + "\n" + &verdict_text.join("\n") + "\n";
-    tlcv_core::run_dir::write_atomic(&dir.root().join("study.md"), table.as_bytes())?;
+    tlcv_core::run::write_atomic(&dir.root().join("study.md"), table.as_bytes())?;
     let mut labels: Vec<String> = Vec::new();
     for s in &summaries {
         if !labels.contains(&s.label()) {

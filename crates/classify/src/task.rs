@@ -2,11 +2,7 @@
 //! scratch, or feature-extract without the cache) or on a feature cache (frozen backbone: its features
 //! are computed once per image and augmented view, and epochs only train the head).
 
-use std::{
-    collections::BTreeMap,
-    path::PathBuf,
-    sync::{Arc, Mutex},
-};
+use std::sync::Arc;
 
 use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
 use tch::{Kind, Reduction, Tensor, nn::VarStore};
@@ -14,6 +10,7 @@ use tlcv_core::{
     Result,
     data::{ClassDataset, ImageCache, Loader, Sample},
     metrics::ClassificationAccumulator,
+    run::SkipLog,
     train::{Batches, Metrics, Parallel, StepOutput, Task},
 };
 
@@ -22,35 +19,6 @@ use crate::{
     data::{IMAGE_CACHE_BUDGET, ImageBatch, Pipeline, collate},
     model::Model,
 };
-
-/// Samples that failed to load, one entry per file (its first reason), shared with the loader's
-/// threads: a bad file is reported once however many epochs, views and splits met it.
-#[derive(Debug, Clone, Default)]
-pub struct SkipLog(Arc<Mutex<BTreeMap<PathBuf, String>>>);
-
-impl SkipLog {
-    /// Records that `path` failed with `reason` (kept only the first time).
-    pub fn record(&self, path: &std::path::Path, reason: &str) {
-        if let Ok(mut map) = self.0.lock() {
-            map.entry(path.to_path_buf()).or_insert_with(|| reason.to_string());
-        }
-    }
-
-    /// The reasons (each names its file), sorted by file.
-    pub fn reasons(&self) -> Vec<String> {
-        self.0.lock().map(|m| m.values().cloned().collect()).unwrap_or_default()
-    }
-
-    /// Number of distinct files recorded.
-    pub fn len(&self) -> usize {
-        self.0.lock().map(|m| m.len()).unwrap_or(0)
-    }
-
-    /// Whether nothing was recorded.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
 
 /// Pooled features of a split, computed once.
 #[derive(Debug)]

@@ -177,8 +177,10 @@ fn assert_reported_once(what: &str, reported: &[String], expected: &[PathBuf]) {
     }
 }
 
-fn strings(value: &serde_json::Value) -> Vec<String> {
-    value.as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()).unwrap_or_default()
+/// The `skipped_files` list of `metrics.json` or `--json` as `<file>: <reason>` lines.
+fn skipped_lines(value: &serde_json::Value) -> Vec<String> {
+    let line = |v: &serde_json::Value| Some(format!("{}: {}", v["file"].as_str()?, v["reason"].as_str()?));
+    value["skipped_files"].as_array().map(|a| a.iter().filter_map(line).collect()).unwrap_or_default()
 }
 
 fn train(data: &Path, project: &Path, name: &str, extra: &[&str]) -> std::process::Output {
@@ -208,8 +210,8 @@ fn bad_inputs_are_skipped_and_named_once_good_ones_are_used() {
         let run_dir = project.join("classify").join(name);
         let text = std::fs::read_to_string(run_dir.join("metrics.json")).unwrap_or_else(|e| panic!("{e}"));
         let metrics: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
-        let skipped = strings(&metrics["skipped"]);
-        assert_eq!(metrics["skipped_images"].as_u64(), Some(bad.len() as u64), "{name}: {text}");
+        let skipped = skipped_lines(&metrics);
+        assert_eq!(metrics["skipped"].as_u64(), Some(bad.len() as u64), "{name}: {text}");
         assert_reported_once(&format!("{name} metrics.json"), &skipped, &bad);
         for odd in ODD {
             assert!(
@@ -230,8 +232,8 @@ fn bad_inputs_are_skipped_and_named_once_good_ones_are_used() {
     let out = run(classify().args(["eval", "--run"]).arg(&run_dir).args(["--split", "test", "--json"]));
     assert_eq!(out.status.code(), Some(0), "eval: {}", stderr(&out));
     let eval: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(eval["skipped_images"].as_u64(), Some(test_bad.len() as u64), "{eval}");
-    assert_reported_once("eval", &strings(&eval["skipped"]), &test_bad);
+    assert_eq!(eval["skipped"].as_u64(), Some(test_bad.len() as u64), "{eval}");
+    assert_reported_once("eval", &skipped_lines(&eval), &test_bad);
     let per_class_support: u64 =
         eval["per_class"].as_object().map_or(0, |m| m.values().filter_map(|c| c["support"].as_u64()).sum());
     assert_eq!(per_class_support, test_usable, "{eval}");

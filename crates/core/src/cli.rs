@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::run_dir::RunDir;
+use crate::{run::RunDir, weights::WeightsSource};
 
 /// Flags of `<task> train` (and of `<task> run`, which trains, evaluates and predicts end to end).
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -17,7 +17,7 @@ pub struct TrainArgs {
     /// Initial weights: `imagenet` (weights shipped by a registry package), `none`, or a checkpoint file
     /// (.pth, .pt, .bin or .safetensors).
     #[arg(long)]
-    pub weights: Option<String>,
+    pub weights: Option<WeightsSource>,
     /// Transfer strategy: feature-extract (backbone frozen), fine-tune (last N stages train) or scratch.
     #[arg(long)]
     pub strategy: Option<String>,
@@ -76,7 +76,7 @@ impl TrainArgs {
         push("data.path", self.data.clone());
         push("data.img_size", self.img_size.map(|v| v.to_string()));
         push("model.backbone", self.backbone.clone());
-        push("model.weights", self.weights.clone());
+        push("model.weights", self.weights.as_ref().map(WeightsSource::to_string));
         push("model.strategy", self.strategy.clone());
         push("model.trainable_layers", self.trainable_layers.map(|v| v.to_string()));
         push("train.epochs", self.epochs.map(|v| v.to_string()));
@@ -90,22 +90,9 @@ impl TrainArgs {
 
 impl TrainArgs {
     /// The run directory of `task`: a new `<project>/<task>/<name>` (or `train`, `train2`, ...), or with
-    /// `--resume` the existing one named by `--name`. A run stopped before it wrote its configuration is
-    /// started over under the same name.
+    /// `--resume` the existing one named by `--name` (see [`RunDir::create_or_resume`]).
     pub fn open_run(&self, task: &str) -> crate::Result<RunDir> {
-        if !self.resume {
-            return RunDir::create(&self.project, task, self.name.as_deref(), "train");
-        }
-        let name = self
-            .name
-            .as_deref()
-            .ok_or_else(|| crate::Error::Invalid("--resume needs --name NAME of the run to continue".into()))?;
-        let root = self.project.join(task).join(name);
-        if root.join("weights").is_dir() && !root.join("config.toml").is_file() {
-            eprintln!("resume: {} holds no configuration yet; starting it over", root.display());
-            return RunDir::create(&self.project, task, Some(name), "train");
-        }
-        RunDir::open(&root)
+        RunDir::create_or_resume(&self.project, task, self.name.as_deref(), "train", self.resume)
     }
 }
 

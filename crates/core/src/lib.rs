@@ -10,7 +10,9 @@
 //! - [`data`]: decoding, augmentation and batching on u8 images, in parallel with rayon.
 //! - [`metrics`], [`report`]: classification metrics, plots and the self-contained `report.html`.
 //! - [`alloc`]: allocator settings that keep freed activations in the process.
-//! - [`config`], [`run_dir`], [`paths`], [`device`], [`progress`]: the plumbing around a run.
+//! - [`run`]: the run lifecycle (run directory, run files, trained runs, skipped files, report sections).
+//! - [`weights`]: where a backbone's initial weights come from, and loading them into a headless one.
+//! - [`config`], [`cli`], [`paths`], [`device`], [`progress`]: the plumbing around a run.
 
 pub mod alloc;
 pub mod backbones;
@@ -26,7 +28,8 @@ pub mod metrics;
 pub mod paths;
 pub mod progress;
 pub mod report;
-pub mod run_dir;
+pub mod run;
 pub mod train;
+pub mod weights;
 
 pub use error::{Error, Result};

@@ -7,7 +7,7 @@
 use tch::{Device, Kind, Tensor, nn};
 use tlcv_core::{
     Error, Result,
-    run_dir::RunDir,
+    run::RunDir,
     train::{self, Batches, FitOptions, Metrics, Parallel, ScheduleKind, SingleProcess, StepOutput, Task, TrainConfig},
 };
 

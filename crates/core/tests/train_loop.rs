@@ -3,7 +3,7 @@
 use tch::{Device, Kind, Tensor, nn, nn::ModuleT};
 use tlcv_core::{
     Error, Result,
-    run_dir::RunDir,
+    run::RunDir,
     train::{self, Batches, FitOptions, Metrics, Parallel, SingleProcess, StepOutput, Task, TrainConfig},
 };
 

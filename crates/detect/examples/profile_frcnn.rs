@@ -9,7 +9,7 @@ fn main() -> anyhow::Result<()> {
     let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
     let mut cfg = DetectConfig::default();
     cfg.model.family = env("FAMILY", "faster-rcnn").parse().map_err(anyhow::Error::msg)?;
-    cfg.model.weights = "none".into();
+    cfg.model.weights = tlcv_core::weights::WeightsSource::None;
     cfg.model.strategy = tlcv_core::freeze::Strategy::Scratch;
     cfg.train.channels_last = env("CL", "1") == "1";
     let b: i64 = env("BATCH", "16").parse()?;

@@ -2,7 +2,7 @@
 //! `[loss]`, `[train]`, `[eval]`.
 
 use serde::{Deserialize, Serialize};
-use tlcv_core::{freeze::Strategy, train::TrainConfig};
+use tlcv_core::{freeze::Strategy, train::TrainConfig, weights::WeightsSource};
 
 pub use crate::family::Family;
 
@@ -208,7 +208,7 @@ pub struct ModelConfig {
     /// Backbone architecture (resnet18, vgg16_bn, efficientnet_b0, efficientnet_lite0, ...).
     pub backbone: String,
     /// `imagenet`, `none` (random initialisation) or a checkpoint file.
-    pub weights: String,
+    pub weights: WeightsSource,
     /// `feature-extract` (backbone frozen), `fine-tune` or `scratch`.
     pub strategy: Strategy,
     /// With fine-tune: backbone stages that train, counted from the last.
@@ -228,7 +228,7 @@ impl Default for ModelConfig {
         Self {
             family: Family::Yolo,
             backbone: "efficientnet_lite0".into(),
-            weights: "imagenet".into(),
+            weights: WeightsSource::ImageNet,
             strategy: Strategy::FineTune,
             trainable_layers: 3,
             neck_channels: 64,
@@ -354,7 +354,7 @@ impl DetectConfig {
                 ..Self::default()
             }),
             "scratch" => Some(Self {
-                model: ModelConfig { strategy: Strategy::Scratch, weights: "none".into(), ..base.model },
+                model: ModelConfig { strategy: Strategy::Scratch, weights: WeightsSource::None, ..base.model },
                 ..Self::default()
             }),
             _ => None,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use tlcv_core::data::{self, DecodeOptions, Loader, RgbImage};
+use tlcv_core::run::SkipLog;
 
 use crate::augment::{LetterboxInfo, letterbox};
 use crate::data::DetImage;
@@ -144,7 +145,8 @@ pub struct EvalOutput {
     #[serde(skip)]
     pub per_image: Vec<Vec<Detection>>,
     /// Images that could not be read, with reasons.
-    pub skipped: Vec<String>,
+    #[serde(skip)]
+    pub skipped: SkipLog,
 }
 
 /// Detects on `images` and evaluates against their boxes.
@@ -159,7 +161,7 @@ pub fn evaluate_images(
     let results = detect_files(model, &paths, pp, batch, 64_000_000);
     // An image that cannot be read is left out of the scores, ground truth included: counting its
     // boxes as missed would blame the model for a file problem. `per_image` stays aligned with `images`.
-    let mut skipped = Vec::new();
+    let skipped = SkipLog::default();
     let mut readable = Vec::with_capacity(images.len());
     let mut readable_dets = Vec::with_capacity(images.len());
     let mut per_image = Vec::with_capacity(images.len());
@@ -171,7 +173,7 @@ pub fn evaluate_images(
                 per_image.push(d);
             }
             Err(e) => {
-                skipped.push(e);
+                skipped.record(&img.path, &e);
                 per_image.push(Vec::new());
             }
         }
@@ -180,7 +182,7 @@ pub fn evaluate_images(
         return Err(DetectError::Invalid(format!(
             "none of the {} images to evaluate could be read (first: {})",
             images.len(),
-            skipped.first().map_or("", String::as_str)
+            skipped.reasons().first().map_or("", String::as_str)
         )));
     }
     let mut out = score(&readable, names, readable_dets, skipped)?;
@@ -193,7 +195,7 @@ pub fn score(
     images: &[DetImage],
     names: &[String],
     per_image: Vec<Vec<Detection>>,
-    skipped: Vec<String>,
+    skipped: SkipLog,
 ) -> Result<EvalOutput> {
     if images.is_empty() {
         return Err(DetectError::Invalid("no images to evaluate".into()));

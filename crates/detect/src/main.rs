@@ -13,7 +13,10 @@ use detect::{
     report::{self, ReportInput},
     task::DetectTask,
 };
-use tlcv_core::{cli::TrainArgs, run_dir::RunDir};
+use tlcv_core::{
+    cli::TrainArgs,
+    run::{self, RunDir, report::fit_facts},
+};
 
 /// Object detection by transfer learning (YOLO-style, SSD and Faster R-CNN heads on ImageNet backbones).
 #[derive(Debug, Parser)]
@@ -218,16 +221,13 @@ fn train_and_report(
     }
     let metrics = pipeline::write_metrics(run, &outcome)?;
     let mut issues = outcome.issues.messages.clone();
-    issues.extend(outcome.skipped.iter().cloned());
-    issues.extend(outcome.eval.skipped.iter().cloned());
-    let facts = vec![
-        ("family".to_string(), cfg.model.family.to_string()),
-        ("epochs".to_string(), outcome.fit.history.len().to_string()),
-        ("best epoch".to_string(), outcome.fit.best_epoch.map_or("-".into(), |e| (e + 1).to_string())),
-        ("training time".to_string(), format!("{:.1} s", outcome.fit.seconds)),
+    issues.extend(outcome.skipped.reasons());
+    let mut facts = vec![("family".to_string(), cfg.model.family.to_string())];
+    facts.extend(fit_facts(&outcome.fit));
+    facts.extend([
         ("data".to_string(), outcome.data_dir.display().to_string()),
         ("label problems".to_string(), outcome.issues.summary()),
-    ];
+    ]);
     report::write(
         run,
         &ReportInput {
@@ -304,7 +304,7 @@ fn compare(cmd: &CompareCmd) -> anyhow::Result<()> {
                 (o.eval.summary.map50, o.eval.summary.map, o.fit.seconds)
             }
         };
-        let (_, _, model, _) = pipeline::load_run(&dir)?;
+        let (_, model) = pipeline::load_run(&dir)?;
         let (ds, _) = data::load_config(&cfg.data)?;
         let speed = pipeline::inference_speed(&model, &ds.val, cfg.train.batch.max(1), &cfg)?;
         rows.push(pipeline::FamilyRow {
@@ -320,7 +320,7 @@ fn compare(cmd: &CompareCmd) -> anyhow::Result<()> {
     }
     let table = pipeline::families_table(&rows);
     let path = cmd.common.project.join("detect").join(format!("{base}-families.md"));
-    tlcv_core::run_dir::write_atomic(&path, table.as_bytes())?;
+    run::write_atomic(&path, table.as_bytes())?;
     println!("{table}");
     eprintln!("table: {}", path.display());
     if cmd.common.json {
@@ -352,7 +352,7 @@ fn json_summary(e: &evaluate::EvalOutput, run: &std::path::Path) -> anyhow::Resu
 /// Predicts the first held-out validation images with the trained run into `predict/` and
 /// `predictions.jsonl`.
 fn predict_held_out(cfg: &DetectConfig, run: &RunDir, outcome: &pipeline::TrainOutcome) -> anyhow::Result<()> {
-    let (_, names, model, _) = pipeline::load_run(run.root())?;
+    let (trained, model) = pipeline::load_run(run.root())?;
     let images: Vec<PathBuf> = outcome.val.iter().take(cfg.eval.predict_images).map(|i| i.path.clone()).collect();
     let pp = PostprocessConfig {
         conf: cfg.eval.predict_conf,
@@ -361,28 +361,25 @@ fn predict_held_out(cfg: &DetectConfig, run: &RunDir, outcome: &pipeline::TrainO
         ..Default::default()
     };
     let out = run.root().join("predict");
-    let mut lines = String::new();
-    for r in predict::predict_files(&model, &names, &images, &pp, Some(&out))? {
-        match r {
-            Ok(p) => {
+    let results = predict::predict_files(&model, &trained.classes, &images, &pp, Some(&out))?;
+    run::write_predictions(
+        run,
+        results.into_iter().map(|r| {
+            r.map(|p| {
                 let shown: Vec<String> = p.detections.iter().map(|d| format!("{} {:.2}", d.class, d.score)).collect();
-                eprintln!(
-                    "predict: {} -> {}",
-                    p.image,
-                    if shown.is_empty() { "nothing".into() } else { shown.join(", ") }
-                );
-                lines += &(serde_json::to_string(&p)? + "\n");
-            }
-            Err(e) => eprintln!("predict: {e}"),
-        }
-    }
-    tlcv_core::run_dir::write_atomic(&run.root().join("predictions.jsonl"), lines.as_bytes())?;
+                let line =
+                    format!("{} -> {}", p.image, if shown.is_empty() { "nothing".into() } else { shown.join(", ") });
+                (p, line)
+            })
+        }),
+    )?;
     Ok(())
 }
 
 fn eval_cmd(cmd: &EvalCmd) -> anyhow::Result<()> {
-    pipeline::configure_threads();
-    let (mut cfg, names, model, run) = pipeline::load_run(&cmd.run)?;
+    run::configure_threads();
+    let (trained, model) = pipeline::load_run(&cmd.run)?;
+    let (mut cfg, names, run) = (trained.config, trained.classes, trained.dir);
     if let Some(d) = &cmd.data {
         cfg.data.path = d.clone();
     }
@@ -393,9 +390,7 @@ fn eval_cmd(cmd: &EvalCmd) -> anyhow::Result<()> {
     }
     let pp = DetectTask::eval_postprocess(&cfg);
     let e = evaluate::evaluate_images(&model, &ds.val, &names, &pp, cfg.train.batch.max(1) * 2)?;
-    for s in &e.skipped {
-        eprintln!("skipped: {s}");
-    }
+    e.skipped.print();
     let (p, r) = e.f1.as_ref().map_or((0.0, 0.0), |f| (f.precision, f.recall));
     eprintln!(
         "val mAP@.5 {:.4}  mAP@[.5:.95] {:.4}  precision {:.3}  recall {:.3}",
@@ -408,11 +403,12 @@ fn eval_cmd(cmd: &EvalCmd) -> anyhow::Result<()> {
 }
 
 fn predict_cmd(cmd: &PredictCmd) -> anyhow::Result<()> {
-    pipeline::configure_threads();
+    run::configure_threads();
     if let Some(missing) = cmd.images.iter().find(|p| !p.exists()) {
         bail!("{} does not exist", missing.display());
     }
-    let (cfg, names, model, run) = pipeline::load_run(&cmd.run)?;
+    let (trained, model) = pipeline::load_run(&cmd.run)?;
+    let (cfg, names, run) = (trained.config, trained.classes, trained.dir);
     let pp = PostprocessConfig {
         conf: cmd.conf.unwrap_or(cfg.eval.predict_conf),
         iou: cfg.eval.iou,

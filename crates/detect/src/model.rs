@@ -9,7 +9,8 @@ use tlcv_core::{
     freeze::{self, FreezeSummary, Strategy, channels_last, to_channels_last},
 };
 
-use crate::backbone;
+use tlcv_core::weights::{self, WeightsSource};
+
 use crate::config::{DetectConfig, Family};
 use crate::error::{DetectError, Result};
 use crate::family::{self, BuildContext, DetectorFamily, StepLosses};
@@ -45,7 +46,7 @@ impl Detector {
         let m = &cfg.model;
         let arch: Arch = m.backbone.parse()?;
         family::check_input_size(cfg.data.img_size)?;
-        if m.weights == "none" && m.strategy != Strategy::Scratch {
+        if m.weights.is_none() && m.strategy != Strategy::Scratch {
             return Err(DetectError::Invalid(format!(
                 "strategy `{}` needs pretrained weights, but model.weights = \"none\" (use --strategy scratch)",
                 m.strategy
@@ -54,9 +55,8 @@ impl Detector {
         let vs = nn::VarStore::new(device);
         let root = vs.root();
         let mut net = (m.family.builder())(&BuildContext { root: &root, arch, num_classes, cfg })?;
-        if m.weights != "none" {
-            let file = backbone::weights_file(arch, &m.weights)?;
-            backbone::load_pretrained(&vs, arch, &file, net.backbone_prefix())?;
+        if let Some(file) = m.weights.resolve(arch)? {
+            weights::load_backbone(&vs, arch, &file, net.backbone_prefix())?;
         }
         let stages = net.backbone().stages().clone();
         let normalization = net.backbone().normalization();
@@ -78,6 +78,15 @@ impl Detector {
             normalization,
             compute_kind: Kind::Float,
         })
+    }
+
+    /// The detector of `cfg` with random weights and nothing frozen, on `cfg.train.device`, to load a
+    /// trained run's weights into.
+    pub fn untrained(cfg: &DetectConfig, num_classes: i64) -> Result<Self> {
+        let mut cfg = cfg.clone();
+        cfg.model.weights = WeightsSource::None;
+        cfg.model.strategy = Strategy::Scratch;
+        Self::build(&cfg, num_classes, cfg.train.device.resolve()?)
     }
 
     /// Runs the backbone in `kind`: float32, or bfloat16 for mixed precision, where inputs are cast to

@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use tlcv_core::{
     checkpoint::{self, LoadOptions},
-    freeze::Strategy,
-    run_dir::{RunDir, write_atomic},
+    run::{self, RunDir, SkipLog, SkippedSummary, TrainedRun, write_atomic},
     train::{self, FitOptions, FitSummary, SingleProcess},
 };
 
@@ -18,15 +17,6 @@ use crate::error::{DetectError, Result};
 use crate::evaluate::{EvalOutput, evaluate_images, flat_metrics};
 use crate::model::Detector;
 use crate::task::DetectTask;
-
-/// Sets libtorch's and rayon's thread counts once, so that decoding and compute share the cores.
-pub fn configure_threads() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        let _ = tlcv_core::data::configure_threads(cores);
-    });
-}
 
 /// What a training run produced.
 #[derive(Debug)]
@@ -43,8 +33,8 @@ pub struct TrainOutcome {
     pub data_dir: PathBuf,
     /// Label problems found while reading.
     pub issues: Issues,
-    /// Training images that failed to load.
-    pub skipped: Vec<String>,
+    /// Training and evaluation images that failed to load.
+    pub skipped: SkipLog,
 }
 
 /// Prints the label problems: the summary and the first few messages.
@@ -63,7 +53,7 @@ pub fn report_issues(issues: &Issues) {
 
 /// Trains per `cfg` into `run` (resuming if asked), then evaluates the best weights on val.
 pub fn train(cfg: &DetectConfig, run: &RunDir, resume: bool) -> Result<TrainOutcome> {
-    configure_threads();
+    run::configure_threads();
     let device = cfg.train.device.resolve()?;
     tch::manual_seed(cfg.train.seed as i64);
     let (ds, data_dir) = data::load_config(&cfg.data)?;
@@ -91,7 +81,7 @@ pub fn train(cfg: &DetectConfig, run: &RunDir, resume: bool) -> Result<TrainOutc
         model.num_params() as f64 / 1e6,
         model.freeze
     );
-    write_run_files(cfg, run, &ds.names)?;
+    run::write_run_files(run, cfg, &ds.names)?;
     if !ds.issues.messages.is_empty() {
         write_atomic(&run.root().join("issues.txt"), (ds.issues.messages.join("\n") + "\n").as_bytes())?;
     }
@@ -103,13 +93,9 @@ pub fn train(cfg: &DetectConfig, run: &RunDir, resume: bool) -> Result<TrainOutc
         &SingleProcess,
         &FitOptions { resume, max_epochs_this_run: None },
     );
-    // Named even when training fails (e.g. every image skipped); each epoch re-reports a file.
-    let mut skipped = task.skipped.lock().map(|l| l.clone()).unwrap_or_default();
-    skipped.sort();
-    skipped.dedup();
-    for s in &skipped {
-        eprintln!("skipped: {s}");
-    }
+    // Named even when training fails (e.g. every image skipped).
+    let skipped = task.skipped.clone();
+    skipped.print();
     let fit = fit?;
     let DetectTask { model, val, names, .. } = task;
     if run.best_weights().is_file() {
@@ -117,19 +103,10 @@ pub fn train(cfg: &DetectConfig, run: &RunDir, resume: bool) -> Result<TrainOutc
     }
     let pp = DetectTask::eval_postprocess(cfg);
     let eval = evaluate_images(&model, &val, &names, &pp, cfg.train.batch.max(1) * 2)?;
-    for s in &eval.skipped {
-        eprintln!("skipped: {s}");
-    }
+    eval.skipped.print();
+    skipped.extend(&eval.skipped);
     write_coco_files(run, &eval)?;
     Ok(TrainOutcome { eval, fit, names, val, data_dir, issues: ds.issues, skipped })
-}
-
-/// Writes the resolved configuration and the class names into the run directory.
-pub fn write_run_files(cfg: &DetectConfig, run: &RunDir, names: &[String]) -> Result<()> {
-    let text = tlcv_core::config::to_toml(cfg)?;
-    write_atomic(&run.config_path(), text.as_bytes())?;
-    run.write_json(&run.root().join("classes.json"), &names)?;
-    Ok(())
 }
 
 /// Writes `val_gt.json` and `val_dets.json` (COCO format) into the run directory.
@@ -140,26 +117,11 @@ pub fn write_coco_files(run: &RunDir, eval: &EvalOutput) -> Result<()> {
 }
 
 /// A trained run: its configuration, class names and model with the best (else last) weights.
-pub fn load_run(dir: &Path) -> Result<(DetectConfig, Vec<String>, Detector, RunDir)> {
-    let run = RunDir::open(dir)?;
-    let cfg: DetectConfig = tlcv_core::config::load(Some(&run.config_path()), &[])?;
-    let path = run.root().join("classes.json");
-    let text = std::fs::read_to_string(&path).map_err(|source| DetectError::Io { path: path.clone(), source })?;
-    let names: Vec<String> =
-        serde_json::from_str(&text).map_err(|source| DetectError::Json { path: path.clone(), source })?;
-    let mut build_cfg = cfg.clone();
-    build_cfg.model.weights = "none".into();
-    build_cfg.model.strategy = Strategy::Scratch;
-    let model = Detector::build(&build_cfg, names.len() as i64, cfg.train.device.resolve()?)?;
-    let weights = if run.best_weights().is_file() { run.best_weights() } else { run.last_weights() };
-    if !weights.is_file() {
-        return Err(DetectError::Invalid(format!(
-            "{}: no weights (weights/best.safetensors or last.safetensors)",
-            dir.display()
-        )));
-    }
-    checkpoint::load_file(&model.vs, &weights, &LoadOptions::default())?;
-    Ok((cfg, names, model, run))
+pub fn load_run(dir: &Path) -> Result<(TrainedRun<DetectConfig>, Detector)> {
+    let run = TrainedRun::<DetectConfig>::open(dir)?;
+    let model = Detector::untrained(&run.config, run.classes.len() as i64)?;
+    run.load_weights(&model.vs)?;
+    Ok((run, model))
 }
 
 /// Per-class numbers of `metrics.json`.
@@ -219,10 +181,11 @@ pub struct MetricsFile {
     pub train_seconds: f64,
     /// Boxes dropped while reading labels.
     pub dropped_boxes: usize,
-    /// Images that could not be read: dropped while indexing (named in `issues.txt`) plus `skipped`.
-    pub skipped_images: usize,
+    /// Images dropped while indexing (named in `issues.txt`).
+    pub dropped_images: usize,
     /// Images that failed to decode in training or in the final evaluation, with reasons.
-    pub skipped: Vec<String>,
+    #[serde(flatten)]
+    pub skipped: SkippedSummary,
 }
 
 /// Builds and writes `metrics.json`.
@@ -235,8 +198,8 @@ pub fn write_metrics(run: &RunDir, o: &TrainOutcome) -> Result<MetricsFile> {
         best_epoch: o.fit.best_epoch.map(|e| e + 1),
         train_seconds: o.fit.seconds,
         dropped_boxes: o.issues.dropped_boxes,
-        skipped_images: o.issues.dropped_images + o.skipped.len() + o.eval.skipped.len(),
-        skipped: o.skipped.iter().chain(&o.eval.skipped).cloned().collect(),
+        dropped_images: o.issues.dropped_images,
+        skipped: o.skipped.summary(),
     };
     run.write_json(&run.metrics_json(), &m)?;
     Ok(m)

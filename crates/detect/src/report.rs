@@ -7,7 +7,10 @@ use std::path::Path;
 use tlcv_core::{
     data::{self, DecodeOptions, transforms},
     report::{self, Figure, Report, Series, Tile},
-    run_dir::RunDir,
+    run::{
+        RunDir,
+        report::{Curve, epoch_plot, finish},
+    },
     train::EpochRecord,
 };
 
@@ -43,30 +46,20 @@ pub struct ReportInput<'a> {
 
 /// Draws the plots into `run/plots/` and writes `run/report.html`.
 pub fn write(run: &RunDir, input: &ReportInput<'_>) -> Result<()> {
-    let epochs: Vec<f64> = input.history.iter().map(|r| (r.epoch + 1) as f64).collect();
-    let series = |name: &str, f: &dyn Fn(&EpochRecord) -> Option<f64>| {
-        Series::new(name, epochs.iter().zip(input.history).filter_map(|(&e, r)| f(r).map(|v| (e, v))).collect())
-    };
-    let mut curves = Vec::new();
-    if !input.history.is_empty() {
-        let loss = run.plot("loss.png");
-        // Every term the family logs (YOLO: box, cls, dfl; SSD: regression, classification; Faster
-        // R-CNN: the four RPN and box-head losses), with the total last.
-        let mut keys: Vec<&String> = input.history[0].train.keys().filter(|k| k.as_str() != "loss").collect();
-        keys.sort();
-        let terms: Vec<Series> =
-            keys.iter().map(|k| k.as_str()).chain(["loss"]).map(|k| series(k, &|r| r.train.get(k).copied())).collect();
-        report::line_plot(&loss, "Training loss per term", "epoch", &terms)?;
-        curves.push(Figure::new("Loss per term", loss));
-        let val = run.plot("val_metrics.png");
-        let keys = ["map50", "map", "precision", "recall"];
-        let s: Vec<Series> =
-            keys.iter().map(|k| series(k, &|r| r.val.get(*k).copied())).filter(|s| !s.points.is_empty()).collect();
-        if !s.is_empty() {
-            report::line_plot(&val, "Validation metrics", "epoch", &s)?;
-            curves.push(Figure::new("Validation mAP", val));
-        }
-    }
+    // Every term the family logs (YOLO: box, cls, dfl; SSD: regression, classification; Faster
+    // R-CNN: the four RPN and box-head losses), with the total last.
+    let mut keys: Vec<&String> =
+        input.history.first().map(|r| r.train.keys().filter(|k| k.as_str() != "loss").collect()).unwrap_or_default();
+    keys.sort();
+    let terms: Vec<Curve> = keys.iter().map(|k| k.as_str()).chain(["loss"]).map(|k| Curve::train(k, k)).collect();
+    let scores: Vec<Curve> = ["map50", "map", "precision", "recall"].map(|k| Curve::val(k, k)).to_vec();
+    let curves: Vec<Figure> = [
+        epoch_plot(run, "loss.png", "Training loss per term", input.history, &terms)?,
+        epoch_plot(run, "val_metrics.png", "Validation metrics", input.history, &scores)?,
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let e = input.eval;
     let pr = run.plot("pr_curves.png");
     let pr_series: Vec<Series> =
@@ -137,7 +130,7 @@ pub fn write(run: &RunDir, input: &ReportInput<'_>) -> Result<()> {
         })
         .collect();
     let headers = ["class", "instances", "AP@.5", "precision", "recall"].map(String::from).to_vec();
-    let mut page = Report::new(format!("detect: {}", run.root().display()))
+    let page = Report::new(format!("detect: {}", run.root().display()))
         .subtitle(format!(
             "{} · {} · {} · {}",
             input.cfg.model.family, input.cfg.model.backbone, input.cfg.model.strategy, input.cfg.data.path
@@ -151,11 +144,7 @@ pub fn write(run: &RunDir, input: &ReportInput<'_>) -> Result<()> {
         .images(figures)
         .heading("Validation images: ground truth (left) and predictions (right)")
         .image("Ground truth / predictions", grid);
-    if !input.issues.is_empty() {
-        let shown: Vec<&str> = input.issues.iter().take(200).map(String::as_str).collect();
-        page = page.code("Label problems and skipped images", shown.join("\n"));
-    }
-    page.config(tlcv_core::config::to_toml(input.cfg)?).write(&run.report_html())?;
+    finish(run, page, "Label problems and skipped images", input.issues, input.cfg)?;
     Ok(())
 }
 

@@ -2,8 +2,8 @@
 //! loader (decoded images cached in memory), the family's loss per step, and COCO mAP on the
 //! validation split per epoch. Mosaic is switched off for the last `augment.close_mosaic` epochs.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
 use rand::Rng;
 use tch::{Kind, Tensor, nn::VarStore};
@@ -11,6 +11,7 @@ use tlcv_core::{
     Result as CoreResult,
     backbones::Normalization,
     data::{self, DataError, DecodeOptions, ImageCache, Loader, RgbImage},
+    run::SkipLog,
     train::{Batches, Metrics, Parallel, StepOutput, Task},
 };
 
@@ -78,7 +79,7 @@ pub struct DetectTask {
     /// Whether mosaic is on this epoch.
     pub mosaic: Arc<AtomicBool>,
     /// Every training image that failed to load, with its reason.
-    pub skipped: Arc<Mutex<Vec<String>>>,
+    pub skipped: SkipLog,
     epochs: usize,
 }
 
@@ -101,7 +102,7 @@ impl DetectTask {
             val,
             cache,
             mosaic: Arc::new(AtomicBool::new(true)),
-            skipped: Arc::new(Mutex::new(Vec::new())),
+            skipped: SkipLog::default(),
             epochs,
         }
     }
@@ -178,6 +179,7 @@ impl Task for DetectTask {
     fn train_batches(&mut self, epoch: usize, parallel: &dyn Parallel) -> CoreResult<Batches<DetBatch>> {
         let all: Vec<usize> = (0..self.train.len()).collect();
         let shard = Arc::new(parallel.shard(&all));
+        let (skipped, images, order) = (self.skipped.clone(), Arc::clone(&self.train), Arc::clone(&shard));
         let loader = Loader::new(shard.len(), self.cfg.train.batch.max(1), true, self.cfg.train.seed, false, 2);
         let (train, cache, aug) = (Arc::clone(&self.train), Arc::clone(&self.cache), self.cfg.augment.clone());
         let mosaic = self.mosaic.load(Ordering::SeqCst);
@@ -216,12 +218,9 @@ impl Task for DetectTask {
             },
             move |items| collate(items, norm),
         );
-        let skipped = Arc::clone(&self.skipped);
         Ok(Box::new(iter.filter_map(move |b| {
-            if !b.skipped.is_empty()
-                && let Ok(mut list) = skipped.lock()
-            {
-                list.extend(b.skipped.iter().map(|s| s.reason.clone()));
+            for s in &b.skipped {
+                skipped.record(&images[order[s.index]].path, &s.reason);
             }
             match b.data {
                 None => None,

@@ -165,10 +165,15 @@ fn yolo_bad_inputs_are_named_counted_and_good_boxes_used() {
     // metrics.json: label drops, and every unreadable image (at indexing or decoding) named once.
     let m = read_json(&run.join("metrics.json"));
     assert_eq!(m["dropped_boxes"], 12, "{m}");
-    assert_eq!(m["skipped_images"], 6, "{m}");
+    assert_eq!(m["dropped_images"], 4, "{m}");
+    assert_eq!(m["skipped"], 2, "{m}");
     assert_eq!(m["images"], 8, "{m}");
-    let skipped: Vec<&str> =
-        m["skipped"].as_array().expect("skipped list").iter().map(|v| v.as_str().unwrap()).collect();
+    let skipped: Vec<String> = m["skipped_files"]
+        .as_array()
+        .expect("skipped list")
+        .iter()
+        .map(|v| format!("{}: {}", v["file"].as_str().unwrap(), v["reason"].as_str().unwrap()))
+        .collect();
     assert_eq!(skipped.len(), 2, "{m}");
     for split in ["train", "val"] {
         let t = format!(

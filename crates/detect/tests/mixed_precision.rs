@@ -25,7 +25,7 @@ fn every_family_trains_float32_weights_with_a_bf16_backbone() -> Result<()> {
         cfg.data.img_size = 64;
         cfg.model.family = family;
         cfg.model.backbone = "resnet18".into();
-        cfg.model.weights = "none".into();
+        cfg.model.weights = tlcv_core::weights::WeightsSource::None;
         cfg.model.strategy = Strategy::Scratch;
         let xs = Tensor::randn([2, 3, 64, 64], (Kind::Float, Device::Cpu));
         let mut losses = Vec::new();

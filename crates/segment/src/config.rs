@@ -5,7 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use tlcv_core::{freeze::Strategy, train::TrainConfig};
+use tlcv_core::{freeze::Strategy, train::TrainConfig, weights::WeightsSource};
 
 /// The segmentation model family (`--model`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,7 +113,7 @@ pub struct ModelConfig {
     /// Backbone architecture (resnet18/34/50, vgg16..., efficientnet_b0, efficientnet_lite0/1/2).
     pub backbone: String,
     /// `imagenet`, `none` (random initialisation) or a checkpoint file of the backbone.
-    pub weights: String,
+    pub weights: WeightsSource,
     /// `feature-extract`, `fine-tune` or `scratch`.
     pub strategy: Strategy,
     /// With fine-tune: backbone stages that train, counted from the last.
@@ -135,7 +135,7 @@ impl Default for ModelConfig {
         Self {
             kind: ModelKind::Unet,
             backbone: "efficientnet_lite0".into(),
-            weights: "imagenet".into(),
+            weights: WeightsSource::ImageNet,
             strategy: Strategy::FineTune,
             trainable_layers: 8,
             output_stride: 16,
@@ -238,7 +238,7 @@ impl SegmentConfig {
                 ..Self::default()
             }),
             "scratch" => Some(Self {
-                model: ModelConfig { strategy: Strategy::Scratch, weights: "none".into(), ..base.model },
+                model: ModelConfig { strategy: Strategy::Scratch, weights: WeightsSource::None, ..base.model },
                 ..Self::default()
             }),
             _ => None,

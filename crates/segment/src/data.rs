@@ -11,6 +11,7 @@ use rayon::prelude::*;
 use tch::Tensor;
 use tlcv_core::backbones::Normalization;
 use tlcv_core::data::{self, DataError, DecodeOptions, RgbImage, image};
+use tlcv_core::run::SkipLog;
 use tlcv_datasets::segmentation::{self as seggen, SegParams};
 
 use crate::{
@@ -33,6 +34,15 @@ pub struct SegSample {
     pub mask: PathBuf,
 }
 
+impl SegSample {
+    /// Records `message` (which names the image or the mask) in `log` under the file it names.
+    pub fn record_skip(&self, log: &SkipLog, message: &str) {
+        let mask = self.mask.display().to_string();
+        let file = if message.starts_with(&format!("{mask}:")) { &self.mask } else { &self.image };
+        log.record(file, message);
+    }
+}
+
 /// The indexed data set.
 #[derive(Debug, Clone)]
 pub struct SegDataset {
@@ -44,8 +54,8 @@ pub struct SegDataset {
     pub train: Vec<SegSample>,
     /// Validation pairs that passed the checks.
     pub val: Vec<SegSample>,
-    /// One line per skipped sample, naming the file and the reason.
-    pub skipped: Vec<String>,
+    /// The samples skipped while indexing, each under the file its reason names.
+    pub skipped: SkipLog,
 }
 
 /// Resolves `cfg.path` (the embedded set is generated on first use) and indexes it.
@@ -93,7 +103,7 @@ pub fn index_folder(root: &Path, classes: &[String], ignore: u8, max_pixels: u64
         return Err(SegmentError::Invalid(format!("{}: data folder not found", root.display())));
     }
     let classes = class_names(root, classes)?;
-    let mut skipped = Vec::new();
+    let skipped = SkipLog::default();
     let mut splits = Vec::new();
     for split in ["train", "val"] {
         let dir = root.join("images").join(split);
@@ -112,21 +122,22 @@ pub fn index_folder(root: &Path, classes: &[String], ignore: u8, max_pixels: u64
             })
             .collect();
         images.sort();
-        let checked: Vec<Result<SegSample, String>> = images
+        let checked: Vec<(SegSample, Result<(), String>)> = images
             .par_iter()
             .map(|img| {
                 let stem = img.file_stem().unwrap_or_default();
                 let mut m = root.join("masks").join(split).join(stem);
                 m.set_extension("png");
                 let sample = SegSample { image: img.clone(), mask: m };
-                check_sample(&sample, classes.len(), ignore, max_pixels).map(|()| sample)
+                let check = check_sample(&sample, classes.len(), ignore, max_pixels);
+                (sample, check)
             })
             .collect();
         let mut ok = Vec::new();
-        for c in checked {
-            match c {
-                Ok(s) => ok.push(s),
-                Err(reason) => skipped.push(reason),
+        for (sample, check) in checked {
+            match check {
+                Ok(()) => ok.push(sample),
+                Err(reason) => sample.record_skip(&skipped, &reason),
             }
         }
         splits.push(ok);

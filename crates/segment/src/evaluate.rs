@@ -2,7 +2,7 @@
 //! [`crate::metrics`], keeping a few predictions for the report's triplets.
 
 use rayon::prelude::*;
-use tlcv_core::data::RgbImage;
+use tlcv_core::{data::RgbImage, run::SkipLog};
 
 use crate::{
     data::{SegSample, load_pair},
@@ -36,7 +36,7 @@ pub struct Evaluation {
     /// The first `keep` evaluated images.
     pub kept: Vec<Evaluated>,
     /// Samples that could not be loaded.
-    pub skipped: Vec<String>,
+    pub skipped: SkipLog,
 }
 
 /// Predicts every sample at its own resolution and accumulates the confusion matrix.
@@ -53,7 +53,7 @@ pub fn evaluate_samples(
 ) -> Result<Evaluation, SegmentError> {
     let mut confusion = SegConfusion::new(num_classes, Some(i64::from(ignore)))?;
     let mut kept = Vec::new();
-    let mut skipped = Vec::new();
+    let skipped = SkipLog::default();
     // Decode in parallel in chunks, run the network one image at a time (sizes may differ).
     for chunk in samples.chunks(16) {
         let loaded: Vec<_> = chunk.par_iter().map(|s| (s, load_pair(s, max_pixels))).collect();
@@ -61,7 +61,7 @@ pub fn evaluate_samples(
             let (image, truth) = match pair {
                 Ok(p) => p,
                 Err(e) => {
-                    skipped.push(e.to_string());
+                    s.record_skip(&skipped, &e.to_string());
                     continue;
                 }
             };

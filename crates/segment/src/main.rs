@@ -12,7 +12,10 @@ use segment::{
     predict::predict_file,
     report::{self, ReportInput},
 };
-use tlcv_core::cli::TrainArgs;
+use tlcv_core::{
+    cli::TrainArgs,
+    run::{self, report::fit_facts},
+};
 
 /// Semantic segmentation by transfer learning.
 #[derive(Debug, Parser)]
@@ -142,47 +145,43 @@ fn train(cmd: &TrainCmd, end_to_end: bool) -> anyhow::Result<()> {
         split: "val",
         metrics: &outcome.eval.summary,
         classes: &classes,
-        skipped_samples: outcome.skipped.len(),
-        skipped: &outcome.skipped,
+        skipped: outcome.skipped.summary(),
         best_epoch: outcome.fit.best_epoch.map(|e| e + 1),
         train_seconds: outcome.fit.seconds,
         eval_seconds: outcome.eval_seconds,
     };
     run.write_json(&run.metrics_json(), &metrics_file)?;
-    let facts = vec![
-        ("epochs".to_string(), outcome.fit.history.len().to_string()),
-        ("best epoch".to_string(), outcome.fit.best_epoch.map_or("-".into(), |e| (e + 1).to_string())),
-        ("training time".to_string(), format!("{:.1} s", outcome.fit.seconds)),
-        ("train / val images".to_string(), format!("{} / {}", outcome.dataset.train.len(), outcome.dataset.val.len())),
-    ];
+    let mut facts = fit_facts(&outcome.fit);
+    facts.push((
+        "train / val images".to_string(),
+        format!("{} / {}", outcome.dataset.train.len(), outcome.dataset.val.len()),
+    ));
+    let skipped = outcome.skipped.reasons();
     let input = ReportInput {
         cfg: &cfg,
         classes: &classes,
         history: &outcome.fit.history,
         eval: &outcome.eval,
-        skipped: &outcome.skipped,
+        skipped: &skipped,
         facts,
     };
     report::write(&run, &input)?;
-    for reason in &outcome.skipped {
-        eprintln!("skipped: {reason}");
-    }
+    outcome.skipped.print();
     if end_to_end {
-        let (_, _, model, _) = pipeline::load_run(run.root())?;
+        let (_, model) = pipeline::load_run(run.root())?;
         let out = run.root().join("predictions");
-        for s in outcome.dataset.val.iter().take(cfg.eval.predict_images) {
-            match predict_file(
-                &model,
-                &s.image,
-                &out,
-                cfg.data.img_size,
-                cfg.eval.overlay_alpha,
-                cfg.train.channels_last,
-            ) {
-                Ok(p) => eprintln!("predict: {} -> {}", p.image, p.overlay),
-                Err(e) => eprintln!("predict: {e}"),
-            }
-        }
+        let (size, alpha, channels_last) = (cfg.data.img_size, cfg.eval.overlay_alpha, cfg.train.channels_last);
+        run::write_predictions(
+            &run,
+            outcome.dataset.val.iter().take(cfg.eval.predict_images).map(|s| {
+                predict_file(&model, &s.image, &out, size, alpha, channels_last)
+                    .map(|p| {
+                        let line = format!("{} -> {}", p.image, p.overlay);
+                        (p, line)
+                    })
+                    .map_err(|e| e.to_string())
+            }),
+        )?;
     }
     let s = &outcome.eval.summary;
     eprintln!(
@@ -202,7 +201,8 @@ fn train(cmd: &TrainCmd, end_to_end: bool) -> anyhow::Result<()> {
 }
 
 fn eval(cmd: &EvalCmd) -> anyhow::Result<()> {
-    let (mut cfg, classes, model, run) = pipeline::load_run(&cmd.run)?;
+    let (trained, model) = pipeline::load_run(&cmd.run)?;
+    let (mut cfg, classes, run) = (trained.config, trained.classes, trained.dir);
     if let Some(data) = &cmd.data {
         cfg.data.path = data.clone();
     }
@@ -211,9 +211,8 @@ fn eval(cmd: &EvalCmd) -> anyhow::Result<()> {
         bail!("the data has {} classes but the run was trained on {}", dataset.classes.len(), classes.len());
     }
     let e = pipeline::evaluate_run(&model, &cfg, &dataset)?;
-    for reason in dataset.skipped.iter().chain(&e.skipped) {
-        eprintln!("skipped: {reason}");
-    }
+    dataset.skipped.extend(&e.skipped);
+    dataset.skipped.print();
     let s = &e.summary;
     eprintln!(
         "val mIoU {:.4}  pixel acc {:.4}  mean Dice {:.4}  fwIoU {:.4}",
@@ -229,7 +228,8 @@ fn predict(cmd: &PredictCmd) -> anyhow::Result<()> {
     if let Some(missing) = cmd.images.iter().find(|p| !p.exists()) {
         bail!("{} does not exist", missing.display());
     }
-    let (cfg, _, model, _) = pipeline::load_run(&cmd.run)?;
+    let (trained, model) = pipeline::load_run(&cmd.run)?;
+    let cfg = trained.config;
     let mut failed = 0;
     for image in &cmd.images {
         match predict_file(&model, image, &cmd.out, cfg.data.img_size, cfg.eval.overlay_alpha, cfg.train.channels_last)

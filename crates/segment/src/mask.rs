@@ -184,7 +184,7 @@ pub fn write_index_png(path: &Path, mask: &Mask) -> Result<(), SegmentError> {
     debug_assert_eq!(m.typ(), CV_8UC1);
     let mut buf = Vector::<u8>::new();
     opencv::imgcodecs::imencode(".png", &m, &mut buf, &Vector::new())?;
-    tlcv_core::run_dir::write_atomic(path, buf.as_slice()).map_err(|e| SegmentError::Invalid(e.to_string()))
+    tlcv_core::run::write_atomic(path, buf.as_slice()).map_err(|e| SegmentError::Invalid(e.to_string()))
 }
 
 /// The Pascal VOC colour of class `i` (bit-interleaved palette; 255 -> light grey).

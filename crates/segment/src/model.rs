@@ -1,14 +1,13 @@
 //! The segmentation network: a core backbone (variables under `backbone.`, group 0) and a U-Net or
 //! DeepLab head (group 1), initial weights (ImageNet, none or a file) and freezing per the strategy.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use tch::{Device, Tensor, nn};
 use tlcv_core::{
     backbones::{self, Arch, Backbone, HEAD_GROUP, Normalization},
-    checkpoint::{self, LoadOptions, StateDict},
     freeze::{self, FreezeSummary, Strategy},
-    paths,
+    weights::{self, WeightsSource},
 };
 
 use crate::{
@@ -93,14 +92,15 @@ impl SegModel {
     /// Builds the network and applies `cfg.weights` and `cfg.strategy`.
     pub fn build(cfg: &ModelConfig, num_classes: i64, device: Device) -> Result<Self, SegmentError> {
         let mut model = Self::new(cfg, num_classes, device)?;
-        if cfg.weights == "none" && cfg.strategy != Strategy::Scratch {
+        if cfg.weights.is_none() && cfg.strategy != Strategy::Scratch {
             return Err(SegmentError::Invalid(format!(
                 "strategy `{}` needs pretrained weights, but model.weights = \"none\"",
                 cfg.strategy
             )));
         }
-        if cfg.strategy != Strategy::Scratch {
-            let file = weights_file(model.arch, &cfg.weights)?;
+        if cfg.strategy != Strategy::Scratch
+            && let Some(file) = cfg.weights.resolve(model.arch)?
+        {
             model.load_backbone(&file)?;
         }
         let stages = model.backbone.stages().clone();
@@ -110,23 +110,17 @@ impl SegModel {
         Ok(model)
     }
 
+    /// The network of `cfg` with random weights and nothing frozen, to load a trained run's weights
+    /// into.
+    pub fn untrained(cfg: &ModelConfig, num_classes: i64, device: Device) -> Result<Self, SegmentError> {
+        let cfg = ModelConfig { weights: WeightsSource::None, strategy: Strategy::Scratch, ..cfg.clone() };
+        Self::build(&cfg, num_classes, device)
+    }
+
     /// Loads an ImageNet classifier checkpoint (e.g. `efficientnet_lite0.pth`, torchvision's
-    /// `resnet50`) into the headless backbone: keys get the `backbone.` prefix and the
-    /// classifier-only ones (`_fc`, `_conv_head`, `_bn1`, `fc`, `classifier`, `features.8`) are ignored.
+    /// `resnet50`) into the headless backbone under `backbone.` ([`weights::load_backbone`]).
     pub fn load_backbone(&self, file: &Path) -> Result<(), SegmentError> {
-        let sd = checkpoint::read_state_dict(file).map_err(|e| SegmentError::Invalid(e.to_string()))?;
-        let mut prefixed = StateDict::new();
-        for (k, t) in sd.iter() {
-            let k = k.strip_prefix("backbone.").unwrap_or(k);
-            prefixed.insert(format!("{BACKBONE_PREFIX}.{k}"), t.shallow_clone());
-        }
-        let mut ignore: Vec<String> =
-            classifier_only(self.arch).iter().map(|p| format!("{BACKBONE_PREFIX}.{p}")).collect();
-        ignore.push(HEAD_PREFIX.into());
-        ignore.push(format!("{BACKBONE_PREFIX}.aux_classifier"));
-        let opts = LoadOptions { strict: true, ignore_prefixes: ignore };
-        checkpoint::load_into(&self.vs, &prefixed, &opts)
-            .map_err(|e| SegmentError::Invalid(format!("{}: {e}", file.display())))?;
+        weights::load_backbone(&self.vs, self.arch, file, BACKBONE_PREFIX)?;
         Ok(())
     }
 
@@ -159,42 +153,4 @@ impl SegModel {
 
 fn core(e: tlcv_core::Error) -> SegmentError {
     SegmentError::Invalid(e.to_string())
-}
-
-/// Checkpoint prefixes of an ImageNet classifier that the headless backbone lacks.
-pub fn classifier_only(arch: Arch) -> &'static [&'static str] {
-    match arch {
-        Arch::EfficientnetLite0 | Arch::EfficientnetLite1 | Arch::EfficientnetLite2 => &["_fc", "_conv_head", "_bn1"],
-        Arch::Resnet18 | Arch::Resnet34 | Arch::Resnet50 => &["fc"],
-        Arch::EfficientnetB0 => &["classifier", "features.8"],
-        _ => &["classifier"],
-    }
-}
-
-/// The checkpoint behind `model.weights`: `imagenet` maps to the model store, anything else is a file.
-pub fn weights_file(arch: Arch, weights: &str) -> Result<PathBuf, SegmentError> {
-    match weights {
-        "imagenet" => {
-            let name = match arch {
-                Arch::EfficientnetLite0 => "efficientnet_lite0.pth",
-                Arch::EfficientnetLite1 => "efficientnet_lite1.pth",
-                Arch::EfficientnetLite2 => "efficientnet_lite2.pth",
-                other => {
-                    return Err(SegmentError::Invalid(format!(
-                        "no ImageNet weights for {other} in the model store; pass --weights FILE with its \
-                         torchvision checkpoint, or use efficientnet_lite0/1/2"
-                    )));
-                }
-            };
-            paths::model_file(name).map_err(core)
-        }
-        path => {
-            let file = PathBuf::from(path);
-            if file.is_file() {
-                Ok(file)
-            } else {
-                Err(SegmentError::Invalid(format!("weights file {} does not exist", file.display())))
-            }
-        }
-    }
 }

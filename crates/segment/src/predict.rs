@@ -47,7 +47,7 @@ pub fn write_rgb_png(path: &Path, width: usize, height: usize, rgb: &[u8]) -> Re
     debug_assert_eq!(m.typ(), CV_8UC3);
     let mut buf = Vector::<u8>::new();
     opencv::imgcodecs::imencode(".png", &m, &mut buf, &Vector::new())?;
-    tlcv_core::run_dir::write_atomic(path, buf.as_slice()).map_err(|e| SegmentError::Invalid(e.to_string()))
+    tlcv_core::run::write_atomic(path, buf.as_slice()).map_err(|e| SegmentError::Invalid(e.to_string()))
 }
 
 /// What [`predict_file`] wrote.

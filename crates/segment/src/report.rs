@@ -3,8 +3,11 @@
 
 use tlcv_core::{
     data::transforms,
-    report::{self, Figure, Report, Series, Tile},
-    run_dir::RunDir,
+    report::{self, Figure, Report, Tile},
+    run::{
+        RunDir,
+        report::{Curve, epoch_plot, finish},
+    },
     train::EpochRecord,
 };
 
@@ -39,38 +42,16 @@ fn rerr(e: report::ReportError) -> SegmentError {
 
 /// Draws the plots into `run/plots/` and writes `run/report.html`.
 pub fn write(run: &RunDir, input: &ReportInput<'_>) -> Result<(), SegmentError> {
-    let epochs: Vec<f64> = input.history.iter().map(|r| (r.epoch + 1) as f64).collect();
-    let series = |name: &str, f: &dyn Fn(&EpochRecord) -> Option<f64>| {
-        Series::new(name, epochs.iter().zip(input.history).filter_map(|(&e, r)| f(r).map(|v| (e, v))).collect())
-    };
-    let mut curves = Vec::new();
-    if !input.history.is_empty() {
-        let loss = run.plot("loss.png");
-        report::plots::line_plot(
-            &loss,
-            "Loss",
-            "epoch",
-            &[
-                series("train loss", &|r| r.train.get("loss").copied()),
-                series("val loss", &|r| r.val.get("loss").copied()),
-            ],
-        )
-        .map_err(rerr)?;
-        curves.push(Figure::new("Loss", loss));
-        let m = run.plot("metrics.png");
-        report::plots::line_plot(
-            &m,
-            "Validation metrics (network resolution)",
-            "epoch",
-            &[
-                series("mIoU", &|r| r.val.get("miou").copied()),
-                series("pixel acc", &|r| r.val.get("pixel_acc").copied()),
-                series("mean Dice", &|r| r.val.get("mean_dice").copied()),
-            ],
-        )
-        .map_err(rerr)?;
-        curves.push(Figure::new("Validation metrics", m));
-    }
+    let loss = [Curve::train("train loss", "loss"), Curve::val("val loss", "loss")];
+    let scores =
+        [Curve::val("mIoU", "miou"), Curve::val("pixel acc", "pixel_acc"), Curve::val("mean Dice", "mean_dice")];
+    let curves: Vec<Figure> = [
+        epoch_plot(run, "loss.png", "Loss", input.history, &loss)?,
+        epoch_plot(run, "metrics.png", "Validation metrics (network resolution)", input.history, &scores)?,
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let s = &input.eval.summary;
     let iou_png = run.plot("per_class_iou.png");
     let ious: Vec<f64> = s.per_class_iou.iter().map(|v| v.unwrap_or(f64::NAN)).collect();
@@ -117,11 +98,7 @@ pub fn write(run: &RunDir, input: &ReportInput<'_>) -> Result<(), SegmentError> 
         page = page.heading("Curves").images(curves);
     }
     page = page.heading("Image / ground truth / prediction").image("Validation triplets", triplets_png);
-    if !input.skipped.is_empty() {
-        page = page.code("Skipped samples", input.skipped.join("\n"));
-    }
-    let toml = tlcv_core::config::to_toml(input.cfg).map_err(|e| SegmentError::Invalid(e.to_string()))?;
-    page.config(toml).write(&run.report_html()).map_err(rerr)?;
+    finish(run, page, "Skipped samples", input.skipped, input.cfg)?;
     Ok(())
 }
 

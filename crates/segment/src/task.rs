@@ -1,7 +1,7 @@
 //! Segmentation as a [`Task`] for the shared training loop: augmented image/mask batches, the
 //! configured loss, and per-epoch validation (mIoU at the network resolution, the primary metric).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use rand::rngs::StdRng;
 use tch::{Kind, Tensor, nn::VarStore};
@@ -9,6 +9,7 @@ use tlcv_core::{
     Result,
     backbones::Normalization,
     data::{Loader, transforms::ColorJitter},
+    run::SkipLog,
     train::{Batches, Metrics, Parallel, StepOutput, Task},
 };
 
@@ -70,22 +71,21 @@ pub fn seg_batches(
     seed: u64,
     epoch: usize,
     max_pixels: u64,
-    skipped: Arc<Mutex<Vec<String>>>,
+    skipped: SkipLog,
 ) -> Batches<SegBatch> {
     let loader = Loader::new(samples.len(), batch, train, seed, false, 2);
+    let load = Arc::clone(&samples);
     let iter = loader.iter_epoch(
         epoch,
         move |i, rng: &mut StdRng| {
-            let (img, m) = load_pair(&samples[i], max_pixels)?;
+            let (img, m) = load_pair(&load[i], max_pixels)?;
             if train { aug.train(&img, &m, rng) } else { aug.eval(&img, &m) }
         },
         move |items| collate(items, norm),
     );
     Box::new(iter.filter_map(move |b| {
-        if !b.skipped.is_empty()
-            && let Ok(mut list) = skipped.lock()
-        {
-            list.extend(b.skipped.iter().map(|s| s.reason.clone()));
+        for s in &b.skipped {
+            samples[s.index].record_skip(&skipped, &s.reason);
         }
         match b.data {
             None => None,
@@ -107,7 +107,7 @@ pub struct SegTask {
     /// The loss.
     pub loss: SegLoss,
     /// Samples that failed to load during training or validation.
-    pub skipped: Arc<Mutex<Vec<String>>>,
+    pub skipped: SkipLog,
     /// The kind inputs are computed in: float32, or bfloat16 for mixed precision (float32 weights cast
     /// per layer, float32 logits for the loss and the metrics).
     pub compute_kind: Kind,
@@ -124,7 +124,7 @@ impl SegTask {
             self.cfg.train.seed,
             epoch,
             self.cfg.data.max_pixels,
-            Arc::clone(&self.skipped),
+            self.skipped.clone(),
         )
     }
 

@@ -116,8 +116,14 @@ fn bad_samples_are_named_counted_and_good_ones_used() {
 
     // metrics.json counts and names each bad sample once; so does stderr.
     let m: Value = serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
-    assert_eq!(m["skipped_samples"], bad.len(), "{m}");
-    let listed: Vec<&str> = m["skipped"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(m["skipped"], bad.len(), "{m}");
+    let listed: Vec<String> = m["skipped_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| format!("{}: {}", v["file"].as_str().unwrap(), v["reason"].as_str().unwrap()))
+        .collect();
+    let listed: Vec<&str> = listed.iter().map(String::as_str).collect();
     assert_eq!(listed.len(), bad.len(), "{m}");
     let lines: Vec<&str> = err.lines().collect();
     for (file, why) in &bad {

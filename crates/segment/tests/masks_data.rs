@@ -135,7 +135,7 @@ fn indexing_skips_and_names_bad_pairs() {
     assert_eq!(names(&ds.train), ["good.png", "ignored_ok.png"]);
     assert_eq!(names(&ds.val), ["good.png"]);
     assert_eq!(ds.skipped.len(), 3, "{:?}", ds.skipped);
-    let all = ds.skipped.join("\n");
+    let all = ds.skipped.reasons().join("\n");
     assert!(all.contains("nomask.png") && all.contains("not found"), "{all}");
     assert!(all.contains("small.png") && all.contains("7x6") && all.contains("8x6"), "{all}");
     assert!(all.contains("unknown.png") && all.contains("unknown class value 2"), "{all}");

@@ -5,7 +5,7 @@ use anyhow::{Result, ensure};
 use segment::config::{ModelConfig, ModelKind};
 use segment::model::SegModel;
 use tch::{Device, Kind, Reduction, Tensor};
-use tlcv_core::freeze::Strategy;
+use tlcv_core::{freeze::Strategy, weights::WeightsSource};
 
 #[test]
 fn every_model_trains_float32_weights_through_bf16_activations() -> Result<()> {
@@ -14,7 +14,7 @@ fn every_model_trains_float32_weights_through_bf16_activations() -> Result<()> {
         let cfg = ModelConfig {
             kind,
             backbone: "resnet18".into(),
-            weights: "none".into(),
+            weights: WeightsSource::None,
             strategy: Strategy::Scratch,
             ..ModelConfig::default()
         };

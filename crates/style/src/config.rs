@@ -2,7 +2,7 @@
 //! `[optim]`, `[color]`, `[fast]`, `[run]`.
 
 use serde::{Deserialize, Serialize};
-use tlcv_core::device::DeviceChoice;
+use tlcv_core::{device::DeviceChoice, weights::WeightsSource};
 
 /// The images.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,7 +45,7 @@ pub struct ModelConfig {
     /// files given with `weights`).
     pub backbone: String,
     /// `imagenet` (the shipped file; Lite0 only) or a checkpoint file (`vgg19.pth` from torchvision loads as is).
-    pub weights: String,
+    pub weights: WeightsSource,
     /// Content layers, comma-separated (empty = the backbone's defaults: `relu4_2` for VGG,
     /// `blocks.5.expand` for Lite0). VGG names are `reluB_J`; Lite names are `stem`, `blocks.I`,
     /// `blocks.I.expand`, `blocks.I.dw`. (Strings rather than lists so that `--set` and saved run
@@ -64,7 +64,7 @@ impl Default for ModelConfig {
     fn default() -> Self {
         Self {
             backbone: "efficientnet_lite0".into(),
-            weights: "imagenet".into(),
+            weights: WeightsSource::ImageNet,
             content_layers: String::new(),
             style_layers: String::new(),
             style_layer_weights: String::new(),

@@ -9,7 +9,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use tch::{Device, Kind, Tensor, nn, nn::OptimizerConfig};
 use tlcv_core::data::{RgbImage, transforms};
 use tlcv_core::progress::Progress;
-use tlcv_core::run_dir::RunDir;
+use tlcv_core::run::RunDir;
 
 use crate::config::StyleConfig;
 use crate::features::FeatureNet;
@@ -152,7 +152,7 @@ pub fn train(
     for l in &logs {
         csv.push_str(&format!("{},{},{},{},{}\n", l.step, l.loss.total, l.loss.content, l.loss.style, l.loss.tv));
     }
-    tlcv_core::run_dir::write_atomic(&run.results_csv(), csv.as_bytes())?;
+    tlcv_core::run::write_atomic(&run.results_csv(), csv.as_bytes())?;
     Ok(logs)
 }
 

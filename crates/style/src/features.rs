@@ -11,7 +11,7 @@ use tlcv_core::backbones::{
     efficientnet_lite::{self, EfficientNetLiteBody},
     vgg::{self, VggFeatures},
 };
-use tlcv_core::checkpoint::{self, LoadOptions};
+use tlcv_core::weights::{self, WeightsSource};
 
 use crate::config::{ModelConfig, Precision};
 use crate::{Result, StyleError};
@@ -83,18 +83,13 @@ impl FeatureNet {
     pub fn from_config(cfg: &ModelConfig, device: Device) -> Result<Self> {
         let arch: Arch = cfg.backbone.parse()?;
         let mut net = Self::new(arch, device)?;
-        let path = match (cfg.weights.as_str(), arch) {
-            ("imagenet", Arch::EfficientnetLite0) => tlcv_core::paths::model_file("efficientnet_lite0.pth")?,
-            ("imagenet", _) => {
-                return Err(StyleError::Invalid(format!(
-                    "{arch} ImageNet weights are not shipped: pass --weights {arch}.pth (torchvision's file)"
-                )));
-            }
-            ("none", _) => {
-                return Err(StyleError::Invalid("style transfer needs pretrained weights (weights = \"none\")".into()));
-            }
-            (file, _) => file.into(),
+        let path = match &cfg.weights {
+            WeightsSource::None => None,
+            source => source.resolve(arch)?,
         };
+        let path = path.ok_or_else(|| {
+            StyleError::Invalid("style transfer needs pretrained weights (weights = \"none\")".into())
+        })?;
         net.load_weights(&path)?;
         let list = |s: &str| -> Vec<String> {
             s.split(',').map(str::trim).filter(|t| !t.is_empty()).map(String::from).collect()
@@ -118,14 +113,10 @@ impl FeatureNet {
         Ok(net)
     }
 
-    /// Loads a checkpoint strictly (ignoring the classifier keys a full ImageNet file has) and freezes.
+    /// Loads a classifier checkpoint strictly (without the classifier keys a full ImageNet file has,
+    /// see [`weights::load_backbone`]) and freezes.
     pub fn load_weights(&mut self, path: &Path) -> Result<()> {
-        let ignore: &[&str] = match self.net {
-            Net::Vgg(_) => &["classifier"],
-            Net::Lite(_) => &["_fc", "_conv_head", "_bn1"],
-        };
-        let opts = LoadOptions { strict: true, ignore_prefixes: ignore.iter().map(|s| s.to_string()).collect() };
-        checkpoint::load_file(&self.vs, path, &opts)?;
+        weights::load_backbone(&self.vs, self.arch, path, "")?;
         self.vs.freeze();
         Ok(())
     }

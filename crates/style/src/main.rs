@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use style::{StyleConfig, fast, image, pipeline, transfer};
-use tlcv_core::run_dir::RunDir;
+use tlcv_core::run::RunDir;
 
 /// Neural style transfer on frozen ImageNet networks.
 #[derive(Debug, Parser)]
@@ -205,7 +205,7 @@ fn train_fast(cmd: TrainFastCmd) -> anyhow::Result<()> {
     let net = style::features::FeatureNet::from_config(&cfg.model, device)?;
     let style_img = image::read(&image::resolve(&cfg.data.style)?)?;
     let run = RunDir::create(&cmd.project, "style", cmd.name.as_deref(), "fast")?;
-    tlcv_core::run_dir::write_atomic(&run.config_path(), tlcv_core::config::to_toml(&cfg)?.as_bytes())?;
+    tlcv_core::run::write_config(&run, &cfg)?;
     let logs = fast::train(&net, &style_img, &cfg, &run, device)?;
     let model = fast::FastModel::load(run.root(), device)?;
     let content = image::read(&image::resolve(&cfg.data.content)?)?;

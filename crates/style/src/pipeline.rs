@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use tlcv_core::run_dir::RunDir;
+use tlcv_core::run::RunDir;
 
 use crate::config::StyleConfig;
 use crate::features::FeatureNet;
@@ -75,7 +75,7 @@ pub fn run_job(
     let content = image::read(&content_path)?;
     let style = image::read(&style_path)?;
     let run = RunDir::create(project, "style", name, "run")?;
-    tlcv_core::run_dir::write_atomic(&run.config_path(), tlcv_core::config::to_toml(cfg)?.as_bytes())?;
+    tlcv_core::run::write_config(&run, cfg)?;
     let r = transfer::stylize(&net, &content, &style, cfg, show_progress)?;
     let mut csv = String::from("step,level,total,content,style,tv\n");
     for h in &r.history {
@@ -84,7 +84,7 @@ pub fn run_job(
             h.step, h.level, h.loss.total, h.loss.content, h.loss.style, h.loss.tv
         ));
     }
-    tlcv_core::run_dir::write_atomic(&run.root().join("history.csv"), csv.as_bytes())?;
+    tlcv_core::run::write_atomic(&run.root().join("history.csv"), csv.as_bytes())?;
     let facts = report::ReportFacts {
         cfg,
         result: &r,

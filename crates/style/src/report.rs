@@ -5,7 +5,7 @@ use std::path::Path;
 
 use tlcv_core::data::{RgbImage, transforms};
 use tlcv_core::report::{self, Figure, LineOptions, Report, Series, Tile};
-use tlcv_core::run_dir::RunDir;
+use tlcv_core::run::RunDir;
 
 use crate::config::StyleConfig;
 use crate::transfer::TransferResult;

@@ -134,6 +134,29 @@ impl Arch {
         }
     }
 
+    /// The ImageNet checkpoint `cargo xtask setup` puts in the model store, if this architecture has one.
+    pub fn imagenet_file(self) -> Option<&'static str> {
+        match self {
+            Arch::EfficientnetLite0 => Some("efficientnet_lite0.pth"),
+            Arch::EfficientnetLite1 => Some("efficientnet_lite1.pth"),
+            Arch::EfficientnetLite2 => Some("efficientnet_lite2.pth"),
+            _ => None,
+        }
+    }
+
+    /// Key prefixes of the classifier checkpoint that the headless backbone lacks: the head `Linear`
+    /// and the last stage's classifier extras of the table in the module docs.
+    pub fn classifier_only_prefixes(self) -> &'static [&'static str] {
+        match self {
+            Arch::Resnet18 | Arch::Resnet34 | Arch::Resnet50 => &["fc"],
+            Arch::Vgg16 | Arch::Vgg16Bn | Arch::Vgg19 | Arch::Vgg19Bn => &["classifier"],
+            Arch::EfficientnetB0 => &["classifier", "features.8"],
+            Arch::EfficientnetLite0 | Arch::EfficientnetLite1 | Arch::EfficientnetLite2 => {
+                &["_fc", "_conv_head", "_bn1"]
+            }
+        }
+    }
+
     /// The training/eval resolution of the pretrained weights (224; Lite1 240, Lite2 260).
     pub fn default_img_size(self) -> i64 {
         match self {

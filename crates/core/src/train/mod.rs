@@ -25,7 +25,7 @@ pub use parallel::{Parallel, SingleProcess};
 pub use schedule::{Schedule, ScheduleKind};
 pub use state::{EpochRecord, TrainerState, proc_status_mb};
 
-use crate::{Error, Result, progress::Progress, run_dir::RunDir};
+use crate::{Error, Result, progress::Progress, run::RunDir};
 
 /// What one training step returns.
 #[derive(Debug)]

@@ -14,7 +14,7 @@ use super::optim::Optimizer;
 use crate::{
     Error, Result,
     checkpoint::{self, LoadOptions},
-    run_dir::RunDir,
+    run::RunDir,
 };
 
 const STATE_KEY: &str = "tlcv_trainer_state";
@@ -88,7 +88,7 @@ pub fn save(vs: &VarStore, optimizer: &Optimizer, state: &TrainerState, run: &Ru
             let _ = std::fs::remove_file(entry.path());
         }
     }
-    crate::run_dir::write_atomic(&run.trainer_state(), state_json.as_bytes())
+    crate::run::write_atomic(&run.trainer_state(), state_json.as_bytes())
 }
 
 /// Loads `last.safetensors` into `vs` and the optimiser file it names; returns the trainer state.
@@ -144,5 +144,5 @@ pub fn write_results_csv(history: &[EpochRecord], path: &Path) -> Result<()> {
         ]);
         text += &(row.join(",") + "\n");
     }
-    crate::run_dir::write_atomic(path, text.as_bytes())
+    crate::run::write_atomic(path, text.as_bytes())
 }

@@ -27,6 +27,22 @@ impl RunDir {
         Ok(Self { root })
     }
 
+    /// A new `<project>/<task>/<name>` (or `<stem>`, `<stem>2`, ...), or with `resume` the existing one
+    /// named `name`. A run stopped before it wrote its configuration is started over under the same
+    /// name.
+    pub fn create_or_resume(project: &Path, task: &str, name: Option<&str>, stem: &str, resume: bool) -> Result<Self> {
+        if !resume {
+            return Self::create(project, task, name, stem);
+        }
+        let name = name.ok_or_else(|| Error::Invalid("--resume needs --name NAME of the run to continue".into()))?;
+        let root = project.join(task).join(name);
+        if root.join("weights").is_dir() && !root.join("config.toml").is_file() {
+            eprintln!("resume: {} holds no configuration yet; starting it over", root.display());
+            return Self::create(project, task, Some(name), stem);
+        }
+        Self::open(&root)
+    }
+
     /// Opens an existing run directory (for eval, predict and resume); an error if it has no config.
     pub fn open(root: &Path) -> Result<Self> {
         let run = Self { root: root.to_path_buf() };
@@ -52,6 +68,16 @@ impl RunDir {
     pub fn last_weights(&self) -> PathBuf {
         self.root.join("weights").join("last.safetensors")
     }
+    /// The weights a finished run is used with: `best.safetensors`, else `last.safetensors` (a run
+    /// without validation improvements); an error naming both when neither exists.
+    pub fn trained_weights(&self) -> Result<PathBuf> {
+        [self.best_weights(), self.last_weights()].into_iter().find(|p| p.is_file()).ok_or_else(|| {
+            Error::Invalid(format!(
+                "{}: no weights (weights/best.safetensors or last.safetensors)",
+                self.root.display()
+            ))
+        })
+    }
     /// `weights/last.optim.safetensors`: optimiser state for `--resume`.
     pub fn last_optimizer(&self) -> PathBuf {
         self.root.join("weights").join("last.optim.safetensors")
@@ -71,6 +97,14 @@ impl RunDir {
     /// `report.html`.
     pub fn report_html(&self) -> PathBuf {
         self.root.join("report.html")
+    }
+    /// `classes.json`: the class names in index order.
+    pub fn classes_json(&self) -> PathBuf {
+        self.root.join("classes.json")
+    }
+    /// `predictions.jsonl`: predictions on held-out images, one JSON object per line.
+    pub fn predictions_jsonl(&self) -> PathBuf {
+        self.root.join("predictions.jsonl")
     }
     /// `plots/<name>`.
     pub fn plot(&self, name: &str) -> PathBuf {

@@ -1,0 +1,106 @@
+//! The sections every task's `report.html` shares: the training facts at the top, curves over the
+//! epochs, and at the bottom the skipped files and the configuration. A task adds its own metrics,
+//! tables and pictures in between.
+
+use serde::Serialize;
+
+use super::dir::RunDir;
+use crate::{
+    Result,
+    report::{Figure, Report, Series, line_plot},
+    train::{EpochRecord, FitSummary},
+};
+
+/// Most lines of the skipped-files block (the rest are counted).
+const MAX_SKIPPED_LINES: usize = 200;
+
+/// Which half of an [`EpochRecord`] a curve reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    /// The mean training loss terms.
+    Train,
+    /// The validation metrics.
+    Val,
+}
+
+/// One curve over the epochs: its legend and the value it reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Curve {
+    /// Legend.
+    pub label: String,
+    /// Training terms or validation metrics.
+    pub split: Split,
+    /// Key in that map.
+    pub key: String,
+}
+
+impl Curve {
+    /// A training term.
+    pub fn train(label: impl Into<String>, key: impl Into<String>) -> Self {
+        Self { label: label.into(), split: Split::Train, key: key.into() }
+    }
+
+    /// A validation metric.
+    pub fn val(label: impl Into<String>, key: impl Into<String>) -> Self {
+        Self { label: label.into(), split: Split::Val, key: key.into() }
+    }
+
+    fn series(&self, history: &[EpochRecord]) -> Series {
+        let points = history
+            .iter()
+            .filter_map(|r| {
+                let values = if self.split == Split::Train { &r.train } else { &r.val };
+                values.get(&self.key).map(|&v| ((r.epoch + 1) as f64, v))
+            })
+            .collect();
+        Series::new(self.label.as_str(), points)
+    }
+}
+
+/// Draws `curves` over the epochs into `run/plots/<file>` and returns its figure, or `None` when no
+/// curve has a point (no epoch finished, or the metrics were not computed).
+pub fn epoch_plot(
+    run: &RunDir,
+    file: &str,
+    title: &str,
+    history: &[EpochRecord],
+    curves: &[Curve],
+) -> Result<Option<Figure>> {
+    let series: Vec<Series> = curves.iter().map(|c| c.series(history)).filter(|s| !s.points.is_empty()).collect();
+    if series.is_empty() {
+        return Ok(None);
+    }
+    let path = run.plot(file);
+    line_plot(&path, title, "epoch", &series)?;
+    Ok(Some(Figure::new(title, path)))
+}
+
+/// The facts of a training run: epochs, best epoch (1-based) and training time.
+pub fn fit_facts(fit: &FitSummary) -> Vec<(String, String)> {
+    vec![
+        ("epochs".to_string(), fit.history.len().to_string()),
+        ("best epoch".to_string(), fit.best_epoch.map_or("-".into(), |e| (e + 1).to_string())),
+        ("training time".to_string(), format!("{:.1} s", fit.seconds)),
+    ]
+}
+
+/// Appends the closing sections (the skipped files under `skipped_title` when there are any, then
+/// the configuration) and writes the page to `run/report.html`.
+pub fn finish<C: Serialize>(
+    run: &RunDir,
+    mut page: Report,
+    skipped_title: &str,
+    skipped: &[String],
+    cfg: &C,
+) -> Result<()> {
+    if !skipped.is_empty() {
+        let mut lines: Vec<&str> = skipped.iter().take(MAX_SKIPPED_LINES).map(String::as_str).collect();
+        let more = format!("... and {} more", skipped.len().saturating_sub(MAX_SKIPPED_LINES));
+        if skipped.len() > MAX_SKIPPED_LINES {
+            lines.push(&more);
+        }
+        page = page.code(skipped_title, lines.join("\n"));
+    }
+    page.config(crate::config::to_toml(cfg)?).write(&run.report_html())?;
+    Ok(())
+}
