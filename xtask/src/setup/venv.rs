@@ -113,7 +113,17 @@ pub fn main_reqs(lite: &[u8]) -> Vec<Req> {
 
 /// The reference venv's requirements (a full install).
 pub fn reference_reqs() -> Vec<Req> {
-    [&*format!("torch=={TORCH_VERSION}"), "torchvision==0.28.0", "numpy", "pycocotools", "safetensors", "pillow"]
+    [
+        &*format!("torch=={TORCH_VERSION}"),
+        "torchvision==0.28.0",
+        "numpy",
+        "pycocotools",
+        "safetensors",
+        "pillow",
+        // The ONNX export tests: the checker and the runtime that judge every exported file.
+        "onnx",
+        "onnxruntime",
+    ]
         .iter()
         .map(|s| Req::parse(s))
         .collect()
