@@ -225,6 +225,26 @@ fn cases(p: &Fields, args: &BenchArgs, threads: usize) -> Result<Vec<Case>> {
             threads,
         });
     }
+    // Exported networks at the embedded data's sizes: libtorch and tract here, ONNX Runtime there.
+    for (net, key, size) in [("resnet18", "onnx_resnet18", "64"), ("yolo", "onnx_yolo", "256")] {
+        let file = get(key)?;
+        for batch in ["1", "32"] {
+            for runtime in ["libtorch", "tract"] {
+                out.push(Case {
+                    name: format!("{net} {size} px infer, batch {batch}: {runtime} vs ONNX Runtime (images/s)"),
+                    rust: strings(&[
+                        "onnx", "--net", net, "--runtime", runtime, "--file", &file, "--batch", batch, "--warmup", warmup,
+                        "--iters", iters,
+                    ]),
+                    script: "onnx_infer.py",
+                    py: strings(&["--file", &file, "--batch", batch, "--size", size, "--warmup", warmup, "--iters", iters]),
+                    key: "images_per_s",
+                    same: &[],
+                    threads,
+                });
+            }
+        }
+    }
     for c in &mut out {
         if c.script != "coco_eval.py" {
             c.py.extend(strings(&["--threads", &c.threads.to_string()]));
