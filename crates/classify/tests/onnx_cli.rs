@@ -1,5 +1,5 @@
-//! `classify export` and `classify predict --onnx` end to end on the embedded digits: a quick run is
-//! exported, and tract's predictions on test images equal the libtorch path's (same top classes, same
+//! `classify export` and `classify predict --onnx` end to end on (a small copy of) the embedded digits:
+//! a quick run is exported, and tract's predictions on test images equal the libtorch path's (same top classes, same
 //! JSON schema, probabilities within 1e-4); a softmax export gives the same; a malformed file is a
 //! one-line error with exit code 2.
 
@@ -23,21 +23,37 @@ fn lines(out: &Output) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// Two test images of each digit class.
-fn test_images(run: &Path) -> Vec<PathBuf> {
-    let cfg = std::fs::read_to_string(run.join("config.toml")).unwrap_or_default();
-    assert!(cfg.contains("digits"), "{cfg}");
-    let root = tlcv_core::paths::generated_data_dir("digits-5-s0").unwrap_or_else(|e| panic!("{e}"));
+/// A small copy of the embedded digits (`classify` generates them on first use): per class 5 train,
+/// 2 val and 2 test images, so that training and the final evaluation take seconds.
+fn small_digits(tmp: &Path) -> PathBuf {
+    let root = classify::data::ensure_embedded("digits", 5, 0).unwrap_or_else(|e| panic!("{e}"));
+    let out = tmp.join("digits");
+    for (split, n) in [("train", 5), ("val", 2), ("test", 2)] {
+        for class in 0..10 {
+            let (src, dst) = (root.join(split).join(class.to_string()), out.join(split).join(class.to_string()));
+            std::fs::create_dir_all(&dst).unwrap_or_else(|e| panic!("{e}"));
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&src)
+                .unwrap_or_else(|e| panic!("{}: {e}", src.display()))
+                .flatten()
+                .map(|e| e.path())
+                .collect();
+            files.sort();
+            for f in files.iter().take(n) {
+                std::fs::copy(f, dst.join(f.file_name().unwrap_or_default())).unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+    }
+    out
+}
+
+fn test_images(data: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for class in 0..10 {
-        let dir = root.join("test").join(class.to_string());
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-            .flatten()
-            .map(|e| e.path())
-            .collect();
+        let dir = data.join("test").join(class.to_string());
+        let mut files: Vec<PathBuf> =
+            std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{e}")).flatten().map(|e| e.path()).collect();
         files.sort();
-        out.extend(files.into_iter().take(2));
+        out.extend(files);
     }
     out
 }
@@ -46,12 +62,14 @@ fn test_images(run: &Path) -> Vec<PathBuf> {
 fn onnx_predictions_equal_the_libtorch_ones() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let project = tmp.path().join("runs");
+    let data = small_digits(tmp.path());
     ok(classify()
-        .args(["train", "--preset", "quick", "--data", "digits", "--epochs", "1", "--name", "x"])
+        .args(["train", "--preset", "quick", "--epochs", "1", "--name", "x", "--data"])
+        .arg(&data)
         .arg("--project")
         .arg(&project));
     let run = project.join("classify").join("x");
-    let images = test_images(&run);
+    let images = test_images(&data);
     let onnx = tmp.path().join("model.onnx");
     ok(classify().args(["export", "--run"]).arg(&run).arg("--out").arg(&onnx));
     let soft = tmp.path().join("softmax.onnx");

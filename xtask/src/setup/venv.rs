@@ -124,9 +124,9 @@ pub fn reference_reqs() -> Vec<Req> {
         "onnx",
         "onnxruntime",
     ]
-        .iter()
-        .map(|s| Req::parse(s))
-        .collect()
+    .iter()
+    .map(|s| Req::parse(s))
+    .collect()
 }
 
 /// Creates `venv` with `python3 -m venv` unless it has a python.

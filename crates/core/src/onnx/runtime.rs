@@ -137,7 +137,8 @@ impl OnnxModel {
     }
 
     /// Runs `[N, 3, H, W]` float32 pixels in `0..1` through the model; returns its outputs in order
-    /// (float32 or int64 tensors on the CPU).
+    /// (float32 or int64 tensors on the CPU). A model exported with a batch of 1 takes any `N`, one
+    /// image at a time.
     pub fn run(&self, x: &Tensor) -> Result<Vec<Tensor>> {
         let shape = x.size();
         if shape.len() != 4 || shape[1] != 3 {
@@ -150,7 +151,15 @@ impl OnnxModel {
             )));
         }
         if let Some(b) = self.batch.filter(|&b| b != shape[0]) {
-            return Err(OnnxError::Runtime(format!("{} takes batches of {b}, got {}", self.label, shape[0])));
+            if b != 1 {
+                return Err(OnnxError::Runtime(format!("{} takes batches of {b}, got {}", self.label, shape[0])));
+            }
+            // A batch-1 export runs a larger batch image by image.
+            let per_image = (0..shape[0]).map(|i| self.run(&x.narrow(0, i, 1))).collect::<Result<Vec<_>>>()?;
+            let outputs = per_image.first().map_or(0, Vec::len);
+            return (0..outputs)
+                .map(|k| Ok(Tensor::f_cat(&per_image.iter().map(|o| &o[k]).collect::<Vec<_>>(), 0)?))
+                .collect();
         }
         let plan = self.plan(&shape)?;
         let data = Vec::<f32>::try_from(x.f_to_kind(Kind::Float)?.f_contiguous()?.f_reshape([-1])?)?;
