@@ -1,6 +1,9 @@
 //! Building blocks shared by the backbone families: convolution (with PyTorch or TensorFlow 'SAME'
 //! padding), batch norm that can be held in eval mode, linear, and the initialisations torchvision uses.
 //!
+//! Their ONNX nodes are in [`crate::onnx::layers`]; this file stays past 450 lines because the batch-norm
+//! folding that both the eval forward and the export use ([`fold_bn`]) belongs with the layers.
+//!
 //! Variables are created with `f_var`/`f_zeros_no_train` so that a failure is an error, not a panic,
 //! and with the names `torch.nn.Conv2d`/`BatchNorm2d`/`Linear` give them (`weight`, `bias`,
 //! `running_mean`, `running_var`). `num_batches_tracked` is not created: it does not affect the
