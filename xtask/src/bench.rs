@@ -464,6 +464,14 @@ fn render(
     for r in rows {
         let _ = writeln!(s, "| {} | {} | {} | {} | {} | {} |", r.name, r.ours, r.theirs, r.ratio, r.spread, r.rss);
     }
+    if rows.iter().any(|r| r.name.contains("vs ONNX Runtime")) {
+        let _ = writeln!(
+            s,
+            "\nIn the rows `... vs ONNX Runtime` the reference column is ONNX Runtime (CPU) running the file tlcv \
+             exported (`benches/reference/onnx_infer.py`), and this project's column is tlcv's libtorch forward or \
+             tract on the same file."
+        );
+    }
     let verdict = if mismatches.is_empty() {
         "passed: the COCO stats equal pycocotools' (to 1e-12 at most), NMS keeps the same boxes in the same order, \
          pipeline batches have the same shape"

@@ -3,6 +3,8 @@
 //! JSON schema, probabilities within 1e-4); a softmax export gives the same; a malformed file is a
 //! one-line error with exit code 2.
 
+#![allow(clippy::panic)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -3,6 +3,8 @@
 //! equal the libtorch path's (same JSON schema, same boxes and classes, scores within 1e-4); a
 //! malformed file is a one-line error with exit code 2.
 
+#![allow(clippy::panic)]
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 

@@ -4,6 +4,8 @@
 //! the pixels must match, and the class counts within 0.1%); a malformed file is a one-line error with
 //! exit code 2.
 
+#![allow(clippy::panic)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -88,8 +88,7 @@ impl OnnxModel {
         if meta.get("task").is_none() {
             return Err(bad("no `task` metadata: not a model exported by tlcv".into()));
         }
-        let model =
-            guarded(|| tract_onnx::onnx().model_for_proto_model(&proto).map_err(|e| bad(tract_msg(e))), |m| bad(m))?;
+        let model = guarded(|| tract_onnx::onnx().model_for_proto_model(&proto).map_err(|e| bad(tract_msg(e))), bad)?;
         Ok(OnnxModel { label: label.into(), model, meta, input_hw, batch, plans: Mutex::new(HashMap::new()) })
     }
 
@@ -198,8 +197,10 @@ fn to_tch(v: &TValue) -> Result<Tensor> {
     Ok(t.f_reshape(&dims)?)
 }
 
-/// The fixed batch and `(H, W)` of the single `[N, 3, H, W]` float input (`None` = symbolic).
-fn check_input(proto: &pb::ModelProto) -> std::result::Result<(Option<i64>, Option<(i64, i64)>), String> {
+/// The fixed batch and `(H, W)` of a model's input (`None` where symbolic).
+type InputDims = (Option<i64>, Option<(i64, i64)>);
+
+fn check_input(proto: &pb::ModelProto) -> std::result::Result<InputDims, String> {
     use pb::tensor_shape_proto::dimension::Value as D;
     let graph = proto.graph.as_ref().ok_or("no graph")?;
     let inits: Vec<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
