@@ -9,6 +9,7 @@
 
 pub mod corpus;
 pub mod models;
+pub mod onnx;
 pub mod pipeline;
 pub mod synth;
 

@@ -225,6 +225,39 @@ fn cases(p: &Fields, args: &BenchArgs, threads: usize) -> Result<Vec<Case>> {
             threads,
         });
     }
+    // Exported networks at the embedded data's sizes: libtorch and tract here, ONNX Runtime there.
+    for (net, key, size) in [("resnet18", "onnx_resnet18", "64"), ("yolo", "onnx_yolo", "256")] {
+        let file = get(key)?;
+        for batch in ["1", "32"] {
+            for runtime in ["libtorch", "tract"] {
+                out.push(Case {
+                    name: format!("{net} {size} px infer, batch {batch}: {runtime} vs ONNX Runtime (images/s)"),
+                    rust: strings(&[
+                        "onnx",
+                        "--net",
+                        net,
+                        "--runtime",
+                        runtime,
+                        "--file",
+                        &file,
+                        "--batch",
+                        batch,
+                        "--warmup",
+                        warmup,
+                        "--iters",
+                        iters,
+                    ]),
+                    script: "onnx_infer.py",
+                    py: strings(&[
+                        "--file", &file, "--batch", batch, "--size", size, "--warmup", warmup, "--iters", iters,
+                    ]),
+                    key: "images_per_s",
+                    same: &[],
+                    threads,
+                });
+            }
+        }
+    }
     for c in &mut out {
         if c.script != "coco_eval.py" {
             c.py.extend(strings(&["--threads", &c.threads.to_string()]));
@@ -430,6 +463,14 @@ fn render(
     let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
     for r in rows {
         let _ = writeln!(s, "| {} | {} | {} | {} | {} | {} |", r.name, r.ours, r.theirs, r.ratio, r.spread, r.rss);
+    }
+    if rows.iter().any(|r| r.name.contains("vs ONNX Runtime")) {
+        let _ = writeln!(
+            s,
+            "\nIn the rows `... vs ONNX Runtime` the reference column is ONNX Runtime (CPU) running the file tlcv \
+             exported (`benches/reference/onnx_infer.py`), and this project's column is tlcv's libtorch forward or \
+             tract on the same file."
+        );
     }
     let verdict = if mismatches.is_empty() {
         "passed: the COCO stats equal pycocotools' (to 1e-12 at most), NMS keeps the same boxes in the same order, \

@@ -69,6 +69,21 @@ enum Cmd {
         #[arg(long)]
         dets: PathBuf,
     },
+    /// Inference images/s of an exported network (`prepare` writes the files) on libtorch or tract.
+    Onnx {
+        #[arg(long, value_enum)]
+        net: tlcv_benches::onnx::Net,
+        #[arg(long, value_enum)]
+        runtime: tlcv_benches::onnx::Runtime,
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long, default_value_t = 32)]
+        batch: i64,
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        #[arg(long, default_value_t = 3)]
+        iters: usize,
+    },
     /// `batched_nms` on the boxes of a file written by `prepare` (IoU 0.5, one class).
     Nms {
         #[arg(long)]
@@ -84,6 +99,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     if cli.threads > 0 {
         tch::set_num_threads(cli.threads);
+        tlcv_core::onnx::runtime::set_threads(cli.threads as usize);
     }
     let line = match cli.cmd {
         Cmd::Prepare { dir, images, coco_images } => prepare(&dir, images, coco_images)?,
@@ -93,6 +109,9 @@ fn main() -> Result<()> {
         }
         Cmd::Coco { gt, dets } => run_coco(&gt, &dets)?,
         Cmd::Nms { boxes, iters } => run_nms(&boxes, iters)?,
+        Cmd::Onnx { net, runtime, file, batch, warmup, iters } => {
+            tlcv_benches::onnx::run(net, runtime, &file, batch, warmup, iters)?
+        }
     };
     println!("RESULT {line} peak_rss_mb={:.1} threads={}", proc_status_mb("VmHWM"), tch::get_num_threads());
     Ok(())
@@ -122,6 +141,9 @@ fn prepare(dir: &Path, images: usize, coco_images: usize) -> Result<String> {
             .collect();
         std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
         line += &format!(" nms_{n}={}", path.display());
+    }
+    for (net, path) in tlcv_benches::onnx::prepare(dir)? {
+        line += &format!(" onnx_{}={}", net.file_name().split('-').next().unwrap_or("net"), path.display());
     }
     Ok(line)
 }

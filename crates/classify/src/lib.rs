@@ -4,12 +4,13 @@
 //! backbone's classifier with the head sized to the data, loads pretrained weights and freezes per the
 //! strategy → [`task`] trains it through the shared loop (on images, or on a feature cache when the
 //! backbone is frozen) → [`evaluate`] and [`report`] write metrics, plots and `report.html` →
-//! [`predict`] labels new images. [`study`] compares strategies across training-set sizes and
+//! [`predict`] labels new images; [`export`] writes the trained network as ONNX and serves such a file. [`study`] compares strategies across training-set sizes and
 //! [`forward`] is the parity tool against PyTorch.
 
 pub mod config;
 pub mod data;
 pub mod evaluate;
+pub mod export;
 pub mod forward;
 pub mod model;
 pub mod pipeline;

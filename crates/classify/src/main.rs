@@ -37,6 +37,8 @@ enum Command {
     Study(StudyCmd),
     /// Run one float32 batch from an .npy file through a network in eval mode and write the logits.
     Forward(ForwardCmd),
+    /// Export a trained run as ONNX.
+    Export(ExportCmd),
     /// Train, evaluate, predict on held-out images and write the report: the end-to-end job.
     Run(TrainCmd),
 }
@@ -70,10 +72,22 @@ struct EvalCmd {
 }
 
 #[derive(Debug, clap::Args)]
+struct ExportCmd {
+    #[command(flatten)]
+    common: tlcv_core::onnx::cli::ExportArgs,
+    /// End the graph with a softmax (output `probs`) instead of the logits.
+    #[arg(long)]
+    softmax: bool,
+}
+
+#[derive(Debug, clap::Args)]
 struct PredictCmd {
     /// A trained run directory.
-    #[arg(long, conflicts_with_all = ["model", "weights"])]
+    #[arg(long, conflicts_with_all = ["model", "weights", "onnx"])]
     run: Option<PathBuf>,
+    /// An ONNX file written by `classify export`, run by tract (no libtorch in the forward pass).
+    #[arg(long, conflicts_with_all = ["model", "weights", "img_size"])]
+    onnx: Option<PathBuf>,
     /// A pretrained architecture (with --weights).
     #[arg(long, requires = "weights")]
     model: Option<String>,
@@ -174,6 +188,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Export(cmd) => {
+            let (trained, model) = pipeline::load_run(&cmd.common.run)?;
+            let (cfg, classes) = (trained.config, trained.classes);
+            let opts = cmd.common.options(cfg.data.img_size)?;
+            let proto = classify::export::export(&model, &classes, &opts, cmd.softmax)?;
+            tlcv_core::onnx::cli::write_and_report(&proto, &cmd.common.out_path())?;
+            Ok(())
+        }
         Command::Forward(cmd) => {
             let arch: Arch = cmd.model.parse()?;
             let shape = forward::forward_npy(arch, &cmd.weights, cmd.num_classes, &cmd.input, &cmd.output)?;
@@ -242,8 +264,7 @@ fn predict_held_out(cfg: &ClassifyConfig, run: &RunDir, outcome: &pipeline::Trai
     let step = (outcome.predictions.len() / cfg.eval.predict_images.max(1)).max(1);
     let images: Vec<PathBuf> =
         outcome.predictions.iter().step_by(step).take(cfg.eval.predict_images).map(|p| p.path.clone()).collect();
-    let norm = model.normalization();
-    let results = predict::predict_images(&model, &cfg.data, norm, &trained.classes, &images, cfg.eval.top_k);
+    let results = predict::predict_images(&model, &cfg.data, &trained.classes, &images, cfg.eval.top_k);
     run::write_predictions(
         run,
         results.into_iter().map(|r| {
@@ -298,17 +319,20 @@ fn predict_cmd(cmd: &PredictCmd) -> anyhow::Result<()> {
         if let Some(size) = cmd.img_size {
             trained.config.data.img_size = size;
         }
-        let norm = model.normalization();
-        predict::predict_images(&model, &trained.config.data, norm, &trained.classes, &cmd.images, cmd.top_k)
+        predict::predict_images(&model, &trained.config.data, &trained.classes, &cmd.images, cmd.top_k)
+    } else if let Some(file) = &cmd.onnx {
+        let model = classify::export::OnnxClassifier::load(file)?;
+        let data = classify::config::DataConfig { img_size: model.img_size, augment: false, ..Default::default() };
+        predict::predict_images(&model, &data, &model.classes, &cmd.images, cmd.top_k)
     } else {
         let (Some(name), Some(weights)) = (&cmd.model, &cmd.weights) else {
-            bail!("give --run RUN_DIR, or --model NAME with --weights imagenet|FILE");
+            bail!("give --run RUN_DIR, --onnx FILE, or --model NAME with --weights imagenet|FILE");
         };
         let arch: Arch = name.parse()?;
         let model = Pretrained::load(arch, weights, cmd.num_classes)?;
         let classes = predict::imagenet_names(model.net_classes());
         let data = predict::pretrained_data_config(arch, cmd.img_size);
-        predict::predict_images(&model, &data, arch.normalization(), &classes, &cmd.images, cmd.top_k)
+        predict::predict_images(&model, &data, &classes, &cmd.images, cmd.top_k)
     };
     let mut failed = 0;
     for result in results {

@@ -39,15 +39,21 @@ pub struct ImagePrediction {
     pub top: Vec<Top>,
 }
 
-/// Something that maps normalised images to logits.
+/// Something that maps images to logits: the libtorch models, or an exported file served by tract.
 pub trait Logits {
-    /// `[N, 3, H, W]` → `[N, classes]`.
-    fn logits(&self, xs: &Tensor) -> Tensor;
+    /// `[N, 3, H, W]` (normalised as [`Logits::input_normalization`] says) → `[N, classes]`.
+    fn logits(&self, xs: &Tensor) -> std::result::Result<Tensor, String>;
+    /// The normalisation the input must have; `None` = pixels in `0..1` (an ONNX export normalises
+    /// inside its graph).
+    fn input_normalization(&self) -> Option<backbones::Normalization>;
 }
 
 impl Logits for Model {
-    fn logits(&self, xs: &Tensor) -> Tensor {
-        self.forward(xs, false)
+    fn logits(&self, xs: &Tensor) -> std::result::Result<Tensor, String> {
+        Ok(self.forward(xs, false))
+    }
+    fn input_normalization(&self) -> Option<backbones::Normalization> {
+        Some(self.normalization())
     }
 }
 
@@ -63,8 +69,11 @@ pub struct Pretrained {
 }
 
 impl Logits for Pretrained {
-    fn logits(&self, xs: &Tensor) -> Tensor {
-        self.net.forward_t(xs, false)
+    fn logits(&self, xs: &Tensor) -> std::result::Result<Tensor, String> {
+        Ok(self.net.forward_t(xs, false))
+    }
+    fn input_normalization(&self) -> Option<backbones::Normalization> {
+        Some(self.arch.normalization())
     }
 }
 
@@ -115,7 +124,6 @@ pub fn imagenet_names(count: usize) -> Vec<String> {
 pub fn predict_images(
     model: &dyn Logits,
     data_cfg: &DataConfig,
-    norm: backbones::Normalization,
     classes: &[String],
     images: &[PathBuf],
     k: usize,
@@ -126,8 +134,10 @@ pub fn predict_images(
         .iter()
         .map(|path| {
             let img = pipeline.load(path, &mut rng).map_err(|e| e.to_string())?;
+            let unit = backbones::Normalization { mean: [0.0; 3], std: [1.0; 3] };
+            let norm = model.input_normalization().unwrap_or(unit);
             let xs = data::to_tensor(&[img], norm.mean, norm.std).map_err(|e| e.to_string())?;
-            let probs = tch::no_grad(|| model.logits(&xs)).softmax(-1, Kind::Float).squeeze_dim(0);
+            let probs = tch::no_grad(|| model.logits(&xs))?.softmax(-1, Kind::Float).squeeze_dim(0);
             Ok(ImagePrediction { image: path.display().to_string(), top: top_k(&probs, classes, k) })
         })
         .collect()

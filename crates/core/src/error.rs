@@ -14,6 +14,8 @@ pub enum Error {
     Data(#[from] crate::data::DataError),
     #[error(transparent)]
     Report(#[from] crate::report::ReportError),
+    #[error(transparent)]
+    Onnx(#[from] crate::onnx::OnnxError),
     #[error("torch: {0}")]
     Torch(#[from] tch::TchError),
     #[error("{path}: {source}")]

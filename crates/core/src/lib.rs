@@ -9,6 +9,7 @@
 //! - [`train`]: the task-independent training loop (optimisers, schedules, checkpoints, resume).
 //! - [`data`]: decoding, augmentation and batching on u8 images, in parallel with rayon.
 //! - [`metrics`], [`report`]: classification metrics, plots and the self-contained `report.html`.
+//! - [`onnx`]: ONNX export from the module tree, and serving exported files with tract.
 //! - [`alloc`]: allocator settings that keep freed activations in the process.
 //! - [`run`]: the run lifecycle (run directory, run files, trained runs, skipped files, report sections).
 //! - [`weights`]: where a backbone's initial weights come from, and loading them into a headless one.
@@ -25,6 +26,7 @@ pub mod error;
 pub mod fold;
 pub mod freeze;
 pub mod metrics;
+pub mod onnx;
 pub mod paths;
 pub mod progress;
 pub mod report;

@@ -98,3 +98,15 @@ fn image_decode_inputs() {
         }
     }
 }
+
+#[test]
+fn onnx_model_inputs() {
+    for (name, bytes) in inputs("onnx_model") {
+        let r = tlcv_core::onnx::runtime::probe(&bytes);
+        if let Err(e) = &r {
+            let msg = e.to_string();
+            assert_eq!(msg.lines().count(), 1, "onnx_model/{name}: the error is not one line: {msg}");
+        }
+        check("onnx_model", &name, r.is_ok(), &format!("{:?}", r.as_ref().map(Vec::len)));
+    }
+}

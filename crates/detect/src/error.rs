@@ -62,6 +62,12 @@ pub enum DetectError {
     OpenCv(String),
 }
 
+impl From<tlcv_core::onnx::OnnxError> for DetectError {
+    fn from(e: tlcv_core::onnx::OnnxError) -> Self {
+        DetectError::Core(e.into())
+    }
+}
+
 impl From<opencv::Error> for DetectError {
     fn from(e: opencv::Error) -> Self {
         DetectError::OpenCv(e.message)

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::Serialize;
+use tlcv_core::backbones::Normalization;
 use tlcv_core::data::{self, DecodeOptions, Loader, RgbImage};
 use tlcv_core::run::SkipLog;
 
@@ -16,6 +17,7 @@ use crate::eval::curves::{ConfusionMatrix, F1Report, PrCurves, best_f1, pr_curve
 use crate::eval::{
     CocoAnnotation, CocoCategory, CocoDataset, CocoDetection, CocoImage, CocoParams, CocoSummary, evaluate,
 };
+use crate::export::DetectModel;
 use crate::model::Detector;
 use crate::postprocess::{Detection, PostprocessConfig, to_original};
 
@@ -29,14 +31,15 @@ struct Prepared {
 
 /// Detections for each image file (original pixels); an unreadable image gives its error message.
 pub fn detect_files(
-    model: &Detector,
+    model: &dyn DetectModel,
     paths: &[PathBuf],
     pp: &PostprocessConfig,
     batch: usize,
     max_pixels: usize,
 ) -> Vec<std::result::Result<Vec<Detection>, String>> {
-    let size = model.img_size as usize;
-    let norm = model.normalization();
+    let size = model.img_size() as usize;
+    // An ONNX export takes pixels in 0..1 and normalises in its graph.
+    let norm = model.input_normalization().unwrap_or(Normalization { mean: [0.0; 3], std: [1.0; 3] });
     let shared = Arc::new(paths.to_vec());
     let loader = Loader::new(paths.len(), batch.max(1), false, 0, false, 2);
     let opts = DecodeOptions { max_pixels, target_size: None };
@@ -55,7 +58,7 @@ pub fn detect_files(
         },
     );
     let mut out: Vec<std::result::Result<Vec<Detection>, String>> = vec![Err("not processed".into()); paths.len()];
-    let device = model.vs.device();
+    let device = model.device();
     for b in iter {
         for s in &b.skipped {
             out[s.index] = Err(s.reason.clone());
@@ -63,7 +66,7 @@ pub fn detect_files(
         let Some((tensor, infos)) = b.data else { continue };
         let result = tensor
             .map_err(|e| e.to_string())
-            .and_then(|t| model.predict(&t.to_device(device), pp).map_err(|e| e.to_string()));
+            .and_then(|t| model.detect(&t.to_device(device), pp).map_err(|e| e.to_string()));
         match result {
             Ok(dets) => {
                 for ((idx, d), (info, w, h)) in b.indices.iter().zip(dets).zip(infos) {

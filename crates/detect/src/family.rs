@@ -10,9 +10,11 @@ use std::fmt;
 
 use tch::{Kind, Tensor, nn};
 use tlcv_core::backbones::{Arch, Backbone};
+use tlcv_core::onnx::{Graph, Value};
 
 use crate::config::{DetectConfig, ModelConfig};
 use crate::error::{DetectError, Result};
+use crate::export::OnnxHead;
 use crate::model_io::{Detections, Targets};
 use crate::postprocess::{Detection, PostprocessConfig};
 
@@ -77,6 +79,24 @@ pub trait DetectorFamily: fmt::Debug + Send {
     fn trainable_layers(&self, model: &ModelConfig) -> usize {
         model.trainable_layers
     }
+    /// The eval-mode network and its decoding, before NMS: boxes `[N, A, 4]` (input pixels) and
+    /// per-class scores `[N, A, nc]`, what `detect export` writes without `--nms`.
+    fn decoded(&self, _xs: &Tensor) -> Result<(Tensor, Tensor)> {
+        Err(not_exported())
+    }
+    /// [`DetectorFamily::decoded`] as ONNX nodes, with the family's NMS rule (see [`crate::export`]).
+    fn to_onnx(&self, _g: &mut Graph, _x: &Value) -> Result<OnnxHead> {
+        Err(not_exported())
+    }
+}
+
+/// What a family without an ONNX export says.
+fn not_exported() -> DetectError {
+    DetectError::Invalid(
+        "ONNX export of Faster R-CNN is not supported: its RPN, proposal selection and multi-level RoIAlign are not \
+         written as ONNX nodes yet, and tract (predict --onnx) has no RoiAlign; export a yolo or ssd run"
+            .into(),
+    )
 }
 
 /// Declares the families: the [`Family`] enum (config and CLI names, aliases) and each family's

@@ -11,7 +11,8 @@
 //! random affine, flip, HSV, letterbox; boxes move with the pixels) → [`task`] in the shared training
 //! loop; [`backbone`], [`boxes`] (coding, IoU), [`matching`], [`nms`], [`priors`] and [`postprocess`]
 //! serve every family; scoring is [`evaluate`] with the pycocotools-exact [`eval`]; [`pipeline`],
-//! [`predict`] and [`report`] tie it together.
+//! [`predict`] and [`report`] tie it together; [`export`] writes YOLO and SSD as ONNX (optionally with
+//! NMS) and serves such a file.
 
 pub mod augment;
 pub mod backbone;
@@ -21,6 +22,7 @@ pub mod data;
 pub mod error;
 pub mod eval;
 pub mod evaluate;
+pub mod export;
 pub mod family;
 pub mod faster_rcnn;
 pub mod matching;

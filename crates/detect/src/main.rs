@@ -6,8 +6,10 @@ use anyhow::bail;
 use clap::{Parser, Subcommand};
 use detect::{
     DetectConfig,
-    config::{DataFormat, Family},
-    data, eval, evaluate, pipeline,
+    config::{DataFormat, EvalConfig, Family},
+    data, eval, evaluate,
+    export::DetectModel,
+    pipeline,
     postprocess::PostprocessConfig,
     predict,
     report::{self, ReportInput},
@@ -43,6 +45,26 @@ enum Command {
     /// Train several detector families on the same data and print them side by side (mAP, training
     /// time, inference speed, parameters); each gets its own run directory `<name>-<family>`.
     Compare(CompareCmd),
+    /// Export a trained YOLO or SSD run as ONNX (decoded head, or with --nms the detections).
+    Export(ExportCmd),
+}
+
+#[derive(Debug, clap::Args)]
+struct ExportCmd {
+    #[command(flatten)]
+    common: tlcv_core::onnx::cli::ExportArgs,
+    /// End the graph with NMS (ONNX NonMaxSuppression): `detections` [N, K, 6].
+    #[arg(long)]
+    nms: bool,
+    /// With --nms: score threshold (default: the run's eval.predict_conf).
+    #[arg(long)]
+    conf: Option<f64>,
+    /// With --nms: IoU threshold (default: the run's eval.iou).
+    #[arg(long)]
+    iou: Option<f64>,
+    /// With --nms: detections kept per image (default: the run's eval.max_det).
+    #[arg(long)]
+    max_det: Option<usize>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -89,8 +111,11 @@ struct EvalCmd {
 #[derive(Debug, clap::Args)]
 struct PredictCmd {
     /// A trained run directory.
+    #[arg(long, required_unless_present = "onnx", conflicts_with = "onnx")]
+    run: Option<PathBuf>,
+    /// An ONNX file written by `detect export`, run by tract (no libtorch in the forward pass).
     #[arg(long)]
-    run: PathBuf,
+    onnx: Option<PathBuf>,
     /// Folder for the annotated images (default: <run>/predict).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -165,6 +190,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Compare(cmd) => compare(&cmd),
         Command::Eval(cmd) => eval_cmd(&cmd),
         Command::Predict(cmd) => predict_cmd(&cmd),
+        Command::Export(cmd) => export_cmd(&cmd),
         Command::Convert(cmd) => {
             let (ds, issues) = data::convert::convert(cmd.from, cmd.to, &cmd.input, &cmd.output)?;
             pipeline::report_issues(&issues);
@@ -407,17 +433,30 @@ fn predict_cmd(cmd: &PredictCmd) -> anyhow::Result<()> {
     if let Some(missing) = cmd.images.iter().find(|p| !p.exists()) {
         bail!("{} does not exist", missing.display());
     }
-    let (trained, model) = pipeline::load_run(&cmd.run)?;
-    let (cfg, names, run) = (trained.config, trained.classes, trained.dir);
+    // The libtorch run, or the exported file with the default thresholds.
+    let (model, names, eval, out): (Box<dyn DetectModel>, Vec<String>, EvalConfig, PathBuf) =
+        match (&cmd.run, &cmd.onnx) {
+            (_, Some(file)) => {
+                let m = detect::export::OnnxDetector::load(file)?;
+                let names = m.names.clone();
+                let out = cmd.out.clone().unwrap_or_else(|| file.with_extension("predict"));
+                (Box::new(m), names, EvalConfig::default(), out)
+            }
+            (Some(dir), None) => {
+                let (trained, model) = pipeline::load_run(dir)?;
+                let out = cmd.out.clone().unwrap_or_else(|| trained.dir.root().join("predict"));
+                (Box::new(model), trained.classes, trained.config.eval, out)
+            }
+            (None, None) => bail!("give --run RUN_DIR or --onnx FILE"),
+        };
     let pp = PostprocessConfig {
-        conf: cmd.conf.unwrap_or(cfg.eval.predict_conf),
-        iou: cfg.eval.iou,
-        max_det: cfg.eval.max_det,
+        conf: cmd.conf.unwrap_or(eval.predict_conf),
+        iou: eval.iou,
+        max_det: eval.max_det,
         ..Default::default()
     };
-    let out = cmd.out.clone().unwrap_or_else(|| run.root().join("predict"));
     let mut failed = 0;
-    for r in predict::predict_files(&model, &names, &cmd.images, &pp, Some(&out))? {
+    for r in predict::predict_files(model.as_ref(), &names, &cmd.images, &pp, Some(&out))? {
         match r {
             Ok(p) if cmd.json => println!("{}", serde_json::to_string(&p)?),
             Ok(p) => {
@@ -440,5 +479,27 @@ fn predict_cmd(cmd: &PredictCmd) -> anyhow::Result<()> {
     if failed == cmd.images.len() {
         bail!("no image could be read");
     }
+    Ok(())
+}
+
+fn export_cmd(cmd: &ExportCmd) -> anyhow::Result<()> {
+    let (trained, model) = pipeline::load_run(&cmd.common.run)?;
+    let (cfg, names) = (trained.config, trained.classes);
+    let opts = cmd.common.options(cfg.data.img_size)?;
+    if opts.img_size.is_some_and(|(s, _)| s % 32 != 0) {
+        bail!("--img-size must be a multiple of 32 for a detector");
+    }
+    let head = if cmd.nms {
+        detect::export::Head::Nms(PostprocessConfig {
+            conf: cmd.conf.unwrap_or(cfg.eval.predict_conf),
+            iou: cmd.iou.unwrap_or(cfg.eval.iou),
+            max_det: cmd.max_det.unwrap_or(cfg.eval.max_det),
+            ..Default::default()
+        })
+    } else {
+        detect::export::Head::Raw
+    };
+    let proto = detect::export::export(&model, &cfg.model.backbone, &names, &opts, head)?;
+    tlcv_core::onnx::cli::write_and_report(&proto, &cmd.common.out_path())?;
     Ok(())
 }

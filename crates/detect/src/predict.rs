@@ -11,7 +11,7 @@ use tlcv_core::data::RgbImage;
 
 use crate::error::{DetectError, Result};
 use crate::evaluate::detect_files;
-use crate::model::Detector;
+use crate::export::DetectModel;
 use crate::postprocess::{Detection, PostprocessConfig};
 
 /// One detection of the JSON output.
@@ -126,7 +126,7 @@ pub fn to_json(image: &Path, dets: &[Detection], names: &[String]) -> ImagePredi
 /// Predicts on `images`; with `out`, writes each image with its boxes drawn to `out/<name>.jpg`.
 /// Returns one result per image (an unreadable image gives its error).
 pub fn predict_files(
-    model: &Detector,
+    model: &dyn DetectModel,
     names: &[String],
     images: &[PathBuf],
     pp: &PostprocessConfig,

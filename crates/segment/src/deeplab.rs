@@ -10,6 +10,8 @@
 
 use tch::{Tensor, nn};
 use tlcv_core::backbones::layers::{Act, Conv, ConvBn, ConvInit, ConvOpts};
+use tlcv_core::onnx::ops::{Interp, SizeOf};
+use tlcv_core::onnx::{Graph, OnnxError, Value};
 
 use crate::error::SegmentError;
 
@@ -131,5 +133,41 @@ impl DeepLabV3PlusHead {
             y = d.forward(&y, train);
         }
         self.cls.forward(&y)
+    }
+}
+
+impl Aspp {
+    /// The ONNX nodes of [`Aspp::forward`] in eval mode: `[N, cin, h, w]` -> `[N, cout, h, w]`.
+    pub fn to_onnx(&self, g: &mut Graph, x: &Value) -> Result<Value, OnnxError> {
+        let mut outs = self.branches.iter().map(|b| b.to_onnx(g, x)).collect::<Result<Vec<_>, _>>()?;
+        let pooled = g.global_avg_pool(x); // [N, cin, 1, 1]
+        let p = self.pool.to_onnx(g, &pooled)?;
+        outs.push(g.resize(&p, SizeOf::Like(x), Interp::BilinearHalfPixel));
+        let refs: Vec<&Value> = outs.iter().collect();
+        let cat = g.concat(&refs, 1);
+        self.project.to_onnx(g, &cat)
+    }
+}
+
+impl DeepLabV3Head {
+    /// The ONNX nodes of [`DeepLabV3Head::forward`]: `[N, cin, h, w]` -> `[N, classes, h, w]`.
+    pub fn to_onnx(&self, g: &mut Graph, c5: &Value) -> Result<Value, OnnxError> {
+        let x = self.aspp.to_onnx(g, c5)?;
+        let x = self.conv.to_onnx(g, &x)?;
+        self.cls.to_onnx(g, &x)
+    }
+}
+
+impl DeepLabV3PlusHead {
+    /// The ONNX nodes of [`DeepLabV3PlusHead::forward`]: `low`, `deep` -> `[N, classes, H/4, W/4]`.
+    pub fn to_onnx(&self, g: &mut Graph, low: &Value, deep: &Value) -> Result<Value, OnnxError> {
+        let a = self.aspp.to_onnx(g, deep)?;
+        let x = g.resize(&a, SizeOf::Like(low), Interp::BilinearHalfPixel);
+        let l = self.low_proj.to_onnx(g, low)?;
+        let mut y = g.concat(&[&x, &l], 1);
+        for d in &self.decoder {
+            y = d.to_onnx(g, &y)?;
+        }
+        self.cls.to_onnx(g, &y)
     }
 }

@@ -9,7 +9,7 @@ use segment::{
     config::ModelKind,
     metrics::evaluate_dirs,
     pipeline::{self, JsonSummary, MetricsFile},
-    predict::predict_file,
+    predict::{Segmenter, predict_file},
     report::{self, ReportInput},
 };
 use tlcv_core::{
@@ -37,6 +37,8 @@ enum Command {
     Evaluate(EvaluateCmd),
     /// Train, evaluate, predict on held-out images and write the report: the end-to-end job.
     Run(TrainCmd),
+    /// Export a trained run as ONNX.
+    Export(tlcv_core::onnx::cli::ExportArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -67,8 +69,11 @@ struct EvalCmd {
 #[derive(Debug, clap::Args)]
 struct PredictCmd {
     /// A trained run directory.
+    #[arg(long, required_unless_present = "onnx", conflicts_with = "onnx")]
+    run: Option<PathBuf>,
+    /// An ONNX file written by `segment export`, run by tract (no libtorch in the forward pass).
     #[arg(long)]
-    run: PathBuf,
+    onnx: Option<PathBuf>,
     /// Output folder for `<stem>.png` (index mask) and `<stem>_overlay.png`.
     #[arg(long)]
     out: PathBuf,
@@ -118,6 +123,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(cmd) => train(&cmd, true),
         Command::Eval(cmd) => eval(&cmd),
         Command::Predict(cmd) => predict(&cmd),
+        Command::Export(cmd) => {
+            let (trained, model) = pipeline::load_run(&cmd.run)?;
+            let (cfg, classes) = (trained.config, trained.classes);
+            let proto = segment::export::export(&model, &classes, &cmd.options(cfg.data.img_size)?)?;
+            tlcv_core::onnx::cli::write_and_report(&proto, &cmd.out_path())?;
+            Ok(())
+        }
         Command::Evaluate(cmd) => {
             let s = evaluate_dirs(&cmd.gt, &cmd.pred, cmd.num_classes, cmd.ignore_index)?;
             eprintln!(
@@ -228,12 +240,23 @@ fn predict(cmd: &PredictCmd) -> anyhow::Result<()> {
     if let Some(missing) = cmd.images.iter().find(|p| !p.exists()) {
         bail!("{} does not exist", missing.display());
     }
-    let (trained, model) = pipeline::load_run(&cmd.run)?;
-    let cfg = trained.config;
+    // The libtorch run, or the exported file with the default overlay opacity.
+    let (model, size, alpha, channels_last): (Box<dyn Segmenter>, i64, f64, bool) = match (&cmd.run, &cmd.onnx) {
+        (_, Some(file)) => {
+            let m = segment::export::OnnxSegmenter::load(file)?;
+            let size = m.img_size;
+            (Box::new(m), size, segment::config::EvalConfig::default().overlay_alpha, false)
+        }
+        (Some(run), None) => {
+            let (trained, model) = pipeline::load_run(run)?;
+            let cfg = trained.config;
+            (Box::new(model), cfg.data.img_size, cfg.eval.overlay_alpha, cfg.train.channels_last)
+        }
+        (None, None) => bail!("give --run RUN_DIR or --onnx FILE"),
+    };
     let mut failed = 0;
     for image in &cmd.images {
-        match predict_file(&model, image, &cmd.out, cfg.data.img_size, cfg.eval.overlay_alpha, cfg.train.channels_last)
-        {
+        match predict_file(model.as_ref(), image, &cmd.out, size, alpha, channels_last) {
             Ok(p) if cmd.json => println!("{}", serde_json::to_string(&p)?),
             Ok(p) => println!("{}  ->  {}  ({})", p.image, p.mask, p.overlay),
             Err(e) => {

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use opencv::core::{CV_8UC3, Mat, Vector};
 use opencv::prelude::*;
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
+use tlcv_core::backbones::Normalization;
 use tlcv_core::data::{self, DecodeOptions, RgbImage, transforms};
 
 use crate::{
@@ -16,23 +17,56 @@ use crate::{
     model::SegModel,
 };
 
+/// Something that maps images to segmentation logits: the libtorch network, or an exported file
+/// served by tract ([`crate::export::OnnxSegmenter`]).
+pub trait Segmenter {
+    /// `[N, 3, S, S]` (normalised as [`Segmenter::input_normalization`] says) -> `[N, C, S, S]`.
+    fn logits(&self, xs: &Tensor) -> Result<Tensor, SegmentError>;
+    /// The input normalisation; `None` = pixels in `0..1` (an ONNX export normalises in its graph).
+    fn input_normalization(&self) -> Option<Normalization>;
+    /// Number of classes.
+    fn num_classes(&self) -> i64;
+    /// Where inputs go.
+    fn device(&self) -> Device;
+}
+
+impl Segmenter for SegModel {
+    fn logits(&self, xs: &Tensor) -> Result<Tensor, SegmentError> {
+        Ok(tch::no_grad(|| self.forward(xs, false)))
+    }
+    fn input_normalization(&self) -> Option<Normalization> {
+        Some(self.normalization())
+    }
+    fn num_classes(&self) -> i64 {
+        self.num_classes
+    }
+    fn device(&self) -> Device {
+        self.vs.device()
+    }
+}
+
 /// `[1, C, H, W]` logits of `img` at the image's own resolution, the network seeing `size` x `size`.
 pub fn logits_at_original(
-    model: &SegModel,
+    model: &dyn Segmenter,
     img: &RgbImage,
     size: i64,
     channels_last: bool,
 ) -> Result<Tensor, SegmentError> {
     let small = transforms::resize(img, size as usize, size as usize)?;
-    let n = model.normalization();
-    let xs = data::to_tensor(&[small], n.mean, n.std)?.to_device(model.vs.device());
+    let n = model.input_normalization().unwrap_or(Normalization { mean: [0.0; 3], std: [1.0; 3] });
+    let xs = data::to_tensor(&[small], n.mean, n.std)?.to_device(model.device());
     let xs = if channels_last { tlcv_core::freeze::channels_last(&xs) } else { xs };
-    let logits = tch::no_grad(|| model.forward(&xs, false)); // [1, C, size, size]
+    let logits = model.logits(&xs)?; // [1, C, size, size]
     Ok(upsample_to(&logits, img.height as i64, img.width as i64)) // [1, C, H, W]
 }
 
 /// The predicted index mask of `img` at its own resolution.
-pub fn predict_mask(model: &SegModel, img: &RgbImage, size: i64, channels_last: bool) -> Result<Mask, SegmentError> {
+pub fn predict_mask(
+    model: &dyn Segmenter,
+    img: &RgbImage,
+    size: i64,
+    channels_last: bool,
+) -> Result<Mask, SegmentError> {
     let logits = logits_at_original(model, img, size, channels_last)?;
     let idx = logits.argmax(1, false).to_kind(Kind::Uint8).to_device(tch::Device::Cpu).reshape([-1]); // [H * W]
     let data = Vec::<u8>::try_from(&idx)?;
@@ -65,7 +99,7 @@ pub struct PredictedFile {
 
 /// Predicts `image` and writes `<out>/<stem>.png` (index mask) and `<out>/<stem>_overlay.png`.
 pub fn predict_file(
-    model: &SegModel,
+    model: &dyn Segmenter,
     image: &Path,
     out: &Path,
     size: i64,
@@ -80,7 +114,7 @@ pub fn predict_file(
     let overlay_path = out.join(format!("{stem}_overlay.png"));
     mask::write_index_png(&mask_path, &m)?;
     write_rgb_png(&overlay_path, img.width, img.height, &mask::overlay(&img.data, &m, alpha))?;
-    let mut class_pixels = vec![0u64; model.num_classes as usize];
+    let mut class_pixels = vec![0u64; model.num_classes() as usize];
     for &v in &m.data {
         if let Some(c) = class_pixels.get_mut(v as usize) {
             *c += 1;

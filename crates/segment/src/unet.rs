@@ -7,6 +7,8 @@
 
 use tch::{Tensor, nn};
 use tlcv_core::backbones::layers::{Act, Conv, ConvBn, ConvInit, ConvOpts};
+use tlcv_core::onnx::ops::{Interp, SizeOf};
+use tlcv_core::onnx::{Graph, OnnxError, Value};
 
 use crate::deeplab::upsample_to;
 use crate::error::SegmentError;
@@ -83,5 +85,33 @@ impl UNetHead {
             x = block.forward(&x, train);
         }
         self.cls.forward(&x) // [N, classes, H, W]
+    }
+}
+
+impl UNetHead {
+    /// The ONNX nodes of [`UNetHead::forward`] in eval mode: `image` `[N, 3, H, W]` (normalised) and
+    /// `feats` `[C2, C3, C4, C5]` -> `[N, classes, H, W]`.
+    pub fn to_onnx(&self, g: &mut Graph, image: &Value, feats: &[Value]) -> Result<Value, OnnxError> {
+        let (Some(h), Some(w)) = (image.dim(2), image.dim(3)) else {
+            return Err(OnnxError::Unsupported("U-Net export needs a fixed input size".into()));
+        };
+        let [c2, c3, c4, c5] = feats else {
+            return Err(OnnxError::Unsupported(format!("U-Net needs 4 encoder maps, got {}", feats.len())));
+        };
+        let mut x = c5.clone();
+        let skips: [Option<&Value>; 5] = [Some(c4), Some(c3), Some(c2), None, Some(image)];
+        for (block, skip) in self.blocks.iter().zip(skips) {
+            x = match skip {
+                Some(s) => {
+                    let up = g.resize(&x, SizeOf::Like(s), Interp::BilinearHalfPixel);
+                    g.concat(&[&up, s], 1)
+                }
+                None => g.resize(&x, SizeOf::Fixed((h + 1) / 2, (w + 1) / 2), Interp::BilinearHalfPixel),
+            };
+            for c in &block.convs {
+                x = c.to_onnx(g, &x)?;
+            }
+        }
+        self.cls.to_onnx(g, &x)
     }
 }

@@ -26,6 +26,8 @@ enum Command {
     Apply(ApplyCmd),
     /// Print the content, style and total-variation losses of an image against a content and a style.
     Score(ScoreCmd),
+    /// Export a network trained by train-fast as ONNX (any input size unless --img-size fixes one).
+    Export(tlcv_core::onnx::cli::ExportArgs),
 }
 
 /// Flags shared by the commands that build the feature network.
@@ -281,5 +283,16 @@ fn main() {
         Command::TrainFast(c) => train_fast(c),
         Command::Apply(c) => apply(c),
         Command::Score(c) => score(c),
+        Command::Export(c) => export(c),
     });
+}
+
+fn export(cmd: tlcv_core::onnx::cli::ExportArgs) -> anyhow::Result<()> {
+    let model = style::fast::FastModel::load(&cmd.run, tch::Device::Cpu)?;
+    let mut opts = cmd.options(256)?;
+    if cmd.img_size.is_none() {
+        opts.img_size = None; // fully convolutional: any size
+    }
+    tlcv_core::onnx::cli::write_and_report(&model.export_onnx(&opts)?, &cmd.out_path())?;
+    Ok(())
 }

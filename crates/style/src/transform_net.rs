@@ -7,6 +7,9 @@
 //! `up1`, `in4`, `up2`, `in5`, `conv_out` (each conv has `weight` and `bias`, each norm `weight`, `bias`).
 
 use tch::{Tensor, nn};
+use tlcv_core::backbones::layers::Padding;
+use tlcv_core::onnx::ops::{ConvSpec, Interp, SizeOf};
+use tlcv_core::onnx::{Graph, OnnxError, Value};
 
 use crate::{Result, StyleError};
 
@@ -14,12 +17,13 @@ use crate::{Result, StyleError};
 struct ConvLayer {
     conv: nn::Conv2D,
     pad: i64,
+    stride: i64,
 }
 
 impl ConvLayer {
     fn new(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64) -> Self {
         let cfg = nn::ConvConfig { stride, padding: 0, ..Default::default() };
-        ConvLayer { conv: nn::conv2d(p, cin, cout, k, cfg), pad: k / 2 }
+        ConvLayer { conv: nn::conv2d(p, cin, cout, k, cfg), pad: k / 2, stride }
     }
 
     /// `[N, cin, H, W]` -> `[N, cout, H/stride, W/stride]` (reflection padding keeps borders clean).
@@ -124,5 +128,67 @@ impl TransformNet {
         let y = y.upsample_nearest2d([h, w], None, None); // [N, 2w, H, W]
         let y = self.in5.forward(&self.up2.forward(&y)).relu(); // [N, w, H, W]
         self.conv_out.forward(&y).sigmoid() // [N, 3, H, W]
+    }
+}
+
+impl ConvLayer {
+    /// Reflection `Pad` and `Conv`.
+    fn to_onnx(&self, g: &mut Graph, x: &Value) -> std::result::Result<Value, OnnxError> {
+        let p = self.pad;
+        let padded = g.pad(x, [p; 4], "reflect");
+        let spec = ConvSpec { stride: self.stride, dilation: 1, groups: 1, padding: Padding::Symmetric(0) };
+        g.conv(&padded, &self.conv.ws, self.conv.bs.as_ref(), spec)
+    }
+}
+
+impl InstanceNorm {
+    /// `InstanceNormalization` (epsilon 1e-5, as the forward).
+    fn to_onnx(&self, g: &mut Graph, x: &Value) -> std::result::Result<Value, OnnxError> {
+        let (s, b) = (g.param(&self.weight, "weight")?, g.param(&self.bias, "bias")?);
+        Ok(g.op(
+            "InstanceNormalization",
+            &[x, &s, &b],
+            &[tlcv_core::onnx::graph::Attr::Float("epsilon", 1e-5)],
+            x.dims().to_vec(),
+        ))
+    }
+}
+
+impl TransformNet {
+    /// The ONNX nodes of [`TransformNet::forward`] for any input size: `[N, 3, H, W]` in `[0, 1]` ->
+    /// `[N, 3, H, W]` in `[0, 1]`. The two upsampling targets, `ceil(H / 2)` and `H`, are computed
+    /// from the input's shape in the graph.
+    pub fn to_onnx(&self, g: &mut Graph, x: &Value) -> std::result::Result<Value, OnnxError> {
+        let block =
+            |g: &mut Graph, c: &ConvLayer, n: &InstanceNorm, x: &Value| -> std::result::Result<Value, OnnxError> {
+                let y = c.to_onnx(g, x)?;
+                let y = n.to_onnx(g, &y)?;
+                Ok(g.unary("Relu", &y))
+            };
+        let centred = g.scalar("Sub", x, 0.5)?;
+        let y = block(g, &self.conv1, &self.in1, &centred)?;
+        let y = block(g, &self.conv2, &self.in2, &y)?;
+        let mut y = block(g, &self.conv3, &self.in3, &y)?;
+        for r in &self.res {
+            let a = block(g, &r.conv1, &r.in1, &y)?;
+            let b = r.conv2.to_onnx(g, &a)?;
+            let b = r.in2.to_onnx(g, &b)?;
+            y = g.binary("Add", &b, &y);
+        }
+        // (H, W) and ceil((H, W) / 2), as int64 [2].
+        let shape = g.shape_of(x);
+        let hw = g.slice(&shape, 0, 2, 4);
+        let one = g.ints(&[1]);
+        let two = g.ints(&[2]);
+        let plus = g.binary("Add", &hw, &one);
+        let half = g.binary("Div", &plus, &two);
+        let known = x.dim(2).zip(x.dim(3));
+        let y =
+            g.resize(&y, SizeOf::Computed(&half, known.map(|(h, w)| ((h + 1) / 2, (w + 1) / 2))), Interp::NearestFloor);
+        let y = block(g, &self.up1, &self.in4, &y)?;
+        let y = g.resize(&y, SizeOf::Computed(&hw, known), Interp::NearestFloor);
+        let y = block(g, &self.up2, &self.in5, &y)?;
+        let y = self.conv_out.to_onnx(g, &y)?;
+        Ok(g.unary("Sigmoid", &y))
     }
 }

@@ -113,10 +113,20 @@ pub fn main_reqs(lite: &[u8]) -> Vec<Req> {
 
 /// The reference venv's requirements (a full install).
 pub fn reference_reqs() -> Vec<Req> {
-    [&*format!("torch=={TORCH_VERSION}"), "torchvision==0.28.0", "numpy", "pycocotools", "safetensors", "pillow"]
-        .iter()
-        .map(|s| Req::parse(s))
-        .collect()
+    [
+        &*format!("torch=={TORCH_VERSION}"),
+        "torchvision==0.28.0",
+        "numpy",
+        "pycocotools",
+        "safetensors",
+        "pillow",
+        // The ONNX export tests: the checker and the runtime that judge every exported file.
+        "onnx",
+        "onnxruntime",
+    ]
+    .iter()
+    .map(|s| Req::parse(s))
+    .collect()
 }
 
 /// Creates `venv` with `python3 -m venv` unless it has a python.

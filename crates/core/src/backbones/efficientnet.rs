@@ -19,6 +19,7 @@ use super::layers::{
 };
 use super::{BACKBONE_GROUP, Backbone, ClassifierNet, FeatureInfo, HEAD_GROUP, Normalization, Stages};
 use crate::Result;
+use crate::onnx::{Graph, OnnxError, Value};
 
 /// torchvision's B0..B7 use `nn.BatchNorm2d` defaults (eps 1e-5); only its V2 models use 1e-3.
 const BN_EPS: f64 = 1e-5;
@@ -97,6 +98,32 @@ impl MbConv {
     }
 }
 
+impl SqueezeExcite {
+    /// The ONNX nodes of [`SqueezeExcite::forward`].
+    fn to_onnx(&self, g: &mut Graph, x: &Value) -> Result<Value, OnnxError> {
+        let s = g.global_avg_pool(x); // [N, C, 1, 1]
+        let s = self.fc1.to_onnx(g, &s)?;
+        let s = g.silu(&s);
+        let s = self.fc2.to_onnx(g, &s)?;
+        let s = g.unary("Sigmoid", &s);
+        Ok(g.binary("Mul", x, &s))
+    }
+}
+
+impl MbConv {
+    /// The ONNX nodes of [`MbConv::forward`] in eval mode (stochastic depth is the identity).
+    fn to_onnx(&self, g: &mut Graph, xs: &Value) -> Result<Value, OnnxError> {
+        let mut x = match &self.expand {
+            Some(e) => e.to_onnx(g, xs)?,
+            None => xs.clone(),
+        };
+        x = self.depthwise.to_onnx(g, &x)?;
+        x = self.se.to_onnx(g, &x)?;
+        x = self.project.to_onnx(g, &x)?;
+        Ok(if self.residual { g.binary("Add", &x, xs) } else { x })
+    }
+}
+
 /// EfficientNet-B0 without `features.8` and the classifier; the headless [`Backbone`].
 #[derive(Debug)]
 pub struct EfficientNetBody {
@@ -148,6 +175,19 @@ impl EfficientNetBody {
 }
 
 impl EfficientNetBody {
+    /// The ONNX nodes of [`EfficientNetBody::run`] in eval mode.
+    fn run_onnx(&self, g: &mut Graph, x: &Value) -> Result<Vec<Value>, OnnxError> {
+        let mut x = self.stem.to_onnx(g, x)?;
+        let mut outs = Vec::with_capacity(self.stages_.len());
+        for stage in &self.stages_ {
+            for b in stage {
+                x = b.to_onnx(g, &x)?;
+            }
+            outs.push(x.clone());
+        }
+        Ok(outs)
+    }
+
     fn conv_bns(&mut self) -> Vec<&mut ConvBn> {
         let mut out = vec![&mut self.stem];
         for b in self.stages_.iter_mut().flatten() {
@@ -159,7 +199,15 @@ impl EfficientNetBody {
     }
 }
 
+/// C2, C3, C4, C5 (stages 2, 3, 5, 7) of the seven stage outputs.
+pub(crate) fn pick_c2_to_c5<T: Clone>(outs: &[T]) -> Vec<T> {
+    [1, 2, 4, 6].iter().filter_map(|&i| outs.get(i).cloned()).collect()
+}
+
 impl Backbone for EfficientNetBody {
+    fn features_with_low_onnx(&self, g: &mut Graph, x: &Value) -> Result<Vec<Value>, OnnxError> {
+        Ok(pick_c2_to_c5(&self.run_onnx(g, x)?))
+    }
     fn conv_bns_mut(&mut self) -> Vec<&mut ConvBn> {
         self.conv_bns()
     }
@@ -209,6 +257,15 @@ pub struct EfficientNet {
 }
 
 impl ClassifierNet for EfficientNet {
+    fn penultimate_onnx(&self, g: &mut Graph, x: &Value) -> Result<Value, OnnxError> {
+        let last = self.body.run_onnx(g, x)?.pop().unwrap_or_else(|| x.clone());
+        let x = self.head_conv.to_onnx(g, &last)?; // [N, 1280, h, w]
+        let pooled = g.global_avg_pool(&x);
+        Ok(g.flatten(&pooled, 1)) // [N, 1280]
+    }
+    fn head_onnx(&self, g: &mut Graph, feats: &Value) -> Result<Value, OnnxError> {
+        self.fc.to_onnx(g, feats)
+    }
     fn penultimate(&self, xs: &Tensor, train: bool) -> Tensor {
         let last = self.body.run(xs, train).pop().unwrap_or_else(|| xs.shallow_clone()); // [N, 320, h, w]
         let t = train && self.body.frozen < self.stages.len();

@@ -25,6 +25,7 @@ use super::layers::{
 };
 use super::{BACKBONE_GROUP, Backbone, ClassifierNet, FeatureInfo, HEAD_GROUP, Normalization, Stages};
 use crate::Result;
+use crate::onnx::{Graph, OnnxError, Value};
 
 const BN_EPS: f64 = 1e-3;
 /// PyTorch's default running-statistics momentum, not the TensorFlow release's 0.01 (decay 0.99): with
@@ -113,6 +114,19 @@ impl LiteBlock {
         tap("dw", &x);
         x = self.project.forward(&x, train);
         if self.residual { add_residual(stochastic_depth(&x, self.drop_p, train), xs) } else { x }
+    }
+}
+
+impl LiteBlock {
+    /// The ONNX nodes of [`LiteBlock::forward`] in eval mode (stochastic depth is the identity).
+    fn to_onnx(&self, g: &mut Graph, xs: &Value) -> Result<Value, OnnxError> {
+        let mut x = match &self.expand {
+            Some(e) => e.to_onnx(g, xs)?,
+            None => xs.clone(),
+        };
+        x = self.depthwise.to_onnx(g, &x)?;
+        x = self.project.to_onnx(g, &x)?;
+        Ok(if self.residual { g.binary("Add", &x, xs) } else { x })
     }
 }
 
@@ -247,6 +261,19 @@ impl EfficientNetLiteBody {
 }
 
 impl EfficientNetLiteBody {
+    /// The ONNX nodes of [`EfficientNetLiteBody::run`] in eval mode.
+    fn run_onnx(&self, g: &mut Graph, x: &Value) -> Result<Vec<Value>, OnnxError> {
+        let mut x = self.stem.to_onnx(g, x)?;
+        let mut outs = Vec::with_capacity(self.blocks.len());
+        for stage in &self.blocks {
+            for b in stage {
+                x = b.to_onnx(g, &x)?;
+            }
+            outs.push(x.clone());
+        }
+        Ok(outs)
+    }
+
     fn conv_bns(&mut self) -> Vec<&mut ConvBn> {
         let mut out = vec![&mut self.stem];
         for b in self.blocks.iter_mut().flatten() {
@@ -259,6 +286,9 @@ impl EfficientNetLiteBody {
 }
 
 impl Backbone for EfficientNetLiteBody {
+    fn features_with_low_onnx(&self, g: &mut Graph, x: &Value) -> Result<Vec<Value>, OnnxError> {
+        Ok(super::efficientnet::pick_c2_to_c5(&self.run_onnx(g, x)?))
+    }
     fn conv_bns_mut(&mut self) -> Vec<&mut ConvBn> {
         self.conv_bns()
     }
@@ -329,6 +359,15 @@ impl EfficientNetLite {
 }
 
 impl ClassifierNet for EfficientNetLite {
+    fn penultimate_onnx(&self, g: &mut Graph, x: &Value) -> Result<Value, OnnxError> {
+        let last = self.body.run_onnx(g, x)?.pop().unwrap_or_else(|| x.clone()); // [N, 320, h, w]
+        let x = self.head_conv.to_onnx(g, &last)?; // [N, 1280, h, w]
+        let pooled = g.global_avg_pool(&x);
+        Ok(g.flatten(&pooled, 1)) // [N, 1280]
+    }
+    fn head_onnx(&self, g: &mut Graph, feats: &Value) -> Result<Value, OnnxError> {
+        self.fc.to_onnx(g, feats)
+    }
     fn penultimate(&self, xs: &Tensor, train: bool) -> Tensor {
         let last = self.body.run(xs, train).pop().unwrap_or_else(|| xs.shallow_clone()); // [N, 320, h, w]
         let t = train && self.body.frozen < self.stages.len();

@@ -1,6 +1,9 @@
 //! Building blocks shared by the backbone families: convolution (with PyTorch or TensorFlow 'SAME'
 //! padding), batch norm that can be held in eval mode, linear, and the initialisations torchvision uses.
 //!
+//! Their ONNX nodes are in [`crate::onnx::layers`]; this file stays past 450 lines because the batch-norm
+//! folding that both the eval forward and the export use ([`fold_bn`]) belongs with the layers.
+//!
 //! Variables are created with `f_var`/`f_zeros_no_train` so that a failure is an error, not a panic,
 //! and with the names `torch.nn.Conv2d`/`BatchNorm2d`/`Linear` give them (`weight`, `bias`,
 //! `running_mean`, `running_var`). `num_batches_tracked` is not created: it does not affect the
@@ -177,6 +180,27 @@ pub fn autocast(w: &Tensor, xs: &Tensor) -> Option<Tensor> {
 }
 
 impl Conv {
+    /// Stride on both axes.
+    pub fn stride(&self) -> i64 {
+        self.stride
+    }
+    /// Kernel side.
+    pub fn kernel(&self) -> i64 {
+        self.kernel
+    }
+    /// Groups.
+    pub fn groups(&self) -> i64 {
+        self.groups
+    }
+    /// Dilation on both axes.
+    pub fn dilation(&self) -> i64 {
+        self.dilation
+    }
+    /// Padding rule.
+    pub fn padding(&self) -> Padding {
+        self.padding
+    }
+
     /// A convolution with the same geometry whose weight and bias are set by the caller.
     fn clone_shape(&self) -> Conv {
         Conv {
@@ -232,6 +256,11 @@ impl Bn {
             eps,
             momentum,
         })
+    }
+
+    /// The epsilon added to the variance.
+    pub fn eps(&self) -> f64 {
+        self.eps
     }
 
     /// `[N, C, ...]` -> same shape. `train` = batch statistics and running-stat update.
@@ -346,29 +375,16 @@ impl ConvBn {
     /// training forwards are unchanged. The variables are not modified. The copy is a snapshot: call
     /// [`ConvBn::unfold`] (or fold again) after the weights change.
     pub fn fold(&mut self) -> Result<()> {
-        let folded = tch::no_grad(|| -> Result<Conv> {
-            let w = &self.conv.weight;
-            let scale = self
-                .bn
-                .weight
-                .f_to_kind(tch::Kind::Double)?
-                .f_div(&self.bn.running_var.f_to_kind(tch::Kind::Double)?.f_add_scalar(self.bn.eps)?.f_sqrt()?)?; // [out]
-            let bias0 = match &self.conv.bias {
-                Some(b) => b.f_to_kind(tch::Kind::Double)?,
-                None => self.bn.running_mean.f_zeros_like()?.f_to_kind(tch::Kind::Double)?,
-            };
-            let bias = bias0
-                .f_sub(&self.bn.running_mean.f_to_kind(tch::Kind::Double)?)?
-                .f_mul(&scale)?
-                .f_add(&self.bn.bias.f_to_kind(tch::Kind::Double)?)?
-                .f_to_kind(self.bn.bias.kind())?;
-            // [out, in/g, k, k] * [out, 1, 1, 1]; the product keeps the weight's (channels-last) layout.
-            let weight = w.f_to_kind(tch::Kind::Double)?.f_mul(&scale.f_view([-1, 1, 1, 1])?)?.f_to_kind(w.kind())?;
-            let weight = if w.is_contiguous() { weight.f_contiguous()? } else { crate::freeze::channels_last(&weight) };
-            Ok(Conv { weight, bias: Some(bias), ..self.conv.clone_shape() })
-        })?;
-        self.folded = Some(folded);
+        let (weight, bias) = fold_bn(&self.conv, &self.bn)?;
+        let w = &self.conv.weight;
+        let weight = if w.is_contiguous() { weight.f_contiguous()? } else { crate::freeze::channels_last(&weight) };
+        self.folded = Some(Conv { weight, bias: Some(bias), ..self.conv.clone_shape() });
         Ok(())
+    }
+
+    /// The activation after the batch norm.
+    pub fn act(&self) -> Act {
+        self.act
     }
 
     /// Drops the folded copy: eval-mode forwards use the convolution and batch norm again.
@@ -380,6 +396,26 @@ impl ConvBn {
     pub fn is_folded(&self) -> bool {
         self.folded.is_some()
     }
+}
+
+/// The eval-mode batch norm `bn` folded into `conv`: `(W', b')` with `W' = W * g / sqrt(v + eps)` and
+/// `b' = beta + (b - mean) * g / sqrt(v + eps)`, computed in float64 and returned in the weight's
+/// and the batch norm's kinds (used by [`ConvBn::fold`] and by the ONNX export).
+pub fn fold_bn(conv: &Conv, bn: &Bn) -> Result<(Tensor, Tensor)> {
+    tch::no_grad(|| {
+        let d = |t: &Tensor| t.f_to_kind(tch::Kind::Double);
+        let scale = d(&bn.weight)?.f_div(&d(&bn.running_var)?.f_add_scalar(bn.eps)?.f_sqrt()?)?; // [out]
+        let bias0 = match &conv.bias {
+            Some(b) => d(b)?,
+            None => d(&bn.running_mean)?.f_zeros_like()?,
+        };
+        let bias =
+            bias0.f_sub(&d(&bn.running_mean)?)?.f_mul(&scale)?.f_add(&d(&bn.bias)?)?.f_to_kind(bn.bias.kind())?;
+        // [out, in/g, k, k] * [out, 1, 1, 1]; the product keeps the weight's (channels-last) layout.
+        let w = &conv.weight;
+        let weight = d(w)?.f_mul(&scale.f_view([-1, 1, 1, 1])?)?.f_to_kind(w.kind())?;
+        Ok((weight, bias))
+    })
 }
 
 /// A fully connected layer `y = x W^T + b`.

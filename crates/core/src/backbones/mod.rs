@@ -28,6 +28,7 @@ use std::str::FromStr;
 
 use tch::{Tensor, nn};
 
+use crate::onnx::{Graph, OnnxError, Value};
 use crate::{Error, Result};
 
 pub mod efficientnet;
@@ -250,6 +251,10 @@ pub trait ClassifierNet: fmt::Debug + Send {
     fn conv_bns_mut(&mut self) -> Vec<&mut layers::ConvBn> {
         Vec::new()
     }
+    /// Writes [`ClassifierNet::penultimate`] in eval mode as ONNX nodes: `[N, 3, H, W]` -> `[N, D]`.
+    fn penultimate_onnx(&self, g: &mut Graph, x: &Value) -> Result<Value, OnnxError>;
+    /// Writes [`ClassifierNet::head`]: `[N, D]` -> `[N, num_classes]`.
+    fn head_onnx(&self, g: &mut Graph, feats: &Value) -> Result<Value, OnnxError>;
 }
 
 /// The headless twin: the same variable names minus the classifier, returning multi-scale features.
@@ -274,6 +279,14 @@ pub trait Backbone: fmt::Debug + Send {
     /// Every convolution + batch norm pair, for [`crate::fold`] (empty for families without them).
     fn conv_bns_mut(&mut self) -> Vec<&mut layers::ConvBn> {
         Vec::new()
+    }
+    /// Writes [`Backbone::forward_features_with_low`] in eval mode as ONNX nodes: `[N, 3, H, W]` ->
+    /// `[C2, C3, C4, C5]`.
+    fn features_with_low_onnx(&self, g: &mut Graph, x: &Value) -> Result<Vec<Value>, OnnxError>;
+    /// Writes [`Backbone::forward_features`]: `[N, 3, H, W]` -> `[C3, C4, C5]`.
+    fn features_onnx(&self, g: &mut Graph, x: &Value) -> Result<Vec<Value>, OnnxError> {
+        let mut all = self.features_with_low_onnx(g, x)?;
+        Ok(all.split_off(1.min(all.len())))
     }
 }
 

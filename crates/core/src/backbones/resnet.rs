@@ -16,6 +16,7 @@ use tch::{Tensor, nn};
 use super::layers::{Act, ConvBn, ConvOpts, Linear, LinearInit, add_residual, global_avg_pool, prefix};
 use super::{BACKBONE_GROUP, Backbone, ClassifierNet, FeatureInfo, HEAD_GROUP, Normalization, Stages};
 use crate::Result;
+use crate::onnx::{Graph, OnnxError, Value};
 
 const BN_EPS: f64 = 1e-5;
 
@@ -141,7 +142,42 @@ impl ResNetBody {
     }
 }
 
+impl Block {
+    /// The ONNX nodes of [`Block::forward`] in eval mode.
+    fn to_onnx(&self, g: &mut Graph, x: &Value) -> Result<Value, OnnxError> {
+        let mut y = x.clone();
+        for c in &self.convs {
+            y = c.to_onnx(g, &y)?;
+        }
+        let shortcut = match &self.downsample {
+            Some(d) => d.to_onnx(g, x)?,
+            None => x.clone(),
+        };
+        let sum = g.binary("Add", &y, &shortcut);
+        Ok(g.unary("Relu", &sum))
+    }
+}
+
+impl ResNetBody {
+    /// The ONNX nodes of [`ResNetBody::run`] in eval mode: the outputs of `layer1..layer4`.
+    fn run_onnx(&self, g: &mut Graph, x: &Value) -> Result<Vec<Value>, OnnxError> {
+        let mut x = self.stem.to_onnx(g, x)?;
+        x = g.pool(&x, false, 3, 2, 1);
+        let mut outs = Vec::with_capacity(4);
+        for layer in &self.layers {
+            for b in layer {
+                x = b.to_onnx(g, &x)?;
+            }
+            outs.push(x.clone());
+        }
+        Ok(outs)
+    }
+}
+
 impl Backbone for ResNetBody {
+    fn features_with_low_onnx(&self, g: &mut Graph, x: &Value) -> Result<Vec<Value>, OnnxError> {
+        self.run_onnx(g, x)
+    }
     fn conv_bns_mut(&mut self) -> Vec<&mut ConvBn> {
         self.conv_bns()
     }
@@ -186,6 +222,14 @@ impl ResNet {
 }
 
 impl ClassifierNet for ResNet {
+    fn penultimate_onnx(&self, g: &mut Graph, x: &Value) -> Result<Value, OnnxError> {
+        let c5 = self.body.run_onnx(g, x)?.pop().unwrap_or_else(|| x.clone());
+        let pooled = g.global_avg_pool(&c5);
+        Ok(g.flatten(&pooled, 1)) // [N, 512 or 2048]
+    }
+    fn head_onnx(&self, g: &mut Graph, feats: &Value) -> Result<Value, OnnxError> {
+        self.fc.to_onnx(g, feats)
+    }
     fn penultimate(&self, xs: &Tensor, train: bool) -> Tensor {
         let c5 = self.body.run(xs, train).pop().unwrap_or_else(|| xs.shallow_clone());
         global_avg_pool(&c5) // [N, 512 or 2048]

@@ -14,6 +14,7 @@ use tch::{Tensor, nn};
 
 use super::layers::{Bn, Conv, ConvOpts, Linear, LinearInit, prefix};
 use super::{BACKBONE_GROUP, Backbone, ClassifierNet, FeatureInfo, HEAD_GROUP, Normalization, Stages};
+use crate::onnx::{Graph, OnnxError, Value, layers::adaptive_avg_pool, layers::conv_bn_to_onnx};
 use crate::{Error, Result};
 
 const BN_EPS: f64 = 1e-5;
@@ -130,7 +131,31 @@ impl VggFeatures {
     }
 }
 
+impl VggFeatures {
+    /// The ONNX nodes of [`VggFeatures::run`] in eval mode (batch norms folded): the pre-pool output
+    /// of every block and the output after pool5.
+    fn run_onnx(&self, g: &mut Graph, x: &Value) -> Result<(Vec<Value>, Value), OnnxError> {
+        let mut x = x.clone();
+        let mut pre_pool = Vec::with_capacity(self.blocks.len());
+        for block in &self.blocks {
+            for c in block {
+                let y = conv_bn_to_onnx(g, &c.conv, c.bn.as_ref(), &x)?;
+                x = g.unary("Relu", &y);
+            }
+            pre_pool.push(x.clone());
+            x = g.pool(&x, false, 2, 2, 0);
+        }
+        Ok((pre_pool, x))
+    }
+}
+
 impl Backbone for VggFeatures {
+    fn features_with_low_onnx(&self, g: &mut Graph, x: &Value) -> Result<Vec<Value>, OnnxError> {
+        let (mut pre_pool, c5) = self.run_onnx(g, x)?;
+        let mut out = pre_pool.split_off(2.min(pre_pool.len())); // [relu3_last (s4), relu4_last, relu5_last]
+        out.push(c5);
+        Ok(out)
+    }
     fn forward_features(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
         let n = self.blocks.len();
         let mut pre_pool: Vec<Tensor> = Vec::with_capacity(n);
@@ -207,6 +232,18 @@ impl Vgg {
 }
 
 impl ClassifierNet for Vgg {
+    fn penultimate_onnx(&self, g: &mut Graph, x: &Value) -> Result<Value, OnnxError> {
+        let (_, x) = self.features.run_onnx(g, x)?; // [N, 512, H/32, W/32]
+        let x = adaptive_avg_pool(g, &x, 7, 7)?;
+        let x = g.flatten(&x, 1); // [N, 25088]
+        let x = self.fc6.to_onnx(g, &x)?;
+        let x = g.unary("Relu", &x);
+        let x = self.fc7.to_onnx(g, &x)?;
+        Ok(g.unary("Relu", &x)) // [N, 4096]
+    }
+    fn head_onnx(&self, g: &mut Graph, feats: &Value) -> Result<Value, OnnxError> {
+        self.fc8.to_onnx(g, feats)
+    }
     fn penultimate(&self, xs: &Tensor, train: bool) -> Tensor {
         let x = self.features.run(xs, train, |_, _, _| {}); // [N, 512, H/32, W/32]
         let x = x.adaptive_avg_pool2d([7, 7]).flatten(1, -1); // [N, 25088]

@@ -4,6 +4,7 @@
 
 use tch::{Tensor, nn};
 use tlcv_core::backbones::layers::Conv;
+use tlcv_core::onnx::{Graph, OnnxError, Value};
 
 use crate::error::DetectError;
 use crate::faster_rcnn::fpn::{conv_bias, kaiming_uniform_a1};
@@ -44,5 +45,21 @@ impl Extras {
             outs.push(x.shallow_clone());
         }
         outs
+    }
+}
+
+impl Extras {
+    /// The ONNX nodes of [`Extras::forward`].
+    pub fn to_onnx(&self, g: &mut Graph, last: &Value) -> Result<Vec<Value>, OnnxError> {
+        let mut x = last.clone();
+        let mut outs = Vec::with_capacity(self.blocks.len());
+        for (a, b) in &self.blocks {
+            let y = a.to_onnx(g, &x)?;
+            let y = g.unary("Relu", &y);
+            let y = b.to_onnx(g, &y)?;
+            x = g.unary("Relu", &y);
+            outs.push(x.clone());
+        }
+        Ok(outs)
     }
 }

@@ -3,6 +3,7 @@
 
 use tch::{Tensor, nn};
 use tlcv_core::backbones::layers::Conv;
+use tlcv_core::onnx::{Graph, OnnxError, Value};
 
 use crate::error::DetectError;
 use crate::faster_rcnn::fpn::{conv_bias, normal_init};
@@ -48,5 +49,31 @@ impl SsdHead {
             deltas.push(flatten(&r.forward(f), 4));
         }
         (Tensor::cat(&logits, 1), Tensor::cat(&deltas, 1))
+    }
+}
+
+/// [`flatten`] as ONNX nodes: `[N, A * K, H, W]` -> `[N, H * W * A, K]`.
+fn flatten_onnx(g: &mut Graph, t: &Value, k: i64) -> Result<Value, OnnxError> {
+    let (Some(h), Some(w)) = (t.dim(2), t.dim(3)) else {
+        return Err(OnnxError::Unsupported("the SSD head needs a fixed input size".into()));
+    };
+    let v = g.reshape(t, &[0, -1, k, h, w]);
+    let p = g.transpose(&v, &[0, 3, 4, 1, 2]);
+    Ok(g.reshape(&p, &[0, -1, k]))
+}
+
+impl SsdHead {
+    /// The ONNX nodes of [`SsdHead::forward`]: `(logits [N, P, K + 1], deltas [N, P, 4])`.
+    pub fn to_onnx(&self, g: &mut Graph, feats: &[Value]) -> Result<(Value, Value), OnnxError> {
+        let (mut logits, mut deltas) = (Vec::new(), Vec::new());
+        for ((f, c), r) in feats.iter().zip(&self.cls).zip(&self.reg) {
+            let l = c.to_onnx(g, f)?;
+            logits.push(flatten_onnx(g, &l, self.num_outputs)?);
+            let d = r.to_onnx(g, f)?;
+            deltas.push(flatten_onnx(g, &d, 4)?);
+        }
+        let logits = g.concat(&logits.iter().collect::<Vec<_>>(), 1);
+        let deltas = g.concat(&deltas.iter().collect::<Vec<_>>(), 1);
+        Ok((logits, deltas))
     }
 }

@@ -14,6 +14,7 @@ pub mod head;
 
 use tch::{Kind, Reduction, Tensor, nn};
 use tlcv_core::backbones::{Arch, Backbone, HEAD_GROUP, backbone};
+use tlcv_core::onnx::{Graph, OnnxError, Value};
 
 /// Prefixes of the variables that are never frozen.
 pub const HEAD_PREFIXES: [&str; 2] = ["extras", "head"];
@@ -21,6 +22,7 @@ pub const HEAD_PREFIXES: [&str; 2] = ["extras", "head"];
 use crate::boxes::{BoxCoder, box_iou, clip_boxes};
 use crate::config::ModelConfig;
 use crate::error::DetectError;
+use crate::export::{NmsRule, OnnxHead};
 use crate::family::{BuildContext, DetectorFamily, StepLosses, to_detections};
 use crate::matching::{hard_negative_mask, ssd_match};
 use crate::model_io::{Detections, Target, Targets};
@@ -189,35 +191,47 @@ impl Ssd {
 
     /// Inference on `[N, 3, H, W]`: one [`Detections`] per image, best first.
     pub fn predict(&self, images: &Tensor) -> Result<Vec<Detections>, DetectError> {
+        let (boxes, scores) = self.decode(images)?;
+        (0..boxes.size()[0]).map(|i| select_detections(&boxes.get(i), &scores.get(i), &self.cfg)).collect()
+    }
+
+    /// The network and the box decoding: boxes `[N, P, 4]` (clipped to the image, input pixels) and
+    /// foreground probabilities `[N, P, K]` (softmax over background and classes, background dropped).
+    pub fn decode(&self, images: &Tensor) -> Result<(Tensor, Tensor), DetectError> {
         let (logits, deltas, priors) = self.forward_raw(images, false)?;
         let (h, w) = (images.size()[2] as f64, images.size()[3] as f64);
-        let probs = logits.softmax(-1, Kind::Float);
-        let mut out = Vec::new();
-        for i in 0..probs.size()[0] {
-            let boxes = clip_boxes(&self.coder.decode(&deltas.get(i), &priors)?, h, w)?;
-            let scores = probs.get(i);
-            let (mut bs, mut ss, mut ls) = (Vec::new(), Vec::new(), Vec::new());
-            for c in 1..scores.size()[1] {
-                let sc = scores.select(1, c);
-                let keep = sc.gt(self.cfg.score_thresh).nonzero().view([-1]);
-                let sc = sc.index_select(0, &keep);
-                let k = self.cfg.topk_candidates.min(sc.size()[0]);
-                let (top, idx) = sc.topk(k, 0, true, true);
-                bs.push(boxes.index_select(0, &keep.index_select(0, &idx)));
-                ls.push(Tensor::full([k], c - 1, (Kind::Int64, boxes.device())));
-                ss.push(top);
-            }
-            let (b, s, l) = (Tensor::cat(&bs, 0), Tensor::cat(&ss, 0), Tensor::cat(&ls, 0));
-            let kept = batched_nms(&b, &s, &l, self.cfg.nms_thresh, f64::NEG_INFINITY, self.cfg.detections_per_img)?
-                .to_device(b.device());
-            out.push(Detections {
-                boxes: b.index_select(0, &kept),
-                scores: s.index_select(0, &kept),
-                labels: l.index_select(0, &kept),
-            });
-        }
-        Ok(out)
+        let k = logits.size()[2];
+        let probs = logits.softmax(-1, Kind::Float).narrow(2, 1, k - 1);
+        let boxes = (0..probs.size()[0])
+            .map(|i| clip_boxes(&self.coder.decode(&deltas.get(i), &priors)?, h, w))
+            .collect::<Result<Vec<_>, DetectError>>()?;
+        Ok((Tensor::stack(&boxes, 0), probs))
     }
+}
+
+/// torchvision's `SSD.postprocess_detections` for one image: boxes `[P, 4]`, foreground
+/// probabilities `[P, K]` -> per class the scores above `score_thresh`, at most `topk_candidates` of
+/// them, class-wise NMS, the best `detections_per_img`.
+pub fn select_detections(boxes: &Tensor, scores: &Tensor, cfg: &SsdConfig) -> Result<Detections, DetectError> {
+    let (mut bs, mut ss, mut ls) = (Vec::new(), Vec::new(), Vec::new());
+    for c in 0..scores.size()[1] {
+        let sc = scores.select(1, c);
+        let keep = sc.gt(cfg.score_thresh).nonzero().view([-1]);
+        let sc = sc.index_select(0, &keep);
+        let k = cfg.topk_candidates.min(sc.size()[0]);
+        let (top, idx) = sc.topk(k, 0, true, true);
+        bs.push(boxes.index_select(0, &keep.index_select(0, &idx)));
+        ls.push(Tensor::full([k], c, (Kind::Int64, boxes.device())));
+        ss.push(top);
+    }
+    let (b, s, l) = (Tensor::cat(&bs, 0), Tensor::cat(&ss, 0), Tensor::cat(&ls, 0));
+    let kept =
+        batched_nms(&b, &s, &l, cfg.nms_thresh, f64::NEG_INFINITY, cfg.detections_per_img)?.to_device(b.device());
+    Ok(Detections {
+        boxes: b.index_select(0, &kept),
+        scores: s.index_select(0, &kept),
+        labels: l.index_select(0, &kept),
+    })
 }
 
 /// Builds the family from `[model.ssd]`.
@@ -263,5 +277,81 @@ impl DetectorFamily for Ssd {
     /// from C3 and C4, so the stages that make them must adapt.
     fn trainable_layers(&self, model: &ModelConfig) -> usize {
         model.ssd.trainable_layers.map_or(model.trainable_layers, |t| t.min(self.backbone.stages().len()))
+    }
+
+    fn decoded(&self, xs: &Tensor) -> Result<(Tensor, Tensor), DetectError> {
+        tch::no_grad(|| self.decode(xs))
+    }
+
+    fn to_onnx(&self, g: &mut Graph, x: &Value) -> Result<OnnxHead, DetectError> {
+        let (boxes, probs) = self.network_onnx(g, x)?;
+        let k = probs.dim(2).unwrap_or(1);
+        let scores = g.slice(&probs, 2, 1, k); // foreground only
+        let c = &self.cfg;
+        let nms = NmsRule::PerClass {
+            score_thresh: c.score_thresh,
+            topk: c.topk_candidates,
+            iou: c.nms_thresh,
+            max_det: c.detections_per_img,
+        };
+        Ok(OnnxHead { boxes, scores, nms, strides: None })
+    }
+}
+
+impl Ssd {
+    /// The ONNX nodes of [`Ssd::decode`] before the background column is dropped: `[N, 3, H, W]` ->
+    /// boxes `[N, P, 4]` (decoded against the default boxes and clipped to the image, input pixels)
+    /// and class probabilities `[N, P, K + 1]` (softmax, background first). The default boxes are
+    /// constants of the export's input size.
+    pub fn network_onnx(&self, g: &mut Graph, x: &Value) -> Result<(Value, Value), OnnxError> {
+        let (Some(h), Some(w)) = (x.dim(2), x.dim(3)) else {
+            return Err(OnnxError::Unsupported("SSD export needs a fixed input size".into()));
+        };
+        let mut feats = self.backbone.features_onnx(g, x)?;
+        let last = feats.last().cloned().ok_or_else(|| OnnxError::Unsupported("ssd: backbone gave no maps".into()))?;
+        feats.extend(self.extras.to_onnx(g, &last)?);
+        let grids: Vec<(i64, i64)> = feats.iter().map(|f| (f.dim(2).unwrap_or(0), f.dim(3).unwrap_or(0))).collect();
+        let (logits, deltas) = self.head.to_onnx(g, &feats)?;
+        let priors = self.priors.boxes((h, w), &grids).map_err(|e| OnnxError::Unsupported(e.to_string()))?;
+        let p = priors.size()[0];
+        // The coder's decode, column for column: centre and size of the priors are constants.
+        let pw = priors.select(1, 2) - priors.select(1, 0);
+        let ph = priors.select(1, 3) - priors.select(1, 1);
+        let pcx = (priors.select(1, 0) + priors.select(1, 2)) * 0.5;
+        let pcy = (priors.select(1, 1) + priors.select(1, 3)) * 0.5;
+        let [wx, wy, ww, wh] = self.coder.weights;
+        let col = |g: &mut Graph, t: &Tensor| -> Result<Value, OnnxError> {
+            g.const_float(&Vec::<f32>::try_from(t.to_kind(Kind::Float))?, &[p, 1])
+        };
+        let (acx, acy, aw, ah) = (col(g, &pcx)?, col(g, &pcy)?, col(g, &pw)?, col(g, &ph)?);
+        let d: Vec<Value> = (0..4).map(|i| g.slice(&deltas, 2, i, i + 1)).collect(); // [N, P, 1] each
+        let cx = g.scalar("Div", &d[0], wx as f32)?;
+        let cx = g.binary("Mul", &cx, &aw);
+        let cx = g.binary("Add", &cx, &acx);
+        let cy = g.scalar("Div", &d[1], wy as f32)?;
+        let cy = g.binary("Mul", &cy, &ah);
+        let cy = g.binary("Add", &cy, &acy);
+        let size = |g: &mut Graph, dd: &Value, wgt: f64, a: &Value| -> Result<Value, OnnxError> {
+            let t = g.scalar("Div", dd, wgt as f32)?;
+            let t = g.clip(&t, f32::MIN, self.coder.scale_clamp as f32)?;
+            let t = g.unary("Exp", &t);
+            Ok(g.binary("Mul", &t, a))
+        };
+        let bw = size(g, &d[2], ww, &aw)?;
+        let bh = size(g, &d[3], wh, &ah)?;
+        let half_w = g.scalar("Mul", &bw, 0.5)?;
+        let half_h = g.scalar("Mul", &bh, 0.5)?;
+        let x1 = g.binary("Sub", &cx, &half_w);
+        let y1 = g.binary("Sub", &cy, &half_h);
+        let x2 = g.binary("Add", &cx, &half_w);
+        let y2 = g.binary("Add", &cy, &half_h);
+        let (wf, hf) = (w as f32, h as f32);
+        let x1 = g.clip(&x1, 0.0, wf)?;
+        let y1 = g.clip(&y1, 0.0, hf)?;
+        let x2 = g.clip(&x2, 0.0, wf)?;
+        let y2 = g.clip(&y2, 0.0, hf)?;
+        let boxes = g.concat(&[&x1, &y1, &x2, &y2], 2); // [N, P, 4]
+        let probs = g.softmax(&logits, 2); // [N, P, K + 1]
+        Ok((boxes, probs))
     }
 }

@@ -5,6 +5,7 @@
 
 use tch::{Kind, Tensor, nn};
 use tlcv_core::backbones::layers::{Conv, ConvBn, ConvInit, ConvOpts};
+use tlcv_core::onnx::{Graph, OnnxError, Value};
 
 use super::anchors::{AnchorPoints, anchor_points};
 use super::neck::conv_bn_silu;
@@ -126,4 +127,59 @@ pub fn decode(out: &HeadOutput, anchors: &AnchorPoints, reg_max: i64) -> (Tensor
     let ltrb = dfl_decode(&out.dist, reg_max); // [N, A, 4] stride units
     let boxes = dist_to_boxes(&ltrb, &anchors.grid()) * &anchors.strides; // [N, A, 4] pixels
     (boxes, out.cls.sigmoid())
+}
+
+impl Branch {
+    /// `[N, cin, H, W]` -> `[N, H * W, cout]`: the branch's nodes, then flattened cells first.
+    fn to_onnx(&self, g: &mut Graph, x: &Value) -> std::result::Result<Value, OnnxError> {
+        let y = self.c1.to_onnx(g, x)?;
+        let y = self.c2.to_onnx(g, &y)?;
+        let y = self.out.to_onnx(g, &y)?; // [N, cout, H, W]
+        let c = y.dim(1).unwrap_or(-1);
+        let flat = g.reshape(&y, &[0, c, -1]); // [N, cout, H*W]
+        Ok(g.transpose(&flat, &[0, 2, 1]))
+    }
+}
+
+impl YoloHead {
+    /// The ONNX nodes of [`YoloHead::forward`] and [`decode`]: `[P3, P4, P5]` ->
+    /// boxes `[N, A, 4]` (x1, y1, x2, y2 in input pixels) and class probabilities `[N, A, nc]`. The
+    /// anchor points and strides are constants of the export's input size.
+    pub fn to_onnx(&self, g: &mut Graph, feats: &[Value]) -> std::result::Result<(Value, Value), OnnxError> {
+        let mut cls = Vec::new();
+        let mut dist = Vec::new();
+        let mut shapes = Vec::new();
+        for ((f, b), k) in feats.iter().zip(&self.boxes).zip(&self.classes) {
+            let (Some(h), Some(w)) = (f.dim(2), f.dim(3)) else {
+                return Err(OnnxError::Unsupported("the YOLO head needs a fixed input size".into()));
+            };
+            shapes.push((h, w));
+            dist.push(b.to_onnx(g, f)?);
+            cls.push(k.to_onnx(g, f)?);
+        }
+        let cls = g.concat(&cls.iter().collect::<Vec<_>>(), 1); // [N, A, nc]
+        let dist = g.concat(&dist.iter().collect::<Vec<_>>(), 1); // [N, A, 4 * reg_max]
+        let a: i64 = shapes.iter().map(|(h, w)| h * w).sum();
+        // DFL: the expected bin of each edge distribution, [N, A, 4, R] -> [N, A, 4].
+        let r = self.reg_max;
+        let d = g.reshape(&dist, &[0, a, 4, r]);
+        let p = g.softmax(&d, 3);
+        let bins: Vec<f32> = (0..r).map(|i| i as f32).collect();
+        let bins = g.const_float(&bins, &[r, 1])?;
+        let e = g.op("MatMul", &[&p, &bins], &[], vec![dist.dims()[0], Some(a), Some(4), Some(1)]);
+        let ltrb = g.reshape(&e, &[0, a, 4]);
+        // (grid - lt, grid + rb) * stride, as `dist_to_boxes(..) * strides`.
+        let anchors = anchor_points(&shapes, &self.strides, 0.5, tch::Device::Cpu);
+        let grid = anchors.grid().reshape([-1]);
+        let grid = g.const_float(&Vec::<f32>::try_from(&grid)?, &[a, 2])?;
+        let strides = g.const_float(&Vec::<f32>::try_from(&anchors.strides.reshape([-1]))?, &[a, 1])?;
+        let lt = g.slice(&ltrb, 2, 0, 2);
+        let rb = g.slice(&ltrb, 2, 2, 4);
+        let x1y1 = g.binary("Sub", &grid, &lt);
+        let x2y2 = g.binary("Add", &grid, &rb);
+        let xyxy = g.concat(&[&x1y1, &x2y2], 2);
+        let boxes = g.binary("Mul", &xyxy, &strides);
+        let scores = g.unary("Sigmoid", &cls);
+        Ok((boxes, scores))
+    }
 }

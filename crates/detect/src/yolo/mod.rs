@@ -15,9 +15,11 @@ pub mod neck;
 
 use tch::{Tensor, nn};
 use tlcv_core::backbones::{self, Arch, Backbone, FeatureInfo};
+use tlcv_core::onnx::{Graph, Value};
 
 use crate::backbone::float32;
 use crate::error::{DetectError, Result};
+use crate::export::{NmsRule, OnnxHead};
 use crate::family::{BuildContext, DetectorFamily, StepLosses};
 use crate::model_io::Targets;
 use crate::postprocess::{self, Detection, PostprocessConfig};
@@ -120,12 +122,23 @@ impl DetectorFamily for YoloNet {
     }
 
     fn predict(&self, xs: &Tensor, cfg: &PostprocessConfig) -> Result<Vec<Vec<Detection>>> {
-        let (boxes, scores) = tch::no_grad(|| {
+        let (boxes, scores) = self.decoded(xs)?;
+        postprocess::postprocess(&boxes, &scores, cfg)
+    }
+
+    fn decoded(&self, xs: &Tensor) -> Result<(Tensor, Tensor)> {
+        Ok(tch::no_grad(|| {
             let feats = self.backbone.forward(xs, false);
             let out = self.head.forward(&self.neck.forward(&feats, false), false);
             head::decode(&out, &self.head.anchors(&out), self.head.reg_max) // [N, A, 4], [N, A, nc]
-        });
-        postprocess::postprocess(&boxes, &scores, cfg)
+        }))
+    }
+
+    fn to_onnx(&self, g: &mut Graph, x: &Value) -> Result<OnnxHead> {
+        let feats = self.backbone.net.features_onnx(g, x)?;
+        let p = self.neck.to_onnx(g, &feats)?;
+        let (boxes, scores) = self.head.to_onnx(g, &p)?;
+        Ok(OnnxHead { boxes, scores, nms: NmsRule::BestClass, strides: Some(self.head.strides.clone()) })
     }
 
     fn backbone(&self) -> &dyn Backbone {

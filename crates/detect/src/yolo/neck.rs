@@ -4,6 +4,8 @@
 
 use tch::{Tensor, nn};
 use tlcv_core::backbones::layers::{Act, ConvBn, ConvOpts};
+use tlcv_core::onnx::ops::{Interp, SizeOf};
+use tlcv_core::onnx::{Graph, OnnxError, Value};
 
 use crate::error::Result;
 
@@ -90,5 +92,39 @@ impl PanFpn {
         let p4 = self.bu4.forward(&Tensor::cat(&[self.down3.forward(&p3, train), t4], 1), train); // [N, c, H/16, W/16]
         let p5 = self.bu5.forward(&Tensor::cat(&[self.down4.forward(&p4, train), t5], 1), train); // [N, c, H/32, W/32]
         vec![p3, p4, p5]
+    }
+}
+
+impl Fuse {
+    /// The ONNX nodes of [`Fuse::forward`] in eval mode.
+    pub fn to_onnx(&self, g: &mut Graph, x: &Value) -> std::result::Result<Value, OnnxError> {
+        let y = self.reduce.to_onnx(g, x)?;
+        let r = self.cv1.to_onnx(g, &y)?;
+        let r = self.cv2.to_onnx(g, &r)?;
+        Ok(g.binary("Add", &y, &r))
+    }
+}
+
+impl PanFpn {
+    /// The ONNX nodes of [`PanFpn::forward`] in eval mode: `[C3, C4, C5]` -> `[P3, P4, P5]`.
+    pub fn to_onnx(&self, g: &mut Graph, feats: &[Value]) -> std::result::Result<Vec<Value>, OnnxError> {
+        let l =
+            self.lateral.iter().zip(feats).map(|(m, f)| m.to_onnx(g, f)).collect::<std::result::Result<Vec<_>, _>>()?;
+        let [l3, l4, l5] = l.as_slice() else {
+            return Err(OnnxError::Unsupported(format!("the neck needs 3 maps, got {}", l.len())));
+        };
+        let up4 = g.resize(l5, SizeOf::Like(l4), Interp::NearestFloor);
+        let cat = g.concat(&[&up4, l4], 1);
+        let t4 = self.td4.to_onnx(g, &cat)?;
+        let up3 = g.resize(&t4, SizeOf::Like(l3), Interp::NearestFloor);
+        let cat = g.concat(&[&up3, l3], 1);
+        let p3 = self.td3.to_onnx(g, &cat)?;
+        let d3 = self.down3.to_onnx(g, &p3)?;
+        let cat = g.concat(&[&d3, &t4], 1);
+        let p4 = self.bu4.to_onnx(g, &cat)?;
+        let d4 = self.down4.to_onnx(g, &p4)?;
+        let cat = g.concat(&[&d4, l5], 1);
+        let p5 = self.bu5.to_onnx(g, &cat)?;
+        Ok(vec![p3, p4, p5])
     }
 }

@@ -1,0 +1,94 @@
+"""Checks exported ONNX files against tlcv's own outputs, for the parity tests of every task crate.
+
+Usage: onnx_parity.py MANIFEST.json
+
+The manifest lists models and, per model, runs: input .npy files and the outputs tlcv's libtorch
+forward gave on them (.npy). Each model goes through onnx.checker.check_model(full_check=True) once,
+then ONNX Runtime (CPU) runs every input. Comparisons:
+  "relative":   max|ort - tlcv| <= rtol * max|tlcv| per output;
+  "detections": [N, max_det, 6] rows (x1, y1, x2, y2, score, class) with score > 0, best first: the same
+                number of boxes, the same classes, coordinates within rtol * input size, scores within atol.
+Prints one line per check; exits 1 if any failed.
+"""
+
+import json
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+
+def compare_relative(name, got, want, rtol):
+    if got.shape != want.shape:
+        return f"{name}: shape {got.shape} != {want.shape}"
+    scale = max(float(np.abs(want).max()), 1e-12)
+    err = float(np.abs(got.astype(np.float64) - want.astype(np.float64)).max()) / scale
+    if not err <= rtol:
+        return f"{name}: relative error {err:.3e} > {rtol:.0e}"
+    return None
+
+
+def rows(dets):
+    """The kept rows of one image's [max_det, 6] block, best score first."""
+    kept = dets[dets[:, 4] > 0]
+    order = np.lexsort((kept[:, 1], kept[:, 0], -kept[:, 4]))
+    return kept[order]
+
+
+def compare_detections(name, got, want, rtol, atol, size):
+    if got.shape[0] != want.shape[0]:
+        return f"{name}: batch {got.shape[0]} != {want.shape[0]}"
+    for i in range(want.shape[0]):
+        g, w = rows(got[i]), rows(want[i])
+        if len(g) != len(w):
+            return f"{name}: image {i}: {len(g)} boxes != {len(w)}"
+        if len(w) == 0:
+            continue
+        if not np.array_equal(g[:, 5], w[:, 5]):
+            return f"{name}: image {i}: classes differ"
+        box_err = float(np.abs(g[:, :4] - w[:, :4]).max())
+        if box_err > rtol * size:
+            return f"{name}: image {i}: box error {box_err:.3e} px"
+        score_err = float(np.abs(g[:, 4] - w[:, 4]).max())
+        if score_err > atol:
+            return f"{name}: image {i}: score error {score_err:.3e}"
+    return None
+
+
+def main():
+    manifest = json.load(open(sys.argv[1]))
+    failures = 0
+    for model in manifest["models"]:
+        path = model["onnx"]
+        try:
+            onnx.checker.check_model(path, full_check=True)
+        except Exception as e:  # noqa: BLE001 - the checker raises several types
+            print(f"FAIL {path}: checker: {str(e).splitlines()[0]}")
+            failures += 1
+            continue
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        names = [o.name for o in sess.get_outputs()]
+        for run in model["runs"]:
+            x = np.load(run["input"])
+            outs = sess.run(None, {sess.get_inputs()[0].name: x})
+            for i, want_path in enumerate(run["expected"]):
+                want = np.load(want_path)
+                label = f"{model['name']} {names[i]} {list(x.shape)}"
+                if model.get("compare") == "detections":
+                    err = compare_detections(label, outs[i], want, model["rtol"], model["atol"], x.shape[-1])
+                else:
+                    err = compare_relative(label, outs[i], want, model["rtol"])
+                if err:
+                    print(f"FAIL {err}")
+                    failures += 1
+                else:
+                    print(f"ok   {label}")
+    print(f"{failures} failed")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
