@@ -7,7 +7,7 @@
 //! - [`detection::generate`]: several shapes and handwritten digits per photo crop, with boxes in the
 //!   YOLO layout and COCO JSON.
 //!
-//! Each generator writes into a caller-given folder: first into `<out>.partial`, then renamed, with a
+//! Each generator writes into a caller-given folder: first into `<out>.partial-<pid>-<n>`, then renamed, with a
 //! `meta.json` (seed, counts, sources) and a `.done` stamp written last. A folder with `.done` is left
 //! alone, so calling again is cheap. The same arguments always give byte-identical files.
 
@@ -108,9 +108,9 @@ pub(crate) fn build(
         }
         std::fs::remove_dir(out_dir).map_err(|e| DatasetError::io(out_dir, e))?;
     }
-    let mut partial = out_dir.as_os_str().to_owned();
-    partial.push(".partial");
-    let partial = PathBuf::from(partial);
+    // One partial folder per process and call: tests and parallel workers may generate the same set at
+    // once; whoever renames first wins and the others keep its result.
+    let partial = partial_dir(out_dir);
     if partial.exists() {
         std::fs::remove_dir_all(&partial).map_err(|e| DatasetError::io(&partial, e))?;
     }
@@ -122,8 +122,20 @@ pub(crate) fn build(
     std::fs::write(&meta, json + "\n").map_err(|e| DatasetError::io(&meta, e))?;
     let done = partial.join(".done");
     std::fs::write(&done, b"").map_err(|e| DatasetError::io(&done, e))?;
-    std::fs::rename(&partial, out_dir).map_err(|e| DatasetError::io(out_dir, e))?;
+    if let Err(e) = std::fs::rename(&partial, out_dir) {
+        let _ = std::fs::remove_dir_all(&partial);
+        return existing(out_dir)?.ok_or_else(|| DatasetError::io(out_dir, e));
+    }
     Ok(summary)
+}
+
+/// `<out>.partial-<pid>-<n>`: unique to this process and call.
+fn partial_dir(out_dir: &Path) -> PathBuf {
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut partial = out_dir.as_os_str().to_owned();
+    partial.push(format!(".partial-{}-{n}", std::process::id()));
+    PathBuf::from(partial)
 }
 
 /// Creates `dir/<split>/<class>` for every split and class.

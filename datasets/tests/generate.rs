@@ -76,6 +76,24 @@ fn digits_deterministic_counts_and_idempotent() {
     assert!(digits::generate(&tmp.path().join("d"), &deb, 201, 7).is_err());
 }
 
+#[test]
+fn concurrent_generation_of_one_set_succeeds_everywhere_with_one_result() {
+    let deb = debdata();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("digits");
+    let results: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4).map(|_| s.spawn(|| digits::generate(&out, &deb, 10, 3))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let first = results[0].as_ref().unwrap().clone();
+    for r in &results {
+        assert_eq!(r.as_ref().unwrap(), &first);
+    }
+    assert_eq!(count(&out, "train", "4"), 10);
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("digits")], "partial folders left behind");
+}
+
 /// Mean grey image (20x20, f64) of a class folder.
 fn mean_image(dir: &Path) -> Vec<f64> {
     let mut sum = vec![0.0; 400];
