@@ -18,7 +18,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use support::{classify, results_rows, stderr, two_class_folder};
 
 const EPOCHS: usize = 3;
-const KILLS: usize = 20;
+const KILLS: usize = 8;
 
 /// The training command: EfficientNet-Lite0 as a frozen feature extractor on 32-pixel images with the
 /// feature cache off, so that every epoch decodes images and runs the network; one batch per epoch.
