@@ -188,7 +188,7 @@ fn fit_head_first(
     eprintln!("LP-FT: the head alone for {} epoch(s) on cached features", cfg.train.head_epochs);
     let mut task = ClassifyTask::new(model, head_cfg.clone(), dataset, mode);
     task.skipped = skipped.clone();
-    let opts = FitOptions { resume: head_run.last_weights().is_file(), max_epochs_this_run: None };
+    let opts = FitOptions::interactive(head_run.last_weights().is_file());
     train::fit(&mut task, &head_cfg.train, &head_run, &SingleProcess, &opts).map_err(|e| with_skips(e, skipped))?;
     if head_run.best_weights().is_file() {
         checkpoint::load_file(&task.model.vs, &head_run.best_weights(), &LoadOptions::default())?;
@@ -225,7 +225,7 @@ fn fit_and_evaluate(
     cache_seconds: f64,
 ) -> Result<TrainOutcome> {
     let skipped = task.skipped.clone();
-    let opts = FitOptions { resume, max_epochs_this_run: max_epochs };
+    let opts = FitOptions { max_epochs_this_run: max_epochs, ..FitOptions::interactive(resume) };
     let fit = train::fit(&mut task, &cfg.train.for_strategy(cfg.model.strategy), run, &SingleProcess, &opts)
         .map_err(|e| with_skips(e, &skipped))?;
     // Evaluate the best checkpoint on the test split when there is one.

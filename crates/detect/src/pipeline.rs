@@ -91,7 +91,7 @@ pub fn train(cfg: &DetectConfig, run: &RunDir, resume: bool) -> Result<TrainOutc
         &cfg.train.for_strategy(cfg.model.strategy),
         run,
         &SingleProcess,
-        &FitOptions { resume, max_epochs_this_run: None },
+        &FitOptions::interactive(resume),
     );
     // Named even when training fails (e.g. every image skipped).
     let skipped = task.skipped.clone();

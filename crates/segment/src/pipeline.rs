@@ -98,7 +98,7 @@ pub fn train(cfg: &SegmentConfig, run: &RunDir, resume: bool) -> Result<TrainOut
     skipped.extend(&dataset.skipped);
     let compute_kind = cfg.train.compute_kind(device);
     let mut task = SegTask { model, cfg: cfg.clone(), dataset, loss, skipped: skipped.clone(), compute_kind };
-    let opts = FitOptions { resume, max_epochs_this_run: None };
+    let opts = FitOptions::interactive(resume);
     let fit = train::fit(&mut task, &cfg.train.for_strategy(cfg.model.strategy), run, &SingleProcess, &opts)?;
     let SegTask { model, dataset, .. } = task;
     if run.best_weights().is_file() {

@@ -61,12 +61,6 @@ pub struct TransferResult {
     pub seconds: f64,
 }
 
-/// Content and style images of one level as tensors, and their targets.
-struct Level {
-    content: Tensor,
-    targets: Targets,
-}
-
 fn weights(net: &FeatureNet, cfg: &StyleConfig) -> Weights {
     Weights {
         content: cfg.loss.content_weight,
@@ -137,7 +131,127 @@ fn as_input(img: &RgbImage, cfg: &StyleConfig, device: tch::Device) -> Result<Te
     Ok(if cfg.color.mode == ColorMode::Luminance { color::luminance(&t) } else { t })
 }
 
-/// Runs the optimisation; `show_progress` draws a bar with the current losses on stderr.
+/// Content and style of one coarse-to-fine level, and their targets.
+struct Level {
+    /// 0 = coarsest.
+    index: usize,
+    /// `(height, width)`.
+    size: (i64, i64),
+    /// `[1, 3, H, W]` content as the losses see it.
+    content: Tensor,
+    targets: Targets,
+}
+
+/// Iterations logged so far over all levels, and the progress bar.
+struct Log {
+    history: Vec<StepLog>,
+    evaluations: usize,
+    bar: Option<Progress>,
+}
+
+impl Log {
+    fn push(&mut self, level: &Level, i: usize, base: usize, lossv: LossValues) {
+        self.history.push(StepLog { step: base + i, level: level.index, loss: lossv });
+        if let Some(b) = &self.bar {
+            let (h, wd) = level.size;
+            b.inc(1);
+            b.set_message(format!(
+                "{}x{} total {:.4} content {:.4} style {:.4} tv {:.5}",
+                wd, h, lossv.total, lossv.content, lossv.style, lossv.tv
+            ));
+        }
+    }
+}
+
+/// `(height, width)` of every level, coarsest first: the final size halved `levels - 1` times (at
+/// least 16 pixels a side).
+fn level_sizes(final_size: (i64, i64), levels: usize) -> Vec<(i64, i64)> {
+    (0..levels)
+        .map(|level| {
+            let f = 1i64 << (levels - 1 - level);
+            ((final_size.0 / f).max(16), (final_size.1 / f).max(16))
+        })
+        .collect()
+}
+
+/// The content and style of `level` at its size, and their targets.
+fn prepare_level(
+    net: &FeatureNet,
+    (c_full, s_full): (&RgbImage, &RgbImage),
+    cfg: &StyleConfig,
+    (index, levels): (usize, usize),
+    size: (i64, i64),
+) -> Result<Level> {
+    let (h, wd) = size;
+    let f = 1i64 << (levels - 1 - index);
+    let c_img = tlcv_core::data::transforms::resize(c_full, wd as usize, h as usize)?;
+    let s_img = image::resize_longer(s_full, (s_full.width.max(s_full.height) as i64 / f).max(16))?;
+    let content = as_input(&c_img, cfg, net.device())?;
+    let mut style = as_input(&s_img, cfg, net.device())?;
+    if cfg.color.mode == ColorMode::Luminance {
+        style = color::match_luminance(&style, &content);
+    }
+    let content = content.detach();
+    Ok(Level { index, size, targets: targets(net, &content, &style)?, content })
+}
+
+/// Where the optimisation starts at `level`: the content, or seeded noise, at the level's size.
+fn start_image(cfg: &StyleConfig, level: &Level) -> Tensor {
+    match cfg.optim.init {
+        Init::Content => level.content.shallow_clone(),
+        Init::Noise => {
+            tch::manual_seed(cfg.optim.seed);
+            let (h, wd) = level.size;
+            Tensor::rand([1, 3, h, wd], (Kind::Float, level.content.device()))
+        }
+    }
+}
+
+/// Optimises `x0` for `steps` iterations against the level's targets; returns the image in `[0, 1]`.
+fn optimize_level(
+    net: &FeatureNet,
+    level: &Level,
+    x0: &Tensor,
+    steps: usize,
+    (cfg, w): (&StyleConfig, &Weights),
+    log: &mut Log,
+) -> Result<Tensor> {
+    let o = &cfg.optim;
+    let base = log.history.len();
+    let out = match o.optimizer {
+        OptimizerKind::Lbfgs => {
+            let opts = LbfgsOptions { max_iters: steps, history: o.history, lr: o.lr, ..LbfgsOptions::default() };
+            let last = RefCell::new(LossValues::default());
+            let r = lbfgs::minimize(
+                x0,
+                &opts,
+                |xx| {
+                    let (v, g) = evaluate(net, xx, &level.targets, w)?;
+                    *last.borrow_mut() = v;
+                    Ok((v.total, g))
+                },
+                |i, _| log.push(level, i, base, *last.borrow()),
+            )?;
+            log.evaluations += r.evaluations;
+            r.x
+        }
+        OptimizerKind::Adam => {
+            let mut opt = Adam::new(x0, o.lr);
+            let mut xx = x0.shallow_clone();
+            for i in 0..steps {
+                let (v, g) = evaluate(net, &xx, &level.targets, w)?;
+                log.evaluations += 1;
+                xx = opt.step(&xx, &g).clamp(0.0, 1.0);
+                log.push(level, i, base, v);
+            }
+            xx
+        }
+    };
+    Ok(out.clamp(0.0, 1.0).detach())
+}
+
+/// Runs the optimisation, coarse to fine; `show_progress` draws a bar with the current losses on
+/// stderr.
 pub fn stylize(
     net: &FeatureNet,
     content: &RgbImage,
@@ -150,115 +264,55 @@ pub fn stylize(
         return Err(StyleError::Invalid(format!("data.size = {} is too small (at least 16)", cfg.data.size)));
     }
     let levels = o.levels.max(1);
-    let dev = net.device();
     let start = Instant::now();
     let (c_full, s_full) = prepare(content, style, cfg)?;
     let w = weights(net, cfg);
-    let (fh, fw) = (c_full.height as i64, c_full.width as i64);
-    let mut level_sizes = Vec::with_capacity(levels);
+    let level_sizes = level_sizes((c_full.height as i64, c_full.width as i64), levels);
     let total_steps = o.coarse_steps * (levels - 1) + o.steps;
     let bar = show_progress.then(|| Progress::bar(total_steps as u64, "style"));
-    let mut history: Vec<StepLog> = Vec::with_capacity(total_steps);
-    let mut evaluations = 0usize;
+    let mut log = Log { history: Vec::with_capacity(total_steps), evaluations: 0, bar };
     let mut x: Option<Tensor> = None;
-    let mut luminance_ref: Option<Tensor> = None;
-    for level in 0..levels {
-        let f = 1i64 << (levels - 1 - level);
-        let (h, wd) = ((fh / f).max(16), (fw / f).max(16));
-        level_sizes.push((h, wd));
-        let c_img = tlcv_core::data::transforms::resize(&c_full, wd as usize, h as usize)?;
-        let s_img = image::resize_longer(&s_full, (s_full.width.max(s_full.height) as i64 / f).max(16))?;
-        let mut content_t = as_input(&c_img, cfg, dev)?;
-        let mut style_t = as_input(&s_img, cfg, dev)?;
-        if cfg.color.mode == ColorMode::Luminance {
-            style_t = color::match_luminance(&style_t, &content_t);
-            luminance_ref = Some(content_t.shallow_clone());
-        }
-        content_t = content_t.detach();
-        let lv = Level { targets: targets(net, &content_t, &style_t)?, content: content_t };
-        let x0 = match (&x, o.init) {
-            (Some(prev), _) => image::resize_tensor(prev, h, wd),
-            (None, Init::Content) => lv.content.shallow_clone(),
-            (None, Init::Noise) => {
-                tch::manual_seed(o.seed);
-                Tensor::rand([1, 3, h, wd], (Kind::Float, dev))
-            }
+    let mut last: Option<Level> = None;
+    for (index, &size) in level_sizes.iter().enumerate() {
+        let level = prepare_level(net, (&c_full, &s_full), cfg, (index, levels), size)?;
+        let x0 = match &x {
+            Some(prev) => image::resize_tensor(prev, size.0, size.1),
+            None => start_image(cfg, &level),
         };
-        let steps = if level + 1 == levels { o.steps } else { o.coarse_steps };
-        let last = RefCell::new(LossValues::default());
-        let base = history.len();
-        let mut log = |i: usize, lossv: LossValues| {
-            history.push(StepLog { step: base + i, level, loss: lossv });
-            if let Some(b) = &bar {
-                b.inc(1);
-                b.set_message(format!(
-                    "{}x{} total {:.4} content {:.4} style {:.4} tv {:.5}",
-                    wd, h, lossv.total, lossv.content, lossv.style, lossv.tv
-                ));
-            }
-        };
-        let out = match o.optimizer {
-            OptimizerKind::Lbfgs => {
-                let opts = LbfgsOptions { max_iters: steps, history: o.history, lr: o.lr, ..LbfgsOptions::default() };
-                let r = lbfgs::minimize(
-                    &x0,
-                    &opts,
-                    |xx| {
-                        let (v, g) = evaluate(net, xx, &lv.targets, &w)?;
-                        *last.borrow_mut() = v;
-                        Ok((v.total, g))
-                    },
-                    |i, _| log(i, *last.borrow()),
-                )?;
-                evaluations += r.evaluations;
-                r.x
-            }
-            OptimizerKind::Adam => {
-                let mut opt = Adam::new(&x0, o.lr);
-                let mut xx = x0.shallow_clone();
-                for i in 0..steps {
-                    let (v, g) = evaluate(net, &xx, &lv.targets, &w)?;
-                    evaluations += 1;
-                    xx = opt.step(&xx, &g).clamp(0.0, 1.0);
-                    log(i, v);
-                }
-                xx
-            }
-        };
-        x = Some(out.clamp(0.0, 1.0).detach());
-        if level + 1 == levels {
-            // Final numbers on the final image and on the starting image, with the same targets.
-            let xf = x.as_ref().map(Tensor::shallow_clone).unwrap_or_else(|| lv.content.shallow_clone());
-            let final_loss = losses_of(net, &xf, &lv.targets, &w)?;
-            let init_full = match o.init {
-                Init::Content => lv.content.shallow_clone(),
-                Init::Noise => {
-                    tch::manual_seed(o.seed);
-                    Tensor::rand([1, 3, h, wd], (Kind::Float, dev))
-                }
-            };
-            let initial_loss = losses_of(net, &init_full, &lv.targets, &w)?;
-            let image = match (&luminance_ref, cfg.color.mode) {
-                (Some(_), ColorMode::Luminance) => {
-                    let orig = image::to_tensor(&c_full)?.to_device(dev);
-                    color::combine_luminance(&xf, &orig)
-                }
-                _ => xf,
-            };
-            let seconds = start.elapsed().as_secs_f64();
-            if let Some(b) = &bar {
-                b.finish(format!(
-                    "style: {} iterations, {} evaluations, {:.1}s; style loss {:.4} -> {:.4}, content {:.4}",
-                    history.len(),
-                    evaluations,
-                    seconds,
-                    initial_loss.style,
-                    final_loss.style,
-                    final_loss.content
-                ));
-            }
-            return Ok(TransferResult { image, final_loss, initial_loss, history, level_sizes, evaluations, seconds });
-        }
+        let steps = if index + 1 == levels { o.steps } else { o.coarse_steps };
+        x = Some(optimize_level(net, &level, &x0, steps, (cfg, &w), &mut log)?);
+        last = Some(level);
     }
-    Err(StyleError::Invalid("no optimisation level ran".into()))
+    let (Some(xf), Some(level)) = (x, last) else {
+        return Err(StyleError::Invalid("no optimisation level ran".into()));
+    };
+    // Final numbers on the final image and on the starting image, with the same targets.
+    let final_loss = losses_of(net, &xf, &level.targets, &w)?;
+    let initial_loss = losses_of(net, &start_image(cfg, &level), &level.targets, &w)?;
+    let image = if cfg.color.mode == ColorMode::Luminance {
+        color::combine_luminance(&xf, &image::to_tensor(&c_full)?.to_device(net.device()))
+    } else {
+        xf
+    };
+    let seconds = start.elapsed().as_secs_f64();
+    if let Some(b) = &log.bar {
+        b.finish(format!(
+            "style: {} iterations, {} evaluations, {:.1}s; style loss {:.4} -> {:.4}, content {:.4}",
+            log.history.len(),
+            log.evaluations,
+            seconds,
+            initial_loss.style,
+            final_loss.style,
+            final_loss.content
+        ));
+    }
+    Ok(TransferResult {
+        image,
+        final_loss,
+        initial_loss,
+        history: log.history,
+        level_sizes,
+        evaluations: log.evaluations,
+        seconds,
+    })
 }
