@@ -66,7 +66,7 @@ fn bench_feature_cache(c: &mut Criterion) {
     cfg.train.batch = 16;
     cfg.train.channels_last = false;
     cfg.model = ModelConfig {
-        backbone: "resnet18".into(),
+        backbone: Arch::Resnet18,
         weights: tlcv_core::weights::WeightsSource::None,
         strategy: Strategy::Scratch,
         ..ModelConfig::default()

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use tch::{Device, Kind, Tensor};
+use tlcv_core::backbones::Arch;
 use tlcv_core::onnx::{self, ExportOptions, runtime::OnnxModel};
 
 use crate::median;
@@ -61,7 +62,7 @@ fn build(net: Net) -> Result<Built> {
     Ok(match net {
         Net::Resnet18 => {
             let cfg = classify::config::ModelConfig {
-                backbone: "resnet18".into(),
+                backbone: Arch::Resnet18,
                 weights: tlcv_core::weights::WeightsSource::None,
                 strategy: tlcv_core::freeze::Strategy::Scratch,
                 ..Default::default()
@@ -92,7 +93,7 @@ pub fn prepare(dir: &Path) -> Result<Vec<(Net, PathBuf)>> {
             }
             Built::Detector(d) => {
                 let names: Vec<String> = (0..3).map(|i| i.to_string()).collect();
-                detect::export::export(&d, "efficientnet_lite0", &names, &opts, detect::export::Head::Raw)?
+                detect::export::export(&d, Arch::EfficientnetLite0, &names, &opts, detect::export::Head::Raw)?
             }
         };
         onnx::save(&proto, &path)?;

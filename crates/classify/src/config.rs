@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use tlcv_core::{
+    backbones::Arch,
     data::transforms::ResizeMethod,
     freeze::Strategy,
     train::{BnMode, TrainConfig},
@@ -89,7 +90,7 @@ pub enum HeadInit {
 #[serde(default, deny_unknown_fields)]
 pub struct ModelConfig {
     /// Backbone architecture (see `classify forward --help` for the list).
-    pub backbone: String,
+    pub backbone: Arch,
     /// `imagenet`, `none` (random initialisation) or a checkpoint file.
     pub weights: WeightsSource,
     /// `feature-extract`, `fine-tune` or `scratch`.
@@ -117,7 +118,7 @@ pub struct ModelConfig {
 impl Default for ModelConfig {
     fn default() -> Self {
         Self {
-            backbone: "efficientnet_lite0".into(),
+            backbone: Arch::EfficientnetLite0,
             weights: WeightsSource::ImageNet,
             strategy: Strategy::FeatureExtract,
             trainable_layers: 2,

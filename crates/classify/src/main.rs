@@ -7,13 +7,12 @@ use clap::{Parser, Subcommand};
 use classify::{
     ClassifyConfig, forward, pipeline,
     predict::{self, Pretrained},
-    report::{self, ReportInput},
     study,
 };
 use tlcv_core::{
     backbones::Arch,
     cli::TrainArgs,
-    run::{self, RunDir, report::fit_facts},
+    run::{self, RunDir},
     weights::WeightsSource,
 };
 
@@ -49,7 +48,7 @@ struct TrainCmd {
     common: TrainArgs,
     /// Classification model: the backbone architecture (same as --backbone).
     #[arg(long)]
-    model: Option<String>,
+    model: Option<Arch>,
     /// Start from a named preset (default, quick, finetune, scratch) before the config file.
     #[arg(long)]
     preset: Option<String>,
@@ -90,7 +89,7 @@ struct PredictCmd {
     onnx: Option<PathBuf>,
     /// A pretrained architecture (with --weights).
     #[arg(long, requires = "weights")]
-    model: Option<String>,
+    model: Option<Arch>,
     /// Weights for --model: imagenet or a checkpoint file.
     #[arg(long)]
     weights: Option<WeightsSource>,
@@ -120,7 +119,7 @@ struct StudyCmd {
     sizes: Vec<usize>,
     /// Backbones to compare, comma-separated (default: the configuration's `model.backbone`).
     #[arg(long, value_delimiter = ',')]
-    backbones: Vec<String>,
+    backbones: Vec<Arch>,
     /// Seeds per configuration; the table gives mean ± standard deviation.
     #[arg(long, default_value_t = 1)]
     seeds: usize,
@@ -130,7 +129,7 @@ struct StudyCmd {
 struct ForwardCmd {
     /// Architecture, e.g. resnet18.
     #[arg(long)]
-    model: String,
+    model: Arch,
     /// Checkpoint file (or imagenet).
     #[arg(long)]
     weights: WeightsSource,
@@ -169,11 +168,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut cfg = load_config(&tc)?;
             let max = cmd.sizes.iter().copied().max().unwrap_or(20);
             cfg.data.train_per_class = cfg.data.train_per_class.max(max);
-            let backbones =
-                if cmd.backbones.is_empty() { vec![cfg.model.backbone.clone()] } else { cmd.backbones.clone() };
-            for b in &backbones {
-                b.parse::<Arch>()?;
-            }
+            let backbones = if cmd.backbones.is_empty() { vec![cfg.model.backbone] } else { cmd.backbones.clone() };
             let plan = study::StudyPlan { backbones, sizes: cmd.sizes.clone(), seeds: cmd.seeds.max(1) };
             let dir = RunDir::create(&cmd.common.project, "classify", cmd.common.name.as_deref(), "study")?;
             let rows = study::run_study(&cfg, &plan, &dir)?;
@@ -197,8 +192,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Forward(cmd) => {
-            let arch: Arch = cmd.model.parse()?;
-            let shape = forward::forward_npy(arch, &cmd.weights, cmd.num_classes, &cmd.input, &cmd.output)?;
+            let shape = forward::forward_npy(cmd.model, &cmd.weights, cmd.num_classes, &cmd.input, &cmd.output)?;
             eprintln!("wrote {:?} logits to {}", shape, cmd.output.display());
             Ok(())
         }
@@ -208,74 +202,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 fn train(cmd: &TrainCmd, end_to_end: bool) -> anyhow::Result<()> {
     let cfg = load_config(cmd)?;
     let run = cmd.common.open_run("classify")?;
-    eprintln!("run directory: {}", run.root().display());
-    let outcome = pipeline::train(&cfg, &run, cmd.common.resume, None)?;
+    let outcome = pipeline::train_and_report(&cfg, &run, cmd.common.resume, end_to_end)?;
     if outcome.fit.interrupted {
         bail!(tlcv_core::Error::Interrupted);
     }
-    let mut facts = fit_facts(&outcome.fit);
-    facts.push(("feature cache".to_string(), format!("{:.1} s", outcome.cache_seconds)));
-    let skipped = outcome.skipped.reasons();
-    let metrics_file = pipeline::MetricsFile {
-        split: &outcome.split,
-        metrics: &outcome.metrics,
-        skipped: outcome.skipped.summary(),
-        best_epoch: outcome.fit.best_epoch.map(|e| e + 1),
-        train_seconds: outcome.fit.seconds,
-        cache_seconds: outcome.cache_seconds,
-    };
-    run.write_json(&run.metrics_json(), &metrics_file)?;
-    let input = ReportInput {
-        cfg: &cfg,
-        classes: &outcome.classes,
-        history: &outcome.fit.history,
-        metrics: &outcome.metrics,
-        split: &outcome.split,
-        predictions: &outcome.predictions,
-        skipped: &skipped,
-        facts,
-    };
-    report::write(&run, &input)?;
-    outcome.skipped.print();
-    if end_to_end {
-        predict_held_out(&cfg, &run, &outcome)?;
-    }
-    eprintln!(
-        "{} top-1 {:.4}  top-5 {:.4}  macro F1 {:.4}  ({} images, {} skipped)",
-        outcome.split,
-        outcome.metrics.top1,
-        outcome.metrics.top5,
-        outcome.metrics.f1_macro,
-        outcome.metrics.samples,
-        outcome.skipped.len()
-    );
-    eprintln!("run directory: {}  (report: {})", run.root().display(), run.report_html().display());
     if cmd.common.json {
         let summary = pipeline::JsonSummary::new(&outcome.metrics, run.root()).with_skipped(&outcome.skipped);
         println!("{}", serde_json::to_string(&summary)?);
     }
-    Ok(())
-}
-
-/// Predicts a few held-out images with the trained run and writes them to `predictions.jsonl`.
-fn predict_held_out(cfg: &ClassifyConfig, run: &RunDir, outcome: &pipeline::TrainOutcome) -> anyhow::Result<()> {
-    let (trained, model) = pipeline::load_run(run.root())?;
-    // Spread the picks over the evaluation split so that several classes show up.
-    let step = (outcome.predictions.len() / cfg.eval.predict_images.max(1)).max(1);
-    let images: Vec<PathBuf> =
-        outcome.predictions.iter().step_by(step).take(cfg.eval.predict_images).map(|p| p.path.clone()).collect();
-    let results = predict::predict_images(&model, &cfg.data, &trained.classes, &images, cfg.eval.top_k);
-    run::write_predictions(
-        run,
-        results.into_iter().map(|r| {
-            r.map(|p| {
-                let line =
-                    p.top.first().map_or(String::new(), |b| format!("{}  ->  {} ({:.3})", p.image, b.class, b.prob));
-                (p, line)
-            })
-            .map_err(|e| e.to_string())
-        }),
-    )?;
     Ok(())
 }
 
@@ -325,10 +259,9 @@ fn predict_cmd(cmd: &PredictCmd) -> anyhow::Result<()> {
         let data = classify::config::DataConfig { img_size: model.img_size, augment: false, ..Default::default() };
         predict::predict_images(&model, &data, &model.classes, &cmd.images, cmd.top_k)
     } else {
-        let (Some(name), Some(weights)) = (&cmd.model, &cmd.weights) else {
+        let (Some(arch), Some(weights)) = (cmd.model, &cmd.weights) else {
             bail!("give --run RUN_DIR, --onnx FILE, or --model NAME with --weights imagenet|FILE");
         };
-        let arch: Arch = name.parse()?;
         let model = Pretrained::load(arch, weights, cmd.num_classes)?;
         let classes = predict::imagenet_names(model.net_classes());
         let data = predict::pretrained_data_config(arch, cmd.img_size);

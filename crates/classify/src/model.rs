@@ -49,7 +49,7 @@ pub struct Model {
 impl Model {
     /// Builds the network for `num_classes` on `device` and applies `cfg.weights` and `cfg.strategy`.
     pub fn build(cfg: &ModelConfig, num_classes: i64, device: Device) -> Result<Self, ClassifyError> {
-        let arch: Arch = cfg.backbone.parse()?;
+        let arch = cfg.backbone;
         let vs = nn::VarStore::new(device);
         let net = backbones::classifier(vs.root(), arch, num_classes)?;
         let mlp = match cfg.head {
@@ -268,7 +268,7 @@ mod tests {
     /// A randomly initialised ResNet-18 classifier for 5 classes, seeded.
     fn scratch_resnet18(seed: i64) -> Model {
         let cfg = ModelConfig {
-            backbone: "resnet18".into(),
+            backbone: Arch::Resnet18,
             weights: WeightsSource::None,
             strategy: Strategy::Scratch,
             // A random head: a zero one would make every logit 0.

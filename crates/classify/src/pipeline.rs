@@ -1,6 +1,9 @@
 //! End-to-end orchestration: train a run, reload it, evaluate it, and write `metrics.json` and the report.
 
-use std::{collections::BTreeMap, path::Path};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
 use serde::Serialize;
 use tch::Kind;
@@ -10,7 +13,7 @@ use tlcv_core::{
     freeze::Strategy,
     metrics::{ClassScores, ClassificationMetrics},
     progress::Progress,
-    run::{self, RunDir, SkipLog, SkippedSummary, TrainedRun},
+    run::{self, RunDir, SkipLog, SkippedSummary, TrainedRun, report::fit_facts},
     train::{self, FitOptions, FitSummary, SingleProcess, TrainConfig},
 };
 
@@ -20,6 +23,8 @@ use crate::{
     data::load_dataset,
     evaluate::{Prediction, evaluate_split},
     model::Model,
+    predict,
+    report::{self, ReportInput},
     task::{ClassifyTask, Mode, cache_features},
 };
 
@@ -135,6 +140,77 @@ pub fn train(cfg: &ClassifyConfig, run: &RunDir, resume: bool, max_epochs: Optio
     let mut task = ClassifyTask::new(model, cfg.clone(), dataset, mode);
     task.skipped = skipped.clone();
     fit_and_evaluate(task, cfg, run, resume, max_epochs, cache_seconds)
+}
+
+/// `classify train` / `run`: trains into `run`; then, unless stopped by a Ctrl-C, writes
+/// `metrics.json` and the report, predicts a few held-out images when `end_to_end`, and prints the
+/// summary line.
+pub fn train_and_report(cfg: &ClassifyConfig, run: &RunDir, resume: bool, end_to_end: bool) -> Result<TrainOutcome> {
+    eprintln!("run directory: {}", run.root().display());
+    let outcome = train(cfg, run, resume, None)?;
+    if outcome.fit.interrupted {
+        return Ok(outcome);
+    }
+    let mut facts = fit_facts(&outcome.fit);
+    facts.push(("feature cache".to_string(), format!("{:.1} s", outcome.cache_seconds)));
+    let skipped = outcome.skipped.reasons();
+    let metrics_file = MetricsFile {
+        split: &outcome.split,
+        metrics: &outcome.metrics,
+        skipped: outcome.skipped.summary(),
+        best_epoch: outcome.fit.best_epoch.map(|e| e + 1),
+        train_seconds: outcome.fit.seconds,
+        cache_seconds: outcome.cache_seconds,
+    };
+    run.write_json(&run.metrics_json(), &metrics_file)?;
+    let input = ReportInput {
+        cfg,
+        classes: &outcome.classes,
+        history: &outcome.fit.history,
+        metrics: &outcome.metrics,
+        split: &outcome.split,
+        predictions: &outcome.predictions,
+        skipped: &skipped,
+        facts,
+    };
+    report::write(run, &input)?;
+    outcome.skipped.print();
+    if end_to_end {
+        predict_held_out(cfg, run, &outcome)?;
+    }
+    eprintln!(
+        "{} top-1 {:.4}  top-5 {:.4}  macro F1 {:.4}  ({} images, {} skipped)",
+        outcome.split,
+        outcome.metrics.top1,
+        outcome.metrics.top5,
+        outcome.metrics.f1_macro,
+        outcome.metrics.samples,
+        outcome.skipped.len()
+    );
+    eprintln!("run directory: {}  (report: {})", run.root().display(), run.report_html().display());
+    Ok(outcome)
+}
+
+/// Predicts a few held-out images with the trained run and writes them to `predictions.jsonl`.
+fn predict_held_out(cfg: &ClassifyConfig, run: &RunDir, outcome: &TrainOutcome) -> Result<()> {
+    let (trained, model) = load_run(run.root())?;
+    // Spread the picks over the evaluation split so that several classes show up.
+    let step = (outcome.predictions.len() / cfg.eval.predict_images.max(1)).max(1);
+    let images: Vec<PathBuf> =
+        outcome.predictions.iter().step_by(step).take(cfg.eval.predict_images).map(|p| p.path.clone()).collect();
+    let results = predict::predict_images(&model, &cfg.data, &trained.classes, &images, cfg.eval.top_k);
+    run::write_predictions(
+        run,
+        results.into_iter().map(|r| {
+            r.map(|p| {
+                let line =
+                    p.top.first().map_or(String::new(), |b| format!("{}  ->  {} ({:.3})", p.image, b.class, b.prob));
+                (p, line)
+            })
+            .map_err(|e| e.to_string())
+        }),
+    )?;
+    Ok(())
 }
 
 /// The feature cache of a frozen backbone: every training image in `model.cache_views` views, and the

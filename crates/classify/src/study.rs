@@ -19,9 +19,9 @@ use crate::{Result, config::ClassifyConfig, pipeline};
 /// What to compare.
 #[derive(Debug, Clone)]
 pub struct StudyPlan {
-    /// Backbone names; those without installable pretrained weights (and no `--weights` file) run
-    /// from scratch only.
-    pub backbones: Vec<String>,
+    /// Backbones; those without installable pretrained weights (and no `--weights` file) run from
+    /// scratch only.
+    pub backbones: Vec<Arch>,
     /// Training images per class.
     pub sizes: Vec<usize>,
     /// Seeds per configuration (`train.seed` = 0, 1, ...).
@@ -32,7 +32,7 @@ pub struct StudyPlan {
 #[derive(Debug, Clone, Serialize)]
 pub struct StudyRow {
     /// Backbone.
-    pub backbone: String,
+    pub backbone: Arch,
     /// Strategy.
     pub strategy: String,
     /// The strategy's recipe, in words.
@@ -55,7 +55,7 @@ pub struct StudyRow {
 #[derive(Debug, Clone, Serialize)]
 pub struct StudySummary {
     /// Backbone.
-    pub backbone: String,
+    pub backbone: Arch,
     /// Strategy.
     pub strategy: String,
     /// The strategy's recipe, in words.
@@ -82,7 +82,7 @@ impl StudySummary {
 /// The strategies a backbone can run: all three when pretrained weights can be had, else scratch.
 fn strategies_for(cfg: &ClassifyConfig) -> Vec<Strategy> {
     let weights = if cfg.model.weights.is_none() { WeightsSource::ImageNet } else { cfg.model.weights.clone() };
-    let pretrained = cfg.model.backbone.parse::<Arch>().ok().is_some_and(|arch| weights.resolve(arch).is_ok());
+    let pretrained = weights.resolve(cfg.model.backbone).is_ok();
     if pretrained {
         vec![Strategy::Scratch, Strategy::FeatureExtract, Strategy::FineTune]
     } else {
@@ -94,9 +94,9 @@ fn strategies_for(cfg: &ClassifyConfig) -> Vec<Strategy> {
 /// Runs the study: one run per backbone, size, strategy and seed under `study_dir/runs/`.
 pub fn run_study(base_cfg: &ClassifyConfig, plan: &StudyPlan, study_dir: &RunDir) -> Result<Vec<StudyRow>> {
     let mut rows = Vec::new();
-    for backbone in &plan.backbones {
+    for &backbone in &plan.backbones {
         let mut backbone_cfg = base_cfg.clone();
-        backbone_cfg.model.backbone = backbone.clone();
+        backbone_cfg.model.backbone = backbone;
         for strategy in strategies_for(&backbone_cfg) {
             let recipe_cfg = backbone_cfg.with_recipe(strategy);
             for &n in &plan.sizes {
@@ -110,7 +110,7 @@ pub fn run_study(base_cfg: &ClassifyConfig, plan: &StudyPlan, study_dir: &RunDir
                     let start = Instant::now();
                     let outcome = pipeline::train(&cfg, &run, false, None)?;
                     rows.push(StudyRow {
-                        backbone: backbone.clone(),
+                        backbone,
                         strategy: strategy.name().to_string(),
                         recipe: cfg.recipe_summary(),
                         per_class: n,
@@ -143,9 +143,9 @@ fn mean_std(values: &[f64]) -> (f64, f64) {
 
 /// The rows grouped by (backbone, strategy, size), in the order they first appear.
 pub fn summarize(rows: &[StudyRow]) -> Vec<StudySummary> {
-    let mut keys: Vec<(String, String, usize)> = Vec::new();
+    let mut keys: Vec<(Arch, String, usize)> = Vec::new();
     for r in rows {
-        let key = (r.backbone.clone(), r.strategy.clone(), r.per_class);
+        let key = (r.backbone, r.strategy.clone(), r.per_class);
         if !keys.contains(&key) {
             keys.push(key);
         }
@@ -274,7 +274,7 @@ fn write_outputs(cfg: &ClassifyConfig, rows: &[StudyRow], dir: &RunDir) -> Resul
         .map(|s| {
             vec![
                 s.per_class.to_string(),
-                s.backbone.clone(),
+                s.backbone.to_string(),
                 s.strategy.clone(),
                 s.recipe.clone(),
                 format!("{:.4} ± {:.4}", s.top1.0, s.top1.1),
@@ -297,8 +297,8 @@ fn write_outputs(cfg: &ClassifyConfig, rows: &[StudyRow], dir: &RunDir) -> Resul
 fn labels_of_backbones(summaries: &[StudySummary]) -> String {
     let mut names: Vec<&str> = Vec::new();
     for s in summaries {
-        if !names.contains(&s.backbone.as_str()) {
-            names.push(&s.backbone);
+        if !names.contains(&s.backbone.name()) {
+            names.push(s.backbone.name());
         }
     }
     names.join(", ")
@@ -310,7 +310,7 @@ mod tests {
 
     fn row(strategy: &str, seed: u64, top1: f64) -> StudyRow {
         StudyRow {
-            backbone: "b".into(),
+            backbone: Arch::Resnet18,
             strategy: strategy.into(),
             recipe: String::new(),
             per_class: 10,
@@ -340,7 +340,8 @@ mod tests {
         assert_eq!(s.len(), 3);
         assert!((s[0].top1.0 - 0.80).abs() < 1e-12 && (s[0].top1.1 - 0.01).abs() < 1e-12);
         let v = verdicts(&s);
-        assert_eq!(v, vec![Verdict { per_class: 10, best: "b a".into(), within_noise: vec!["b b".into()] }]);
-        assert_eq!(v[0].to_string(), "10 images/class: b a, within noise of b b");
+        let expected = Verdict { per_class: 10, best: "resnet18 a".into(), within_noise: vec!["resnet18 b".into()] };
+        assert_eq!(v, vec![expected]);
+        assert_eq!(v[0].to_string(), "10 images/class: resnet18 a, within noise of resnet18 b");
     }
 }

@@ -2,7 +2,7 @@
 //! `[loss]`, `[train]`, `[eval]`.
 
 use serde::{Deserialize, Serialize};
-use tlcv_core::{freeze::Strategy, train::TrainConfig, weights::WeightsSource};
+use tlcv_core::{backbones::Arch, freeze::Strategy, train::TrainConfig, weights::WeightsSource};
 
 pub use crate::family::Family;
 
@@ -206,7 +206,7 @@ pub struct ModelConfig {
     /// Detector family: `yolo`, `ssd` or `faster-rcnn`.
     pub family: Family,
     /// Backbone architecture (resnet18, vgg16_bn, efficientnet_b0, efficientnet_lite0, ...).
-    pub backbone: String,
+    pub backbone: Arch,
     /// `imagenet`, `none` (random initialisation) or a checkpoint file.
     pub weights: WeightsSource,
     /// `feature-extract` (backbone frozen), `fine-tune` or `scratch`.
@@ -227,7 +227,7 @@ impl Default for ModelConfig {
     fn default() -> Self {
         Self {
             family: Family::Yolo,
-            backbone: "efficientnet_lite0".into(),
+            backbone: Arch::EfficientnetLite0,
             weights: WeightsSource::ImageNet,
             strategy: Strategy::FineTune,
             trainable_layers: 3,

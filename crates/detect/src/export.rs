@@ -14,7 +14,7 @@
 //! `RoiAlign`, so `predict --onnx` could not serve it.
 
 use tch::{Device, Tensor};
-use tlcv_core::backbones::Normalization;
+use tlcv_core::backbones::{Arch, Normalization};
 use tlcv_core::onnx::graph::{Attr, DataType};
 use tlcv_core::onnx::{
     self, ExportOptions, FloatKind, Graph, Metadata, ModelProto, OnnxError, Value, runtime::OnnxModel,
@@ -35,20 +35,23 @@ pub enum Head {
     Nms(PostprocessConfig),
 }
 
-/// Greedy class-wise NMS as ONNX nodes: boxes `[N, P, 4]`, per-class scores `[N, C, P]` ->
-/// `[N, K, 6]` rows `x1, y1, x2, y2, score, class`, `K = min(max_det, C * P)`. A box enters class
-/// `c` when its score there is above `score_thr` (and, with `cand_per_class`, among the best that
-/// many of the class); at most `max_det` survive per class and overall.
-#[allow(clippy::too_many_arguments)]
-fn nms_rows(
-    g: &mut Graph,
-    boxes: &Value,
-    scores: &Value,
+/// The thresholds of [`nms_rows`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct NmsParams {
+    /// IoU above which a lower-scored box of the same class is dropped.
     iou: f64,
+    /// A box enters a class when its score there is above this.
     score_thr: f64,
+    /// Boxes kept per class and overall.
     max_det: i64,
+    /// Only the best this many boxes of each class are candidates (`None`: all).
     cand_per_class: Option<i64>,
-) -> std::result::Result<Value, OnnxError> {
+}
+
+/// Greedy class-wise NMS as ONNX nodes: boxes `[N, P, 4]`, per-class scores `[N, C, P]` ->
+/// `[N, K, 6]` rows `x1, y1, x2, y2, score, class`, `K = min(max_det, C * P)` (see [`NmsParams`]).
+fn nms_rows(g: &mut Graph, boxes: &Value, scores: &Value, params: NmsParams) -> std::result::Result<Value, OnnxError> {
+    let NmsParams { iou, score_thr, max_det, cand_per_class } = params;
     let (Some(c), Some(p)) = (scores.dim(1), scores.dim(2)) else {
         return Err(OnnxError::Unsupported("NMS needs static class and box counts".into()));
     };
@@ -142,7 +145,7 @@ pub struct OnnxHead {
 /// The ONNX model of `det` (built with `backbone`) for `names`.
 pub fn export(
     det: &Detector,
-    backbone: &str,
+    backbone: Arch,
     names: &[String],
     opts: &ExportOptions,
     head: Head,
@@ -172,11 +175,15 @@ pub fn export(
                 NmsRule::PerClass { score_thresh, topk, iou, max_det } => {
                     let per_class = g.transpose(&scores, &[0, 2, 1]); // [N, nc, P]
                     let max_det = max_det.min(pp.max_det) as i64;
-                    nms_rows(&mut g, &boxes, &per_class, iou, score_thresh.max(pp.conf), max_det, Some(topk))?
+                    let params =
+                        NmsParams { iou, score_thr: score_thresh.max(pp.conf), max_det, cand_per_class: Some(topk) };
+                    nms_rows(&mut g, &boxes, &per_class, params)?
                 }
                 NmsRule::BestClass => {
                     let per_class = best_class_scores(&mut g, &scores, pp.max_candidates as i64)?;
-                    nms_rows(&mut g, &boxes, &per_class, pp.iou, pp.conf, pp.max_det as i64, None)?
+                    let params =
+                        NmsParams { iou: pp.iou, score_thr: pp.conf, max_det: pp.max_det as i64, cand_per_class: None };
+                    nms_rows(&mut g, &boxes, &per_class, params)?
                 }
             };
             (rows, "detections", "detections [N, K, 6]: x1, y1, x2, y2 (input pixels), score, class; zero rows pad")

@@ -17,6 +17,7 @@
 pub mod augment;
 pub mod backbone;
 pub mod boxes;
+pub mod compare;
 pub mod config;
 pub mod data;
 pub mod error;

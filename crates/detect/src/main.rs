@@ -5,20 +5,16 @@ use std::path::PathBuf;
 use anyhow::bail;
 use clap::{Parser, Subcommand};
 use detect::{
-    DetectConfig,
+    DetectConfig, compare,
     config::{DataFormat, EvalConfig, Family},
     data, eval, evaluate,
     export::DetectModel,
     pipeline,
     postprocess::PostprocessConfig,
     predict,
-    report::{self, ReportInput},
     task::DetectTask,
 };
-use tlcv_core::{
-    cli::TrainArgs,
-    run::{self, RunDir, report::fit_facts},
-};
+use tlcv_core::{cli::TrainArgs, run};
 
 /// Object detection by transfer learning (YOLO-style, SSD and Faster R-CNN heads on ImageNet backbones).
 #[derive(Debug, Parser)]
@@ -224,72 +220,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 fn train(cmd: &TrainCmd, end_to_end: bool) -> anyhow::Result<()> {
     let cfg = load_config(&cmd.common, cmd.preset.as_deref(), cmd.model.as_deref())?;
     let run = cmd.common.open_run("detect")?;
-    let outcome = train_and_report(&cfg, &run, cmd.common.resume, end_to_end)?;
+    let outcome = pipeline::train_and_report(&cfg, &run, cmd.common.resume, end_to_end)?;
+    if outcome.fit.interrupted {
+        bail!(tlcv_core::Error::Interrupted);
+    }
     if cmd.common.json {
         println!("{}", json_summary(&outcome.eval, run.root())?);
     }
     Ok(())
 }
 
-/// Trains into `run`, writes `metrics.json` and the report (and, end to end, predictions on
-/// held-out images), and prints the validation summary.
-fn train_and_report(
-    cfg: &DetectConfig,
-    run: &RunDir,
-    resume: bool,
-    end_to_end: bool,
-) -> anyhow::Result<pipeline::TrainOutcome> {
-    eprintln!("run directory: {}", run.root().display());
-    let started = std::time::Instant::now();
-    let outcome = pipeline::train(cfg, run, resume)?;
-    if outcome.fit.interrupted {
-        bail!(tlcv_core::Error::Interrupted);
-    }
-    let metrics = pipeline::write_metrics(run, &outcome)?;
-    let mut issues = outcome.issues.messages.clone();
-    issues.extend(outcome.skipped.reasons());
-    let mut facts = vec![("family".to_string(), cfg.model.family.to_string())];
-    facts.extend(fit_facts(&outcome.fit));
-    facts.extend([
-        ("data".to_string(), outcome.data_dir.display().to_string()),
-        ("label problems".to_string(), outcome.issues.summary()),
-    ]);
-    report::write(
-        run,
-        &ReportInput {
-            cfg,
-            names: &outcome.names,
-            history: &outcome.fit.history,
-            eval: &outcome.eval,
-            per_class: &metrics.per_class,
-            val: &outcome.val,
-            issues: &issues,
-            facts,
-        },
-    )?;
-    if end_to_end {
-        predict_held_out(cfg, run, &outcome)?;
-    }
-    let s = &outcome.eval.summary;
-    let (p, r) = outcome.eval.f1.as_ref().map_or((0.0, 0.0), |f| (f.precision, f.recall));
-    eprintln!(
-        "val mAP@.5 {:.4}  mAP@[.5:.95] {:.4}  precision {:.3}  recall {:.3}  ({} images; training {:.0} s, total {:.0} s)",
-        s.map50,
-        s.map,
-        p,
-        r,
-        outcome.val.len(),
-        outcome.fit.seconds,
-        started.elapsed().as_secs_f64()
-    );
-    eprintln!("run directory: {}  (report: {})", run.root().display(), run.report_html().display());
-    Ok(outcome)
-}
-
-/// `detect compare`: one run per family, then the side-by-side table (stdout and
-/// `<project>/detect/<name>-families.md`). A family whose run directory already holds a finished run
-/// of the same configuration (see [`DetectConfig::family_view`]) is not trained again, so an
-/// interrupted comparison continues where it stopped; inference speed is always measured afresh.
+/// `detect compare`: the configuration of each family (`--set`, then its `--family-set`), then
+/// [`compare::compare_families`] and the table (stdout and `<project>/detect/<name>-families.md`).
 fn compare(cmd: &CompareCmd) -> anyhow::Result<()> {
     if cmd.common.resume {
         bail!("compare continues by itself: run the same command again and finished families are reused");
@@ -301,69 +243,24 @@ fn compare(cmd: &CompareCmd) -> anyhow::Result<()> {
             s.split_once(':').ok_or_else(|| anyhow::anyhow!("--family-set {s}: expected FAMILY:KEY=VALUE"))?;
         per_family.push((f.parse().map_err(anyhow::Error::msg)?, kv.to_string()));
     }
-    let mut rows = Vec::new();
+    let mut configs = Vec::with_capacity(cmd.models.len());
     for family in &cmd.models {
         let f: Family = family.parse().map_err(anyhow::Error::msg)?;
         let mut common = cmd.common.clone();
         common.set.extend(per_family.iter().filter(|(g, _)| *g == f).map(|(_, kv)| kv.clone()));
-        let cfg = load_config(&common, cmd.preset.as_deref(), Some(family))?;
-        let dir = cmd.common.project.join("detect").join(format!("{base}-{}", cfg.model.family));
-        let (map50, map, train_seconds) = match finished_run(&dir, &cfg) {
-            Some(done) => {
-                eprintln!("{}: reusing {} (finished with the same configuration)", cfg.model.family, dir.display());
-                done
-            }
-            None if dir.join("config.toml").is_file() => bail!(
-                "{} holds a {} run with another configuration (or an unfinished one); move it away or pick \
-                 another --name",
-                dir.display(),
-                cfg.model.family
-            ),
-            None => {
-                let run = RunDir::create(
-                    &cmd.common.project,
-                    "detect",
-                    Some(&format!("{base}-{}", cfg.model.family)),
-                    "train",
-                )?;
-                let o = train_and_report(&cfg, &run, false, false)?;
-                (o.eval.summary.map50, o.eval.summary.map, o.fit.seconds)
-            }
-        };
-        let (_, model) = pipeline::load_run(&dir)?;
-        let (ds, _) = data::load_config(&cfg.data)?;
-        let speed = pipeline::inference_speed(&model, &ds.val, cfg.train.batch.max(1), &cfg)?;
-        rows.push(pipeline::FamilyRow {
-            family: cfg.model.family.to_string(),
-            backbone: cfg.model.backbone.clone(),
-            map50,
-            map,
-            train_seconds,
-            images_per_second: speed,
-            params: model.num_params(),
-            run: dir.display().to_string(),
-        });
+        configs.push(load_config(&common, cmd.preset.as_deref(), Some(family))?);
     }
-    let table = pipeline::families_table(&rows);
-    let path = cmd.common.project.join("detect").join(format!("{base}-families.md"));
-    run::write_atomic(&path, table.as_bytes())?;
+    let comparison = compare::compare_families(&cmd.common.project, &base, &configs)?;
+    if comparison.interrupted {
+        bail!(tlcv_core::Error::Interrupted);
+    }
+    let (table, path) = compare::write_table(&cmd.common.project, &base, &comparison.rows)?;
     println!("{table}");
     eprintln!("table: {}", path.display());
     if cmd.common.json {
-        println!("{}", serde_json::to_string(&rows)?);
+        println!("{}", serde_json::to_string(&comparison.rows)?);
     }
     Ok(())
-}
-
-/// `(mAP@.5, mAP, training seconds)` of a finished run in `dir` whose configuration trains like
-/// `cfg`, if there is one.
-fn finished_run(dir: &std::path::Path, cfg: &DetectConfig) -> Option<(f64, f64, f64)> {
-    let saved: DetectConfig = tlcv_core::config::load(Some(&dir.join("config.toml")), &[]).ok()?;
-    if saved.family_view() != cfg.family_view() || !dir.join("weights/best.safetensors").is_file() {
-        return None;
-    }
-    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("metrics.json")).ok()?).ok()?;
-    Some((m["map50"].as_f64()?, m["map"].as_f64()?, m["train_seconds"].as_f64()?))
 }
 
 fn json_summary(e: &evaluate::EvalOutput, run: &std::path::Path) -> anyhow::Result<String> {
@@ -373,33 +270,6 @@ fn json_summary(e: &evaluate::EvalOutput, run: &std::path::Path) -> anyhow::Resu
     }
     m.insert("run_dir".into(), serde_json::json!(run.display().to_string()));
     Ok(serde_json::to_string(&m)?)
-}
-
-/// Predicts the first held-out validation images with the trained run into `predict/` and
-/// `predictions.jsonl`.
-fn predict_held_out(cfg: &DetectConfig, run: &RunDir, outcome: &pipeline::TrainOutcome) -> anyhow::Result<()> {
-    let (trained, model) = pipeline::load_run(run.root())?;
-    let images: Vec<PathBuf> = outcome.val.iter().take(cfg.eval.predict_images).map(|i| i.path.clone()).collect();
-    let pp = PostprocessConfig {
-        conf: cfg.eval.predict_conf,
-        iou: cfg.eval.iou,
-        max_det: cfg.eval.max_det,
-        ..Default::default()
-    };
-    let out = run.root().join("predict");
-    let results = predict::predict_files(&model, &trained.classes, &images, &pp, Some(&out))?;
-    run::write_predictions(
-        run,
-        results.into_iter().map(|r| {
-            r.map(|p| {
-                let shown: Vec<String> = p.detections.iter().map(|d| format!("{} {:.2}", d.class, d.score)).collect();
-                let line =
-                    format!("{} -> {}", p.image, if shown.is_empty() { "nothing".into() } else { shown.join(", ") });
-                (p, line)
-            })
-        }),
-    )?;
-    Ok(())
 }
 
 fn eval_cmd(cmd: &EvalCmd) -> anyhow::Result<()> {
@@ -499,7 +369,7 @@ fn export_cmd(cmd: &ExportCmd) -> anyhow::Result<()> {
     } else {
         detect::export::Head::Raw
     };
-    let proto = detect::export::export(&model, &cfg.model.backbone, &names, &opts, head)?;
+    let proto = detect::export::export(&model, cfg.model.backbone, &names, &opts, head)?;
     tlcv_core::onnx::cli::write_and_report(&proto, &cmd.common.out_path())?;
     Ok(())
 }

@@ -5,7 +5,7 @@
 
 use tch::{Device, Kind, Tensor, nn};
 use tlcv_core::{
-    backbones::{Arch, Normalization},
+    backbones::Normalization,
     freeze::{self, FreezeSummary, Strategy, channels_last, to_channels_last},
 };
 
@@ -44,7 +44,7 @@ impl Detector {
     /// the strategy.
     pub fn build(cfg: &DetectConfig, num_classes: i64, device: Device) -> Result<Self> {
         let m = &cfg.model;
-        let arch: Arch = m.backbone.parse()?;
+        let arch = m.backbone;
         family::check_input_size(cfg.data.img_size)?;
         if m.weights.is_none() && m.strategy != Strategy::Scratch {
             return Err(DetectError::Invalid(format!(

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use tlcv_core::{
     checkpoint::{self, LoadOptions},
-    run::{self, RunDir, SkipLog, SkippedSummary, TrainedRun, write_atomic},
+    run::{self, RunDir, SkipLog, SkippedSummary, TrainedRun, report::fit_facts, write_atomic},
     train::{self, FitOptions, FitSummary, SingleProcess},
 };
 
@@ -16,6 +16,9 @@ use crate::data::{self, DetImage, Issues};
 use crate::error::{DetectError, Result};
 use crate::evaluate::{EvalOutput, evaluate_images, flat_metrics};
 use crate::model::Detector;
+use crate::postprocess::PostprocessConfig;
+use crate::predict;
+use crate::report::{self, ReportInput};
 use crate::task::DetectTask;
 
 /// What a training run produced.
@@ -205,72 +208,80 @@ pub fn write_metrics(run: &RunDir, o: &TrainOutcome) -> Result<MetricsFile> {
     Ok(m)
 }
 
-/// One line of `detect compare`'s table.
-#[derive(Debug, Clone, Serialize)]
-pub struct FamilyRow {
-    /// Detector family.
-    pub family: String,
-    /// Backbone architecture.
-    pub backbone: String,
-    /// Validation mAP at IoU 0.5.
-    pub map50: f64,
-    /// Validation mAP averaged over IoU 0.5..0.95.
-    pub map: f64,
-    /// Seconds of training.
-    pub train_seconds: f64,
-    /// Images per second of forward pass plus post-processing (see [`inference_speed`]).
-    pub images_per_second: f64,
-    /// Parameters, frozen ones included.
-    pub params: i64,
-    /// The run directory.
-    pub run: String,
-}
-
-/// Images per second of [`Detector::predict`] (forward pass, decoding and NMS, at `eval.conf`) on
-/// batches of `batch` validation images already letterboxed into a tensor: one warm-up batch, then
-/// the median of five timed batches.
-pub fn inference_speed(model: &Detector, val: &[DetImage], batch: usize, cfg: &DetectConfig) -> Result<f64> {
-    let size = model.img_size as usize;
-    let norm = model.normalization();
-    let opts = tlcv_core::data::DecodeOptions { max_pixels: cfg.data.max_pixels as usize, target_size: None };
-    let mut images = Vec::with_capacity(batch);
-    for im in val.iter().cycle().take(batch.max(1)) {
-        let img = tlcv_core::data::decode_file(&im.path, &opts)?;
-        images.push(crate::augment::letterbox(&img, &[], size)?.0.image);
+/// `detect train` / `run`: trains into `run`; then, unless stopped by a Ctrl-C, writes
+/// `metrics.json` and the report, predicts a few held-out images when `end_to_end`, and prints the
+/// validation summary.
+pub fn train_and_report(cfg: &DetectConfig, run: &RunDir, resume: bool, end_to_end: bool) -> Result<TrainOutcome> {
+    eprintln!("run directory: {}", run.root().display());
+    let started = std::time::Instant::now();
+    let outcome = train(cfg, run, resume)?;
+    if outcome.fit.interrupted {
+        return Ok(outcome);
     }
-    if images.is_empty() {
-        return Err(DetectError::Invalid("inference speed: no validation images".into()));
+    let metrics = write_metrics(run, &outcome)?;
+    let mut issues = outcome.issues.messages.clone();
+    issues.extend(outcome.skipped.reasons());
+    let mut facts = vec![("family".to_string(), cfg.model.family.to_string())];
+    facts.extend(fit_facts(&outcome.fit));
+    facts.extend([
+        ("data".to_string(), outcome.data_dir.display().to_string()),
+        ("label problems".to_string(), outcome.issues.summary()),
+    ]);
+    report::write(
+        run,
+        &ReportInput {
+            cfg,
+            names: &outcome.names,
+            history: &outcome.fit.history,
+            eval: &outcome.eval,
+            per_class: &metrics.per_class,
+            val: &outcome.val,
+            issues: &issues,
+            facts,
+        },
+    )?;
+    if end_to_end {
+        predict_held_out(cfg, run, &outcome)?;
     }
-    let xs = tlcv_core::data::to_tensor(&images, norm.mean, norm.std)?.to_device(model.vs.device()); // [B, 3, S, S]
-    let pp = crate::task::DetectTask::eval_postprocess(cfg);
-    model.predict(&xs, &pp)?;
-    let mut times = Vec::with_capacity(5);
-    for _ in 0..5 {
-        let t = std::time::Instant::now();
-        model.predict(&xs, &pp)?;
-        times.push(t.elapsed().as_secs_f64());
-    }
-    times.sort_by(f64::total_cmp);
-    Ok(images.len() as f64 / times[2].max(1e-9))
-}
-
-/// The Markdown table of `detect compare`.
-pub fn families_table(rows: &[FamilyRow]) -> String {
-    let mut t = String::from(
-        "| family | backbone | val mAP@.5 | val mAP@[.5:.95] | training (s) | inference (img/s) | parameters (M) |\n\
-         |---|---|---:|---:|---:|---:|---:|\n",
+    let s = &outcome.eval.summary;
+    let (p, r) = outcome.eval.f1.as_ref().map_or((0.0, 0.0), |f| (f.precision, f.recall));
+    eprintln!(
+        "val mAP@.5 {:.4}  mAP@[.5:.95] {:.4}  precision {:.3}  recall {:.3}  ({} images; training {:.0} s, total {:.0} s)",
+        s.map50,
+        s.map,
+        p,
+        r,
+        outcome.val.len(),
+        outcome.fit.seconds,
+        started.elapsed().as_secs_f64()
     );
-    for r in rows {
-        t += &format!(
-            "| {} | {} | {:.3} | {:.3} | {:.0} | {:.1} | {:.2} |\n",
-            r.family,
-            r.backbone,
-            r.map50,
-            r.map,
-            r.train_seconds,
-            r.images_per_second,
-            r.params as f64 / 1e6
-        );
-    }
-    t
+    eprintln!("run directory: {}  (report: {})", run.root().display(), run.report_html().display());
+    Ok(outcome)
+}
+
+/// Predicts the first held-out validation images with the trained run into `predict/` and
+/// `predictions.jsonl`.
+fn predict_held_out(cfg: &DetectConfig, run: &RunDir, outcome: &TrainOutcome) -> Result<()> {
+    let (trained, model) = load_run(run.root())?;
+    let images: Vec<PathBuf> = outcome.val.iter().take(cfg.eval.predict_images).map(|i| i.path.clone()).collect();
+    let pp = PostprocessConfig {
+        conf: cfg.eval.predict_conf,
+        iou: cfg.eval.iou,
+        max_det: cfg.eval.max_det,
+        ..Default::default()
+    };
+    let out = run.root().join("predict");
+    let results = predict::predict_files(&model, &trained.classes, &images, &pp, Some(&out))?;
+    run::write_predictions(
+        run,
+        results.into_iter().map(|r| {
+            r.map(|p| {
+                let shown: Vec<String> = p.detections.iter().map(|d| format!("{} {:.2}", d.class, d.score)).collect();
+                let line =
+                    format!("{} -> {}", p.image, if shown.is_empty() { "nothing".into() } else { shown.join(", ") });
+                (p, line)
+            })
+        }),
+    )?;
+    Ok(())
 }

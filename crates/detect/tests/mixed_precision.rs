@@ -24,7 +24,7 @@ fn every_family_trains_float32_weights_with_a_bf16_backbone() -> Result<()> {
         let mut cfg = DetectConfig::default();
         cfg.data.img_size = 64;
         cfg.model.family = family;
-        cfg.model.backbone = "resnet18".into();
+        cfg.model.backbone = tlcv_core::backbones::Arch::Resnet18;
         cfg.model.weights = tlcv_core::weights::WeightsSource::None;
         cfg.model.strategy = Strategy::Scratch;
         let xs = Tensor::randn([2, 3, 64, 64], (Kind::Float, Device::Cpu));

@@ -12,6 +12,7 @@ use detect::family::Family;
 use detect::model::Detector;
 use detect::postprocess::{Detection, PostprocessConfig};
 use tch::{Device, Kind, Tensor};
+use tlcv_core::backbones::Arch;
 use tlcv_core::freeze::Strategy;
 use tlcv_core::onnx::parity::{Compare, ParityCheck, max_rel_err, normalise, randomise_batch_norms};
 use tlcv_core::onnx::{self, ExportOptions};
@@ -19,10 +20,10 @@ use tlcv_core::onnx::{self, ExportOptions};
 const RTOL: f64 = 1e-4;
 const NC: usize = 3;
 
-fn detector(family: Family, backbone: &str, size: i64) -> Result<Detector> {
+fn detector(family: Family, backbone: Arch, size: i64) -> Result<Detector> {
     let mut cfg = DetectConfig::default();
     cfg.model.family = family;
-    cfg.model.backbone = backbone.into();
+    cfg.model.backbone = backbone;
     cfg.model.weights = tlcv_core::weights::WeightsSource::None;
     cfg.model.strategy = Strategy::Scratch;
     cfg.model.neck_channels = 32;
@@ -60,7 +61,7 @@ fn yolo_and_ssd_export_and_match_onnxruntime_and_tract() -> Result<()> {
     // A low threshold keeps many overlapping boxes of the random network, so NMS has work to do.
     let pp = PostprocessConfig { conf: 0.02, iou: 0.5, max_det: 100, ..Default::default() };
     let mut tract_cases = Vec::new();
-    for (family, backbone) in [(Family::Yolo, "efficientnet_lite0"), (Family::Ssd, "resnet18")] {
+    for (family, backbone) in [(Family::Yolo, Arch::EfficientnetLite0), (Family::Ssd, Arch::Resnet18)] {
         for size in [64, 96] {
             tch::manual_seed(300 + size);
             let d = detector(family, backbone, size)?;
@@ -89,10 +90,10 @@ fn yolo_and_ssd_export_and_match_onnxruntime_and_tract() -> Result<()> {
     }
     // The lowest and highest opsets tlcv writes (the reductions change form at 18).
     for opset in [13, 21] {
-        let d = detector(Family::Yolo, "efficientnet_lite0", 64)?;
+        let d = detector(Family::Yolo, Arch::EfficientnetLite0, 64)?;
         let opts = ExportOptions { dynamic_batch: true, opset, ..ExportOptions::new(64) };
         let name = format!("yolo_opset{opset}");
-        onnx::save(&export(&d, "efficientnet_lite0", &names, &opts, Head::Nms(pp))?, &check.model_path(&name))?;
+        onnx::save(&export(&d, Arch::EfficientnetLite0, &names, &opts, Head::Nms(pp))?, &check.model_path(&name))?;
         check.model(&name, Compare::Detections { rtol: RTOL, atol: 1e-4 });
         let x = Tensor::rand([3, 3, 64, 64], (Kind::Float, Device::Cpu));
         check.run(&x, &[rows(&d.detect(&normalise(&x, d.normalization()), &pp)?, pp.max_det)])?;

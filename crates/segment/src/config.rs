@@ -5,7 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use tlcv_core::{freeze::Strategy, train::TrainConfig, weights::WeightsSource};
+use tlcv_core::{backbones::Arch, freeze::Strategy, train::TrainConfig, weights::WeightsSource};
 
 /// The segmentation model family (`--model`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,7 +111,7 @@ pub struct ModelConfig {
     /// `unet`, `deeplabv3` or `deeplabv3plus`.
     pub kind: ModelKind,
     /// Backbone architecture (resnet18/34/50, vgg16..., efficientnet_b0, efficientnet_lite0/1/2).
-    pub backbone: String,
+    pub backbone: Arch,
     /// `imagenet`, `none` (random initialisation) or a checkpoint file of the backbone.
     pub weights: WeightsSource,
     /// `feature-extract`, `fine-tune` or `scratch`.
@@ -134,7 +134,7 @@ impl Default for ModelConfig {
     fn default() -> Self {
         Self {
             kind: ModelKind::Unet,
-            backbone: "efficientnet_lite0".into(),
+            backbone: Arch::EfficientnetLite0,
             weights: WeightsSource::ImageNet,
             strategy: Strategy::FineTune,
             trainable_layers: 8,

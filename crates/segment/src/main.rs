@@ -8,14 +8,10 @@ use segment::{
     SegmentConfig,
     config::ModelKind,
     metrics::evaluate_dirs,
-    pipeline::{self, JsonSummary, MetricsFile},
+    pipeline::{self, JsonSummary},
     predict::{Segmenter, predict_file},
-    report::{self, ReportInput},
 };
-use tlcv_core::{
-    cli::TrainArgs,
-    run::{self, report::fit_facts},
-};
+use tlcv_core::cli::TrainArgs;
 
 /// Semantic segmentation by transfer learning.
 #[derive(Debug, Parser)]
@@ -147,67 +143,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 fn train(cmd: &TrainCmd, end_to_end: bool) -> anyhow::Result<()> {
     let cfg = load_config(cmd)?;
     let run = cmd.common.open_run("segment")?;
-    eprintln!("run directory: {}", run.root().display());
-    let outcome = pipeline::train(&cfg, &run, cmd.common.resume)?;
+    let outcome = pipeline::train_and_report(&cfg, &run, cmd.common.resume, end_to_end)?;
     if outcome.fit.interrupted {
         bail!(tlcv_core::Error::Interrupted);
     }
-    let classes = outcome.dataset.classes.clone();
-    let metrics_file = MetricsFile {
-        split: "val",
-        metrics: &outcome.eval.summary,
-        classes: &classes,
-        skipped: outcome.skipped.summary(),
-        best_epoch: outcome.fit.best_epoch.map(|e| e + 1),
-        train_seconds: outcome.fit.seconds,
-        eval_seconds: outcome.eval_seconds,
-    };
-    run.write_json(&run.metrics_json(), &metrics_file)?;
-    let mut facts = fit_facts(&outcome.fit);
-    facts.push((
-        "train / val images".to_string(),
-        format!("{} / {}", outcome.dataset.train.len(), outcome.dataset.val.len()),
-    ));
-    let skipped = outcome.skipped.reasons();
-    let input = ReportInput {
-        cfg: &cfg,
-        classes: &classes,
-        history: &outcome.fit.history,
-        eval: &outcome.eval,
-        skipped: &skipped,
-        facts,
-    };
-    report::write(&run, &input)?;
-    outcome.skipped.print();
-    if end_to_end {
-        let (_, model) = pipeline::load_run(run.root())?;
-        let out = run.root().join("predictions");
-        let (size, alpha, channels_last) = (cfg.data.img_size, cfg.eval.overlay_alpha, cfg.train.channels_last);
-        run::write_predictions(
-            &run,
-            outcome.dataset.val.iter().take(cfg.eval.predict_images).map(|s| {
-                predict_file(&model, &s.image, &out, size, alpha, channels_last)
-                    .map(|p| {
-                        let line = format!("{} -> {}", p.image, p.overlay);
-                        (p, line)
-                    })
-                    .map_err(|e| e.to_string())
-            }),
-        )?;
-    }
-    let s = &outcome.eval.summary;
-    eprintln!(
-        "val mIoU {:.4}  pixel acc {:.4}  mean Dice {:.4}  ({} images, {} skipped, {:.1} s training)",
-        s.miou,
-        s.pixel_acc,
-        s.mean_dice,
-        outcome.dataset.val.len(),
-        outcome.skipped.len(),
-        outcome.fit.seconds
-    );
-    eprintln!("run directory: {}  (report: {})", run.root().display(), run.report_html().display());
     if cmd.common.json {
-        println!("{}", serde_json::to_string(&JsonSummary::new(&outcome.eval, &classes, run.root()))?);
+        let summary = JsonSummary::new(&outcome.eval, &outcome.dataset.classes, run.root());
+        println!("{}", serde_json::to_string(&summary)?);
     }
     Ok(())
 }

@@ -59,7 +59,7 @@ impl SegModel {
         if num_classes < 1 {
             return Err(SegmentError::Invalid(format!("need at least one class, got {num_classes}")));
         }
-        let arch: Arch = cfg.backbone.parse().map_err(|e: tlcv_core::Error| SegmentError::Invalid(e.to_string()))?;
+        let arch = cfg.backbone;
         let vs = nn::VarStore::new(device);
         let root = vs.root();
         let os = if cfg.kind == ModelKind::Unet { 32 } else { cfg.output_stride };

@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::Serialize;
 use tlcv_core::{
     checkpoint::{self, LoadOptions},
-    run::{self, RunDir, SkipLog, SkippedSummary, TrainedRun},
+    run::{self, RunDir, SkipLog, SkippedSummary, TrainedRun, report::fit_facts},
     train::{self, FitOptions, FitSummary, SingleProcess},
 };
 
@@ -16,6 +16,8 @@ use crate::{
     data::{SegDataset, load_dataset},
     evaluate::{Evaluation, evaluate_samples},
     model::SegModel,
+    predict::predict_file,
+    report::{self, ReportInput},
     task::{SegTask, loss_of},
 };
 
@@ -110,6 +112,78 @@ pub fn train(cfg: &SegmentConfig, run: &RunDir, resume: bool) -> Result<TrainOut
     let eval_seconds = start.elapsed().as_secs_f64();
     skipped.extend(&eval.skipped);
     Ok(TrainOutcome { eval, fit, skipped, dataset, eval_seconds })
+}
+
+/// `segment train` / `run`: trains into `run`; then, unless stopped by a Ctrl-C, writes
+/// `metrics.json` and the report, predicts a few held-out images when `end_to_end`, and prints the
+/// summary line.
+pub fn train_and_report(
+    cfg: &SegmentConfig,
+    run: &RunDir,
+    resume: bool,
+    end_to_end: bool,
+) -> Result<TrainOutcome, SegmentError> {
+    eprintln!("run directory: {}", run.root().display());
+    let outcome = train(cfg, run, resume)?;
+    if outcome.fit.interrupted {
+        return Ok(outcome);
+    }
+    let classes = &outcome.dataset.classes;
+    let metrics_file = MetricsFile {
+        split: "val",
+        metrics: &outcome.eval.summary,
+        classes,
+        skipped: outcome.skipped.summary(),
+        best_epoch: outcome.fit.best_epoch.map(|e| e + 1),
+        train_seconds: outcome.fit.seconds,
+        eval_seconds: outcome.eval_seconds,
+    };
+    run.write_json(&run.metrics_json(), &metrics_file)?;
+    let mut facts = fit_facts(&outcome.fit);
+    facts.push((
+        "train / val images".to_string(),
+        format!("{} / {}", outcome.dataset.train.len(), outcome.dataset.val.len()),
+    ));
+    let skipped = outcome.skipped.reasons();
+    let input =
+        ReportInput { cfg, classes, history: &outcome.fit.history, eval: &outcome.eval, skipped: &skipped, facts };
+    report::write(run, &input)?;
+    outcome.skipped.print();
+    if end_to_end {
+        predict_held_out(cfg, run, &outcome)?;
+    }
+    let s = &outcome.eval.summary;
+    eprintln!(
+        "val mIoU {:.4}  pixel acc {:.4}  mean Dice {:.4}  ({} images, {} skipped, {:.1} s training)",
+        s.miou,
+        s.pixel_acc,
+        s.mean_dice,
+        outcome.dataset.val.len(),
+        outcome.skipped.len(),
+        outcome.fit.seconds
+    );
+    eprintln!("run directory: {}  (report: {})", run.root().display(), run.report_html().display());
+    Ok(outcome)
+}
+
+/// Segments the first held-out validation images with the trained run into `predictions/` and
+/// `predictions.jsonl`.
+fn predict_held_out(cfg: &SegmentConfig, run: &RunDir, outcome: &TrainOutcome) -> Result<(), SegmentError> {
+    let (_, model) = load_run(run.root())?;
+    let out = run.root().join("predictions");
+    let (size, alpha, channels_last) = (cfg.data.img_size, cfg.eval.overlay_alpha, cfg.train.channels_last);
+    run::write_predictions(
+        run,
+        outcome.dataset.val.iter().take(cfg.eval.predict_images).map(|s| {
+            predict_file(&model, &s.image, &out, size, alpha, channels_last)
+                .map(|p| {
+                    let line = format!("{} -> {}", p.image, p.overlay);
+                    (p, line)
+                })
+                .map_err(|e| e.to_string())
+        }),
+    )?;
+    Ok(())
 }
 
 /// Evaluates `model` on the val split of `dataset` at the original resolution.

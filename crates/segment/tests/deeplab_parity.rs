@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use segment::config::{ModelConfig, ModelKind};
 use segment::model::SegModel;
 use tch::{Device, Tensor};
+use tlcv_core::backbones::Arch;
 use tlcv_core::checkpoint::{LoadOptions, load_file};
 
 fn fixtures() -> PathBuf {
@@ -18,7 +19,7 @@ fn deeplabv3_resnet50_matches_torchvision() {
     let dir = fixtures();
     let cfg = ModelConfig {
         kind: ModelKind::Deeplabv3,
-        backbone: "resnet50".into(),
+        backbone: Arch::Resnet50,
         output_stride: 8,
         atrous_rates: vec![12, 24, 36],
         aspp_channels: 256,

@@ -5,7 +5,7 @@ use anyhow::{Result, ensure};
 use segment::config::{ModelConfig, ModelKind};
 use segment::model::SegModel;
 use tch::{Device, Kind, Reduction, Tensor};
-use tlcv_core::{freeze::Strategy, weights::WeightsSource};
+use tlcv_core::{backbones::Arch, freeze::Strategy, weights::WeightsSource};
 
 #[test]
 fn every_model_trains_float32_weights_through_bf16_activations() -> Result<()> {
@@ -13,7 +13,7 @@ fn every_model_trains_float32_weights_through_bf16_activations() -> Result<()> {
         tch::manual_seed(5);
         let cfg = ModelConfig {
             kind,
-            backbone: "resnet18".into(),
+            backbone: Arch::Resnet18,
             weights: WeightsSource::None,
             strategy: Strategy::Scratch,
             ..ModelConfig::default()

@@ -10,6 +10,7 @@ use segment::config::{ModelConfig, ModelKind};
 use segment::export::export;
 use segment::model::SegModel;
 use tch::{Device, Kind, Tensor};
+use tlcv_core::backbones::Arch;
 use tlcv_core::freeze::Strategy;
 use tlcv_core::onnx::parity::{Compare, ParityCheck, max_rel_err, normalise, randomise_batch_norms};
 use tlcv_core::onnx::runtime::OnnxModel;
@@ -17,10 +18,10 @@ use tlcv_core::onnx::{self, ExportOptions};
 
 const RTOL: f64 = 1e-4;
 
-fn model(kind: ModelKind, backbone: &str) -> Result<SegModel> {
+fn model(kind: ModelKind, backbone: Arch) -> Result<SegModel> {
     let cfg = ModelConfig {
         kind,
-        backbone: backbone.into(),
+        backbone,
         weights: tlcv_core::weights::WeightsSource::None,
         strategy: Strategy::Scratch,
         atrous_rates: vec![2, 4],
@@ -41,9 +42,9 @@ fn every_segmentation_family_exports_and_matches_onnxruntime_and_tract() -> Resu
     let classes: Vec<String> = ["background", "circle", "square"].map(String::from).to_vec();
     let mut tract_cases = Vec::new();
     let families = [
-        (ModelKind::Unet, "efficientnet_lite0"),
-        (ModelKind::Deeplabv3, "resnet18"),
-        (ModelKind::Deeplabv3plus, "efficientnet_lite0"),
+        (ModelKind::Unet, Arch::EfficientnetLite0),
+        (ModelKind::Deeplabv3, Arch::Resnet18),
+        (ModelKind::Deeplabv3plus, Arch::EfficientnetLite0),
     ];
     for (i, (kind, backbone)) in families.into_iter().enumerate() {
         tch::manual_seed(200 + i as i64);

@@ -2,7 +2,7 @@
 //! `[optim]`, `[color]`, `[fast]`, `[run]`.
 
 use serde::{Deserialize, Serialize};
-use tlcv_core::{device::DeviceChoice, weights::WeightsSource};
+use tlcv_core::{backbones::Arch, device::DeviceChoice, weights::WeightsSource};
 
 /// The images.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,7 +43,7 @@ pub enum Precision {
 pub struct ModelConfig {
     /// `efficientnet_lite0` (ImageNet weights shipped with the store), `vgg19` or `vgg16` (torchvision
     /// files given with `weights`).
-    pub backbone: String,
+    pub backbone: Arch,
     /// `imagenet` (the shipped file; Lite0 only) or a checkpoint file (`vgg19.pth` from torchvision loads as is).
     pub weights: WeightsSource,
     /// Content layers, comma-separated (empty = the backbone's defaults: `relu4_2` for VGG,
@@ -63,7 +63,7 @@ pub struct ModelConfig {
 impl Default for ModelConfig {
     fn default() -> Self {
         Self {
-            backbone: "efficientnet_lite0".into(),
+            backbone: Arch::EfficientnetLite0,
             weights: WeightsSource::ImageNet,
             content_layers: String::new(),
             style_layers: String::new(),
@@ -285,7 +285,7 @@ impl StyleConfig {
             }),
             "gatys" => Some(Self {
                 data: DataConfig { size: 512, ..base.data.clone() },
-                model: ModelConfig { backbone: "vgg19".into(), ..base.model.clone() },
+                model: ModelConfig { backbone: Arch::Vgg19, ..base.model.clone() },
                 optim: OptimConfig { init: Init::Noise, steps: 300, levels: 1, ..base.optim.clone() },
                 ..base
             }),

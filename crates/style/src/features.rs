@@ -81,7 +81,7 @@ impl FeatureNet {
     /// Builds the network of `cfg`, loads its weights strictly (the classifier keys of the file are
     /// skipped), freezes it and sets the layers and precision.
     pub fn from_config(cfg: &ModelConfig, device: Device) -> Result<Self> {
-        let arch: Arch = cfg.backbone.parse()?;
+        let arch = cfg.backbone;
         let mut net = Self::new(arch, device)?;
         let path = match &cfg.weights {
             WeightsSource::None => None,

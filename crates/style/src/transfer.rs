@@ -207,6 +207,23 @@ fn start_image(cfg: &StyleConfig, level: &Level) -> Tensor {
     }
 }
 
+/// One level: starts from `previous` upsampled to the level's size (or from [`start_image`] at the
+/// coarsest level) and optimises it for `steps` iterations.
+fn run_level(
+    net: &FeatureNet,
+    level: &Level,
+    previous: Option<&Tensor>,
+    steps: usize,
+    settings: (&StyleConfig, &Weights),
+    log: &mut Log,
+) -> Result<Tensor> {
+    let x0 = match previous {
+        Some(prev) => image::resize_tensor(prev, level.size.0, level.size.1),
+        None => start_image(settings.0, level),
+    };
+    optimize_level(net, level, &x0, steps, settings, log)
+}
+
 /// Optimises `x0` for `steps` iterations against the level's targets; returns the image in `[0, 1]`.
 fn optimize_level(
     net: &FeatureNet,
@@ -271,21 +288,14 @@ pub fn stylize(
     let total_steps = o.coarse_steps * (levels - 1) + o.steps;
     let bar = show_progress.then(|| Progress::bar(total_steps as u64, "style"));
     let mut log = Log { history: Vec::with_capacity(total_steps), evaluations: 0, bar };
+    // The coarse levels, then the final one (`levels >= 1`), each from the previous level's result.
     let mut x: Option<Tensor> = None;
-    let mut last: Option<Level> = None;
-    for (index, &size) in level_sizes.iter().enumerate() {
+    for (index, &size) in level_sizes[..levels - 1].iter().enumerate() {
         let level = prepare_level(net, (&c_full, &s_full), cfg, (index, levels), size)?;
-        let x0 = match &x {
-            Some(prev) => image::resize_tensor(prev, size.0, size.1),
-            None => start_image(cfg, &level),
-        };
-        let steps = if index + 1 == levels { o.steps } else { o.coarse_steps };
-        x = Some(optimize_level(net, &level, &x0, steps, (cfg, &w), &mut log)?);
-        last = Some(level);
+        x = Some(run_level(net, &level, x.as_ref(), o.coarse_steps, (cfg, &w), &mut log)?);
     }
-    let (Some(xf), Some(level)) = (x, last) else {
-        return Err(StyleError::Invalid("no optimisation level ran".into()));
-    };
+    let level = prepare_level(net, (&c_full, &s_full), cfg, (levels - 1, levels), level_sizes[levels - 1])?;
+    let xf = run_level(net, &level, x.as_ref(), o.steps, (cfg, &w), &mut log)?;
     // Final numbers on the final image and on the starting image, with the same targets.
     let final_loss = losses_of(net, &xf, &level.targets, &w)?;
     let initial_loss = losses_of(net, &start_image(cfg, &level), &level.targets, &w)?;

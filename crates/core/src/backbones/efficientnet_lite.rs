@@ -16,6 +16,8 @@
 //! [`efficientnet_lite_backbone_dilated`] trades the stride of stage 4 and/or stage 6 for dilation of
 //! the depthwise convolutions (output stride 16 or 8, for DeepLab), like ResNet's
 //! `replace_stride_with_dilation`.
+//! Slightly past 450 lines: the classifier, the headless body and its dilated variant share the
+//! block code and the scaling rules above, so they stay in one file.
 
 use tch::{Tensor, nn};
 

@@ -380,10 +380,9 @@ impl<'a, T: Task> Trainer<'a, T> {
         }
         let fitted = budget::fit_to_budget(self.cfg.time * 60.0, spent_s, first_epoch, self.state.next_epoch);
         if fitted != self.epochs {
-            self.opts.reporter.note(&format!(
-                "time budget of {} min: {fitted} epochs in all (was {})",
-                self.cfg.time, self.epochs
-            ));
+            self.opts
+                .reporter
+                .note(&format!("time budget of {} min: {fitted} epochs in all (was {})", self.cfg.time, self.epochs));
             self.epochs = fitted;
             self.schedule.total_steps = self.epochs * self.steps_per_epoch;
         }
@@ -394,10 +393,9 @@ impl<'a, T: Task> Trainer<'a, T> {
         let patience = self.cfg.patience;
         let stop = patience > 0 && self.state.bad_epochs >= patience;
         if stop {
-            self.opts.reporter.note(&format!(
-                "early stopping: no improvement of {} for {patience} epochs",
-                metrics.primary
-            ));
+            self.opts
+                .reporter
+                .note(&format!("early stopping: no improvement of {} for {patience} epochs", metrics.primary));
         }
         stop
     }

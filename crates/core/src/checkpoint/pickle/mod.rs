@@ -5,6 +5,8 @@
 //! classes, ...), and those are implemented here as plain data builders. Any other global is
 //! refused when it is *named*, before anything could use it. Tensors come out as lazy
 //! [`TensorRef`] descriptions; the caller reads their bytes from the file afterwards.
+//!
+//! About 520 lines: the interpreter is one `match` over the protocol's opcodes, which reads best whole.
 
 mod value;
 
