@@ -1,4 +1,4 @@
-//! tlcv's runner: `cargo xtask setup|run|test|bench|fuzz`. Uses only std, anyhow and clap, so it builds on a
+//! tlcv's runner: `cargo xtask setup|run|test|bench|fuzz|tidy`. Uses only std, anyhow and clap, so it builds on a
 //! bare machine before libtorch or OpenCV exist.
 
 mod bench;
@@ -6,6 +6,7 @@ mod fuzz;
 mod run;
 mod setup;
 mod test;
+mod tidy;
 mod util;
 
 use anyhow::Result;
@@ -14,7 +15,7 @@ use std::process::ExitCode;
 
 /// tlcv's project runner.
 #[derive(Parser, Debug)]
-#[command(name = "xtask", bin_name = "cargo xtask", about = "tlcv's runner: setup, run, test, bench, fuzz")]
+#[command(name = "xtask", bin_name = "cargo xtask", about = "tlcv's runner: setup, run, test, bench, fuzz, tidy")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -32,6 +33,8 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Fuzz every target in `fuzz/fuzz_targets/`.
     Fuzz(fuzz::FuzzArgs),
+    /// Check that nothing points outside the repository, rustfmt and clippy -D warnings (run by `test`).
+    Tidy(tidy::TidyArgs),
 }
 
 fn main() -> ExitCode {
@@ -53,5 +56,6 @@ fn real_main() -> Result<i32> {
         Cmd::Test(a) => test::test(&root, &a),
         Cmd::Bench(a) => bench::bench(&root, &a),
         Cmd::Fuzz(a) => fuzz::fuzz(&root, &a),
+        Cmd::Tidy(a) => tidy::tidy(&root, &a),
     }
 }
