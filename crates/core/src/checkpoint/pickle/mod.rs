@@ -1,10 +1,12 @@
 //! A restricted unpickler for the subset of the pickle protocol (2 to 5) that `torch.save` writes.
 //!
-//! Nothing is ever executed: the only callables a pickle may name are the few data constructors a
+//! Nothing is ever executed. The only callables a pickle may name are the few data constructors a
 //! state dict needs (`collections.OrderedDict`, `torch._utils._rebuild_tensor_v2`, the storage
-//! classes, ...), and those are implemented here as plain data builders. Any other global is
-//! refused when it is *named*, before anything could use it. Tensors come out as lazy
-//! [`TensorRef`] descriptions; the caller reads their bytes from the file afterwards.
+//! classes, `set`, `torch.Size`, ...), implemented here as plain data builders, and the classes of a
+//! whole-model checkpoint (`torch.nn.modules.*`, `ultralytics.*` and a few argument holders), whose
+//! objects become inert [`Record`]s: a class name and the state BUILD gives it. Any other global is
+//! refused when it is *named*, before anything could use it. Tensors come out as lazy [`TensorRef`]
+//! descriptions; the caller reads their bytes from the file afterwards.
 
 mod value;
 
@@ -13,7 +15,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use super::dtype::DType;
-pub(crate) use value::{Dict, Global, StorageRef, TensorRef, Value, dispose};
+pub(crate) use value::{Dict, Global, Record, StorageRef, TensorRef, Value, dispose};
 
 /// Why unpickling failed. The caller adds the file path.
 #[derive(Debug)]
@@ -231,6 +233,20 @@ impl<'a> Unpickler<'a> {
                     return Ok(v);
                 }
                 b'}' => self.stack.push(Value::Dict(Rc::default())),
+                0x8f => self.stack.push(Value::List(Rc::default())), // EMPTY_SET
+                0x90 => {
+                    // ADDITEMS
+                    let items = self.pop_mark()?;
+                    let Value::List(l) = self.top()?.clone() else {
+                        return bad("ADDITEMS on a non-set");
+                    };
+                    l.borrow_mut().extend(items);
+                }
+                0x91 => {
+                    // FROZENSET
+                    let items = self.pop_mark()?;
+                    self.stack.push(Value::List(Rc::new(RefCell::new(items))));
+                }
                 b']' => self.stack.push(Value::List(Rc::default())),
                 b')' => self.stack.push(Value::Tuple(Rc::default())),
                 b'(' => self.marks.push(self.stack.len()),
@@ -384,9 +400,11 @@ impl<'a> Unpickler<'a> {
                     let kwargs = self.pop()?;
                     let args = self.pop()?;
                     let cls = self.pop()?;
-                    if !matches!(&kwargs, Value::Dict(d) if d.borrow().entries.is_empty()) {
+                    let record = matches!(cls, Value::Global(Global::Class(_)));
+                    if !record && !matches!(&kwargs, Value::Dict(d) if d.borrow().entries.is_empty()) {
                         return bad("NEWOBJ_EX with keyword arguments");
                     }
+                    dispose([kwargs]);
                     let v = self.new_obj(cls, args)?;
                     self.stack.push(v);
                 }
@@ -396,6 +414,7 @@ impl<'a> Unpickler<'a> {
                     // Python attributes; neither matters for the weights.
                     match self.top()? {
                         Value::Dict(_) | Value::Tensor(_) => dispose([state]),
+                        Value::Record(r) => set_state(r, state)?,
                         other => return bad(format!("BUILD on a {}", other.type_name())),
                     }
                 }
@@ -414,6 +433,7 @@ impl<'a> Unpickler<'a> {
     fn new_obj(&mut self, cls: Value, args: Value) -> PResult<Value> {
         match (&cls, &args) {
             (Value::Global(Global::OrderedDict), Value::Tuple(t)) if t.is_empty() => Ok(Value::Dict(Rc::default())),
+            (Value::Global(Global::Class(class)), Value::Tuple(_)) => Ok(record(class, args)),
             _ => bad(format!("NEWOBJ of a {}", cls.type_name())),
         }
     }
@@ -462,6 +482,27 @@ impl<'a> Unpickler<'a> {
                 _ => bad("_rebuild_parameter without a tensor"),
             },
             Global::Storage(_) => bad("a storage class was called"),
+            Global::Object => bad("`object` was called"),
+            Global::Class(class) => Ok(record(&class, Value::Tuple(args))),
+            Global::Set => match args.first() {
+                None => Ok(Value::List(Rc::default())),
+                Some(Value::List(items)) => Ok(Value::List(Rc::new(RefCell::new(items.borrow().clone())))),
+                Some(Value::Tuple(items)) => Ok(Value::List(Rc::new(RefCell::new(items.to_vec())))),
+                Some(other) => bad(format!("set() of a {}", other.type_name())),
+            },
+            Global::TorchSize => match args.first() {
+                Some(t @ Value::Tuple(_)) => {
+                    t.as_int_tuple("torch.Size")?;
+                    Ok(t.clone())
+                }
+                _ => bad("torch.Size without a tuple of ints"),
+            },
+            Global::Reconstructor => match (args.first(), args.get(1)) {
+                (Some(Value::Global(Global::Class(class))), Some(Value::Global(Global::Object))) => {
+                    Ok(record(class, Value::Tuple(Rc::default())))
+                }
+                _ => bad("copyreg._reconstructor is only allowed for a record class on `object`"),
+            },
         }
     }
 
@@ -472,7 +513,7 @@ impl<'a> Unpickler<'a> {
         if t.len() < 5 || !matches!(&t[0], Value::Str(s) if &**s == "storage") {
             return bad("persistent id is not ('storage', ...)");
         }
-        let Value::Global(Global::Storage(dtype)) = t[1] else {
+        let Value::Global(Global::Storage(dtype)) = t[1].clone() else {
             return bad("persistent id does not name a storage type");
         };
         let key = match &t[2] {
@@ -501,6 +542,37 @@ impl<'a> Unpickler<'a> {
         }
         Ok(Value::Storage(Rc::new(StorageRef { key, dtype, numel, view })))
     }
+}
+
+/// A fresh inert record of `class`.
+fn record(class: &Rc<str>, args: Value) -> Value {
+    Value::Record(Rc::new(Record { class: class.clone(), args, state: RefCell::new(Value::None) }))
+}
+
+/// BUILD on a record: the first state is kept as is; a later dict state updates an earlier dict
+/// state (what `nn.Module.__setstate__` and a plain `__dict__` update do).
+fn set_state(r: &Rc<Record>, state: Value) -> PResult<()> {
+    let old = match &*r.state.borrow() {
+        Value::None => None,
+        Value::Dict(old) => Some(old.clone()),
+        _ => return bad(format!("a second BUILD on a {} record", r.class)),
+    };
+    let Some(old) = old else {
+        *r.state.borrow_mut() = state;
+        return Ok(());
+    };
+    let Value::Dict(new) = &state else {
+        return bad(format!("a second BUILD on a {} record", r.class));
+    };
+    if !Rc::ptr_eq(&old, new) {
+        let entries: Vec<(Value, Value)> = new.borrow().entries.clone();
+        let mut old = old.borrow_mut();
+        for (k, v) in entries {
+            old.insert(k, v)?;
+        }
+    }
+    dispose([state]);
+    Ok(())
 }
 
 /// LONG1/LONG4 payload: little-endian two's complement.
