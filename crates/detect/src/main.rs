@@ -47,6 +47,9 @@ enum Command {
     Compare(CompareCmd),
     /// Export a trained YOLO or SSD run as ONNX (decoded head, or with --nms the detections).
     Export(ExportCmd),
+    /// Parity tool: one float32 NCHW batch (RGB, 0-1) through an Ultralytics YOLOv8/YOLO11 network in
+    /// eval mode; writes `[N, 4 + nc, anchors]` (xywh in input pixels, class probabilities).
+    Forward(ForwardCmd),
 }
 
 #[derive(Debug, clap::Args)]
@@ -65,6 +68,22 @@ struct ExportCmd {
     /// With --nms: detections kept per image (default: the run's eval.max_det).
     #[arg(long)]
     max_det: Option<usize>,
+}
+
+#[derive(Debug, clap::Args)]
+struct ForwardCmd {
+    /// Network: yolov8n|s|m|l|x or yolo11n|s|m|l|x (default: the one the checkpoint declares).
+    #[arg(long)]
+    model: Option<String>,
+    /// An Ultralytics `.pt`, a state dict or a safetensors file.
+    #[arg(long)]
+    weights: PathBuf,
+    /// Input `.npy`, float32 `[N, 3, H, W]`.
+    #[arg(long)]
+    input: PathBuf,
+    /// Output `.npy`.
+    #[arg(long)]
+    output: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -191,6 +210,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(cmd) => eval_cmd(&cmd),
         Command::Predict(cmd) => predict_cmd(&cmd),
         Command::Export(cmd) => export_cmd(&cmd),
+        Command::Forward(cmd) => {
+            let arch = cmd.model.as_deref().map(str::parse).transpose().map_err(anyhow::Error::msg)?;
+            let s = detect::ultralytics::forward::forward_npy(arch, &cmd.weights, &cmd.input, &cmd.output)?;
+            eprintln!(
+                "{} ({} weights, {} classes) -> {} {:?}",
+                s.arch,
+                s.source,
+                s.names.len(),
+                cmd.output.display(),
+                s.output_shape
+            );
+            Ok(())
+        }
         Command::Convert(cmd) => {
             let (ds, issues) = data::convert::convert(cmd.from, cmd.to, &cmd.input, &cmd.output)?;
             pipeline::report_issues(&issues);
