@@ -14,6 +14,7 @@ use detect::{
     predict,
     report::{self, ReportInput},
     task::DetectTask,
+    ultralytics::spec::YoloArch,
 };
 use tlcv_core::{
     cli::TrainArgs,
@@ -106,9 +107,14 @@ struct CompareCmd {
 struct TrainCmd {
     #[command(flatten)]
     common: TrainArgs,
-    /// Detector family: yolo, ssd or faster-rcnn.
+    /// Detector family: yolo, ssd or faster-rcnn, or an Ultralytics network (yolov8n|s|m|l|x,
+    /// yolo11n|s|m|l|x) started from `--weights` (an Ultralytics .pt; default: assets/models/<net>.pt).
     #[arg(long)]
     model: Option<String>,
+    /// Ultralytics networks: keep the first N modules of the `model` list frozen (Ultralytics'
+    /// `freeze=N`, at most the backbone's modules; default: per `--strategy`).
+    #[arg(long)]
+    freeze: Option<usize>,
     /// Start from a named preset (default, quick, frozen, scratch) before the config file.
     #[arg(long)]
     preset: Option<String>,
@@ -189,6 +195,18 @@ fn main() {
     tlcv_core::cli::exit_on_error(run(Cli::parse()));
 }
 
+/// `--model`: a family, or an Ultralytics network (which also sets `model.ultralytics.arch`).
+fn model_overrides(model: &str) -> anyhow::Result<Vec<String>> {
+    if let Ok(arch) = model.parse::<YoloArch>() {
+        let family = format!("model.family=\"{}\"", Family::Ultralytics);
+        return Ok(vec![family, format!("model.ultralytics.arch=\"{arch}\"")]);
+    }
+    let f: Family = model.parse().map_err(|e: String| {
+        anyhow::anyhow!("{e}, or an Ultralytics network ({})", detect::ultralytics::spec::ARCH_NAMES.join(", "))
+    })?;
+    Ok(vec![format!("model.family=\"{f}\"")])
+}
+
 fn load_config(common: &TrainArgs, preset: Option<&str>, family: Option<&str>) -> anyhow::Result<DetectConfig> {
     let mut overrides = common.overrides();
     if let Some(n) = common.trainable_layers {
@@ -196,8 +214,9 @@ fn load_config(common: &TrainArgs, preset: Option<&str>, family: Option<&str>) -
         overrides.insert(0, format!("model.ssd.trainable_layers={n}"));
     }
     if let Some(family) = family {
-        let f: Family = family.parse().map_err(anyhow::Error::msg)?;
-        overrides.insert(0, format!("model.family=\"{f}\""));
+        for (i, o) in model_overrides(family)?.into_iter().enumerate() {
+            overrides.insert(i, o);
+        }
     }
     Ok(tlcv_core::config::load_preset(preset, common.config.as_deref(), &overrides)?)
 }
@@ -254,7 +273,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn train(cmd: &TrainCmd, end_to_end: bool) -> anyhow::Result<()> {
-    let cfg = load_config(&cmd.common, cmd.preset.as_deref(), cmd.model.as_deref())?;
+    let mut common = cmd.common.clone();
+    if let Some(n) = cmd.freeze {
+        common.set.push(format!("model.ultralytics.freeze={n}"));
+    }
+    let cfg = load_config(&common, cmd.preset.as_deref(), cmd.model.as_deref())?;
     let run = cmd.common.open_run("detect")?;
     let outcome = train_and_report(&cfg, &run, cmd.common.resume, end_to_end)?;
     if cmd.common.json {
@@ -280,7 +303,10 @@ fn train_and_report(
     let metrics = pipeline::write_metrics(run, &outcome)?;
     let mut issues = outcome.issues.messages.clone();
     issues.extend(outcome.skipped.reasons());
-    let mut facts = vec![("family".to_string(), cfg.model.family.to_string())];
+    let mut facts = vec![
+        ("family".to_string(), cfg.model.family.to_string()),
+        ("network".to_string(), cfg.network()),
+    ];
     facts.extend(fit_facts(&outcome.fit));
     facts.extend([
         ("data".to_string(), outcome.data_dir.display().to_string()),
@@ -327,19 +353,24 @@ fn compare(cmd: &CompareCmd) -> anyhow::Result<()> {
         bail!("compare continues by itself: run the same command again and finished families are reused");
     }
     let base = cmd.common.name.clone().unwrap_or_else(|| "compare".into());
-    let mut per_family: Vec<(Family, String)> = Vec::new();
+    // Keyed by what the name sets, so that aliases (faster_rcnn, faster-rcnn) match.
+    let mut per_family: Vec<(Vec<String>, String)> = Vec::new();
     for s in &cmd.family_set {
         let (f, kv) =
             s.split_once(':').ok_or_else(|| anyhow::anyhow!("--family-set {s}: expected FAMILY:KEY=VALUE"))?;
-        per_family.push((f.parse().map_err(anyhow::Error::msg)?, kv.to_string()));
+        per_family.push((model_overrides(f)?, kv.to_string()));
     }
     let mut rows = Vec::new();
     for family in &cmd.models {
-        let f: Family = family.parse().map_err(anyhow::Error::msg)?;
+        let key = model_overrides(family)?;
         let mut common = cmd.common.clone();
-        common.set.extend(per_family.iter().filter(|(g, _)| *g == f).map(|(_, kv)| kv.clone()));
+        common.set.extend(per_family.iter().filter(|(g, _)| *g == key).map(|(_, kv)| kv.clone()));
         let cfg = load_config(&common, cmd.preset.as_deref(), Some(family))?;
-        let dir = cmd.common.project.join("detect").join(format!("{base}-{}", cfg.model.family));
+        let tag = match cfg.model.family {
+            Family::Ultralytics => cfg.network(),
+            f => f.to_string(),
+        };
+        let dir = cmd.common.project.join("detect").join(format!("{base}-{tag}"));
         let (map50, map, train_seconds) = match finished_run(&dir, &cfg) {
             Some(done) => {
                 eprintln!("{}: reusing {} (finished with the same configuration)", cfg.model.family, dir.display());
@@ -352,12 +383,7 @@ fn compare(cmd: &CompareCmd) -> anyhow::Result<()> {
                 cfg.model.family
             ),
             None => {
-                let run = RunDir::create(
-                    &cmd.common.project,
-                    "detect",
-                    Some(&format!("{base}-{}", cfg.model.family)),
-                    "train",
-                )?;
+                let run = RunDir::create(&cmd.common.project, "detect", Some(&format!("{base}-{tag}")), "train")?;
                 let o = train_and_report(&cfg, &run, false, false)?;
                 (o.eval.summary.map50, o.eval.summary.map, o.fit.seconds)
             }
@@ -366,8 +392,8 @@ fn compare(cmd: &CompareCmd) -> anyhow::Result<()> {
         let (ds, _) = data::load_config(&cfg.data)?;
         let speed = pipeline::inference_speed(&model, &ds.val, cfg.train.batch.max(1), &cfg)?;
         rows.push(pipeline::FamilyRow {
-            family: cfg.model.family.to_string(),
-            backbone: cfg.model.backbone.clone(),
+            family: tag.clone(),
+            backbone: cfg.network(),
             map50,
             map,
             train_seconds,

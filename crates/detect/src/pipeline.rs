@@ -76,7 +76,7 @@ pub fn train(cfg: &DetectConfig, run: &RunDir, resume: bool) -> Result<TrainOutc
     eprintln!(
         "model: {} + {} ({}), {:.2} M parameters, {}",
         cfg.model.family,
-        cfg.model.backbone,
+        cfg.network(),
         cfg.model.strategy,
         model.num_params() as f64 / 1e6,
         model.freeze

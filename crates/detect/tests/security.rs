@@ -47,4 +47,8 @@ fn malicious_ultralytics_checkpoint_is_refused() {
     forward.args(["forward", "--model", "yolov8n", "--weights"]).arg(&file).arg("--input");
     forward.arg(fx.join("input.npy")).arg("--output").arg(tmp.path().join("out.npy"));
     assert_refused("detect forward", &mut forward, &file);
+    let mut train = std::process::Command::new(env!("CARGO_BIN_EXE_detect"));
+    train.args(["train", "--model", "yolov8n", "--preset", "quick", "--weights"]).arg(&file);
+    train.arg("--project").arg(tmp.path().join("runs"));
+    assert_refused("detect train --model yolov8n", &mut train, &file);
 }

@@ -34,14 +34,19 @@ fn meta() -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(fixtures().join("meta.json")).unwrap()).unwrap()
 }
 
-/// `max |got - want| <= 1e-4 * max |want|` with equal shapes.
-fn assert_close(got: &Tensor, want: &Tensor, what: &str) {
+/// `max |got - want| <= tol * max |want|` with equal shapes.
+fn assert_within(got: &Tensor, want: &Tensor, tol: f64, what: &str) {
     assert_eq!(got.size(), want.size(), "{what}: shape");
     let scale = want.abs().max().double_value(&[]);
     let diff = (got - want).abs().max().double_value(&[]);
     eprintln!("{what}: max |diff| {diff:.3e}, scale {scale:.3e}");
     assert!(scale > 0.0, "{what}: reference is all zeros");
-    assert!(diff <= 1e-4 * scale, "{what}: max |diff| = {diff:e} > 1e-4 * {scale:e}");
+    assert!(diff <= tol * scale, "{what}: max |diff| = {diff:e} > {tol:e} * {scale:e}");
+}
+
+/// `max |got - want| <= 1e-4 * max |want|` with equal shapes.
+fn assert_close(got: &Tensor, want: &Tensor, what: &str) {
+    assert_within(got, want, 1e-4, what);
 }
 
 /// Boxes (rows 0-3) and class scores (rows 4..) of a `[N, 4 + nc, A]` output, each to 1e-4 relative.
@@ -224,4 +229,25 @@ fn saved_yolov8n_loads_strictly_into_ultralytics() {
 #[test]
 fn saved_yolo11n_loads_strictly_into_ultralytics() {
     check_round_trip("yolo11n");
+}
+
+/// Folding rounds differently: on these inputs Ultralytics' own `fuse()` moves yolo11n's boxes by
+/// 0.56 px (6e-4 of the largest coordinate) and float64 moves them by 0.48 px, so the folded network
+/// is held to 2e-3 relative on the boxes and 5e-4 on the scores (a wrong fold is off by units).
+#[test]
+fn folded_batch_norms_stay_within_rounding_of_ultralytics() {
+    let fx = fixtures();
+    for name in ["yolov8n", "yolo11n"] {
+        let path = fx.join(format!("{name}.pt"));
+        let ck = checkpoint::read(&path).unwrap();
+        let vs = VarStore::new(Device::Cpu);
+        let mut model = checkpoint::load_model(&vs, &ck, None, &path).unwrap();
+        model.fold().unwrap();
+        let y = tch::no_grad(|| model.forward_eval(&read_npy(&fx.join("input.npy"))));
+        let want = read_npy(&fx.join(format!("{name}_out.npy")));
+        let rows = want.size()[1];
+        assert_within(&y.narrow(1, 0, 4), &want.narrow(1, 0, 4), 2e-3, &format!("folded {name} boxes"));
+        let scores = (y.narrow(1, 4, rows - 4), want.narrow(1, 4, rows - 4));
+        assert_within(&scores.0, &scores.1, 5e-4, &format!("folded {name} scores"));
+    }
 }

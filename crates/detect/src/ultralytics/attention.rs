@@ -43,6 +43,11 @@ impl Attention {
         })
     }
 
+    /// Every convolution + batch norm (for folding).
+    pub fn conv_bns_mut(&mut self) -> Vec<&mut ConvBn> {
+        vec![&mut self.qkv, &mut self.proj, &mut self.pe]
+    }
+
     /// `[B, C, H, W]` -> `[B, C, H, W]`.
     pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
         let s = x.size();
@@ -73,6 +78,13 @@ impl PsaBlock {
             attn: Attention::new(&(p / "attn"), c, heads)?,
             ffn: [conv(&(&f / 0), ConvSpec::new(c, 2 * c, 1))?, conv(&(&f / 1), ConvSpec::new(2 * c, c, 1).linear())?],
         })
+    }
+
+    /// Every convolution + batch norm (for folding).
+    pub fn conv_bns_mut(&mut self) -> Vec<&mut ConvBn> {
+        let mut v = self.attn.conv_bns_mut();
+        v.extend(self.ffn.iter_mut());
+        v
     }
 
     /// `[B, c, H, W]` -> `[B, c, H, W]`.
@@ -106,6 +118,13 @@ impl C2psa {
             m,
             c,
         })
+    }
+
+    /// Every convolution + batch norm (for folding).
+    pub fn conv_bns_mut(&mut self) -> Vec<&mut ConvBn> {
+        let mut v = vec![&mut self.cv1, &mut self.cv2];
+        v.extend(self.m.iter_mut().flat_map(PsaBlock::conv_bns_mut));
+        v
     }
 
     /// `[B, c1, H, W]` -> `[B, c1, H, W]`.

@@ -33,6 +33,11 @@ impl Bottleneck {
         })
     }
 
+    /// Every convolution + batch norm (for folding).
+    pub fn conv_bns_mut(&mut self) -> Vec<&mut ConvBn> {
+        vec![&mut self.cv1, &mut self.cv2]
+    }
+
     /// `[N, c1, H, W]` -> `[N, c2, H, W]`.
     pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
         let y = self.cv2.forward(&self.cv1.forward(x, train), train);
@@ -60,6 +65,13 @@ impl C3k {
             cv3: conv(&(p / "cv3"), ConvSpec::new(2 * c, c2, 1))?,
             m,
         })
+    }
+
+    /// Every convolution + batch norm (for folding).
+    pub fn conv_bns_mut(&mut self) -> Vec<&mut ConvBn> {
+        let mut v = vec![&mut self.cv1, &mut self.cv2, &mut self.cv3];
+        v.extend(self.m.iter_mut().flat_map(Bottleneck::conv_bns_mut));
+        v
     }
 
     /// `[N, c1, H, W]` -> `[N, c2, H, W]`.
@@ -132,6 +144,18 @@ impl C2f {
         })
     }
 
+    /// Every convolution + batch norm (for folding).
+    pub fn conv_bns_mut(&mut self) -> Vec<&mut ConvBn> {
+        let mut v = vec![&mut self.cv1, &mut self.cv2];
+        for b in &mut self.m {
+            v.extend(match b {
+                Inner::Bottleneck(b) => b.conv_bns_mut(),
+                Inner::C3k(b) => b.conv_bns_mut(),
+            });
+        }
+        v
+    }
+
     /// `[N, c1, H, W]` -> `[N, c2, H, W]`.
     pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
         let mut y = self.cv1.forward(x, train).chunk(2, 1);
@@ -164,6 +188,11 @@ impl Sppf {
             cv2: conv(&(p / "cv2"), ConvSpec::new(4 * c, c2, 1))?,
             k,
         })
+    }
+
+    /// Every convolution + batch norm (for folding).
+    pub fn conv_bns_mut(&mut self) -> Vec<&mut ConvBn> {
+        vec![&mut self.cv1, &mut self.cv2]
     }
 
     /// `[N, c1, H, W]` -> `[N, c2, H, W]`.

@@ -16,8 +16,8 @@ use tlcv_core::backbones::layers::{Conv, ConvBn, ConvInit, ConvOpts};
 
 use super::conv::{ConvSpec, conv};
 use super::spec::Version;
-use crate::yolo::anchors::anchor_points;
 use crate::error::{DetectError, Result};
+use crate::yolo::anchors::anchor_points;
 use crate::yolo::head::HeadOutput;
 
 /// Bins per box edge in every released model.
@@ -127,6 +127,11 @@ impl Detect {
         let x2y2 = &grid + ltrb.slice(-1, 2, 4, 1);
         let xywh = Tensor::cat(&[(&x1y1 + &x2y2) / 2.0, &x2y2 - &x1y1], -1) * &anchors.strides; // [N, A, 4]
         Tensor::cat(&[xywh, out.cls.sigmoid()], -1).transpose(1, 2) // [N, 4 + nc, A]
+    }
+
+    /// Every convolution + batch norm (for folding).
+    pub fn conv_bns_mut(&mut self) -> Vec<&mut ConvBn> {
+        self.cv2.iter_mut().chain(self.cv3.iter_mut()).flat_map(|b| b.convs.iter_mut()).collect()
     }
 
     /// Number of levels.

@@ -14,6 +14,7 @@ pub mod attention;
 pub mod block;
 pub mod checkpoint;
 pub mod conv;
+pub mod family;
 pub mod forward;
 pub mod head;
 pub mod postprocess;
@@ -21,6 +22,8 @@ pub mod spec;
 
 use tch::{Tensor, nn};
 use tlcv_core::backbones::layers::ConvBn;
+use tlcv_core::backbones::{Backbone, FeatureInfo, Normalization, Stages};
+use tlcv_core::onnx::{Graph, OnnxError, Value as OnnxValue};
 
 use self::attention::C2psa;
 use self::block::{C2f, C2fKind, Sppf};
@@ -60,8 +63,14 @@ pub struct UltralyticsYolo {
     pub arch: YoloArch,
     nodes: Vec<Node>,
     detect_from: &'static [i64],
+    /// The first this many modules run in eval mode (frozen; see [`UltralyticsYolo::set_frozen_modules`]).
+    frozen: usize,
     /// Whether each row's output is read by a later row (Ultralytics' `save` list).
     saved: Vec<bool>,
+    /// Output channels of each row before `Detect`.
+    channels: Vec<i64>,
+    /// The backbone modules, one stage each (for freezing).
+    stages: Stages,
     /// The head.
     pub detect: Detect,
 }
@@ -74,19 +83,20 @@ fn resolve(index: usize, from: &[i64]) -> impl Iterator<Item = usize> + '_ {
 impl UltralyticsYolo {
     /// The network for `nc` classes with its variables under `p / "model"`, initialised as
     /// Ultralytics initialises a new `DetectionModel` (PyTorch's default convolutions, batch norms at
-    /// eps 1e-3 and momentum 0.03, `Detect.bias_init`).
+    /// eps 1e-3 and momentum 0.03, `Detect.bias_init`). The backbone modules are in optimiser group
+    /// 0 and the others in group 1, as this crate's other detectors split backbone and head.
     pub fn new(p: &nn::Path, arch: YoloArch, nc: i64) -> Result<Self> {
         if !(1..=10_000).contains(&nc) {
             return Err(DetectError::Invalid(format!("{arch}: number of classes must be 1 to 10000, got {nc}")));
         }
-        let m = p / "model";
+        let (backbone, head) = (p.set_group(0) / "model", p.set_group(1) / "model");
         let rows = arch.rows();
         let mut ch: Vec<i64> = Vec::with_capacity(rows.len()); // output channels per row
         let mut nodes = Vec::with_capacity(rows.len());
         let mut detect = None;
         let mut detect_from: &'static [i64] = &[];
         for (i, row) in rows.iter().enumerate() {
-            let q = &m / i;
+            let q = if i < arch.backbone_len() { &backbone / i } else { &head / i };
             let inputs: Vec<i64> = resolve(i, row.from).map(|j| if i == 0 { 3 } else { ch[j] }).collect();
             let c1 = inputs[0];
             let (layer, c2) = match row.module {
@@ -133,7 +143,20 @@ impl UltralyticsYolo {
                 }
             }
         }
-        Ok(Self { arch, nodes, detect_from, saved, detect })
+        ch.truncate(nodes.len());
+        let stages = Stages { prefixes: (0..arch.backbone_len()).map(|i| vec![Self::module_prefix(i)]).collect() };
+        Ok(Self { arch, nodes, detect_from, frozen: 0, saved, channels: ch, stages, detect })
+    }
+
+    /// Runs the first `n` modules with their batch norms in eval mode whatever `train` says (their
+    /// variables are frozen by the caller).
+    pub fn set_frozen_modules(&mut self, n: usize) {
+        self.frozen = n;
+    }
+
+    /// Number of modules before `Detect` (`model.0` .. `model.{n - 1}`).
+    pub fn num_modules(&self) -> usize {
+        self.nodes.len()
     }
 
     /// Number of classes.
@@ -141,19 +164,13 @@ impl UltralyticsYolo {
         self.detect.nc
     }
 
-    /// `[N, 3, H, W]` (H, W multiples of 32) -> the inputs of `Detect`: `[N, c_i, H / s_i, W / s_i]`
-    /// for strides 8, 16, 32. `train` puts the batch norms in training mode.
-    pub fn features(&self, x: &Tensor, train: bool) -> Vec<Tensor> {
-        let mut kept: Vec<Option<Tensor>> = Vec::with_capacity(self.nodes.len());
+    /// Runs rows `0..=last` on `x`; returns every row's output when `keep_all`, else only those a
+    /// later row reads (and always the last).
+    fn run_rows(&self, x: &Tensor, train: bool, last: usize, keep_all: bool) -> Vec<Option<Tensor>> {
+        let mut kept: Vec<Option<Tensor>> = Vec::with_capacity(last + 1);
         let mut x = x.shallow_clone();
-        for (i, node) in self.nodes.iter().enumerate() {
-            let pick = |j: usize| {
-                if j + 1 == i {
-                    x.shallow_clone()
-                } else {
-                    kept[j].as_ref().map_or_else(|| x.shallow_clone(), Tensor::shallow_clone)
-                }
-            };
+        for (i, node) in self.nodes.iter().enumerate().take(last + 1) {
+            let train = train && i >= self.frozen;
             let y = match &node.layer {
                 Layer::Conv(c) => c.forward(&x, train),
                 Layer::C2f(c) => c.forward(&x, train),
@@ -164,17 +181,30 @@ impl UltralyticsYolo {
                     x.upsample_nearest2d([s[2] * 2, s[3] * 2], Some(2.0), Some(2.0))
                 }
                 Layer::Concat => {
-                    let parts: Vec<Tensor> = resolve(i, node.from).map(pick).collect();
+                    let parts: Vec<Tensor> = resolve(i, node.from)
+                        .map(|j| {
+                            if j + 1 == i {
+                                x.shallow_clone()
+                            } else {
+                                kept[j].as_ref().map_or_else(|| x.shallow_clone(), Tensor::shallow_clone)
+                            }
+                        })
+                        .collect();
                     Tensor::cat(&parts, 1)
                 }
             };
-            kept.push(self.saved[i].then(|| y.shallow_clone()));
+            kept.push((keep_all || self.saved[i] || i == last).then(|| y.shallow_clone()));
             x = y;
         }
+        kept
+    }
+
+    /// `[N, 3, H, W]` (H, W multiples of 32) -> the inputs of `Detect`: `[N, c_i, H / s_i, W / s_i]`
+    /// for strides 8, 16, 32. `train` puts the batch norms in training mode.
+    pub fn features(&self, x: &Tensor, train: bool) -> Vec<Tensor> {
         let n = self.nodes.len();
-        resolve(n, self.detect_from)
-            .map(|j| kept[j].as_ref().map_or_else(|| x.shallow_clone(), Tensor::shallow_clone))
-            .collect()
+        let kept = self.run_rows(x, train, n - 1, false);
+        resolve(n, self.detect_from).filter_map(|j| kept[j].as_ref().map(Tensor::shallow_clone)).collect()
     }
 
     /// `[N, 3, H, W]` -> the raw head output (class logits `[N, A, nc]`, distance logits
@@ -189,8 +219,74 @@ impl UltralyticsYolo {
         self.detect.decode(&self.forward_raw(x, false))
     }
 
+    /// Folds every batch norm into its convolution for eval-mode forwards, as Ultralytics' `fuse()`
+    /// does for inference (a snapshot: fold again after the weights change; training forwards are
+    /// unaffected).
+    pub fn fold(&mut self) -> Result<()> {
+        let mut all: Vec<&mut ConvBn> = Vec::new();
+        for node in &mut self.nodes {
+            match &mut node.layer {
+                Layer::Conv(c) => all.push(c),
+                Layer::C2f(c) => all.extend(c.conv_bns_mut()),
+                Layer::Sppf(c) => all.extend(c.conv_bns_mut()),
+                Layer::C2psa(c) => all.extend(c.conv_bns_mut()),
+                Layer::Upsample | Layer::Concat => {}
+            }
+        }
+        all.extend(self.detect.conv_bns_mut());
+        for c in all {
+            c.fold()?;
+        }
+        Ok(())
+    }
+
     /// State-dict prefix of module `i` (`model.{i}`).
     pub fn module_prefix(i: usize) -> String {
         format!("model.{i}")
     }
 }
+
+/// The backbone modules as a core [`Backbone`]: C3, C4, C5 are the outputs of
+/// [`YoloArch::feature_rows`], the low-level map is row 2's (stride 4), and every module is a stage.
+impl Backbone for UltralyticsYolo {
+    fn forward_features(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
+        let rows = self.arch.feature_rows();
+        let kept = self.run_rows(xs, train, rows[2], true);
+        rows.iter().filter_map(|&r| kept[r].as_ref().map(Tensor::shallow_clone)).collect()
+    }
+
+    fn feature_info(&self) -> Vec<FeatureInfo> {
+        let rows = self.arch.feature_rows();
+        rows.iter().zip(STRIDES).map(|(&r, stride)| FeatureInfo { stride, channels: self.channels[r] }).collect()
+    }
+
+    fn forward_features_with_low(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
+        let rows = self.arch.feature_rows();
+        let kept = self.run_rows(xs, train, rows[2], true);
+        [2, rows[0], rows[1], rows[2]].iter().filter_map(|&r| kept[r].as_ref().map(Tensor::shallow_clone)).collect()
+    }
+
+    fn low_level_info(&self) -> FeatureInfo {
+        FeatureInfo { stride: 4, channels: self.channels[2] }
+    }
+
+    fn stages(&self) -> &Stages {
+        &self.stages
+    }
+
+    fn set_frozen_stages(&mut self, n: usize) {
+        self.set_frozen_modules(n);
+    }
+
+    fn normalization(&self) -> Normalization {
+        NORMALIZATION
+    }
+
+    /// Not written yet: the Ultralytics blocks have no ONNX emitters (see `YoloFamily::to_onnx`).
+    fn features_with_low_onnx(&self, _g: &mut Graph, _x: &OnnxValue) -> std::result::Result<Vec<OnnxValue>, OnnxError> {
+        Err(OnnxError::Unsupported(format!("the {} backbone has no ONNX emitters yet", self.arch)))
+    }
+}
+
+/// Inputs are RGB in 0-1, as Ultralytics feeds them.
+pub const NORMALIZATION: Normalization = Normalization { mean: [0.0; 3], std: [1.0; 3] };

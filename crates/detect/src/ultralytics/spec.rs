@@ -98,6 +98,18 @@ impl FromStr for YoloArch {
     }
 }
 
+impl serde::Serialize for YoloArch {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for YoloArch {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// A module of the YAML, before scaling.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Module {
@@ -234,12 +246,36 @@ impl YoloArch {
         self.version == Version::V11 && matches!(self.scale, Scale::M | Scale::L | Scale::X)
     }
 
-    /// The modules of the backbone, `model.0 ..= model.{n}` (YOLOv8: 0-9 up to SPPF; YOLO11: 0-10
-    /// up to C2PSA): what `feature-extract` freezes.
+    /// Number of backbone modules, `model.0 ..` (YOLOv8: 0-9 up to SPPF; YOLO11: 0-10 up to C2PSA):
+    /// what `feature-extract` freezes.
     pub fn backbone_len(self) -> usize {
         match self.version {
             Version::V8 => 10,
             Version::V11 => 11,
+        }
+    }
+
+    /// The backbone rows whose outputs are the stride-8, 16 and 32 maps (C3, C4, C5).
+    pub fn feature_rows(self) -> [usize; 3] {
+        match self.version {
+            Version::V8 => [4, 6, 9],
+            Version::V11 => [4, 6, 10],
+        }
+    }
+
+    /// The neck and head modules (`model.{backbone_len} ..= model.{detect}`), which never freeze.
+    pub fn head_prefixes(self) -> &'static [&'static str] {
+        const V8_HEAD: [&str; 13] = [
+            "model.10", "model.11", "model.12", "model.13", "model.14", "model.15", "model.16", "model.17", "model.18",
+            "model.19", "model.20", "model.21", "model.22",
+        ];
+        const V11_HEAD: [&str; 13] = [
+            "model.11", "model.12", "model.13", "model.14", "model.15", "model.16", "model.17", "model.18", "model.19",
+            "model.20", "model.21", "model.22", "model.23",
+        ];
+        match self.version {
+            Version::V8 => &V8_HEAD,
+            Version::V11 => &V11_HEAD,
         }
     }
 
@@ -278,5 +314,10 @@ mod tests {
         assert_eq!(y11n.repeats(2), 1);
         assert_eq!(((1.5f64).round_ties_even(), (2.5f64).round_ties_even()), (2.0, 2.0));
         assert!(!y11n.forces_c3k() && "yolo11m".parse::<YoloArch>().is_ok_and(|a| a.forces_c3k()));
+        // The head prefixes are every module from the end of the backbone to Detect.
+        for a in [v8n, y11n] {
+            let want: Vec<String> = (a.backbone_len()..=a.detect_index()).map(|i| format!("model.{i}")).collect();
+            assert_eq!(a.head_prefixes(), want.as_slice());
+        }
     }
 }
