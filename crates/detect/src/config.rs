@@ -36,6 +36,9 @@ pub struct DataConfig {
     pub gen_size: i32,
     /// Embedded data: generator seed.
     pub seed: u64,
+    /// Embedded data: `all` (six shapes and the digits 0, 1, 4), `shapes` (the six shapes only) or
+    /// `digits` (the ten digits only): two disjoint tasks on the same photos, for transfer.
+    pub classes: tlcv_datasets::detection::ClassSet,
     /// Images larger than this many pixels are refused.
     pub max_pixels: u64,
     /// Keep up to this many MiB of decoded training images in memory.
@@ -52,6 +55,7 @@ impl Default for DataConfig {
             val_images: 120,
             gen_size: 320,
             seed: 0,
+            classes: tlcv_datasets::detection::ClassSet::All,
             max_pixels: 64_000_000,
             cache_mib: 1024,
         }
