@@ -2,7 +2,7 @@
 //! only the pages of the chosen model are touched, each tensor is copied once out of the map in its
 //! stored dtype, and the other model and the optimizer state of a training checkpoint are never read.
 //! Measured as the process's peak resident memory (`VmHWM`, reset through `/proc/self/clear_refs`),
-//! so this is the only test of its binary. The read time is printed, not asserted.
+//! so this is the only test of its binary. The read time (wall and CPU) is printed, not asserted.
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)] // test failures are panics
 
@@ -21,16 +21,25 @@ fn status(field: &str) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
 }
 
-/// Reads `path`; returns (peak resident growth, bytes of the tensors read, seconds).
-fn measure(path: &Path) -> (u64, u64, f64) {
+/// CPU seconds (user + system) this process has used: fields 14 and 15 of `/proc/self/stat`, in
+/// clock ticks of 1/100 s.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after_name.split_whitespace().collect();
+    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
+}
+
+/// Reads `path`; returns (peak resident growth, bytes of the tensors read, wall seconds, CPU seconds).
+fn measure(path: &Path) -> (u64, u64, f64, f64) {
     std::fs::write("/proc/self/clear_refs", "5").expect("resetting the peak resident size (clear_refs)");
     let before = status("VmRSS");
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), cpu_seconds());
     let ck = read_checkpoint(path).unwrap();
-    let secs = t.elapsed().as_secs_f64();
+    let (secs, cpu) = (t.elapsed().as_secs_f64(), cpu_seconds() - cpu);
     let peak = status("VmHWM");
     let bytes = ck.state_dict.iter().map(|(_, t)| (t.numel() * t.kind().elt_size_in_bytes()) as u64).sum();
-    (peak.saturating_sub(before), bytes, secs)
+    (peak.saturating_sub(before), bytes, secs, cpu)
 }
 
 #[test]
@@ -41,9 +50,10 @@ fn reading_a_checkpoint_holds_one_copy_of_the_weights() {
     for (file, copies_in_file) in [("yolov8m.pt", 1.0), ("yolov8s.pt", 3.0)] {
         let path = fx.join(file);
         let len = std::fs::metadata(&path).unwrap().len();
-        let (growth, weights, secs) = measure(&path);
+        let (growth, weights, secs, cpu) = measure(&path);
         eprintln!(
-            "{file}: {:.1} MB file, {:.1} MB of weights read in {secs:.3} s, peak resident growth {:.1} MB",
+            "{file}: {:.1} MB file, {:.1} MB of weights read in {secs:.3} s ({cpu:.2} s of CPU), peak resident \
+             growth {:.1} MB",
             len as f64 / 1e6,
             weights as f64 / 1e6,
             growth as f64 / 1e6
