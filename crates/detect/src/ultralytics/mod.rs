@@ -75,9 +75,41 @@ pub struct UltralyticsYolo {
     pub detect: Detect,
 }
 
-/// The output-channel count of every row, computed as `parse_model` does.
+/// The rows a row at `index` reads (`-1` = the previous row), as indices.
 fn resolve(index: usize, from: &[i64]) -> impl Iterator<Item = usize> + '_ {
     from.iter().map(move |&f| if f < 0 { (index as i64 + f) as usize } else { f as usize })
+}
+
+/// The module of one non-`Detect` row at `q` with its output channels, scaled as `parse_model` scales
+/// it; `inputs` are the channels of the rows it reads.
+fn layer(q: &nn::Path, arch: YoloArch, module: Module, inputs: &[i64]) -> Result<(Layer, i64)> {
+    let c1 = inputs[0];
+    Ok(match module {
+        Module::Conv { c2, k, s } => {
+            let c2 = arch.channels(c2);
+            (Layer::Conv(conv::conv(q, ConvSpec::new(c1, c2, k).stride(s))?), c2)
+        }
+        Module::C2f { c2, n, shortcut } => {
+            let c2 = arch.channels(c2);
+            (Layer::C2f(C2f::new(q, c1, c2, arch.repeats(n), C2fKind::C2f { shortcut })?), c2)
+        }
+        Module::C3k2 { c2, n, c3k, e } => {
+            let c2 = arch.channels(c2);
+            let kind = C2fKind::C3k2 { c3k: c3k || arch.forces_c3k(), e };
+            (Layer::C2f(C2f::new(q, c1, c2, arch.repeats(n), kind)?), c2)
+        }
+        Module::Sppf { c2, k } => {
+            let c2 = arch.channels(c2);
+            (Layer::Sppf(Sppf::new(q, c1, c2, k)?), c2)
+        }
+        Module::C2psa { c2, n } => {
+            let c2 = arch.channels(c2);
+            (Layer::C2psa(C2psa::new(q, c1, c2, arch.repeats(n))?), c2)
+        }
+        Module::Upsample => (Layer::Upsample, c1),
+        Module::Concat => (Layer::Concat, inputs.iter().sum()),
+        Module::Detect => return Err(DetectError::Invalid("Detect is built by UltralyticsYolo::new".into())),
+    })
 }
 
 impl UltralyticsYolo {
@@ -98,38 +130,12 @@ impl UltralyticsYolo {
         for (i, row) in rows.iter().enumerate() {
             let q = if i < arch.backbone_len() { &backbone / i } else { &head / i };
             let inputs: Vec<i64> = resolve(i, row.from).map(|j| if i == 0 { 3 } else { ch[j] }).collect();
-            let c1 = inputs[0];
-            let (layer, c2) = match row.module {
-                Module::Conv { c2, k, s } => {
-                    let c2 = arch.channels(c2);
-                    (Layer::Conv(conv::conv(&q, ConvSpec::new(c1, c2, k).stride(s))?), c2)
-                }
-                Module::C2f { c2, n, shortcut } => {
-                    let c2 = arch.channels(c2);
-                    (Layer::C2f(C2f::new(&q, c1, c2, arch.repeats(n), C2fKind::C2f { shortcut })?), c2)
-                }
-                Module::C3k2 { c2, n, c3k, e } => {
-                    let c2 = arch.channels(c2);
-                    let kind = C2fKind::C3k2 { c3k: c3k || arch.forces_c3k(), e };
-                    (Layer::C2f(C2f::new(&q, c1, c2, arch.repeats(n), kind)?), c2)
-                }
-                Module::Sppf { c2, k } => {
-                    let c2 = arch.channels(c2);
-                    (Layer::Sppf(Sppf::new(&q, c1, c2, k)?), c2)
-                }
-                Module::C2psa { c2, n } => {
-                    let c2 = arch.channels(c2);
-                    (Layer::C2psa(C2psa::new(&q, c1, c2, arch.repeats(n))?), c2)
-                }
-                Module::Upsample => (Layer::Upsample, c1),
-                Module::Concat => (Layer::Concat, inputs.iter().sum()),
-                Module::Detect => {
-                    detect = Some(Detect::new(&q, arch.version, nc, &inputs, &STRIDES)?);
-                    detect_from = row.from;
-                    ch.push(0);
-                    continue;
-                }
-            };
+            if row.module == Module::Detect {
+                detect = Some(Detect::new(&q, arch.version, nc, &inputs, &STRIDES)?);
+                detect_from = row.from;
+                break;
+            }
+            let (layer, c2) = layer(&q, arch, row.module, &inputs)?;
             ch.push(c2);
             nodes.push(Node { from: row.from, layer });
         }
@@ -143,7 +149,6 @@ impl UltralyticsYolo {
                 }
             }
         }
-        ch.truncate(nodes.len());
         let stages = Stages { prefixes: (0..arch.backbone_len()).map(|i| vec![Self::module_prefix(i)]).collect() };
         Ok(Self { arch, nodes, detect_from, frozen: 0, saved, channels: ch, stages, detect })
     }
