@@ -4,10 +4,12 @@ what tlcv computed.
 Usage: python check_ultralytics_load.py MODEL FILE [INPUT.npy RUST_OUTPUT.npy]
 
 Builds `ultralytics.nn.tasks.DetectionModel("MODEL.yaml", nc=N)` (MODEL e.g. yolov8n or yolo11n; N from
-the file's class branch `model.<last>.cv3.0.2.weight`), loads FILE with `load_state_dict(..., strict=True)`,
+the file's class branch `model.<last>.cv3.0.2.weight`), loads FILE with `load_state_dict(..., strict=True)`
 and, given INPUT.npy and RUST_OUTPUT.npy, runs INPUT through the model in eval mode and requires, for the
 box rows and for the class-score rows of the `[N, 4 + nc, A]` output separately,
 max |ultralytics - rust| <= 1e-4 * max |ultralytics|.
+FILE may also be an Ultralytics `.pt` that you trust (e.g. `assets/models/yolov8n.pt`): Ultralytics then
+unpickles it itself and its `ema`, else `model`, in float32 gives the state dict.
 Exit code 0 on success; 1 with a one-line reason otherwise. Run it with the reference venv
 (`.tlcv/venv-ref/bin/python`, made by `cargo xtask setup --reference`).
 """
@@ -27,6 +29,11 @@ def class_count(sd):
     return sd[max(heads, key=lambda k: int(k.split(".")[1]))].shape[0]
 
 
+def read_pt(path):
+    ck = torch.load(path, map_location="cpu", weights_only=False)  # trusted files only: runs pickle code
+    return (ck.get("ema") or ck["model"]).float().state_dict()
+
+
 def close(name, ref, got):
     scale = ref.abs().max().item()
     diff = (ref - got).abs().max().item()
@@ -39,7 +46,7 @@ def main():
     if len(sys.argv) not in (3, 5):
         sys.exit(__doc__)
     name, path = sys.argv[1], sys.argv[2]
-    sd = load_file(path)
+    sd = read_pt(path) if path.endswith(".pt") else load_file(path)
     model = DetectionModel(f"{name}.yaml", nc=class_count(sd), verbose=False)
     try:
         model.load_state_dict(sd, strict=True)

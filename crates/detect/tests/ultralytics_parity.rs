@@ -6,7 +6,8 @@
 //! - the post-processing keeps the boxes of Ultralytics' `non_max_suppression` on the same output;
 //! - a state dict saved here loads into Ultralytics' `DetectionModel` with `strict=True` and gives
 //!   the same output (`scripts/check_ultralytics_load.py` in the reference venv);
-//! - the class names, class count and network come from the checkpoint's records.
+//! - the class names, class count and network come from the checkpoint's records;
+//! - the shipped `assets/models/yolov8n.pt` loads strictly here and in Ultralytics, with equal outputs.
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)] // test failures are panics
 
@@ -250,4 +251,32 @@ fn folded_batch_norms_stay_within_rounding_of_ultralytics() {
         let scores = (y.narrow(1, 4, rows - 4), want.narrow(1, 4, rows - 4));
         assert_within(&scores.0, &scores.1, 5e-4, &format!("folded {name} scores"));
     }
+}
+
+/// The shipped `assets/models/yolov8n.pt` (the pretrained start of `detect train --model yolov8n`):
+/// its records give yolov8n and the six shape classes, `detect forward` loads it strictly, and
+/// Ultralytics, unpickling the same file itself, loads it strictly and gives the same output.
+#[test]
+fn the_shipped_yolov8n_loads_here_and_in_ultralytics() {
+    let shipped = root().join("assets/models/yolov8n.pt");
+    let ck = checkpoint::read(&shipped).unwrap();
+    assert_eq!(ck.arch.map(|a| a.to_string()).as_deref(), Some("yolov8n"));
+    assert_eq!(ck.names, ["circle", "square", "triangle", "star", "hexagon", "cross"]);
+    let y = forward_cli(None, &shipped);
+    assert_eq!(y.size()[1], 4 + 6, "[N, 4 + nc, A]");
+    let tmp = tempfile::tempdir().unwrap();
+    let y_path = tmp.path().join("rust_out.npy");
+    y.write_npy(&y_path).unwrap();
+    let out = run(Command::new(reference_python())
+        .arg(root().join("scripts/check_ultralytics_load.py"))
+        .arg("yolov8n")
+        .arg(&shipped)
+        .arg(fixtures().join("input.npy"))
+        .arg(&y_path));
+    assert!(
+        out.status.success(),
+        "Ultralytics rejected or disagreed with the shipped checkpoint: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
