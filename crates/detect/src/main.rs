@@ -303,10 +303,7 @@ fn train_and_report(
     let metrics = pipeline::write_metrics(run, &outcome)?;
     let mut issues = outcome.issues.messages.clone();
     issues.extend(outcome.skipped.reasons());
-    let mut facts = vec![
-        ("family".to_string(), cfg.model.family.to_string()),
-        ("network".to_string(), cfg.network()),
-    ];
+    let mut facts = vec![("family".to_string(), cfg.model.family.to_string()), ("network".to_string(), cfg.network())];
     facts.extend(fit_facts(&outcome.fit));
     facts.extend([
         ("data".to_string(), outcome.data_dir.display().to_string()),

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor, nn};
 use tlcv_core::backbones::Backbone;
 use tlcv_core::checkpoint::{LoadOptions, load_into};
+use tlcv_core::onnx::{Graph, Value};
 use tlcv_core::weights::WeightsSource;
 
 use super::checkpoint;
@@ -25,6 +26,7 @@ use super::spec::YoloArch;
 use super::{STRIDES, UltralyticsYolo};
 use crate::config::ModelConfig;
 use crate::error::{DetectError, Result};
+use crate::export::OnnxHead;
 use crate::family::{BuildContext, DetectorFamily, StepLosses};
 use crate::model_io::Targets;
 use crate::postprocess::{Detection, PostprocessConfig};
@@ -161,6 +163,22 @@ impl DetectorFamily for YoloFamily {
         }
         Ok(true)
     }
+
+    fn decoded(&self, _xs: &Tensor) -> Result<(Tensor, Tensor)> {
+        Err(not_exported(self.model.arch))
+    }
+
+    fn to_onnx(&self, _g: &mut Graph, _x: &Value) -> Result<OnnxHead> {
+        Err(not_exported(self.model.arch))
+    }
+}
+
+/// What `detect export` says for these networks (their blocks have no ONNX emitters yet).
+fn not_exported(arch: YoloArch) -> DetectError {
+    DetectError::Invalid(format!(
+        "ONNX export of {arch} is not supported yet: the Ultralytics blocks (C2f, C3k2, C2PSA, DFL head) are not \
+         written as ONNX nodes; export a yolo or ssd run, or export the .pt with Ultralytics"
+    ))
 }
 
 #[cfg(test)]
