@@ -6,12 +6,14 @@
 //! - [`pipeline`]: decode + random-resized-crop 224 + flip + normalise + batch.
 //! - [`models`]: a training step and an inference batch of a backbone in fp32, channels-last or bf16.
 //! - [`synth`]: deterministic synthetic NMS boxes, COCO ground truth and detections, segmentation masks.
+//! - [`yolo`]: a training step and an inference batch of Ultralytics' YOLOv8 / YOLO11.
 
 pub mod corpus;
 pub mod models;
 pub mod onnx;
 pub mod pipeline;
 pub mod synth;
+pub mod yolo;
 
 /// A `kB` field of `/proc/self/status` in MiB (`VmHWM` = peak resident set size); 0 where unknown.
 pub fn proc_status_mb(field: &str) -> f64 {

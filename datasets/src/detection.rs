@@ -7,6 +7,10 @@
 //! - COCO: `annotations/instances_{train,val}.json` (category ids are class index + 1).
 //!
 //! Validation digits come from other cells of the sheet than training digits (other writers' samples).
+//!
+//! [`ClassSet`] picks the classes: all nine (the default), only the six shapes, or the ten digits
+//! 0-9 on their own; the last two are two different data sets over the same photos, for showing
+//! transfer from one detection task to another.
 
 use std::f64::consts::PI;
 use std::path::Path;
@@ -32,6 +36,54 @@ pub const NUM_SHAPES: usize = 6;
 /// The splits written.
 pub const SPLITS: [&str; 2] = ["train", "val"];
 
+/// Which objects a data set holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClassSet {
+    /// The six shapes and the digits 0, 1, 4 ([`CLASSES`]).
+    #[default]
+    All,
+    /// Only the six shapes.
+    Shapes,
+    /// Only digits, all ten of them (`digit_0` .. `digit_9`).
+    Digits,
+}
+
+/// What an object of a class is.
+enum Kind {
+    Shape(usize),
+    Digit(usize),
+}
+
+impl ClassSet {
+    /// Class names in label order.
+    pub fn names(self) -> Vec<String> {
+        match self {
+            ClassSet::All => CLASSES.iter().map(|c| c.to_string()).collect(),
+            ClassSet::Shapes => CLASSES[..NUM_SHAPES].iter().map(|c| c.to_string()).collect(),
+            ClassSet::Digits => (0..10).map(|d| format!("digit_{d}")).collect(),
+        }
+    }
+
+    /// Folder-name suffix (empty for [`ClassSet::All`], whose folders keep their names).
+    pub fn suffix(self) -> &'static str {
+        match self {
+            ClassSet::All => "",
+            ClassSet::Shapes => "-shapes",
+            ClassSet::Digits => "-digits",
+        }
+    }
+
+    fn kind(self, class: usize) -> Kind {
+        match self {
+            ClassSet::All if class < NUM_SHAPES => Kind::Shape(class),
+            ClassSet::All => Kind::Digit(DIGITS[class - NUM_SHAPES]),
+            ClassSet::Shapes => Kind::Shape(class),
+            ClassSet::Digits => Kind::Digit(class),
+        }
+    }
+}
+
 /// What to generate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DetectionSpec {
@@ -45,18 +97,20 @@ pub struct DetectionSpec {
     pub max_objects: usize,
     /// Seed of every random choice.
     pub seed: u64,
+    /// The classes.
+    pub classes: ClassSet,
 }
 
 impl Default for DetectionSpec {
     fn default() -> Self {
-        Self { train: 480, val: 120, size: 320, max_objects: 6, seed: 0 }
+        Self { train: 480, val: 120, size: 320, max_objects: 6, seed: 0, classes: ClassSet::All }
     }
 }
 
 /// One object: class index and box `[x1, y1, x2, y2]` in pixels.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Object {
-    /// Class index into [`CLASSES`].
+    /// Class index into the spec's [`ClassSet::names`].
     pub class: usize,
     /// Box corners in pixels.
     pub bbox: [f64; 4],
@@ -71,6 +125,7 @@ pub fn generate(out_dir: &Path, debdata_dir: &Path, spec: &DetectionSpec) -> Res
             "detection: need train, val and max_objects >= 1 and size >= 64, got {spec:?}"
         )));
     }
+    let names = spec.classes.names();
     build(out_dir, |dir| {
         let (mut sources, photos) = load_backgrounds(debdata_dir)?;
         let sheet = load_sheet(debdata_dir)?;
@@ -105,15 +160,15 @@ pub fn generate(out_dir: &Path, debdata_dir: &Path, spec: &DetectionSpec) -> Res
                 })
                 .collect::<Result<_, DatasetError>>()?;
             let path = ann.join(format!("instances_{split}.json"));
-            let text = coco_json(&objects, spec.size);
+            let text = coco_json(&objects, spec.size, &names);
             std::fs::write(&path, text).map_err(|e| DatasetError::io(&path, e))?;
         }
         let yaml = dir.join("data.yaml");
-        std::fs::write(&yaml, data_yaml()).map_err(|e| DatasetError::io(&yaml, e))?;
+        std::fs::write(&yaml, data_yaml(&names)).map_err(|e| DatasetError::io(&yaml, e))?;
         Ok(Summary {
-            name: "detection".into(),
+            name: format!("detection{}", spec.classes.suffix()),
             seed: spec.seed,
-            classes: CLASSES.iter().map(|c| c.to_string()).collect(),
+            classes: names.clone(),
             per_class: [0; 3],
             train: spec.train,
             val: spec.val,
@@ -124,11 +179,10 @@ pub fn generate(out_dir: &Path, debdata_dir: &Path, spec: &DetectionSpec) -> Res
 }
 
 /// The `data.yaml` of the YOLO layout.
-fn data_yaml() -> String {
-    let names: Vec<String> = CLASSES.iter().map(|c| c.to_string()).collect();
+fn data_yaml(names: &[String]) -> String {
     format!(
         "# Embedded tlcv detection data (YOLO layout).\npath: .\ntrain: images/train\nval: images/val\nnc: {}\nnames: [{}]\n",
-        CLASSES.len(),
+        names.len(),
         names.join(", ")
     )
 }
@@ -151,7 +205,7 @@ fn yolo_lines(objs: &[Object], side: f64) -> String {
 }
 
 /// COCO ground truth for one split; image ids are index + 1, category ids class + 1.
-fn coco_json(objects: &[Vec<Object>], size: i32) -> String {
+fn coco_json(objects: &[Vec<Object>], size: i32, names: &[String]) -> String {
     let images: Vec<_> = (0..objects.len())
         .map(|i| json!({"id": i + 1, "file_name": format!("{i:06}.jpg"), "width": size, "height": size}))
         .collect();
@@ -171,7 +225,7 @@ fn coco_json(objects: &[Vec<Object>], size: i32) -> String {
             }));
         }
     }
-    let categories: Vec<_> = CLASSES.iter().enumerate().map(|(i, c)| json!({"id": i + 1, "name": c})).collect();
+    let categories: Vec<_> = names.iter().enumerate().map(|(i, c)| json!({"id": i + 1, "name": c})).collect();
     json!({"images": images, "annotations": annotations, "categories": categories}).to_string()
 }
 
@@ -259,15 +313,17 @@ fn render(
     let n = rng.gen_range(1..=spec.max_objects);
     let mut objs: Vec<Object> = Vec::with_capacity(n);
     let (lo, hi) = ((size as f64 * 0.075).ln(), (size as f64 * 0.38).ln());
+    let classes = spec.classes.names().len();
     for _ in 0..n {
-        let class = rng.gen_range(0..CLASSES.len());
+        let class = rng.gen_range(0..classes);
         let extent = rng.gen_range(lo..hi).exp(); // log-uniform: as many small as large objects
         for _attempt in 0..40 {
-            let cand = if class < NUM_SHAPES {
-                place_shape(class, extent, size as f64, rng)
-            } else {
-                let cell = digit_cell(sheet, DIGITS[class - NUM_SHAPES], val, rng)?;
-                place_digit(cell, extent, size as f64, rng)
+            let cand = match spec.classes.kind(class) {
+                Kind::Shape(shape) => place_shape(shape, extent, size as f64, rng),
+                Kind::Digit(d) => {
+                    let cell = digit_cell(sheet, d, val, rng)?;
+                    place_digit(cell, extent, size as f64, rng)
+                }
             };
             let Some(placed) = cand else { continue };
             let bbox = placed.bbox();

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use tlcv_datasets::detection::{CLASSES, DetectionSpec, generate};
+use tlcv_datasets::detection::{CLASSES, ClassSet, DetectionSpec, generate};
 
 fn debdata() -> PathBuf {
     let dir = std::env::var_os("TLCV_DEBDATA")
@@ -35,7 +35,7 @@ fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 #[test]
 fn detection_set_is_deterministic_and_consistent() {
     let tmp = tempfile::tempdir().unwrap();
-    let spec = DetectionSpec { train: 8, val: 4, size: 128, max_objects: 6, seed: 5 };
+    let spec = DetectionSpec { train: 8, val: 4, size: 128, max_objects: 6, seed: 5, ..Default::default() };
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     let s = generate(&a, &debdata(), &spec).unwrap();
     generate(&b, &debdata(), &spec).unwrap();
@@ -80,5 +80,24 @@ fn detection_set_is_deterministic_and_consistent() {
                 );
             }
         }
+    }
+}
+
+#[test]
+fn shapes_and_digits_are_two_class_sets() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (set, nc, first) in [(ClassSet::Shapes, 6, "circle"), (ClassSet::Digits, 10, "digit_0")] {
+        let spec = DetectionSpec { train: 6, val: 2, size: 128, classes: set, ..Default::default() };
+        let dir = tmp.path().join(set.suffix().trim_start_matches('-'));
+        let s = generate(&dir, &debdata(), &spec).unwrap();
+        assert_eq!((s.classes.len(), s.classes[0].as_str()), (nc, first));
+        let yaml = std::fs::read_to_string(dir.join("data.yaml")).unwrap();
+        assert!(yaml.contains(&format!("nc: {nc}")), "{yaml}");
+        let coco: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("annotations/instances_train.json")).unwrap())
+                .unwrap();
+        let ids: Vec<i64> =
+            coco["annotations"].as_array().unwrap().iter().map(|a| a["category_id"].as_i64().unwrap()).collect();
+        assert!(!ids.is_empty() && ids.iter().all(|&c| (1..=nc as i64).contains(&c)), "{ids:?}");
     }
 }

@@ -68,6 +68,8 @@ struct Case {
     same: &'static [&'static str],
     /// libtorch threads on both sides.
     threads: usize,
+    /// Why the workload is not run on this machine (shown in its row instead of figures).
+    skip: Option<&'static str>,
 }
 
 type Fields = BTreeMap<String, String>;
@@ -173,6 +175,7 @@ fn cases(p: &Fields, args: &BenchArgs, threads: usize) -> Result<Vec<Case>> {
             // Loading uses no intra-op parallelism (DataLoader workers run 1 thread too); OpenMP threads
             // spinning in the main process only slow it down.
             threads: 1,
+            skip: None,
         });
     }
     let mut modes = vec!["fp32", "cl"];
@@ -200,8 +203,30 @@ fn cases(p: &Fields, args: &BenchArgs, threads: usize) -> Result<Vec<Case>> {
                     key: "images_per_s",
                     same: &[],
                     threads,
+                    skip: None,
                 });
             }
+        }
+    }
+    for (task, batch) in [("infer", "1"), ("infer", "16"), ("train", "16")] {
+        for mode in ["fp32", "bf16"] {
+            let a = strings(&[
+                "--arch", "yolov8n", "--task", task, "--mode", mode, "--batch", batch, "--size", "640", "--warmup",
+                warmup, "--iters", iters,
+            ]);
+            let mut rust = strings(&["yolo"]);
+            rust.extend(a.iter().cloned());
+            let native = args.bf16 || cpu_has_bf16();
+            out.push(Case {
+                name: format!("yolov8n {task} {mode}, 640 px, batch {batch} (images/s)"),
+                rust,
+                script: "yolo.py",
+                py: a,
+                key: "images_per_s",
+                same: &[],
+                threads,
+                skip: (mode == "bf16" && !native).then_some("not measured on this host (no native bf16)"),
+            });
         }
     }
     out.push(Case {
@@ -212,6 +237,7 @@ fn cases(p: &Fields, args: &BenchArgs, threads: usize) -> Result<Vec<Case>> {
         key: "seconds",
         same: &["stats"],
         threads,
+        skip: None,
     });
     for n in ["1000", "10000"] {
         let boxes = get(&format!("nms_{n}"))?;
@@ -223,6 +249,7 @@ fn cases(p: &Fields, args: &BenchArgs, threads: usize) -> Result<Vec<Case>> {
             key: "ms",
             same: &["kept", "checksum"],
             threads,
+            skip: None,
         });
     }
     // Exported networks at the embedded data's sizes: libtorch and tract here, ONNX Runtime there.
@@ -254,6 +281,7 @@ fn cases(p: &Fields, args: &BenchArgs, threads: usize) -> Result<Vec<Case>> {
                     key: "images_per_s",
                     same: &[],
                     threads,
+                    skip: None,
                 });
             }
         }
@@ -310,6 +338,11 @@ fn compare(root: &Path, args: &BenchArgs) -> Result<i32> {
     let mut notes = Vec::new();
     for case in cases(&prepared, args, threads)? {
         if args.filter.as_ref().is_some_and(|f| !case.name.contains(f.as_str())) {
+            continue;
+        }
+        if let Some(why) = case.skip {
+            println!("xtask: {}: {why}", case.name);
+            rows.push(Row::skipped(&case.name, why));
             continue;
         }
         println!("xtask: {} ...", case.name);
@@ -408,6 +441,19 @@ impl Row {
             _ => "-".into(),
         };
         Row { name: case.name.clone(), ours: show(ours), theirs: show(theirs), ratio, spread: "-".into(), rss }
+    }
+
+    /// A workload not run here.
+    fn skipped(name: &str, why: &str) -> Row {
+        let dash = || "-".to_string();
+        Row {
+            name: name.to_string(),
+            ours: why.to_string(),
+            theirs: dash(),
+            ratio: dash(),
+            spread: dash(),
+            rss: dash(),
+        }
     }
 
     fn plain(&self) -> String {
@@ -519,6 +565,12 @@ instead of page-faulted in again each step; PyTorch runs with glibc's defaults.
   the convolutions (`tlcv_core::fold`; PyTorch: `torch.fx.experimental.optimization.fuse`). In `bf16`
   this project casts the variables to bf16 once (as classify's frozen backbone does); PyTorch's autocast
   casts them on every call.
+- **YOLOv8n** (`detect::ultralytics` against Ultralytics 8.4.190's `DetectionModel`, 80 classes, random
+  weights, random 640x640 inputs in 0-1): inference with batch norms folded (Ultralytics: `fuse()`, as its
+  predictor does), eval, no gradients, the `[B, 84, 8400]` output; one training step at batch 16: forward,
+  the YOLO loss (here the crate's TAL + BCE + CIoU + DFL, there `v8DetectionLoss`) against the same four
+  boxes per image, backward, SGD (momentum 0.937, Nesterov, weight decay 5e-4). bf16 as for the backbones;
+  without native bf16 the rows say so instead of figures.
 - **COCO evaluation**: 5000 synthetic images, 100 detections each, 20 categories (deterministic); this
   project's `detect::eval::evaluate_files` against pycocotools `COCO` + `loadRes` + `COCOeval`
   (evaluate, accumulate, summarize) on the same two JSON files; the 12 stats must be identical.
@@ -535,7 +587,7 @@ mod tests {
     use super::*;
 
     fn case(key: &'static str) -> Case {
-        Case { name: "x".into(), rust: vec![], script: "s.py", py: vec![], key, same: &[], threads: 1 }
+        Case { name: "x".into(), rust: vec![], script: "s.py", py: vec![], key, same: &[], threads: 1, skip: None }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use tch::{Device, Kind, Tensor};
-use tlcv_benches::{corpus, median, models, pipeline, proc_status_mb, synth};
+use tlcv_benches::{corpus, median, models, pipeline, proc_status_mb, synth, yolo};
 
 #[derive(Parser, Debug)]
 #[command(about = "tlcv's side of the PyTorch comparison (run by `cargo xtask bench --compare`)")]
@@ -62,6 +62,25 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         iters: usize,
     },
+    /// Training or inference images/s of an Ultralytics YOLOv8 / YOLO11 (80 classes).
+    Yolo {
+        #[arg(long, default_value = "yolov8n")]
+        arch: String,
+        /// train or infer.
+        #[arg(long)]
+        task: String,
+        /// fp32 or bf16.
+        #[arg(long, default_value = "fp32")]
+        mode: String,
+        #[arg(long, default_value_t = 16)]
+        batch: i64,
+        #[arg(long, default_value_t = 640)]
+        size: i64,
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        #[arg(long, default_value_t = 3)]
+        iters: usize,
+    },
     /// COCO evaluation of `dets` against `gt` (load, evaluate, accumulate, summarise).
     Coco {
         #[arg(long)]
@@ -106,6 +125,9 @@ fn main() -> Result<()> {
         Cmd::Pipeline { dir, workers, batch, epochs } => run_pipeline(&dir, workers, batch, epochs)?,
         Cmd::Model { arch, mode, task, batch, size, warmup, iters } => {
             run_model(&arch, &mode, &task, batch, size, warmup, iters)?
+        }
+        Cmd::Yolo { arch, task, mode, batch, size, warmup, iters } => {
+            run_yolo(&arch, &task, &mode, batch, size, (warmup, iters))?
         }
         Cmd::Coco { gt, dets } => run_coco(&gt, &dets)?,
         Cmd::Nms { boxes, iters } => run_nms(&boxes, iters)?,
@@ -198,6 +220,45 @@ fn run_model(arch: &str, mode: &str, task: &str, batch: i64, size: i64, warmup: 
         bail!("folded batch norms are for inference only");
     }
     let mut m = models::ModelBench::new(arch, batch, size, mode, train)?;
+    let mut times = Vec::new();
+    let mut check = 0.0;
+    for i in 0..warmup + iters.max(1) {
+        let t = Instant::now();
+        check = if train { m.train_step() } else { m.infer().abs().mean(Kind::Float).double_value(&[]) };
+        if i >= warmup {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    if !check.is_finite() {
+        bail!("non-finite output");
+    }
+    Ok(format!(
+        "images_per_s={:.2} seconds_per_batch={:.4} check={check:.4}",
+        m.batch() as f64 / median(&times),
+        median(&times)
+    ))
+}
+
+fn run_yolo(
+    arch: &str,
+    task: &str,
+    mode: &str,
+    batch: i64,
+    size: i64,
+    (warmup, iters): (usize, usize),
+) -> Result<String> {
+    let arch = arch.parse().map_err(anyhow::Error::msg)?;
+    let train = match task {
+        "train" => true,
+        "infer" => false,
+        other => bail!("--task must be train or infer, got {other}"),
+    };
+    let bf16 = match mode {
+        "fp32" => false,
+        "bf16" => true,
+        other => bail!("--mode must be fp32 or bf16, got {other}"),
+    };
+    let mut m = yolo::YoloBench::new(arch, batch, size, train, bf16)?;
     let mut times = Vec::new();
     let mut check = 0.0;
     for i in 0..warmup + iters.max(1) {

@@ -118,6 +118,23 @@ fn malicious_pickles_are_refused_by_every_command_without_running_anything() {
     }
 }
 
+/// The Ultralytics checkpoint whose `DetectionModel` smuggles `posix.system`
+/// (`scripts/fixtures/gen_ultralytics.py`): the module records are inert, the call is refused by name.
+#[test]
+fn malicious_ultralytics_checkpoint_is_refused_by_every_command() {
+    let scratch = Scratch::new();
+    let fx = tlcv_core::paths::generated_fixture("ultralytics").unwrap_or_else(|e| panic!("{e}"));
+    let file = fx.join("malicious.pt");
+    let shown = file.display().to_string();
+    for (cmd_name, mut cmd) in scratch.commands("resnet18", &file) {
+        let _ = std::fs::remove_file(MARKER);
+        let out = run(&mut cmd);
+        let what = format!("classify {cmd_name} --weights malicious.pt");
+        assert_one_line_error(&what, &out, &["posix.system", &shown]);
+        assert!(!Path::new(MARKER).exists(), "{what}: {MARKER} appeared: the pickle was executed");
+    }
+}
+
 #[test]
 fn truncated_checkpoint_is_a_one_line_error() {
     let scratch = Scratch::new();

@@ -99,7 +99,12 @@ pub struct Comparison {
 pub fn compare_families(project: &Path, base: &str, configs: &[DetectConfig]) -> Result<Comparison> {
     let mut rows = Vec::with_capacity(configs.len());
     for cfg in configs {
-        let name = format!("{base}-{}", cfg.model.family);
+        // Ultralytics runs are told apart by network (yolov8n, yolo11s, ...), the others by family.
+        let tag = match cfg.model.family {
+            crate::config::Family::Ultralytics => cfg.network(),
+            f => f.to_string(),
+        };
+        let name = format!("{base}-{tag}");
         let dir = project.join("detect").join(&name);
         let (map50, map, train_seconds) = match finished_run(&dir, cfg) {
             Some(done) => {
@@ -127,8 +132,8 @@ pub fn compare_families(project: &Path, base: &str, configs: &[DetectConfig]) ->
         let (ds, _) = data::load_config(&cfg.data)?;
         let speed = inference_speed(&model, &ds.val, cfg.train.batch.max(1), cfg)?;
         rows.push(FamilyRow {
-            family: cfg.model.family.to_string(),
-            backbone: cfg.model.backbone.to_string(),
+            family: tag,
+            backbone: cfg.network(),
             map50,
             map,
             train_seconds,

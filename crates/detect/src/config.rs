@@ -36,6 +36,9 @@ pub struct DataConfig {
     pub gen_size: i32,
     /// Embedded data: generator seed.
     pub seed: u64,
+    /// Embedded data: `all` (six shapes and the digits 0, 1, 4), `shapes` (the six shapes only) or
+    /// `digits` (the ten digits only): two disjoint tasks on the same photos, for transfer.
+    pub classes: tlcv_datasets::detection::ClassSet,
     /// Images larger than this many pixels are refused.
     pub max_pixels: u64,
     /// Keep up to this many MiB of decoded training images in memory.
@@ -52,6 +55,7 @@ impl Default for DataConfig {
             val_images: 120,
             gen_size: 320,
             seed: 0,
+            classes: tlcv_datasets::detection::ClassSet::All,
             max_pixels: 64_000_000,
             cache_mib: 1024,
         }
@@ -199,6 +203,34 @@ impl Default for FasterRcnnOptions {
     }
 }
 
+/// Ultralytics' YOLOv8 / YOLO11 (`model.family = "ultralytics"`, or `--model yolov8n`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UltralyticsOptions {
+    /// The network: yolov8n|s|m|l|x or yolo11n|s|m|l|x. `model.weights` is an Ultralytics `.pt`, a state
+    /// dict or safetensors of it, `none`, or `imagenet`/`pretrained` for the checkpoint that ships in
+    /// `assets/models/<arch>.pt` (yolov8n, pretrained on the embedded shapes).
+    pub arch: crate::ultralytics::spec::YoloArch,
+    /// Ultralytics' `freeze=N`: the first N modules of the `model` list stay frozen (with `fine-tune`,
+    /// the default; at most the backbone's modules, 10 in YOLOv8 and 11 in YOLO11: neck and head always
+    /// train).
+    /// Unset: `fine-tune` trains the last `model.trainable_layers` backbone modules, and
+    /// `feature-extract` freezes all of them.
+    pub freeze: Option<usize>,
+}
+
+impl Default for UltralyticsOptions {
+    fn default() -> Self {
+        Self {
+            arch: crate::ultralytics::spec::YoloArch {
+                version: crate::ultralytics::Version::V8,
+                scale: crate::ultralytics::Scale::N,
+            },
+            freeze: None,
+        }
+    }
+}
+
 /// The network and how it is transferred.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -221,6 +253,8 @@ pub struct ModelConfig {
     pub ssd: SsdOptions,
     /// Faster R-CNN settings.
     pub faster_rcnn: FasterRcnnOptions,
+    /// Ultralytics YOLOv8 / YOLO11 settings.
+    pub ultralytics: UltralyticsOptions,
 }
 
 impl Default for ModelConfig {
@@ -235,6 +269,7 @@ impl Default for ModelConfig {
             reg_max: 16,
             ssd: SsdOptions::default(),
             faster_rcnn: FasterRcnnOptions::default(),
+            ultralytics: UltralyticsOptions::default(),
         }
     }
 }
@@ -373,10 +408,26 @@ impl DetectConfig {
         if v.model.family != Family::FasterRcnn {
             v.model.faster_rcnn = d.faster_rcnn.clone();
         }
+        if !matches!(v.model.family, Family::Yolo | Family::Ultralytics) {
+            v.loss = LossConfig::default();
+        }
         if v.model.family != Family::Yolo {
-            (v.model.neck_channels, v.model.reg_max, v.loss) = (d.neck_channels, d.reg_max, LossConfig::default());
+            (v.model.neck_channels, v.model.reg_max) = (d.neck_channels, d.reg_max);
+        }
+        if v.model.family == Family::Ultralytics {
+            v.model.backbone = d.backbone.clone();
+        } else {
+            v.model.ultralytics = d.ultralytics.clone();
         }
         v
+    }
+
+    /// The network for logs, reports and tables: the backbone, or the Ultralytics network.
+    pub fn network(&self) -> String {
+        match self.model.family {
+            Family::Ultralytics => self.model.ultralytics.arch.to_string(),
+            _ => self.model.backbone.to_string(),
+        }
     }
 
     /// Names accepted by [`DetectConfig::preset`].

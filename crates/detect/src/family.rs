@@ -88,6 +88,12 @@ pub trait DetectorFamily: fmt::Debug + Send {
     fn to_onnx(&self, _g: &mut Graph, _x: &Value) -> Result<OnnxHead> {
         Err(not_exported())
     }
+    /// Loads `model.weights` itself when the family starts from its own whole-network checkpoints
+    /// (Ultralytics' YOLO) and says so with `Ok(true)`; `Ok(false)` (the default) has the detector
+    /// load a classifier checkpoint into the core backbone at [`DetectorFamily::backbone_prefix`].
+    fn load_pretrained(&self, _vs: &nn::VarStore, _model: &ModelConfig) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 /// What a family without an ONNX export says.
@@ -138,6 +144,9 @@ families! {
     Ssd = "ssd" => crate::ssd::build,
     /// Two-stage detector: FPN, region proposals, RoIAlign and a box head.
     FasterRcnn = "faster-rcnn" | "fasterrcnn" => crate::faster_rcnn::build,
+    /// Ultralytics' own YOLOv8 / YOLO11 (`model.ultralytics.arch`; `--model yolov8n` sets both),
+    /// started from their checkpoints.
+    Ultralytics = "ultralytics" => crate::ultralytics::family::build,
 }
 
 impl fmt::Display for Family {

@@ -6,6 +6,7 @@
 //!   CIoU + DFL loss.
 //! - [`ssd`]: default boxes from [`priors`], IoU matching, hard-negative mining, SSD augmentation.
 //! - [`faster_rcnn`]: FPN, RPN, [`roi_align`] and a two-layer box head.
+//! - [`ultralytics`]: the exact YOLOv8 / YOLO11 networks, their checkpoints and post-processing.
 //!
 //! Shared: [`data`] reads YOLO or COCO data sets (validating every box) → [`augment`] (mosaic,
 //! random affine, flip, HSV, letterbox; boxes move with the pixels) → [`task`] in the shared training
@@ -38,6 +39,7 @@ pub mod report;
 pub mod roi_align;
 pub mod ssd;
 pub mod task;
+pub mod ultralytics;
 pub mod yolo;
 
 pub use config::DetectConfig;

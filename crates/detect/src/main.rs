@@ -13,6 +13,7 @@ use detect::{
     postprocess::PostprocessConfig,
     predict,
     task::DetectTask,
+    ultralytics::spec::YoloArch,
 };
 use tlcv_core::{cli::TrainArgs, run};
 
@@ -43,6 +44,9 @@ enum Command {
     Compare(CompareCmd),
     /// Export a trained YOLO or SSD run as ONNX (decoded head, or with --nms the detections).
     Export(ExportCmd),
+    /// Parity tool: one float32 NCHW batch (RGB, 0-1) through an Ultralytics YOLOv8/YOLO11 network in
+    /// eval mode; writes `[N, 4 + nc, anchors]` (xywh in input pixels, class probabilities).
+    Forward(ForwardCmd),
 }
 
 #[derive(Debug, clap::Args)]
@@ -61,6 +65,22 @@ struct ExportCmd {
     /// With --nms: detections kept per image (default: the run's eval.max_det).
     #[arg(long)]
     max_det: Option<usize>,
+}
+
+#[derive(Debug, clap::Args)]
+struct ForwardCmd {
+    /// Network: yolov8n|s|m|l|x or yolo11n|s|m|l|x (default: the one the checkpoint declares).
+    #[arg(long)]
+    model: Option<String>,
+    /// An Ultralytics `.pt`, a state dict or a safetensors file.
+    #[arg(long)]
+    weights: PathBuf,
+    /// Input `.npy`, float32 `[N, 3, H, W]`.
+    #[arg(long)]
+    input: PathBuf,
+    /// Output `.npy`.
+    #[arg(long)]
+    output: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -83,9 +103,14 @@ struct CompareCmd {
 struct TrainCmd {
     #[command(flatten)]
     common: TrainArgs,
-    /// Detector family: yolo, ssd or faster-rcnn.
+    /// Detector family: yolo, ssd or faster-rcnn, or an Ultralytics network (yolov8n|s|m|l|x,
+    /// yolo11n|s|m|l|x) started from `--weights` (an Ultralytics .pt; default: assets/models/<net>.pt).
     #[arg(long)]
     model: Option<String>,
+    /// Ultralytics networks: keep the first N modules of the `model` list frozen (Ultralytics'
+    /// `freeze=N`, at most the backbone's modules; default: per `--strategy`).
+    #[arg(long)]
+    freeze: Option<usize>,
     /// Start from a named preset (default, quick, frozen, scratch) before the config file.
     #[arg(long)]
     preset: Option<String>,
@@ -166,6 +191,18 @@ fn main() {
     tlcv_core::cli::exit_on_error(run(Cli::parse()));
 }
 
+/// `--model`: a family, or an Ultralytics network (which also sets `model.ultralytics.arch`).
+fn model_overrides(model: &str) -> anyhow::Result<Vec<String>> {
+    if let Ok(arch) = model.parse::<YoloArch>() {
+        let family = format!("model.family=\"{}\"", Family::Ultralytics);
+        return Ok(vec![family, format!("model.ultralytics.arch=\"{arch}\"")]);
+    }
+    let f: Family = model.parse().map_err(|e: String| {
+        anyhow::anyhow!("{e}, or an Ultralytics network ({})", detect::ultralytics::spec::ARCH_NAMES.join(", "))
+    })?;
+    Ok(vec![format!("model.family=\"{f}\"")])
+}
+
 fn load_config(common: &TrainArgs, preset: Option<&str>, family: Option<&str>) -> anyhow::Result<DetectConfig> {
     let mut overrides = common.overrides();
     if let Some(n) = common.trainable_layers {
@@ -173,8 +210,9 @@ fn load_config(common: &TrainArgs, preset: Option<&str>, family: Option<&str>) -
         overrides.insert(0, format!("model.ssd.trainable_layers={n}"));
     }
     if let Some(family) = family {
-        let f: Family = family.parse().map_err(anyhow::Error::msg)?;
-        overrides.insert(0, format!("model.family=\"{f}\""));
+        for (i, o) in model_overrides(family)?.into_iter().enumerate() {
+            overrides.insert(i, o);
+        }
     }
     Ok(tlcv_core::config::load_preset(preset, common.config.as_deref(), &overrides)?)
 }
@@ -187,6 +225,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(cmd) => eval_cmd(&cmd),
         Command::Predict(cmd) => predict_cmd(&cmd),
         Command::Export(cmd) => export_cmd(&cmd),
+        Command::Forward(cmd) => {
+            let arch = cmd.model.as_deref().map(str::parse).transpose().map_err(anyhow::Error::msg)?;
+            let s = detect::ultralytics::forward::forward_npy(arch, &cmd.weights, &cmd.input, &cmd.output)?;
+            eprintln!(
+                "{} ({} weights, {} classes) -> {} {:?}",
+                s.arch,
+                s.source,
+                s.names.len(),
+                cmd.output.display(),
+                s.output_shape
+            );
+            Ok(())
+        }
         Command::Convert(cmd) => {
             let (ds, issues) = data::convert::convert(cmd.from, cmd.to, &cmd.input, &cmd.output)?;
             pipeline::report_issues(&issues);
@@ -218,7 +269,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn train(cmd: &TrainCmd, end_to_end: bool) -> anyhow::Result<()> {
-    let cfg = load_config(&cmd.common, cmd.preset.as_deref(), cmd.model.as_deref())?;
+    let mut common = cmd.common.clone();
+    if let Some(n) = cmd.freeze {
+        common.set.push(format!("model.ultralytics.freeze={n}"));
+    }
+    let cfg = load_config(&common, cmd.preset.as_deref(), cmd.model.as_deref())?;
     let run = cmd.common.open_run("detect")?;
     let outcome = pipeline::train_and_report(&cfg, &run, cmd.common.resume, end_to_end)?;
     if outcome.fit.interrupted {
@@ -237,17 +292,18 @@ fn compare(cmd: &CompareCmd) -> anyhow::Result<()> {
         bail!("compare continues by itself: run the same command again and finished families are reused");
     }
     let base = cmd.common.name.clone().unwrap_or_else(|| "compare".into());
-    let mut per_family: Vec<(Family, String)> = Vec::new();
+    // Keyed by what the name sets, so that aliases (faster_rcnn, faster-rcnn) match.
+    let mut per_family: Vec<(Vec<String>, String)> = Vec::new();
     for s in &cmd.family_set {
         let (f, kv) =
             s.split_once(':').ok_or_else(|| anyhow::anyhow!("--family-set {s}: expected FAMILY:KEY=VALUE"))?;
-        per_family.push((f.parse().map_err(anyhow::Error::msg)?, kv.to_string()));
+        per_family.push((model_overrides(f)?, kv.to_string()));
     }
     let mut configs = Vec::with_capacity(cmd.models.len());
     for family in &cmd.models {
-        let f: Family = family.parse().map_err(anyhow::Error::msg)?;
+        let key = model_overrides(family)?;
         let mut common = cmd.common.clone();
-        common.set.extend(per_family.iter().filter(|(g, _)| *g == f).map(|(_, kv)| kv.clone()));
+        common.set.extend(per_family.iter().filter(|(g, _)| *g == key).map(|(_, kv)| kv.clone()));
         configs.push(load_config(&common, cmd.preset.as_deref(), Some(family))?);
     }
     let comparison = compare::compare_families(&cmd.common.project, &base, &configs)?;

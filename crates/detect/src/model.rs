@@ -55,7 +55,10 @@ impl Detector {
         let vs = nn::VarStore::new(device);
         let root = vs.root();
         let mut net = (m.family.builder())(&BuildContext { root: &root, arch, num_classes, cfg })?;
-        if let Some(file) = m.weights.resolve(arch)? {
+        if !m.weights.is_none()
+            && !net.load_pretrained(&vs, m)?
+            && let Some(file) = m.weights.resolve(arch)?
+        {
             weights::load_backbone(&vs, arch, &file, net.backbone_prefix())?;
         }
         let stages = net.backbone().stages().clone();

@@ -5,6 +5,10 @@
 //! of `torchvision.ops.nms`. Inside a class the boxes are laid out as columns in score order, and each
 //! kept box marks its overlaps among all later candidates in one branch-free pass that the compiler
 //! vectorises; that beats skipping already suppressed candidates one branch at a time.
+//!
+//! The arithmetic runs in float64 ([`batched_nms_plain`]) or, to reproduce `torchvision.ops.nms` on
+//! float32 boxes bit for bit (IoU computed in float32, compared with the threshold in float64), in
+//! float32 ([`batched_nms_f32`]).
 
 use rayon::prelude::*;
 use tch::{Device, Kind, Tensor};
@@ -12,18 +16,58 @@ use tch::{Device, Kind, Tensor};
 use crate::boxes::{check_boxes, to_vec4};
 use crate::error::DetectError;
 
+/// The float types the NMS computes in.
+pub trait Coord:
+    Copy
+    + PartialOrd
+    + Send
+    + Sync
+    + Into<f64>
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + std::ops::Div<Output = Self>
+{
+    /// Zero.
+    const ZERO: Self;
+    /// The larger of two values.
+    fn max(self, other: Self) -> Self;
+    /// The smaller of two values.
+    fn min(self, other: Self) -> Self;
+}
+
+impl Coord for f64 {
+    const ZERO: Self = 0.0;
+    fn max(self, other: Self) -> Self {
+        f64::max(self, other)
+    }
+    fn min(self, other: Self) -> Self {
+        f64::min(self, other)
+    }
+}
+
+impl Coord for f32 {
+    const ZERO: Self = 0.0;
+    fn max(self, other: Self) -> Self {
+        f32::max(self, other)
+    }
+    fn min(self, other: Self) -> Self {
+        f32::min(self, other)
+    }
+}
+
 /// Descending score order; ties keep the lower index first.
-fn by_score_desc(scores: &[f64], a: usize, b: usize) -> std::cmp::Ordering {
+fn by_score_desc<T: PartialOrd>(scores: &[T], a: usize, b: usize) -> std::cmp::Ordering {
     scores[b].partial_cmp(&scores[a]).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b))
 }
 
 /// Greedy NMS of one class. `order` holds box indices sorted by score descending; returns the kept
-/// indices in that order, at most `max_keep` of them. The IoU is [`crate::boxes::iou_xyxy`]'s, term
-/// for term, so the result does not depend on this layout.
-fn nms_sorted(boxes: &[[f64; 4]], order: &[usize], iou_thr: f64, max_keep: usize) -> Vec<usize> {
-    let col = |k: usize| -> Vec<f64> { order.iter().map(|&i| boxes[i][k]).collect() };
+/// indices in that order, at most `max_keep` of them. The IoU is [`crate::boxes::iou_xyxy`]'s (and
+/// torchvision's), term for term, in `T`, so the result does not depend on this layout.
+fn nms_sorted<T: Coord>(boxes: &[[T; 4]], order: &[usize], iou_thr: f64, max_keep: usize) -> Vec<usize> {
+    let col = |k: usize| -> Vec<T> { order.iter().map(|&i| boxes[i][k]).collect() };
     let (x1, y1, x2, y2) = (col(0), col(1), col(2), col(3));
-    let area: Vec<f64> = (0..order.len()).map(|j| (x2[j] - x1[j]) * (y2[j] - y1[j])).collect();
+    let area: Vec<T> = (0..order.len()).map(|j| (x2[j] - x1[j]) * (y2[j] - y1[j])).collect();
     // What a degenerate pair (union <= 0, IoU taken as 0) decides.
     let degenerate_over = 0.0 > iou_thr;
     let mut suppressed = vec![false; order.len()];
@@ -41,11 +85,11 @@ fn nms_sorted(boxes: &[[f64; 4]], order: &[usize], iou_thr: f64, max_keep: usize
         let later = x1[rest.clone()].iter().zip(&y1[rest.clone()]).zip(&x2[rest.clone()]).zip(&y2[rest.clone()]);
         for ((((&ax1, &ay1), &ax2), &ay2), (&aa, s)) in later.zip(area[rest.clone()].iter().zip(&mut suppressed[rest]))
         {
-            let w = (bx2.min(ax2) - bx1.max(ax1)).max(0.0);
-            let h = (by2.min(ay2) - by1.max(ay1)).max(0.0);
+            let w = (bx2.min(ax2) - bx1.max(ax1)).max(T::ZERO);
+            let h = (by2.min(ay2) - by1.max(ay1)).max(T::ZERO);
             let inter = w * h;
             let union = ba + aa - inter;
-            let over = (union > 0.0) & (inter / union > iou_thr) | (union <= 0.0) & degenerate_over;
+            let over = (union > T::ZERO) & ((inter / union).into() > iou_thr) | (union <= T::ZERO) & degenerate_over;
             *s |= over;
         }
     }
@@ -70,13 +114,45 @@ pub fn batched_nms_plain(
             classes.len()
         )));
     }
-    let mut order: Vec<usize> = (0..boxes.len()).filter(|&i| scores[i] > score_thr).collect();
+    let order: Vec<usize> = (0..boxes.len()).filter(|&i| scores[i] > score_thr).collect();
+    Ok(classwise(boxes, scores, classes, order, iou_thr, max_det))
+}
+
+/// [`batched_nms_plain`] in float32 on float32 data (every box enters), as `torchvision.ops.nms`
+/// computes on float32 tensors.
+pub fn batched_nms_f32(
+    boxes: &[[f32; 4]],
+    scores: &[f32],
+    classes: &[i64],
+    iou_thr: f64,
+    max_det: usize,
+) -> Result<Vec<usize>, DetectError> {
+    if scores.len() != boxes.len() || classes.len() != boxes.len() {
+        return Err(DetectError::Invalid(format!(
+            "nms: {} boxes, {} scores, {} classes",
+            boxes.len(),
+            scores.len(),
+            classes.len()
+        )));
+    }
+    Ok(classwise(boxes, scores, classes, (0..boxes.len()).collect(), iou_thr, max_det))
+}
+
+/// Sorts `order` by class then score, suppresses each class in parallel, merges by score.
+fn classwise<T: Coord>(
+    boxes: &[[T; 4]],
+    scores: &[T],
+    classes: &[i64],
+    mut order: Vec<usize>,
+    iou_thr: f64,
+    max_det: usize,
+) -> Vec<usize> {
     order.sort_by(|&a, &b| classes[a].cmp(&classes[b]).then(by_score_desc(scores, a, b)));
     let groups: Vec<&[usize]> = order.chunk_by(|&a, &b| classes[a] == classes[b]).collect();
     let mut kept: Vec<usize> = groups.par_iter().flat_map_iter(|g| nms_sorted(boxes, g, iou_thr, max_det)).collect();
     kept.sort_by(|&a, &b| by_score_desc(scores, a, b));
     kept.truncate(max_det);
-    Ok(kept)
+    kept
 }
 
 /// Class-aware NMS on tensors: `boxes` `[N, 4]` xyxy, `scores` `[N]`, `classes` `[N]` (integer).

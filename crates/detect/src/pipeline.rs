@@ -79,7 +79,7 @@ pub fn train(cfg: &DetectConfig, run: &RunDir, resume: bool) -> Result<TrainOutc
     eprintln!(
         "model: {} + {} ({}), {:.2} M parameters, {}",
         cfg.model.family,
-        cfg.model.backbone,
+        cfg.network(),
         cfg.model.strategy,
         model.num_params() as f64 / 1e6,
         model.freeze
@@ -221,7 +221,7 @@ pub fn train_and_report(cfg: &DetectConfig, run: &RunDir, resume: bool, end_to_e
     let metrics = write_metrics(run, &outcome)?;
     let mut issues = outcome.issues.messages.clone();
     issues.extend(outcome.skipped.reasons());
-    let mut facts = vec![("family".to_string(), cfg.model.family.to_string())];
+    let mut facts = vec![("family".to_string(), cfg.model.family.to_string()), ("network".to_string(), cfg.network())];
     facts.extend(fit_facts(&outcome.fit));
     facts.extend([
         ("data".to_string(), outcome.data_dir.display().to_string()),

@@ -133,7 +133,10 @@ pub fn write(run: &RunDir, input: &ReportInput<'_>) -> Result<()> {
     let page = Report::new(format!("detect: {}", run.root().display()))
         .subtitle(format!(
             "{} · {} · {} · {}",
-            input.cfg.model.family, input.cfg.model.backbone, input.cfg.model.strategy, input.cfg.data.path
+            input.cfg.model.family,
+            input.cfg.network(),
+            input.cfg.model.strategy,
+            input.cfg.data.path
         ))
         .key_values(facts)
         .heading("Per class (validation)")

@@ -35,3 +35,20 @@ fn malicious_pickles_are_refused_by_detect_train() {
         assert_refused(&format!("detect train --weights {}", file.display()), &mut cmd, &file);
     }
 }
+
+/// An Ultralytics checkpoint (made by `scripts/fixtures/gen_ultralytics.py`) whose `DetectionModel`
+/// record carries a `posix.system` call: refused by every command that reads YOLO weights.
+#[test]
+fn malicious_ultralytics_checkpoint_is_refused() {
+    let fx = tlcv_core::paths::generated_fixture("ultralytics").unwrap_or_else(|e| panic!("{e}"));
+    let file = fx.join("malicious.pt");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut forward = std::process::Command::new(env!("CARGO_BIN_EXE_detect"));
+    forward.args(["forward", "--model", "yolov8n", "--weights"]).arg(&file).arg("--input");
+    forward.arg(fx.join("input.npy")).arg("--output").arg(tmp.path().join("out.npy"));
+    assert_refused("detect forward", &mut forward, &file);
+    let mut train = std::process::Command::new(env!("CARGO_BIN_EXE_detect"));
+    train.args(["train", "--model", "yolov8n", "--preset", "quick", "--weights"]).arg(&file);
+    train.arg("--project").arg(tmp.path().join("runs"));
+    assert_refused("detect train --model yolov8n", &mut train, &file);
+}

@@ -123,6 +123,8 @@ pub fn reference_reqs() -> Vec<Req> {
         // The ONNX export tests: the checker and the runtime that judge every exported file.
         "onnx",
         "onnxruntime",
+        // YOLOv8/YOLO11 fixtures (scripts/fixtures/gen_ultralytics.py) and the strict-load check.
+        "ultralytics==8.4.190",
     ]
     .iter()
     .map(|s| Req::parse(s))

@@ -2,13 +2,18 @@
 //!
 //! - [`read_state_dict`] reads `torch.save` zip files, legacy (pre-1.6) pickle files and
 //!   safetensors, sniffing the format from the content. Pickles go through a restricted
-//!   unpickler that only knows how to build tensors and dicts and refuses every other global.
+//!   unpickler that only knows how to build tensors and dicts, keeps the objects of a pickled
+//!   whole model (`torch.nn.modules.*`, `ultralytics.*`) as inert records, and refuses every other
+//!   global.
+//! - [`read_checkpoint`] also returns what a whole-model checkpoint holds besides the weights
+//!   (module classes and attributes, training arguments; see [`ModuleTree`]).
 //! - [`load_into`] / [`load_file`] copy a state dict into a `VarStore`, strictly by default.
 //! - [`save_safetensors`] / [`save_named_safetensors`] write safetensors atomically, adding the
 //!   `num_batches_tracked` buffers torchvision's strict `load_state_dict` expects.
 
 mod dtype;
 mod load;
+mod module_tree;
 mod pickle;
 mod safetensors_io;
 mod torch_format;
@@ -16,10 +21,12 @@ mod torch_format;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use tch::Tensor;
 
 pub use load::{LoadOptions, LoadReport, load_file, load_into};
+pub use module_tree::{ModuleInfo, ModuleTree, PyValue};
 pub use safetensors_io::{read_safetensors_metadata, save_named_safetensors, save_safetensors};
 
 /// A shape that differs between the checkpoint and the model.
@@ -247,6 +254,70 @@ pub fn read_state_dict_bytes(bytes: &[u8], path: &Path) -> Result<StateDict, Che
         }
     };
     Ok(strip_module_prefix(sd))
+}
+
+/// A checkpoint's weights and, for a pickled whole model, what else it holds.
+#[derive(Debug)]
+pub struct Checkpoint {
+    /// The weights, named as `model.state_dict()` names them.
+    pub state_dict: StateDict,
+    /// The module tree of a whole-model checkpoint (`None` for a state dict or safetensors file).
+    pub modules: Option<ModuleTree>,
+}
+
+/// Reads a checkpoint like [`read_state_dict`], and for a pickled whole model (an Ultralytics `.pt`,
+/// `torch.save(model)`) also its module classes, their public attributes and the file's other
+/// top-level entries. Only the chosen module's tensors are read (its `ema` over its `model`), each
+/// copied once from the memory-mapped file.
+pub fn read_checkpoint(path: &Path) -> Result<Checkpoint, CheckpointError> {
+    let map = map_file(path)?;
+    read_checkpoint_bytes(&map, path)
+}
+
+/// [`read_checkpoint`] on bytes already in memory; `path` only names the source in errors.
+pub fn read_checkpoint_bytes(bytes: &[u8], path: &Path) -> Result<Checkpoint, CheckpointError> {
+    let parsed = match sniff(bytes) {
+        Some(Format::Zip) => torch_format::parse_zip(path, bytes)?,
+        Some(Format::Legacy) => torch_format::parse_legacy(path, bytes)?,
+        _ => return Ok(Checkpoint { state_dict: read_state_dict_bytes(bytes, path)?, modules: None }),
+    };
+    let Some((source, root)) = module_tree::module_root(&parsed.top.value) else {
+        let entries =
+            torch_format::select_state_dict(&parsed.top.value).map_err(|r| CheckpointError::malformed(path, r))?;
+        let state_dict = strip_module_prefix(parsed.build(path, bytes.len(), entries)?);
+        return Ok(Checkpoint { state_dict, modules: None });
+    };
+    let walked = module_tree::walk(&root).map_err(|r| CheckpointError::malformed(path, r))?;
+    let state_dict = parsed.build(path, bytes.len(), walked.tensors)?;
+    let read_small = |t: &pickle::TensorRef| -> Option<(Vec<i64>, Vec<f64>)> {
+        let numel = t.size.iter().try_fold(1u64, |a, &s| a.checked_mul(u64::try_from(s).ok()?))?;
+        if numel > module_tree::MAX_ATTR_TENSOR {
+            return None;
+        }
+        let data = parsed.records.get(&t.storage.key)?;
+        let x = torch_format::materialize(t, data, bytes.len()).ok()?;
+        let values = Vec::<f64>::try_from(x.f_to_kind(tch::Kind::Double).ok()?.f_view([-1]).ok()?).ok()?;
+        Some((t.size.clone(), values))
+    };
+    let mut conv = module_tree::Converter::new(&read_small);
+    let modules = walked
+        .modules
+        .iter()
+        .map(|n| ModuleInfo { path: n.path.clone(), class: n.record.class.to_string(), attrs: conv.attrs(&n.record) })
+        .collect();
+    let no_tensors = |_: &pickle::TensorRef| None;
+    let mut conv = module_tree::Converter::new(&no_tensors);
+    let mut extra = Vec::new();
+    if let pickle::Value::Dict(d) = &parsed.top.value {
+        for (k, v) in &d.borrow().entries {
+            if let pickle::Value::Str(k) = k
+                && !matches!(v, pickle::Value::Record(r) if Rc::ptr_eq(r, &root))
+            {
+                extra.push((k.to_string(), conv.value(v)));
+            }
+        }
+    }
+    Ok(Checkpoint { state_dict, modules: Some(ModuleTree { source: source.to_string(), modules, extra }) })
 }
 
 /// Removes `module.` when every key starts with it (a `DataParallel` checkpoint).

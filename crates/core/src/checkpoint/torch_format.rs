@@ -8,6 +8,7 @@ use std::rc::Rc;
 
 use tch::{Device, Tensor};
 
+use super::module_tree;
 use super::pickle::{self, PickleError, TensorRef, Value};
 use super::{CheckpointError, StateDict};
 
@@ -24,8 +25,35 @@ fn pickle_err(path: &Path, what: &str, e: PickleError) -> CheckpointError {
     }
 }
 
+/// A parsed `torch.save` file: the unpickled top object and the bytes of each storage, by key.
+pub(crate) struct Parsed<'a> {
+    /// The top object.
+    pub top: pickle::Unpickled,
+    /// Storage key -> its bytes in the file.
+    pub records: HashMap<String, &'a [u8]>,
+}
+
+impl<'a> Parsed<'a> {
+    /// Copies the named tensors out of the file.
+    pub fn build(
+        &self,
+        path: &Path,
+        file_len: usize,
+        entries: Vec<(String, Rc<TensorRef>)>,
+    ) -> Result<StateDict, CheckpointError> {
+        build(path, file_len, entries, |key: &str| self.records.get(key).copied())
+    }
+}
+
 /// Reads a `torch.save` zip archive (`<dir>/data.pkl` plus `<dir>/data/<key>` storages).
 pub(crate) fn read_zip(path: &Path, bytes: &[u8]) -> Result<StateDict, CheckpointError> {
+    let parsed = parse_zip(path, bytes)?;
+    let entries = select_state_dict(&parsed.top.value).map_err(|r| CheckpointError::malformed(path, r))?;
+    parsed.build(path, bytes.len(), entries)
+}
+
+/// Unpickles a zip archive's `data.pkl` and locates its storages (nothing is copied).
+pub(crate) fn parse_zip<'a>(path: &Path, bytes: &'a [u8]) -> Result<Parsed<'a>, CheckpointError> {
     let mut zip = zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| zip_err(path, bytes, e))?;
     // Every record of one archive sits under one top directory, whatever its name.
     let pkl_name = zip
@@ -76,9 +104,7 @@ pub(crate) fn read_zip(path: &Path, bytes: &[u8]) -> Result<StateDict, Checkpoin
     }
     let pkl = pkl.ok_or_else(|| CheckpointError::malformed(path, "data.pkl missing"))?;
     let top = pickle::unpickle(pkl).map_err(|e| pickle_err(path, "data.pkl", e))?;
-    let entries = select_state_dict(&top.value).map_err(|r| CheckpointError::malformed(path, r))?;
-    let lookup = |key: &str| records.get(key).copied();
-    build(path, bytes.len(), entries, lookup)
+    Ok(Parsed { top, records })
 }
 
 fn zip_err(path: &Path, bytes: &[u8], e: zip::result::ZipError) -> CheckpointError {
@@ -97,9 +123,16 @@ fn has_eocd(bytes: &[u8]) -> bool {
     tail.windows(4).any(|w| w == b"PK\x05\x06")
 }
 
-/// Reads the legacy format: magic, protocol and sys-info pickles, the main pickle, the list of
-/// storage keys, then each storage as a u64 little-endian element count and its raw bytes.
+/// Reads the legacy format (see [`parse_legacy`]).
 pub(crate) fn read_legacy(path: &Path, bytes: &[u8]) -> Result<StateDict, CheckpointError> {
+    let parsed = parse_legacy(path, bytes)?;
+    let entries = select_state_dict(&parsed.top.value).map_err(|r| CheckpointError::malformed(path, r))?;
+    parsed.build(path, bytes.len(), entries)
+}
+
+/// Parses the legacy format: magic, protocol and sys-info pickles, the main pickle, the list of
+/// storage keys, then each storage as a u64 little-endian element count and its raw bytes.
+pub(crate) fn parse_legacy<'a>(path: &Path, bytes: &'a [u8]) -> Result<Parsed<'a>, CheckpointError> {
     let mut pos = 0usize;
     let mut next = |what: &str| -> Result<pickle::Unpickled, CheckpointError> {
         let rest = bytes.get(pos..).unwrap_or_default();
@@ -155,13 +188,16 @@ pub(crate) fn read_legacy(path: &Path, bytes: &[u8]) -> Result<StateDict, Checkp
         pos += n;
         records.insert(k.to_string(), data);
     }
-    let entries = select_state_dict(&main.value).map_err(|r| CheckpointError::malformed(path, r))?;
-    let lookup = |key: &str| records.get(key).copied();
-    build(path, bytes.len(), entries, lookup)
+    Ok(Parsed { top: main, records })
 }
 
-/// Finds the dict of tensors: the top object, or its `state_dict` / `model_state_dict` / `model`.
-fn select_state_dict(top: &Value) -> Result<Vec<(String, Rc<TensorRef>)>, String> {
+/// Finds the tensors: a whole pickled module (the top object, or its `ema` / `model` entry, see
+/// [`module_tree::module_root`]) walked to its state dict, else the dict of tensors that is the top
+/// object or its `state_dict` / `model_state_dict` / `model` entry.
+pub(crate) fn select_state_dict(top: &Value) -> Result<Vec<(String, Rc<TensorRef>)>, String> {
+    if let Some((_, root)) = module_tree::module_root(top) {
+        return Ok(module_tree::walk(&root)?.tensors);
+    }
     let Value::Dict(d) = top else {
         return Err(format!("the pickle holds a {}, not a dict of tensors", top.type_name()));
     };

@@ -197,17 +197,25 @@ pub fn load_config(cfg: &DataConfig) -> Result<(DetDataset, PathBuf)> {
     Ok((ds, path))
 }
 
-/// Generates `datasets/generated/detection-<train>-<val>-<size>-s<seed>` if needed; returns its folder.
+/// Generates `datasets/generated/detection-<train>-<val>-<size>-s<seed>[-shapes|-digits]` if needed;
+/// returns its folder.
 pub fn ensure_embedded(cfg: &DataConfig) -> Result<PathBuf> {
     let spec = tlcv_datasets::detection::DetectionSpec {
         train: cfg.train_images,
         val: cfg.val_images,
         size: cfg.gen_size,
         seed: cfg.seed,
+        classes: cfg.classes,
         ..Default::default()
     };
-    let out =
-        paths::generated_data_dir(&format!("detection-{}-{}-{}-s{}", spec.train, spec.val, spec.size, spec.seed))?;
+    let out = paths::generated_data_dir(&format!(
+        "detection-{}-{}-{}-s{}{}",
+        spec.train,
+        spec.val,
+        spec.size,
+        spec.seed,
+        spec.classes.suffix()
+    ))?;
     if tlcv_datasets::existing(&out)?.is_none() {
         eprintln!("generating the embedded detection data set into {} ...", out.display());
         tlcv_datasets::detection::generate(&out, &paths::debdata_dir()?, &spec)?;

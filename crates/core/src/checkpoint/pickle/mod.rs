@@ -1,13 +1,14 @@
 //! A restricted unpickler for the subset of the pickle protocol (2 to 5) that `torch.save` writes.
 //!
-//! Nothing is ever executed: the only callables a pickle may name are the few data constructors a
+//! Nothing is ever executed. The only callables a pickle may name are the few data constructors a
 //! state dict needs (`collections.OrderedDict`, `torch._utils._rebuild_tensor_v2`, the storage
-//! classes, ...), and those are implemented here as plain data builders. Any other global is
-//! refused when it is *named*, before anything could use it. Tensors come out as lazy
-//! [`TensorRef`] descriptions; the caller reads their bytes from the file afterwards.
-//!
-//! About 520 lines: the interpreter is one `match` over the protocol's opcodes, which reads best whole.
+//! classes, `set`, `torch.Size`, ...), implemented here as plain data builders, and the classes of a
+//! whole-model checkpoint (`torch.nn.modules.*`, `ultralytics.*` and a few argument holders), whose
+//! objects become inert [`Record`]s: a class name and the state BUILD gives it. Any other global is
+//! refused when it is *named*, before anything could use it. Tensors come out as lazy [`TensorRef`]
+//! descriptions; the caller reads their bytes from the file afterwards.
 
+mod build;
 mod value;
 
 use std::cell::RefCell;
@@ -15,7 +16,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use super::dtype::DType;
-pub(crate) use value::{Dict, Global, StorageRef, TensorRef, Value, dispose};
+pub(crate) use value::{Dict, Global, Record, StorageRef, TensorRef, Value, dispose};
 
 /// Why unpickling failed. The caller adds the file path.
 #[derive(Debug)]
@@ -233,6 +234,20 @@ impl<'a> Unpickler<'a> {
                     return Ok(v);
                 }
                 b'}' => self.stack.push(Value::Dict(Rc::default())),
+                0x8f => self.stack.push(Value::List(Rc::default())), // EMPTY_SET
+                0x90 => {
+                    // ADDITEMS
+                    let items = self.pop_mark()?;
+                    let Value::List(l) = self.top()?.clone() else {
+                        return bad("ADDITEMS on a non-set");
+                    };
+                    l.borrow_mut().extend(items);
+                }
+                0x91 => {
+                    // FROZENSET
+                    let items = self.pop_mark()?;
+                    self.stack.push(Value::List(Rc::new(RefCell::new(items))));
+                }
                 b']' => self.stack.push(Value::List(Rc::default())),
                 b')' => self.stack.push(Value::Tuple(Rc::default())),
                 b'(' => self.marks.push(self.stack.len()),
@@ -386,9 +401,11 @@ impl<'a> Unpickler<'a> {
                     let kwargs = self.pop()?;
                     let args = self.pop()?;
                     let cls = self.pop()?;
-                    if !matches!(&kwargs, Value::Dict(d) if d.borrow().entries.is_empty()) {
+                    let record = matches!(cls, Value::Global(Global::Class(_)));
+                    if !record && !matches!(&kwargs, Value::Dict(d) if d.borrow().entries.is_empty()) {
                         return bad("NEWOBJ_EX with keyword arguments");
                     }
+                    dispose([kwargs]);
                     let v = self.new_obj(cls, args)?;
                     self.stack.push(v);
                 }
@@ -398,6 +415,7 @@ impl<'a> Unpickler<'a> {
                     // Python attributes; neither matters for the weights.
                     match self.top()? {
                         Value::Dict(_) | Value::Tensor(_) => dispose([state]),
+                        Value::Record(r) => build::set_state(r, state)?,
                         other => return bad(format!("BUILD on a {}", other.type_name())),
                     }
                 }
@@ -411,97 +429,6 @@ impl<'a> Unpickler<'a> {
                 }
             }
         }
-    }
-
-    fn new_obj(&mut self, cls: Value, args: Value) -> PResult<Value> {
-        match (&cls, &args) {
-            (Value::Global(Global::OrderedDict), Value::Tuple(t)) if t.is_empty() => Ok(Value::Dict(Rc::default())),
-            _ => bad(format!("NEWOBJ of a {}", cls.type_name())),
-        }
-    }
-
-    fn call(&mut self, func: Value, args: Value) -> PResult<Value> {
-        let Value::Global(g) = func else {
-            return bad(format!("REDUCE on a {}", func.type_name()));
-        };
-        let Value::Tuple(args) = args else {
-            return bad("REDUCE arguments are not a tuple");
-        };
-        match g {
-            Global::OrderedDict => {
-                let mut d = Dict::default();
-                match args.first() {
-                    None => {}
-                    Some(Value::List(pairs)) => {
-                        for p in pairs.borrow().iter() {
-                            match p {
-                                Value::Tuple(kv) if kv.len() == 2 => d.insert(kv[0].clone(), kv[1].clone())?,
-                                _ => return bad("OrderedDict([...]) with a non-pair item"),
-                            }
-                        }
-                    }
-                    Some(_) => return bad("OrderedDict called with an unsupported argument"),
-                }
-                Ok(Value::Dict(Rc::new(RefCell::new(d))))
-            }
-            Global::RebuildTensorV2 | Global::RebuildTensor => {
-                if args.len() < 4 {
-                    return bad("_rebuild_tensor with fewer than 4 arguments");
-                }
-                let Value::Storage(storage) = &args[0] else {
-                    return bad(format!("_rebuild_tensor on a {}, not a storage", args[0].type_name()));
-                };
-                let offset = args[1].as_int("storage offset")?;
-                let size = args[2].as_int_tuple("tensor size")?;
-                let stride = args[3].as_int_tuple("tensor stride")?;
-                if size.len() != stride.len() {
-                    return bad(format!("tensor size has {} dims but stride has {}", size.len(), stride.len()));
-                }
-                Ok(Value::Tensor(Rc::new(TensorRef { storage: storage.clone(), offset, size, stride })))
-            }
-            Global::RebuildParameter | Global::RebuildParameterWithState => match args.first() {
-                Some(t @ Value::Tensor(_)) => Ok(t.clone()),
-                _ => bad("_rebuild_parameter without a tensor"),
-            },
-            Global::Storage(_) => bad("a storage class was called"),
-        }
-    }
-
-    fn persistent_load(&mut self, pid: Value) -> PResult<Value> {
-        let Value::Tuple(t) = &pid else {
-            return bad("persistent id is not a tuple");
-        };
-        if t.len() < 5 || !matches!(&t[0], Value::Str(s) if &**s == "storage") {
-            return bad("persistent id is not ('storage', ...)");
-        }
-        let Value::Global(Global::Storage(dtype)) = t[1] else {
-            return bad("persistent id does not name a storage type");
-        };
-        let key = match &t[2] {
-            Value::Str(s) => s.to_string(),
-            Value::Int(i) => i.to_string(),
-            other => return bad(format!("storage key is a {}", other.type_name())),
-        };
-        let numel = u64::try_from(t[4].as_int("storage size")?)
-            .map_err(|_| PickleError::Malformed("negative storage size".into()))?;
-        let view = match t.get(5) {
-            None | Some(Value::None) => None,
-            Some(Value::Tuple(v)) if v.len() == 3 => {
-                let off = u64::try_from(v[1].as_int("view offset")?)
-                    .map_err(|_| PickleError::Malformed("negative view offset".into()))?;
-                let len = u64::try_from(v[2].as_int("view size")?)
-                    .map_err(|_| PickleError::Malformed("negative view size".into()))?;
-                Some((off, len))
-            }
-            Some(_) => return bad("malformed storage view metadata"),
-        };
-        match self.storages.get(&key) {
-            Some(d) if *d != dtype => return bad(format!("storage {key} is used with two dtypes")),
-            _ => {
-                self.storages.insert(key.clone(), dtype);
-            }
-        }
-        Ok(Value::Storage(Rc::new(StorageRef { key, dtype, numel, view })))
     }
 }
 

@@ -62,3 +62,110 @@ fn deep_nesting_does_not_overflow() {
     data.push(b'.');
     assert!(unpickle(&data).is_ok());
 }
+
+/// Protocol-2 pieces for hand-made streams.
+fn glob(module: &str, name: &str) -> Vec<u8> {
+    format!("c{module}\n{name}\n").into_bytes()
+}
+
+fn ustr(s: &str) -> Vec<u8> {
+    let mut v = vec![b'X'];
+    v.extend((s.len() as u32).to_le_bytes());
+    v.extend(s.as_bytes());
+    v
+}
+
+/// `cls.__new__(cls)` then BUILD with `{'_parameters': {}, '_buffers': {}, '_modules': {<children>}, <attrs>}`.
+fn module(class: (&str, &str), children: &[(&str, Vec<u8>)], attrs: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let mut v = glob(class.0, class.1);
+    v.extend(b")\x81}(");
+    for key in ["_parameters", "_buffers"] {
+        v.extend(ustr(key));
+        v.push(b'}');
+    }
+    v.extend(ustr("_modules"));
+    v.extend(b"}(");
+    for (name, child) in children {
+        v.extend(ustr(name));
+        v.extend(child);
+    }
+    v.push(b'u');
+    for (name, value) in attrs {
+        v.extend(ustr(name));
+        v.extend(value);
+    }
+    v.extend(b"ub");
+    v
+}
+
+#[test]
+fn module_objects_become_inert_records() {
+    // A Sequential holding a Conv2d; attributes: torch.Size, a set, an IterableSimpleNamespace.
+    let size = [glob("torch", "Size"), b"K\x01K\x02\x86\x85R".to_vec()].concat();
+    let set = [glob("__builtin__", "set"), b"](K\x01K\x02e\x85R".to_vec()].concat();
+    let ns = [
+        glob("ultralytics.utils", "IterableSimpleNamespace"),
+        b")R}".to_vec(),
+        ustr("lr0"),
+        b"G?\x84z\xe1G\xae\x14{sb".to_vec(),
+    ]
+    .concat();
+    let conv = module(("torch.nn.modules.conv", "Conv2d"), &[], &[("in_channels", b"K\x03".to_vec())]);
+    let top = module(
+        ("torch.nn.modules.container", "Sequential"),
+        &[("0", conv)],
+        &[("shape", size), ("tags", set), ("args", ns)],
+    );
+    let data = [b"\x80\x02".to_vec(), top, b".".to_vec()].concat();
+    let u = unpickle(&data).unwrap_or_else(|e| unreachable!("{e:?}"));
+    let Value::Record(r) = &u.value else { unreachable!("not a record: {}", u.value.type_name()) };
+    assert_eq!(&*r.class, "torch.nn.modules.container.Sequential");
+    let Value::Dict(state) = &*r.state.borrow() else { unreachable!("no state") };
+    let state = state.borrow();
+    assert!(matches!(state.get_str("shape"), Some(Value::Tuple(t)) if t.len() == 2));
+    assert!(matches!(state.get_str("tags"), Some(Value::List(l)) if l.borrow().len() == 2));
+    let Some(Value::Record(ns)) = state.get_str("args") else { unreachable!("args") };
+    assert_eq!(&*ns.class, "ultralytics.utils.IterableSimpleNamespace");
+    let Some(Value::Dict(children)) = state.get_str("_modules") else { unreachable!("_modules") };
+    assert!(
+        matches!(children.borrow().get_str("0"), Some(Value::Record(c)) if &*c.class == "torch.nn.modules.conv.Conv2d")
+    );
+}
+
+#[test]
+fn a_forbidden_global_inside_a_record_is_refused_by_name() {
+    let call = [glob("posix", "system"), ustr("touch /tmp/x"), b"\x85R".to_vec()].concat();
+    let top = module(("ultralytics.nn.tasks", "DetectionModel"), &[], &[("pwn", call)]);
+    let data = [b"\x80\x02".to_vec(), top, b".".to_vec()].concat();
+    assert!(matches!(unpickle(&data), Err(PickleError::Forbidden(g)) if g == "posix.system"));
+    // Classes outside the record namespaces stay forbidden, even when they look like modules.
+    let other = module(("mypackage.nn", "Conv"), &[], &[]);
+    let data = [b"\x80\x02".to_vec(), other, b".".to_vec()].concat();
+    assert!(matches!(unpickle(&data), Err(PickleError::Forbidden(g)) if g == "mypackage.nn.Conv"));
+}
+
+#[test]
+fn records_are_never_called() {
+    // REDUCE on a record instance, `object()`, and _reconstructor on something else are errors.
+    let rec = [glob("torch.nn.modules.linear", "Identity"), b")\x81)R.".to_vec()].concat();
+    let data = [b"\x80\x02".to_vec(), rec].concat();
+    assert!(matches!(unpickle(&data), Err(PickleError::Malformed(m)) if m.contains("REDUCE on a object")));
+    let data = [b"\x80\x02".to_vec(), glob("builtins", "object"), b")R.".to_vec()].concat();
+    assert!(unpickle(&data).is_err());
+    let recon = [
+        glob("copyreg", "_reconstructor"),
+        glob("collections", "OrderedDict"),
+        glob("builtins", "object"),
+        b"N\x87R.".to_vec(),
+    ];
+    assert!(unpickle(&[b"\x80\x02".to_vec(), recon.concat()].concat()).is_err());
+    // The protocol-0/1 path for a record class works.
+    let recon = [
+        glob("copyreg", "_reconstructor"),
+        glob("torch.nn.modules.linear", "Identity"),
+        glob("builtins", "object"),
+        b"N\x87R.".to_vec(),
+    ];
+    let u = unpickle(&[b"\x80\x02".to_vec(), recon.concat()].concat()).unwrap_or_else(|e| unreachable!("{e:?}"));
+    assert!(matches!(&u.value, Value::Record(r) if &*r.class == "torch.nn.modules.linear.Identity"));
+}

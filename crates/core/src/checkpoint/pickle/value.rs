@@ -1,4 +1,5 @@
-//! The Python values a state-dict pickle can produce.
+//! The Python values a checkpoint pickle can produce: plain data, lazy tensors, and inert records of
+//! the module classes a whole-model checkpoint names (their class name and state, never an instance).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -7,8 +8,8 @@ use std::rc::Rc;
 use super::{PResult, bad};
 use crate::checkpoint::dtype::DType;
 
-/// The callables and classes a state-dict pickle may name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The callables and classes a checkpoint pickle may name.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Global {
     OrderedDict,
     RebuildTensorV2,
@@ -16,7 +17,35 @@ pub(crate) enum Global {
     RebuildParameter,
     RebuildParameterWithState,
     Storage(DType),
+    /// `set` / `frozenset`: built as a list (nothing here hashes their items).
+    Set,
+    /// `torch.Size`: built as the tuple it wraps.
+    TorchSize,
+    /// `copyreg._reconstructor(cls, base, state)` (protocols 0 and 1): builds a record of `cls`.
+    Reconstructor,
+    /// `object`, only as `_reconstructor`'s base argument; calling it is refused.
+    Object,
+    /// A class whose objects become inert [`Record`]s, as `module.Name`.
+    Class(Rc<str>),
 }
+
+/// Module prefixes whose every name becomes an inert record class: PyTorch's layers and whatever
+/// Ultralytics pickles with a model (its layers, `DetectionModel`, argument namespaces).
+const RECORD_MODULES: [&str; 2] = ["torch.nn.modules.", "ultralytics."];
+
+/// Other classes that whole-model checkpoints carry as plain data (argument holders, paths, numpy
+/// scalars in training metrics); as records they are inert too.
+const RECORD_CLASSES: [(&str, &str); 9] = [
+    ("types", "SimpleNamespace"),
+    ("argparse", "Namespace"),
+    ("pathlib", "PosixPath"),
+    ("pathlib", "WindowsPath"),
+    ("pathlib", "PurePosixPath"),
+    ("pathlib", "PureWindowsPath"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy", "dtype"),
+];
 
 impl Global {
     pub(super) fn resolve(module: &str, name: &str) -> Option<Global> {
@@ -26,11 +55,38 @@ impl Global {
             ("torch._utils", "_rebuild_tensor") => Global::RebuildTensor,
             ("torch._utils", "_rebuild_parameter") => Global::RebuildParameter,
             ("torch._utils", "_rebuild_parameter_with_state") => Global::RebuildParameterWithState,
+            ("torch", "Size") => Global::TorchSize,
             ("torch", storage) => Global::Storage(DType::from_storage_name(storage)?),
             ("torch.storage", "UntypedStorage") => Global::Storage(DType::U8),
+            ("builtins" | "__builtin__", "set" | "frozenset") => Global::Set,
+            ("builtins" | "__builtin__", "object") => Global::Object,
+            ("copyreg" | "copy_reg", "_reconstructor") => Global::Reconstructor,
+            _ if is_record_class(module, name) => Global::Class(Rc::from(format!("{module}.{name}"))),
             _ => return None,
         })
     }
+}
+
+fn is_record_class(module: &str, name: &str) -> bool {
+    let identifier = |s: &str| {
+        !s.is_empty() && s.split('.').all(|p| !p.is_empty() && p.chars().all(|c| c.is_alphanumeric() || c == '_'))
+    };
+    identifier(module)
+        && identifier(name)
+        && (RECORD_MODULES.iter().any(|p| format!("{module}.").starts_with(p))
+            || RECORD_CLASSES.contains(&(module, name)))
+}
+
+/// An object of an allowed class, kept as data: its class, the arguments its constructor would
+/// have received, and the state BUILD gave it. Nothing of the class ever runs.
+#[derive(Debug)]
+pub(crate) struct Record {
+    /// `module.Name`.
+    pub class: Rc<str>,
+    /// The constructor arguments (a tuple; empty for NEWOBJ of an `nn.Module`).
+    pub args: Value,
+    /// The state from BUILD (for an `nn.Module`, its `__dict__`); `None` before BUILD.
+    pub state: RefCell<Value>,
 }
 
 /// A storage named by a persistent id: `('storage', type, key, location, numel[, view])`.
@@ -115,6 +171,7 @@ pub(crate) enum Value {
     Global(Global),
     Storage(Rc<StorageRef>),
     Tensor(Rc<TensorRef>),
+    Record(Rc<Record>),
 }
 
 impl Value {
@@ -133,6 +190,7 @@ impl Value {
             Value::Global(_) => "global",
             Value::Storage(_) => "storage",
             Value::Tensor(_) => "tensor",
+            Value::Record(_) => "object",
         }
     }
 
@@ -174,6 +232,12 @@ pub(crate) fn dispose(values: impl IntoIterator<Item = Value>) {
                         work.push(k);
                         work.push(v);
                     }
+                }
+            }
+            Value::Record(rc) => {
+                if let Ok(r) = Rc::try_unwrap(rc) {
+                    work.push(r.args);
+                    work.push(r.state.into_inner());
                 }
             }
             _ => {}
