@@ -1,6 +1,8 @@
 //! The c10d engine between two processes on 127.0.0.1: every collective the trainer uses, synchronised
-//! batch norm against libtorch's own batch norm on the whole batch, and the fault paths (a SIGKILLed
-//! rank named by the survivor, an unreachable master named with its address and port).
+//! batch norm against libtorch's own batch norm on the whole batch, data-parallel training steps
+//! ([`C10dParallel`]) against one process on the whole batch, and the fault paths (a SIGKILLed rank
+//! named by the survivor, a peer that never joins, an unreachable master named with its address and
+//! port).
 //!
 //! Each test starts this test binary twice more, as rank 0 and rank 1 of a group (the `worker` test,
 //! which does nothing unless `TLCV_DIST_ROLE` is set), and checks their exit status.
@@ -14,7 +16,12 @@ use std::time::{Duration, Instant};
 
 use tch::{Device, Kind, Tensor, nn};
 use tlcv_core::backbones::layers::Bn;
+use tlcv_core::backbones::{ClassifierNet, resnet};
 use tlcv_core::dist::{DistError, GroupOptions, ProcessGroup, ReduceOp, sync_bn};
+use tlcv_core::train::{
+    C10dParallel, Optimizer, OptimizerKind, OptimizerParams, Parallel, SingleProcess, shard_padded, sorted_variables,
+    trainable_params,
+};
 
 const ROLE: &str = "TLCV_DIST_ROLE";
 
@@ -76,6 +83,11 @@ fn sync_batch_norm_equals_batch_norm_on_the_whole_batch() {
 }
 
 #[test]
+fn data_parallel_steps_equal_one_process_on_the_whole_batch() {
+    run_pair("train");
+}
+
+#[test]
 fn a_killed_rank_is_named_by_the_survivor_within_the_timeout() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     let port = free_port();
@@ -111,6 +123,20 @@ fn an_unreachable_master_is_named_with_its_address_and_port() {
     eprintln!("rank 1 said: {msg}");
 }
 
+#[test]
+fn a_peer_that_never_joins_fails_the_rendezvous_within_the_timeout() {
+    let port = free_port();
+    let started = Instant::now();
+    // Rank 0 hosts the store and waits for a rank 1 that never comes.
+    let err = ProcessGroup::connect(&options(0, port, Duration::from_secs(2)))
+        .err()
+        .unwrap_or_else(|| panic!("formed a group of 2 alone"));
+    let msg = err.to_string();
+    assert!(matches!(err, DistError::Connect { rank: 0, .. }), "{msg}");
+    assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
+    eprintln!("rank 0 said: {msg}");
+}
+
 fn options(rank: usize, port: u16, timeout: Duration) -> GroupOptions {
     GroupOptions { master_addr: "127.0.0.1".into(), master_port: port, rank, world_size: 2, timeout, bind_host: None }
 }
@@ -130,6 +156,7 @@ fn worker() {
         "collectives" => collectives(&group),
         "sync_bn" => sync_bn_check(Arc::new(group)),
         "fault" => fault(&group, &dir),
+        "train" => train_equivalence(Arc::new(group)),
         other => panic!("unknown role {other}"),
     }
 }
@@ -250,4 +277,71 @@ fn fault(g: &ProcessGroup, dir: &Path) {
             }
         }
     }
+}
+
+/// ResNet-18 (scratch, 32 px, 4 classes) with synchronised batch norm: 3 SGD steps at world size 2
+/// with 8 samples per rank (DistributedSampler shards of one order) give the weights of 3 steps in one
+/// process with batch 16 over the same samples. Batch norm is exact only when synchronised (the
+/// global batch's statistics), so this is the `train.sync_bn = true` case.
+fn train_equivalence(g: Arc<ProcessGroup>) {
+    const STEPS: usize = 3;
+    const BATCH: usize = 16;
+    tch::manual_seed(11);
+    let n = (STEPS * BATCH) as i64;
+    let images = Tensor::randn([n, 3, 32, 32], (Kind::Float, Device::Cpu));
+    let labels = Tensor::randint(4, [n], (Kind::Int64, Device::Cpu));
+    let order: Vec<usize> = Tensor::randperm(n, (Kind::Int64, Device::Cpu))
+        .iter::<i64>()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .map(|i| i as usize)
+        .collect();
+    // Every rank builds its own random weights; C10dParallel's broadcast makes them rank 0's.
+    let reference = train_steps(&SingleProcess, 100, &images, &labels, &order, BATCH);
+    let parallel = C10dParallel::new(Arc::clone(&g), true);
+    let ranks = train_steps(&parallel, 200 + g.rank() as i64, &images, &labels, &order, BATCH / 2);
+    drop(parallel);
+    assert_eq!(reference.len(), ranks.len());
+    for (i, (a, b)) in reference.iter().zip(&ranks).enumerate() {
+        close(a, b, 1e-5, &format!("variable {i} after {STEPS} steps"));
+    }
+}
+
+/// `order`'s shard for this rank, in batches of `batch`, through SGD with momentum; returns every
+/// variable afterwards (sorted by name). The model is seeded by `seed`, then broadcast from rank 0;
+/// the reference (one process) is seeded like rank 0 so that both start from the same weights.
+fn train_steps(
+    parallel: &dyn Parallel,
+    seed: i64,
+    images: &Tensor,
+    labels: &Tensor,
+    order: &[usize],
+    batch: usize,
+) -> Vec<Tensor> {
+    tch::manual_seed(if parallel.rank() == 0 { 100 } else { seed });
+    let vs = nn::VarStore::new(Device::Cpu);
+    let net = resnet::resnet18(vs.root(), 4).unwrap_or_else(|e| panic!("{e}"));
+    parallel.broadcast_tensors(&sorted_variables(&vs)).unwrap_or_else(|e| panic!("{e}"));
+    let mut opt = Optimizer::new(OptimizerParams {
+        kind: OptimizerKind::Sgd,
+        weight_decay: 1e-4,
+        momentum: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        nesterov: false,
+    });
+    let shard = shard_padded(order, parallel.rank(), parallel.world_size());
+    for chunk in shard.chunks(batch) {
+        let idx = Tensor::from_slice(&chunk.iter().map(|&i| i as i64).collect::<Vec<_>>());
+        let (x, y) = (images.index_select(0, &idx), labels.index_select(0, &idx));
+        let logits = net.head(&net.penultimate(&x, true));
+        let loss = logits.cross_entropy_for_logits(&y);
+        let params = trainable_params(&vs);
+        Optimizer::zero_grad(&params);
+        loss.backward();
+        let grads: Vec<Tensor> = params.iter().map(|p| p.tensor.grad()).filter(|g| g.defined()).collect();
+        parallel.all_reduce_grads(&grads).unwrap_or_else(|e| panic!("{e}"));
+        let lrs = vec![0.05; params.len()];
+        opt.step(&params, &lrs);
+    }
+    sorted_variables(&vs)
 }

@@ -5,12 +5,14 @@
 //! - [`ProcessGroup`]: joining a group and the collectives (all-reduce in buckets, broadcast, gather
 //!   of byte buffers, barrier, a differentiable all-reduce), with errors that name a lost rank.
 //! - [`sync_bn`]: synchronised batch norm.
+//! - [`launch`]: torchrun's environment contract and `--nproc-per-node` local launching.
 //!
 //! Only Gloo (CPU tensors) is built: the NCCL backend needs a CUDA libtorch and NCCL's headers, which
 //! the CPU set-up does not install.
 
 mod ffi;
 mod group;
+pub mod launch;
 pub mod sync_bn;
 
 pub use group::{BUCKET_BYTES, GroupOptions, ProcessGroup, ReduceOp};

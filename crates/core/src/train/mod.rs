@@ -175,6 +175,8 @@ pub fn fit<T: Task>(
             state::write_results_csv(&state.history, &run.results_csv())?;
         }
     }
+    // Every rank starts from rank 0's weights and statistics (DDP's broadcast at construction).
+    parallel.broadcast_tensors(&parallel::sorted_variables(task.var_store()))?;
     let mut lr_scale = 1.0;
     let mut summary = FitSummary {
         history: state.history.clone(),
