@@ -19,8 +19,8 @@ use tlcv_core::{
         ProcessGroup,
         launch::{self, LaunchArgs, Role, WorkerEnv},
     },
-    train::{C10dParallel, Parallel, SingleProcess},
     run::{self, RunDir, report::fit_facts},
+    train::{C10dParallel, Parallel, SingleProcess},
     weights::WeightsSource,
 };
 
@@ -241,7 +241,7 @@ fn train_rank(cmd: &TrainCmd, end_to_end: bool, env: &WorkerEnv) -> anyhow::Resu
     let path = String::from_utf8(parallel.broadcast_bytes(path.into_bytes())?)?;
     let run = match run {
         Some(run) => run,
-        None => RunDir::open(std::path::Path::new(&path))?,
+        None => RunDir::of_main_rank(std::path::Path::new(&path)),
     };
     train_in(cmd, end_to_end, &cfg, &run, &parallel)
 }

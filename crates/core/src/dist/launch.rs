@@ -80,13 +80,15 @@ impl WorkerEnv {
 pub fn worker_env(var: impl Fn(&str) -> Option<String>) -> Result<Option<WorkerEnv>, DistError> {
     let Some(world) = var("WORLD_SIZE") else { return Ok(None) };
     let number = |name: &str, default: Option<&str>| -> Result<usize, DistError> {
-        let value = var(name).or(default.map(str::to_string)).ok_or_else(|| {
-            DistError::Invalid(format!("WORLD_SIZE is set but {name} is not (torchrun sets both)"))
-        })?;
+        let value = var(name)
+            .or(default.map(str::to_string))
+            .ok_or_else(|| DistError::Invalid(format!("WORLD_SIZE is set but {name} is not (torchrun sets both)")))?;
         value.trim().parse().map_err(|_| DistError::Invalid(format!("{name}={value} is not a non-negative integer")))
     };
-    let world_size: usize =
-        world.trim().parse().map_err(|_| DistError::Invalid(format!("WORLD_SIZE={world} is not a positive integer")))?;
+    let world_size: usize = world
+        .trim()
+        .parse()
+        .map_err(|_| DistError::Invalid(format!("WORLD_SIZE={world} is not a positive integer")))?;
     let rank = number("RANK", None)?;
     let local_rank = number("LOCAL_RANK", Some("0"))?;
     let master_port = number("MASTER_PORT", None)?;
@@ -206,11 +208,23 @@ mod tests {
 
     #[test]
     fn torchrun_variables_make_a_worker() {
-        let vars = [("WORLD_SIZE", "4"), ("RANK", "3"), ("LOCAL_RANK", "1"), ("MASTER_ADDR", "10.0.0.1"), ("MASTER_PORT", "29400")];
+        let vars = [
+            ("WORLD_SIZE", "4"),
+            ("RANK", "3"),
+            ("LOCAL_RANK", "1"),
+            ("MASTER_ADDR", "10.0.0.1"),
+            ("MASTER_PORT", "29400"),
+        ];
         let w = worker_env(env(&vars)).ok().flatten();
         assert_eq!(
             w,
-            Some(WorkerEnv { rank: 3, local_rank: 1, world_size: 4, master_addr: "10.0.0.1".into(), master_port: 29400 })
+            Some(WorkerEnv {
+                rank: 3,
+                local_rank: 1,
+                world_size: 4,
+                master_addr: "10.0.0.1".into(),
+                master_port: 29400
+            })
         );
         assert_eq!(worker_env(env(&[])).ok(), Some(None));
     }
