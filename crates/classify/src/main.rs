@@ -256,7 +256,7 @@ fn train_in(
     if parallel.is_main() {
         eprintln!("run directory: {}", run.root().display());
     }
-    let outcome = pipeline::train_with(&cfg, run, cmd.common.resume, None, parallel)?;
+    let outcome = pipeline::train_with(cfg, run, cmd.common.resume, None, parallel)?;
     if outcome.fit.interrupted {
         bail!(tlcv_core::Error::Interrupted);
     }
@@ -276,7 +276,7 @@ fn train_in(
     };
     run.write_json(&run.metrics_json(), &metrics_file)?;
     let input = ReportInput {
-        cfg: &cfg,
+        cfg,
         classes: &outcome.classes,
         history: &outcome.fit.history,
         metrics: &outcome.metrics,
@@ -285,10 +285,10 @@ fn train_in(
         skipped: &skipped,
         facts,
     };
-    report::write(&run, &input)?;
+    report::write(run, &input)?;
     outcome.skipped.print();
     if end_to_end {
-        predict_held_out(&cfg, &run, &outcome)?;
+        predict_held_out(cfg, run, &outcome)?;
     }
     eprintln!(
         "{} top-1 {:.4}  top-5 {:.4}  macro F1 {:.4}  ({} images, {} skipped)",

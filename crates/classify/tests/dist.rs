@@ -4,6 +4,8 @@
 //! ranks are started by `--nproc-per-node 2` or by hand with torchrun's environment; only rank 0
 //! writes a run directory.
 
+#![allow(clippy::panic)] // test failures are panics
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -25,7 +27,7 @@ fn make_folder(root: &Path) -> PathBuf {
             for i in 0..n {
                 let mut img = core::Mat::new_rows_cols_with_default(32, 32, core::CV_8UC3, core::Scalar::all(128.0))
                     .unwrap_or_else(|e| panic!("{e}"));
-                let o = (i % 9) as i32;
+                let o = i % 9;
                 let r = match class {
                     0 => imgproc::rectangle(
                         &mut img,

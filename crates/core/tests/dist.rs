@@ -7,6 +7,8 @@
 //! Each test starts this test binary twice more, as rank 0 and rank 1 of a group (the `worker` test,
 //! which does nothing unless `TLCV_DIST_ROLE` is set), and checks their exit status.
 
+#![allow(clippy::panic)] // test failures are panics
+
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::Path;
