@@ -94,7 +94,7 @@ impl YoloBench {
         let anchors = anchor_points(&out.shapes, &STRIDES, 0.5, out.cls.device());
         let l = self.loss.compute(&out, &anchors, &self.targets);
         l.total.backward();
-        self.opt.step(&self.params, |_| 0.01);
+        self.opt.step(&self.params, &vec![0.01; self.params.len()]);
         l.total.double_value(&[])
     }
 

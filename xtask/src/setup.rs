@@ -92,8 +92,9 @@ impl Store {
 }
 
 /// The Debian packages every build needs (OpenCV and clang for the opencv crate's bindings, libjpeg's
-/// headers for tlcv-core's region decoder, a font for plots).
-const APT_BASE: [&str; 5] = ["libopencv-dev", "clang", "libclang-dev", "libjpeg62-turbo-dev", "fonts-dejavu-core"];
+/// headers for tlcv-core's region decoder, gloo's headers for its c10d shim, a font for plots).
+const APT_BASE: [&str; 6] =
+    ["libopencv-dev", "clang", "libclang-dev", "libjpeg62-turbo-dev", "libgloo-dev", "fonts-dejavu-core"];
 
 /// Runs every setup step; fast and silent apart from `present:` lines when everything is there.
 pub fn setup(root: &Path, args: &SetupArgs) -> Result<()> {

@@ -14,7 +14,7 @@ use tlcv_core::{
     metrics::{ClassScores, ClassificationMetrics},
     progress::Progress,
     run::{self, RunDir, SkipLog, SkippedSummary, TrainedRun, report::fit_facts},
-    train::{self, FitOptions, FitSummary, SingleProcess, TrainConfig},
+    train::{self, FitOptions, FitSummary, Parallel, SingleProcess, TrainConfig},
 };
 
 use crate::{
@@ -95,6 +95,18 @@ pub struct TrainOutcome {
 /// With `train.head_epochs` (LP-FT) a fine-tune first trains the head alone on the feature cache, in
 /// `run/lp-ft/head`, then everything from there.
 pub fn train(cfg: &ClassifyConfig, run: &RunDir, resume: bool, max_epochs: Option<usize>) -> Result<TrainOutcome> {
+    train_with(cfg, run, resume, max_epochs, &SingleProcess)
+}
+
+/// [`train`] as one rank of a data-parallel group (or [`SingleProcess`]): only the main rank writes
+/// into `run`; every rank evaluates (the outcome is the same on each).
+pub fn train_with(
+    cfg: &ClassifyConfig,
+    run: &RunDir,
+    resume: bool,
+    max_epochs: Option<usize>,
+    parallel: &dyn Parallel,
+) -> Result<TrainOutcome> {
     run::configure_threads();
     let device = cfg.train.device.resolve()?;
     tch::manual_seed(cfg.train.seed as i64);
@@ -122,11 +134,18 @@ pub fn train(cfg: &ClassifyConfig, run: &RunDir, resume: bool, max_epochs: Optio
         model.set_bn_mode(cfg.train.bn);
     }
     eprintln!("model: {} ({}), {}", cfg.model.backbone, cfg.model.strategy, model.freeze);
-    run::write_run_files(run, cfg, &dataset.classes)?;
+    if parallel.is_main() {
+        run::write_run_files(run, cfg, &dataset.classes)?;
+    }
 
     let skipped = SkipLog::default();
     let continuing = resume && run.last_weights().is_file();
     if fine_tune && cfg.train.head_epochs > 0 && !continuing {
+        if parallel.world_size() > 1 {
+            return Err(ClassifyError::Invalid(
+                "train.head_epochs > 0 (LP-FT) runs in one process only for now; set train.head_epochs=0".into(),
+            ));
+        }
         let (head, seconds) = fit_head_first(model, cfg, dataset, run, &skipped)?;
         return finish_training(head.model, cfg, head.dataset, run, resume, max_epochs, skipped, seconds);
     }
@@ -139,16 +158,32 @@ pub fn train(cfg: &ClassifyConfig, run: &RunDir, resume: bool, max_epochs: Optio
     };
     let mut task = ClassifyTask::new(model, cfg.clone(), dataset, mode);
     task.skipped = skipped.clone();
-    fit_and_evaluate(task, cfg, run, resume, max_epochs, cache_seconds)
+    fit_and_evaluate(
+        task,
+        cfg,
+        run,
+        FitOptions { max_epochs_this_run: max_epochs, ..FitOptions::interactive(resume) },
+        cache_seconds,
+        parallel,
+    )
 }
 
 /// `classify train` / `run`: trains into `run`; then, unless stopped by a Ctrl-C, writes
 /// `metrics.json` and the report, predicts a few held-out images when `end_to_end`, and prints the
 /// summary line.
-pub fn train_and_report(cfg: &ClassifyConfig, run: &RunDir, resume: bool, end_to_end: bool) -> Result<TrainOutcome> {
-    eprintln!("run directory: {}", run.root().display());
-    let outcome = train(cfg, run, resume, None)?;
-    if outcome.fit.interrupted {
+pub fn train_and_report(
+    cfg: &ClassifyConfig,
+    run: &RunDir,
+    resume: bool,
+    end_to_end: bool,
+    parallel: &dyn Parallel,
+) -> Result<TrainOutcome> {
+    if parallel.is_main() {
+        eprintln!("run directory: {}", run.root().display());
+    }
+    let outcome = train_with(cfg, run, resume, None, parallel)?;
+    // Only the main rank writes the run's files.
+    if outcome.fit.interrupted || !parallel.is_main() {
         return Ok(outcome);
     }
     let mut facts = fit_facts(&outcome.fit);
@@ -288,7 +323,8 @@ fn finish_training(
 ) -> Result<TrainOutcome> {
     let mut task = ClassifyTask::new(model, cfg.clone(), dataset, Mode::Images);
     task.skipped = skipped;
-    fit_and_evaluate(task, cfg, run, resume, max_epochs, cache_seconds)
+    let opts = FitOptions { max_epochs_this_run: max_epochs, ..FitOptions::interactive(resume) };
+    fit_and_evaluate(task, cfg, run, opts, cache_seconds, &SingleProcess)
 }
 
 /// Runs the training loop on `task`, then evaluates its best checkpoint on the evaluation split.
@@ -296,14 +332,15 @@ fn fit_and_evaluate(
     mut task: ClassifyTask,
     cfg: &ClassifyConfig,
     run: &RunDir,
-    resume: bool,
-    max_epochs: Option<usize>,
+    opts: FitOptions,
     cache_seconds: f64,
+    parallel: &dyn Parallel,
 ) -> Result<TrainOutcome> {
     let skipped = task.skipped.clone();
-    let opts = FitOptions { max_epochs_this_run: max_epochs, ..FitOptions::interactive(resume) };
-    let fit = train::fit(&mut task, &cfg.train.for_strategy(cfg.model.strategy), run, &SingleProcess, &opts)
+    let fit = train::fit(&mut task, &cfg.train.for_strategy(cfg.model.strategy), run, parallel, &opts)
         .map_err(|e| with_skips(e, &skipped))?;
+    // The main rank's last checkpoint is on disk before any rank reads the best weights back.
+    parallel.barrier()?;
     // Evaluate the best checkpoint on the test split when there is one.
     let ClassifyTask { model, dataset, .. } = task;
     if run.best_weights().is_file() {

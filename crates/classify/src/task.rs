@@ -169,17 +169,24 @@ impl Task for ClassifyTask {
         let batch = self.cfg.train.batch.max(1);
         match &self.mode {
             Mode::Images => {
-                let samples: Vec<Sample> = {
-                    let all: Vec<usize> = (0..self.dataset.train.len()).collect();
-                    parallel.shard(&all).into_iter().map(|i| self.dataset.train[i].clone()).collect()
+                let n = self.dataset.train.len();
+                // One process shuffles in the loader; ranks shard the epoch's shuffled order
+                // (DistributedSampler's rule), so that their batches together are one process's.
+                let several = parallel.world_size() > 1;
+                let order = if several {
+                    let loader = Loader::new(n, batch, true, self.cfg.train.seed, false, 0);
+                    parallel.shard(&loader.epoch_order(epoch))
+                } else {
+                    (0..n).collect()
                 };
+                let samples: Vec<Sample> = order.into_iter().map(|i| self.dataset.train[i].clone()).collect();
                 let pipeline = Pipeline::new(&self.cfg.data, true).with_cache(self.image_cache.clone());
                 Ok(image_batches(
                     Arc::new(samples),
                     pipeline,
                     self.model.normalization(),
                     batch,
-                    true,
+                    !several,
                     self.cfg.train.seed,
                     epoch,
                     self.skipped.clone(),

@@ -13,6 +13,8 @@ pub enum Error {
     #[error(transparent)]
     Data(#[from] crate::data::DataError),
     #[error(transparent)]
+    Dist(#[from] crate::dist::DistError),
+    #[error(transparent)]
     Report(#[from] crate::report::ReportError),
     #[error(transparent)]
     Onnx(#[from] crate::onnx::OnnxError),

@@ -6,6 +6,7 @@
 //!   strict loading into a `VarStore`, and safetensors export.
 //! - [`freeze`]: transfer strategies and validated freezing.
 //! - [`fold`]: batch norm folded into convolutions for frozen inference.
+//! - [`dist`]: data-parallel training on libtorch's c10d (TCPStore + ProcessGroupGloo).
 //! - [`train`]: the task-independent training loop (optimisers, schedules, checkpoints, resume).
 //! - [`data`]: decoding, augmentation and batching on u8 images, in parallel with rayon.
 //! - [`metrics`], [`report`]: classification metrics, plots and the self-contained `report.html`.
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod data;
 pub mod device;
+pub mod dist;
 pub mod error;
 pub mod fold;
 pub mod freeze;

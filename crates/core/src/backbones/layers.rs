@@ -263,8 +263,22 @@ impl Bn {
         self.eps
     }
 
-    /// `[N, C, ...]` -> same shape. `train` = batch statistics and running-stat update.
+    /// `[N, C, ...]` -> same shape. `train` = batch statistics and running-stat update (the global
+    /// batch's statistics when [`crate::dist::sync_bn`] is enabled).
     pub fn forward(&self, xs: &Tensor, train: bool) -> Tensor {
+        if train {
+            let p = crate::dist::sync_bn::BnParams {
+                weight: &self.weight,
+                bias: &self.bias,
+                running_mean: &self.running_mean,
+                running_var: &self.running_var,
+                momentum: self.momentum,
+                eps: self.eps,
+            };
+            if let Some(ys) = crate::dist::sync_bn::forward(xs, &p) {
+                return ys;
+            }
+        }
         xs.batch_norm(
             Some(&self.weight),
             Some(&self.bias),

@@ -52,6 +52,12 @@ impl RunDir {
         Ok(run)
     }
 
+    /// The directory that data-parallel rank 0 created (it may have no config yet): the other ranks
+    /// read checkpoints from it and write nothing.
+    pub fn of_main_rank(root: &Path) -> Self {
+        Self { root: root.to_path_buf() }
+    }
+
     /// The run directory itself.
     pub fn root(&self) -> &Path {
         &self.root

@@ -82,6 +82,12 @@ pub struct TrainConfig {
     /// trains at `lr * backbone_lr_scale * layer_decay^(n - 1 - i)`, so the deepest stage gets the
     /// backbone rate and earlier ones less. 1 = off. Classification.
     pub layer_decay: f64,
+    /// With several processes: batch norm uses the statistics of the global batch (every rank's
+    /// samples, as `torch.nn.SyncBatchNorm`) instead of each rank's own.
+    pub sync_bn: bool,
+    /// With several processes: seconds a rendezvous or a collective waits for the other ranks before
+    /// the run stops with an error naming the lost rank.
+    pub dist_timeout: f64,
 }
 
 /// How batch norm behaves in backbone layers that train.
@@ -148,6 +154,8 @@ impl Default for TrainConfig {
             bn: BnMode::Train,
             head_epochs: 0,
             layer_decay: 1.0,
+            sync_bn: false,
+            dist_timeout: 300.0,
         }
     }
 }

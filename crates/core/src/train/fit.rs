@@ -39,6 +39,8 @@ pub fn fit<T: Task>(
     if opts.resume {
         trainer.resume()?;
     }
+    // Every rank starts from rank 0's weights and statistics (DDP's broadcast at construction).
+    parallel.broadcast_tensors(&super::parallel::sorted_variables(trainer.task.var_store()))?;
     let mut summary = trainer.summary();
     let first_epoch = trainer.state.next_epoch;
     // With `retry_lower_lr`, the weights, optimiser and trainer state at the start of the epoch, to

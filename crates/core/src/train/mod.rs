@@ -21,7 +21,7 @@ use tch::{Tensor, nn::VarStore};
 pub use config::{BnMode, Precision, TrainConfig};
 pub use fit::fit;
 pub use optim::{Optimizer, OptimizerKind, OptimizerParams, Param, trainable_params};
-pub use parallel::{Parallel, SingleProcess};
+pub use parallel::{C10dParallel, Parallel, SingleProcess, shard_padded, sorted_variables};
 pub use reporter::{ConsoleReporter, Reporter, SilentReporter, StepProgress, StopFlag};
 pub use schedule::{Schedule, ScheduleKind};
 pub use state::{EpochRecord, TrainerState, proc_status_mb};

@@ -1,0 +1,154 @@
+//! `classify train` data-parallel on 127.0.0.1: 3 SGD steps of ResNet-18 (scratch, `train.sync_bn =
+//! true`, no augmentation or dropout) at world size 2 with batch 16 per rank give the weights of one
+//! process with batch 32 over the same samples (to float32 rounding, see [`TOLERANCE`]), whether the
+//! ranks are started by `--nproc-per-node 2` or by hand with torchrun's environment; only rank 0
+//! writes a run directory.
+
+#![allow(clippy::panic)] // test failures are panics
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use opencv::{core, imgcodecs, imgproc};
+use tch::Tensor;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(29533)
+}
+
+/// Three classes (a red square, a green disc, a blue bar at varying offsets), 32 train images each.
+fn make_folder(root: &Path) -> PathBuf {
+    let data = root.join("data");
+    for (split, n) in [("train", 32), ("val", 2), ("test", 2)] {
+        for (class, name) in ["a_square", "b_disc", "c_bar"].iter().enumerate() {
+            let dir = data.join(split).join(name);
+            std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+            for i in 0..n {
+                let mut img = core::Mat::new_rows_cols_with_default(32, 32, core::CV_8UC3, core::Scalar::all(128.0))
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let o = i % 9;
+                let r = match class {
+                    0 => imgproc::rectangle(
+                        &mut img,
+                        core::Rect::new(4 + o, 6, 14, 14),
+                        core::Scalar::new(30.0, 30.0, 220.0, 0.0),
+                        -1,
+                        imgproc::LINE_8,
+                        0,
+                    ),
+                    1 => imgproc::circle(
+                        &mut img,
+                        core::Point::new(10 + o, 16),
+                        8,
+                        core::Scalar::new(30.0, 200.0, 30.0, 0.0),
+                        -1,
+                        imgproc::LINE_8,
+                        0,
+                    ),
+                    _ => imgproc::rectangle(
+                        &mut img,
+                        core::Rect::new(2, 4 + o, 28, 6),
+                        core::Scalar::new(220.0, 40.0, 30.0, 0.0),
+                        -1,
+                        imgproc::LINE_8,
+                        0,
+                    ),
+                };
+                r.unwrap_or_else(|e| panic!("{e}"));
+                let path = dir.join(format!("{i}.png"));
+                let ok = imgcodecs::imwrite(&path, &img, &core::Vector::new()).unwrap_or_else(|e| panic!("{e}"));
+                assert!(ok, "could not write {}", path.display());
+            }
+        }
+    }
+    data
+}
+
+/// `classify train` for 3 steps (96 images, `batch` per process) into `project/classify/<name>`.
+fn train_cmd(data: &Path, project: &Path, name: &str, batch: usize) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_classify"));
+    cmd.args(["train", "--model", "resnet18", "--strategy", "scratch", "--weights", "none", "--data"])
+        .arg(data)
+        .args(["--epochs", "1", "--img-size", "32", "--batch", &batch.to_string(), "--name", name])
+        .args(["--set", "train.sync_bn=true", "--set", "data.augment=false", "--set", "train.seed=3"])
+        // SGD: AdamW's update m / sqrt(v) turns float noise in a near-zero gradient into a full step.
+        .args(["--set", "train.optimizer=\"sgd\"", "--set", "train.lr=0.01", "--set", "train.dist_timeout=60"])
+        // Dropout draws different masks in one process and in two (as in PyTorch DDP).
+        .args(["--set", "model.dropout=0"])
+        .arg("--project")
+        .arg(project)
+        .env("OMP_NUM_THREADS", "1")
+        .stdout(Stdio::null());
+    cmd
+}
+
+fn check(out: &Output, what: &str) {
+    assert!(out.status.success(), "{what} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn weights(project: &Path, name: &str) -> Vec<(String, Tensor)> {
+    let path = project.join("classify").join(name).join("weights").join("last.safetensors");
+    let mut w = Tensor::read_safetensors(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    w.sort_by(|a, b| a.0.cmp(&b.0));
+    w
+}
+
+/// Float32 rounding: 16 and 32 images summed in different orders leave conv1's weights up to ~1.5e-5
+/// apart after 3 steps (every other variable within 3e-6). tlcv-core's dist test shows the same steps
+/// equal to 1e-9 in float64, so this margin is rounding, not a semantic difference.
+const TOLERANCE: f64 = 5e-5;
+
+fn assert_same(a: &[(String, Tensor)], b: &[(String, Tensor)], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: variable counts differ");
+    for ((na, ta), (nb, tb)) in a.iter().zip(b) {
+        assert_eq!(na, nb, "{what}");
+        let diff = (ta.to_kind(tch::Kind::Double) - tb.to_kind(tch::Kind::Double)).abs().max().double_value(&[]);
+        assert!(diff <= TOLERANCE, "{what}: {na} differs by {diff:e}");
+    }
+}
+
+#[test]
+#[ignore = "three training runs, ~100 s on 2 shared cores: over CI's budget; run with `cargo test -p classify --test dist -- --ignored`"]
+fn two_ranks_train_like_one_process_with_the_double_batch() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let data = make_folder(tmp.path());
+    let project = tmp.path().join("runs");
+
+    check(&train_cmd(&data, &project, "one", 32).output().unwrap_or_else(|e| panic!("{e}")), "one process");
+    let one = weights(&project, "one");
+
+    let port = free_port().to_string();
+    let out = train_cmd(&data, &project, "launched", 16)
+        .args(["--nproc-per-node", "2", "--master-port", &port])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    check(&out, "--nproc-per-node 2");
+    assert_same(&one, &weights(&project, "launched"), "--nproc-per-node 2 vs one process");
+
+    // torchrun's environment set by hand, as `torchrun --nproc-per-node 2 --no-python classify train ...`.
+    let port = free_port().to_string();
+    let ranks: Vec<Child> = (0..2)
+        .map(|rank| {
+            train_cmd(&data, &project, "torchrun", 16)
+                .envs([("WORLD_SIZE", "2"), ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", port.as_str())])
+                .env("RANK", rank.to_string())
+                .env("LOCAL_RANK", rank.to_string())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("{e}"))
+        })
+        .collect();
+    for (rank, child) in ranks.into_iter().enumerate() {
+        check(&child.wait_with_output().unwrap_or_else(|e| panic!("{e}")), &format!("torchrun rank {rank}"));
+    }
+    assert_same(&one, &weights(&project, "torchrun"), "torchrun environment vs one process");
+
+    // Rank 1 wrote no run directory of its own.
+    let mut runs: Vec<String> = std::fs::read_dir(project.join("classify"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    runs.sort();
+    assert_eq!(runs, ["launched", "one", "torchrun"]);
+}
