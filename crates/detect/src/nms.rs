@@ -97,6 +97,14 @@ fn nms_sorted<T: Coord>(boxes: &[[T; 4]], order: &[usize], iou_thr: f64, max_kee
 }
 
 /// NMS on plain data: boxes are xyxy, a box survives the score filter when `score > score_thr`.
+/// One box per score and class, or an error naming the three lengths.
+fn check_lengths(boxes: usize, scores: usize, classes: usize) -> Result<(), DetectError> {
+    if scores != boxes || classes != boxes {
+        return Err(DetectError::Invalid(format!("nms: {boxes} boxes, {scores} scores, {classes} classes")));
+    }
+    Ok(())
+}
+
 /// Returns kept indices sorted by score descending (ties: lower index first), at most `max_det`.
 pub fn batched_nms_plain(
     boxes: &[[f64; 4]],
@@ -106,14 +114,7 @@ pub fn batched_nms_plain(
     score_thr: f64,
     max_det: usize,
 ) -> Result<Vec<usize>, DetectError> {
-    if scores.len() != boxes.len() || classes.len() != boxes.len() {
-        return Err(DetectError::Invalid(format!(
-            "nms: {} boxes, {} scores, {} classes",
-            boxes.len(),
-            scores.len(),
-            classes.len()
-        )));
-    }
+    check_lengths(boxes.len(), scores.len(), classes.len())?;
     let order: Vec<usize> = (0..boxes.len()).filter(|&i| scores[i] > score_thr).collect();
     Ok(classwise(boxes, scores, classes, order, iou_thr, max_det))
 }
@@ -127,14 +128,7 @@ pub fn batched_nms_f32(
     iou_thr: f64,
     max_det: usize,
 ) -> Result<Vec<usize>, DetectError> {
-    if scores.len() != boxes.len() || classes.len() != boxes.len() {
-        return Err(DetectError::Invalid(format!(
-            "nms: {} boxes, {} scores, {} classes",
-            boxes.len(),
-            scores.len(),
-            classes.len()
-        )));
-    }
+    check_lengths(boxes.len(), scores.len(), classes.len())?;
     Ok(classwise(boxes, scores, classes, (0..boxes.len()).collect(), iou_thr, max_det))
 }
 

@@ -119,15 +119,7 @@ impl DetectorFamily for YoloFamily {
         let mut out = self.model.forward_raw(xs, true); // [N, A, nc], [N, A, 64]
         (out.cls, out.dist) = (out.cls.to_kind(Kind::Float), out.dist.to_kind(Kind::Float));
         let anchors = anchor_points(&out.shapes, &STRIDES, 0.5, out.cls.device());
-        let l = self.loss.compute(&out, &anchors, targets);
-        Ok(StepLosses {
-            total: l.total,
-            terms: vec![
-                ("box_loss".into(), l.box_loss),
-                ("cls_loss".into(), l.cls_loss),
-                ("dfl_loss".into(), l.dfl_loss),
-            ],
-        })
+        Ok(self.loss.compute(&out, &anchors, targets).into())
     }
 
     /// Ultralytics' `non_max_suppression` with the given thresholds on the eval output.

@@ -24,6 +24,14 @@ pub struct LossOutput {
     pub dfl_loss: f64,
 }
 
+impl From<LossOutput> for crate::family::StepLosses {
+    fn from(l: LossOutput) -> Self {
+        let terms =
+            vec![("box_loss".into(), l.box_loss), ("cls_loss".into(), l.cls_loss), ("dfl_loss".into(), l.dfl_loss)];
+        Self { total: l.total, terms }
+    }
+}
+
 /// Distribution focal loss: `logits` `[n, reg_max]`, continuous `target` `[n]` in `[0, reg_max - 1)`;
 /// cross-entropy to the two neighbouring bins weighted by closeness -> `[n]`.
 pub fn dfl(logits: &Tensor, target: &Tensor) -> Tensor {

@@ -110,15 +110,7 @@ impl DetectorFamily for YoloNet {
         let p = self.neck.forward(&feats, true); // [P3, P4, P5], each [N, c, S/s, S/s]
         let out = self.head.forward(&p, true);
         let anchors = self.head.anchors(&out);
-        let l = self.loss.compute(&out, &anchors, targets);
-        Ok(StepLosses {
-            total: l.total,
-            terms: vec![
-                ("box_loss".into(), l.box_loss),
-                ("cls_loss".into(), l.cls_loss),
-                ("dfl_loss".into(), l.dfl_loss),
-            ],
-        })
+        Ok(self.loss.compute(&out, &anchors, targets).into())
     }
 
     fn predict(&self, xs: &Tensor, cfg: &PostprocessConfig) -> Result<Vec<Vec<Detection>>> {
