@@ -14,6 +14,10 @@ use std::path::Path;
 
 use support::{classify, run, stderr};
 
+/// The two tests take turns: each training run uses every core, and two at once on a small machine
+/// spend more time contending for them than they gain (CI: 684 s together with two more networks; 158 s in turns).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// `classify train --json` with `args`, into `project/classify/<name>`; returns (test top-1, the
 /// epoch-1 mean training loss).
 fn train(project: &Path, name: &str, args: &[&str]) -> (f64, f64) {
@@ -39,6 +43,7 @@ fn train(project: &Path, name: &str, args: &[&str]) -> (f64, f64) {
 
 #[test]
 fn resnet18_and_lite0_learn_digits_from_scratch() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let ln10 = 10f64.ln();
     let mut failures = Vec::new();
@@ -65,6 +70,7 @@ fn resnet18_and_lite0_learn_digits_from_scratch() {
 
 #[test]
 fn the_finetune_recipe_beats_feature_extraction_at_50_digits_per_class() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let common = ["--model", "efficientnet_lite0", "--weights", "imagenet", "--epochs", "5", "--img-size", "32"];
     let mut means = [0.0f64; 2];
