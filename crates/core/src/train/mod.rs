@@ -9,6 +9,7 @@ mod fit;
 pub mod memory;
 pub mod optim;
 pub mod parallel;
+pub mod precision;
 pub mod reporter;
 pub mod schedule;
 mod state;
@@ -18,7 +19,8 @@ use std::{collections::BTreeMap, sync::Arc};
 use serde::{Deserialize, Serialize};
 use tch::{Tensor, nn::VarStore};
 
-pub use config::{BnMode, Precision, TrainConfig};
+pub use config::{BnMode, TrainConfig};
+pub use precision::{Precision, PrecisionPlan, TaskKind};
 pub use fit::fit;
 pub use optim::{Optimizer, OptimizerKind, OptimizerParams, Param, trainable_params};
 pub use parallel::{C10dParallel, Parallel, SingleProcess, shard_padded, sorted_variables};
