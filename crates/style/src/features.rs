@@ -14,8 +14,8 @@ use tlcv_core::backbones::{
 use tlcv_core::weights::{self, WeightsSource};
 
 use crate::config::{ModelConfig, Precision};
-use tlcv_core::train::TaskKind;
 use crate::{Result, StyleError};
+use tlcv_core::train::TaskKind;
 
 /// The supported feature networks.
 #[derive(Debug)]
@@ -104,7 +104,9 @@ impl FeatureNet {
             .collect::<Result<Vec<f64>>>()?;
         net.set_layers(&list(&cfg.content_layers), &list(&cfg.style_layers), &weights)?;
         if cfg.precision == Precision::Bf16 && !tlcv_core::train::precision::native_bf16(device) {
-            eprintln!("note: model.precision = \"bf16\" but this CPU has no native bf16 (AVX-512 BF16 or AMX): using float32");
+            eprintln!(
+                "note: model.precision = \"bf16\" but this CPU has no native bf16 (AVX-512 BF16 or AMX): using float32"
+            );
         }
         if cfg.precision.resolve(device, TaskKind::Style).inference == Precision::Bf16 {
             net.set_kind(Kind::BFloat16);

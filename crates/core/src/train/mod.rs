@@ -20,10 +20,10 @@ use serde::{Deserialize, Serialize};
 use tch::{Tensor, nn::VarStore};
 
 pub use config::{BnMode, TrainConfig};
-pub use precision::{Precision, PrecisionPlan, TaskKind};
 pub use fit::fit;
 pub use optim::{Optimizer, OptimizerKind, OptimizerParams, Param, trainable_params};
 pub use parallel::{C10dParallel, Parallel, SingleProcess, shard_padded, sorted_variables};
+pub use precision::{Precision, PrecisionPlan, TaskKind};
 pub use reporter::{ConsoleReporter, Reporter, SilentReporter, StepProgress, StopFlag};
 pub use schedule::{Schedule, ScheduleKind};
 pub use state::{EpochRecord, TrainerState, proc_status_mb};
