@@ -264,11 +264,21 @@ impl ClassifyConfig {
         }
     }
 
+    /// The training configuration this run trains with: [`TrainConfig::for_strategy`], and from
+    /// scratch the learning rate scaled for the architecture ([`Arch::scratch_classifier_lr_scale`]).
+    pub fn effective_train(&self) -> TrainConfig {
+        let mut t = self.train.for_strategy(self.model.strategy);
+        if self.model.strategy == Strategy::Scratch {
+            t.lr *= self.model.backbone.scratch_classifier_lr_scale();
+        }
+        t
+    }
+
     /// The transfer recipe in a few words, for tables.
     pub fn recipe_summary(&self) -> String {
-        let (m, t) = (&self.model, &self.train);
+        let (m, t) = (&self.model, &self.effective_train());
         match m.strategy {
-            Strategy::Scratch => format!("random init, all layers at lr {}", t.lr),
+            Strategy::Scratch => format!("random init, all layers at lr {}", (t.lr * 1e9).round() / 1e9),
             Strategy::FeatureExtract => {
                 let cache = if m.feature_cache { format!(", {} cached views", m.cache_views) } else { String::new() };
                 format!("frozen backbone{cache}, head at lr {}", t.lr)
@@ -300,5 +310,28 @@ impl tlcv_core::config::Preset for ClassifyConfig {
     }
     fn preset(name: &str) -> Option<Self> {
         ClassifyConfig::preset(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(backbone: Arch, strategy: Strategy) -> ClassifyConfig {
+        let mut cfg = ClassifyConfig::default();
+        cfg.model.backbone = backbone;
+        cfg.model.strategy = strategy;
+        cfg
+    }
+
+    #[test]
+    fn vgg_trains_from_scratch_at_a_tenth_of_the_rate() {
+        let lr = ClassifyConfig::default().train.lr;
+        let vgg = with(Arch::Vgg16Bn, Strategy::Scratch);
+        assert!((vgg.effective_train().lr - lr * 0.1).abs() < 1e-15);
+        assert!(vgg.recipe_summary().ends_with(&format!("at lr {}", (lr * 0.1 * 1e9).round() / 1e9)));
+        assert_eq!(with(Arch::Resnet18, Strategy::Scratch).effective_train().lr, lr);
+        assert_eq!(with(Arch::Vgg16Bn, Strategy::FineTune).effective_train().lr, lr, "pretrained VGG keeps the rate");
+        assert_eq!(with(Arch::Vgg16Bn, Strategy::Scratch).effective_train().backbone_lr_scale, 1.0);
     }
 }

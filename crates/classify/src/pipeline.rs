@@ -340,8 +340,8 @@ fn fit_and_evaluate(
     parallel: &dyn Parallel,
 ) -> Result<TrainOutcome> {
     let skipped = task.skipped.clone();
-    let fit = train::fit(&mut task, &cfg.train.for_strategy(cfg.model.strategy), run, parallel, &opts)
-        .map_err(|e| with_skips(e, &skipped))?;
+    let fit =
+        train::fit(&mut task, &cfg.effective_train(), run, parallel, &opts).map_err(|e| with_skips(e, &skipped))?;
     // The main rank's last checkpoint is on disk before any rank reads the best weights back.
     parallel.barrier()?;
     // Evaluate the best checkpoint on the test split when there is one.
