@@ -9,7 +9,7 @@ use tlcv_core::{
     checkpoint::{self, LoadOptions},
     fold,
     freeze::{self, FreezeSummary, Strategy},
-    train::{BnMode, PrecisionPlan},
+    train::BnMode,
     weights::WeightsSource,
 };
 
@@ -38,12 +38,9 @@ pub struct Model {
     pub freeze: FreezeSummary,
     /// Whether weights and inputs are laid out channels-last (NHWC strides).
     pub channels_last: bool,
-    /// The kind inputs are cast to before the backbone in training: bfloat16 for mixed precision
-    /// (see [`Model::set_compute_kind`]).
+    /// The kind inputs are cast to before the backbone: bfloat16 for mixed-precision training (see
+    /// [`Model::set_compute_kind`]) and while [`Model::frozen_inference`] runs in bf16.
     input_kind: Kind,
-    /// The same in eval mode (validation, evaluation, prediction, the feature cache): bfloat16 for
-    /// bf16 inference and while [`Model::frozen_inference`] runs in bf16.
-    infer_kind: Kind,
     /// `train.bn = "frozen"`: the backbone runs in inference mode (running batch-norm statistics, no
     /// stochastic depth or inner dropout) also while it trains.
     bn_frozen: bool,
@@ -77,7 +74,6 @@ impl Model {
             freeze: FreezeSummary::default(),
             channels_last: false,
             input_kind: Kind::Float,
-            infer_kind: Kind::Float,
             bn_frozen: false,
         };
         if cfg.weights.is_none() && cfg.strategy != Strategy::Scratch {
@@ -194,8 +190,7 @@ impl Model {
     /// `[N, 3, H, W]` normalised images → `[N, D]` pooled features (cast to float32). Gradients flow
     /// to the trainable layers whatever [`Model::set_bn_mode`] says; it only decides the batch norms.
     pub fn features(&self, xs: &Tensor, train: bool) -> Tensor {
-        let kind = if train { self.input_kind } else { self.infer_kind };
-        let xs = if kind == xs.kind() { xs.shallow_clone() } else { xs.to_kind(kind) };
+        let xs = if self.input_kind == xs.kind() { xs.shallow_clone() } else { xs.to_kind(self.input_kind) };
         let xs = if self.channels_last { freeze::channels_last(&xs) } else { xs };
         self.net.penultimate(&xs, train && !self.bn_frozen).to_kind(Kind::Float)
     }
@@ -214,27 +209,14 @@ impl Model {
 
     /// Runs the backbone in `kind` (float32, or bfloat16 for mixed precision): inputs are cast to it,
     /// float32 weights are cast per call (`tlcv_core::backbones::layers::autocast`) so that their
-    /// gradients stay float32, and the pooled features come back as float32 for the head. Sets
-    /// training and inference alike; [`Model::set_precision`] sets them apart.
+    /// gradients stay float32, and the pooled features come back as float32 for the head.
     pub fn set_compute_kind(&mut self, kind: Kind) {
         self.input_kind = kind;
-        self.infer_kind = kind;
     }
 
-    /// Runs training steps in `plan.training` and everything in eval mode in `plan.inference`.
-    pub fn set_precision(&mut self, plan: &PrecisionPlan) {
-        self.input_kind = plan.training_kind();
-        self.infer_kind = plan.inference_kind();
-    }
-
-    /// The kind training steps run in (see [`Model::set_compute_kind`]).
+    /// The kind set by [`Model::set_compute_kind`].
     pub fn input_kind(&self) -> Kind {
         self.input_kind
-    }
-
-    /// The kind eval-mode passes run in (see [`Model::set_precision`]).
-    pub fn inference_kind(&self) -> Kind {
-        self.infer_kind
     }
 
     /// Runs `f` on the network prepared for frozen inference, then restores it: batch norms folded
@@ -247,7 +229,7 @@ impl Model {
         f: impl FnOnce(&Model) -> tlcv_core::Result<T>,
     ) -> tlcv_core::Result<T> {
         let mut originals = Vec::new();
-        let infer_kind = self.infer_kind;
+        let compute_kind = self.input_kind;
         if bf16 {
             tch::no_grad(|| -> tlcv_core::Result<()> {
                 for (_, mut var) in self.vs.variables() {
@@ -259,7 +241,7 @@ impl Model {
                 }
                 Ok(())
             })?;
-            self.infer_kind = Kind::BFloat16;
+            self.input_kind = Kind::BFloat16;
         }
         let result = fold::fold_classifier(self.net.as_mut()).and_then(|_| f(self));
         fold::unfold_classifier(self.net.as_mut());
@@ -268,7 +250,7 @@ impl Model {
                 var.set_data(&original);
             }
         });
-        self.infer_kind = infer_kind;
+        self.input_kind = compute_kind;
         result
     }
 

@@ -32,8 +32,7 @@ pub trait Segmenter {
 
 impl Segmenter for SegModel {
     fn logits(&self, xs: &Tensor) -> Result<Tensor, SegmentError> {
-        let xs = if xs.kind() == self.inference_kind { xs.shallow_clone() } else { xs.to_kind(self.inference_kind) };
-        Ok(tch::no_grad(|| self.forward(&xs, false).to_kind(Kind::Float)))
+        Ok(tch::no_grad(|| self.forward(xs, false)))
     }
     fn input_normalization(&self) -> Option<Normalization> {
         Some(self.normalization())
