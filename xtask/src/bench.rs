@@ -373,8 +373,13 @@ fn compare(root: &Path, args: &BenchArgs) -> Result<i32> {
         println!("  {}", row.plain());
         rows.push(row);
     }
-    let md = render(&rows, &mismatches, &notes, args, (threads, rounds), busy_start, busy_cores());
+    let mut md = render(&rows, &mismatches, &notes, args, (threads, rounds), busy_start, busy_cores());
     let out = root.join("benches").join("RESULTS.md");
+    // Sections measured by hand (e.g. the precision runs) survive a new comparison.
+    let old = std::fs::read_to_string(&out).unwrap_or_default();
+    if let Some(at) = old.find(KEPT_SECTION) {
+        md = format!("{}\n\n{}", md.trim_end(), &old[at..]);
+    }
     std::fs::write(&out, md).with_context(|| format!("writing {}", out.display()))?;
     println!("xtask: wrote {}", out.display());
     for m in &mismatches {
@@ -382,6 +387,9 @@ fn compare(root: &Path, args: &BenchArgs) -> Result<i32> {
     }
     Ok(if mismatches.is_empty() { 0 } else { 1 })
 }
+
+/// The heading from which `benches/RESULTS.md` is kept when the comparison rewrites it.
+const KEPT_SECTION: &str = "## precision = auto";
 
 /// One rendered table row.
 struct Row {

@@ -9,7 +9,7 @@ use tlcv_core::{
     checkpoint::{self, LoadOptions},
     fold,
     freeze::{self, FreezeSummary, Strategy},
-    train::BnMode,
+    train::{BnMode, PrecisionPlan},
     weights::WeightsSource,
 };
 
@@ -38,9 +38,12 @@ pub struct Model {
     pub freeze: FreezeSummary,
     /// Whether weights and inputs are laid out channels-last (NHWC strides).
     pub channels_last: bool,
-    /// The kind inputs are cast to before the backbone: bfloat16 for mixed-precision training (see
-    /// [`Model::set_compute_kind`]) and while [`Model::frozen_inference`] runs in bf16.
+    /// The kind inputs are cast to before the backbone in training: bfloat16 for mixed precision
+    /// (see [`Model::set_compute_kind`]).
     input_kind: Kind,
+    /// The same in eval mode (validation, evaluation, prediction, the feature cache): bfloat16 for
+    /// bf16 inference and while [`Model::frozen_inference`] runs in bf16.
+    infer_kind: Kind,
     /// `train.bn = "frozen"`: the backbone runs in inference mode (running batch-norm statistics, no
     /// stochastic depth or inner dropout) also while it trains.
     bn_frozen: bool,
@@ -74,6 +77,7 @@ impl Model {
             freeze: FreezeSummary::default(),
             channels_last: false,
             input_kind: Kind::Float,
+            infer_kind: Kind::Float,
             bn_frozen: false,
         };
         if cfg.weights.is_none() && cfg.strategy != Strategy::Scratch {
@@ -190,7 +194,8 @@ impl Model {
     /// `[N, 3, H, W]` normalised images → `[N, D]` pooled features (cast to float32). Gradients flow
     /// to the trainable layers whatever [`Model::set_bn_mode`] says; it only decides the batch norms.
     pub fn features(&self, xs: &Tensor, train: bool) -> Tensor {
-        let xs = if self.input_kind == xs.kind() { xs.shallow_clone() } else { xs.to_kind(self.input_kind) };
+        let kind = if train { self.input_kind } else { self.infer_kind };
+        let xs = if kind == xs.kind() { xs.shallow_clone() } else { xs.to_kind(kind) };
         let xs = if self.channels_last { freeze::channels_last(&xs) } else { xs };
         self.net.penultimate(&xs, train && !self.bn_frozen).to_kind(Kind::Float)
     }
@@ -209,18 +214,32 @@ impl Model {
 
     /// Runs the backbone in `kind` (float32, or bfloat16 for mixed precision): inputs are cast to it,
     /// float32 weights are cast per call (`tlcv_core::backbones::layers::autocast`) so that their
-    /// gradients stay float32, and the pooled features come back as float32 for the head.
+    /// gradients stay float32, and the pooled features come back as float32 for the head. Sets
+    /// training and inference alike; [`Model::set_precision`] sets them apart.
     pub fn set_compute_kind(&mut self, kind: Kind) {
         self.input_kind = kind;
+        self.infer_kind = kind;
     }
 
-    /// The kind set by [`Model::set_compute_kind`].
+    /// Runs training steps in `plan.training` and everything in eval mode in `plan.inference`.
+    pub fn set_precision(&mut self, plan: &PrecisionPlan) {
+        self.input_kind = plan.training_kind();
+        self.infer_kind = plan.inference_kind();
+    }
+
+    /// The kind training steps run in (see [`Model::set_compute_kind`]).
     pub fn input_kind(&self) -> Kind {
         self.input_kind
     }
 
+    /// The kind eval-mode passes run in (see [`Model::set_precision`]).
+    pub fn inference_kind(&self) -> Kind {
+        self.infer_kind
+    }
+
     /// Runs `f` on the network prepared for frozen inference, then restores it: batch norms folded
-    /// into the convolutions ([`tlcv_core::fold`]) and, when `bf16`, every variable cast to bfloat16.
+    /// into the convolutions ([`tlcv_core::fold`]) and, when `bf16`, every backbone variable cast to
+    /// bfloat16 (the head stays float32, as [`Model::features`] hands it float32 features).
     /// Afterwards the variables hold their original float32 tensors again, bit for bit (they are
     /// swapped back, not converted back), and the batch norms are unfolded, also when `f` fails.
     pub fn frozen_inference<T>(
@@ -229,11 +248,12 @@ impl Model {
         f: impl FnOnce(&Model) -> tlcv_core::Result<T>,
     ) -> tlcv_core::Result<T> {
         let mut originals = Vec::new();
-        let compute_kind = self.input_kind;
+        let infer_kind = self.infer_kind;
         if bf16 {
+            let heads = [MLP_PREFIX, self.net.head_prefix()];
             tch::no_grad(|| -> tlcv_core::Result<()> {
-                for (_, mut var) in self.vs.variables() {
-                    if var.is_floating_point() {
+                for (name, mut var) in self.vs.variables() {
+                    if var.is_floating_point() && !heads.iter().any(|h| backbones::has_prefix(&name, h)) {
                         let half = var.f_to_kind(Kind::BFloat16)?;
                         originals.push((var.shallow_clone(), var.f_detach()?));
                         var.set_data(&half);
@@ -241,7 +261,7 @@ impl Model {
                 }
                 Ok(())
             })?;
-            self.input_kind = Kind::BFloat16;
+            self.infer_kind = Kind::BFloat16;
         }
         let result = fold::fold_classifier(self.net.as_mut()).and_then(|_| f(self));
         fold::unfold_classifier(self.net.as_mut());
@@ -250,7 +270,7 @@ impl Model {
                 var.set_data(&original);
             }
         });
-        self.input_kind = compute_kind;
+        self.infer_kind = infer_kind;
         result
     }
 

@@ -14,7 +14,7 @@ use tlcv_core::{
     metrics::{ClassScores, ClassificationMetrics},
     progress::Progress,
     run::{self, RunDir, SkipLog, SkippedSummary, TrainedRun, report::fit_facts},
-    train::{self, FitOptions, FitSummary, Parallel, SingleProcess, TrainConfig},
+    train::{self, FitOptions, FitSummary, Parallel, SingleProcess, TaskKind, TrainConfig},
 };
 
 use crate::{
@@ -109,6 +109,10 @@ pub fn train_with(
 ) -> Result<TrainOutcome> {
     run::configure_threads();
     let device = cfg.train.device.resolve()?;
+    // The run's config.toml records what `train.precision` resolved to.
+    let mut cfg = cfg.clone();
+    let plan = cfg.train.resolve_precision(device, TaskKind::Classify);
+    let cfg = &cfg;
     tch::manual_seed(cfg.train.seed as i64);
     let (dataset, data_dir) = load_dataset(&cfg.data)?;
     eprintln!(
@@ -126,8 +130,7 @@ pub fn train_with(
     if cfg.train.channels_last {
         model.use_channels_last();
     }
-    let compute_kind = cfg.train.compute_kind(device);
-    model.set_compute_kind(compute_kind);
+    model.set_precision(&plan);
     let fine_tune = cfg.model.strategy == Strategy::FineTune;
     if fine_tune {
         // Scratch has no pretrained statistics to keep, and a frozen backbone no batch norm that trains.
@@ -256,7 +259,7 @@ fn cached_mode(model: &mut Model, cfg: &ClassifyConfig, dataset: &ClassDataset, 
     let total = (dataset.train.len() * views + dataset.val.len()) as u64;
     let progress = Progress::bar(total, "feature cache");
     // The frozen backbone runs with folded batch norms, and in bf16 where the hardware has it.
-    let bf16 = model.input_kind() == Kind::BFloat16;
+    let bf16 = model.inference_kind() == Kind::BFloat16;
     let (train, val) = model
         .frozen_inference(bf16, |m| {
             let train = cache_features(m, cfg, &dataset.train, views, skipped, &progress)
@@ -376,11 +379,14 @@ pub fn eval_split<'a>(cfg: &ClassifyConfig, dataset: &'a ClassDataset) -> (&'sta
 pub fn load_run(dir: &Path) -> Result<(TrainedRun<ClassifyConfig>, Model)> {
     let run = TrainedRun::<ClassifyConfig>::open(dir)?;
     let cfg = &run.config;
-    let mut model = Model::untrained(&cfg.model, run.classes.len() as i64, cfg.train.device.resolve()?)?;
+    let device = cfg.train.device.resolve()?;
+    let mut model = Model::untrained(&cfg.model, run.classes.len() as i64, device)?;
     run.load_weights(&model.vs)?;
     if cfg.train.channels_last {
         model.use_channels_last();
     }
+    // Resolved again here: the run may have been trained on another device.
+    model.set_precision(&cfg.train.precision.resolve(device, TaskKind::Classify));
     Ok((run, model))
 }
 

@@ -7,6 +7,7 @@ use std::{
 };
 
 use opencv::{core, imgcodecs, imgproc};
+use tlcv_core::train::{Precision, TaskKind};
 
 fn classify() -> Command {
     Command::new(env!("CARGO_BIN_EXE_classify"))
@@ -128,6 +129,13 @@ fn train_eval_predict_end_to_end() {
     }
     let csv = std::fs::read_to_string(run_dir.join("results.csv")).unwrap_or_default();
     assert_eq!(csv.lines().count(), 4, "header + 3 epochs: {csv}");
+
+    // config.toml keeps `precision = "auto"` and records what it resolved to on this host.
+    let saved: classify::ClassifyConfig =
+        tlcv_core::config::load(Some(&run_dir.join("config.toml")), &[]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(saved.train.precision, Precision::Auto);
+    let want = Precision::Auto.resolve(tch::Device::Cpu, TaskKind::Classify);
+    assert_eq!(saved.train.precision_resolved, Some(want), "config.toml: the resolved precision");
 
     let out = run(classify().args(["eval", "--run"]).arg(&run_dir).args(["--split", "val", "--json"]));
     assert!(out.status.success(), "eval failed: {}", stderr(&out));

@@ -76,6 +76,8 @@ fn train_cmd(data: &Path, project: &Path, name: &str, batch: usize) -> Command {
         .args(["--set", "train.optimizer=\"sgd\"", "--set", "train.lr=0.01", "--set", "train.dist_timeout=60"])
         // Dropout draws different masks in one process and in two (as in PyTorch DDP).
         .args(["--set", "model.dropout=0"])
+        // float32 throughout: the tolerance below is float32 rounding, not bf16's.
+        .args(["--set", "train.precision=\"fp32\""])
         .arg("--project")
         .arg(project)
         .env("OMP_NUM_THREADS", "1")

@@ -66,7 +66,9 @@ fn onnx_predictions_equal_the_libtorch_ones() {
     let project = tmp.path().join("runs");
     let data = small_digits(tmp.path());
     ok(classify()
-        .args(["train", "--preset", "quick", "--epochs", "1", "--name", "x", "--data"])
+        // ONNX computes in float32: the libtorch side too, whatever `auto` picks on this host.
+        .args(["train", "--preset", "quick", "--epochs", "1", "--name", "x", "--set", "train.precision=\"fp32\""])
+        .arg("--data")
         .arg(&data)
         .arg("--project")
         .arg(&project));

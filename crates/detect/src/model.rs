@@ -7,6 +7,7 @@ use tch::{Device, Kind, Tensor, nn};
 use tlcv_core::{
     backbones::Normalization,
     freeze::{self, FreezeSummary, Strategy, channels_last, to_channels_last},
+    train::PrecisionPlan,
 };
 
 use tlcv_core::weights::{self, WeightsSource};
@@ -35,8 +36,10 @@ pub struct Detector {
     /// Inputs are laid out channels-last.
     pub channels_last: bool,
     normalization: Normalization,
-    /// The kind the backbone computes in (see [`Detector::set_compute_kind`]).
+    /// The kind the backbone computes in while training (see [`Detector::set_compute_kind`]).
     compute_kind: Kind,
+    /// The same for predictions (validation, evaluation, `predict`).
+    infer_kind: Kind,
 }
 
 impl Detector {
@@ -80,6 +83,7 @@ impl Detector {
             channels_last,
             normalization,
             compute_kind: Kind::Float,
+            infer_kind: Kind::Float,
         })
     }
 
@@ -95,8 +99,16 @@ impl Detector {
     /// Runs the backbone in `kind`: float32, or bfloat16 for mixed precision, where inputs are cast to
     /// bf16, float32 weights are cast per layer (`tlcv_core::backbones::layers::autocast`, so that their
     /// gradients stay float32) and the backbone's maps come back as float32 for the neck, heads and losses.
+    /// Training and predictions alike; [`Detector::set_precision`] sets them apart.
     pub fn set_compute_kind(&mut self, kind: Kind) {
         self.compute_kind = kind;
+        self.infer_kind = kind;
+    }
+
+    /// Trains in `plan.training` and predicts in `plan.inference`.
+    pub fn set_precision(&mut self, plan: &PrecisionPlan) {
+        self.compute_kind = plan.training_kind();
+        self.infer_kind = plan.inference_kind();
     }
 
     /// Input normalisation.
@@ -104,20 +116,20 @@ impl Detector {
         self.normalization
     }
 
-    fn layout(&self, xs: &Tensor) -> Tensor {
-        let xs = xs.to_kind(self.compute_kind);
+    fn layout(&self, xs: &Tensor, kind: Kind) -> Tensor {
+        let xs = xs.to_kind(kind);
         if self.channels_last { channels_last(&xs) } else { xs }
     }
 
     /// Training losses of a batch `[N, 3, S, S]` (normalised) against padded targets (input pixels).
     pub fn loss(&self, xs: &Tensor, targets: &Targets) -> Result<StepLosses> {
-        self.net.forward_train(&self.layout(xs), targets)
+        self.net.forward_train(&self.layout(xs, self.compute_kind), targets)
     }
 
     /// Detections (input pixels) for a batch `[N, 3, S, S]`, in eval mode without gradients: scores
     /// above `cfg.conf`, at most `cfg.max_det` per image, best first.
     pub fn predict(&self, xs: &Tensor, cfg: &PostprocessConfig) -> Result<Vec<Vec<Detection>>> {
-        self.net.predict(&self.layout(xs), cfg)
+        self.net.predict(&self.layout(xs, self.infer_kind), cfg)
     }
 
     /// Parameters of the whole detector, frozen ones included (batch-norm statistics excluded).

@@ -8,7 +8,7 @@ use serde::Serialize;
 use tlcv_core::{
     checkpoint::{self, LoadOptions},
     run::{self, RunDir, SkipLog, SkippedSummary, TrainedRun, report::fit_facts, write_atomic},
-    train::{self, FitOptions, FitSummary, SingleProcess},
+    train::{self, FitOptions, FitSummary, SingleProcess, TaskKind},
 };
 
 use crate::config::DetectConfig;
@@ -58,6 +58,10 @@ pub fn report_issues(issues: &Issues) {
 pub fn train(cfg: &DetectConfig, run: &RunDir, resume: bool) -> Result<TrainOutcome> {
     run::configure_threads();
     let device = cfg.train.device.resolve()?;
+    // The run's config.toml records what `train.precision` resolved to.
+    let mut cfg = cfg.clone();
+    let plan = cfg.train.resolve_precision(device, TaskKind::Detect);
+    let cfg = &cfg;
     tch::manual_seed(cfg.train.seed as i64);
     let (ds, data_dir) = data::load_config(&cfg.data)?;
     let objects = |v: &[DetImage]| v.iter().map(|i| i.objects.len()).sum::<usize>();
@@ -75,7 +79,7 @@ pub fn train(cfg: &DetectConfig, run: &RunDir, resume: bool) -> Result<TrainOutc
         return Err(DetectError::Invalid(format!("{}: the val split is empty", data_dir.display())));
     }
     let mut model = Detector::build(cfg, ds.names.len() as i64, device)?;
-    model.set_compute_kind(cfg.train.compute_kind(device));
+    model.set_precision(&plan);
     eprintln!(
         "model: {} + {} ({}), {:.2} M parameters, {}",
         cfg.model.family,
@@ -122,8 +126,11 @@ pub fn write_coco_files(run: &RunDir, eval: &EvalOutput) -> Result<()> {
 /// A trained run: its configuration, class names and model with the best (else last) weights.
 pub fn load_run(dir: &Path) -> Result<(TrainedRun<DetectConfig>, Detector)> {
     let run = TrainedRun::<DetectConfig>::open(dir)?;
-    let model = Detector::untrained(&run.config, run.classes.len() as i64)?;
+    let mut model = Detector::untrained(&run.config, run.classes.len() as i64)?;
     run.load_weights(&model.vs)?;
+    // Resolved again here: the run may have been trained on another device.
+    let device = run.config.train.device.resolve()?;
+    model.set_precision(&run.config.train.precision.resolve(device, TaskKind::Detect));
     Ok((run, model))
 }
 

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use tch::{Device, Tensor, nn};
+use tch::{Device, Kind, Tensor, nn};
 use tlcv_core::{
     backbones::{self, Arch, Backbone, HEAD_GROUP, Normalization},
     freeze::{self, FreezeSummary, Strategy},
@@ -51,6 +51,9 @@ pub struct SegModel {
     pub num_classes: i64,
     /// What freezing did.
     pub freeze: FreezeSummary,
+    /// The kind inference runs in ([`crate::predict::Segmenter::logits`]): float32, or bfloat16
+    /// (`train.precision`); the logits come back as float32 either way.
+    pub inference_kind: Kind,
 }
 
 impl SegModel {
@@ -86,7 +89,16 @@ impl SegModel {
                 num_classes,
             )?),
         };
-        Ok(Self { vs, backbone, head, kind: cfg.kind, arch, num_classes, freeze: FreezeSummary::default() })
+        Ok(Self {
+            vs,
+            backbone,
+            head,
+            kind: cfg.kind,
+            arch,
+            num_classes,
+            freeze: FreezeSummary::default(),
+            inference_kind: Kind::Float,
+        })
     }
 
     /// Builds the network and applies `cfg.weights` and `cfg.strategy`.

@@ -7,7 +7,7 @@ use serde::Serialize;
 use tlcv_core::{
     checkpoint::{self, LoadOptions},
     run::{self, RunDir, SkipLog, SkippedSummary, TrainedRun, report::fit_facts},
-    train::{self, FitOptions, FitSummary, SingleProcess},
+    train::{self, FitOptions, FitSummary, SingleProcess, TaskKind},
 };
 
 use crate::{
@@ -75,6 +75,10 @@ pub struct TrainOutcome {
 pub fn train(cfg: &SegmentConfig, run: &RunDir, resume: bool) -> Result<TrainOutcome, SegmentError> {
     run::configure_threads();
     let device = cfg.train.device.resolve()?;
+    // The run's config.toml records what `train.precision` resolved to.
+    let mut cfg = cfg.clone();
+    let plan = cfg.train.resolve_precision(device, TaskKind::Segment);
+    let cfg = &cfg;
     tch::manual_seed(cfg.train.seed as i64);
     let dataset = load_dataset(&cfg.data)?;
     eprintln!(
@@ -89,7 +93,8 @@ pub fn train(cfg: &SegmentConfig, run: &RunDir, resume: bool) -> Result<TrainOut
     if dataset.val.is_empty() {
         return Err(SegmentError::Invalid(format!("{}: the val split is empty", dataset.root.display())));
     }
-    let model = SegModel::build(&cfg.model, dataset.classes.len() as i64, device)?;
+    let mut model = SegModel::build(&cfg.model, dataset.classes.len() as i64, device)?;
+    model.inference_kind = plan.inference_kind();
     if cfg.train.channels_last {
         tlcv_core::freeze::to_channels_last(&model.vs);
     }
@@ -98,7 +103,7 @@ pub fn train(cfg: &SegmentConfig, run: &RunDir, resume: bool) -> Result<TrainOut
     let loss = loss_of(cfg, dataset.classes.len())?;
     let skipped = SkipLog::default();
     skipped.extend(&dataset.skipped);
-    let compute_kind = cfg.train.compute_kind(device);
+    let compute_kind = plan.training_kind();
     let mut task = SegTask { model, cfg: cfg.clone(), dataset, loss, skipped: skipped.clone(), compute_kind };
     let opts = FitOptions::interactive(resume);
     let fit = train::fit(&mut task, &cfg.train.for_strategy(cfg.model.strategy), run, &SingleProcess, &opts)?;
@@ -204,7 +209,10 @@ pub fn evaluate_run(model: &SegModel, cfg: &SegmentConfig, dataset: &SegDataset)
 pub fn load_run(dir: &Path) -> Result<(TrainedRun<SegmentConfig>, SegModel), SegmentError> {
     let run = TrainedRun::<SegmentConfig>::open(dir)?;
     let cfg = &run.config;
-    let model = SegModel::untrained(&cfg.model, run.classes.len() as i64, cfg.train.device.resolve()?)?;
+    let device = cfg.train.device.resolve()?;
+    let mut model = SegModel::untrained(&cfg.model, run.classes.len() as i64, device)?;
+    // Resolved again here: the run may have been trained on another device.
+    model.inference_kind = cfg.train.precision.resolve(device, TaskKind::Segment).inference_kind();
     run.load_weights(&model.vs)?;
     if cfg.train.channels_last {
         tlcv_core::freeze::to_channels_last(&model.vs);

@@ -32,7 +32,8 @@ pub trait Segmenter {
 
 impl Segmenter for SegModel {
     fn logits(&self, xs: &Tensor) -> Result<Tensor, SegmentError> {
-        Ok(tch::no_grad(|| self.forward(xs, false)))
+        let xs = if xs.kind() == self.inference_kind { xs.shallow_clone() } else { xs.to_kind(self.inference_kind) };
+        Ok(tch::no_grad(|| self.forward(&xs, false).to_kind(Kind::Float)))
     }
     fn input_normalization(&self) -> Option<Normalization> {
         Some(self.normalization())

@@ -108,8 +108,9 @@ pub struct SegTask {
     pub loss: SegLoss,
     /// Samples that failed to load during training or validation.
     pub skipped: SkipLog,
-    /// The kind inputs are computed in: float32, or bfloat16 for mixed precision (float32 weights cast
-    /// per layer, float32 logits for the loss and the metrics).
+    /// The kind training steps compute in: float32, or bfloat16 for mixed precision (float32 weights
+    /// cast per layer, float32 logits for the loss and the metrics). Validation uses the model's
+    /// `inference_kind`.
     pub compute_kind: Kind,
 }
 
@@ -128,8 +129,8 @@ impl SegTask {
         )
     }
 
-    fn input(&self, xs: &Tensor) -> Tensor {
-        let xs = xs.to_device(self.model.vs.device()).to_kind(self.compute_kind);
+    fn input(&self, xs: &Tensor, kind: Kind) -> Tensor {
+        let xs = xs.to_device(self.model.vs.device()).to_kind(kind);
         if self.cfg.train.channels_last { tlcv_core::freeze::channels_last(&xs) } else { xs }
     }
 }
@@ -152,7 +153,7 @@ impl Task for SegTask {
     }
 
     fn train_step(&mut self, batch: SegBatch) -> Result<StepOutput> {
-        let xs = self.input(&batch.images);
+        let xs = self.input(&batch.images, self.compute_kind);
         let ys = batch.masks.to_device(self.model.vs.device());
         let logits = self.model.forward(&xs, true).to_kind(Kind::Float); // [B, 3, H, W] -> [B, C, H, W]
         let (loss, terms) = self.loss.compute(&logits, &ys);
@@ -164,7 +165,7 @@ impl Task for SegTask {
         let (mut loss_sum, mut count) = (0.0, 0usize);
         for batch in self.batches(&self.dataset.val.clone(), false, 0) {
             let batch = batch?;
-            let xs = self.input(&batch.images);
+            let xs = self.input(&batch.images, self.model.inference_kind);
             let ys = batch.masks.to_device(self.model.vs.device());
             let logits = tch::no_grad(|| self.model.forward(&xs, false).to_kind(Kind::Float));
             let n = ys.size()[0] as usize;

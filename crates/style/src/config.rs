@@ -25,17 +25,9 @@ impl Default for DataConfig {
     }
 }
 
-/// Arithmetic precision of the frozen feature network (the image and the losses are always fp32).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    /// bf16 when the CPU has native bf16 (AVX-512 BF16 / AMX) or on CUDA, else fp32.
-    Auto,
-    /// Always fp32.
-    Fp32,
-    /// Always bf16 (slow on CPUs without native bf16).
-    Bf16,
-}
+/// Arithmetic precision of the frozen feature network (the image and the losses are always fp32):
+/// core's `train.precision`, resolved for [`tlcv_core::train::TaskKind::Style`] (inference only).
+pub use tlcv_core::train::Precision;
 
 /// The frozen feature network and its layers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,7 +48,8 @@ pub struct ModelConfig {
     pub style_layers: String,
     /// Weight of each style layer, comma-separated (empty = equal weights; otherwise one per style layer).
     pub style_layer_weights: String,
-    /// Feature-network precision: `auto`, `fp32` or `bf16`.
+    /// Feature-network precision: `auto` (bf16 where the device has native bf16, else fp32), `fp32`
+    /// or `bf16` (fp32 with a note where bf16 is not native).
     pub precision: Precision,
 }
 

@@ -15,6 +15,7 @@ use tlcv_core::weights::{self, WeightsSource};
 
 use crate::config::{ModelConfig, Precision};
 use crate::{Result, StyleError};
+use tlcv_core::train::TaskKind;
 
 /// The supported feature networks.
 #[derive(Debug)]
@@ -102,12 +103,12 @@ impl FeatureNet {
             })
             .collect::<Result<Vec<f64>>>()?;
         net.set_layers(&list(&cfg.content_layers), &list(&cfg.style_layers), &weights)?;
-        let bf16 = match cfg.precision {
-            Precision::Fp32 => false,
-            Precision::Bf16 => true,
-            Precision::Auto => device.is_cuda() || tlcv_core::device::cpu_has_bf16(),
-        };
-        if bf16 {
+        if cfg.precision == Precision::Bf16 && !tlcv_core::train::precision::native_bf16(device) {
+            eprintln!(
+                "note: model.precision = \"bf16\" but this CPU has no native bf16 (AVX-512 BF16 or AMX): using float32"
+            );
+        }
+        if cfg.precision.resolve(device, TaskKind::Style).inference == Precision::Bf16 {
             net.set_kind(Kind::BFloat16);
         }
         Ok(net)

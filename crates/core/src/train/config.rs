@@ -2,25 +2,15 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{optim::OptimizerKind, schedule::ScheduleKind};
-use tch::{Device, Kind};
+use super::{
+    optim::OptimizerKind,
+    precision::{Precision, PrecisionPlan, TaskKind, native_bf16},
+    schedule::ScheduleKind,
+};
+use tch::Device;
 
-use crate::device::{DeviceChoice, cpu_has_bf16};
+use crate::device::DeviceChoice;
 use crate::freeze::Strategy;
-
-/// Numeric precision of the forward pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    /// float32 everywhere.
-    #[default]
-    Fp32,
-    /// bfloat16 activations with float32 master weights, as under `torch.autocast`: convolutions and
-    /// linear layers run in bf16 with their weights cast per call, gradients and optimiser state stay
-    /// float32; frozen backbones run wholly in bf16. Used on GPUs and on CPUs with AVX-512 BF16 or
-    /// AMX; elsewhere bf16 is emulated and slower, so training falls back to float32 with a note.
-    Bf16,
-}
 
 /// How to train: optimiser, schedule, stopping, numerics, checkpoints.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,8 +50,13 @@ pub struct TrainConfig {
     /// Wall-clock budget of the training loop in minutes (0 = none), as Ultralytics' `time=`: after every
     /// epoch the epoch count, and the learning-rate schedule with it, is refitted to end within it.
     pub time: f64,
-    /// "fp32" or "bf16".
+    /// "auto" (default), "fp32" or "bf16"; see [`Precision::resolve`].
     pub precision: Precision,
+    /// What `precision` resolved to, written by the run into its `config.toml` (e.g. `inference =
+    /// "bf16"`, `training = "fp32"` for `auto` on a CPU with AVX-512 BF16). Ignored on input: every
+    /// run resolves `precision` again on its own device. Always serialised (as JSON `null` when unset)
+    /// so that the layered loader knows the key and a run's `config.toml` reads back.
+    pub precision_resolved: Option<PrecisionPlan>,
     /// Lay out convolution weights and inputs channels-last (faster with oneDNN on CPU).
     pub channels_last: bool,
     /// Seed of every random choice (data order, augmentation, initialisation, dropout).
@@ -110,20 +105,18 @@ impl TrainConfig {
         TrainConfig { backbone_lr_scale: strategy.backbone_lr_scale(self.backbone_lr_scale), ..self.clone() }
     }
 
-    /// The kind that activations are computed in on `device`: bfloat16 when `precision = "bf16"` and
-    /// the device has native bf16 arithmetic (a GPU, or a CPU with AVX-512 BF16 or AMX), float32
-    /// otherwise. Prints a note when bf16 was asked for but cannot pay off.
-    pub fn compute_kind(&self, device: Device) -> Kind {
-        match self.precision {
-            Precision::Fp32 => Kind::Float,
-            Precision::Bf16 if device.is_cuda() || cpu_has_bf16() => Kind::BFloat16,
-            Precision::Bf16 => {
-                eprintln!(
-                    "note: precision = \"bf16\" but this CPU has no native bf16 (AVX-512 BF16 or AMX): using float32"
-                );
-                Kind::Float
-            }
+    /// Resolves `precision` for `task` on `device` ([`Precision::resolve`]) and records the result in
+    /// `precision_resolved`, for the run's `config.toml`. Prints a note when bf16 was asked for but
+    /// cannot pay off here.
+    pub fn resolve_precision(&mut self, device: Device, task: TaskKind) -> PrecisionPlan {
+        let plan = self.precision.resolve(device, task);
+        if self.precision == Precision::Bf16 && !native_bf16(device) {
+            eprintln!(
+                "note: precision = \"bf16\" but this CPU has no native bf16 (AVX-512 BF16 or AMX): using float32"
+            );
         }
+        self.precision_resolved = Some(plan);
+        plan
     }
 }
 
@@ -145,7 +138,8 @@ impl Default for TrainConfig {
             grad_clip: 10.0,
             patience: 10,
             time: 0.0,
-            precision: Precision::Fp32,
+            precision: Precision::Auto,
+            precision_resolved: None,
             channels_last: true,
             seed: 0,
             device: DeviceChoice::Cpu,

@@ -1,0 +1,163 @@
+//! `train.precision`: what the forward pass computes in, and the one place that resolves `auto`.
+//!
+//! [`Precision::resolve`] turns the setting into a [`PrecisionPlan`] for a device and a task: the kind
+//! of inference (evaluation, prediction, the feature cache, frozen backbones) and the kind of training.
+//! `auto` (the default) picks bf16 for inference where the device has native bf16 (a GPU, or a CPU with
+//! AVX-512 BF16 or AMX) and mixed bf16 for training only in the tasks where seeded runs on the embedded
+//! data lost no quality against float32 ([`TaskKind::auto_trains_mixed`], measured in
+//! `benches/RESULTS.md`); float32 everywhere else.
+
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind};
+
+use crate::device::cpu_has_bf16;
+
+/// Numeric precision of the forward pass (`train.precision`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// bf16 where it is native and measured harmless, float32 elsewhere: see [`Precision::resolve`].
+    #[default]
+    Auto,
+    /// float32 everywhere.
+    Fp32,
+    /// bfloat16 activations with float32 master weights, as under `torch.autocast`: convolutions and
+    /// linear layers run in bf16 with their weights cast per call, gradients and optimiser state stay
+    /// float32; frozen backbones run wholly in bf16. Used on GPUs and on CPUs with AVX-512 BF16 or
+    /// AMX; elsewhere bf16 is emulated and slower, so it falls back to float32 with a note.
+    Bf16,
+}
+
+/// The task a precision is resolved for: `auto` trains in mixed bf16 only where measured harmless.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskKind {
+    /// Image classification.
+    Classify,
+    /// Object detection.
+    Detect,
+    /// Semantic segmentation.
+    Segment,
+    /// Style transfer (its feature network is frozen: inference only).
+    Style,
+}
+
+impl TaskKind {
+    /// Whether `precision = "auto"` trains this task in mixed bf16 on a device with native bf16: only
+    /// where the seeded embedded runs in bf16 stayed within 0.5 points of float32's top-1, 0.01 of its
+    /// mAP@.5 or 0.01 of its mIoU (`benches/RESULTS.md`, "precision = auto").
+    pub fn auto_trains_mixed(self) -> bool {
+        match self {
+            // Fine-tuning Lite0 on the embedded digits: top-1 0.8685 in bf16 against 0.8720; U-Net on
+            // the embedded shapes: mIoU 0.8543 against 0.8557.
+            TaskKind::Classify | TaskKind::Segment => true,
+            // Detection is not measured yet; style trains nothing through its network.
+            TaskKind::Detect | TaskKind::Style => false,
+        }
+    }
+}
+
+/// What a precision setting resolved to on one device for one task; written into the run's
+/// `config.toml` as `train.precision_resolved`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrecisionPlan {
+    /// Inference, evaluation, the feature cache and frozen backbones: `fp32` or `bf16`.
+    pub inference: Precision,
+    /// Training steps: `fp32`, or `bf16` for mixed precision (float32 master weights).
+    pub training: Precision,
+}
+
+impl PrecisionPlan {
+    /// float32 for everything.
+    pub const FP32: PrecisionPlan = PrecisionPlan { inference: Precision::Fp32, training: Precision::Fp32 };
+
+    /// The kind inference runs in.
+    pub fn inference_kind(&self) -> Kind {
+        kind_of(self.inference)
+    }
+
+    /// The kind training steps compute activations in (weights stay float32).
+    pub fn training_kind(&self) -> Kind {
+        kind_of(self.training)
+    }
+}
+
+fn kind_of(p: Precision) -> Kind {
+    if p == Precision::Bf16 { Kind::BFloat16 } else { Kind::Float }
+}
+
+/// Whether `device` computes bf16 natively: CUDA, or a CPU with AVX-512 BF16 or AMX.
+pub fn native_bf16(device: Device) -> bool {
+    device.is_cuda() || cpu_has_bf16()
+}
+
+impl Precision {
+    /// The plan for `task` on `device`. `fp32`: float32 throughout. `bf16`: bf16 inference and mixed
+    /// training where bf16 is native, float32 elsewhere. `auto`: bf16 inference where native, mixed
+    /// training only where also [`TaskKind::auto_trains_mixed`]; float32 otherwise. Never prints.
+    pub fn resolve(self, device: Device, task: TaskKind) -> PrecisionPlan {
+        let native = native_bf16(device);
+        let pick = |on: bool| if on { Precision::Bf16 } else { Precision::Fp32 };
+        match self {
+            Precision::Fp32 => PrecisionPlan::FP32,
+            Precision::Bf16 => PrecisionPlan { inference: pick(native), training: pick(native) },
+            Precision::Auto => {
+                PrecisionPlan { inference: pick(native), training: pick(native && task.auto_trains_mixed()) }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Read independently of `cpu_has_bf16`: the flags line of the first processor.
+    fn host_has_bf16() -> bool {
+        let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let flags = info.lines().find(|l| l.starts_with("flags")).unwrap_or("");
+        flags.split_whitespace().any(|f| f == "avx512_bf16" || f == "amx_bf16")
+    }
+
+    const TASKS: [TaskKind; 4] = [TaskKind::Classify, TaskKind::Detect, TaskKind::Segment, TaskKind::Style];
+
+    #[test]
+    fn auto_resolves_as_documented_on_this_host() {
+        let native = cfg!(target_arch = "x86_64") && host_has_bf16();
+        let bf = |on: bool| if on { Precision::Bf16 } else { Precision::Fp32 };
+        for task in TASKS {
+            let plan = Precision::Auto.resolve(Device::Cpu, task);
+            assert_eq!(plan.inference, bf(native), "{task:?}: inference");
+            assert_eq!(plan.training, bf(native && task.auto_trains_mixed()), "{task:?}: training");
+            assert_eq!(Precision::Fp32.resolve(Device::Cpu, task), PrecisionPlan::FP32);
+            assert_eq!(
+                Precision::Bf16.resolve(Device::Cpu, task),
+                PrecisionPlan { inference: bf(native), training: bf(native) }
+            );
+        }
+        // Style only infers: its feature network is frozen.
+        assert!(!TaskKind::Style.auto_trains_mixed());
+    }
+
+    #[test]
+    fn auto_on_cuda_is_bf16_inference_whatever_the_cpu() {
+        // Resolving never touches the device, so a CUDA device can be named on a CPU-only machine.
+        for task in TASKS {
+            let plan = Precision::Auto.resolve(Device::Cuda(0), task);
+            assert_eq!(plan.inference_kind(), Kind::BFloat16, "{task:?}");
+            let mixed = if task.auto_trains_mixed() { Kind::BFloat16 } else { Kind::Float };
+            assert_eq!(plan.training_kind(), mixed, "{task:?}");
+            assert_eq!(Precision::Bf16.resolve(Device::Cuda(0), task).training_kind(), Kind::BFloat16);
+        }
+    }
+
+    #[test]
+    fn plan_round_trips_through_toml() {
+        let plan = PrecisionPlan { inference: Precision::Bf16, training: Precision::Fp32 };
+        let text = toml::to_string(&plan).unwrap();
+        assert_eq!(text.trim(), "inference = \"bf16\"\ntraining = \"fp32\"");
+        assert_eq!(toml::from_str::<PrecisionPlan>(&text).unwrap(), plan);
+        assert_eq!(toml::from_str::<toml::Table>("p = \"auto\"").unwrap()["p"].as_str(), Some("auto"));
+    }
+}
