@@ -2,7 +2,8 @@
 //! `MASTER_ADDR` and `MASTER_PORT` in its environment is one rank of a group; `--nproc-per-node N`
 //! (with `--nnodes`, `--node-rank`, `--master-addr`, `--master-port` for several machines) makes the
 //! command start its local ranks itself, as torchrun does, by running the same command line again
-//! with that environment.
+//! with that environment. Under Slurm, a task of an `srun` step with several tasks is a rank too
+//! ([`slurm_env`]), so `srun --ntasks 8 classify train ...` needs no torchrun.
 
 use std::process::{Child, Command};
 use std::time::Duration;
@@ -102,12 +103,87 @@ pub fn worker_env(var: impl Fn(&str) -> Option<String>) -> Result<Option<WorkerE
     Ok(Some(WorkerEnv { rank, local_rank, world_size, master_addr, master_port }))
 }
 
+/// Rendezvous port under Slurm when `MASTER_PORT` is unset (torchrun's default).
+pub const SLURM_DEFAULT_PORT: u16 = 29500;
+
+/// Reads Slurm's variables through `var`: inside an `srun` step (`SLURM_STEP_ID` set) of more than one
+/// task, rank `SLURM_PROCID` of `SLURM_STEP_NUM_TASKS` (else `SLURM_NTASKS`), local rank
+/// `SLURM_LOCALID`; the rendezvous is `MASTER_ADDR` / `MASTER_PORT` when set, else the first host of
+/// `SLURM_STEP_NODELIST` (else `SLURM_JOB_NODELIST`) and [`SLURM_DEFAULT_PORT`]. `None` outside a step,
+/// so that a batch script, which also has `SLURM_PROCID`, runs as one process.
+pub fn slurm_env(var: impl Fn(&str) -> Option<String>) -> Result<Option<WorkerEnv>, DistError> {
+    if var("SLURM_STEP_ID").is_none() {
+        return Ok(None);
+    }
+    let Some((tasks_name, tasks)) =
+        ["SLURM_STEP_NUM_TASKS", "SLURM_NTASKS"].into_iter().find_map(|n| var(n).map(|v| (n, v)))
+    else {
+        return Ok(None);
+    };
+    let number = |name: &str, value: &str| -> Result<usize, DistError> {
+        value.trim().parse().map_err(|_| DistError::Invalid(format!("{name}={value} is not a non-negative integer")))
+    };
+    let world_size = number(tasks_name, &tasks)?;
+    if world_size <= 1 {
+        return Ok(None);
+    }
+    let rank = number("SLURM_PROCID", &var("SLURM_PROCID").unwrap_or_default())?;
+    let local_rank = number("SLURM_LOCALID", &var("SLURM_LOCALID").unwrap_or_else(|| "0".into()))?;
+    if rank >= world_size {
+        return Err(DistError::Invalid(format!("SLURM_PROCID={rank} is not in a step of {tasks_name}={world_size}")));
+    }
+    let master_addr = match var("MASTER_ADDR") {
+        Some(addr) => addr,
+        None => {
+            let list = var("SLURM_STEP_NODELIST").or_else(|| var("SLURM_JOB_NODELIST")).unwrap_or_default();
+            first_host(&list).ok_or_else(|| {
+                DistError::Invalid(format!(
+                    "under Slurm with {tasks_name}={world_size}: no MASTER_ADDR and no host in SLURM_STEP_NODELIST or SLURM_JOB_NODELIST ({list:?})"
+                ))
+            })?
+        }
+    };
+    let master_port = match var("MASTER_PORT") {
+        Some(port) => {
+            port.trim().parse().map_err(|_| DistError::Invalid(format!("MASTER_PORT={port} is not a port number")))?
+        }
+        None => SLURM_DEFAULT_PORT,
+    };
+    Ok(Some(WorkerEnv { rank, local_rank, world_size, master_addr, master_port }))
+}
+
+/// The first host of a Slurm host list: `gpu[07-12,15],cpu3` → `gpu07` (each bracket group gives its
+/// first number, zero padding kept). `None` for an empty or malformed list.
+pub fn first_host(list: &str) -> Option<String> {
+    let mut host = String::new();
+    let mut rest = list.trim();
+    loop {
+        let stop = rest.find(['[', ',']).unwrap_or(rest.len());
+        host.push_str(&rest[..stop]);
+        if !rest[stop..].starts_with('[') {
+            break;
+        }
+        let close = rest.find(']')?;
+        let first = rest[stop + 1..close].split([',', '-']).next()?.trim();
+        if first.is_empty() || !first.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        host.push_str(first);
+        rest = &rest[close + 1..];
+    }
+    (!host.is_empty()).then_some(host)
+}
+
 impl LaunchArgs {
-    /// This process's role: a worker when torchrun's environment is set (the flags are then ignored,
-    /// which is what lets [`launch_local`] rerun the same command line), else a launcher when more
-    /// than one process is asked for, else a single process.
+    /// This process's role: a worker when torchrun's environment is set, or when it is a task of a
+    /// Slurm step of several tasks (the flags are then ignored, which is what lets [`launch_local`]
+    /// rerun the same command line), else a launcher when more than one process is asked for, else a
+    /// single process.
     pub fn role(&self) -> Result<Role, DistError> {
         if let Some(env) = worker_env(|k| std::env::var(k).ok())? {
+            return Ok(Role::Worker(env));
+        }
+        if let Some(env) = slurm_env(|k| std::env::var(k).ok())? {
             return Ok(Role::Worker(env));
         }
         if self.nproc_per_node == 0 || self.nnodes == 0 || self.node_rank >= self.nnodes {
@@ -237,6 +313,52 @@ mod tests {
         assert!(worker_env(env(&rank_too_big)).is_err_and(|e| e.to_string().contains("RANK=2")));
         let bad_port = [("WORLD_SIZE", "2"), ("RANK", "0"), ("MASTER_ADDR", "h"), ("MASTER_PORT", "70000")];
         assert!(worker_env(env(&bad_port)).is_err_and(|e| e.to_string().contains("MASTER_PORT=70000")));
+    }
+
+    #[test]
+    fn a_slurm_step_of_several_tasks_makes_a_worker() {
+        let step = [
+            ("SLURM_STEP_ID", "0"),
+            ("SLURM_PROCID", "5"),
+            ("SLURM_LOCALID", "1"),
+            ("SLURM_STEP_NUM_TASKS", "8"),
+            ("SLURM_NTASKS", "16"),
+            ("SLURM_STEP_NODELIST", "gpu[007-010,15],cpu3"),
+        ];
+        let w = slurm_env(env(&step)).ok().flatten();
+        let want =
+            WorkerEnv { rank: 5, local_rank: 1, world_size: 8, master_addr: "gpu007".into(), master_port: 29500 };
+        assert_eq!(w, Some(want));
+        // torchrun's rendezvous variables win when the job script sets them.
+        let mut with_master = step.to_vec();
+        with_master.extend([("MASTER_ADDR", "10.1.2.3"), ("MASTER_PORT", "12345")]);
+        let w = slurm_env(env(&with_master)).ok().flatten().map(|w| (w.master_addr, w.master_port));
+        assert_eq!(w, Some(("10.1.2.3".to_string(), 12345)));
+    }
+
+    #[test]
+    fn a_batch_script_or_a_one_task_step_is_one_process() {
+        // sbatch's own shell has SLURM_PROCID and SLURM_NTASKS but is not a step.
+        let batch = [("SLURM_PROCID", "0"), ("SLURM_NTASKS", "4"), ("SLURM_JOB_NODELIST", "n[1-4]")];
+        assert_eq!(slurm_env(env(&batch)).ok(), Some(None));
+        let one = [("SLURM_STEP_ID", "0"), ("SLURM_PROCID", "0"), ("SLURM_STEP_NUM_TASKS", "1")];
+        assert_eq!(slurm_env(env(&one)).ok(), Some(None));
+        let bad = [("SLURM_STEP_ID", "0"), ("SLURM_PROCID", "4"), ("SLURM_STEP_NUM_TASKS", "4")];
+        assert!(slurm_env(env(&bad)).is_err_and(|e| e.to_string().contains("SLURM_PROCID=4")));
+        let no_host = [("SLURM_STEP_ID", "0"), ("SLURM_PROCID", "0"), ("SLURM_STEP_NUM_TASKS", "2")];
+        assert!(slurm_env(env(&no_host)).is_err_and(|e| e.to_string().contains("MASTER_ADDR")));
+    }
+
+    #[test]
+    fn first_host_of_slurm_host_lists() {
+        assert_eq!(first_host("node1").as_deref(), Some("node1"));
+        assert_eq!(first_host("node1,node2").as_deref(), Some("node1"));
+        assert_eq!(first_host("gnode[10,20,25]").as_deref(), Some("gnode10"));
+        assert_eq!(first_host("n[001-004],m[1-2]").as_deref(), Some("n001"));
+        assert_eq!(first_host("rack[2-3]-n[05-06]").as_deref(), Some("rack2-n05"));
+        assert_eq!(first_host(""), None);
+        assert_eq!(first_host("n[x-y]"), None);
+        assert_eq!(first_host("n[1-2"), None);
     }
 
     #[test]
