@@ -12,19 +12,16 @@
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)] // test failures are panics
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use detect::ultralytics::checkpoint;
 use detect::ultralytics::postprocess::{NmsConfig, non_max_suppression};
 use tch::{Device, Kind, Tensor, nn::VarStore};
 use tlcv_core::checkpoint::save_safetensors;
+use tlcv_testkit::{reference_python, run, workspace_root};
 
 fn fixtures() -> PathBuf {
     tlcv_core::paths::generated_fixture("ultralytics").unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 fn read_npy(path: &Path) -> Tensor {
@@ -56,10 +53,6 @@ fn assert_output_close(got: &Tensor, want: &Tensor, what: &str) {
     let rows = want.size()[1];
     assert_close(&got.narrow(1, 0, 4), &want.narrow(1, 0, 4), &format!("{what} boxes"));
     assert_close(&got.narrow(1, 4, rows - 4), &want.narrow(1, 4, rows - 4), &format!("{what} scores"));
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"))
 }
 
 /// `detect forward [--model M] --weights W` on the fixture input; the output tensor.
@@ -186,12 +179,6 @@ fn postprocessing_keeps_the_boxes_of_non_max_suppression() {
     eprintln!("{compared} kept detections equal Ultralytics'");
 }
 
-fn reference_python() -> PathBuf {
-    let py = root().join(".tlcv/venv-ref/bin/python");
-    assert!(py.exists(), "reference venv missing ({}): run `cargo xtask setup --reference`", py.display());
-    py
-}
-
 /// Loads an Ultralytics checkpoint here, saves its state dict as safetensors, and has Ultralytics load
 /// that file strictly and reproduce this crate's output.
 fn check_round_trip(name: &str) {
@@ -208,7 +195,7 @@ fn check_round_trip(name: &str) {
     let y_path = tmp.path().join("rust_out.npy");
     y.write_npy(&y_path).unwrap();
     let out = run(Command::new(reference_python())
-        .arg(root().join("scripts/check_ultralytics_load.py"))
+        .arg(workspace_root().join("scripts/check_ultralytics_load.py"))
         .arg(name)
         .arg(&saved)
         .arg(&input)
@@ -258,7 +245,7 @@ fn folded_batch_norms_stay_within_rounding_of_ultralytics() {
 /// Ultralytics, unpickling the same file itself, loads it strictly and gives the same output.
 #[test]
 fn the_shipped_yolov8n_loads_here_and_in_ultralytics() {
-    let shipped = root().join("assets/models/yolov8n.pt");
+    let shipped = workspace_root().join("assets/models/yolov8n.pt");
     let ck = checkpoint::read(&shipped).unwrap();
     assert_eq!(ck.arch.map(|a| a.to_string()).as_deref(), Some("yolov8n"));
     assert_eq!(ck.names, ["circle", "square", "triangle", "star", "hexagon", "cross"]);
@@ -268,7 +255,7 @@ fn the_shipped_yolov8n_loads_here_and_in_ultralytics() {
     let y_path = tmp.path().join("rust_out.npy");
     y.write_npy(&y_path).unwrap();
     let out = run(Command::new(reference_python())
-        .arg(root().join("scripts/check_ultralytics_load.py"))
+        .arg(workspace_root().join("scripts/check_ultralytics_load.py"))
         .arg("yolov8n")
         .arg(&shipped)
         .arg(fixtures().join("input.npy"))
