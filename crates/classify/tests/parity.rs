@@ -15,7 +15,7 @@ use std::process::Command;
 use tch::{Device, Tensor, nn};
 use tlcv_core::backbones::{self, Arch};
 use tlcv_core::checkpoint::{LoadOptions, load_into, read_state_dict, save_safetensors};
-use tlcv_testkit::{reference_python, run, stderr, workspace_root};
+use tlcv_testkit::{reference_check, reference_python, run, stderr, workspace_root};
 
 /// A generated fixture folder; panics (fails the test) when it is missing or incomplete.
 fn fixtures(topic: &str) -> PathBuf {
@@ -84,7 +84,7 @@ fn forward_efficientnet_b0_matches_torchvision() {
 /// Loads the torchvision fixture into a Rust classifier, saves it with `save_safetensors`, and has
 /// torchvision load that file strictly and reproduce the Rust logits.
 fn check_torchvision_loads(arch: Arch) {
-    let py = reference_python();
+    reference_python(); // fails early, with the setup hint, when the venv is missing
     let fx = fixtures("backbones");
     let vs = nn::VarStore::new(Device::Cpu);
     let net = backbones::classifier(vs.root(), arch, 1000).unwrap_or_else(|e| panic!("{arch}: {e}"));
@@ -101,19 +101,11 @@ fn check_torchvision_loads(arch: Arch) {
     let logits_path = tmp.path().join("rust_logits.npy");
     logits.write_npy(&logits_path).unwrap_or_else(|e| panic!("{e}"));
 
-    let out = run(Command::new(&py)
-        .arg(workspace_root().join("scripts/check_torchvision_load.py"))
-        .arg(arch.name())
-        .arg(&saved)
-        .arg(&input)
-        .arg(&logits_path));
-    assert!(
-        out.status.success(),
-        "torchvision rejected or disagreed with {}: {:?}\n{}{}",
-        saved.display(),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        stderr(&out)
+    let args = [arch.name().as_ref(), saved.as_os_str(), input.as_os_str(), logits_path.as_os_str()];
+    reference_check(
+        "check_torchvision_load.py",
+        &args,
+        &format!("torchvision rejected or disagreed with {}", saved.display()),
     );
 }
 

@@ -18,7 +18,7 @@ use detect::ultralytics::checkpoint;
 use detect::ultralytics::postprocess::{NmsConfig, non_max_suppression};
 use tch::{Device, Kind, Tensor, nn::VarStore};
 use tlcv_core::checkpoint::save_safetensors;
-use tlcv_testkit::{reference_python, run, workspace_root};
+use tlcv_testkit::{reference_check, run, workspace_root};
 
 fn fixtures() -> PathBuf {
     tlcv_core::paths::generated_fixture("ultralytics").unwrap_or_else(|e| panic!("{e}"))
@@ -194,18 +194,11 @@ fn check_round_trip(name: &str) {
     let y = tch::no_grad(|| model.forward_eval(&read_npy(&input)));
     let y_path = tmp.path().join("rust_out.npy");
     y.write_npy(&y_path).unwrap();
-    let out = run(Command::new(reference_python())
-        .arg(workspace_root().join("scripts/check_ultralytics_load.py"))
-        .arg(name)
-        .arg(&saved)
-        .arg(&input)
-        .arg(&y_path));
-    assert!(
-        out.status.success(),
-        "Ultralytics rejected or disagreed with {}: {}{}",
-        saved.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let args = [name.as_ref(), saved.as_os_str(), input.as_os_str(), y_path.as_os_str()];
+    reference_check(
+        "check_ultralytics_load.py",
+        &args,
+        &format!("Ultralytics rejected or disagreed with {}", saved.display()),
     );
 }
 
@@ -254,16 +247,11 @@ fn the_shipped_yolov8n_loads_here_and_in_ultralytics() {
     let tmp = tempfile::tempdir().unwrap();
     let y_path = tmp.path().join("rust_out.npy");
     y.write_npy(&y_path).unwrap();
-    let out = run(Command::new(reference_python())
-        .arg(workspace_root().join("scripts/check_ultralytics_load.py"))
-        .arg("yolov8n")
-        .arg(&shipped)
-        .arg(fixtures().join("input.npy"))
-        .arg(&y_path));
-    assert!(
-        out.status.success(),
-        "Ultralytics rejected or disagreed with the shipped checkpoint: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let input = fixtures().join("input.npy");
+    let args = ["yolov8n".as_ref(), shipped.as_os_str(), input.as_os_str(), y_path.as_os_str()];
+    reference_check(
+        "check_ultralytics_load.py",
+        &args,
+        "Ultralytics rejected or disagreed with the shipped checkpoint",
     );
 }

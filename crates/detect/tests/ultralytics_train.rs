@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use tlcv_testkit::{reference_python, workspace_root};
+use tlcv_testkit::{reference_check, workspace_root};
 
 fn fixtures() -> PathBuf {
     tlcv_core::paths::generated_fixture("ultralytics").unwrap_or_else(|e| panic!("{e}"))
@@ -67,16 +67,6 @@ fn fine_tunes_an_ultralytics_checkpoint_and_saves_what_ultralytics_loads() {
         &[best.as_path(), Path::new("--input"), input.as_path(), Path::new("--output"), y.as_path()],
     );
     ok(&fwd, "detect forward on the trained weights");
-    let py = reference_python();
-    let check = Command::new(py)
-        .arg(workspace_root().join("scripts/check_ultralytics_load.py"))
-        .args(["yolov8n".as_ref(), best.as_os_str(), input.as_os_str(), y.as_os_str()])
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "Ultralytics rejected the trained weights: {}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
+    let args = ["yolov8n".as_ref(), best.as_os_str(), input.as_os_str(), y.as_os_str()];
+    reference_check("check_ultralytics_load.py", &args, "Ultralytics rejected the trained weights");
 }

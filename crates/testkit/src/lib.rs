@@ -6,6 +6,7 @@
 
 #![allow(clippy::panic)] // test failures are panics
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -80,4 +81,11 @@ pub fn reference_python() -> PathBuf {
     let py = workspace_root().join(".tlcv/venv-ref/bin/python");
     assert!(py.exists(), "reference venv missing ({}): {SETUP_REFERENCE}", py.display());
     py
+}
+
+/// Runs `scripts/<script>` with the reference venv's python on `args` and asserts that it succeeded;
+/// the failure message starts with `what` and holds the script's output.
+pub fn reference_check<S: AsRef<OsStr>>(script: &str, args: &[S], what: &str) {
+    let out = run(Command::new(reference_python()).arg(workspace_root().join("scripts").join(script)).args(args));
+    assert!(out.status.success(), "{what}: {:?}\n{}{}", out.status, String::from_utf8_lossy(&out.stdout), stderr(&out));
 }
