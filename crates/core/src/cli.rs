@@ -60,6 +60,20 @@ pub struct TrainArgs {
     pub json: bool,
 }
 
+/// Flags of `<task> eval`: the run to evaluate, and on which data.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EvalArgs {
+    /// The run directory to evaluate.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Data set (default: the run's own).
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Print the metrics as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
 impl TrainArgs {
     /// The configuration overrides these flags stand for, followed by the `--set` ones.
     ///

@@ -15,7 +15,10 @@ use detect::{
     task::DetectTask,
     ultralytics::spec::YoloArch,
 };
-use tlcv_core::{cli::TrainArgs, run};
+use tlcv_core::{
+    cli::{EvalArgs, TrainArgs},
+    run,
+};
 
 /// Object detection by transfer learning (YOLO-style, SSD and Faster R-CNN heads on ImageNet backbones).
 #[derive(Debug, Parser)]
@@ -30,7 +33,7 @@ enum Command {
     /// Train a detector and evaluate its best checkpoint on the validation split.
     Train(TrainCmd),
     /// Evaluate a trained run on a data set's validation split.
-    Eval(EvalCmd),
+    Eval(EvalArgs),
     /// Detect objects in images with a trained run; writes annotated images and JSON lines.
     Predict(PredictCmd),
     /// Convert a data set between the YOLO and COCO layouts.
@@ -114,19 +117,6 @@ struct TrainCmd {
     /// Start from a named preset (default, quick, frozen, scratch) before the config file.
     #[arg(long)]
     preset: Option<String>,
-}
-
-#[derive(Debug, clap::Args)]
-struct EvalCmd {
-    /// The run directory to evaluate.
-    #[arg(long)]
-    run: PathBuf,
-    /// Data set (default: the run's own).
-    #[arg(long)]
-    data: Option<String>,
-    /// Print the metrics as one JSON object on stdout.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -328,7 +318,7 @@ fn json_summary(e: &evaluate::EvalOutput, run: &std::path::Path) -> anyhow::Resu
     Ok(serde_json::to_string(&m)?)
 }
 
-fn eval_cmd(cmd: &EvalCmd) -> anyhow::Result<()> {
+fn eval_cmd(cmd: &EvalArgs) -> anyhow::Result<()> {
     run::configure_threads();
     let (trained, model) = pipeline::load_run(&cmd.run)?;
     let (mut cfg, names, run) = (trained.config, trained.classes, trained.dir);
