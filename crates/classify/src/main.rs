@@ -152,11 +152,8 @@ fn main() {
 }
 
 fn load_config(cmd: &TrainCmd) -> anyhow::Result<ClassifyConfig> {
-    let mut overrides = cmd.common.overrides();
-    if let Some(model) = &cmd.model {
-        overrides.insert(0, format!("model.backbone=\"{model}\""));
-    }
-    Ok(tlcv_core::config::load_preset(cmd.preset.as_deref(), cmd.common.config.as_deref(), &overrides)?)
+    let model = cmd.model.iter().map(|m| format!("model.backbone=\"{m}\"")).collect();
+    Ok(cmd.common.load_config(cmd.preset.as_deref(), model)?)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {

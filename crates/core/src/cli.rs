@@ -103,6 +103,17 @@ impl TrainArgs {
 }
 
 impl TrainArgs {
+    /// The task's configuration: the preset `preset` (or the defaults), the `--config` file, then the
+    /// `first` overrides (what a task's own flags stand for, such as its `--model`), then [`Self::overrides`].
+    pub fn load_config<T: crate::config::Preset>(
+        &self,
+        preset: Option<&str>,
+        first: Vec<String>,
+    ) -> Result<T, crate::config::ConfigError> {
+        let overrides: Vec<String> = first.into_iter().chain(self.overrides()).collect();
+        crate::config::load_preset(preset, self.config.as_deref(), &overrides)
+    }
+
     /// The run directory of `task`: a new `<project>/<task>/<name>` (or `train`, `train2`, ...), or with
     /// `--resume` the existing one named by `--name` (see [`RunDir::create_or_resume`]).
     pub fn open_run(&self, task: &str) -> crate::Result<RunDir> {

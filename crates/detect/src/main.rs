@@ -194,17 +194,15 @@ fn model_overrides(model: &str) -> anyhow::Result<Vec<String>> {
 }
 
 fn load_config(common: &TrainArgs, preset: Option<&str>, family: Option<&str>) -> anyhow::Result<DetectConfig> {
-    let mut overrides = common.overrides();
+    let mut first = match family {
+        Some(family) => model_overrides(family)?,
+        None => Vec::new(),
+    };
     if let Some(n) = common.trainable_layers {
         // The flag means the same for every family, SSD's own setting included.
-        overrides.insert(0, format!("model.ssd.trainable_layers={n}"));
+        first.push(format!("model.ssd.trainable_layers={n}"));
     }
-    if let Some(family) = family {
-        for (i, o) in model_overrides(family)?.into_iter().enumerate() {
-            overrides.insert(i, o);
-        }
-    }
-    Ok(tlcv_core::config::load_preset(preset, common.config.as_deref(), &overrides)?)
+    Ok(common.load_config(preset, first)?)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {

@@ -94,11 +94,8 @@ fn main() {
 }
 
 fn load_config(cmd: &TrainCmd) -> anyhow::Result<SegmentConfig> {
-    let mut overrides = cmd.common.overrides();
-    if let Some(kind) = cmd.model {
-        overrides.insert(0, format!("model.kind=\"{kind}\""));
-    }
-    Ok(tlcv_core::config::load_preset(cmd.preset.as_deref(), cmd.common.config.as_deref(), &overrides)?)
+    let kind = cmd.model.iter().map(|k| format!("model.kind=\"{k}\"")).collect();
+    Ok(cmd.common.load_config(cmd.preset.as_deref(), kind)?)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
