@@ -27,14 +27,13 @@ fn mlp_onnx(model: &Model, g: &mut Graph, x: &Value) -> std::result::Result<Valu
 /// The ONNX model of `model` for `classes`: output `logits` `[N, classes]`, or `probs` with `softmax`.
 pub fn export(model: &Model, classes: &[String], opts: &ExportOptions, softmax: bool) -> Result<ModelProto> {
     let norm = model.normalization();
-    let (mut g, x) = onnx::begin(opts, Some(norm)).map_err(core)?;
+    let (mut g, x) = onnx::begin(opts, Some(norm))?;
     g.name_params(model.vs.variables().iter());
-    let feats = model.net.penultimate_onnx(&mut g, &x).map_err(core)?; // [N, D]
+    let feats = model.net.penultimate_onnx(&mut g, &x)?; // [N, D]
     let logits = match &model.mlp {
         Some(_) => mlp_onnx(model, &mut g, &feats),
         None => model.net.head_onnx(&mut g, &feats),
-    }
-    .map_err(core)?;
+    }?;
     let out = if softmax { g.softmax(&logits, 1) } else { logits };
     onnx::float_output(&mut g, &out, if softmax { "probs" } else { "logits" }, &["batch"]);
     let doc = format!("tlcv classify: {} with {} classes", model.arch, classes.len());
@@ -49,10 +48,6 @@ pub fn metadata(model: &Model, classes: &[String], opts: &ExportOptions, softmax
     m.set("preprocess", &format!("resize the shorter side to {s} px, centre crop {s}x{s}"));
     m.set("outputs", if softmax { "probs [N, classes] (softmax)" } else { "logits [N, classes]" });
     m
-}
-
-fn core(e: OnnxError) -> ClassifyError {
-    ClassifyError::Core(e.into())
 }
 
 /// An exported classifier served by tract, with its class names.
@@ -70,8 +65,8 @@ pub struct OnnxClassifier {
 impl OnnxClassifier {
     /// Loads a file written by `classify export`.
     pub fn load(path: &std::path::Path) -> Result<Self> {
-        let model = OnnxModel::load(path).map_err(core)?;
-        model.expect_task("classify").map_err(core)?;
+        let model = OnnxModel::load(path)?;
+        model.expect_task("classify")?;
         let Some((img_size, _)) = model.input_size() else {
             return Err(ClassifyError::Invalid(format!("{}: the model has no fixed input size", path.display())));
         };

@@ -24,31 +24,19 @@ pub use config::ClassifyConfig;
 /// Errors of the classification crate.
 #[derive(Debug, thiserror::Error)]
 pub enum ClassifyError {
-    /// From the core crate (backbones, training, configuration, I/O).
+    /// From the core crate (backbones, training, data, checkpoints, configuration, reports, ONNX,
+    /// libtorch, I/O); its module errors convert through it (see [`tlcv_core::from_core_errors`]).
     #[error(transparent)]
     Core(#[from] tlcv_core::Error),
-    /// A data problem (decoding, layout).
-    #[error(transparent)]
-    Data(#[from] tlcv_core::data::DataError),
-    /// A checkpoint problem.
-    #[error(transparent)]
-    Checkpoint(#[from] tlcv_core::checkpoint::CheckpointError),
-    /// A configuration problem.
-    #[error(transparent)]
-    Config(#[from] tlcv_core::config::ConfigError),
-    /// A report problem.
-    #[error(transparent)]
-    Report(#[from] tlcv_core::report::ReportError),
     /// Generating an embedded data set failed.
     #[error(transparent)]
     Dataset(#[from] tlcv_datasets::DatasetError),
-    /// libtorch failed.
-    #[error("torch: {0}")]
-    Torch(#[from] tch::TchError),
     /// Bad input, with a message that says what and where.
     #[error("{0}")]
     Invalid(String),
 }
+
+tlcv_core::from_core_errors!(ClassifyError);
 
 /// `Result` with [`ClassifyError`].
 pub type Result<T, E = ClassifyError> = std::result::Result<T, E>;

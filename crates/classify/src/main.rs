@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use tlcv_core::{
     backbones::Arch,
-    cli::TrainArgs,
+    cli::{EvalArgs, TrainArgs},
     dist::{
         ProcessGroup,
         launch::{self, LaunchArgs, Role, WorkerEnv},
@@ -65,18 +65,11 @@ struct TrainCmd {
 
 #[derive(Debug, clap::Args)]
 struct EvalCmd {
-    /// The run directory to evaluate.
-    #[arg(long)]
-    run: PathBuf,
-    /// Data set (default: the run's own).
-    #[arg(long)]
-    data: Option<String>,
+    #[command(flatten)]
+    common: EvalArgs,
     /// Split: val or test.
-    #[arg(long, default_value = "test")]
+    #[arg(long, default_value = "test", display_order = 1)] // listed after --data, as before the flatten
     split: String,
-    /// Print the metrics as one JSON object on stdout.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -159,11 +152,8 @@ fn main() {
 }
 
 fn load_config(cmd: &TrainCmd) -> anyhow::Result<ClassifyConfig> {
-    let mut overrides = cmd.common.overrides();
-    if let Some(model) = &cmd.model {
-        overrides.insert(0, format!("model.backbone=\"{model}\""));
-    }
-    Ok(tlcv_core::config::load_preset(cmd.preset.as_deref(), cmd.common.config.as_deref(), &overrides)?)
+    let model = cmd.model.iter().map(|m| format!("model.backbone=\"{m}\"")).collect();
+    Ok(cmd.common.load_config(cmd.preset.as_deref(), model)?)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -262,9 +252,9 @@ fn train_in(
 }
 
 fn eval(cmd: &EvalCmd) -> anyhow::Result<()> {
-    let (trained, model) = pipeline::load_run(&cmd.run)?;
+    let (trained, model) = pipeline::load_run(&cmd.common.run)?;
     let (mut cfg, classes, run) = (trained.config, trained.classes, trained.dir);
-    if let Some(data) = &cmd.data {
+    if let Some(data) = &cmd.common.data {
         cfg.data.path = data.clone();
     }
     cfg.eval.split = cmd.split.clone();
@@ -287,7 +277,7 @@ fn eval(cmd: &EvalCmd) -> anyhow::Result<()> {
         metrics.samples,
         skips.len()
     );
-    if cmd.json {
+    if cmd.common.json {
         let summary = pipeline::JsonSummary::new(&metrics, run.root()).with_skipped(&skips);
         println!("{}", serde_json::to_string(&summary)?);
     }

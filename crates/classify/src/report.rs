@@ -7,7 +7,7 @@ use tlcv_core::{
     report::{self, Figure, Report, Tile},
     run::{
         RunDir,
-        report::{Curve, epoch_plot, finish},
+        report::{Curve, epoch_plots, finish},
     },
     train::EpochRecord,
 };
@@ -39,13 +39,11 @@ pub struct ReportInput<'a> {
 pub fn write(run: &RunDir, input: &ReportInput<'_>) -> Result<()> {
     let loss = [Curve::train("train loss", "loss"), Curve::val("val loss", "loss")];
     let scores = [Curve::val("top-1", "top1"), Curve::val("top-5", "top5"), Curve::val("macro F1", "f1_macro")];
-    let figures: Vec<Figure> = [
-        epoch_plot(run, "loss.png", "Loss", input.history, &loss)?,
-        epoch_plot(run, "metrics.png", "Validation metrics", input.history, &scores)?,
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let figures = epoch_plots(
+        run,
+        input.history,
+        &[("loss.png", "Loss", &loss), ("metrics.png", "Validation metrics", &scores)],
+    )?;
     let cm = run.plot("confusion_matrix.png");
     report::plots::confusion_matrix(
         &cm,

@@ -3,22 +3,15 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::Command,
 };
 
 use opencv::{core, imgcodecs, imgproc};
 use tlcv_core::train::{Precision, TaskKind};
+use tlcv_testkit::{run, stderr};
 
 fn classify() -> Command {
     Command::new(env!("CARGO_BIN_EXE_classify"))
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().unwrap_or_else(|e| panic!("cannot start classify: {e}"))
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).to_string()
 }
 
 /// Three visually distinct classes: red squares, green circles, blue bars, on noisy grey.

@@ -6,23 +6,12 @@
 #![allow(clippy::panic)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
+
+use tlcv_testkit::{json_lines, ok, one_line_error, sorted_files};
 
 fn classify() -> Command {
     Command::new(env!("CARGO_BIN_EXE_classify"))
-}
-
-fn ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot start classify: {e}"));
-    assert!(out.status.success(), "{:?} failed: {}", cmd, String::from_utf8_lossy(&out.stderr));
-    out
-}
-
-fn lines(out: &Output) -> Vec<serde_json::Value> {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
 }
 
 /// A small copy of the embedded digits (`classify` generates them on first use): per class 5 train,
@@ -34,13 +23,7 @@ fn small_digits(tmp: &Path) -> PathBuf {
         for class in 0..10 {
             let (src, dst) = (root.join(split).join(class.to_string()), out.join(split).join(class.to_string()));
             std::fs::create_dir_all(&dst).unwrap_or_else(|e| panic!("{e}"));
-            let mut files: Vec<PathBuf> = std::fs::read_dir(&src)
-                .unwrap_or_else(|e| panic!("{}: {e}", src.display()))
-                .flatten()
-                .map(|e| e.path())
-                .collect();
-            files.sort();
-            for f in files.iter().take(n) {
+            for f in sorted_files(&src).iter().take(n) {
                 std::fs::copy(f, dst.join(f.file_name().unwrap_or_default())).unwrap_or_else(|e| panic!("{e}"));
             }
         }
@@ -49,15 +32,7 @@ fn small_digits(tmp: &Path) -> PathBuf {
 }
 
 fn test_images(data: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for class in 0..10 {
-        let dir = data.join("test").join(class.to_string());
-        let mut files: Vec<PathBuf> =
-            std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{e}")).flatten().map(|e| e.path()).collect();
-        files.sort();
-        out.extend(files);
-    }
-    out
+    (0..10).flat_map(|class| sorted_files(&data.join("test").join(class.to_string()))).collect()
 }
 
 #[test]
@@ -78,10 +53,11 @@ fn onnx_predictions_equal_the_libtorch_ones() {
     ok(classify().args(["export", "--run"]).arg(&run).arg("--out").arg(&onnx));
     let soft = tmp.path().join("softmax.onnx");
     ok(classify().args(["export", "--softmax", "--dynamic-batch", "--run"]).arg(&run).arg("--out").arg(&soft));
-    let want = lines(&ok(classify().args(["predict", "--json", "--top-k", "3", "--run"]).arg(&run).args(&images)));
+    let want = json_lines(&ok(classify().args(["predict", "--json", "--top-k", "3", "--run"]).arg(&run).args(&images)));
     assert_eq!(want.len(), images.len());
     for file in [&onnx, &soft] {
-        let got = lines(&ok(classify().args(["predict", "--json", "--top-k", "3", "--onnx"]).arg(file).args(&images)));
+        let got =
+            json_lines(&ok(classify().args(["predict", "--json", "--top-k", "3", "--onnx"]).arg(file).args(&images)));
         assert_eq!(got.len(), want.len());
         for (g, w) in got.iter().zip(&want) {
             assert_eq!(g["image"], w["image"]);
@@ -102,15 +78,7 @@ fn onnx_predictions_equal_the_libtorch_ones() {
     bytes.truncate(bytes.len() / 3);
     std::fs::write(&bad, &bytes).unwrap_or_else(|e| panic!("{e}"));
     for file in [bad, tmp.path().join("missing.onnx"), run.join("config.toml")] {
-        let out = classify()
-            .args(["predict", "--onnx"])
-            .arg(&file)
-            .arg(&images[0])
-            .output()
-            .unwrap_or_else(|e| panic!("{e}"));
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{}: {err}", file.display());
-        assert_eq!(err.trim().lines().count(), 1, "{}: {err}", file.display());
-        assert!(err.contains(&*file.display().to_string()) && !err.contains("panicked"), "{err}");
+        let err = one_line_error(classify().args(["predict", "--onnx"]).arg(&file).arg(&images[0]));
+        assert!(err.contains(&*file.display().to_string()), "{err}");
     }
 }

@@ -12,29 +12,16 @@
 #![allow(clippy::panic)] // test failures are panics
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use tch::{Device, Tensor, nn};
 use tlcv_core::backbones::{self, Arch};
 use tlcv_core::checkpoint::{LoadOptions, load_into, read_state_dict, save_safetensors};
-
-const SETUP: &str = "run `cargo xtask setup --reference`";
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use tlcv_testkit::{reference_check, reference_python, run, stderr, workspace_root};
 
 /// A generated fixture folder; panics (fails the test) when it is missing or incomplete.
 fn fixtures(topic: &str) -> PathBuf {
     tlcv_core::paths::generated_fixture(topic).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"))
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn read_npy(path: &Path) -> Tensor {
@@ -96,17 +83,10 @@ fn forward_efficientnet_b0_matches_torchvision() {
     check_forward("efficientnet_b0");
 }
 
-/// The reference venv's python; fails the test with the setup hint when absent.
-fn reference_python() -> PathBuf {
-    let py = root().join(".tlcv/venv-ref/bin/python");
-    assert!(py.exists(), "reference venv missing ({}): {SETUP}", py.display());
-    py
-}
-
 /// Loads the torchvision fixture into a Rust classifier, saves it with `save_safetensors`, and has
 /// torchvision load that file strictly and reproduce the Rust logits.
 fn check_torchvision_loads(arch: Arch) {
-    let py = reference_python();
+    reference_python(); // fails early, with the setup hint, when the venv is missing
     let fx = fixtures("backbones");
     let vs = nn::VarStore::new(Device::Cpu);
     let net = backbones::classifier(vs.root(), arch, 1000).unwrap_or_else(|e| panic!("{arch}: {e}"));
@@ -123,19 +103,11 @@ fn check_torchvision_loads(arch: Arch) {
     let logits_path = tmp.path().join("rust_logits.npy");
     logits.write_npy(&logits_path).unwrap_or_else(|e| panic!("{e}"));
 
-    let out = run(Command::new(&py)
-        .arg(root().join("scripts/check_torchvision_load.py"))
-        .arg(arch.name())
-        .arg(&saved)
-        .arg(&input)
-        .arg(&logits_path));
-    assert!(
-        out.status.success(),
-        "torchvision rejected or disagreed with {}: {:?}\n{}{}",
-        saved.display(),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        stderr(&out)
+    let args = [arch.name().as_ref(), saved.as_os_str(), input.as_os_str(), logits_path.as_os_str()];
+    reference_check(
+        "check_torchvision_load.py",
+        &args,
+        &format!("torchvision rejected or disagreed with {}", saved.display()),
     );
 }
 
@@ -176,7 +148,9 @@ fn lite0_imagenet_probabilities_match_torchvision_preprocessing_and_pytorch() {
     let expected = index["images"].as_array().unwrap_or_else(|| panic!("no images in index.json"));
     let images: Vec<PathBuf> = expected
         .iter()
-        .map(|e| root().join(".tlcv/debdata").join(e["image"].as_str().unwrap_or_else(|| panic!("bad entry {e}"))))
+        .map(|e| {
+            workspace_root().join(".tlcv/debdata").join(e["image"].as_str().unwrap_or_else(|| panic!("bad entry {e}")))
+        })
         .collect();
     let out = run(Command::new(env!("CARGO_BIN_EXE_classify"))
         .args(["predict", "--model", "efficientnet_lite0", "--weights", "imagenet", "--json", "--top-k", "10"])

@@ -60,6 +60,20 @@ pub struct TrainArgs {
     pub json: bool,
 }
 
+/// Flags of `<task> eval`: the run to evaluate, and on which data.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EvalArgs {
+    /// The run directory to evaluate.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Data set (default: the run's own).
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Print the metrics as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
 impl TrainArgs {
     /// The configuration overrides these flags stand for, followed by the `--set` ones.
     ///
@@ -89,6 +103,17 @@ impl TrainArgs {
 }
 
 impl TrainArgs {
+    /// The task's configuration: the preset `preset` (or the defaults), the `--config` file, then the
+    /// `first` overrides (what a task's own flags stand for, such as its `--model`), then [`Self::overrides`].
+    pub fn load_config<T: crate::config::Preset>(
+        &self,
+        preset: Option<&str>,
+        first: Vec<String>,
+    ) -> Result<T, crate::config::ConfigError> {
+        let overrides: Vec<String> = first.into_iter().chain(self.overrides()).collect();
+        crate::config::load_preset(preset, self.config.as_deref(), &overrides)
+    }
+
     /// The run directory of `task`: a new `<project>/<task>/<name>` (or `train`, `train2`, ...), or with
     /// `--resume` the existing one named by `--name` (see [`RunDir::create_or_resume`]).
     pub fn open_run(&self, task: &str) -> crate::Result<RunDir> {

@@ -46,3 +46,25 @@ impl Error {
         Error::Io { path: path.into(), source }
     }
 }
+
+/// Implements `From` for every error this crate's modules return (checkpoint, configuration, data,
+/// distributed, report, ONNX) and for libtorch's, for an error type of a task crate that has
+/// `From<tlcv_core::Error>` (usually a transparent `Core` variant): each goes through [`Error`], so it
+/// keeps its message and `?` works on all of them. The crate using it depends on `tch`.
+#[macro_export]
+macro_rules! from_core_errors {
+    ($ty:ty) => {
+        $crate::from_core_errors!(@each $ty: $crate::checkpoint::CheckpointError, $crate::config::ConfigError,
+            $crate::data::DataError, $crate::dist::DistError, $crate::report::ReportError,
+            $crate::onnx::OnnxError, ::tch::TchError);
+    };
+    (@each $ty:ty: $($source:ty),*) => {
+        $(
+            impl From<$source> for $ty {
+                fn from(e: $source) -> Self {
+                    <$ty>::from($crate::Error::from(e))
+                }
+            }
+        )*
+    };
+}

@@ -36,24 +36,10 @@ pub enum DetectError {
     /// An argument given by the caller is out of range or inconsistent.
     #[error("{0}")]
     Invalid(String),
-    /// A libtorch operation failed.
-    #[error("torch: {0}")]
-    Torch(#[from] tch::TchError),
-    /// From the core crate (backbones, training, configuration, I/O).
+    /// From the core crate (backbones, training, data, checkpoints, configuration, reports, ONNX,
+    /// libtorch, I/O); its module errors convert through it (see [`tlcv_core::from_core_errors`]).
     #[error(transparent)]
     Core(#[from] tlcv_core::Error),
-    /// Decoding or transforming an image failed.
-    #[error(transparent)]
-    Data(#[from] tlcv_core::data::DataError),
-    /// A checkpoint could not be read or loaded.
-    #[error(transparent)]
-    Checkpoint(#[from] tlcv_core::checkpoint::CheckpointError),
-    /// The configuration is invalid.
-    #[error(transparent)]
-    Config(#[from] tlcv_core::config::ConfigError),
-    /// A plot or the report could not be written.
-    #[error(transparent)]
-    Report(#[from] tlcv_core::report::ReportError),
     /// Generating the embedded data set failed.
     #[error(transparent)]
     Dataset(#[from] tlcv_datasets::DatasetError),
@@ -62,11 +48,7 @@ pub enum DetectError {
     OpenCv(String),
 }
 
-impl From<tlcv_core::onnx::OnnxError> for DetectError {
-    fn from(e: tlcv_core::onnx::OnnxError) -> Self {
-        DetectError::Core(e.into())
-    }
-}
+tlcv_core::from_core_errors!(DetectError);
 
 impl From<opencv::Error> for DetectError {
     fn from(e: opencv::Error) -> Self {
@@ -79,7 +61,6 @@ impl From<DetectError> for tlcv_core::Error {
     fn from(e: DetectError) -> Self {
         match e {
             DetectError::Core(c) => c,
-            DetectError::Torch(t) => tlcv_core::Error::Torch(t),
             other => tlcv_core::Error::Invalid(other.to_string()),
         }
     }

@@ -15,7 +15,10 @@ use detect::{
     task::DetectTask,
     ultralytics::spec::YoloArch,
 };
-use tlcv_core::{cli::TrainArgs, run};
+use tlcv_core::{
+    cli::{EvalArgs, TrainArgs},
+    run,
+};
 
 /// Object detection by transfer learning (YOLO-style, SSD and Faster R-CNN heads on ImageNet backbones).
 #[derive(Debug, Parser)]
@@ -30,7 +33,7 @@ enum Command {
     /// Train a detector and evaluate its best checkpoint on the validation split.
     Train(TrainCmd),
     /// Evaluate a trained run on a data set's validation split.
-    Eval(EvalCmd),
+    Eval(EvalArgs),
     /// Detect objects in images with a trained run; writes annotated images and JSON lines.
     Predict(PredictCmd),
     /// Convert a data set between the YOLO and COCO layouts.
@@ -117,19 +120,6 @@ struct TrainCmd {
 }
 
 #[derive(Debug, clap::Args)]
-struct EvalCmd {
-    /// The run directory to evaluate.
-    #[arg(long)]
-    run: PathBuf,
-    /// Data set (default: the run's own).
-    #[arg(long)]
-    data: Option<String>,
-    /// Print the metrics as one JSON object on stdout.
-    #[arg(long)]
-    json: bool,
-}
-
-#[derive(Debug, clap::Args)]
 struct PredictCmd {
     /// A trained run directory.
     #[arg(long, required_unless_present = "onnx", conflicts_with = "onnx")]
@@ -204,17 +194,15 @@ fn model_overrides(model: &str) -> anyhow::Result<Vec<String>> {
 }
 
 fn load_config(common: &TrainArgs, preset: Option<&str>, family: Option<&str>) -> anyhow::Result<DetectConfig> {
-    let mut overrides = common.overrides();
+    let mut first = match family {
+        Some(family) => model_overrides(family)?,
+        None => Vec::new(),
+    };
     if let Some(n) = common.trainable_layers {
         // The flag means the same for every family, SSD's own setting included.
-        overrides.insert(0, format!("model.ssd.trainable_layers={n}"));
+        first.push(format!("model.ssd.trainable_layers={n}"));
     }
-    if let Some(family) = family {
-        for (i, o) in model_overrides(family)?.into_iter().enumerate() {
-            overrides.insert(i, o);
-        }
-    }
-    Ok(tlcv_core::config::load_preset(preset, common.config.as_deref(), &overrides)?)
+    Ok(common.load_config(preset, first)?)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -328,7 +316,7 @@ fn json_summary(e: &evaluate::EvalOutput, run: &std::path::Path) -> anyhow::Resu
     Ok(serde_json::to_string(&m)?)
 }
 
-fn eval_cmd(cmd: &EvalCmd) -> anyhow::Result<()> {
+fn eval_cmd(cmd: &EvalArgs) -> anyhow::Result<()> {
     run::configure_threads();
     let (trained, model) = pipeline::load_run(&cmd.run)?;
     let (mut cfg, names, run) = (trained.config, trained.classes, trained.dir);

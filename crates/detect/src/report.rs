@@ -9,7 +9,7 @@ use tlcv_core::{
     report::{self, Figure, Report, Series, Tile},
     run::{
         RunDir,
-        report::{Curve, epoch_plot, finish},
+        report::{Curve, epoch_plots, finish},
     },
     train::EpochRecord,
 };
@@ -53,13 +53,11 @@ pub fn write(run: &RunDir, input: &ReportInput<'_>) -> Result<()> {
     keys.sort();
     let terms: Vec<Curve> = keys.iter().map(|k| k.as_str()).chain(["loss"]).map(|k| Curve::train(k, k)).collect();
     let scores: Vec<Curve> = ["map50", "map", "precision", "recall"].map(|k| Curve::val(k, k)).to_vec();
-    let curves: Vec<Figure> = [
-        epoch_plot(run, "loss.png", "Training loss per term", input.history, &terms)?,
-        epoch_plot(run, "val_metrics.png", "Validation metrics", input.history, &scores)?,
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let curves = epoch_plots(
+        run,
+        input.history,
+        &[("loss.png", "Training loss per term", &terms), ("val_metrics.png", "Validation metrics", &scores)],
+    )?;
     let e = input.eval;
     let pr = run.plot("pr_curves.png");
     let pr_series: Vec<Series> =

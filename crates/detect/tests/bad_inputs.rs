@@ -11,6 +11,7 @@ use std::process::{Command, Output};
 use opencv::core::{Mat, Rect, Scalar, Vector};
 use opencv::{imgcodecs, imgproc};
 use serde_json::{Value, json};
+use tlcv_testkit::{run, s, stderr};
 
 type Box5 = (usize, i32, i32, i32, i32); // class, x, y, w, h in pixels of a 96x96 image
 
@@ -26,15 +27,7 @@ const BAD_LINES: [(&str, &str); 6] = [
 const BADLINE_BOXES: [Box5; 2] = [(0, 10, 10, 30, 24), (1, 50, 50, 30, 30)];
 
 fn detect(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_detect")).args(args).output().expect("run detect")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
+    run(Command::new(env!("CARGO_BIN_EXE_detect")).args(args))
 }
 
 /// A 96x96 image with the filled boxes, encoded as `ext`.

@@ -8,15 +8,15 @@ use std::process::{Command, Output};
 use opencv::core::{Mat, Rect, Scalar, Vector};
 use opencv::{imgcodecs, imgproc};
 use serde_json::Value;
+use tlcv_testkit::{ok_stdout, run};
 
 fn detect(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_detect")).args(args).current_dir(cwd).output().expect("run detect")
+    run(Command::new(env!("CARGO_BIN_EXE_detect")).args(args).current_dir(cwd))
 }
 
-fn ok(out: &Output) -> String {
-    assert!(out.status.success(), "exit {:?}\nstderr:\n{}", out.status.code(), String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
+/// The smallest training: one epoch at 64 px in batches of 5, from scratch.
+const TINY_TRAINING: [&str; 10] =
+    ["--img-size", "64", "--epochs", "1", "--batch", "5", "--strategy", "scratch", "--weights", "none"];
 
 /// 10 training and 4 validation 96x96 images with one or two filled rectangles (class 0 red, 1 blue).
 fn tiny_yolo(root: &Path) {
@@ -43,23 +43,15 @@ fn tiny_yolo(root: &Path) {
     std::fs::write(root.join("data.yaml"), "train: images/train\nval: images/val\nnames: [red, blue]\n").unwrap();
 }
 
-const COCO_KEYS: [&str; 12] = [
-    "map",
-    "map50",
-    "map75",
-    "map_small",
-    "map_medium",
-    "map_large",
-    "mar1",
-    "mar10",
-    "mar100",
-    "mar_small",
-    "mar_medium",
-    "mar_large",
-];
+/// The names of the twelve COCO numbers, as pycocotools' fixture output has them.
+fn coco_keys() -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/coco/crowd/expected.json");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    v.as_object().unwrap().keys().cloned().collect()
+}
 
 fn assert_metrics(v: &Value) {
-    for k in COCO_KEYS.iter().chain(&["precision", "recall"]) {
+    for k in coco_keys().iter().map(String::as_str).chain(["precision", "recall"]) {
         let x = v[k].as_f64().unwrap_or_else(|| panic!("missing number {k} in {v}"));
         assert!((-1.0..=1.0).contains(&x), "{k} = {x}");
     }
@@ -72,34 +64,9 @@ fn train_eval_predict_convert_evaluate() {
     let data = root.join("data");
     tiny_yolo(&data);
     let data_s = data.to_str().unwrap();
-    let out = detect(
-        &[
-            "train",
-            "--data",
-            data_s,
-            "--img-size",
-            "64",
-            "--epochs",
-            "1",
-            "--batch",
-            "5",
-            "--strategy",
-            "scratch",
-            "--weights",
-            "none",
-            "--name",
-            "t",
-            "--project",
-            "runs",
-            "--set",
-            "model.neck_channels=32",
-            "--set",
-            "eval.grid_images=2",
-            "--json",
-        ],
-        root,
-    );
-    let stdout = ok(&out);
+    let extra = ["--name", "t", "--project", "runs", "--set", "model.neck_channels=32", "--set", "eval.grid_images=2"];
+    let out = detect(&[&["train", "--data", data_s][..], &TINY_TRAINING, &extra, &["--json"]].concat(), root);
+    let stdout = ok_stdout(&out);
     let summary: Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_metrics(&summary);
     let run = root.join("runs/detect/t");
@@ -132,7 +99,7 @@ fn train_eval_predict_convert_evaluate() {
 
     // eval --json
     let out = detect(&["eval", "--run", run.to_str().unwrap(), "--json"], root);
-    let v: Value = serde_json::from_str(ok(&out).trim()).unwrap();
+    let v: Value = serde_json::from_str(ok_stdout(&out).trim()).unwrap();
     assert_metrics(&v);
 
     // predict: JSON lines in original pixels and annotated images
@@ -153,7 +120,7 @@ fn train_eval_predict_convert_evaluate() {
         ],
         root,
     );
-    let text = ok(&out);
+    let text = ok_stdout(&out);
     let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 2);
     for (line, img) in lines.iter().zip(&imgs) {
@@ -183,15 +150,15 @@ fn train_eval_predict_convert_evaluate() {
         ],
         root,
     );
-    let v: Value = serde_json::from_str(ok(&out).trim()).unwrap();
+    let v: Value = serde_json::from_str(ok_stdout(&out).trim()).unwrap();
     assert_eq!(v.as_object().unwrap().len(), 12);
-    for k in COCO_KEYS {
-        assert!((v[k].as_f64().unwrap() - summary[k].as_f64().unwrap()).abs() < 1e-9, "{k}");
+    for k in coco_keys() {
+        assert!((v[&k].as_f64().unwrap() - summary[&k].as_f64().unwrap()).abs() < 1e-9, "{k}");
     }
 
     // convert yolo -> coco
     let out = detect(&["convert", "--from", "yolo", "--to", "coco", data_s, root.join("coco").to_str().unwrap()], root);
-    ok(&out);
+    ok_stdout(&out);
     let coco: Value =
         serde_json::from_str(&std::fs::read_to_string(root.join("coco/annotations/instances_val.json")).unwrap())
             .unwrap();
@@ -233,34 +200,9 @@ fn compare_trains_every_family_and_each_run_predicts() {
     let root = dir.path();
     let data = root.join("data");
     tiny_yolo(&data);
-    let out = detect(
-        &[
-            "compare",
-            "--data",
-            data.to_str().unwrap(),
-            "--img-size",
-            "64",
-            "--epochs",
-            "1",
-            "--batch",
-            "5",
-            "--strategy",
-            "scratch",
-            "--weights",
-            "none",
-            "--backbone",
-            "resnet18",
-            "--name",
-            "c",
-            "--project",
-            "runs",
-            "--set",
-            "eval.grid_images=2",
-            "--json",
-        ],
-        root,
-    );
-    let stdout = ok(&out);
+    let extra = ["--backbone", "resnet18", "--name", "c", "--project", "runs", "--set", "eval.grid_images=2", "--json"];
+    let out = detect(&[&["compare", "--data", data.to_str().unwrap()][..], &TINY_TRAINING, &extra].concat(), root);
+    let stdout = ok_stdout(&out);
     let table = std::fs::read_to_string(root.join("runs/detect/c-families.md")).unwrap();
     let rows: Vec<Value> = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert_eq!(rows.len(), 3, "{stdout}");
@@ -281,7 +223,7 @@ fn compare_trains_every_family_and_each_run_predicts() {
             assert!(header.lines().next().unwrap().contains(t), "{family}: results.csv lacks {t}");
         }
         let v: Value =
-            serde_json::from_str(ok(&detect(&["eval", "--run", run.to_str().unwrap(), "--json"], root)).trim())
+            serde_json::from_str(ok_stdout(&detect(&["eval", "--run", run.to_str().unwrap(), "--json"], root)).trim())
                 .unwrap();
         assert_metrics(&v);
         let img = data.join("images/val/10.png");
@@ -289,7 +231,7 @@ fn compare_trains_every_family_and_each_run_predicts() {
             &["predict", "--run", run.to_str().unwrap(), "--conf", "0.0", "--json", img.to_str().unwrap()],
             root,
         );
-        let line: Value = serde_json::from_str(ok(&p).lines().next().unwrap()).unwrap();
+        let line: Value = serde_json::from_str(ok_stdout(&p).lines().next().unwrap()).unwrap();
         for d in line["detections"].as_array().unwrap() {
             let b: Vec<f64> = d["box"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
             assert!(b[0] >= 0.0 && b[1] >= 0.0 && b[2] <= 96.0 + 1e-3 && b[3] <= 96.0 + 1e-3, "{family}: {b:?}");

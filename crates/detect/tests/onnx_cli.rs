@@ -6,23 +6,12 @@
 #![allow(clippy::panic)]
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
+
+use tlcv_testkit::{json_lines, ok, one_line_error, sorted_files};
 
 fn detect() -> Command {
     Command::new(env!("CARGO_BIN_EXE_detect"))
-}
-
-fn ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot start detect: {e}"));
-    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    out
-}
-
-fn lines(out: &Output) -> Vec<serde_json::Value> {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
 }
 
 /// The validation images of the quick preset's embedded data.
@@ -34,14 +23,7 @@ fn val_images() -> Vec<PathBuf> {
         .map(|e| e.path())
         .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("detection-8-4-")))
         .unwrap_or_else(|| panic!("no quick detection data in {}", generated.display()));
-    let dir = root.join("images").join("val");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    files.sort();
-    files
+    sorted_files(&root.join("images").join("val"))
 }
 
 #[test]
@@ -62,7 +44,7 @@ fn onnx_detections_equal_the_libtorch_ones() {
     // A low threshold so that the one-epoch network gives boxes to compare.
     let predict = |src: &[&str], file: &PathBuf| {
         let out = tmp.path().join(format!("out-{}", src[0].trim_start_matches('-')));
-        lines(&ok(detect()
+        json_lines(&ok(detect()
             .args(["predict", "--json", "--conf", "0.01"])
             .arg(src[0])
             .arg(file)
@@ -101,8 +83,5 @@ fn onnx_detections_equal_the_libtorch_ones() {
     }
     let bad = tmp.path().join("bad.onnx");
     std::fs::write(&bad, [0xffu8; 64]).unwrap_or_else(|e| panic!("{e}"));
-    let out = detect().args(["predict", "--onnx"]).arg(&bad).arg(&images[0]).output().unwrap_or_else(|e| panic!("{e}"));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    one_line_error(detect().args(["predict", "--onnx"]).arg(&bad).arg(&images[0]));
 }

@@ -12,19 +12,16 @@
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)] // test failures are panics
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use detect::ultralytics::checkpoint;
 use detect::ultralytics::postprocess::{NmsConfig, non_max_suppression};
 use tch::{Device, Kind, Tensor, nn::VarStore};
 use tlcv_core::checkpoint::save_safetensors;
+use tlcv_testkit::{reference_check, run, workspace_root};
 
 fn fixtures() -> PathBuf {
     tlcv_core::paths::generated_fixture("ultralytics").unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 fn read_npy(path: &Path) -> Tensor {
@@ -56,10 +53,6 @@ fn assert_output_close(got: &Tensor, want: &Tensor, what: &str) {
     let rows = want.size()[1];
     assert_close(&got.narrow(1, 0, 4), &want.narrow(1, 0, 4), &format!("{what} boxes"));
     assert_close(&got.narrow(1, 4, rows - 4), &want.narrow(1, 4, rows - 4), &format!("{what} scores"));
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"))
 }
 
 /// `detect forward [--model M] --weights W` on the fixture input; the output tensor.
@@ -186,12 +179,6 @@ fn postprocessing_keeps_the_boxes_of_non_max_suppression() {
     eprintln!("{compared} kept detections equal Ultralytics'");
 }
 
-fn reference_python() -> PathBuf {
-    let py = root().join(".tlcv/venv-ref/bin/python");
-    assert!(py.exists(), "reference venv missing ({}): run `cargo xtask setup --reference`", py.display());
-    py
-}
-
 /// Loads an Ultralytics checkpoint here, saves its state dict as safetensors, and has Ultralytics load
 /// that file strictly and reproduce this crate's output.
 fn check_round_trip(name: &str) {
@@ -207,18 +194,11 @@ fn check_round_trip(name: &str) {
     let y = tch::no_grad(|| model.forward_eval(&read_npy(&input)));
     let y_path = tmp.path().join("rust_out.npy");
     y.write_npy(&y_path).unwrap();
-    let out = run(Command::new(reference_python())
-        .arg(root().join("scripts/check_ultralytics_load.py"))
-        .arg(name)
-        .arg(&saved)
-        .arg(&input)
-        .arg(&y_path));
-    assert!(
-        out.status.success(),
-        "Ultralytics rejected or disagreed with {}: {}{}",
-        saved.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let args = [name.as_ref(), saved.as_os_str(), input.as_os_str(), y_path.as_os_str()];
+    reference_check(
+        "check_ultralytics_load.py",
+        &args,
+        &format!("Ultralytics rejected or disagreed with {}", saved.display()),
     );
 }
 
@@ -258,7 +238,7 @@ fn folded_batch_norms_stay_within_rounding_of_ultralytics() {
 /// Ultralytics, unpickling the same file itself, loads it strictly and gives the same output.
 #[test]
 fn the_shipped_yolov8n_loads_here_and_in_ultralytics() {
-    let shipped = root().join("assets/models/yolov8n.pt");
+    let shipped = workspace_root().join("assets/models/yolov8n.pt");
     let ck = checkpoint::read(&shipped).unwrap();
     assert_eq!(ck.arch.map(|a| a.to_string()).as_deref(), Some("yolov8n"));
     assert_eq!(ck.names, ["circle", "square", "triangle", "star", "hexagon", "cross"]);
@@ -267,16 +247,11 @@ fn the_shipped_yolov8n_loads_here_and_in_ultralytics() {
     let tmp = tempfile::tempdir().unwrap();
     let y_path = tmp.path().join("rust_out.npy");
     y.write_npy(&y_path).unwrap();
-    let out = run(Command::new(reference_python())
-        .arg(root().join("scripts/check_ultralytics_load.py"))
-        .arg("yolov8n")
-        .arg(&shipped)
-        .arg(fixtures().join("input.npy"))
-        .arg(&y_path));
-    assert!(
-        out.status.success(),
-        "Ultralytics rejected or disagreed with the shipped checkpoint: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let input = fixtures().join("input.npy");
+    let args = ["yolov8n".as_ref(), shipped.as_os_str(), input.as_os_str(), y_path.as_os_str()];
+    reference_check(
+        "check_ultralytics_load.py",
+        &args,
+        "Ultralytics rejected or disagreed with the shipped checkpoint",
     );
 }

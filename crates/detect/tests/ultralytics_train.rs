@@ -9,13 +9,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use tlcv_testkit::{reference_check, workspace_root};
 
 fn fixtures() -> PathBuf {
     tlcv_core::paths::generated_fixture("ultralytics").unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 fn detect(args: &[&str], extra: &[&Path]) -> Output {
@@ -52,7 +49,7 @@ fn fine_tunes_an_ultralytics_checkpoint_and_saves_what_ultralytics_loads() {
     let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
     assert!(config.contains("family = \"ultralytics\"") && config.contains("arch = \"yolov8n\""), "{config}");
     // The quick preset's embedded data (made by the training run above).
-    let image = root().join("datasets/generated/detection-8-4-320-s0/images/val/000000.jpg");
+    let image = workspace_root().join("datasets/generated/detection-8-4-320-s0/images/val/000000.jpg");
     let pred = detect(&["predict", "--json", "--run"], &[run.as_path(), image.as_path()]);
     ok(&pred, "detect predict");
     // No ONNX emitters for these blocks yet: one clear line, exit code 2.
@@ -70,16 +67,6 @@ fn fine_tunes_an_ultralytics_checkpoint_and_saves_what_ultralytics_loads() {
         &[best.as_path(), Path::new("--input"), input.as_path(), Path::new("--output"), y.as_path()],
     );
     ok(&fwd, "detect forward on the trained weights");
-    let py = root().join(".tlcv/venv-ref/bin/python");
-    let check = Command::new(py)
-        .arg(root().join("scripts/check_ultralytics_load.py"))
-        .args(["yolov8n".as_ref(), best.as_os_str(), input.as_os_str(), y.as_os_str()])
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "Ultralytics rejected the trained weights: {}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
+    let args = ["yolov8n".as_ref(), best.as_os_str(), input.as_os_str(), y.as_os_str()];
+    reference_check("check_ultralytics_load.py", &args, "Ultralytics rejected the trained weights");
 }

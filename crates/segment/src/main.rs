@@ -11,7 +11,7 @@ use segment::{
     pipeline::{self, JsonSummary},
     predict::{Segmenter, predict_file},
 };
-use tlcv_core::cli::TrainArgs;
+use tlcv_core::cli::{EvalArgs, TrainArgs};
 
 /// Semantic segmentation by transfer learning.
 #[derive(Debug, Parser)]
@@ -26,7 +26,8 @@ enum Command {
     /// Train a segmentation model and evaluate its best checkpoint on val.
     Train(TrainCmd),
     /// Evaluate a trained run on the val split (original resolution).
-    Eval(EvalCmd),
+    #[command(mut_arg("data", |a| a.help("Data folder (default: the run's own)")))]
+    Eval(EvalArgs),
     /// Predict index masks and colour overlays for images with a trained run.
     Predict(PredictCmd),
     /// Score a folder of predicted index masks against a folder of ground-truth masks (offline).
@@ -47,19 +48,6 @@ struct TrainCmd {
     /// Start from a named preset (default, quick, scratch) before the config file.
     #[arg(long)]
     preset: Option<String>,
-}
-
-#[derive(Debug, clap::Args)]
-struct EvalCmd {
-    /// The run directory to evaluate.
-    #[arg(long)]
-    run: PathBuf,
-    /// Data folder (default: the run's own).
-    #[arg(long)]
-    data: Option<String>,
-    /// Print the metrics as one JSON object on stdout.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -106,11 +94,8 @@ fn main() {
 }
 
 fn load_config(cmd: &TrainCmd) -> anyhow::Result<SegmentConfig> {
-    let mut overrides = cmd.common.overrides();
-    if let Some(kind) = cmd.model {
-        overrides.insert(0, format!("model.kind=\"{kind}\""));
-    }
-    Ok(tlcv_core::config::load_preset(cmd.preset.as_deref(), cmd.common.config.as_deref(), &overrides)?)
+    let kind = cmd.model.iter().map(|k| format!("model.kind=\"{k}\"")).collect();
+    Ok(cmd.common.load_config(cmd.preset.as_deref(), kind)?)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -154,7 +139,7 @@ fn train(cmd: &TrainCmd, end_to_end: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn eval(cmd: &EvalCmd) -> anyhow::Result<()> {
+fn eval(cmd: &EvalArgs) -> anyhow::Result<()> {
     let (trained, model) = pipeline::load_run(&cmd.run)?;
     let (mut cfg, classes, run) = (trained.config, trained.classes, trained.dir);
     if let Some(data) = &cmd.data {

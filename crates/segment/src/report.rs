@@ -6,7 +6,7 @@ use tlcv_core::{
     report::{self, Figure, Report, Tile},
     run::{
         RunDir,
-        report::{Curve, epoch_plot, finish},
+        report::{Curve, epoch_plots, finish},
     },
     train::EpochRecord,
 };
@@ -45,13 +45,11 @@ pub fn write(run: &RunDir, input: &ReportInput<'_>) -> Result<(), SegmentError> 
     let loss = [Curve::train("train loss", "loss"), Curve::val("val loss", "loss")];
     let scores =
         [Curve::val("mIoU", "miou"), Curve::val("pixel acc", "pixel_acc"), Curve::val("mean Dice", "mean_dice")];
-    let curves: Vec<Figure> = [
-        epoch_plot(run, "loss.png", "Loss", input.history, &loss)?,
-        epoch_plot(run, "metrics.png", "Validation metrics (network resolution)", input.history, &scores)?,
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let curves = epoch_plots(
+        run,
+        input.history,
+        &[("loss.png", "Loss", &loss), ("metrics.png", "Validation metrics (network resolution)", &scores)],
+    )?;
     let s = &input.eval.summary;
     let iou_png = run.plot("per_class_iou.png");
     let ious: Vec<f64> = s.per_class_iou.iter().map(|v| v.unwrap_or(f64::NAN)).collect();

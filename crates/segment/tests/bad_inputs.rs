@@ -9,17 +9,10 @@ use std::process::{Command, Output};
 use opencv::core::{CV_8UC1, CV_8UC3, Mat, Point, Rect, Scalar, Vector};
 use opencv::{imgcodecs, imgproc};
 use serde_json::Value;
+use tlcv_testkit::{run, s, stderr};
 
 fn segment(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_segment")).args(args).output().expect("run segment")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
+    run(Command::new(env!("CARGO_BIN_EXE_segment")).args(args))
 }
 
 fn encode(ext: &str, m: &Mat) -> Vec<u8> {

@@ -7,35 +7,19 @@
 #![allow(clippy::panic)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
+
+use tlcv_testkit::{json_lines, ok, one_line_error, sorted_files};
 
 fn segment() -> Command {
     Command::new(env!("CARGO_BIN_EXE_segment"))
-}
-
-fn ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot start segment: {e}"));
-    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    out
-}
-
-fn lines(out: &Output) -> Vec<serde_json::Value> {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
 }
 
 /// The validation images of the quick preset's embedded data.
 fn val_images() -> Vec<PathBuf> {
     let root = tlcv_core::paths::generated_data_dir("shapes-seg-64px-8-4-s0").unwrap_or_else(|e| panic!("{e}"));
     let dir = root.join("images").join("val");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    files.sort();
+    let files = sorted_files(&dir);
     assert!(!files.is_empty(), "no images in {}", dir.display());
     files
 }
@@ -58,8 +42,10 @@ fn onnx_masks_equal_the_libtorch_ones() {
     let onnx = tmp.path().join("model.onnx");
     ok(segment().args(["export", "--run"]).arg(&run).arg("--out").arg(&onnx));
     let (a, b) = (tmp.path().join("torch"), tmp.path().join("onnx"));
-    let want = lines(&ok(segment().args(["predict", "--json", "--run"]).arg(&run).arg("--out").arg(&a).args(&images)));
-    let got = lines(&ok(segment().args(["predict", "--json", "--onnx"]).arg(&onnx).arg("--out").arg(&b).args(&images)));
+    let want =
+        json_lines(&ok(segment().args(["predict", "--json", "--run"]).arg(&run).arg("--out").arg(&a).args(&images)));
+    let got =
+        json_lines(&ok(segment().args(["predict", "--json", "--onnx"]).arg(&onnx).arg("--out").arg(&b).args(&images)));
     assert_eq!(got.len(), images.len());
     for (g, w) in got.iter().zip(&want) {
         assert_eq!(g["image"], w["image"]);
@@ -74,15 +60,5 @@ fn onnx_masks_equal_the_libtorch_ones() {
     }
     let bad = tmp.path().join("bad.onnx");
     std::fs::write(&bad, b"\x08\x07\x12\x04tlcv junk").unwrap_or_else(|e| panic!("{e}"));
-    let out = segment()
-        .args(["predict", "--onnx"])
-        .arg(&bad)
-        .arg("--out")
-        .arg(&b)
-        .arg(&images[0])
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    one_line_error(segment().args(["predict", "--onnx"]).arg(&bad).arg("--out").arg(&b).arg(&images[0]));
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use tch::{Device, Kind, Tensor, nn, nn::OptimizerConfig};
 use tlcv_core::data::{RgbImage, transforms};
-use tlcv_core::onnx::{self, ExportOptions, Metadata, ModelProto, OnnxError};
+use tlcv_core::onnx::{self, ExportOptions, Metadata, ModelProto};
 use tlcv_core::progress::Progress;
 use tlcv_core::run::RunDir;
 
@@ -218,9 +218,9 @@ impl FastModel {
     /// The ONNX model of the network (any input size unless `opts.img_size` fixes one): input
     /// `images` `[N, 3, H, W]` in `0..1`, output `stylized`, same shape and range.
     pub fn export_onnx(&self, opts: &ExportOptions) -> Result<ModelProto> {
-        let (mut g, x) = onnx::begin(opts, None).map_err(core)?;
+        let (mut g, x) = onnx::begin(opts, None)?;
         g.name_params(self.vs.variables().iter());
-        let y = self.net.to_onnx(&mut g, &x).map_err(core)?;
+        let y = self.net.to_onnx(&mut g, &x)?;
         onnx::float_output(&mut g, &y, "stylized", &["batch", "", "height", "width"]);
         let mut meta = Metadata::new("style", "transform_net (Johnson et al. 2016)", opts, None);
         meta.set("outputs", "stylized [N, 3, H, W], RGB in 0..1");
@@ -232,10 +232,6 @@ impl FastModel {
         let img = if size > 0 { image::resize_longer(img, size)? } else { img.clone() };
         image::from_tensor(&self.apply(&image::to_tensor(&img)?))
     }
-}
-
-fn core(e: OnnxError) -> StyleError {
-    StyleError::Core(e.into())
 }
 
 #[cfg(test)]

@@ -28,24 +28,10 @@ pub use config::StyleConfig;
 /// Errors of the style crate.
 #[derive(Debug, thiserror::Error)]
 pub enum StyleError {
-    /// From the core crate (backbones, configuration, I/O).
+    /// From the core crate (backbones, data, checkpoints, configuration, reports, ONNX, libtorch, I/O);
+    /// its module errors convert through it (see [`tlcv_core::from_core_errors`]).
     #[error(transparent)]
     Core(#[from] tlcv_core::Error),
-    /// Decoding or transforming an image.
-    #[error(transparent)]
-    Data(#[from] tlcv_core::data::DataError),
-    /// A checkpoint problem.
-    #[error(transparent)]
-    Checkpoint(#[from] tlcv_core::checkpoint::CheckpointError),
-    /// A configuration problem.
-    #[error(transparent)]
-    Config(#[from] tlcv_core::config::ConfigError),
-    /// A report problem.
-    #[error(transparent)]
-    Report(#[from] tlcv_core::report::ReportError),
-    /// libtorch failed.
-    #[error("torch: {0}")]
-    Torch(#[from] tch::TchError),
     /// OpenCV failed (writing images).
     #[error("opencv: {0}")]
     OpenCv(#[from] opencv::Error),
@@ -72,6 +58,8 @@ impl StyleError {
         StyleError::Io { path: path.into(), source }
     }
 }
+
+tlcv_core::from_core_errors!(StyleError);
 
 /// `Result` with [`StyleError`].
 pub type Result<T, E = StyleError> = std::result::Result<T, E>;

@@ -4,10 +4,12 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::Command,
 };
 
 use opencv::{core, imgcodecs, imgproc};
+#[allow(unused_imports)] // each test uses some
+pub use tlcv_testkit::{run, stderr};
 
 /// A `classify` command: the binary Cargo built for this test, or `$TLCV_TEST_CLASSIFY_BIN` when set
 /// (for running a copied test binary against a copied `classify` outside the target directory).
@@ -16,16 +18,6 @@ pub fn classify() -> Command {
         Some(bin) => Command::new(bin),
         None => Command::new(env!("CARGO_BIN_EXE_classify")),
     }
-}
-
-/// Runs a command to completion.
-pub fn run(cmd: &mut Command) -> Output {
-    cmd.output().unwrap_or_else(|e| panic!("cannot start classify: {e}"))
-}
-
-/// Its stderr as text.
-pub fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).to_string()
 }
 
 /// A `w`×`h` BGR image of class 0 (red square) or 1 (blue bar) on grey, shifted by `seed`.

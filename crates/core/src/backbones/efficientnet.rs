@@ -84,7 +84,9 @@ impl MbConv {
         let project = ConvBn::new(&(&q / 0), &(&q / 1), mid, cout, 1, ConvOpts::new(1), BN_EPS, Act::None)?;
         Ok(MbConv { expand: expand_cb, depthwise, se, project, residual: stride == 1 && cin == cout, drop_p })
     }
+}
 
+impl StageBlock for MbConv {
     /// `[N, cin, H, W]` -> `[N, cout, H/stride, W/stride]`.
     fn forward(&self, xs: &Tensor, train: bool) -> Tensor {
         let mut x = match &self.expand {
@@ -95,6 +97,22 @@ impl MbConv {
         x = self.se.forward(&x);
         x = self.project.forward(&x, train);
         if self.residual { add_residual(stochastic_depth(&x, self.drop_p, train), xs) } else { x }
+    }
+
+    /// The ONNX nodes of [`MbConv::forward`] in eval mode (stochastic depth is the identity).
+    fn to_onnx(&self, g: &mut Graph, xs: &Value) -> Result<Value, OnnxError> {
+        let mut x = match &self.expand {
+            Some(e) => e.to_onnx(g, xs)?,
+            None => xs.clone(),
+        };
+        x = self.depthwise.to_onnx(g, &x)?;
+        x = self.se.to_onnx(g, &x)?;
+        x = self.project.to_onnx(g, &x)?;
+        Ok(if self.residual { g.binary("Add", &x, xs) } else { x })
+    }
+
+    fn conv_bns(&mut self) -> [Option<&mut ConvBn>; 3] {
+        [self.expand.as_mut(), Some(&mut self.depthwise), Some(&mut self.project)]
     }
 }
 
@@ -110,18 +128,74 @@ impl SqueezeExcite {
     }
 }
 
-impl MbConv {
-    /// The ONNX nodes of [`MbConv::forward`] in eval mode (stochastic depth is the identity).
-    fn to_onnx(&self, g: &mut Graph, xs: &Value) -> Result<Value, OnnxError> {
-        let mut x = match &self.expand {
-            Some(e) => e.to_onnx(g, xs)?,
-            None => xs.clone(),
-        };
-        x = self.depthwise.to_onnx(g, &x)?;
-        x = self.se.to_onnx(g, &x)?;
-        x = self.project.to_onnx(g, &x)?;
-        Ok(if self.residual { g.binary("Add", &x, xs) } else { x })
+/// A block of an EfficientNet stage: B0's MBConv, or Lite's (without squeeze-excitation).
+pub(crate) trait StageBlock {
+    /// `[N, cin, H, W]` -> `[N, cout, H/stride, W/stride]`.
+    fn forward(&self, xs: &Tensor, train: bool) -> Tensor;
+    /// The ONNX nodes of [`StageBlock::forward`] in eval mode (stochastic depth is the identity).
+    fn to_onnx(&self, g: &mut Graph, xs: &Value) -> Result<Value, OnnxError>;
+    /// The expansion (when there is one), depthwise and projection convolutions.
+    fn conv_bns(&mut self) -> [Option<&mut ConvBn>; 3];
+}
+
+/// `[N, 3, H, W]` -> the output of each stage of blocks after the stem; the stem trains when nothing is
+/// frozen, stage `i` (0-based) when `i + 1 >= frozen`.
+pub(crate) fn run_stages<B: StageBlock>(
+    stem: &ConvBn,
+    stages: &[Vec<B>],
+    frozen: usize,
+    xs: &Tensor,
+    train: bool,
+) -> Vec<Tensor> {
+    let mut x = stem.forward(xs, train && frozen == 0); // [N, 32, H/2, W/2]
+    let mut outs = Vec::with_capacity(stages.len());
+    for (si, stage) in stages.iter().enumerate() {
+        let t = train && si + 1 >= frozen;
+        for b in stage {
+            x = b.forward(&x, t);
+        }
+        outs.push(x.shallow_clone());
     }
+    outs
+}
+
+/// The ONNX nodes of [`run_stages`] in eval mode.
+pub(crate) fn run_stages_onnx<B: StageBlock>(
+    stem: &ConvBn,
+    stages: &[Vec<B>],
+    g: &mut Graph,
+    x: &Value,
+) -> Result<Vec<Value>, OnnxError> {
+    let mut x = stem.to_onnx(g, x)?;
+    let mut outs = Vec::with_capacity(stages.len());
+    for stage in stages {
+        for b in stage {
+            x = b.to_onnx(g, &x)?;
+        }
+        outs.push(x.clone());
+    }
+    Ok(outs)
+}
+
+/// The stem's and every block's convolutions, in order.
+pub(crate) fn stage_conv_bns<'a, B: StageBlock>(stem: &'a mut ConvBn, stages: &'a mut [Vec<B>]) -> Vec<&'a mut ConvBn> {
+    let mut out = vec![stem];
+    for b in stages.iter_mut().flatten() {
+        out.extend(b.conv_bns().into_iter().flatten());
+    }
+    out
+}
+
+/// C2, C3, C4, C5 (stages 2, 3, 5, 7) of the seven stage outputs; fewer outputs are returned as they are.
+pub(crate) fn take_c2_to_c5(mut outs: Vec<Tensor>) -> Vec<Tensor> {
+    if outs.len() < 7 {
+        return outs;
+    }
+    let c5 = outs.swap_remove(6);
+    let c4 = outs.swap_remove(4);
+    let c3 = outs.swap_remove(2);
+    let c2 = outs.swap_remove(1); // [N, 24, H/4, W/4]
+    vec![c2, c3, c4, c5]
 }
 
 /// EfficientNet-B0 without `features.8` and the classifier; the headless [`Backbone`].
@@ -161,41 +235,7 @@ impl EfficientNetBody {
 
     /// `[N, 3, H, W]` -> the outputs of `features.1..7`.
     fn run(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
-        let mut x = self.stem.forward(xs, train && self.frozen == 0); // [N, 32, H/2, W/2]
-        let mut outs = Vec::with_capacity(self.stages_.len());
-        for (si, stage) in self.stages_.iter().enumerate() {
-            let t = train && si + 1 >= self.frozen;
-            for b in stage {
-                x = b.forward(&x, t);
-            }
-            outs.push(x.shallow_clone());
-        }
-        outs
-    }
-}
-
-impl EfficientNetBody {
-    /// The ONNX nodes of [`EfficientNetBody::run`] in eval mode.
-    fn run_onnx(&self, g: &mut Graph, x: &Value) -> Result<Vec<Value>, OnnxError> {
-        let mut x = self.stem.to_onnx(g, x)?;
-        let mut outs = Vec::with_capacity(self.stages_.len());
-        for stage in &self.stages_ {
-            for b in stage {
-                x = b.to_onnx(g, &x)?;
-            }
-            outs.push(x.clone());
-        }
-        Ok(outs)
-    }
-
-    fn conv_bns(&mut self) -> Vec<&mut ConvBn> {
-        let mut out = vec![&mut self.stem];
-        for b in self.stages_.iter_mut().flatten() {
-            out.extend(b.expand.as_mut());
-            out.push(&mut b.depthwise);
-            out.push(&mut b.project);
-        }
-        out
+        run_stages(&self.stem, &self.stages_, self.frozen, xs, train)
     }
 }
 
@@ -206,24 +246,16 @@ pub(crate) fn pick_c2_to_c5<T: Clone>(outs: &[T]) -> Vec<T> {
 
 impl Backbone for EfficientNetBody {
     fn features_with_low_onnx(&self, g: &mut Graph, x: &Value) -> Result<Vec<Value>, OnnxError> {
-        Ok(pick_c2_to_c5(&self.run_onnx(g, x)?))
+        Ok(pick_c2_to_c5(&run_stages_onnx(&self.stem, &self.stages_, g, x)?))
     }
     fn conv_bns_mut(&mut self) -> Vec<&mut ConvBn> {
-        self.conv_bns()
+        stage_conv_bns(&mut self.stem, &mut self.stages_)
     }
     fn forward_features(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
         strides_8_16_32(self.run(xs, train))
     }
     fn forward_features_with_low(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
-        let mut outs = self.run(xs, train);
-        if outs.len() < 7 {
-            return outs;
-        }
-        let c5 = outs.swap_remove(6);
-        let c4 = outs.swap_remove(4);
-        let c3 = outs.swap_remove(2);
-        let c2 = outs.swap_remove(1); // [N, 24, H/4, W/4]
-        vec![c2, c3, c4, c5]
+        take_c2_to_c5(self.run(xs, train))
     }
     fn low_level_info(&self) -> FeatureInfo {
         FeatureInfo { stride: 4, channels: 24 }
@@ -258,7 +290,7 @@ pub struct EfficientNet {
 
 impl ClassifierNet for EfficientNet {
     fn penultimate_onnx(&self, g: &mut Graph, x: &Value) -> Result<Value, OnnxError> {
-        let last = self.body.run_onnx(g, x)?.pop().unwrap_or_else(|| x.clone());
+        let last = run_stages_onnx(&self.body.stem, &self.body.stages_, g, x)?.pop().unwrap_or_else(|| x.clone());
         let x = self.head_conv.to_onnx(g, &last)?; // [N, 1280, h, w]
         let pooled = g.global_avg_pool(&x);
         Ok(g.flatten(&pooled, 1)) // [N, 1280]
@@ -288,7 +320,7 @@ impl ClassifierNet for EfficientNet {
         self.body.frozen = n;
     }
     fn conv_bns_mut(&mut self) -> Vec<&mut ConvBn> {
-        let mut out = self.body.conv_bns();
+        let mut out = stage_conv_bns(&mut self.body.stem, &mut self.body.stages_);
         out.push(&mut self.head_conv);
         out
     }

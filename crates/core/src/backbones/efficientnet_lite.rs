@@ -21,6 +21,7 @@
 
 use tch::{Tensor, nn};
 
+use super::efficientnet::{StageBlock, pick_c2_to_c5, run_stages, run_stages_onnx, stage_conv_bns, take_c2_to_c5};
 use super::layers::{
     Act, ConvBn, ConvOpts, Linear, LinearInit, Padding, add_residual, global_avg_pool, prefix, stochastic_depth,
     strides_8_16_32,
@@ -100,11 +101,6 @@ impl LiteBlock {
         Ok(LiteBlock { expand, depthwise, project, residual: stride == 1 && cin == cout, drop_p })
     }
 
-    /// `[N, cin, H, W]` -> `[N, cout, ceil(H/stride), ceil(W/stride)]`.
-    fn forward(&self, xs: &Tensor, train: bool) -> Tensor {
-        self.forward_tapped(xs, train, &mut |_, _| {})
-    }
-
     /// [`LiteBlock::forward`], calling `tap("expand" | "dw", t)` after the two ReLU6s.
     fn forward_tapped(&self, xs: &Tensor, train: bool, tap: &mut dyn FnMut(&str, &Tensor)) -> Tensor {
         let mut x = match &self.expand {
@@ -119,7 +115,12 @@ impl LiteBlock {
     }
 }
 
-impl LiteBlock {
+impl StageBlock for LiteBlock {
+    /// `[N, cin, H, W]` -> `[N, cout, ceil(H/stride), ceil(W/stride)]`.
+    fn forward(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.forward_tapped(xs, train, &mut |_, _| {})
+    }
+
     /// The ONNX nodes of [`LiteBlock::forward`] in eval mode (stochastic depth is the identity).
     fn to_onnx(&self, g: &mut Graph, xs: &Value) -> Result<Value, OnnxError> {
         let mut x = match &self.expand {
@@ -129,6 +130,10 @@ impl LiteBlock {
         x = self.depthwise.to_onnx(g, &x)?;
         x = self.project.to_onnx(g, &x)?;
         Ok(if self.residual { g.binary("Add", &x, xs) } else { x })
+    }
+
+    fn conv_bns(&mut self) -> [Option<&mut ConvBn>; 3] {
+        [self.expand.as_mut(), Some(&mut self.depthwise), Some(&mut self.project)]
     }
 }
 
@@ -249,50 +254,16 @@ impl EfficientNetLiteBody {
 
     /// `[N, 3, H, W]` -> the outputs of the seven block stages.
     fn run(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
-        let mut x = self.stem.forward(xs, train && self.frozen == 0); // [N, 32, H/2, W/2]
-        let mut outs = Vec::with_capacity(self.blocks.len());
-        for (si, stage) in self.blocks.iter().enumerate() {
-            let t = train && si + 1 >= self.frozen;
-            for b in stage {
-                x = b.forward(&x, t);
-            }
-            outs.push(x.shallow_clone());
-        }
-        outs
-    }
-}
-
-impl EfficientNetLiteBody {
-    /// The ONNX nodes of [`EfficientNetLiteBody::run`] in eval mode.
-    fn run_onnx(&self, g: &mut Graph, x: &Value) -> Result<Vec<Value>, OnnxError> {
-        let mut x = self.stem.to_onnx(g, x)?;
-        let mut outs = Vec::with_capacity(self.blocks.len());
-        for stage in &self.blocks {
-            for b in stage {
-                x = b.to_onnx(g, &x)?;
-            }
-            outs.push(x.clone());
-        }
-        Ok(outs)
-    }
-
-    fn conv_bns(&mut self) -> Vec<&mut ConvBn> {
-        let mut out = vec![&mut self.stem];
-        for b in self.blocks.iter_mut().flatten() {
-            out.extend(b.expand.as_mut());
-            out.push(&mut b.depthwise);
-            out.push(&mut b.project);
-        }
-        out
+        run_stages(&self.stem, &self.blocks, self.frozen, xs, train)
     }
 }
 
 impl Backbone for EfficientNetLiteBody {
     fn features_with_low_onnx(&self, g: &mut Graph, x: &Value) -> Result<Vec<Value>, OnnxError> {
-        Ok(super::efficientnet::pick_c2_to_c5(&self.run_onnx(g, x)?))
+        Ok(pick_c2_to_c5(&run_stages_onnx(&self.stem, &self.blocks, g, x)?))
     }
     fn conv_bns_mut(&mut self) -> Vec<&mut ConvBn> {
-        self.conv_bns()
+        stage_conv_bns(&mut self.stem, &mut self.blocks)
     }
     fn forward_features(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
         strides_8_16_32(self.run(xs, train))
@@ -307,15 +278,7 @@ impl Backbone for EfficientNetLiteBody {
             .collect()
     }
     fn forward_features_with_low(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
-        let mut outs = self.run(xs, train);
-        if outs.len() < 7 {
-            return outs;
-        }
-        let c5 = outs.swap_remove(6);
-        let c4 = outs.swap_remove(4);
-        let c3 = outs.swap_remove(2);
-        let c2 = outs.swap_remove(1); // [N, 24, H/4, W/4]
-        vec![c2, c3, c4, c5]
+        take_c2_to_c5(self.run(xs, train))
     }
     fn low_level_info(&self) -> FeatureInfo {
         FeatureInfo { stride: 4, channels: self.channels.get(1).copied().unwrap_or(0) }
@@ -362,7 +325,8 @@ impl EfficientNetLite {
 
 impl ClassifierNet for EfficientNetLite {
     fn penultimate_onnx(&self, g: &mut Graph, x: &Value) -> Result<Value, OnnxError> {
-        let last = self.body.run_onnx(g, x)?.pop().unwrap_or_else(|| x.clone()); // [N, 320, h, w]
+        // [N, 320, h, w]
+        let last = run_stages_onnx(&self.body.stem, &self.body.blocks, g, x)?.pop().unwrap_or_else(|| x.clone());
         let x = self.head_conv.to_onnx(g, &last)?; // [N, 1280, h, w]
         let pooled = g.global_avg_pool(&x);
         Ok(g.flatten(&pooled, 1)) // [N, 1280]
@@ -392,7 +356,7 @@ impl ClassifierNet for EfficientNetLite {
         self.body.frozen = n;
     }
     fn conv_bns_mut(&mut self) -> Vec<&mut ConvBn> {
-        let mut out = self.body.conv_bns();
+        let mut out = stage_conv_bns(&mut self.body.stem, &mut self.body.blocks);
         out.push(&mut self.head_conv);
         out
     }

@@ -75,6 +75,15 @@ pub fn epoch_plot(
     Ok(Some(Figure::new(title, path)))
 }
 
+/// The plots of [`epoch_plot`] that have data, each given as `(file, title, curves)`.
+pub fn epoch_plots(run: &RunDir, history: &[EpochRecord], plots: &[(&str, &str, &[Curve])]) -> Result<Vec<Figure>> {
+    let mut figures = Vec::new();
+    for &(file, title, curves) in plots {
+        figures.extend(epoch_plot(run, file, title, history, curves)?);
+    }
+    Ok(figures)
+}
+
 /// The facts of a training run: epochs, best epoch (1-based) and training time.
 pub fn fit_facts(fit: &FitSummary) -> Vec<(String, String)> {
     vec![
