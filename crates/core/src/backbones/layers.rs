@@ -507,14 +507,13 @@ pub fn prefix(p: &nn::Path, seg: &str) -> String {
 
 /// The stride-8, 16 and 32 maps (C3, C4, C5) from the outputs of EfficientNet's seven block stages
 /// (stages 3, 5 and 7); anything shorter is returned as is.
-pub(crate) fn strides_8_16_32(mut outs: Vec<Tensor>) -> Vec<Tensor> {
-    if outs.len() < 7 {
-        return outs;
+pub(crate) fn strides_8_16_32(outs: Vec<Tensor>) -> Vec<Tensor> {
+    let whole = outs.len() >= 7;
+    let mut maps = super::efficientnet::take_c2_to_c5(outs);
+    if whole {
+        let _c2 = maps.remove(0);
     }
-    let c5 = outs.swap_remove(6);
-    let c4 = outs.swap_remove(4);
-    let c3 = outs.swap_remove(2);
-    vec![c3, c4, c5]
+    maps
 }
 
 #[cfg(test)]
