@@ -34,7 +34,6 @@ pub fn fit<T: Task>(
     parallel: &dyn Parallel,
     opts: &FitOptions,
 ) -> Result<FitSummary> {
-    let started = Instant::now();
     let mut trainer = Trainer::new(task, cfg, run, parallel, opts);
     if opts.resume {
         trainer.resume()?;
@@ -60,7 +59,7 @@ pub fn fit<T: Task>(
             EpochEnd::Trained(totals) => {
                 let metrics = trainer.close_epoch(epoch, totals)?;
                 summary = trainer.summary();
-                trainer.refit_to_budget(started.elapsed().as_secs_f64(), first_epoch);
+                trainer.refit_to_budget(first_epoch);
                 if trainer.should_stop_early(&metrics) {
                     summary.stopped_early = true;
                     break;
@@ -68,7 +67,7 @@ pub fn fit<T: Task>(
             }
         }
     }
-    summary.seconds = started.elapsed().as_secs_f64();
+    summary.seconds = trainer.started.elapsed().as_secs_f64();
     Ok(summary)
 }
 
@@ -127,6 +126,8 @@ struct Trainer<'a, T: Task> {
     state: TrainerState,
     /// 1, or [`RETRY_LR_SCALE`] after a retry.
     lr_scale: f64,
+    /// When this invocation started (the time budget counts from here).
+    started: Instant,
 }
 
 impl<'a, T: Task> Trainer<'a, T> {
@@ -162,6 +163,7 @@ impl<'a, T: Task> Trainer<'a, T> {
             optimizer,
             state: TrainerState::default(),
             lr_scale: 1.0,
+            started: Instant::now(),
         }
     }
 
@@ -257,8 +259,7 @@ impl<'a, T: Task> Trainer<'a, T> {
             return Ok(StepEnd::NonFinite(loss_value));
         }
         let params = trainable_params(self.task.var_store());
-        let factor = self.schedule.factor(self.state.global_step) * self.lr_scale;
-        let head_lr = self.cfg.lr * factor;
+        let head_lr = self.lr_at(self.state.global_step);
         let backbone_lr = head_lr * self.cfg.backbone_lr_scale;
         let lrs: Vec<f64> = params
             .iter()
@@ -342,7 +343,7 @@ impl<'a, T: Task> Trainer<'a, T> {
         }
         let record = EpochRecord {
             epoch,
-            lr: self.cfg.lr * self.schedule.factor(self.state.global_step.saturating_sub(1)) * self.lr_scale,
+            lr: self.lr_at(self.state.global_step.saturating_sub(1)),
             train,
             val: metrics.values.clone(),
             seconds: totals.seconds,
@@ -374,13 +375,27 @@ impl<'a, T: Task> Trainer<'a, T> {
         state::write_results_csv(&self.state.history, &self.run.results_csv())
     }
 
+    /// The head's learning rate at `step`: the schedule, over the budget's spent fraction under
+    /// `train.time` (so it only falls when the epoch count is refitted), and the retry scale.
+    fn lr_at(&self, step: usize) -> f64 {
+        let spent = self.budget_seconds().map(|budget| self.started.elapsed().as_secs_f64() / budget);
+        self.cfg.lr * self.schedule.factor_at(step, spent) * self.lr_scale
+    }
+
+    /// `train.time` in seconds, when a budget is set.
+    fn budget_seconds(&self) -> Option<f64> {
+        (self.cfg.time.is_finite() && self.cfg.time > 0.0).then_some(self.cfg.time * 60.0)
+    }
+
     /// `train.time`: refits the epoch count, and the schedule's length with it, to end within the
-    /// budget, given the `spent_s` seconds since this invocation started at `first_epoch`.
-    fn refit_to_budget(&mut self, spent_s: f64, first_epoch: usize) {
-        if !self.cfg.time.is_finite() || self.cfg.time <= 0.0 {
+    /// budget, given that this invocation started at `first_epoch`. A resumed run gets a new budget, as
+    /// in Ultralytics.
+    fn refit_to_budget(&mut self, first_epoch: usize) {
+        let Some(budget_s) = self.budget_seconds() else {
             return;
-        }
-        let fitted = budget::fit_to_budget(self.cfg.time * 60.0, spent_s, first_epoch, self.state.next_epoch);
+        };
+        let spent_s = self.started.elapsed().as_secs_f64();
+        let fitted = budget::fit_to_budget(budget_s, spent_s, first_epoch, self.state.next_epoch);
         if fitted != self.epochs {
             self.opts
                 .reporter

@@ -1,5 +1,7 @@
 //! Learning-rate schedules: linear warmup, then cosine decay, step decay or a constant rate. The rate is
-//! a pure function of the global step, so a resumed run continues the exact schedule.
+//! a pure function of the global step, so a resumed run continues the exact schedule; under a time budget
+//! ([`Schedule::factor_at`]) the cosine follows the fraction of the budget spent instead, so that a
+//! refitted epoch count never makes the rate climb again.
 
 use serde::{Deserialize, Serialize};
 
@@ -40,8 +42,7 @@ impl Schedule {
     /// Multiplier of the base learning rate at `step` (0-based).
     pub fn factor(&self, step: usize) -> f64 {
         if step < self.warmup_steps {
-            let t = (step + 1) as f64 / self.warmup_steps as f64;
-            return self.warmup_start + (1.0 - self.warmup_start) * t;
+            return self.warmup(step);
         }
         match self.kind {
             ScheduleKind::Constant => 1.0,
@@ -52,9 +53,36 @@ impl Schedule {
             ScheduleKind::Cosine => {
                 let span = self.total_steps.saturating_sub(self.warmup_steps).max(1) as f64;
                 let t = ((step - self.warmup_steps) as f64 / span).min(1.0);
-                self.min_lr_ratio + (1.0 - self.min_lr_ratio) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+                self.cosine(t)
             }
         }
+    }
+
+    /// Multiplier at `step` when `budget_spent` (0 to 1) of a time budget is gone: the cosine's position
+    /// is the budget fraction, times the warmup ramp during warmup (as Ultralytics applies its warmup on
+    /// top of the epoch schedule). The epoch count that a budget refits after every epoch can grow when
+    /// later epochs run faster than the first; a step-based cosine would then jump back up, this one only
+    /// falls. Other kinds, and `None`, are [`Schedule::factor`].
+    pub fn factor_at(&self, step: usize, budget_spent: Option<f64>) -> f64 {
+        match (self.kind, budget_spent) {
+            (ScheduleKind::Cosine, Some(spent)) => {
+                let ramp = if step < self.warmup_steps { self.warmup(step) } else { 1.0 };
+                let t = if spent.is_finite() { spent.clamp(0.0, 1.0) } else { 1.0 };
+                ramp * self.cosine(t)
+            }
+            _ => self.factor(step),
+        }
+    }
+
+    /// Linear warmup from `warmup_start` to 1 over `warmup_steps`.
+    fn warmup(&self, step: usize) -> f64 {
+        let t = ((step + 1) as f64 / self.warmup_steps.max(1) as f64).min(1.0);
+        self.warmup_start + (1.0 - self.warmup_start) * t
+    }
+
+    /// Cosine from 1 at `t = 0` to `min_lr_ratio` at `t = 1`.
+    fn cosine(&self, t: f64) -> f64 {
+        self.min_lr_ratio + (1.0 - self.min_lr_ratio) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
     }
 }
 
@@ -89,6 +117,29 @@ mod tests {
         assert!((s.factor(10) - 1.0).abs() < 1e-12);
         assert!((s.factor(60) - (0.01 + 0.99 * 0.5)).abs() < 1e-12);
         assert!((s.factor(110) - 0.01).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_budget_cosine_follows_the_time_spent_and_only_falls_after_warmup() {
+        let s = schedule(ScheduleKind::Cosine);
+        // Warmup ramps on top of the cosine: step 4 of 10 with 2% of the budget gone.
+        let ramp = 0.1 + 0.9 * 0.5;
+        let cos = 0.01 + 0.99 * 0.5 * (1.0 + (std::f64::consts::PI * 0.02).cos());
+        assert!((s.factor_at(4, Some(0.02)) - ramp * cos).abs() < 1e-12);
+        // The step no longer matters after warmup, only the budget fraction.
+        assert!((s.factor_at(30, Some(0.5)) - s.factor_at(3000, Some(0.5))).abs() < 1e-12);
+        assert!((s.factor_at(30, Some(0.5)) - (0.01 + 0.99 * 0.5)).abs() < 1e-12);
+        assert!((s.factor_at(99, Some(1.3)) - 0.01).abs() < 1e-12, "past the budget: the floor");
+        let mut last = f64::INFINITY;
+        for i in 0..=100 {
+            let f = s.factor_at(10 + i, Some(i as f64 / 100.0));
+            assert!(f <= last, "rose at {i}%");
+            last = f;
+        }
+        // Without a budget, or for another kind, the step schedule.
+        assert_eq!(s.factor_at(60, None), s.factor(60));
+        let step = schedule(ScheduleKind::Step);
+        assert_eq!(step.factor_at(65, Some(0.1)), step.factor(65));
     }
 
     #[test]
