@@ -85,7 +85,7 @@ fn bench_feature_cache(c: &mut Criterion) {
         }
         m
     };
-    let skipped = classify::task::SkipLog::default();
+    let skipped = tlcv_core::run::SkipLog::default();
     let progress = Progress::new(0, "bench");
     let cache = |m: &Model| match cache_features(m, &cfg, &samples, 1, &skipped, &progress) {
         Ok(c) => c,

@@ -1,6 +1,8 @@
 //! The embedded segmentation set on the real Debian data: determinism (byte-identical reruns), layout,
 //! mask format and values, and at least one real digit per image.
 
+#![allow(clippy::expect_used)] // test failures are panics
+
 use std::path::{Path, PathBuf};
 
 use opencv::core::Mat;

@@ -16,14 +16,14 @@ pub struct TestArgs {
     pub args: Vec<String>,
 }
 
-/// Sets up with the reference venv and fixtures, runs `cargo xtask tidy --no-clippy` and `cargo test --workspace`;
+/// Sets up with the reference venv and fixtures, runs `cargo xtask tidy` (with clippy) and `cargo test --workspace`;
 /// returns the tests' exit code, or tidy's when only tidy failed.
 pub fn test(root: &Path, args: &TestArgs) -> Result<i32> {
     let t = Instant::now();
     setup::setup(root, &SetupArgs { reference: true, ..SetupArgs::default() })?;
     println!("xtask: setup took {}", secs(t));
     let t = Instant::now();
-    let tidy_code = tidy::tidy(root, &TidyArgs { no_clippy: true, ..TidyArgs::default() })?;
+    let tidy_code = tidy::tidy(root, &TidyArgs::default())?;
     println!("xtask: tidy took {}", secs(t));
     let t = Instant::now();
     let mut c = util::cargo();

@@ -1,6 +1,5 @@
-//! `cargo xtask tidy`: what keeps the repository self-contained and clean. `cargo xtask test` runs
-//! the scan and rustfmt before the tests (clippy re-checks every dependency, minutes that CI's
-//! 30-minute budget on 2 cores does not have), and this crate's tests run the scan:
+//! `cargo xtask tidy`: what keeps the repository self-contained and clean. `cargo xtask test` runs all
+//! of it before the tests, and this crate's tests run the scan:
 //! - nothing points outside the repository: no path into a sibling `shared` folder, no placeholder
 //!   URL, and no issue-tracker numbers in the user documentation (README, `docs/`, configs), which a
 //!   reader of a clone cannot follow;
@@ -20,7 +19,7 @@ pub struct TidyArgs {
     /// Only scan the files (no rustfmt, no clippy).
     #[arg(long)]
     pub scan_only: bool,
-    /// Scan and rustfmt, but no clippy (what `cargo xtask test` runs).
+    /// Scan and rustfmt, but no clippy (a quick check while editing).
     #[arg(long)]
     pub no_clippy: bool,
 }

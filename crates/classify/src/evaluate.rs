@@ -80,6 +80,6 @@ pub fn evaluate_split(
         )));
     }
     let metrics = acc.finish(classes);
-    progress.finish(&format!("{} images, top-1 {:.4}", metrics.samples, metrics.top1));
+    progress.finish(format!("{} images, top-1 {:.4}", metrics.samples, metrics.top1));
     Ok((metrics, predictions))
 }

@@ -269,7 +269,7 @@ fn cached_mode(model: &mut Model, cfg: &ClassifyConfig, dataset: &ClassDataset, 
             Ok((train, val))
         })
         .map_err(ClassifyError::from)?;
-    progress.finish(&format!(
+    progress.finish(format!(
         "{} train features ({} views) and {} val features in {:.1}s",
         train.labels.size()[0],
         views,

@@ -87,18 +87,26 @@ fn inverse_frequency(dataset: &ClassDataset) -> Tensor {
     Tensor::from_slice(&weights)
 }
 
-/// Image batches of `samples` through `pipeline`, on the loader's background thread; failed samples are
+/// How [`image_batches`] loads an epoch.
+pub struct BatchPlan {
+    /// Decoding, resizing and augmentation.
+    pub pipeline: Pipeline,
+    /// The backbone's input normalisation.
+    pub norm: tlcv_core::backbones::Normalization,
+    /// Images per batch.
+    pub batch: usize,
+    /// Whether the order is shuffled per epoch.
+    pub shuffle: bool,
+    /// Seed of the order and of the augmentation.
+    pub seed: u64,
+    /// Epoch (or augmented view) number, which varies both.
+    pub epoch: usize,
+}
+
+/// Image batches of `samples` as `plan` says, on the loader's background thread; failed samples are
 /// recorded in `skipped`.
-pub fn image_batches(
-    samples: Arc<Vec<Sample>>,
-    pipeline: Pipeline,
-    norm: tlcv_core::backbones::Normalization,
-    batch: usize,
-    shuffle: bool,
-    seed: u64,
-    epoch: usize,
-    skipped: SkipLog,
-) -> Batches<ImageBatch> {
+pub fn image_batches(samples: Arc<Vec<Sample>>, plan: BatchPlan, skipped: SkipLog) -> Batches<ImageBatch> {
+    let BatchPlan { pipeline, norm, batch, shuffle, seed, epoch } = plan;
     let loader = Loader::new(samples.len(), batch, shuffle, seed, false, 2);
     let load_samples = Arc::clone(&samples);
     let iter = loader.iter_epoch(
@@ -183,12 +191,14 @@ impl Task for ClassifyTask {
                 let pipeline = Pipeline::new(&self.cfg.data, true).with_cache(self.image_cache.clone());
                 Ok(image_batches(
                     Arc::new(samples),
-                    pipeline,
-                    self.model.normalization(),
-                    batch,
-                    !several,
-                    self.cfg.train.seed,
-                    epoch,
+                    BatchPlan {
+                        pipeline,
+                        norm: self.model.normalization(),
+                        batch,
+                        shuffle: !several,
+                        seed: self.cfg.train.seed,
+                        epoch,
+                    },
                     self.skipped.clone(),
                 ))
             }
@@ -247,12 +257,14 @@ impl Task for ClassifyTask {
                 let pipeline = Pipeline::new(&self.cfg.data, false).with_cache(self.image_cache.clone());
                 let batches = image_batches(
                     Arc::new(self.dataset.val.clone()),
-                    pipeline,
-                    self.model.normalization(),
-                    self.cfg.train.batch.max(1),
-                    false,
-                    0,
-                    0,
+                    BatchPlan {
+                        pipeline,
+                        norm: self.model.normalization(),
+                        batch: self.cfg.train.batch.max(1),
+                        shuffle: false,
+                        seed: 0,
+                        epoch: 0,
+                    },
                     self.skipped.clone(),
                 );
                 for batch in batches {
@@ -296,12 +308,14 @@ pub fn cache_features(
         let pipeline = Pipeline::new(&cfg.data, view > 0);
         let batches = image_batches(
             Arc::clone(&shared),
-            pipeline,
-            model.normalization(),
-            64,
-            false,
-            cfg.train.seed,
-            view,
+            BatchPlan {
+                pipeline,
+                norm: model.normalization(),
+                batch: 64,
+                shuffle: false,
+                seed: cfg.train.seed,
+                epoch: view,
+            },
             skipped.clone(),
         );
         for batch in batches {

@@ -1,6 +1,8 @@
 //! The `classify` binary end to end: configuration errors, and a small train → eval → predict run whose
 //! outputs (run directory, JSON schemas) are checked.
 
+#![allow(clippy::panic)] // test failures are panics
+
 use std::{
     path::{Path, PathBuf},
     process::Command,

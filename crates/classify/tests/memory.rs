@@ -2,6 +2,8 @@
 //! decoded-image cache on) records the resident set size at each epoch end in `results.csv`
 //! (`rss_mb`); the last epochs settle within 5% of the larger of the first two (a leak does not fall back).
 
+#![allow(clippy::panic)] // test failures are panics
+
 use std::path::Path;
 use std::process::Command;
 

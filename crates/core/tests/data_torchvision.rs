@@ -56,7 +56,7 @@ fn pillow_resize_equals_torchvision_on_the_debian_photos() {
     assert!(cases.len() >= 10, "{} photos in the fixture", cases.len());
     let mut opencv_worst = 0u8;
     for case in &cases {
-        let img = decode_file(&debdata().join(&case.image), &DecodeOptions::default()).unwrap();
+        let img = decode_file(debdata().join(&case.image), &DecodeOptions::default()).unwrap();
         let read = |suffix: &str| std::fs::read(dir.join(format!("{}.{suffix}.u8", case.name))).unwrap();
 
         let (max, n) = compare(&eval_transform(&img, ResizeMethod::Pillow), &read("eval"));

@@ -415,7 +415,7 @@ impl DetectConfig {
             (v.model.neck_channels, v.model.reg_max) = (d.neck_channels, d.reg_max);
         }
         if v.model.family == Family::Ultralytics {
-            v.model.backbone = d.backbone.clone();
+            v.model.backbone = d.backbone;
         } else {
             v.model.ultralytics = d.ultralytics.clone();
         }

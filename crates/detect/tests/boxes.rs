@@ -1,5 +1,7 @@
 //! Box utilities: conversions, IoU against the plain-f64 version and hand values, coder round trips.
 
+#![allow(clippy::expect_used)] // test failures are panics
+
 use detect::boxes::*;
 use tch::{Kind, Tensor};
 

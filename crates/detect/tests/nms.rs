@@ -1,5 +1,7 @@
 //! Batched NMS against a brute-force greedy reference written plainly here.
 
+#![allow(clippy::expect_used)] // test failures are panics
+
 use detect::nms::{batched_nms, batched_nms_plain};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use tch::{Kind, Tensor};

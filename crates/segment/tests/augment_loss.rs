@@ -1,6 +1,8 @@
 //! Joint augmentation keeps masks aligned with images (the image's colours encode the class), and the
 //! losses match hand-computed values.
 
+#![allow(clippy::expect_used)] // test failures are panics
+
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use segment::augment::{SegAugment, hflip_pair, random_crop_pair, resize_pair};

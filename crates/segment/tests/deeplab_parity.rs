@@ -2,6 +2,8 @@
 //! weights_backbone=None, num_classes=5, aux_loss=False)` (BN statistics randomised) loads strictly and
 //! gives the same eval-mode logits. Fixture: `scripts/fixtures/gen_deeplab.py`.
 
+#![allow(clippy::panic, clippy::expect_used)] // test failures are panics
+
 use std::path::PathBuf;
 
 use segment::config::{ModelConfig, ModelKind};

@@ -1,6 +1,8 @@
 //! End to end through the `segment` binary on a tiny data set (1 epoch, seconds): train each model
 //! family, predict at the original resolution, score folders offline, and fail cleanly on bad input.
 
+#![allow(clippy::panic, clippy::expect_used)] // test failures are panics
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

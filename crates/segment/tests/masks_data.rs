@@ -1,6 +1,8 @@
 //! Mask reading (grey, 8-bit and 4-bit palette PNGs against Pillow's indices, every PNG filter type from
 //! an independent encoder here) and data-set indexing (missing mask, wrong size, unknown values).
 
+#![allow(clippy::expect_used)] // test failures are panics
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 

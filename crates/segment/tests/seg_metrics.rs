@@ -1,5 +1,7 @@
 //! Segmentation metrics against the numpy reference of `scripts/fixtures/make_seg_fixtures.py`.
 
+#![allow(clippy::panic, clippy::expect_used)] // test failures are panics
+
 use std::path::{Path, PathBuf};
 
 use opencv::core::{CV_8UC1, CV_8UC3, Mat, Scalar, Vector};

@@ -21,7 +21,7 @@ use tlcv_core::train::TaskKind;
 #[derive(Debug)]
 enum Net {
     Vgg(VggFeatures),
-    Lite(EfficientNetLiteBody),
+    Lite(Box<EfficientNetLiteBody>),
 }
 
 /// Default `(content, style)` layers of an architecture (see [`ModelConfig`]).
@@ -58,7 +58,7 @@ impl FeatureNet {
         let net = match arch {
             Arch::Vgg16 => Net::Vgg(vgg::vgg16_backbone(vs.root())?),
             Arch::Vgg19 => Net::Vgg(vgg::vgg19_backbone(vs.root())?),
-            Arch::EfficientnetLite0 => Net::Lite(efficientnet_lite::efficientnet_lite0_backbone(vs.root())?),
+            Arch::EfficientnetLite0 => Net::Lite(Box::new(efficientnet_lite::efficientnet_lite0_backbone(vs.root())?)),
             other => {
                 return Err(StyleError::Invalid(format!(
                     "backbone {other} is not supported for style transfer (use efficientnet_lite0, vgg16 or vgg19)"

@@ -4,6 +4,8 @@
 //! `relu5_1`) match torchvision's `features[:k]` outputs saved beside it. This checks the style
 //! crate's layer names and its ImageNet normalisation, on top of core's backbone parity test.
 
+#![allow(clippy::panic)] // test failures are panics
+
 use std::path::PathBuf;
 
 use tch::{Device, Kind, Tensor};

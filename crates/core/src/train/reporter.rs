@@ -82,7 +82,7 @@ pub struct ConsoleReporter {
 impl Reporter for ConsoleReporter {
     fn epoch_start(&self, epoch: usize, epochs: usize, steps: usize) {
         if let Ok(mut bar) = self.bar.lock() {
-            *bar = Some(Progress::bar(steps as u64, &format!("epoch {}/{}", epoch + 1, epochs)));
+            *bar = Some(Progress::bar(steps as u64, format!("epoch {}/{}", epoch + 1, epochs)));
         }
     }
 

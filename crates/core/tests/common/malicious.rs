@@ -3,6 +3,8 @@
 //! that a command refused one: exit code 2, one `error:` line naming `posix.system` and the file,
 //! and no marker.
 
+#![allow(clippy::panic)] // test failures are panics
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -1,5 +1,6 @@
 //! Helpers shared by the data tests: locating the Debian data and the committed references, and a
 //! minimal PNG writer for inputs OpenCV will not encode (palettes, forged headers).
+#![allow(clippy::expect_used)] // test failures are panics
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};

@@ -337,7 +337,9 @@ pub fn evaluate(gt: &CocoDataset, dets: &[CocoDetection], params: &CocoParams) -
     // Group by (category, image) keeping file order inside a group (stable sorts).
     gts.sort_by_key(|x| (x.0, x.1));
     dts.sort_by_key(|x| (x.0, x.1));
-    let mut groups: Vec<((usize, usize), std::ops::Range<usize>, std::ops::Range<usize>)> = Vec::new();
+    // (category, image), then the ranges of its ground truths and detections.
+    type Group = ((usize, usize), std::ops::Range<usize>, std::ops::Range<usize>);
+    let mut groups: Vec<Group> = Vec::new();
     let (mut gi, mut di) = (0, 0);
     while gi < gts.len() || di < dts.len() {
         let kg = gts.get(gi).map(|x| (x.0, x.1));

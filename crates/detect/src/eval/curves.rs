@@ -202,7 +202,9 @@ impl ConfusionMatrix {
                 .map_err(|_| DetectError::Invalid(format!("confusion matrix: unknown category {id}")))
         };
         let xyxy = |b: &[f64; 4]| [b[0], b[1], b[0] + b[2], b[1] + b[3]];
-        let mut per_img: std::collections::BTreeMap<i64, (Vec<(usize, [f64; 4])>, Vec<(usize, [f64; 4], f64)>)> =
+        // Per image: (class, box) ground truths and (class, box, score) detections.
+        type PerImage = (Vec<(usize, [f64; 4])>, Vec<(usize, [f64; 4], f64)>);
+        let mut per_img: std::collections::BTreeMap<i64, PerImage> =
             gt.images.iter().map(|im| (im.id, Default::default())).collect();
         for a in gt.annotations.iter().filter(|a| a.iscrowd == 0) {
             let e = per_img
