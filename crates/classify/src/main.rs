@@ -9,17 +9,13 @@ use classify::{
     predict::{self, Pretrained},
     study,
 };
-use std::sync::Arc;
 
 use tlcv_core::{
     backbones::Arch,
     cli::{EvalArgs, TrainArgs},
-    dist::{
-        ProcessGroup,
-        launch::{self, LaunchArgs, Role, WorkerEnv},
-    },
+    dist::launch::LaunchArgs,
     run::{self, RunDir},
-    train::{C10dParallel, Parallel, SingleProcess},
+    train::Parallel,
     weights::WeightsSource,
 };
 
@@ -199,35 +195,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn train(cmd: &TrainCmd, end_to_end: bool) -> anyhow::Result<()> {
-    match cmd.launch.role()? {
-        Role::Launcher => match launch::launch_local(&cmd.launch)? {
-            0 => Ok(()),
-            code => std::process::exit(code),
-        },
-        Role::Worker(env) => train_rank(cmd, end_to_end, &env),
-        Role::Single => {
-            let cfg = load_config(cmd)?;
-            let run = cmd.common.open_run("classify")?;
-            train_in(cmd, end_to_end, &cfg, &run, &SingleProcess)
-        }
-    }
-}
-
-/// One rank of a data-parallel run: joins the group, trains on its shard; only rank 0 writes the run.
-fn train_rank(cmd: &TrainCmd, end_to_end: bool, env: &WorkerEnv) -> anyhow::Result<()> {
     let cfg = load_config(cmd)?;
-    let timeout = std::time::Duration::from_secs_f64(cfg.train.dist_timeout.max(1.0));
-    let group = Arc::new(ProcessGroup::connect(&env.group_options(timeout))?);
-    let parallel = C10dParallel::new(Arc::clone(&group), cfg.train.sync_bn);
-    // Rank 0 names (and creates) the run directory; the others use the same one.
-    let run = if parallel.is_main() { Some(cmd.common.open_run("classify")?) } else { None };
-    let path = run.as_ref().map(|r| r.root().to_string_lossy().into_owned()).unwrap_or_default();
-    let path = String::from_utf8(parallel.broadcast_bytes(path.into_bytes())?)?;
-    let run = match run {
-        Some(run) => run,
-        None => RunDir::of_main_rank(std::path::Path::new(&path)),
-    };
-    train_in(cmd, end_to_end, &cfg, &run, &parallel)
+    tlcv_core::cli::train_processes(&cmd.launch, &cmd.common, "classify", &cfg.train, |run, parallel| {
+        train_in(cmd, end_to_end, &cfg, run, parallel)
+    })
 }
 
 fn train_in(

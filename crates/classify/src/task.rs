@@ -181,12 +181,8 @@ impl Task for ClassifyTask {
                 // One process shuffles in the loader; ranks shard the epoch's shuffled order
                 // (DistributedSampler's rule), so that their batches together are one process's.
                 let several = parallel.world_size() > 1;
-                let order = if several {
-                    let loader = Loader::new(n, batch, true, self.cfg.train.seed, false, 0);
-                    parallel.shard(&loader.epoch_order(epoch))
-                } else {
-                    (0..n).collect()
-                };
+                let order =
+                    parallel.shard(&tlcv_core::train::epoch_shard_order(n, self.cfg.train.seed, epoch, parallel));
                 let samples: Vec<Sample> = order.into_iter().map(|i| self.dataset.train[i].clone()).collect();
                 let pipeline = Pipeline::new(&self.cfg.data, true).with_cache(self.image_cache.clone());
                 Ok(image_batches(
@@ -237,7 +233,7 @@ impl Task for ClassifyTask {
         Ok(StepOutput { loss, terms: vec![("loss".into(), value)], samples: ys.size()[0] as usize })
     }
 
-    fn validate(&mut self, _epoch: usize) -> Result<Metrics> {
+    fn validate(&mut self, _epoch: usize, _parallel: &dyn Parallel) -> Result<Metrics> {
         let mut acc = ClassificationAccumulator::new(self.dataset.classes.len());
         let mut loss_sum = 0.0;
         let mut count = 0usize;

@@ -1,9 +1,18 @@
 //! Command-line pieces every task binary shares, so that the same flag means the same thing everywhere:
-//! the training flags, how they map onto configuration keys, and how errors become exit codes.
+//! the training flags, how they map onto configuration keys, how a `train` command runs alone or as
+//! one rank of a data-parallel group, and how errors become exit codes.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use crate::{run::RunDir, weights::WeightsSource};
+use crate::{
+    dist::{
+        ProcessGroup,
+        launch::{self, LaunchArgs, Role},
+    },
+    run::RunDir,
+    train::{C10dParallel, Parallel, SingleProcess, TrainConfig},
+    weights::WeightsSource,
+};
 
 /// Flags of `<task> train` (and of `<task> run`, which trains, evaluates and predicts end to end).
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -118,6 +127,43 @@ impl TrainArgs {
     /// `--resume` the existing one named by `--name` (see [`RunDir::create_or_resume`]).
     pub fn open_run(&self, task: &str) -> crate::Result<RunDir> {
         RunDir::create_or_resume(&self.project, task, self.name.as_deref(), "train", self.resume)
+    }
+}
+
+/// Runs a `train` command's `body` in this process's role ([`LaunchArgs::role`]). As a launcher it
+/// starts `--nproc-per-node` workers that run the same command line and exits with the first failure's
+/// code. As a rank it joins the group (collectives fail after `train.dist_timeout` seconds), rank 0
+/// opens the run directory of `task` and sends its path to the others, and `body` trains this rank's
+/// shard. Alone it opens the run directory and trains.
+pub fn train_processes(
+    launch: &LaunchArgs,
+    args: &TrainArgs,
+    task: &str,
+    train: &TrainConfig,
+    body: impl FnOnce(&RunDir, &dyn Parallel) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    match launch.role()? {
+        Role::Launcher => match launch::launch_local(launch)? {
+            0 => Ok(()),
+            code => std::process::exit(code),
+        },
+        Role::Worker(env) => {
+            let timeout = Duration::from_secs_f64(train.dist_timeout.max(1.0));
+            let group = Arc::new(ProcessGroup::connect(&env.group_options(timeout))?);
+            let parallel = C10dParallel::new(Arc::clone(&group), train.sync_bn);
+            let run = if parallel.is_main() { Some(args.open_run(task)?) } else { None };
+            let path = run.as_ref().map(|r| r.root().to_string_lossy().into_owned()).unwrap_or_default();
+            let path = String::from_utf8(parallel.broadcast_bytes(path.into_bytes())?)?;
+            let run = match run {
+                Some(run) => run,
+                None => RunDir::of_main_rank(std::path::Path::new(&path)),
+            };
+            body(&run, &parallel)
+        }
+        Role::Single => {
+            let run = args.open_run(task)?;
+            body(&run, &SingleProcess)
+        }
     }
 }
 

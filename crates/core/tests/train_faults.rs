@@ -54,7 +54,7 @@ impl Task for Scalar {
         let value = loss.double_value(&[]);
         Ok(StepOutput { loss, terms: vec![("loss".into(), value)], samples: 1 })
     }
-    fn validate(&mut self, _epoch: usize) -> Result<Metrics> {
+    fn validate(&mut self, _epoch: usize, _parallel: &dyn Parallel) -> Result<Metrics> {
         let mut m = Metrics { primary: "score".into(), ..Default::default() };
         m.values.insert("score".into(), -(self.value() - 1.0).abs());
         Ok(m)

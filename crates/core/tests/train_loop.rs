@@ -70,7 +70,7 @@ impl Task for Toy {
         let value = loss.double_value(&[]);
         Ok(StepOutput { loss, terms: vec![("ce".into(), value)], samples: xs.size()[0] as usize })
     }
-    fn validate(&mut self, _epoch: usize) -> Result<Metrics> {
+    fn validate(&mut self, _epoch: usize, _parallel: &dyn Parallel) -> Result<Metrics> {
         let logits = tch::no_grad(|| self.net.forward_t(&self.xs, false));
         let acc = logits.argmax(1, false).eq_tensor(&self.ys).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
         let mut m = Metrics { primary: "acc".into(), ..Default::default() };

@@ -121,7 +121,7 @@ pub fn compare_families(project: &Path, base: &str, configs: &[DetectConfig]) ->
             }
             None => {
                 let run = RunDir::create(project, "detect", Some(&name), "train")?;
-                let o = pipeline::train_and_report(cfg, &run, false, false)?;
+                let o = pipeline::train_and_report(cfg, &run, false, false, &tlcv_core::train::SingleProcess)?;
                 if o.fit.interrupted {
                     return Ok(Comparison { rows, interrupted: true });
                 }

@@ -117,6 +117,8 @@ struct TrainCmd {
     /// Start from a named preset (default, quick, frozen, scratch) before the config file.
     #[arg(long)]
     preset: Option<String>,
+    #[command(flatten)]
+    launch: tlcv_core::dist::launch::LaunchArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -262,10 +264,25 @@ fn train(cmd: &TrainCmd, end_to_end: bool) -> anyhow::Result<()> {
         common.set.push(format!("model.ultralytics.freeze={n}"));
     }
     let cfg = load_config(&common, cmd.preset.as_deref(), cmd.model.as_deref())?;
-    let run = cmd.common.open_run("detect")?;
-    let outcome = pipeline::train_and_report(&cfg, &run, cmd.common.resume, end_to_end)?;
+    tlcv_core::cli::train_processes(&cmd.launch, &cmd.common, "detect", &cfg.train, |run, parallel| {
+        train_in(cmd, end_to_end, &cfg, run, parallel)
+    })
+}
+
+/// This process's part of `train`: all of it alone, its shard as a rank (only rank 0 prints the summary).
+fn train_in(
+    cmd: &TrainCmd,
+    end_to_end: bool,
+    cfg: &DetectConfig,
+    run: &tlcv_core::run::RunDir,
+    parallel: &dyn tlcv_core::train::Parallel,
+) -> anyhow::Result<()> {
+    let outcome = pipeline::train_and_report(cfg, run, cmd.common.resume, end_to_end, parallel)?;
     if outcome.fit.interrupted {
         bail!(tlcv_core::Error::Interrupted);
+    }
+    if !parallel.is_main() {
+        return Ok(());
     }
     if cmd.common.json {
         println!("{}", json_summary(&outcome.eval, run.root())?);

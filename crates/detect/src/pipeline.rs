@@ -8,7 +8,7 @@ use serde::Serialize;
 use tlcv_core::{
     checkpoint::{self, LoadOptions},
     run::{self, RunDir, SkipLog, SkippedSummary, TrainedRun, report::fit_facts, write_atomic},
-    train::{self, FitOptions, FitSummary, SingleProcess, TaskKind},
+    train::{self, FitOptions, FitSummary, Parallel, TaskKind},
 };
 
 use crate::config::DetectConfig;
@@ -54,8 +54,10 @@ pub fn report_issues(issues: &Issues) {
     }
 }
 
-/// Trains per `cfg` into `run` (resuming if asked), then evaluates the best weights on val.
-pub fn train(cfg: &DetectConfig, run: &RunDir, resume: bool) -> Result<TrainOutcome> {
+/// Trains per `cfg` into `run` (resuming if asked), then evaluates the best weights on val, as one rank
+/// of a data-parallel group (or [`tlcv_core::train::SingleProcess`]): only the main rank writes into
+/// `run`; every rank evaluates (the outcome is the same on each).
+pub fn train(cfg: &DetectConfig, run: &RunDir, resume: bool, parallel: &dyn Parallel) -> Result<TrainOutcome> {
     run::configure_threads();
     let device = cfg.train.device.resolve()?;
     // The run's config.toml records what `train.precision` resolved to.
@@ -88,22 +90,26 @@ pub fn train(cfg: &DetectConfig, run: &RunDir, resume: bool) -> Result<TrainOutc
         model.num_params() as f64 / 1e6,
         model.freeze
     );
-    run::write_run_files(run, cfg, &ds.names)?;
-    if !ds.issues.messages.is_empty() {
-        write_atomic(&run.root().join("issues.txt"), (ds.issues.messages.join("\n") + "\n").as_bytes())?;
+    if parallel.is_main() {
+        run::write_run_files(run, cfg, &ds.names)?;
+        if !ds.issues.messages.is_empty() {
+            write_atomic(&run.root().join("issues.txt"), (ds.issues.messages.join("\n") + "\n").as_bytes())?;
+        }
     }
     let mut task = DetectTask::new(model, cfg.clone(), ds.names.clone(), ds.train, ds.val);
     let fit = train::fit(
         &mut task,
         &cfg.train.for_strategy(cfg.model.strategy),
         run,
-        &SingleProcess,
+        parallel,
         &FitOptions::interactive(resume),
     );
     // Named even when training fails (e.g. every image skipped).
     let skipped = task.skipped.clone();
     skipped.print();
     let fit = fit?;
+    // The main rank's last checkpoint is on disk before any rank reads the best weights back.
+    parallel.barrier()?;
     let DetectTask { model, val, names, .. } = task;
     if run.best_weights().is_file() {
         checkpoint::load_file(&model.vs, &run.best_weights(), &LoadOptions::default())?;
@@ -112,7 +118,9 @@ pub fn train(cfg: &DetectConfig, run: &RunDir, resume: bool) -> Result<TrainOutc
     let eval = evaluate_images(&model, &val, &names, &pp, cfg.train.batch.max(1) * 2)?;
     eval.skipped.print();
     skipped.extend(&eval.skipped);
-    write_coco_files(run, &eval)?;
+    if parallel.is_main() {
+        write_coco_files(run, &eval)?;
+    }
     Ok(TrainOutcome { eval, fit, names, val, data_dir, issues: ds.issues, skipped })
 }
 
@@ -218,11 +226,20 @@ pub fn write_metrics(run: &RunDir, o: &TrainOutcome) -> Result<MetricsFile> {
 /// `detect train` / `run`: trains into `run`; then, unless stopped by a Ctrl-C, writes
 /// `metrics.json` and the report, predicts a few held-out images when `end_to_end`, and prints the
 /// validation summary.
-pub fn train_and_report(cfg: &DetectConfig, run: &RunDir, resume: bool, end_to_end: bool) -> Result<TrainOutcome> {
-    eprintln!("run directory: {}", run.root().display());
+pub fn train_and_report(
+    cfg: &DetectConfig,
+    run: &RunDir,
+    resume: bool,
+    end_to_end: bool,
+    parallel: &dyn Parallel,
+) -> Result<TrainOutcome> {
+    if parallel.is_main() {
+        eprintln!("run directory: {}", run.root().display());
+    }
     let started = std::time::Instant::now();
-    let outcome = train(cfg, run, resume)?;
-    if outcome.fit.interrupted {
+    let outcome = train(cfg, run, resume, parallel)?;
+    // Only the main rank writes the run's files.
+    if outcome.fit.interrupted || !parallel.is_main() {
         return Ok(outcome);
     }
     let metrics = write_metrics(run, &outcome)?;

@@ -177,8 +177,8 @@ impl Task for DetectTask {
     }
 
     fn train_batches(&mut self, epoch: usize, parallel: &dyn Parallel) -> CoreResult<Batches<DetBatch>> {
-        let all: Vec<usize> = (0..self.train.len()).collect();
-        let shard = Arc::new(parallel.shard(&all));
+        let order = tlcv_core::train::epoch_shard_order(self.train.len(), self.cfg.train.seed, epoch, parallel);
+        let shard = Arc::new(parallel.shard(&order));
         let (skipped, images, order) = (self.skipped.clone(), Arc::clone(&self.train), Arc::clone(&shard));
         let loader = Loader::new(shard.len(), self.cfg.train.batch.max(1), true, self.cfg.train.seed, false, 2);
         let (train, cache, aug) = (Arc::clone(&self.train), Arc::clone(&self.cache), self.cfg.augment.clone());
@@ -241,7 +241,7 @@ impl Task for DetectTask {
         Ok(StepOutput { loss: out.total.to_kind(Kind::Float), terms, samples: n })
     }
 
-    fn validate(&mut self, epoch: usize) -> CoreResult<Metrics> {
+    fn validate(&mut self, epoch: usize, _parallel: &dyn Parallel) -> CoreResult<Metrics> {
         let mut metrics = Metrics { primary: "fitness".into(), ..Default::default() };
         let every = self.cfg.eval.val_every.max(1);
         let last_ones = epoch + 3 >= self.epochs;

@@ -238,3 +238,42 @@ fn compare_trains_every_family_and_each_run_predicts() {
         }
     }
 }
+
+/// `--nproc-per-node 2` on 127.0.0.1: two ranks train their halves of the data (the YOLO-style network
+/// from scratch, 64 px, one epoch), rank 0 alone writes the run directory and prints the JSON summary, and
+/// the run evaluates and reloads like a single-process one.
+#[test]
+fn two_local_ranks_train_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let data = root.join("data");
+    tiny_yolo(&data);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_or(29561, |a| a.port());
+    let launch = ["--nproc-per-node", "2", "--master-port", &port.to_string(), "--set", "train.dist_timeout=120"];
+    let extra = ["--name", "dp", "--project", "runs", "--set", "model.neck_channels=32", "--json"];
+    let args = [&["train", "--data", data.to_str().unwrap()][..], &TINY_TRAINING, &extra, &launch].concat();
+    let out = run(Command::new(env!("CARGO_BIN_EXE_detect")).args(args).current_dir(root).env("OMP_NUM_THREADS", "1"));
+    let stdout = ok_stdout(&out);
+    let lines: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one JSON summary, from rank 0: {stdout}");
+    let summary: Value = serde_json::from_str(lines[0]).unwrap();
+    assert_metrics(&summary);
+    let runs: Vec<String> = std::fs::read_dir(root.join("runs/detect"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    assert_eq!(runs, ["dp"], "rank 1 wrote no run directory of its own");
+    let run_dir = root.join("runs/detect/dp");
+    for f in ["config.toml", "metrics.json", "results.csv", "val_dets.json", "weights/last.safetensors"] {
+        assert!(run_dir.join(f).is_file(), "missing {f}");
+    }
+    // Each rank trained half of the 10 images per epoch: 5 per rank, 10 in all (`samples`).
+    let csv = std::fs::read_to_string(run_dir.join("results.csv")).unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let col = header.iter().position(|h| *h == "samples").unwrap();
+    let samples: Vec<&str> = csv.lines().skip(1).map(|l| l.split(',').nth(col).unwrap()).collect();
+    assert_eq!(samples, ["10"], "{csv}");
+    let out = detect(&["eval", "--run", run_dir.to_str().unwrap(), "--json"], root);
+    let v: Value = serde_json::from_str(ok_stdout(&out).trim()).unwrap();
+    assert_eq!(v["map"], summary["map"], "the run evaluates to the mAP it reported");
+}

@@ -48,6 +48,8 @@ struct TrainCmd {
     /// Start from a named preset (default, quick, scratch) before the config file.
     #[arg(long)]
     preset: Option<String>,
+    #[command(flatten)]
+    launch: tlcv_core::dist::launch::LaunchArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -127,10 +129,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn train(cmd: &TrainCmd, end_to_end: bool) -> anyhow::Result<()> {
     let cfg = load_config(cmd)?;
-    let run = cmd.common.open_run("segment")?;
-    let outcome = pipeline::train_and_report(&cfg, &run, cmd.common.resume, end_to_end)?;
+    tlcv_core::cli::train_processes(&cmd.launch, &cmd.common, "segment", &cfg.train, |run, parallel| {
+        train_in(cmd, end_to_end, &cfg, run, parallel)
+    })
+}
+
+/// This process's part of `train`: all of it alone, its shard as a rank (only rank 0 prints the summary).
+fn train_in(
+    cmd: &TrainCmd,
+    end_to_end: bool,
+    cfg: &SegmentConfig,
+    run: &tlcv_core::run::RunDir,
+    parallel: &dyn tlcv_core::train::Parallel,
+) -> anyhow::Result<()> {
+    let outcome = pipeline::train_and_report(cfg, run, cmd.common.resume, end_to_end, parallel)?;
     if outcome.fit.interrupted {
         bail!(tlcv_core::Error::Interrupted);
+    }
+    if !parallel.is_main() {
+        return Ok(());
     }
     if cmd.common.json {
         let summary = JsonSummary::new(&outcome.eval, &outcome.dataset.classes, run.root());

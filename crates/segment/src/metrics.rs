@@ -112,6 +112,20 @@ impl SegConfusion {
         Ok(())
     }
 
+    /// Replaces the counts with `counts` (row-major `[gt][pred]`, e.g. summed over ranks).
+    pub fn set_counts(&mut self, counts: impl IntoIterator<Item = u64>) -> Result<(), SegmentError> {
+        let counts: Vec<u64> = counts.into_iter().collect();
+        if counts.len() != self.counts.len() {
+            return Err(SegmentError::Invalid(format!(
+                "{} counts for a {n}x{n} confusion matrix",
+                counts.len(),
+                n = self.num_classes
+            )));
+        }
+        self.counts = counts;
+        Ok(())
+    }
+
     /// Adds another matrix of the same shape (e.g. from another worker).
     pub fn merge(&mut self, other: &Self) -> Result<(), SegmentError> {
         if other.num_classes != self.num_classes {

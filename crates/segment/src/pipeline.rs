@@ -7,7 +7,7 @@ use serde::Serialize;
 use tlcv_core::{
     checkpoint::{self, LoadOptions},
     run::{self, RunDir, SkipLog, SkippedSummary, TrainedRun, report::fit_facts},
-    train::{self, FitOptions, FitSummary, SingleProcess, TaskKind},
+    train::{self, FitOptions, FitSummary, Parallel, TaskKind},
 };
 
 use crate::{
@@ -71,8 +71,15 @@ pub struct TrainOutcome {
     pub eval_seconds: f64,
 }
 
-/// Trains per `cfg` into `run` and evaluates the best weights on val.
-pub fn train(cfg: &SegmentConfig, run: &RunDir, resume: bool) -> Result<TrainOutcome, SegmentError> {
+/// Trains per `cfg` into `run` and evaluates the best weights on val, as one rank of a data-parallel
+/// group (or [`tlcv_core::train::SingleProcess`]): only the main rank writes into `run`; every rank
+/// evaluates (the outcome is the same on each).
+pub fn train(
+    cfg: &SegmentConfig,
+    run: &RunDir,
+    resume: bool,
+    parallel: &dyn Parallel,
+) -> Result<TrainOutcome, SegmentError> {
     run::configure_threads();
     let device = cfg.train.device.resolve()?;
     // The run's config.toml records what `train.precision` resolved to.
@@ -99,14 +106,18 @@ pub fn train(cfg: &SegmentConfig, run: &RunDir, resume: bool) -> Result<TrainOut
         tlcv_core::freeze::to_channels_last(&model.vs);
     }
     eprintln!("model: {} on {} ({}), {}", cfg.model.kind, cfg.model.backbone, cfg.model.strategy, model.freeze);
-    run::write_run_files(run, cfg, &dataset.classes)?;
+    if parallel.is_main() {
+        run::write_run_files(run, cfg, &dataset.classes)?;
+    }
     let loss = loss_of(cfg, dataset.classes.len())?;
     let skipped = SkipLog::default();
     skipped.extend(&dataset.skipped);
     let compute_kind = plan.training_kind();
     let mut task = SegTask { model, cfg: cfg.clone(), dataset, loss, skipped: skipped.clone(), compute_kind };
     let opts = FitOptions::interactive(resume);
-    let fit = train::fit(&mut task, &cfg.train.for_strategy(cfg.model.strategy), run, &SingleProcess, &opts)?;
+    let fit = train::fit(&mut task, &cfg.train.for_strategy(cfg.model.strategy), run, parallel, &opts)?;
+    // The main rank's last checkpoint is on disk before any rank reads the best weights back.
+    parallel.barrier()?;
     let SegTask { model, dataset, .. } = task;
     if run.best_weights().is_file() {
         checkpoint::load_file(&model.vs, &run.best_weights(), &LoadOptions::default())
@@ -127,10 +138,14 @@ pub fn train_and_report(
     run: &RunDir,
     resume: bool,
     end_to_end: bool,
+    parallel: &dyn Parallel,
 ) -> Result<TrainOutcome, SegmentError> {
-    eprintln!("run directory: {}", run.root().display());
-    let outcome = train(cfg, run, resume)?;
-    if outcome.fit.interrupted {
+    if parallel.is_main() {
+        eprintln!("run directory: {}", run.root().display());
+    }
+    let outcome = train(cfg, run, resume, parallel)?;
+    // Only the main rank writes the run's files.
+    if outcome.fit.interrupted || !parallel.is_main() {
         return Ok(outcome);
     }
     let classes = &outcome.dataset.classes;

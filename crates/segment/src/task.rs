@@ -147,8 +147,9 @@ impl Task for SegTask {
     }
 
     fn train_batches(&mut self, epoch: usize, parallel: &dyn Parallel) -> Result<Batches<SegBatch>> {
-        let all: Vec<usize> = (0..self.dataset.train.len()).collect();
-        let samples: Vec<SegSample> = parallel.shard(&all).into_iter().map(|i| self.dataset.train[i].clone()).collect();
+        let order = tlcv_core::train::epoch_shard_order(self.dataset.train.len(), self.cfg.train.seed, epoch, parallel);
+        let samples: Vec<SegSample> =
+            parallel.shard(&order).into_iter().map(|i| self.dataset.train[i].clone()).collect();
         Ok(self.batches(&samples, true, epoch))
     }
 
@@ -160,10 +161,20 @@ impl Task for SegTask {
         Ok(StepOutput { loss, terms, samples: ys.size()[0] as usize })
     }
 
-    fn validate(&mut self, _epoch: usize) -> Result<Metrics> {
+    /// Each rank scores its [`Parallel::eval_batches`] (whole batches, so every output is the one a
+    /// single process computes) and the confusion matrices and loss sums are added up over ranks: the
+    /// same mIoU as one process, exactly.
+    fn validate(&mut self, _epoch: usize, parallel: &dyn Parallel) -> Result<Metrics> {
         let mut cm = SegConfusion::new(self.dataset.classes.len(), Some(i64::from(self.cfg.data.ignore_index)))?;
         let (mut loss_sum, mut count) = (0.0, 0usize);
-        for batch in self.batches(&self.dataset.val.clone(), false, 0) {
+        let batch = self.cfg.train.batch.max(1);
+        let val = &self.dataset.val;
+        let mine: Vec<SegSample> = parallel
+            .eval_batches(val.len().div_ceil(batch))
+            .into_iter()
+            .flat_map(|b| val[b * batch..((b + 1) * batch).min(val.len())].iter().cloned())
+            .collect();
+        for batch in self.batches(&mine, false, 0) {
             let batch = batch?;
             let xs = self.input(&batch.images, self.model.inference_kind);
             let ys = batch.masks.to_device(self.model.vs.device());
@@ -172,6 +183,14 @@ impl Task for SegTask {
             loss_sum += tch::no_grad(|| self.loss.compute(&logits, &ys)).0.double_value(&[]) * n as f64;
             count += n;
             cm.update_tensor(&ys, &logits.argmax(1, false).to_kind(Kind::Int64))?;
+        }
+        if parallel.world_size() > 1 {
+            // Pixel counts stay exact in f64 up to 2^53.
+            let mut sums: Vec<f64> = cm.counts().iter().map(|&c| c as f64).chain([loss_sum, count as f64]).collect();
+            parallel.all_reduce_sum(&mut sums)?;
+            let n = cm.counts().len();
+            (loss_sum, count) = (sums[n], sums[n + 1] as usize);
+            cm.set_counts(sums[..n].iter().map(|&c| c as u64))?;
         }
         let s = cm.summary();
         let mut m = Metrics { primary: "miou".into(), ..Default::default() };

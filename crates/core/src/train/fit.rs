@@ -34,6 +34,14 @@ pub fn fit<T: Task>(
     parallel: &dyn Parallel,
     opts: &FitOptions,
 ) -> Result<FitSummary> {
+    // Only the main rank reports (the others train the same epochs on their shards).
+    let quiet;
+    let opts = if parallel.is_main() {
+        opts
+    } else {
+        quiet = FitOptions { reporter: std::sync::Arc::new(super::SilentReporter), ..opts.clone() };
+        &quiet
+    };
     let mut trainer = Trainer::new(task, cfg, run, parallel, opts);
     if opts.resume {
         trainer.resume()?;
@@ -330,7 +338,7 @@ impl<'a, T: Task> Trainer<'a, T> {
         self.parallel.all_reduce_sum(&mut sums)?;
         let samples = totals.samples.max(1) as f64;
         let train: BTreeMap<String, f64> = totals.terms.into_iter().map(|(k, v)| (k, v / samples)).collect();
-        let metrics = self.task.validate(epoch)?;
+        let metrics = self.task.validate(epoch, self.parallel)?;
         let primary = metrics.primary_value();
         let improved = primary.is_finite() && self.state.best_metric.is_none_or(|best| primary > best);
         if improved {

@@ -22,7 +22,7 @@ use tch::{Tensor, nn::VarStore};
 pub use config::{BnMode, TrainConfig};
 pub use fit::fit;
 pub use optim::{Optimizer, OptimizerKind, OptimizerParams, Param, trainable_params};
-pub use parallel::{C10dParallel, Parallel, SingleProcess, shard_padded, sorted_variables};
+pub use parallel::{C10dParallel, Parallel, SingleProcess, epoch_shard_order, shard_padded, sorted_variables};
 pub use precision::{Precision, PrecisionPlan, TaskKind};
 pub use reporter::{ConsoleReporter, Reporter, SilentReporter, StepProgress, StopFlag};
 pub use schedule::{Schedule, ScheduleKind};
@@ -76,8 +76,10 @@ pub trait Task {
     fn train_batches(&mut self, epoch: usize, parallel: &dyn Parallel) -> Result<Batches<Self::Batch>>;
     /// Forward pass and loss on one batch in training mode.
     fn train_step(&mut self, batch: Self::Batch) -> Result<StepOutput>;
-    /// Evaluates on the validation split.
-    fn validate(&mut self, epoch: usize) -> Result<Metrics>;
+    /// Evaluates on the validation split. Every rank calls it; a task may split the work with
+    /// [`Parallel::eval_batches`] and combine it with the collectives, as long as every rank returns
+    /// the same metrics.
+    fn validate(&mut self, epoch: usize, parallel: &dyn Parallel) -> Result<Metrics>;
     /// The factor on the learning rate of the backbone variable `name` (group 0), on top of
     /// `backbone_lr_scale`: layer-wise decay gives earlier stages less. 1 by default.
     fn lr_multiplier(&self, _name: &str) -> f64 {

@@ -59,6 +59,18 @@ pub fn shard_padded(order: &[usize], rank: usize, world: usize) -> Vec<usize> {
     order.iter().copied().cycle().take(total).skip(rank).step_by(world).collect()
 }
 
+/// The order whose [`Parallel::shard`] a rank trains on in `epoch` when it shuffles its shard itself:
+/// in one process `0..n` (the loader's shuffle is the whole story); across ranks a shuffle of `0..n`
+/// that every rank computes alike from `seed` and `epoch`, so that the ranks' parts change every epoch
+/// as with DistributedSampler.
+pub fn epoch_shard_order(n: usize, seed: u64, epoch: usize, parallel: &dyn Parallel) -> Vec<usize> {
+    if parallel.world_size() > 1 {
+        crate::data::Loader::new(n, 1, true, seed, false, 0).epoch_order(epoch)
+    } else {
+        (0..n).collect()
+    }
+}
+
 /// Every variable of `vs` (parameters and buffers), sorted by name so that ranks agree on the order.
 pub fn sorted_variables(vs: &VarStore) -> Vec<Tensor> {
     let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
