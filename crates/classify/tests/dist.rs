@@ -6,16 +6,12 @@
 
 #![allow(clippy::panic)] // test failures are panics
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use opencv::{core, imgcodecs, imgproc};
 use tch::Tensor;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(29533)
-}
+use tlcv_testkit::{dir_names, free_port, run_torchrun_ranks};
 
 /// Three classes (a red square, a green disc, a blue bar at varying offsets), 32 train images each.
 fn make_folder(root: &Path) -> PathBuf {
@@ -129,28 +125,9 @@ fn two_ranks_train_like_one_process_with_the_double_batch() {
     assert_same(&one, &weights(&project, "launched"), "--nproc-per-node 2 vs one process");
 
     // torchrun's environment set by hand, as `torchrun --nproc-per-node 2 --no-python classify train ...`.
-    let port = free_port().to_string();
-    let ranks: Vec<Child> = (0..2)
-        .map(|rank| {
-            train_cmd(&data, &project, "torchrun", 16)
-                .envs([("WORLD_SIZE", "2"), ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", port.as_str())])
-                .env("RANK", rank.to_string())
-                .env("LOCAL_RANK", rank.to_string())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap_or_else(|e| panic!("{e}"))
-        })
-        .collect();
-    for (rank, child) in ranks.into_iter().enumerate() {
-        check(&child.wait_with_output().unwrap_or_else(|e| panic!("{e}")), &format!("torchrun rank {rank}"));
-    }
+    run_torchrun_ranks(2, || train_cmd(&data, &project, "torchrun", 16));
     assert_same(&one, &weights(&project, "torchrun"), "torchrun environment vs one process");
 
     // Rank 1 wrote no run directory of its own.
-    let mut runs: Vec<String> = std::fs::read_dir(project.join("classify"))
-        .unwrap_or_else(|e| panic!("{e}"))
-        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-        .collect();
-    runs.sort();
-    assert_eq!(runs, ["launched", "one", "torchrun"]);
+    assert_eq!(dir_names(&project.join("classify")), ["launched", "one", "torchrun"]);
 }

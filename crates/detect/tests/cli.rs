@@ -248,7 +248,7 @@ fn two_local_ranks_train_one_run() {
     let root = dir.path();
     let data = root.join("data");
     tiny_yolo(&data);
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_or(29561, |a| a.port());
+    let port = tlcv_testkit::free_port();
     let launch = ["--nproc-per-node", "2", "--master-port", &port.to_string(), "--set", "train.dist_timeout=120"];
     let extra = ["--name", "dp", "--project", "runs", "--set", "model.neck_channels=32", "--json"];
     let args = [&["train", "--data", data.to_str().unwrap()][..], &TINY_TRAINING, &extra, &launch].concat();
@@ -258,11 +258,7 @@ fn two_local_ranks_train_one_run() {
     assert_eq!(lines.len(), 1, "one JSON summary, from rank 0: {stdout}");
     let summary: Value = serde_json::from_str(lines[0]).unwrap();
     assert_metrics(&summary);
-    let runs: Vec<String> = std::fs::read_dir(root.join("runs/detect"))
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-        .collect();
-    assert_eq!(runs, ["dp"], "rank 1 wrote no run directory of its own");
+    assert_eq!(tlcv_testkit::dir_names(&root.join("runs/detect")), ["dp"], "rank 1 wrote no run directory");
     let run_dir = root.join("runs/detect/dp");
     for f in ["config.toml", "metrics.json", "results.csv", "val_dets.json", "weights/last.safetensors"] {
         assert!(run_dir.join(f).is_file(), "missing {f}");

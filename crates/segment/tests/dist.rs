@@ -13,18 +13,14 @@
 
 #![allow(clippy::panic, clippy::expect_used)] // test failures are panics
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use opencv::core::{CV_8UC1, CV_8UC3, Mat, Point, Scalar, Vector};
 use opencv::imgcodecs::imwrite;
 use opencv::imgproc;
 use tch::Tensor;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(29541)
-}
+use tlcv_testkit::{dir_names, free_port, run_torchrun_ranks};
 
 /// 8 train and 5 val 56x40 images: a disc (class 1) and a bar (class 2) at varying places.
 fn make_data(root: &Path) {
@@ -147,28 +143,9 @@ fn two_ranks_train_and_validate_like_one_process_with_the_double_batch() {
     }
 
     // torchrun's environment set by hand, as `torchrun --nproc-per-node 2 --no-python segment train ...`.
-    let port = free_port().to_string();
-    let ranks: Vec<Child> = (0..2)
-        .map(|rank| {
-            train_cmd(&data, &project, "torchrun", 4)
-                .envs([("WORLD_SIZE", "2"), ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", port.as_str())])
-                .env("RANK", rank.to_string())
-                .env("LOCAL_RANK", rank.to_string())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn")
-        })
-        .collect();
-    for (rank, child) in ranks.into_iter().enumerate() {
-        check(&child.wait_with_output().expect("wait"), &format!("torchrun rank {rank}"));
-    }
+    run_torchrun_ranks(2, || train_cmd(&data, &project, "torchrun", 4));
     assert_same(&one, &weights(&project, "torchrun"), "torchrun environment vs one process");
 
     // Rank 1 wrote no run directory of its own.
-    let mut runs: Vec<String> = std::fs::read_dir(project.join("segment"))
-        .expect("runs")
-        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-        .collect();
-    runs.sort();
-    assert_eq!(runs, ["launched", "one", "torchrun"]);
+    assert_eq!(dir_names(&project.join("segment")), ["launched", "one", "torchrun"]);
 }

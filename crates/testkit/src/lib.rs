@@ -89,3 +89,47 @@ pub fn reference_check<S: AsRef<OsStr>>(script: &str, args: &[S], what: &str) {
     let out = run(Command::new(reference_python()).arg(workspace_root().join("scripts").join(script)).args(args));
     assert!(out.status.success(), "{what}: {:?}\n{}{}", out.status, String::from_utf8_lossy(&out.stdout), stderr(&out));
 }
+
+/// A free TCP port on 127.0.0.1, for a rendezvous.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port on 127.0.0.1: {e}"))
+}
+
+/// Runs `world` ranks of `rank_cmd()` with torchrun's environment set by hand, as `torchrun
+/// --nproc-per-node <world> --no-python ...` would (rendezvous on 127.0.0.1 at a free port), and waits
+/// for all of them; panics with the stderr of the first rank that failed.
+pub fn run_torchrun_ranks(world: usize, rank_cmd: impl Fn() -> Command) {
+    let port = free_port().to_string();
+    let ranks: Vec<std::process::Child> = (0..world)
+        .map(|rank| {
+            rank_cmd()
+                .envs([
+                    ("WORLD_SIZE", world.to_string()),
+                    ("MASTER_ADDR", "127.0.0.1".into()),
+                    ("MASTER_PORT", port.clone()),
+                ])
+                .env("RANK", rank.to_string())
+                .env("LOCAL_RANK", rank.to_string())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start rank {rank}: {e}"))
+        })
+        .collect();
+    for (rank, child) in ranks.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap_or_else(|e| panic!("rank {rank}: {e}"));
+        assert!(out.status.success(), "torchrun rank {rank} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// The names of the entries of `dir`, sorted.
+pub fn dir_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    names.sort();
+    names
+}
