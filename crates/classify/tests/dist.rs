@@ -7,11 +7,11 @@
 #![allow(clippy::panic)] // test failures are panics
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use opencv::{core, imgcodecs, imgproc};
 use tch::Tensor;
-use tlcv_testkit::{dir_names, free_port, run_torchrun_ranks};
+use tlcv_testkit::{dir_names, free_port, ok, run_torchrun_ranks};
 
 /// Three classes (a red square, a green disc, a blue bar at varying offsets), 32 train images each.
 fn make_folder(root: &Path) -> PathBuf {
@@ -81,10 +81,6 @@ fn train_cmd(data: &Path, project: &Path, name: &str, batch: usize) -> Command {
     cmd
 }
 
-fn check(out: &Output, what: &str) {
-    assert!(out.status.success(), "{what} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-}
-
 fn weights(project: &Path, name: &str) -> Vec<(String, Tensor)> {
     let path = project.join("classify").join(name).join("weights").join("last.safetensors");
     let mut w = Tensor::read_safetensors(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -113,15 +109,11 @@ fn two_ranks_train_like_one_process_with_the_double_batch() {
     let data = make_folder(tmp.path());
     let project = tmp.path().join("runs");
 
-    check(&train_cmd(&data, &project, "one", 32).output().unwrap_or_else(|e| panic!("{e}")), "one process");
+    ok(&mut train_cmd(&data, &project, "one", 32));
     let one = weights(&project, "one");
 
     let port = free_port().to_string();
-    let out = train_cmd(&data, &project, "launched", 16)
-        .args(["--nproc-per-node", "2", "--master-port", &port])
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
-    check(&out, "--nproc-per-node 2");
+    ok(train_cmd(&data, &project, "launched", 16).args(["--nproc-per-node", "2", "--master-port", &port]));
     assert_same(&one, &weights(&project, "launched"), "--nproc-per-node 2 vs one process");
 
     // torchrun's environment set by hand, as `torchrun --nproc-per-node 2 --no-python classify train ...`.

@@ -14,13 +14,13 @@
 #![allow(clippy::panic, clippy::expect_used)] // test failures are panics
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use opencv::core::{CV_8UC1, CV_8UC3, Mat, Point, Scalar, Vector};
 use opencv::imgcodecs::imwrite;
 use opencv::imgproc;
 use tch::Tensor;
-use tlcv_testkit::{dir_names, free_port, run_torchrun_ranks};
+use tlcv_testkit::{dir_names, free_port, ok, run_torchrun_ranks};
 
 /// 8 train and 5 val 56x40 images: a disc (class 1) and a bar (class 2) at varying places.
 fn make_data(root: &Path) {
@@ -66,10 +66,6 @@ fn train_cmd(data: &Path, project: &Path, name: &str, batch: usize) -> Command {
         .env("OMP_NUM_THREADS", "1")
         .stdout(Stdio::null());
     cmd
-}
-
-fn check(out: &Output, what: &str) {
-    assert!(out.status.success(), "{what} failed:\n{}", String::from_utf8_lossy(&out.stderr));
 }
 
 fn weights(project: &Path, name: &str) -> Vec<(String, Tensor)> {
@@ -118,7 +114,7 @@ fn two_ranks_train_and_validate_like_one_process_with_the_double_batch() {
     make_data(&data);
     let project = tmp.path().join("runs");
 
-    check(&train_cmd(&data, &project, "one", 8).output().expect("spawn"), "one process");
+    ok(&mut train_cmd(&data, &project, "one", 8));
     let one = weights(&project, "one");
     let one_miou = val_miou(&project, "one");
     assert_eq!(one_miou.len(), 3, "three epochs");
@@ -126,11 +122,7 @@ fn two_ranks_train_and_validate_like_one_process_with_the_double_batch() {
     assert!(one_miou.iter().any(|m| *m > 0.0), "{one_miou:?}");
 
     let port = free_port().to_string();
-    let out = train_cmd(&data, &project, "launched", 4)
-        .args(["--nproc-per-node", "2", "--master-port", &port])
-        .output()
-        .expect("spawn");
-    check(&out, "--nproc-per-node 2");
+    ok(train_cmd(&data, &project, "launched", 4).args(["--nproc-per-node", "2", "--master-port", &port]));
     assert_same(&one, &weights(&project, "launched"), "--nproc-per-node 2 vs one process");
     // The sharded validation (confusion matrices summed over ranks) scores every val image once.
     let launched_miou = val_miou(&project, "launched");
