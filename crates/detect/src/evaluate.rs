@@ -161,7 +161,18 @@ pub fn evaluate_images(
     batch: usize,
 ) -> Result<EvalOutput> {
     let paths: Vec<PathBuf> = images.iter().map(|i| i.path.clone()).collect();
-    let results = detect_files(model, &paths, pp, batch, 64_000_000);
+    score_results(images, names, detect_files(model, &paths, pp, batch, EVAL_MAX_PIXELS))
+}
+
+/// Largest decoded image that evaluation accepts (pixels).
+pub const EVAL_MAX_PIXELS: usize = 64_000_000;
+
+/// Scores [`detect_files`]' `results` (one per image of `images`, in order).
+pub fn score_results(
+    images: &[DetImage],
+    names: &[String],
+    results: Vec<std::result::Result<Vec<Detection>, String>>,
+) -> Result<EvalOutput> {
     // An image that cannot be read is left out of the scores, ground truth included: counting its
     // boxes as missed would blame the model for a file problem. `per_image` stays aligned with `images`.
     let skipped = SkipLog::default();

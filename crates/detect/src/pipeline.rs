@@ -14,7 +14,8 @@ use tlcv_core::{
 use crate::config::DetectConfig;
 use crate::data::{self, DetImage, Issues};
 use crate::error::{DetectError, Result};
-use crate::evaluate::{EvalOutput, evaluate_images, flat_metrics};
+use crate::eval::sharded::evaluate_images_sharded;
+use crate::evaluate::{EvalOutput, flat_metrics};
 use crate::model::Detector;
 use crate::postprocess::PostprocessConfig;
 use crate::predict;
@@ -115,7 +116,7 @@ pub fn train(cfg: &DetectConfig, run: &RunDir, resume: bool, parallel: &dyn Para
         checkpoint::load_file(&model.vs, &run.best_weights(), &LoadOptions::default())?;
     }
     let pp = DetectTask::eval_postprocess(cfg);
-    let eval = evaluate_images(&model, &val, &names, &pp, cfg.train.batch.max(1) * 2)?;
+    let eval = evaluate_images_sharded(&model, &val, &names, &pp, cfg.train.batch.max(1) * 2, parallel)?;
     eval.skipped.print();
     skipped.extend(&eval.skipped);
     if parallel.is_main() {

@@ -18,7 +18,8 @@ use tlcv_core::{
 use crate::augment::{Sample, train_transform};
 use crate::config::{AugmentConfig, DetectConfig, Recipe};
 use crate::data::{DetImage, Object};
-use crate::evaluate::{evaluate_images, flat_metrics};
+use crate::eval::sharded::evaluate_images_sharded;
+use crate::evaluate::flat_metrics;
 use crate::model::Detector;
 use crate::model_io::Targets;
 use crate::postprocess::PostprocessConfig;
@@ -241,7 +242,9 @@ impl Task for DetectTask {
         Ok(StepOutput { loss: out.total.to_kind(Kind::Float), terms, samples: n })
     }
 
-    fn validate(&mut self, epoch: usize, _parallel: &dyn Parallel) -> CoreResult<Metrics> {
+    /// Split over the ranks by whole batches, scored on every rank from all detections: see
+    /// [`crate::eval::sharded`].
+    fn validate(&mut self, epoch: usize, parallel: &dyn Parallel) -> CoreResult<Metrics> {
         let mut metrics = Metrics { primary: "fitness".into(), ..Default::default() };
         let every = self.cfg.eval.val_every.max(1);
         let last_ones = epoch + 3 >= self.epochs;
@@ -249,7 +252,8 @@ impl Task for DetectTask {
             return Ok(metrics);
         }
         let pp = Self::eval_postprocess(&self.cfg);
-        let ev = evaluate_images(&self.model, &self.val, &self.names, &pp, self.cfg.train.batch.max(1) * 2)?;
+        let batch = self.cfg.train.batch.max(1) * 2;
+        let ev = evaluate_images_sharded(&self.model, &self.val, &self.names, &pp, batch, parallel)?;
         let flat = flat_metrics(&ev);
         for key in ["map", "map50", "map75", "precision", "recall"] {
             if let Some(v) = flat.get(key) {

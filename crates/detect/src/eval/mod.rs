@@ -3,6 +3,7 @@
 pub mod coco;
 pub mod curves;
 pub mod json;
+pub mod sharded;
 
 use std::path::Path;
 
