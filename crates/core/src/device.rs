@@ -44,6 +44,19 @@ impl DeviceChoice {
     }
 }
 
+/// Whether this CPU has AMX tile instructions for bf16 (Intel Xeon since Sapphire Rapids), where bf16
+/// matrix multiplies run several times faster than float32.
+pub fn cpu_has_amx() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::fs::read_to_string("/proc/cpuinfo").map(|info| info.contains("amx_bf16")).unwrap_or(false)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Whether this CPU has native bf16 arithmetic (AVX-512 BF16 or AMX), where bf16 pays off.
 pub fn cpu_has_bf16() -> bool {
     #[cfg(target_arch = "x86_64")]
