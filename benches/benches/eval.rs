@@ -20,7 +20,7 @@ fn bench_nms(c: &mut Criterion) {
         let s = Tensor::from_slice(&scores);
         let cls = Tensor::zeros([n as i64], (Kind::Int64, Device::Cpu));
         g.bench_with_input(BenchmarkId::from_parameter(n), &n, |bench, _| {
-            bench.iter(|| black_box(detect::nms::batched_nms(&b, &s, &cls, 0.5, f64::NEG_INFINITY, n)))
+            bench.iter(|| black_box(detect::nms::batched_nms(&b, &s, &cls, detect::nms::NmsParams::new(0.5, n))))
         });
     }
     g.finish();

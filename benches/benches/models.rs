@@ -87,7 +87,7 @@ fn bench_feature_cache(c: &mut Criterion) {
     };
     let skipped = tlcv_core::run::SkipLog::default();
     let progress = Progress::new(0, "bench");
-    let cache = |m: &Model| match cache_features(m, &cfg, &samples, 1, &skipped, &progress) {
+    let cache = |m: &Model| match cache_features(m, &cfg, (&samples, 1), &skipped, &progress) {
         Ok(c) => c,
         Err(e) => panic!("{e}"),
     };

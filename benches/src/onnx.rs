@@ -103,7 +103,7 @@ pub fn prepare(dir: &Path) -> Result<Vec<(Net, PathBuf)>> {
 }
 
 /// Images per second of `net` on `runtime`: median over `iters` batches after `warmup`.
-pub fn run(net: Net, runtime: Runtime, file: &Path, batch: i64, warmup: usize, iters: usize) -> Result<String> {
+pub fn run(net: Net, runtime: Runtime, file: &Path, batch: i64, (warmup, iters): (usize, usize)) -> Result<String> {
     let s = net.size();
     tch::manual_seed(1);
     let xs = Tensor::rand([batch, 3, s, s], (Kind::Float, Device::Cpu));

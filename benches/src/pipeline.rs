@@ -22,9 +22,8 @@ pub fn load_one(path: &std::path::Path, rng: &mut StdRng) -> Result<RgbImage, Da
     // Full resolution (no reduced JPEG decoding), as PIL; only the crop's region is decoded, as classify's
     // training pipeline does.
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-    let (scale, ratio) = ((0.08, 1.0), (3.0 / 4.0, 4.0 / 3.0));
     let opts = DecodeOptions::default();
-    let mut out = transforms::decode_random_resized_crop(&bytes, path, &opts, SIZE, SIZE, scale, ratio, rng)?;
+    let mut out = transforms::RandomResizedCrop::new(SIZE, SIZE).decode(&bytes, path, &opts, rng)?;
     transforms::random_hflip(&mut out, 0.5, rng);
     Ok(out)
 }
@@ -52,7 +51,7 @@ pub fn epoch_sync(paths: &[PathBuf], batch: usize, epoch: usize) -> Result<Vec<T
 /// One epoch through the prefetching [`Loader`] (decoding on rayon's pool, whose size plays the part of
 /// `num_workers`); returns the batches.
 pub fn epoch_loader(paths: &Arc<Vec<PathBuf>>, batch: usize, epoch: usize) -> Result<Vec<Tensor>> {
-    let loader = Loader::new(paths.len(), batch, false, 0, false, 2);
+    let loader = Loader::new(paths.len(), batch);
     let p = Arc::clone(paths);
     let iter = loader.iter_epoch(epoch, move |i, rng: &mut StdRng| load_one(&p[i], rng), collate);
     let mut out = Vec::new();

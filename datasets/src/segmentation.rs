@@ -187,7 +187,7 @@ fn render(photos: &[Mat], digits: &Mat, val: bool, size: i32, rng: &mut StdRng) 
         let colour = contrasting(rng, &local_bg);
         let label = Scalar::all(class as f64);
         if class == 4 {
-            paste_digit(&mut img, &mut mask, digits, val, colour, rng)?;
+            paste_digit((&mut img, &mut mask), digits, val, colour, rng)?;
             continue;
         }
         let r = rng.gen_range(0.09 * s..0.2 * s);
@@ -217,8 +217,7 @@ fn render(photos: &[Mat], digits: &Mat, val: bool, size: i32, rng: &mut StdRng) 
 
 /// Pastes one real digit, scaled 2.5-4x and thresholded, at a random place, in `colour`.
 fn paste_digit(
-    img: &mut Mat,
-    mask: &mut Mat,
+    (img, mask): (&mut Mat, &mut Mat),
     sheet: &Mat,
     val: bool,
     colour: Scalar,

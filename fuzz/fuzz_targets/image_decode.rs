@@ -19,8 +19,8 @@ fuzz_target!(|data: &[u8]| {
         let opts = DecodeOptions { target_size: target, ..opts.clone() };
         let mut rng = StdRng::seed_from_u64(seed);
         let path = std::path::Path::new("fuzz.img");
-        let scale = (0.08, 1.0);
-        if let Ok(img) = transforms::decode_random_resized_crop(data, path, &opts, 24, 16, scale, (0.75, 1.33), &mut rng) {
+        let crop = transforms::RandomResizedCrop { ratio: (0.75, 1.33), ..transforms::RandomResizedCrop::new(24, 16) };
+        if let Ok(img) = crop.decode(data, path, &opts, &mut rng) {
             assert_eq!((img.width, img.height, img.data.len()), (24, 16, 24 * 16 * 3));
         }
     }

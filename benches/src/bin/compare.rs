@@ -124,15 +124,15 @@ fn main() -> Result<()> {
         Cmd::Prepare { dir, images, coco_images } => prepare(&dir, images, coco_images)?,
         Cmd::Pipeline { dir, workers, batch, epochs } => run_pipeline(&dir, workers, batch, epochs)?,
         Cmd::Model { arch, mode, task, batch, size, warmup, iters } => {
-            run_model(&arch, &mode, &task, batch, size, warmup, iters)?
+            run_model(&arch, &mode, &task, (batch, size), (warmup, iters))?
         }
         Cmd::Yolo { arch, task, mode, batch, size, warmup, iters } => {
-            run_yolo(&arch, &task, &mode, batch, size, (warmup, iters))?
+            run_yolo(&arch, &task, &mode, (batch, size), (warmup, iters))?
         }
         Cmd::Coco { gt, dets } => run_coco(&gt, &dets)?,
         Cmd::Nms { boxes, iters } => run_nms(&boxes, iters)?,
         Cmd::Onnx { net, runtime, file, batch, warmup, iters } => {
-            tlcv_benches::onnx::run(net, runtime, &file, batch, warmup, iters)?
+            tlcv_benches::onnx::run(net, runtime, &file, batch, (warmup, iters))?
         }
     };
     println!("RESULT {line} peak_rss_mb={:.1} threads={}", proc_status_mb("VmHWM"), tch::get_num_threads());
@@ -208,7 +208,14 @@ fn run_pipeline(dir: &Path, workers: usize, batch: usize, epochs: usize) -> Resu
     Ok(format!("images_per_s={:.2} images={} batch_shape={}", median(&rates), paths.len(), shape.join("x")))
 }
 
-fn run_model(arch: &str, mode: &str, task: &str, batch: i64, size: i64, warmup: usize, iters: usize) -> Result<String> {
+/// One model row: `(batch, size)` images per step, `(warmup, iters)` steps.
+fn run_model(
+    arch: &str,
+    mode: &str,
+    task: &str,
+    (batch, size): (i64, i64),
+    (warmup, iters): (usize, usize),
+) -> Result<String> {
     let arch: tlcv_core::backbones::Arch = arch.parse()?;
     let mode = models::Mode::parse(mode)?;
     let train = match task {
@@ -243,8 +250,7 @@ fn run_yolo(
     arch: &str,
     task: &str,
     mode: &str,
-    batch: i64,
-    size: i64,
+    (batch, size): (i64, i64),
     (warmup, iters): (usize, usize),
 ) -> Result<String> {
     let arch = arch.parse().map_err(anyhow::Error::msg)?;
@@ -312,7 +318,7 @@ fn run_nms(path: &Path, iters: usize) -> Result<String> {
     let mut kept = Tensor::empty([0], (Kind::Int64, Device::Cpu));
     for _ in 0..iters.max(1) + 1 {
         let t = Instant::now();
-        kept = detect::nms::batched_nms(&boxes, &scores, &classes, 0.5, f64::NEG_INFINITY, n as usize)?;
+        kept = detect::nms::batched_nms(&boxes, &scores, &classes, detect::nms::NmsParams::new(0.5, n as usize))?;
         times.push(t.elapsed().as_secs_f64());
     }
     let kept: Vec<i64> = Vec::try_from(&kept)?;

@@ -38,7 +38,7 @@ pub fn evaluate_split(
     let device = model.vs.device();
     let shared = Arc::new(samples.to_vec());
     // The loader reports which indices each batch holds, so predictions map back to files.
-    let loader = tlcv_core::data::Loader::new(shared.len(), cfg.train.batch.max(1), false, 0, false, 2);
+    let loader = tlcv_core::data::Loader::new(shared.len(), cfg.train.batch.max(1));
     let pipeline = Pipeline::new(&cfg.data, false);
     let norm = model.normalization();
     let load = Arc::clone(&shared);

@@ -15,7 +15,6 @@ use tlcv_core::{
     cli::{EvalArgs, TrainArgs},
     dist::launch::LaunchArgs,
     run::{self, RunDir},
-    train::Parallel,
     weights::WeightsSource,
 };
 
@@ -197,29 +196,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 fn train(cmd: &TrainCmd, end_to_end: bool) -> anyhow::Result<()> {
     let cfg = load_config(cmd)?;
     tlcv_core::cli::train_processes(&cmd.launch, &cmd.common, "classify", &cfg.train, |run, parallel| {
-        train_in(cmd, end_to_end, &cfg, run, parallel)
+        let outcome = pipeline::train_and_report(&cfg, run, cmd.common.resume, end_to_end, parallel)?;
+        tlcv_core::cli::finish_training(&outcome.fit, parallel, cmd.common.json, || {
+            let summary = pipeline::JsonSummary::new(&outcome.metrics, run.root()).with_skipped(&outcome.skipped);
+            Ok(serde_json::to_string(&summary)?)
+        })
     })
-}
-
-fn train_in(
-    cmd: &TrainCmd,
-    end_to_end: bool,
-    cfg: &ClassifyConfig,
-    run: &RunDir,
-    parallel: &dyn Parallel,
-) -> anyhow::Result<()> {
-    let outcome = pipeline::train_and_report(cfg, run, cmd.common.resume, end_to_end, parallel)?;
-    if outcome.fit.interrupted {
-        bail!(tlcv_core::Error::Interrupted);
-    }
-    if !parallel.is_main() {
-        return Ok(());
-    }
-    if cmd.common.json {
-        let summary = pipeline::JsonSummary::new(&outcome.metrics, run.root()).with_skipped(&outcome.skipped);
-        println!("{}", serde_json::to_string(&summary)?);
-    }
-    Ok(())
 }
 
 fn eval(cmd: &EvalCmd) -> anyhow::Result<()> {

@@ -13,7 +13,10 @@ use tlcv_core::{
     freeze::Strategy,
     metrics::{ClassScores, ClassificationMetrics},
     progress::Progress,
-    run::{self, RunDir, SkipLog, SkippedSummary, TrainedRun, report::fit_facts},
+    run::{
+        self, RunDir, SkipLog, SkippedSummary, TrainedRun,
+        report::{RunRecord, fit_facts},
+    },
     train::{self, FitOptions, FitSummary, Parallel, SingleProcess, TaskKind, TrainConfig},
 };
 
@@ -107,13 +110,10 @@ pub fn train_with(
     max_epochs: Option<usize>,
     parallel: &dyn Parallel,
 ) -> Result<TrainOutcome> {
-    run::configure_threads();
-    let device = cfg.train.device.resolve()?;
     // The run's config.toml records what `train.precision` resolved to.
     let mut cfg = cfg.clone();
-    let plan = cfg.train.resolve_precision(device, TaskKind::Classify);
+    let (device, plan) = cfg.train.prepare(TaskKind::Classify)?;
     let cfg = &cfg;
-    tch::manual_seed(cfg.train.seed as i64);
     let (dataset, data_dir) = load_dataset(&cfg.data)?;
     eprintln!(
         "data: {} ({} classes; {} train, {} val, {} test)",
@@ -143,32 +143,30 @@ pub fn train_with(
 
     let skipped = SkipLog::default();
     let continuing = resume && run.last_weights().is_file();
-    if fine_tune && cfg.train.head_epochs > 0 && !continuing {
+    let (mut task, cache_seconds) = if fine_tune && cfg.train.head_epochs > 0 && !continuing {
         if parallel.world_size() > 1 {
             return Err(ClassifyError::Invalid(
                 "train.head_epochs > 0 (LP-FT) runs in one process only for now; set train.head_epochs=0".into(),
             ));
         }
+        // LP-FT's second phase: everything that trains, on images.
         let (head, seconds) = fit_head_first(model, cfg, dataset, run, &skipped)?;
-        return finish_training(head.model, cfg, head.dataset, run, resume, max_epochs, skipped, seconds);
-    }
-    let frozen = model.freeze.frozen_stages == model.net.stages().len();
-    let start = std::time::Instant::now();
-    let (mode, cache_seconds) = if frozen && cfg.model.feature_cache && cfg.train.unfreeze_every == 0 {
-        (cached_mode(&mut model, cfg, &dataset, &skipped)?, start.elapsed().as_secs_f64())
+        (ClassifyTask::new(head.model, cfg.clone(), head.dataset, Mode::Images), seconds)
     } else {
-        (Mode::Images, 0.0)
+        let frozen = model.freeze.frozen_stages == model.net.stages().len();
+        let start = std::time::Instant::now();
+        let (mode, cache_seconds) = if frozen && cfg.model.feature_cache && cfg.train.unfreeze_every == 0 {
+            (cached_mode(&mut model, cfg, &dataset, &skipped)?, start.elapsed().as_secs_f64())
+        } else {
+            (Mode::Images, 0.0)
+        };
+        (ClassifyTask::new(model, cfg.clone(), dataset, mode), cache_seconds)
     };
-    let mut task = ClassifyTask::new(model, cfg.clone(), dataset, mode);
-    task.skipped = skipped.clone();
-    fit_and_evaluate(
-        task,
-        cfg,
-        run,
-        FitOptions { max_epochs_this_run: max_epochs, ..FitOptions::interactive(resume) },
-        cache_seconds,
-        parallel,
-    )
+    task.skipped = skipped;
+    let opts = FitOptions { max_epochs_this_run: max_epochs, ..FitOptions::interactive(resume) };
+    let mut outcome = fit_and_evaluate(task, run, &opts, parallel)?;
+    outcome.cache_seconds = cache_seconds;
+    Ok(outcome)
 }
 
 /// `classify train` / `run`: trains into `run`; then, unless stopped by a Ctrl-C, writes
@@ -202,14 +200,10 @@ pub fn train_and_report(
     };
     run.write_json(&run.metrics_json(), &metrics_file)?;
     let input = ReportInput {
-        cfg,
-        classes: &outcome.classes,
-        history: &outcome.fit.history,
+        record: RunRecord { cfg, classes: &outcome.classes, history: &outcome.fit.history, skipped: &skipped, facts },
         metrics: &outcome.metrics,
         split: &outcome.split,
         predictions: &outcome.predictions,
-        skipped: &skipped,
-        facts,
     };
     report::write(run, &input)?;
     outcome.skipped.print();
@@ -262,9 +256,9 @@ fn cached_mode(model: &mut Model, cfg: &ClassifyConfig, dataset: &ClassDataset, 
     let bf16 = model.inference_kind() == Kind::BFloat16;
     let (train, val) = model
         .frozen_inference(bf16, |m| {
-            let train = cache_features(m, cfg, &dataset.train, views, skipped, &progress)
+            let train = cache_features(m, cfg, (&dataset.train, views), skipped, &progress)
                 .map_err(|e| tlcv_core::Error::Invalid(format!("train split: {e}")))?;
-            let val = cache_features(m, cfg, &dataset.val, 1, skipped, &progress)
+            let val = cache_features(m, cfg, (&dataset.val, 1), skipped, &progress)
                 .map_err(|e| tlcv_core::Error::Invalid(format!("val split: {e}")))?;
             Ok((train, val))
         })
@@ -312,36 +306,19 @@ fn fit_head_first(
     Ok((task, cache_seconds))
 }
 
-/// Trains `model` on images (the second phase of LP-FT) and evaluates it.
-#[allow(clippy::too_many_arguments)]
-fn finish_training(
-    model: Model,
-    cfg: &ClassifyConfig,
-    dataset: ClassDataset,
-    run: &RunDir,
-    resume: bool,
-    max_epochs: Option<usize>,
-    skipped: SkipLog,
-    cache_seconds: f64,
-) -> Result<TrainOutcome> {
-    let mut task = ClassifyTask::new(model, cfg.clone(), dataset, Mode::Images);
-    task.skipped = skipped;
-    let opts = FitOptions { max_epochs_this_run: max_epochs, ..FitOptions::interactive(resume) };
-    fit_and_evaluate(task, cfg, run, opts, cache_seconds, &SingleProcess)
-}
-
-/// Runs the training loop on `task`, then evaluates its best checkpoint on the evaluation split.
+/// Runs the training loop on `task`, then evaluates its best checkpoint on the evaluation split
+/// (`cache_seconds` of the outcome is 0; the caller sets it).
 fn fit_and_evaluate(
     mut task: ClassifyTask,
-    cfg: &ClassifyConfig,
     run: &RunDir,
-    opts: FitOptions,
-    cache_seconds: f64,
+    opts: &FitOptions,
     parallel: &dyn Parallel,
 ) -> Result<TrainOutcome> {
     let skipped = task.skipped.clone();
+    let cfg = task.cfg.clone();
+    let cfg = &cfg;
     let fit =
-        train::fit(&mut task, &cfg.effective_train(), run, parallel, &opts).map_err(|e| with_skips(e, &skipped))?;
+        train::fit(&mut task, &cfg.effective_train(), run, parallel, opts).map_err(|e| with_skips(e, &skipped))?;
     // The main rank's last checkpoint is on disk before any rank reads the best weights back.
     parallel.barrier()?;
     // Evaluate the best checkpoint on the test split when there is one.
@@ -358,7 +335,7 @@ fn fit_and_evaluate(
         fit,
         skipped,
         classes: dataset.classes,
-        cache_seconds,
+        cache_seconds: 0.0,
     })
 }
 

@@ -7,9 +7,8 @@ use tlcv_core::{
     report::{self, Figure, Report, Tile},
     run::{
         RunDir,
-        report::{Curve, epoch_plots, finish},
+        report::{Curve, RunRecord, epoch_plots, finish},
     },
-    train::EpochRecord,
 };
 
 use crate::{Result, config::ClassifyConfig, evaluate::Prediction};
@@ -17,22 +16,14 @@ use crate::{Result, config::ClassifyConfig, evaluate::Prediction};
 /// Everything the report shows.
 #[derive(Debug)]
 pub struct ReportInput<'a> {
-    /// Configuration.
-    pub cfg: &'a ClassifyConfig,
-    /// Class names.
-    pub classes: &'a [String],
-    /// Per-epoch history.
-    pub history: &'a [EpochRecord],
+    /// Configuration, class names, history, skipped inputs and facts.
+    pub record: RunRecord<'a, ClassifyConfig>,
     /// Final metrics.
     pub metrics: &'a ClassificationMetrics,
     /// Split of the final metrics.
     pub split: &'a str,
     /// Predictions on that split.
     pub predictions: &'a [Prediction],
-    /// Skipped images with reasons.
-    pub skipped: &'a [String],
-    /// Extra facts (name, value) shown at the top.
-    pub facts: Vec<(String, String)>,
 }
 
 /// Draws the plots into `run/plots/` and writes `run/report.html`.
@@ -41,7 +32,7 @@ pub fn write(run: &RunDir, input: &ReportInput<'_>) -> Result<()> {
     let scores = [Curve::val("top-1", "top1"), Curve::val("top-5", "top5"), Curve::val("macro F1", "f1_macro")];
     let figures = epoch_plots(
         run,
-        input.history,
+        input.record.history,
         &[("loss.png", "Loss", &loss), ("metrics.png", "Validation metrics", &scores)],
     )?;
     let cm = run.plot("confusion_matrix.png");
@@ -49,7 +40,7 @@ pub fn write(run: &RunDir, input: &ReportInput<'_>) -> Result<()> {
         &cm,
         &format!("Confusion matrix ({})", input.split),
         &input.metrics.confusion,
-        input.classes,
+        input.record.classes,
         false,
     )?;
     let cm_norm = run.plot("confusion_matrix_normalized.png");
@@ -57,26 +48,27 @@ pub fn write(run: &RunDir, input: &ReportInput<'_>) -> Result<()> {
         &cm_norm,
         "Confusion matrix, normalised by true class",
         &input.metrics.confusion,
-        input.classes,
+        input.record.classes,
         true,
     )?;
     let f1 = run.plot("per_class_f1.png");
     let f1_values: Vec<f64> =
-        input.classes.iter().map(|c| input.metrics.per_class.get(c).map_or(f64::NAN, |s| s.f1)).collect();
-    report::plots::bar_plot(&f1, "F1 per class", input.classes, &f1_values)?;
+        input.record.classes.iter().map(|c| input.metrics.per_class.get(c).map_or(f64::NAN, |s| s.f1)).collect();
+    report::plots::bar_plot(&f1, "F1 per class", input.record.classes, &f1_values)?;
     let grid = run.plot("predictions.png");
     write_grid(&grid, input)?;
 
     let m = input.metrics;
-    let mut facts = input.facts.clone();
+    let mut facts = input.record.facts.clone();
     facts.extend([
         (format!("top-1 ({})", input.split), format!("{:.4}", m.top1)),
         (format!("top-5 ({})", input.split), format!("{:.4}", m.top5)),
         ("macro F1".to_string(), format!("{:.4}", m.f1_macro)),
         ("images evaluated".to_string(), m.samples.to_string()),
-        ("images skipped".to_string(), input.skipped.len().to_string()),
+        ("images skipped".to_string(), input.record.skipped.len().to_string()),
     ]);
     let rows: Vec<Vec<String>> = input
+        .record
         .classes
         .iter()
         .filter_map(|c| input.metrics.per_class.get(c).map(|s| (c, s)))
@@ -99,7 +91,10 @@ pub fn write(run: &RunDir, input: &ReportInput<'_>) -> Result<()> {
         .collect();
     let headers = ["class", "precision", "recall", "F1", "support"].map(String::from).to_vec();
     let page = Report::new(format!("classify: {}", run.root().display()))
-        .subtitle(format!("{} · {} · {}", input.cfg.model.backbone, input.cfg.model.strategy, input.cfg.data.path))
+        .subtitle(format!(
+            "{} · {} · {}",
+            input.record.cfg.model.backbone, input.record.cfg.model.strategy, input.record.cfg.data.path
+        ))
         .key_values(facts)
         .heading("Metrics per class")
         .metrics_table(headers, rows)
@@ -112,7 +107,7 @@ pub fn write(run: &RunDir, input: &ReportInput<'_>) -> Result<()> {
         ])
         .heading(format!("Predictions on {} (errors first)", input.split))
         .image("Predicted / true", grid);
-    finish(run, page, "Skipped images", input.skipped, input.cfg)?;
+    finish(run, page, "Skipped images", &input.record)?;
     Ok(())
 }
 
@@ -121,10 +116,10 @@ fn write_grid(path: &std::path::Path, input: &ReportInput<'_>) -> Result<()> {
     let mut order: Vec<&Prediction> = input.predictions.iter().collect();
     order.sort_by_key(|p| (p.predicted == p.label, p.path.clone()));
     let mut tiles = Vec::new();
-    for p in order.into_iter().take(input.cfg.eval.grid_images) {
+    for p in order.into_iter().take(input.record.cfg.eval.grid_images) {
         let Ok(img) = data::decode_file(&p.path, &DecodeOptions::default()) else { continue };
         let thumb = transforms::resize(&img, 96, 96)?;
-        let name = |i: usize| input.classes.get(i).cloned().unwrap_or_else(|| i.to_string());
+        let name = |i: usize| input.record.classes.get(i).cloned().unwrap_or_else(|| i.to_string());
         let correct = p.predicted == p.label;
         tiles.push(Tile {
             rgb: thumb.data,
@@ -139,13 +134,7 @@ fn write_grid(path: &std::path::Path, input: &ReportInput<'_>) -> Result<()> {
         });
     }
     if tiles.is_empty() {
-        tiles.push(Tile {
-            rgb: vec![255; 96 * 96 * 3],
-            width: 96,
-            height: 96,
-            caption: "no images".into(),
-            caption_color: Tile::WRONG,
-        });
+        tiles.push(Tile::placeholder("no images"));
     }
     report::plots::image_grid(path, &tiles, 8)?;
     Ok(())

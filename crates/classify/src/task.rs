@@ -107,7 +107,7 @@ pub struct BatchPlan {
 /// recorded in `skipped`.
 pub fn image_batches(samples: Arc<Vec<Sample>>, plan: BatchPlan, skipped: SkipLog) -> Batches<ImageBatch> {
     let BatchPlan { pipeline, norm, batch, shuffle, seed, epoch } = plan;
-    let loader = Loader::new(samples.len(), batch, shuffle, seed, false, 2);
+    let loader = Loader::new(samples.len(), batch).shuffled(shuffle, seed);
     let load_samples = Arc::clone(&samples);
     let iter = loader.iter_epoch(
         epoch,
@@ -291,8 +291,7 @@ impl Task for ClassifyTask {
 pub fn cache_features(
     model: &Model,
     cfg: &ClassifyConfig,
-    samples: &[Sample],
-    views: usize,
+    (samples, views): (&[Sample], usize),
     skipped: &SkipLog,
     progress: &tlcv_core::progress::Progress,
 ) -> Result<CachedSplit> {

@@ -10,7 +10,7 @@ use crate::{
         launch::{self, LaunchArgs, Role},
     },
     run::RunDir,
-    train::{C10dParallel, Parallel, SingleProcess, TrainConfig},
+    train::{C10dParallel, FitSummary, Parallel, SingleProcess, TrainConfig},
     weights::WeightsSource,
 };
 
@@ -67,6 +67,43 @@ pub struct TrainArgs {
     /// Print the final metrics as one JSON object on stdout (human-readable output goes to stderr).
     #[arg(long)]
     pub json: bool,
+}
+
+/// Which trained model `<task> predict` runs, and on which images.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PredictModelArgs {
+    /// A trained run directory.
+    #[arg(long, required_unless_present = "onnx", conflicts_with = "onnx")]
+    pub run: Option<PathBuf>,
+    /// An ONNX file written by this task's `export`, run by tract (no libtorch in the forward pass).
+    #[arg(long)]
+    pub onnx: Option<PathBuf>,
+    /// Images.
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+}
+
+/// The model of [`PredictModelArgs`].
+#[derive(Debug, Clone, Copy)]
+pub enum PredictSource<'a> {
+    /// A run directory, run by libtorch.
+    Run(&'a std::path::Path),
+    /// An exported ONNX file, run by tract.
+    Onnx(&'a std::path::Path),
+}
+
+impl PredictModelArgs {
+    /// The model to run, after checking that every image exists.
+    pub fn source(&self) -> anyhow::Result<PredictSource<'_>> {
+        if let Some(missing) = self.images.iter().find(|p| !p.exists()) {
+            anyhow::bail!("{} does not exist", missing.display());
+        }
+        match (&self.run, &self.onnx) {
+            (_, Some(file)) => Ok(PredictSource::Onnx(file)),
+            (Some(dir), None) => Ok(PredictSource::Run(dir)),
+            (None, None) => anyhow::bail!("give --run RUN_DIR or --onnx FILE"),
+        }
+    }
 }
 
 /// Flags of `<task> eval`: the run to evaluate, and on which data.
@@ -165,6 +202,23 @@ pub fn train_processes(
             body(&run, &SingleProcess)
         }
     }
+}
+
+/// The end of a `train` command on one rank: an interrupted fit is an error (exit code 130), and with
+/// `json` the main rank prints `summary()` as one line on stdout.
+pub fn finish_training(
+    fit: &FitSummary,
+    parallel: &dyn Parallel,
+    json: bool,
+    summary: impl FnOnce() -> anyhow::Result<String>,
+) -> anyhow::Result<()> {
+    if fit.interrupted {
+        anyhow::bail!(crate::Error::Interrupted);
+    }
+    if json && parallel.is_main() {
+        println!("{}", summary()?);
+    }
+    Ok(())
 }
 
 /// Quotes a flag's value as a TOML string for an override, so that `--data 123` stays a path; numbers and

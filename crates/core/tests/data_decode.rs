@@ -202,7 +202,7 @@ fn bad_and_unusual_inputs() {
 
     // Palette PNG written by hand: 4x2, indices 0..3 / 3..0 into red, green, blue, white.
     let pal = [[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 255]];
-    let bytes = png(4, 2, 8, 3, Some(&pal), &[0, 0, 1, 2, 3, 0, 3, 2, 1, 0]);
+    let bytes = png((4, 2), (8, 3), Some(&pal), &[0, 0, 1, 2, 3, 0, 3, 2, 1, 0]);
     let img = decode_file(write(dir, "palette.png", &bytes), &opts).unwrap();
     assert_eq!((img.width, img.height), (4, 2));
     let want: Vec<u8> = [0, 1, 2, 3, 3, 2, 1, 0].iter().flat_map(|&i| pal[i]).collect();
@@ -215,7 +215,7 @@ fn bad_and_unusual_inputs() {
     assert_eq!((img.width, img.height), (1, 3000));
 
     // A forged header claiming 20000x20000 is refused before decoding, naming the size.
-    let forged = png(20000, 20000, 8, 2, None, &[0, 1, 2, 3]);
+    let forged = png((20000, 20000), (8, 2), None, &[0, 1, 2, 3]);
     let p = write(dir, "huge.png", &forged);
     let r = decode_file(&p, &opts);
     assert!(

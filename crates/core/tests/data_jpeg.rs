@@ -123,10 +123,9 @@ fn region_decoded_random_crops_equal_crops_of_the_whole_image() {
                 let seed = (i * 10 + k) as u64;
                 let (scale, ratio) = ((0.08, 1.0), (3.0 / 4.0, 4.0 / 3.0));
                 let (mut rng_a, mut rng_b) = (StdRng::seed_from_u64(seed), StdRng::seed_from_u64(seed));
-                let fused =
-                    transforms::decode_random_resized_crop(&bytes, path, &opts, 56, 48, scale, ratio, &mut rng_a)
-                        .unwrap();
-                let want = transforms::random_resized_crop_with(&whole, 56, 48, scale, ratio, &mut rng_b).unwrap();
+                let crop = transforms::RandomResizedCrop { scale, ratio, ..transforms::RandomResizedCrop::new(56, 48) };
+                let fused = crop.decode(&bytes, path, &opts, &mut rng_a).unwrap();
+                let want = crop.apply(&whole, &mut rng_b).unwrap();
                 assert!(fused == want, "{} (target {target:?}, seed {seed}): crops differ", path.display());
                 // The generators advanced alike, so what follows in the pipeline is unchanged too.
                 assert_eq!(rand::Rng::r#gen::<u64>(&mut rng_a), rand::Rng::r#gen::<u64>(&mut rng_b));

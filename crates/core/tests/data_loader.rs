@@ -53,7 +53,7 @@ fn loader_skips_bad_files_and_covers_every_good_index_once() {
     let (paths, bad) = mixed_files(tmp.path());
     let paths = Arc::new(paths);
     for shuffle in [false, true] {
-        let loader = Loader::new(paths.len(), 4, shuffle, 11, false, 2);
+        let loader = Loader::new(paths.len(), 4).shuffled(shuffle, 11);
         assert_eq!(loader.num_batches(), 6);
         for epoch in 0..2 {
             let p = Arc::clone(&paths);
@@ -98,7 +98,7 @@ fn loader_skips_bad_files_and_covers_every_good_index_once() {
         if shuffle {
             assert_eq!(loader.epoch_order(3), loader.epoch_order(3));
             assert_ne!(loader.epoch_order(0), loader.epoch_order(1));
-            assert_ne!(loader.epoch_order(0), Loader::new(23, 4, true, 12, false, 2).epoch_order(0));
+            assert_ne!(loader.epoch_order(0), Loader::new(23, 4).shuffled(true, 12).epoch_order(0));
         }
     }
 }
@@ -106,7 +106,7 @@ fn loader_skips_bad_files_and_covers_every_good_index_once() {
 #[test]
 fn loader_whole_batch_failure_drop_last_and_early_drop() {
     // Items 0..4 fail: the first batch is an empty marker, the rest carry on.
-    let loader = Loader::new(10, 4, false, 0, true, 0);
+    let loader = Loader::new(10, 4).drop_last().prefetch(0);
     assert_eq!(loader.num_batches(), 2);
     let batches: Vec<_> = loader
         .iter_epoch(0, |i, _| if i < 4 { Err(DataError::Other(format!("bad {i}"))) } else { Ok(i) }, |v: Vec<usize>| v)
@@ -118,7 +118,7 @@ fn loader_whole_batch_failure_drop_last_and_early_drop() {
     // Dropping the iterator early stops the worker without hanging.
     let calls = Arc::new(AtomicUsize::new(0));
     let c = Arc::clone(&calls);
-    let mut it = Loader::new(1000, 10, true, 1, false, 1).iter_epoch(
+    let mut it = Loader::new(1000, 10).shuffled(true, 1).prefetch(1).iter_epoch(
         0,
         move |i, _| {
             c.fetch_add(1, Ordering::SeqCst);
@@ -135,7 +135,7 @@ fn loader_whole_batch_failure_drop_last_and_early_drop() {
 fn loader_per_sample_rng_is_independent_of_batching_and_threads() {
     let draw = |batch: usize, prefetch: usize, epoch: usize| {
         let mut out = vec![0u64; 50];
-        for b in Loader::new(50, batch, true, 99, false, prefetch).iter_epoch(
+        for b in Loader::new(50, batch).shuffled(true, 99).prefetch(prefetch).iter_epoch(
             epoch,
             |i, rng| Ok((i, rng.r#gen::<u64>())),
             |v| v,
@@ -155,7 +155,8 @@ fn loader_per_sample_rng_is_independent_of_batching_and_threads() {
 #[test]
 fn loader_reraises_a_panicking_load_function() {
     let r = std::panic::catch_unwind(|| {
-        Loader::new(8, 2, false, 0, false, 1)
+        Loader::new(8, 2)
+            .prefetch(1)
             .iter_epoch(0, |i, _| if i == 5 { panic!("boom") } else { Ok(i) }, |v: Vec<usize>| v)
             .count()
     });
@@ -164,7 +165,7 @@ fn loader_reraises_a_panicking_load_function() {
 
 #[test]
 fn loader_collates_into_tensors() {
-    let loader = Loader::new(6, 4, false, 0, false, 1);
+    let loader = Loader::new(6, 4).prefetch(1);
     let shapes: Vec<Vec<i64>> = loader
         .iter_epoch(
             0,

@@ -303,13 +303,13 @@ fn train_equivalence(g: Arc<ProcessGroup>) {
     tch::set_num_threads(1);
     // Every rank builds its own random weights; C10dParallel's broadcast makes them rank 0's.
     let parallel = C10dParallel::new(Arc::clone(&g), true);
-    let ranks = train_steps(&parallel, 200 + g.rank() as i64, &images, &labels, &order, BATCH / 2);
+    let ranks = train_steps(&parallel, 200 + g.rank() as i64, (&images, &labels), &order, BATCH / 2);
     drop(parallel);
     // Both ranks hold the same weights (same start, same averaged gradients); rank 0 compares.
     if g.rank() != 0 {
         return;
     }
-    let reference = train_steps(&SingleProcess, 100, &images, &labels, &order, BATCH);
+    let reference = train_steps(&SingleProcess, 100, (&images, &labels), &order, BATCH);
     assert_eq!(reference.len(), ranks.len());
     for (i, (a, b)) in reference.iter().zip(&ranks).enumerate() {
         close(a, b, 1e-9, &format!("variable {i} after {STEPS} steps"));
@@ -322,8 +322,7 @@ fn train_equivalence(g: Arc<ProcessGroup>) {
 fn train_steps(
     parallel: &dyn Parallel,
     seed: i64,
-    images: &Tensor,
-    labels: &Tensor,
+    (images, labels): (&Tensor, &Tensor),
     order: &[usize],
     batch: usize,
 ) -> Vec<Tensor> {

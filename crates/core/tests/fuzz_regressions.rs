@@ -81,16 +81,9 @@ fn image_decode_inputs() {
             let opts = DecodeOptions { target_size: target, ..opts.clone() };
             let mut rng =
                 StdRng::seed_from_u64(bytes.iter().fold(0u64, |h, &b| h.wrapping_mul(31).wrapping_add(b as u64)));
-            let crop = transforms::decode_random_resized_crop(
-                &bytes,
-                Path::new(&name),
-                &opts,
-                24,
-                16,
-                (0.08, 1.0),
-                (0.75, 1.33),
-                &mut rng,
-            );
+            let rrc =
+                transforms::RandomResizedCrop { ratio: (0.75, 1.33), ..transforms::RandomResizedCrop::new(24, 16) };
+            let crop = rrc.decode(&bytes, Path::new(&name), &opts, &mut rng);
             if let Ok(img) = &crop {
                 assert_eq!((img.width, img.height, img.data.len()), (24, 16, 24 * 16 * 3), "{name}");
             }

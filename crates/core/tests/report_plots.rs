@@ -191,7 +191,7 @@ fn confusion_matrix_colours_follow_counts() {
     let labels: Vec<String> = ["cat", "dog", "bird", "horse"].iter().map(|s| s.to_string()).collect();
     let m = vec![vec![50, 2, 0, 0], vec![5, 40, 3, 2], vec![0, 0, 45, 0], vec![1, 9, 0, 40]];
     let p = dir.join("cm.png");
-    report::confusion_matrix_sized(&p, (640, 600), "Confusion matrix", &m, &labels, true).unwrap();
+    report::confusion_matrix_sized(&p, (640, 600), "Confusion matrix", (&m, &labels), true).unwrap();
     let img = read(&p);
     assert_eq!(size(&img), (640, 600));
     // Row 2 is all correct: normalised 1.0 is the darkest colour of the scale.

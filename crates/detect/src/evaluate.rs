@@ -41,7 +41,7 @@ pub fn detect_files(
     // An ONNX export takes pixels in 0..1 and normalises in its graph.
     let norm = model.input_normalization().unwrap_or(Normalization { mean: [0.0; 3], std: [1.0; 3] });
     let shared = Arc::new(paths.to_vec());
-    let loader = Loader::new(paths.len(), batch.max(1), false, 0, false, 2);
+    let loader = Loader::new(paths.len(), batch.max(1));
     let opts = DecodeOptions { max_pixels, target_size: None };
     let files = Arc::clone(&shared);
     let iter = loader.iter_epoch(

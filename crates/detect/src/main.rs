@@ -16,7 +16,7 @@ use detect::{
     ultralytics::spec::YoloArch,
 };
 use tlcv_core::{
-    cli::{EvalArgs, TrainArgs},
+    cli::{EvalArgs, PredictModelArgs, PredictSource, TrainArgs},
     run,
 };
 
@@ -123,12 +123,8 @@ struct TrainCmd {
 
 #[derive(Debug, clap::Args)]
 struct PredictCmd {
-    /// A trained run directory.
-    #[arg(long, required_unless_present = "onnx", conflicts_with = "onnx")]
-    run: Option<PathBuf>,
-    /// An ONNX file written by `detect export`, run by tract (no libtorch in the forward pass).
-    #[arg(long)]
-    onnx: Option<PathBuf>,
+    #[command(flatten)]
+    model: PredictModelArgs,
     /// Folder for the annotated images (default: <run>/predict).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -138,9 +134,6 @@ struct PredictCmd {
     /// One JSON object per image on stdout.
     #[arg(long)]
     json: bool,
-    /// Images.
-    #[arg(required = true)]
-    images: Vec<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -265,29 +258,11 @@ fn train(cmd: &TrainCmd, end_to_end: bool) -> anyhow::Result<()> {
     }
     let cfg = load_config(&common, cmd.preset.as_deref(), cmd.model.as_deref())?;
     tlcv_core::cli::train_processes(&cmd.launch, &cmd.common, "detect", &cfg.train, |run, parallel| {
-        train_in(cmd, end_to_end, &cfg, run, parallel)
+        let outcome = pipeline::train_and_report(&cfg, run, cmd.common.resume, end_to_end, parallel)?;
+        tlcv_core::cli::finish_training(&outcome.fit, parallel, cmd.common.json, || {
+            json_summary(&outcome.eval, run.root())
+        })
     })
-}
-
-/// This process's part of `train`: all of it alone, its shard as a rank (only rank 0 prints the summary).
-fn train_in(
-    cmd: &TrainCmd,
-    end_to_end: bool,
-    cfg: &DetectConfig,
-    run: &tlcv_core::run::RunDir,
-    parallel: &dyn tlcv_core::train::Parallel,
-) -> anyhow::Result<()> {
-    let outcome = pipeline::train_and_report(cfg, run, cmd.common.resume, end_to_end, parallel)?;
-    if outcome.fit.interrupted {
-        bail!(tlcv_core::Error::Interrupted);
-    }
-    if !parallel.is_main() {
-        return Ok(());
-    }
-    if cmd.common.json {
-        println!("{}", json_summary(&outcome.eval, run.root())?);
-    }
-    Ok(())
 }
 
 /// `detect compare`: the configuration of each family (`--set`, then its `--family-set`), then
@@ -361,24 +336,20 @@ fn eval_cmd(cmd: &EvalArgs) -> anyhow::Result<()> {
 
 fn predict_cmd(cmd: &PredictCmd) -> anyhow::Result<()> {
     run::configure_threads();
-    if let Some(missing) = cmd.images.iter().find(|p| !p.exists()) {
-        bail!("{} does not exist", missing.display());
-    }
     // The libtorch run, or the exported file with the default thresholds.
     let (model, names, eval, out): (Box<dyn DetectModel>, Vec<String>, EvalConfig, PathBuf) =
-        match (&cmd.run, &cmd.onnx) {
-            (_, Some(file)) => {
+        match cmd.model.source()? {
+            PredictSource::Onnx(file) => {
                 let m = detect::export::OnnxDetector::load(file)?;
                 let names = m.names.clone();
                 let out = cmd.out.clone().unwrap_or_else(|| file.with_extension("predict"));
                 (Box::new(m), names, EvalConfig::default(), out)
             }
-            (Some(dir), None) => {
+            PredictSource::Run(dir) => {
                 let (trained, model) = pipeline::load_run(dir)?;
                 let out = cmd.out.clone().unwrap_or_else(|| trained.dir.root().join("predict"));
                 (Box::new(model), trained.classes, trained.config.eval, out)
             }
-            (None, None) => bail!("give --run RUN_DIR or --onnx FILE"),
         };
     let pp = PostprocessConfig {
         conf: cmd.conf.unwrap_or(eval.predict_conf),
@@ -387,7 +358,7 @@ fn predict_cmd(cmd: &PredictCmd) -> anyhow::Result<()> {
         ..Default::default()
     };
     let mut failed = 0;
-    for r in predict::predict_files(model.as_ref(), &names, &cmd.images, &pp, Some(&out))? {
+    for r in predict::predict_files(model.as_ref(), &names, &cmd.model.images, &pp, Some(&out))? {
         match r {
             Ok(p) if cmd.json => println!("{}", serde_json::to_string(&p)?),
             Ok(p) => {
@@ -407,7 +378,7 @@ fn predict_cmd(cmd: &PredictCmd) -> anyhow::Result<()> {
         }
     }
     eprintln!("annotated images: {}", out.display());
-    if failed == cmd.images.len() {
+    if failed == cmd.model.images.len() {
         bail!("no image could be read");
     }
     Ok(())

@@ -105,18 +105,34 @@ fn check_lengths(boxes: usize, scores: usize, classes: usize) -> Result<(), Dete
     Ok(())
 }
 
-/// Returns kept indices sorted by score descending (ties: lower index first), at most `max_det`.
+/// The thresholds of class-aware NMS.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NmsParams {
+    /// A box is suppressed by a higher-scoring box of its class with IoU above this.
+    pub iou: f64,
+    /// Only boxes scoring above this enter.
+    pub score: f64,
+    /// At most this many boxes are kept.
+    pub max_det: usize,
+}
+
+impl NmsParams {
+    /// Every box enters (score threshold minus infinity), as `torchvision.ops.batched_nms`.
+    pub fn new(iou: f64, max_det: usize) -> Self {
+        NmsParams { iou, score: f64::NEG_INFINITY, max_det }
+    }
+}
+
+/// Returns kept indices sorted by score descending (ties: lower index first), at most `p.max_det`.
 pub fn batched_nms_plain(
     boxes: &[[f64; 4]],
     scores: &[f64],
     classes: &[i64],
-    iou_thr: f64,
-    score_thr: f64,
-    max_det: usize,
+    p: NmsParams,
 ) -> Result<Vec<usize>, DetectError> {
     check_lengths(boxes.len(), scores.len(), classes.len())?;
-    let order: Vec<usize> = (0..boxes.len()).filter(|&i| scores[i] > score_thr).collect();
-    Ok(classwise(boxes, scores, classes, order, iou_thr, max_det))
+    let order: Vec<usize> = (0..boxes.len()).filter(|&i| scores[i] > p.score).collect();
+    Ok(classwise(boxes, scores, classes, order, p))
 }
 
 /// [`batched_nms_plain`] in float32 on float32 data (every box enters), as `torchvision.ops.nms`
@@ -129,7 +145,7 @@ pub fn batched_nms_f32(
     max_det: usize,
 ) -> Result<Vec<usize>, DetectError> {
     check_lengths(boxes.len(), scores.len(), classes.len())?;
-    Ok(classwise(boxes, scores, classes, (0..boxes.len()).collect(), iou_thr, max_det))
+    Ok(classwise(boxes, scores, classes, (0..boxes.len()).collect(), NmsParams::new(iou_thr, max_det)))
 }
 
 /// Sorts `order` by class then score, suppresses each class in parallel, merges by score.
@@ -138,9 +154,9 @@ fn classwise<T: Coord>(
     scores: &[T],
     classes: &[i64],
     mut order: Vec<usize>,
-    iou_thr: f64,
-    max_det: usize,
+    p: NmsParams,
 ) -> Vec<usize> {
+    let (iou_thr, max_det) = (p.iou, p.max_det);
     order.sort_by(|&a, &b| classes[a].cmp(&classes[b]).then(by_score_desc(scores, a, b)));
     let groups: Vec<&[usize]> = order.chunk_by(|&a, &b| classes[a] == classes[b]).collect();
     let mut kept: Vec<usize> = groups.par_iter().flat_map_iter(|g| nms_sorted(boxes, g, iou_thr, max_det)).collect();
@@ -150,15 +166,8 @@ fn classwise<T: Coord>(
 }
 
 /// Class-aware NMS on tensors: `boxes` `[N, 4]` xyxy, `scores` `[N]`, `classes` `[N]` (integer).
-/// Returns the kept indices `[K]` (i64, CPU) sorted by score descending, `K <= max_det`.
-pub fn batched_nms(
-    boxes: &Tensor,
-    scores: &Tensor,
-    classes: &Tensor,
-    iou_thr: f64,
-    score_thr: f64,
-    max_det: usize,
-) -> Result<Tensor, DetectError> {
+/// Returns the kept indices `[K]` (i64, CPU) sorted by score descending, `K <= p.max_det`.
+pub fn batched_nms(boxes: &Tensor, scores: &Tensor, classes: &Tensor, p: NmsParams) -> Result<Tensor, DetectError> {
     let n = check_boxes(boxes, "nms boxes")?;
     for (t, what) in [(scores, "scores"), (classes, "classes")] {
         if t.size() != [n] {
@@ -168,7 +177,7 @@ pub fn batched_nms(
     let b = to_vec4(boxes)?;
     let s = Vec::<f64>::try_from(scores.to_device(Device::Cpu).to_kind(Kind::Double).contiguous())?;
     let c = Vec::<i64>::try_from(classes.to_device(Device::Cpu).to_kind(Kind::Int64).contiguous())?;
-    let kept = batched_nms_plain(&b, &s, &c, iou_thr, score_thr, max_det)?;
+    let kept = batched_nms_plain(&b, &s, &c, p)?;
     let kept: Vec<i64> = kept.into_iter().map(|i| i as i64).collect();
     Ok(Tensor::from_slice(&kept))
 }

@@ -7,7 +7,11 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use tlcv_core::{
     checkpoint::{self, LoadOptions},
-    run::{self, RunDir, SkipLog, SkippedSummary, TrainedRun, report::fit_facts, write_atomic},
+    run::{
+        self, RunDir, SkipLog, SkippedSummary, TrainedRun,
+        report::{RunRecord, fit_facts},
+        write_atomic,
+    },
     train::{self, FitOptions, FitSummary, Parallel, TaskKind},
 };
 
@@ -59,13 +63,10 @@ pub fn report_issues(issues: &Issues) {
 /// of a data-parallel group (or [`tlcv_core::train::SingleProcess`]): only the main rank writes into
 /// `run`; every rank evaluates (the outcome is the same on each).
 pub fn train(cfg: &DetectConfig, run: &RunDir, resume: bool, parallel: &dyn Parallel) -> Result<TrainOutcome> {
-    run::configure_threads();
-    let device = cfg.train.device.resolve()?;
     // The run's config.toml records what `train.precision` resolved to.
     let mut cfg = cfg.clone();
-    let plan = cfg.train.resolve_precision(device, TaskKind::Detect);
+    let (device, plan) = cfg.train.prepare(TaskKind::Detect)?;
     let cfg = &cfg;
-    tch::manual_seed(cfg.train.seed as i64);
     let (ds, data_dir) = data::load_config(&cfg.data)?;
     let objects = |v: &[DetImage]| v.iter().map(|i| i.objects.len()).sum::<usize>();
     eprintln!(
@@ -116,7 +117,7 @@ pub fn train(cfg: &DetectConfig, run: &RunDir, resume: bool, parallel: &dyn Para
         checkpoint::load_file(&model.vs, &run.best_weights(), &LoadOptions::default())?;
     }
     let pp = DetectTask::eval_postprocess(cfg);
-    let eval = evaluate_images_sharded(&model, &val, &names, &pp, cfg.train.batch.max(1) * 2, parallel)?;
+    let eval = evaluate_images_sharded(&model, (&val, &names), &pp, cfg.train.batch.max(1) * 2, parallel)?;
     eval.skipped.print();
     skipped.extend(&eval.skipped);
     if parallel.is_main() {
@@ -255,14 +256,10 @@ pub fn train_and_report(
     report::write(
         run,
         &ReportInput {
-            cfg,
-            names: &outcome.names,
-            history: &outcome.fit.history,
+            record: RunRecord { cfg, classes: &outcome.names, history: &outcome.fit.history, skipped: &issues, facts },
             eval: &outcome.eval,
             per_class: &metrics.per_class,
             val: &outcome.val,
-            issues: &issues,
-            facts,
         },
     )?;
     if end_to_end {

@@ -8,7 +8,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::augment::LetterboxInfo;
 use crate::error::Result;
-use crate::nms::batched_nms_plain;
+use crate::nms::{NmsParams, batched_nms_plain};
 
 /// One detection.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -67,7 +67,7 @@ pub fn postprocess(boxes: &Tensor, scores: &Tensor, cfg: &PostprocessConfig) -> 
         let sc: Vec<f64> = Vec::try_from(to_cpu(&s.index_select(0, &idx)))?;
         let cl: Vec<i64> = Vec::try_from(cls.get(i).index_select(0, &idx).to_device(Device::Cpu).contiguous())?;
         let bx: Vec<[f64; 4]> = b.chunks_exact(4).map(|c| [c[0], c[1], c[2], c[3]]).collect();
-        let kept = batched_nms_plain(&bx, &sc, &cl, cfg.iou, f64::NEG_INFINITY, cfg.max_det)?;
+        let kept = batched_nms_plain(&bx, &sc, &cl, NmsParams::new(cfg.iou, cfg.max_det))?;
         debug_assert!(kept.len() <= k as usize);
         out.push(kept.into_iter().map(|j| Detection { bbox: bx[j], score: sc[j], class: cl[j] as usize }).collect());
     }

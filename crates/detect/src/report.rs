@@ -9,9 +9,8 @@ use tlcv_core::{
     report::{self, Figure, Report, Series, Tile},
     run::{
         RunDir,
-        report::{Curve, epoch_plots, finish},
+        report::{Curve, RunRecord, epoch_plots, finish},
     },
-    train::EpochRecord,
 };
 
 use crate::boxes::iou_xyxy;
@@ -26,36 +25,32 @@ use crate::predict::draw;
 /// Everything the report shows.
 #[derive(Debug)]
 pub struct ReportInput<'a> {
-    /// Configuration.
-    pub cfg: &'a DetectConfig,
-    /// Class names.
-    pub names: &'a [String],
-    /// Per-epoch history.
-    pub history: &'a [EpochRecord],
+    /// Configuration, class names, history, skipped inputs and facts.
+    pub record: RunRecord<'a, DetectConfig>,
     /// Final evaluation.
     pub eval: &'a EvalOutput,
     /// Per-class rows.
     pub per_class: &'a [ClassRow],
     /// The validation images (same order as `eval.per_image`).
     pub val: &'a [DetImage],
-    /// Label problems and skipped images.
-    pub issues: &'a [String],
-    /// Extra facts (name, value) shown at the top.
-    pub facts: Vec<(String, String)>,
 }
 
 /// Draws the plots into `run/plots/` and writes `run/report.html`.
 pub fn write(run: &RunDir, input: &ReportInput<'_>) -> Result<()> {
     // Every term the family logs (YOLO: box, cls, dfl; SSD: regression, classification; Faster
     // R-CNN: the four RPN and box-head losses), with the total last.
-    let mut keys: Vec<&String> =
-        input.history.first().map(|r| r.train.keys().filter(|k| k.as_str() != "loss").collect()).unwrap_or_default();
+    let mut keys: Vec<&String> = input
+        .record
+        .history
+        .first()
+        .map(|r| r.train.keys().filter(|k| k.as_str() != "loss").collect())
+        .unwrap_or_default();
     keys.sort();
     let terms: Vec<Curve> = keys.iter().map(|k| k.as_str()).chain(["loss"]).map(|k| Curve::train(k, k)).collect();
     let scores: Vec<Curve> = ["map50", "map", "precision", "recall"].map(|k| Curve::val(k, k)).to_vec();
     let curves = epoch_plots(
         run,
-        input.history,
+        input.record.history,
         &[("loss.png", "Training loss per term", &terms), ("val_metrics.png", "Validation metrics", &scores)],
     )?;
     let e = input.eval;
@@ -66,7 +61,7 @@ pub fn write(run: &RunDir, input: &ReportInput<'_>) -> Result<()> {
             .zip(&e.pr.precision)
             .filter(|(_, p)| p.iter().all(|&v| v >= 0.0))
             .map(|(&cat, p)| {
-                let name = input.names.get((cat - 1) as usize).cloned().unwrap_or_else(|| cat.to_string());
+                let name = input.record.classes.get((cat - 1) as usize).cloned().unwrap_or_else(|| cat.to_string());
                 let ap = p.iter().sum::<f64>() / p.len().max(1) as f64;
                 Series::new(format!("{name} {ap:.3}"), e.pr.recall.iter().copied().zip(p.iter().copied()).collect())
             })
@@ -88,7 +83,7 @@ pub fn write(run: &RunDir, input: &ReportInput<'_>) -> Result<()> {
     // Ours is [pred][true] with background last; the plot wants [true][pred].
     let k = e.confusion.matrix.len();
     let cm: Vec<Vec<u64>> = (0..k).map(|t| (0..k).map(|p| e.confusion.matrix[p][t]).collect()).collect();
-    let mut labels: Vec<String> = input.names.to_vec();
+    let mut labels: Vec<String> = input.record.classes.to_vec();
     labels.push("background".into());
     let cm_path = run.plot("confusion_matrix.png");
     report::confusion_matrix(&cm_path, "Confusion matrix (rows: true, columns: predicted)", &cm, &labels, false)?;
@@ -97,7 +92,7 @@ pub fn write(run: &RunDir, input: &ReportInput<'_>) -> Result<()> {
     write_grid(&grid, input)?;
 
     let s = &e.summary;
-    let mut facts = input.facts.clone();
+    let mut facts = input.record.facts.clone();
     facts.extend([
         ("mAP@.5".to_string(), format!("{:.4}", s.map50)),
         ("mAP@[.5:.95]".to_string(), format!("{:.4}", s.map)),
@@ -131,10 +126,10 @@ pub fn write(run: &RunDir, input: &ReportInput<'_>) -> Result<()> {
     let page = Report::new(format!("detect: {}", run.root().display()))
         .subtitle(format!(
             "{} · {} · {} · {}",
-            input.cfg.model.family,
-            input.cfg.network(),
-            input.cfg.model.strategy,
-            input.cfg.data.path
+            input.record.cfg.model.family,
+            input.record.cfg.network(),
+            input.record.cfg.model.strategy,
+            input.record.cfg.data.path
         ))
         .key_values(facts)
         .heading("Per class (validation)")
@@ -145,7 +140,7 @@ pub fn write(run: &RunDir, input: &ReportInput<'_>) -> Result<()> {
         .images(figures)
         .heading("Validation images: ground truth (left) and predictions (right)")
         .image("Ground truth / predictions", grid);
-    finish(run, page, "Label problems and skipped images", input.issues, input.cfg)?;
+    finish(run, page, "Label problems and skipped images", &input.record)?;
     Ok(())
 }
 
@@ -166,9 +161,9 @@ fn all_correct(gt: &[Object], dets: &[Detection]) -> bool {
 /// Pairs of tiles: the image with its ground truth, then with the predictions above `predict_conf`.
 fn write_grid(path: &Path, input: &ReportInput<'_>) -> Result<()> {
     const SIDE: usize = 224;
-    let conf = input.cfg.eval.predict_conf;
+    let conf = input.record.cfg.eval.predict_conf;
     let mut tiles = Vec::new();
-    for (im, dets) in input.val.iter().zip(&input.eval.per_image).take(input.cfg.eval.grid_images) {
+    for (im, dets) in input.val.iter().zip(&input.eval.per_image).take(input.record.cfg.eval.grid_images) {
         let Ok(img) = data::decode_file(&im.path, &DecodeOptions::default()) else { continue };
         let gt: Vec<Detection> =
             im.objects.iter().map(|o| Detection { bbox: o.bbox, score: 1.0, class: o.class }).collect();
@@ -179,7 +174,7 @@ fn write_grid(path: &Path, input: &ReportInput<'_>) -> Result<()> {
             (&gt, format!("{name}: {} true", gt.len()), Tile::CORRECT),
             (&shown, format!("{} predicted", shown.len()), if ok { Tile::CORRECT } else { Tile::WRONG }),
         ] {
-            let drawn = draw(&img, dets, input.names, 2)?;
+            let drawn = draw(&img, dets, input.record.classes, 2)?;
             let r = SIDE as f64 / drawn.width.max(drawn.height) as f64;
             let (w, h) = (
                 ((drawn.width as f64 * r).round() as usize).max(1),
@@ -190,13 +185,7 @@ fn write_grid(path: &Path, input: &ReportInput<'_>) -> Result<()> {
         }
     }
     if tiles.is_empty() {
-        tiles.push(Tile {
-            rgb: vec![255; 64 * 64 * 3],
-            width: 64,
-            height: 64,
-            caption: "no images".into(),
-            caption_color: Tile::WRONG,
-        });
+        tiles.push(Tile::placeholder("no images"));
     }
     report::image_grid(path, &tiles, 4)?;
     Ok(())

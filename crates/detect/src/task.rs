@@ -181,7 +181,7 @@ impl Task for DetectTask {
         let order = tlcv_core::train::epoch_shard_order(self.train.len(), self.cfg.train.seed, epoch, parallel);
         let shard = Arc::new(parallel.shard(&order));
         let (skipped, images, order) = (self.skipped.clone(), Arc::clone(&self.train), Arc::clone(&shard));
-        let loader = Loader::new(shard.len(), self.cfg.train.batch.max(1), true, self.cfg.train.seed, false, 2);
+        let loader = Loader::new(shard.len(), self.cfg.train.batch.max(1)).shuffled(true, self.cfg.train.seed);
         let (train, cache, aug) = (Arc::clone(&self.train), Arc::clone(&self.cache), self.cfg.augment.clone());
         let mosaic = self.mosaic.load(Ordering::SeqCst);
         let ssd_recipe = aug.recipe.resolve(self.cfg.model.family) == Recipe::Ssd;
@@ -253,7 +253,7 @@ impl Task for DetectTask {
         }
         let pp = Self::eval_postprocess(&self.cfg);
         let batch = self.cfg.train.batch.max(1) * 2;
-        let ev = evaluate_images_sharded(&self.model, &self.val, &self.names, &pp, batch, parallel)?;
+        let ev = evaluate_images_sharded(&self.model, (&self.val, &self.names), &pp, batch, parallel)?;
         let flat = flat_metrics(&ev);
         for key in ["map", "map50", "map75", "precision", "recall"] {
             if let Some(v) = flat.get(key) {

@@ -35,7 +35,7 @@ fn yolo_labels_are_validated_with_file_and_line() {
                 \n\
                 1 0.25 0.75 0.5 0.5\n";
     let mut issues = Issues::default();
-    let objs = yolo::parse_labels(text, &path, 200, 100, 2, &mut issues);
+    let objs = yolo::parse_labels(text, &path, (200, 100), 2, &mut issues);
     assert_eq!(objs.len(), 2, "{objs:?}");
     assert_eq!(objs[0], Object { class: 0, bbox: [80.0, 30.0, 120.0, 70.0] });
     assert_eq!(objs[1], Object { class: 1, bbox: [0.0, 50.0, 100.0, 100.0] });
@@ -54,7 +54,7 @@ fn yolo_labels_are_validated_with_file_and_line() {
 fn degenerate_boxes_are_dropped() {
     let mut issues = Issues::default();
     // 0.002 * 100 px = 0.2 px high.
-    let objs = yolo::parse_labels("0 0.5 0.5 0.5 0.002\n", Path::new("l.txt"), 100, 100, 1, &mut issues);
+    let objs = yolo::parse_labels("0 0.5 0.5 0.5 0.002\n", Path::new("l.txt"), (100, 100), 1, &mut issues);
     assert!(objs.is_empty());
     assert!(issues.messages[0].contains("degenerate"), "{:?}", issues.messages);
 }

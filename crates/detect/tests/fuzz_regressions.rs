@@ -21,7 +21,8 @@ fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-fn assert_inside(name: &str, class: usize, classes: usize, b: [f64; 4], w: f64, h: f64) {
+/// `b` lies inside a `(w, h)` image and `class` is below `classes`.
+fn assert_inside(name: &str, (class, classes): (usize, usize), b: [f64; 4], (w, h): (f64, f64)) {
     assert!(class < classes, "{name}: class {class} of {classes}");
     assert!(b.iter().all(|v| v.is_finite()), "{name}: {b:?}");
     assert!(b[0] >= 0.0 && b[1] >= 0.0 && b[2] <= w && b[3] <= h, "{name}: {b:?} outside {w}x{h}");
@@ -41,9 +42,9 @@ fn yolo_label_inputs() {
         let text = String::from_utf8_lossy(&data[5..]);
         lines += text.lines().filter(|l| !l.trim().is_empty()).count();
         let mut issues = Issues::default();
-        let objects = yolo::parse_labels(&text, Path::new(&name), w, h, nc, &mut issues);
+        let objects = yolo::parse_labels(&text, Path::new(&name), (w, h), nc, &mut issues);
         for o in &objects {
-            assert_inside(&name, o.class, nc, o.bbox, f64::from(w), f64::from(h));
+            assert_inside(&name, (o.class, nc), o.bbox, (f64::from(w), f64::from(h)));
         }
         for m in &issues.messages {
             assert!(m.starts_with(&format!("{name}:")), "{name}: message without file and line: {m}");
@@ -69,7 +70,7 @@ fn coco_json_inputs() {
         let (names, images, _issues): (Vec<String>, Vec<DetImage>, Issues) = r.expect("parse");
         for im in &images {
             for o in &im.objects {
-                assert_inside(&name, o.class, names.len(), o.bbox, f64::from(im.width), f64::from(im.height));
+                assert_inside(&name, (o.class, names.len()), o.bbox, (f64::from(im.width), f64::from(im.height)));
             }
         }
     }

@@ -1,7 +1,8 @@
 //! Task-aligned assignment on a hand-built case (values worked out by hand in the comments).
 #![allow(clippy::unwrap_used)]
 
-use detect::yolo::assigner::{TalConfig, assign};
+use detect::model_io::Targets;
+use detect::yolo::assigner::{Predictions, TalConfig, assign};
 use tch::{Kind, Tensor};
 
 fn v(t: &Tensor) -> Vec<f64> {
@@ -25,7 +26,8 @@ fn hand_built_assignment() {
     let gt_labels = Tensor::from_slice(&[0i64, 1, 0]).view([1, 3]);
     let gt_mask = Tensor::from_slice(&[true, true, false]).view([1, 3]);
     let cfg = TalConfig { topk: 2, alpha: 0.5, beta: 6.0 };
-    let a = assign(&pd_scores, &pd_boxes, &points, &gt_labels, &gt_boxes, &gt_mask, &cfg);
+    let gt = Targets { boxes: gt_boxes, labels: gt_labels, mask: gt_mask };
+    let a = assign(Predictions { scores: &pd_scores, boxes: &pd_boxes, points: &points }, &gt, &cfg);
     assert_eq!(v(&a.fg_mask.to_kind(Kind::Float)), vec![1.0, 1.0, 1.0, 0.0]);
     let gt_index = v(&a.gt_index);
     assert_eq!(&gt_index[..3], &[1.0, 0.0, 1.0]);
@@ -46,15 +48,12 @@ fn no_ground_truth_means_background() {
     let points = Tensor::from_slice(&[4f32, 4., 12., 4.]).view([2, 2]);
     let pd_boxes = Tensor::zeros([2, 2, 4], (Kind::Float, tch::Device::Cpu));
     let pd_scores = Tensor::full([2, 2, 3], 0.5, (Kind::Float, tch::Device::Cpu));
-    let a = assign(
-        &pd_scores,
-        &pd_boxes,
-        &points,
-        &Tensor::zeros([2, 0], (Kind::Int64, tch::Device::Cpu)),
-        &Tensor::zeros([2, 0, 4], (Kind::Float, tch::Device::Cpu)),
-        &Tensor::zeros([2, 0], (Kind::Bool, tch::Device::Cpu)),
-        &TalConfig::default(),
-    );
+    let gt = Targets {
+        boxes: Tensor::zeros([2, 0, 4], (Kind::Float, tch::Device::Cpu)),
+        labels: Tensor::zeros([2, 0], (Kind::Int64, tch::Device::Cpu)),
+        mask: Tensor::zeros([2, 0], (Kind::Bool, tch::Device::Cpu)),
+    };
+    let a = assign(Predictions { scores: &pd_scores, boxes: &pd_boxes, points: &points }, &gt, &TalConfig::default());
     assert_eq!(a.scores.size(), vec![2, 2, 3]);
     assert_eq!(a.fg_mask.sum(Kind::Int64).int64_value(&[]), 0);
     assert_eq!(a.scores.abs().sum(Kind::Double).double_value(&[]), 0.0);
@@ -68,15 +67,13 @@ fn topk_limits_positives() {
     let pd_boxes = Tensor::from_slice(&[0f32, 0., 8., 8., 0., 0., 16., 8.]).view([1, 2, 4]);
     let pd_scores = Tensor::full([1, 2, 1], 0.5, (Kind::Float, tch::Device::Cpu));
     let gt_boxes = Tensor::from_slice(&[0f32, 0., 16., 8.]).view([1, 1, 4]);
-    let a = assign(
-        &pd_scores,
-        &pd_boxes,
-        &points,
-        &Tensor::from_slice(&[0i64]).view([1, 1]),
-        &gt_boxes,
-        &Tensor::from_slice(&[true]).view([1, 1]),
-        &TalConfig { topk: 1, alpha: 0.5, beta: 6.0 },
-    );
+    let gt = Targets {
+        boxes: gt_boxes,
+        labels: Tensor::from_slice(&[0i64]).view([1, 1]),
+        mask: Tensor::from_slice(&[true]).view([1, 1]),
+    };
+    let pd = Predictions { scores: &pd_scores, boxes: &pd_boxes, points: &points };
+    let a = assign(pd, &gt, &TalConfig { topk: 1, alpha: 0.5, beta: 6.0 });
     assert_eq!(v(&a.fg_mask.to_kind(Kind::Float)), vec![0.0, 1.0]);
     assert!((v(&a.scores)[1] - 1.0).abs() < 1e-4);
 }

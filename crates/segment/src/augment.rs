@@ -79,7 +79,10 @@ pub fn random_crop_pair(
 ) -> Result<(RgbImage, Mask), DataError> {
     let (pr, pb) = (size.saturating_sub(img.width), size.saturating_sub(img.height));
     let (img, mask) = if pr > 0 || pb > 0 {
-        (transforms::pad(img, 0, 0, pr, pb, [0, 0, 0])?, pad_mask(mask, pr, pb, ignore))
+        (
+            transforms::pad(img, transforms::Sides { right: pr, bottom: pb, ..Default::default() }, [0, 0, 0])?,
+            pad_mask(mask, pr, pb, ignore),
+        )
     } else {
         (img.clone(), mask.clone())
     };

@@ -17,10 +17,9 @@ use crate::error::SegmentError;
 
 const BN_EPS: f64 = 1e-5;
 
-/// A conv (no bias) + BN + ReLU whose conv and BN sit at `p/ci` and `p/bi`.
-fn cbr(p: &nn::Path, ci: &str, bi: &str, cin: i64, cout: i64, k: i64, dilation: i64) -> Result<ConvBn, SegmentError> {
-    let o = ConvOpts::new(k).dilation(dilation, k);
-    Ok(ConvBn::new(&(p / ci), &(p / bi), cin, cout, k, o, BN_EPS, Act::Relu)?)
+/// A conv (no bias) + BN + ReLU whose conv and BN sit at `p/names[0]` and `p/names[1]`.
+fn cbr(p: &nn::Path, names: [&str; 2], cin: i64, cout: i64, o: ConvOpts) -> Result<ConvBn, SegmentError> {
+    Ok(ConvBn::new(&(p / names[0]), &(p / names[1]), cin, cout, o.bn(BN_EPS, Act::Relu))?)
 }
 
 /// Bilinear resize of `[N, C, h, w]` to `[N, C, H, W]` (PyTorch's `align_corners=False`).
@@ -41,16 +40,16 @@ impl Aspp {
     /// ASPP from `cin` to `cout` channels with atrous `rates` (torchvision's names under `p`).
     pub fn new(p: &nn::Path, cin: i64, cout: i64, rates: &[i64], dropout: f64) -> Result<Self, SegmentError> {
         let convs = p / "convs";
-        let mut branches = vec![cbr(&(&convs / 0), "0", "1", cin, cout, 1, 1)?];
+        let mut branches = vec![cbr(&(&convs / 0), ["0", "1"], cin, cout, ConvOpts::new(1))?];
         for (i, &r) in rates.iter().enumerate() {
             if r < 1 {
                 return Err(SegmentError::Invalid(format!("atrous rates must be >= 1, got {r}")));
             }
-            branches.push(cbr(&(&convs / (i + 1)), "0", "1", cin, cout, 3, r)?);
+            branches.push(cbr(&(&convs / (i + 1)), ["0", "1"], cin, cout, ConvOpts::new(3).dilation(r))?);
         }
-        let pool = cbr(&(&convs / (rates.len() + 1)), "1", "2", cin, cout, 1, 1)?;
+        let pool = cbr(&(&convs / (rates.len() + 1)), ["1", "2"], cin, cout, ConvOpts::new(1))?;
         let n = rates.len() as i64 + 2;
-        let project = cbr(&(p / "project"), "0", "1", n * cout, cout, 1, 1)?;
+        let project = cbr(&(p / "project"), ["0", "1"], n * cout, cout, ConvOpts::new(1))?;
         Ok(Self { branches, pool, project, dropout })
     }
 
@@ -79,8 +78,8 @@ impl DeepLabV3Head {
     /// The head under `p` (`classifier` in torchvision) on `cin` channels.
     pub fn new(p: &nn::Path, cin: i64, channels: i64, rates: &[i64], num_classes: i64) -> Result<Self, SegmentError> {
         let aspp = Aspp::new(&(p / "0"), cin, channels, rates, 0.5)?;
-        let conv = cbr(p, "1", "2", channels, channels, 3, 1)?;
-        let cls = Conv::new(&(p / "4"), channels, num_classes, 1, ConvOpts::new(1).bias(true).init(ConvInit::Default))?;
+        let conv = cbr(p, ["1", "2"], channels, channels, ConvOpts::new(3))?;
+        let cls = Conv::new(&(p / "4"), channels, num_classes, ConvOpts::new(1).bias(true).init(ConvInit::Default))?;
         Ok(Self { aspp, conv, cls })
     }
 
@@ -101,25 +100,23 @@ pub struct DeepLabV3PlusHead {
 }
 
 impl DeepLabV3PlusHead {
-    /// The head under `p` on a `cin`-channel deep map and a `low_cin`-channel stride-4 map.
+    /// The head under `p` on a `cin`-channel deep map and a `low_cin`-channel stride-4 map, with
+    /// `channels` in the ASPP and decoder and `low_channels` in the stride-4 projection.
     pub fn new(
         p: &nn::Path,
-        cin: i64,
-        low_cin: i64,
-        channels: i64,
-        low_channels: i64,
+        (cin, low_cin): (i64, i64),
+        (channels, low_channels): (i64, i64),
         rates: &[i64],
         num_classes: i64,
     ) -> Result<Self, SegmentError> {
         let aspp = Aspp::new(&(p / "aspp"), cin, channels, rates, 0.1)?;
-        let low_proj = cbr(&(p / "low_proj"), "0", "1", low_cin, low_channels, 1, 1)?;
+        let low_proj = cbr(&(p / "low_proj"), ["0", "1"], low_cin, low_channels, ConvOpts::new(1))?;
         let d = p / "decoder";
         let decoder = [
-            cbr(&(&d / 0), "0", "1", channels + low_channels, channels, 3, 1)?,
-            cbr(&(&d / 1), "0", "1", channels, channels, 3, 1)?,
+            cbr(&(&d / 0), ["0", "1"], channels + low_channels, channels, ConvOpts::new(3))?,
+            cbr(&(&d / 1), ["0", "1"], channels, channels, ConvOpts::new(3))?,
         ];
-        let cls =
-            Conv::new(&(p / "cls"), channels, num_classes, 1, ConvOpts::new(1).bias(true).init(ConvInit::Default))?;
+        let cls = Conv::new(&(p / "cls"), channels, num_classes, ConvOpts::new(1).bias(true).init(ConvInit::Default))?;
         Ok(Self { aspp, low_proj, decoder, cls })
     }
 

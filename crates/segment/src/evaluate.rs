@@ -1,6 +1,7 @@
 //! Final evaluation at the original resolution of every validation pair, with the metrics of
 //! [`crate::metrics`], keeping a few predictions for the report's triplets.
 
+use crate::SegmentConfig;
 use rayon::prelude::*;
 use tlcv_core::{data::RgbImage, run::SkipLog};
 
@@ -39,18 +40,16 @@ pub struct Evaluation {
     pub skipped: SkipLog,
 }
 
-/// Predicts every sample at its own resolution and accumulates the confusion matrix.
-#[allow(clippy::too_many_arguments)]
+/// Predicts every sample at its own resolution (network input `cfg.data.img_size`) and accumulates
+/// the confusion matrix; keeps as many evaluated images as the report and `predict` show.
 pub fn evaluate_samples(
     model: &SegModel,
     samples: &[SegSample],
     num_classes: usize,
-    ignore: u8,
-    size: i64,
-    max_pixels: u64,
-    channels_last: bool,
-    keep: usize,
+    cfg: &SegmentConfig,
 ) -> Result<Evaluation, SegmentError> {
+    let (ignore, size, max_pixels) = (cfg.data.ignore_index, cfg.data.img_size, cfg.data.max_pixels);
+    let (channels_last, keep) = (cfg.train.channels_last, cfg.eval.triplets.max(cfg.eval.predict_images));
     let mut confusion = SegConfusion::new(num_classes, Some(i64::from(ignore)))?;
     let mut kept = Vec::new();
     let skipped = SkipLog::default();

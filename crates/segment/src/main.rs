@@ -9,9 +9,9 @@ use segment::{
     config::ModelKind,
     metrics::evaluate_dirs,
     pipeline::{self, JsonSummary},
-    predict::{Segmenter, predict_file},
+    predict::{PredictOptions, Segmenter, predict_file},
 };
-use tlcv_core::cli::{EvalArgs, TrainArgs};
+use tlcv_core::cli::{EvalArgs, PredictModelArgs, PredictSource, TrainArgs};
 
 /// Semantic segmentation by transfer learning.
 #[derive(Debug, Parser)]
@@ -54,21 +54,14 @@ struct TrainCmd {
 
 #[derive(Debug, clap::Args)]
 struct PredictCmd {
-    /// A trained run directory.
-    #[arg(long, required_unless_present = "onnx", conflicts_with = "onnx")]
-    run: Option<PathBuf>,
-    /// An ONNX file written by `segment export`, run by tract (no libtorch in the forward pass).
-    #[arg(long)]
-    onnx: Option<PathBuf>,
+    #[command(flatten)]
+    model: PredictModelArgs,
     /// Output folder for `<stem>.png` (index mask) and `<stem>_overlay.png`.
     #[arg(long)]
     out: PathBuf,
     /// One JSON object per image on stdout.
     #[arg(long)]
     json: bool,
-    /// Images to segment.
-    #[arg(required = true)]
-    images: Vec<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -130,30 +123,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 fn train(cmd: &TrainCmd, end_to_end: bool) -> anyhow::Result<()> {
     let cfg = load_config(cmd)?;
     tlcv_core::cli::train_processes(&cmd.launch, &cmd.common, "segment", &cfg.train, |run, parallel| {
-        train_in(cmd, end_to_end, &cfg, run, parallel)
+        let outcome = pipeline::train_and_report(&cfg, run, cmd.common.resume, end_to_end, parallel)?;
+        tlcv_core::cli::finish_training(&outcome.fit, parallel, cmd.common.json, || {
+            let summary = JsonSummary::new(&outcome.eval, &outcome.dataset.classes, run.root());
+            Ok(serde_json::to_string(&summary)?)
+        })
     })
-}
-
-/// This process's part of `train`: all of it alone, its shard as a rank (only rank 0 prints the summary).
-fn train_in(
-    cmd: &TrainCmd,
-    end_to_end: bool,
-    cfg: &SegmentConfig,
-    run: &tlcv_core::run::RunDir,
-    parallel: &dyn tlcv_core::train::Parallel,
-) -> anyhow::Result<()> {
-    let outcome = pipeline::train_and_report(cfg, run, cmd.common.resume, end_to_end, parallel)?;
-    if outcome.fit.interrupted {
-        bail!(tlcv_core::Error::Interrupted);
-    }
-    if !parallel.is_main() {
-        return Ok(());
-    }
-    if cmd.common.json {
-        let summary = JsonSummary::new(&outcome.eval, &outcome.dataset.classes, run.root());
-        println!("{}", serde_json::to_string(&summary)?);
-    }
-    Ok(())
 }
 
 fn eval(cmd: &EvalArgs) -> anyhow::Result<()> {
@@ -181,26 +156,22 @@ fn eval(cmd: &EvalArgs) -> anyhow::Result<()> {
 }
 
 fn predict(cmd: &PredictCmd) -> anyhow::Result<()> {
-    if let Some(missing) = cmd.images.iter().find(|p| !p.exists()) {
-        bail!("{} does not exist", missing.display());
-    }
     // The libtorch run, or the exported file with the default overlay opacity.
-    let (model, size, alpha, channels_last): (Box<dyn Segmenter>, i64, f64, bool) = match (&cmd.run, &cmd.onnx) {
-        (_, Some(file)) => {
+    let (model, opts): (Box<dyn Segmenter>, PredictOptions) = match cmd.model.source()? {
+        PredictSource::Onnx(file) => {
             let m = segment::export::OnnxSegmenter::load(file)?;
-            let size = m.img_size;
-            (Box::new(m), size, segment::config::EvalConfig::default().overlay_alpha, false)
+            let alpha = segment::config::EvalConfig::default().overlay_alpha;
+            let opts = PredictOptions { size: m.img_size, alpha, channels_last: false };
+            (Box::new(m), opts)
         }
-        (Some(run), None) => {
+        PredictSource::Run(run) => {
             let (trained, model) = pipeline::load_run(run)?;
-            let cfg = trained.config;
-            (Box::new(model), cfg.data.img_size, cfg.eval.overlay_alpha, cfg.train.channels_last)
+            (Box::new(model), PredictOptions::of_run(&trained.config))
         }
-        (None, None) => bail!("give --run RUN_DIR or --onnx FILE"),
     };
     let mut failed = 0;
-    for image in &cmd.images {
-        match predict_file(model.as_ref(), image, &cmd.out, size, alpha, channels_last) {
+    for image in &cmd.model.images {
+        match predict_file(model.as_ref(), image, &cmd.out, opts) {
             Ok(p) if cmd.json => println!("{}", serde_json::to_string(&p)?),
             Ok(p) => println!("{}  ->  {}  ({})", p.image, p.mask, p.overlay),
             Err(e) => {
@@ -209,7 +180,7 @@ fn predict(cmd: &PredictCmd) -> anyhow::Result<()> {
             }
         }
     }
-    if failed == cmd.images.len() {
+    if failed == cmd.model.images.len() {
         bail!("no image could be segmented");
     }
     Ok(())

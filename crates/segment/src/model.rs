@@ -81,10 +81,8 @@ impl SegModel {
             }
             ModelKind::Deeplabv3plus => Head::V3Plus(DeepLabV3PlusHead::new(
                 &hp,
-                deep,
-                low.channels,
-                cfg.aspp_channels,
-                cfg.low_level_channels,
+                (deep, low.channels),
+                (cfg.aspp_channels, cfg.low_level_channels),
                 &cfg.atrous_rates,
                 num_classes,
             )?),

@@ -6,7 +6,10 @@ use std::path::Path;
 use serde::Serialize;
 use tlcv_core::{
     checkpoint::{self, LoadOptions},
-    run::{self, RunDir, SkipLog, SkippedSummary, TrainedRun, report::fit_facts},
+    run::{
+        self, RunDir, SkipLog, SkippedSummary, TrainedRun,
+        report::{RunRecord, fit_facts},
+    },
     train::{self, FitOptions, FitSummary, Parallel, TaskKind},
 };
 
@@ -16,7 +19,7 @@ use crate::{
     data::{SegDataset, load_dataset},
     evaluate::{Evaluation, evaluate_samples},
     model::SegModel,
-    predict::predict_file,
+    predict::{PredictOptions, predict_file},
     report::{self, ReportInput},
     task::{SegTask, loss_of},
 };
@@ -80,13 +83,10 @@ pub fn train(
     resume: bool,
     parallel: &dyn Parallel,
 ) -> Result<TrainOutcome, SegmentError> {
-    run::configure_threads();
-    let device = cfg.train.device.resolve()?;
     // The run's config.toml records what `train.precision` resolved to.
     let mut cfg = cfg.clone();
-    let plan = cfg.train.resolve_precision(device, TaskKind::Segment);
+    let (device, plan) = cfg.train.prepare(TaskKind::Segment)?;
     let cfg = &cfg;
-    tch::manual_seed(cfg.train.seed as i64);
     let dataset = load_dataset(&cfg.data)?;
     eprintln!(
         "data: {} ({} classes; {} train, {} val, {} skipped)",
@@ -165,8 +165,8 @@ pub fn train_and_report(
         format!("{} / {}", outcome.dataset.train.len(), outcome.dataset.val.len()),
     ));
     let skipped = outcome.skipped.reasons();
-    let input =
-        ReportInput { cfg, classes, history: &outcome.fit.history, eval: &outcome.eval, skipped: &skipped, facts };
+    let record = RunRecord { cfg, classes, history: &outcome.fit.history, skipped: &skipped, facts };
+    let input = ReportInput { record, eval: &outcome.eval };
     report::write(run, &input)?;
     outcome.skipped.print();
     if end_to_end {
@@ -191,11 +191,11 @@ pub fn train_and_report(
 fn predict_held_out(cfg: &SegmentConfig, run: &RunDir, outcome: &TrainOutcome) -> Result<(), SegmentError> {
     let (_, model) = load_run(run.root())?;
     let out = run.root().join("predictions");
-    let (size, alpha, channels_last) = (cfg.data.img_size, cfg.eval.overlay_alpha, cfg.train.channels_last);
+    let opts = PredictOptions::of_run(cfg);
     run::write_predictions(
         run,
         outcome.dataset.val.iter().take(cfg.eval.predict_images).map(|s| {
-            predict_file(&model, &s.image, &out, size, alpha, channels_last)
+            predict_file(&model, &s.image, &out, opts)
                 .map(|p| {
                     let line = format!("{} -> {}", p.image, p.overlay);
                     (p, line)
@@ -208,16 +208,7 @@ fn predict_held_out(cfg: &SegmentConfig, run: &RunDir, outcome: &TrainOutcome) -
 
 /// Evaluates `model` on the val split of `dataset` at the original resolution.
 pub fn evaluate_run(model: &SegModel, cfg: &SegmentConfig, dataset: &SegDataset) -> Result<Evaluation, SegmentError> {
-    evaluate_samples(
-        model,
-        &dataset.val,
-        dataset.classes.len(),
-        cfg.data.ignore_index,
-        cfg.data.img_size,
-        cfg.data.max_pixels,
-        cfg.train.channels_last,
-        cfg.eval.triplets.max(cfg.eval.predict_images),
-    )
+    evaluate_samples(model, &dataset.val, dataset.classes.len(), cfg)
 }
 
 /// A trained run: its configuration, class names and model with the best (else last) weights.

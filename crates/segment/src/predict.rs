@@ -98,15 +98,36 @@ pub struct PredictedFile {
     pub class_pixels: Vec<u64>,
 }
 
+/// How [`predict_file`] runs the network and draws the overlay.
+#[derive(Debug, Clone, Copy)]
+pub struct PredictOptions {
+    /// Network input size in pixels.
+    pub size: i64,
+    /// Opacity of the class colours in the overlay.
+    pub alpha: f64,
+    /// Feed the network channels-last input.
+    pub channels_last: bool,
+}
+
+impl PredictOptions {
+    /// The options a run was trained with.
+    pub fn of_run(cfg: &crate::SegmentConfig) -> Self {
+        PredictOptions {
+            size: cfg.data.img_size,
+            alpha: cfg.eval.overlay_alpha,
+            channels_last: cfg.train.channels_last,
+        }
+    }
+}
+
 /// Predicts `image` and writes `<out>/<stem>.png` (index mask) and `<out>/<stem>_overlay.png`.
 pub fn predict_file(
     model: &dyn Segmenter,
     image: &Path,
     out: &Path,
-    size: i64,
-    alpha: f64,
-    channels_last: bool,
+    opts: PredictOptions,
 ) -> Result<PredictedFile, SegmentError> {
+    let PredictOptions { size, alpha, channels_last } = opts;
     let img = data::decode_file(image, &DecodeOptions::default())?;
     let m = predict_mask(model, &img, size, channels_last)?;
     let stem = image.file_stem().and_then(|s| s.to_str()).unwrap_or("image");

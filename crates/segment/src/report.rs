@@ -6,9 +6,8 @@ use tlcv_core::{
     report::{self, Figure, Report, Tile},
     run::{
         RunDir,
-        report::{Curve, epoch_plots, finish},
+        report::{Curve, RunRecord, epoch_plots, finish},
     },
-    train::EpochRecord,
 };
 
 use crate::{
@@ -22,18 +21,10 @@ use crate::{
 /// Everything the report shows.
 #[derive(Debug)]
 pub struct ReportInput<'a> {
-    /// Configuration.
-    pub cfg: &'a SegmentConfig,
-    /// Class names.
-    pub classes: &'a [String],
-    /// Per-epoch history.
-    pub history: &'a [EpochRecord],
+    /// Configuration, class names, history, skipped inputs and facts.
+    pub record: RunRecord<'a, SegmentConfig>,
     /// Final evaluation.
     pub eval: &'a Evaluation,
-    /// Skipped samples with reasons.
-    pub skipped: &'a [String],
-    /// Extra facts (name, value) shown at the top.
-    pub facts: Vec<(String, String)>,
 }
 
 fn rerr(e: report::ReportError) -> SegmentError {
@@ -47,32 +38,39 @@ pub fn write(run: &RunDir, input: &ReportInput<'_>) -> Result<(), SegmentError> 
         [Curve::val("mIoU", "miou"), Curve::val("pixel acc", "pixel_acc"), Curve::val("mean Dice", "mean_dice")];
     let curves = epoch_plots(
         run,
-        input.history,
+        input.record.history,
         &[("loss.png", "Loss", &loss), ("metrics.png", "Validation metrics (network resolution)", &scores)],
     )?;
     let s = &input.eval.summary;
     let iou_png = run.plot("per_class_iou.png");
     let ious: Vec<f64> = s.per_class_iou.iter().map(|v| v.unwrap_or(f64::NAN)).collect();
-    report::plots::bar_plot(&iou_png, "IoU per class (val, original resolution)", input.classes, &ious)
+    report::plots::bar_plot(&iou_png, "IoU per class (val, original resolution)", input.record.classes, &ious)
         .map_err(rerr)?;
-    let n = input.classes.len();
+    let n = input.record.classes.len();
     let counts = input.eval.confusion.counts();
     let matrix: Vec<Vec<u64>> = (0..n).map(|g| counts[g * n..(g + 1) * n].to_vec()).collect();
     let cm_png = run.plot("confusion_matrix.png");
-    report::plots::confusion_matrix(&cm_png, "Pixel confusion, normalised by true class", &matrix, input.classes, true)
-        .map_err(rerr)?;
+    report::plots::confusion_matrix(
+        &cm_png,
+        "Pixel confusion, normalised by true class",
+        &matrix,
+        input.record.classes,
+        true,
+    )
+    .map_err(rerr)?;
     let triplets_png = run.plot("triplets.png");
     write_triplets(&triplets_png, input)?;
 
-    let mut facts = input.facts.clone();
+    let mut facts = input.record.facts.clone();
     facts.extend([
         ("mIoU (val)".to_string(), format!("{:.4}", s.miou)),
         ("pixel accuracy".to_string(), format!("{:.4}", s.pixel_acc)),
         ("mean Dice".to_string(), format!("{:.4}", s.mean_dice)),
         ("frequency-weighted IoU".to_string(), format!("{:.4}", s.fw_iou)),
-        ("samples skipped".to_string(), input.skipped.len().to_string()),
+        ("samples skipped".to_string(), input.record.skipped.len().to_string()),
     ]);
     let rows: Vec<Vec<String>> = input
+        .record
         .classes
         .iter()
         .enumerate()
@@ -86,7 +84,10 @@ pub fn write(run: &RunDir, input: &ReportInput<'_>) -> Result<(), SegmentError> 
     let mut page = Report::new(format!("segment: {}", run.root().display()))
         .subtitle(format!(
             "{} · {} · {} · {}",
-            input.cfg.model.kind, input.cfg.model.backbone, input.cfg.model.strategy, input.cfg.data.path
+            input.record.cfg.model.kind,
+            input.record.cfg.model.backbone,
+            input.record.cfg.model.strategy,
+            input.record.cfg.data.path
         ))
         .key_values(facts)
         .heading("IoU per class")
@@ -96,22 +97,24 @@ pub fn write(run: &RunDir, input: &ReportInput<'_>) -> Result<(), SegmentError> 
         page = page.heading("Curves").images(curves);
     }
     page = page.heading("Image / ground truth / prediction").image("Validation triplets", triplets_png);
-    finish(run, page, "Skipped samples", input.skipped, input.cfg)?;
+    finish(run, page, "Skipped samples", &input.record)?;
     Ok(())
 }
 
 /// Rows of (image, ground truth, prediction), each scaled to at most 160 pixels.
 fn write_triplets(path: &std::path::Path, input: &ReportInput<'_>) -> Result<(), SegmentError> {
     let mut tiles = Vec::new();
-    for e in input.eval.kept.iter().take(input.cfg.eval.triplets.max(1)) {
+    for e in input.eval.kept.iter().take(input.record.cfg.eval.triplets.max(1)) {
         let f = 160.0 / e.image.width.max(e.image.height) as f64;
         let (w, h) = (
             ((e.image.width as f64 * f).round() as usize).max(1),
             ((e.image.height as f64 * f).round() as usize).max(1),
         );
         let img = transforms::resize(&e.image, w, h)?;
-        let mut cm =
-            crate::metrics::SegConfusion::new(input.classes.len(), Some(i64::from(input.cfg.data.ignore_index)))?;
+        let mut cm = crate::metrics::SegConfusion::new(
+            input.record.classes.len(),
+            Some(i64::from(input.record.cfg.data.ignore_index)),
+        )?;
         cm.update(&e.truth.data, &e.pred.data)?;
         let name = e.sample.image.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         let tile = |rgb: Vec<u8>, caption: String| Tile {
@@ -127,13 +130,7 @@ fn write_triplets(path: &std::path::Path, input: &ReportInput<'_>) -> Result<(),
         tiles.push(tile(mask_rgb(&e.pred), format!("prediction (mIoU {:.2})", cm.miou())));
     }
     if tiles.is_empty() {
-        tiles.push(Tile {
-            rgb: vec![255; 96 * 96 * 3],
-            width: 96,
-            height: 96,
-            caption: "no images".into(),
-            caption_color: Tile::WRONG,
-        });
+        tiles.push(Tile::placeholder("no images"));
     }
     report::plots::image_grid(path, &tiles, 3).map_err(rerr)?;
     Ok(())

@@ -60,20 +60,29 @@ pub fn loss_of(cfg: &SegmentConfig, num_classes: usize) -> std::result::Result<S
     })
 }
 
-/// Batches of `samples` (augmented when `train`) on the loader's thread; failures go to `skipped`.
-#[allow(clippy::too_many_arguments)]
-pub fn seg_batches(
-    samples: Arc<Vec<SegSample>>,
-    aug: SegAugment,
-    train: bool,
-    norm: Normalization,
-    batch: usize,
-    seed: u64,
-    epoch: usize,
-    max_pixels: u64,
-    skipped: SkipLog,
-) -> Batches<SegBatch> {
-    let loader = Loader::new(samples.len(), batch, train, seed, false, 2);
+/// How [`seg_batches`] makes its batches.
+#[derive(Debug, Clone)]
+pub struct SegBatchPlan {
+    /// Resizing and augmentation.
+    pub aug: SegAugment,
+    /// Training batches: shuffled and augmented.
+    pub train: bool,
+    /// The backbone's input normalisation.
+    pub norm: Normalization,
+    /// Samples per batch.
+    pub batch: usize,
+    /// Seed of the order and of the augmentation.
+    pub seed: u64,
+    /// Epoch number, which varies both.
+    pub epoch: usize,
+    /// Larger images are refused (decompression-bomb guard).
+    pub max_pixels: u64,
+}
+
+/// Batches of `samples` as `plan` says, on the loader's thread; failures go to `skipped`.
+pub fn seg_batches(samples: Arc<Vec<SegSample>>, plan: SegBatchPlan, skipped: SkipLog) -> Batches<SegBatch> {
+    let SegBatchPlan { aug, train, norm, batch, seed, epoch, max_pixels } = plan;
+    let loader = Loader::new(samples.len(), batch).shuffled(train, seed);
     let load = Arc::clone(&samples);
     let iter = loader.iter_epoch(
         epoch,
@@ -116,17 +125,16 @@ pub struct SegTask {
 
 impl SegTask {
     fn batches(&self, samples: &[SegSample], train: bool, epoch: usize) -> Batches<SegBatch> {
-        seg_batches(
-            Arc::new(samples.to_vec()),
-            augmenter(&self.cfg),
+        let plan = SegBatchPlan {
+            aug: augmenter(&self.cfg),
             train,
-            self.model.normalization(),
-            self.cfg.train.batch.max(1),
-            self.cfg.train.seed,
+            norm: self.model.normalization(),
+            batch: self.cfg.train.batch.max(1),
+            seed: self.cfg.train.seed,
             epoch,
-            self.cfg.data.max_pixels,
-            self.skipped.clone(),
-        )
+            max_pixels: self.cfg.data.max_pixels,
+        };
+        seg_batches(Arc::new(samples.to_vec()), plan, self.skipped.clone())
     }
 
     fn input(&self, xs: &Tensor, kind: Kind) -> Tensor {

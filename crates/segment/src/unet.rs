@@ -23,7 +23,7 @@ impl Block {
     fn new(p: &nn::Path, cin: i64, cout: i64) -> Result<Self, SegmentError> {
         let cb = |i: i64, ci: i64| {
             let q = p / i;
-            ConvBn::new(&(&q / "conv"), &(&q / "bn"), ci, cout, 3, ConvOpts::new(3), 1e-5, Act::Relu)
+            ConvBn::new(&(&q / "conv"), &(&q / "bn"), ci, cout, ConvOpts::new(3).bn(1e-5, Act::Relu))
         };
         Ok(Self { convs: [cb(0, cin)?, cb(1, cout)?] })
     }
@@ -64,7 +64,7 @@ impl UNetHead {
             blocks.push(Block::new(&(&bp / i), cin + s, c)?);
             cin = c;
         }
-        let cls = Conv::new(&(p / "cls"), cin, num_classes, 1, ConvOpts::new(1).bias(true).init(ConvInit::Default))?;
+        let cls = Conv::new(&(p / "cls"), cin, num_classes, ConvOpts::new(1).bias(true).init(ConvInit::Default))?;
         Ok(Self { blocks, cls })
     }
 

@@ -211,9 +211,8 @@ fn start_image(cfg: &StyleConfig, level: &Level) -> Tensor {
 /// coarsest level) and optimises it for `steps` iterations.
 fn run_level(
     net: &FeatureNet,
-    level: &Level,
+    (level, steps): (&Level, usize),
     previous: Option<&Tensor>,
-    steps: usize,
     settings: (&StyleConfig, &Weights),
     log: &mut Log,
 ) -> Result<Tensor> {
@@ -221,15 +220,14 @@ fn run_level(
         Some(prev) => image::resize_tensor(prev, level.size.0, level.size.1),
         None => start_image(settings.0, level),
     };
-    optimize_level(net, level, &x0, steps, settings, log)
+    optimize_level(net, (level, steps), &x0, settings, log)
 }
 
 /// Optimises `x0` for `steps` iterations against the level's targets; returns the image in `[0, 1]`.
 fn optimize_level(
     net: &FeatureNet,
-    level: &Level,
+    (level, steps): (&Level, usize),
     x0: &Tensor,
-    steps: usize,
     (cfg, w): (&StyleConfig, &Weights),
     log: &mut Log,
 ) -> Result<Tensor> {
@@ -292,10 +290,10 @@ pub fn stylize(
     let mut x: Option<Tensor> = None;
     for (index, &size) in level_sizes[..levels - 1].iter().enumerate() {
         let level = prepare_level(net, (&c_full, &s_full), cfg, (index, levels), size)?;
-        x = Some(run_level(net, &level, x.as_ref(), o.coarse_steps, (cfg, &w), &mut log)?);
+        x = Some(run_level(net, (&level, o.coarse_steps), x.as_ref(), (cfg, &w), &mut log)?);
     }
     let level = prepare_level(net, (&c_full, &s_full), cfg, (levels - 1, levels), level_sizes[levels - 1])?;
-    let xf = run_level(net, &level, x.as_ref(), o.steps, (cfg, &w), &mut log)?;
+    let xf = run_level(net, (&level, o.steps), x.as_ref(), (cfg, &w), &mut log)?;
     // Final numbers on the final image and on the starting image, with the same targets.
     let final_loss = losses_of(net, &xf, &level.targets, &w)?;
     let initial_loss = losses_of(net, &start_image(cfg, &level), &level.targets, &w)?;

@@ -376,7 +376,7 @@ fn compare(root: &Path, args: &BenchArgs) -> Result<i32> {
         println!("  {}", row.plain());
         rows.push(row);
     }
-    let mut md = render(&rows, &mismatches, &notes, args, (threads, rounds), busy_start, busy_cores());
+    let mut md = render((&rows, &mismatches, &notes), args, (threads, rounds), (busy_start, busy_cores()));
     let out = root.join("benches").join("RESULTS.md");
     // Sections measured by hand (e.g. the precision runs) survive a new comparison.
     let old = std::fs::read_to_string(&out).unwrap_or_default();

@@ -87,14 +87,13 @@ impl Row {
     }
 }
 
+/// The results page: `rows`, the verdict from `mismatches`, `notes`, and the machine line with
+/// `(threads, rounds)` and `(busy0, busy1)`, the other processes wanting a core at the start and end.
 pub(super) fn render(
-    rows: &[Row],
-    mismatches: &[String],
-    notes: &[String],
+    (rows, mismatches, notes): (&[Row], &[String], &[String]),
     args: &BenchArgs,
     (threads, rounds): (usize, usize),
-    busy0: f64,
-    busy1: f64,
+    (busy0, busy1): (f64, f64),
 ) -> String {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut s = String::new();
@@ -176,7 +175,7 @@ instead of page-faulted in again each step; PyTorch runs with glibc's defaults.
   normalisation, batches of 32 float32 `[32, 3, 224, 224]`. PyTorch: `DataLoader` with PIL and torchvision
   transforms at `num_workers` 0 and 2 (persistent workers); PIL decodes the whole image. Here: 0 = everything
   on the calling thread (a rayon pool of 1), 2 = the prefetching `Loader` on a rayon pool of 2 threads; libjpeg decodes only
-  the crop's region (`transforms::decode_random_resized_crop`, the pixels of the crop identical to a whole
+  the crop's region (`transforms::RandomResizedCrop::decode`, the pixels of the crop identical to a whole
   decode's, tested). Median over epochs after a warm-up epoch.
 - **Training** (batch 32, 224 px, 1000 classes, random inputs): forward, cross-entropy, backward and SGD
   (momentum 0.9, weight decay 1e-4; here the project's own optimiser). `fp32`: NCHW. `cl`: channels-last

@@ -12,21 +12,18 @@
 //! `_conv_head`/`_bn1` to stage 7. Features: C3 = end of stage 3 (stride 8), C4 = end of stage 5
 //! (16), C5 = end of stage 7 (32; `_conv_head` is not part of the headless model).
 //! Drop-connect (p = 0.2 * block / blocks) and dropout before `_fc` only act when training.
-//! The low-level map of [`Backbone::forward_features_with_low`] is the end of stage 2 (stride 4).
+//! The low-level map of [`super::Backbone::forward_features_with_low`] is the end of stage 2 (stride 4).
 //! [`efficientnet_lite_backbone_dilated`] trades the stride of stage 4 and/or stage 6 for dilation of
 //! the depthwise convolutions (output stride 16 or 8, for DeepLab), like ResNet's
 //! `replace_stride_with_dilation`.
-//! Slightly past 450 lines: the classifier, the headless body and its dilated variant share the
-//! block code and the scaling rules above, so they stay in one file.
 
 use tch::{Tensor, nn};
 
-use super::efficientnet::{StageBlock, pick_c2_to_c5, run_stages, run_stages_onnx, stage_conv_bns, take_c2_to_c5};
-use super::layers::{
-    Act, ConvBn, ConvOpts, Linear, LinearInit, Padding, add_residual, global_avg_pool, prefix, stochastic_depth,
-    strides_8_16_32,
+use super::efficientnet::{
+    BlockSpec, ClassifierHead, EfficientNetBackbone, EfficientNetClassifier, StageBlock, StageSpec, Trunk,
 };
-use super::{BACKBONE_GROUP, Backbone, ClassifierNet, FeatureInfo, HEAD_GROUP, Normalization, Stages};
+use super::layers::{Act, ConvBn, ConvOpts, Linear, LinearInit, Padding, add_residual, prefix, stochastic_depth};
+use super::{BACKBONE_GROUP, HEAD_GROUP, Normalization, Stages};
 use crate::Result;
 use crate::onnx::{Graph, OnnxError, Value};
 
@@ -37,16 +34,8 @@ const BN_EPS: f64 = 1e-3;
 /// predicted one class for every image while training accuracy rose. Loading and inference do not
 /// depend on it.
 const BN_MOMENTUM: f64 = 0.1;
-/// (expand ratio, kernel, first stride, output channels, repeats) of Lite0.
-const BASE: [(i64, i64, i64, i64, usize); 7] = [
-    (1, 3, 1, 16, 1),
-    (6, 3, 2, 24, 2),
-    (6, 5, 2, 40, 2),
-    (6, 3, 2, 80, 3),
-    (6, 5, 1, 112, 3),
-    (6, 5, 2, 192, 4),
-    (6, 3, 1, 320, 1),
-];
+/// Lite0 has B0's stages.
+const BASE: [StageSpec; 7] = super::efficientnet::B0;
 const DROP_CONNECT: f64 = 0.2;
 
 /// Width and depth multipliers and dropout of one Lite variant.
@@ -72,7 +61,7 @@ fn sconv(k: i64) -> ConvOpts {
 }
 
 #[derive(Debug)]
-struct LiteBlock {
+pub struct LiteBlock {
     expand: Option<ConvBn>,
     depthwise: ConvBn,
     project: ConvBn,
@@ -81,23 +70,22 @@ struct LiteBlock {
 }
 
 impl LiteBlock {
-    #[allow(clippy::too_many_arguments)]
-    fn new(p: &nn::Path, cin: i64, cout: i64, e: i64, k: i64, stride: i64, dilation: i64, drop_p: f64) -> Result<Self> {
+    fn new(p: &nn::Path, spec: BlockSpec) -> Result<Self> {
+        let BlockSpec { cin, cout, expand: e, kernel: k, stride, dilation, drop_p } = spec;
         let mid = cin * e;
-        let mk = |c: &str, b: &str, ci: i64, co: i64, kk: i64, o: ConvOpts, act: Act| {
-            Ok::<_, crate::Error>(ConvBn::new(&(p / c), &(p / b), ci, co, kk, o, BN_EPS, act)?.bn_momentum(BN_MOMENTUM))
+        let mk = |c: &str, b: &str, ci: i64, co: i64, o: ConvOpts, act: Act| {
+            Ok::<_, crate::Error>(ConvBn::new(&(p / c), &(p / b), ci, co, o.bn(BN_EPS, act))?.bn_momentum(BN_MOMENTUM))
         };
-        let expand = if e != 1 { Some(mk("_expand_conv", "_bn0", cin, mid, 1, sconv(1), Act::Relu6)?) } else { None };
+        let expand = if e != 1 { Some(mk("_expand_conv", "_bn0", cin, mid, sconv(1), Act::Relu6)?) } else { None };
         let depthwise = mk(
             "_depthwise_conv",
             "_bn1",
             mid,
             mid,
-            k,
-            sconv(k).stride(stride).groups(mid).dilation(dilation, k),
+            sconv(k).stride(stride).groups(mid).dilation(dilation),
             Act::Relu6,
         )?;
-        let project = mk("_project_conv", "_bn2", mid, cout, 1, sconv(1), Act::None)?;
+        let project = mk("_project_conv", "_bn2", mid, cout, sconv(1), Act::None)?;
         Ok(LiteBlock { expand, depthwise, project, residual: stride == 1 && cin == cout, drop_p })
     }
 
@@ -116,6 +104,7 @@ impl LiteBlock {
 }
 
 impl StageBlock for LiteBlock {
+    const NORMALIZATION: Normalization = Normalization::LITE;
     /// `[N, cin, H, W]` -> `[N, cout, ceil(H/stride), ceil(W/stride)]`.
     fn forward(&self, xs: &Tensor, train: bool) -> Tensor {
         self.forward_tapped(xs, train, &mut |_, _| {})
@@ -137,28 +126,22 @@ impl StageBlock for LiteBlock {
     }
 }
 
-/// EfficientNet-Lite without `_conv_head`/`_bn1`/`_fc`; the headless [`Backbone`].
-#[derive(Debug)]
-pub struct EfficientNetLiteBody {
-    stem: ConvBn,
-    blocks: Vec<Vec<LiteBlock>>,
-    channels: Vec<i64>,
-    strides: Vec<i64>,
-    stages: Stages,
-    frozen: usize,
-}
+/// EfficientNet-Lite without `_conv_head`/`_bn1`/`_fc`; the headless [`super::Backbone`].
+pub type EfficientNetLiteBody = EfficientNetBackbone<LiteBlock>;
 
 impl EfficientNetLiteBody {
     /// `dilate[0]` / `dilate[1]`: stage 4 / stage 6 keep the resolution and dilate instead.
     fn new(p: &nn::Path, s: Scale, dilate: [bool; 2]) -> Result<Self> {
         let p = p.set_group(BACKBONE_GROUP);
-        let stem = ConvBn::new(&(&p / "_conv_stem"), &(&p / "_bn0"), 3, 32, 3, sconv(3).stride(2), BN_EPS, Act::Relu6)?
+        let stem = ConvBn::new(&(&p / "_conv_stem"), &(&p / "_bn0"), 3, 32, sconv(3).stride(2).bn(BN_EPS, Act::Relu6))?
             .bn_momentum(BN_MOMENTUM);
-        let repeats: Vec<usize> = BASE
-            .iter()
-            .enumerate()
-            .map(|(i, b)| if i == 0 || i + 1 == BASE.len() { b.4 } else { (b.4 as f64 * s.depth).ceil() as usize })
-            .collect();
+        let repeats: Vec<usize> =
+            BASE.iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    if i == 0 || i + 1 == BASE.len() { b.repeats } else { (b.repeats as f64 * s.depth).ceil() as usize }
+                })
+                .collect();
         let total: usize = repeats.iter().sum();
         let bp = &p / "_blocks";
         let mut cin = 32;
@@ -168,7 +151,9 @@ impl EfficientNetLiteBody {
         let mut strides = Vec::with_capacity(BASE.len());
         let (mut stride_now, mut dilation) = (2, 1);
         let mut stages = vec![vec![prefix(&p, "_conv_stem"), prefix(&p, "_bn0")]];
-        for (si, (&(e, k, stride, c, _), &reps)) in BASE.iter().zip(&repeats).enumerate() {
+        for (si, (&StageSpec { expand, kernel, stride, channels: c, .. }, &reps)) in
+            BASE.iter().zip(&repeats).enumerate()
+        {
             let cout = round_filters(c, s.width);
             let mut stage = Vec::with_capacity(reps);
             let mut names = Vec::with_capacity(reps);
@@ -184,7 +169,8 @@ impl EfficientNetLiteBody {
             for j in 0..reps {
                 let drop_p = DROP_CONNECT * i as f64 / total as f64;
                 let (st, d) = if j == 0 { (stride, previous_dilation) } else { (1, dilation) };
-                stage.push(LiteBlock::new(&(&bp / i), cin, cout, e, k, st, d, drop_p)?);
+                let spec = BlockSpec { cin, cout, expand, kernel, stride: st, dilation: d, drop_p };
+                stage.push(LiteBlock::new(&(&bp / i), spec)?);
                 names.push(prefix(&bp, &i.to_string()));
                 cin = cout;
                 i += 1;
@@ -194,7 +180,8 @@ impl EfficientNetLiteBody {
             strides.push(stride_now);
             stages.push(names);
         }
-        Ok(EfficientNetLiteBody { stem, blocks, channels, strides, stages: Stages { prefixes: stages }, frozen: 0 })
+        let trunk = Trunk { stem, blocks, frozen: 0 };
+        Ok(EfficientNetBackbone { trunk, channels, strides, stages: Stages { prefixes: stages } })
     }
 
     /// Named intermediate activations for perceptual losses, in the order asked: `stem` (after the
@@ -203,7 +190,7 @@ impl EfficientNetLiteBody {
     /// expand conv). Stops after the deepest block asked.
     /// `[N, 3, H, W]` -> `[N, C_k, H / s_k, W / s_k]` each.
     pub fn taps(&self, xs: &Tensor, names: &[&str], train: bool) -> Result<Vec<Tensor>> {
-        let total: usize = self.blocks.iter().map(Vec::len).sum();
+        let total: usize = self.trunk.blocks.iter().map(Vec::len).sum();
         // (block index or None for the stem, part: "" | "expand" | "dw")
         let mut wanted: Vec<(Option<usize>, String)> = Vec::with_capacity(names.len());
         for n in names {
@@ -230,12 +217,12 @@ impl EfficientNetLiteBody {
                 }
             }
         };
-        let mut x = self.stem.forward(xs, train && self.frozen == 0); // [N, 32, H/2, W/2]
+        let mut x = self.trunk.stem.forward(xs, train && self.trunk.frozen == 0); // [N, 32, H/2, W/2]
         put(None, "", &x);
         let last = wanted.iter().filter_map(|w| w.0).max();
         let mut i = 0usize;
-        'outer: for (si, stage) in self.blocks.iter().enumerate() {
-            let t = train && si + 1 >= self.frozen;
+        'outer: for (si, stage) in self.trunk.blocks.iter().enumerate() {
+            let t = train && si + 1 >= self.trunk.frozen;
             for b in stage {
                 if last.is_none_or(|l| i > l) {
                     break 'outer;
@@ -251,115 +238,26 @@ impl EfficientNetLiteBody {
             .map(|(f, n)| f.ok_or_else(|| crate::Error::Invalid(format!("{n} not reached"))))
             .collect()
     }
-
-    /// `[N, 3, H, W]` -> the outputs of the seven block stages.
-    fn run(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
-        run_stages(&self.stem, &self.blocks, self.frozen, xs, train)
-    }
-}
-
-impl Backbone for EfficientNetLiteBody {
-    fn features_with_low_onnx(&self, g: &mut Graph, x: &Value) -> Result<Vec<Value>, OnnxError> {
-        Ok(pick_c2_to_c5(&run_stages_onnx(&self.stem, &self.blocks, g, x)?))
-    }
-    fn conv_bns_mut(&mut self) -> Vec<&mut ConvBn> {
-        stage_conv_bns(&mut self.stem, &mut self.blocks)
-    }
-    fn forward_features(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
-        strides_8_16_32(self.run(xs, train))
-    }
-    fn feature_info(&self) -> Vec<FeatureInfo> {
-        [2, 4, 6]
-            .into_iter()
-            .map(|i| FeatureInfo {
-                stride: self.strides.get(i).copied().unwrap_or(0),
-                channels: self.channels.get(i).copied().unwrap_or(0),
-            })
-            .collect()
-    }
-    fn forward_features_with_low(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
-        take_c2_to_c5(self.run(xs, train))
-    }
-    fn low_level_info(&self) -> FeatureInfo {
-        FeatureInfo { stride: 4, channels: self.channels.get(1).copied().unwrap_or(0) }
-    }
-    fn stages(&self) -> &Stages {
-        &self.stages
-    }
-    fn set_frozen_stages(&mut self, n: usize) {
-        self.frozen = n;
-    }
-    fn normalization(&self) -> Normalization {
-        Normalization::LITE
-    }
 }
 
 /// The EfficientNet-Lite classifier.
-#[derive(Debug)]
-pub struct EfficientNetLite {
-    body: EfficientNetLiteBody,
-    head_conv: ConvBn,
-    fc: Linear,
-    dropout: f64,
-    stages: Stages,
-    head_prefix: String,
-}
+pub type EfficientNetLite = EfficientNetClassifier<LiteBlock>;
 
-impl EfficientNetLite {
-    fn new(p: &nn::Path, s: Scale, num_classes: i64) -> Result<Self> {
-        let body = EfficientNetLiteBody::new(p, s, [false; 2])?;
-        let bp = p.set_group(BACKBONE_GROUP);
-        let last = body.channels.last().copied().unwrap_or(320);
-        let head_conv =
-            ConvBn::new(&(&bp / "_conv_head"), &(&bp / "_bn1"), last, 1280, 1, sconv(1), BN_EPS, Act::Relu6)?
-                .bn_momentum(BN_MOMENTUM);
-        let fc = Linear::new(&(p.set_group(HEAD_GROUP) / "_fc"), 1280, num_classes, LinearInit::UniformOut)?;
-        let mut stages = body.stages.clone();
-        if let Some(l) = stages.prefixes.last_mut() {
-            l.push(prefix(p, "_conv_head"));
-            l.push(prefix(p, "_bn1"));
-        }
-        Ok(EfficientNetLite { body, head_conv, fc, dropout: s.dropout, stages, head_prefix: prefix(p, "_fc") })
-    }
-}
-
-impl ClassifierNet for EfficientNetLite {
-    fn penultimate_onnx(&self, g: &mut Graph, x: &Value) -> Result<Value, OnnxError> {
-        // [N, 320, h, w]
-        let last = run_stages_onnx(&self.body.stem, &self.body.blocks, g, x)?.pop().unwrap_or_else(|| x.clone());
-        let x = self.head_conv.to_onnx(g, &last)?; // [N, 1280, h, w]
-        let pooled = g.global_avg_pool(&x);
-        Ok(g.flatten(&pooled, 1)) // [N, 1280]
-    }
-    fn head_onnx(&self, g: &mut Graph, feats: &Value) -> Result<Value, OnnxError> {
-        self.fc.to_onnx(g, feats)
-    }
-    fn penultimate(&self, xs: &Tensor, train: bool) -> Tensor {
-        let last = self.body.run(xs, train).pop().unwrap_or_else(|| xs.shallow_clone()); // [N, 320, h, w]
-        let t = train && self.body.frozen < self.stages.len();
-        let x = self.head_conv.forward(&last, t); // [N, 1280, h, w]
-        global_avg_pool(&x).dropout(self.dropout, t) // [N, 1280]
-    }
-    fn head(&self, feats: &Tensor) -> Tensor {
-        self.fc.forward(feats)
-    }
-    fn penultimate_dim(&self) -> i64 {
-        1280
-    }
-    fn head_prefix(&self) -> &str {
-        &self.head_prefix
-    }
-    fn stages(&self) -> &Stages {
-        &self.stages
-    }
-    fn set_frozen_stages(&mut self, n: usize) {
-        self.body.frozen = n;
-    }
-    fn conv_bns_mut(&mut self) -> Vec<&mut ConvBn> {
-        let mut out = stage_conv_bns(&mut self.body.stem, &mut self.body.blocks);
-        out.push(&mut self.head_conv);
-        out
-    }
+fn lite_classifier(p: &nn::Path, s: Scale, num_classes: i64) -> Result<EfficientNetLite> {
+    let EfficientNetLiteBody { trunk, channels, stages, .. } = EfficientNetLiteBody::new(p, s, [false; 2])?;
+    let bp = p.set_group(BACKBONE_GROUP);
+    let last = channels.last().copied().unwrap_or(320);
+    let conv = ConvBn::new(&(&bp / "_conv_head"), &(&bp / "_bn1"), last, 1280, sconv(1).bn(BN_EPS, Act::Relu6))?
+        .bn_momentum(BN_MOMENTUM);
+    let fc = Linear::new(&(p.set_group(HEAD_GROUP) / "_fc"), 1280, num_classes, LinearInit::UniformOut)?;
+    let head = ClassifierHead {
+        conv,
+        fc,
+        dropout: s.dropout,
+        conv_prefixes: vec![prefix(p, "_conv_head"), prefix(p, "_bn1")],
+        fc_prefix: prefix(p, "_fc"),
+    };
+    Ok(EfficientNetClassifier::new(trunk, stages, head))
 }
 
 const LITE0: Scale = Scale { width: 1.0, depth: 1.0, dropout: 0.2 };
@@ -368,15 +266,15 @@ const LITE2: Scale = Scale { width: 1.1, depth: 1.2, dropout: 0.3 };
 
 /// EfficientNet-Lite0 classifier (224 px).
 pub fn efficientnet_lite0(p: nn::Path, num_classes: i64) -> Result<EfficientNetLite> {
-    EfficientNetLite::new(&p, LITE0, num_classes)
+    lite_classifier(&p, LITE0, num_classes)
 }
 /// EfficientNet-Lite1 classifier (240 px).
 pub fn efficientnet_lite1(p: nn::Path, num_classes: i64) -> Result<EfficientNetLite> {
-    EfficientNetLite::new(&p, LITE1, num_classes)
+    lite_classifier(&p, LITE1, num_classes)
 }
 /// EfficientNet-Lite2 classifier (260 px).
 pub fn efficientnet_lite2(p: nn::Path, num_classes: i64) -> Result<EfficientNetLite> {
-    EfficientNetLite::new(&p, LITE2, num_classes)
+    lite_classifier(&p, LITE2, num_classes)
 }
 /// Headless EfficientNet-Lite0 (C3/C4/C5 = 40/112/320 channels).
 pub fn efficientnet_lite0_backbone(p: nn::Path) -> Result<EfficientNetLiteBody> {

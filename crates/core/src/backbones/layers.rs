@@ -48,6 +48,8 @@ pub struct Conv {
 /// The options of [`Conv::new`].
 #[derive(Debug, Clone, Copy)]
 pub struct ConvOpts {
+    /// Kernel size on both axes.
+    pub kernel: i64,
     /// Stride on both axes.
     pub stride: i64,
     /// Groups (`groups == in == out` for depthwise).
@@ -66,6 +68,7 @@ impl ConvOpts {
     /// Stride 1, one group, no bias, "same" symmetric padding `k / 2`, Kaiming fan-out init.
     pub fn new(kernel: i64) -> Self {
         ConvOpts {
+            kernel,
             stride: 1,
             groups: 1,
             bias: false,
@@ -101,18 +104,34 @@ impl ConvOpts {
     }
     /// Sets the dilation and, for symmetric padding, the matching "same" padding `d * (k / 2)`
     /// (torchvision's dilated ResNet and DeepLab's atrous convolutions).
-    pub fn dilation(mut self, d: i64, kernel: i64) -> Self {
+    pub fn dilation(mut self, d: i64) -> Self {
         self.dilation = d.max(1);
         if let Padding::Symmetric(_) = self.padding {
-            self.padding = Padding::Symmetric(self.dilation * (kernel / 2));
+            self.padding = Padding::Symmetric(self.dilation * (self.kernel / 2));
         }
         self
     }
+    /// These options followed by a batch norm with `eps` and `act`, for [`ConvBn::new`].
+    pub fn bn(self, eps: f64, act: Act) -> ConvBnOpts {
+        ConvBnOpts { conv: self, eps, act }
+    }
+}
+
+/// The options of [`ConvBn::new`]: the convolution's, the batch norm's eps and the activation.
+#[derive(Debug, Clone, Copy)]
+pub struct ConvBnOpts {
+    /// The convolution.
+    pub conv: ConvOpts,
+    /// The batch norm's eps.
+    pub eps: f64,
+    /// The activation after the batch norm.
+    pub act: Act,
 }
 
 impl Conv {
     /// Creates `p.weight` `[out, in/groups, k, k]` (and `p.bias` `[out]`).
-    pub fn new(p: &nn::Path, cin: i64, cout: i64, kernel: i64, o: ConvOpts) -> Result<Self> {
+    pub fn new(p: &nn::Path, cin: i64, cout: i64, o: ConvOpts) -> Result<Self> {
+        let kernel = o.kernel;
         let fan_in = cin / o.groups * kernel * kernel;
         let winit = match o.init {
             ConvInit::KaimingFanOut => {
@@ -349,22 +368,12 @@ pub struct ConvBn {
 }
 
 impl ConvBn {
-    /// Convolution at `conv_p`, batch norm (eps, momentum) at `bn_p`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        conv_p: &nn::Path,
-        bn_p: &nn::Path,
-        cin: i64,
-        cout: i64,
-        kernel: i64,
-        opts: ConvOpts,
-        eps: f64,
-        act: Act,
-    ) -> Result<Self> {
+    /// Convolution at `conv_p`, batch norm (eps, momentum 0.1) at `bn_p`, then `o.act`.
+    pub fn new(conv_p: &nn::Path, bn_p: &nn::Path, cin: i64, cout: i64, o: ConvBnOpts) -> Result<Self> {
         Ok(ConvBn {
-            conv: Conv::new(conv_p, cin, cout, kernel, opts)?,
-            bn: Bn::new(bn_p, cout, eps, 0.1)?,
-            act,
+            conv: Conv::new(conv_p, cin, cout, o.conv)?,
+            bn: Bn::new(bn_p, cout, o.eps, 0.1)?,
+            act: o.act,
             folded: None,
         })
     }

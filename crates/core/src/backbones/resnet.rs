@@ -28,11 +28,13 @@ struct Block {
 }
 
 impl Block {
-    fn new(p: &nn::Path, cin: i64, width: i64, stride: i64, dilation: i64, bottleneck: bool) -> Result<Self> {
+    /// A basic (or `bottleneck`) block from `cin` channels at `width`, its 3x3 convolution with
+    /// `(stride, dilation)`.
+    fn new(p: &nn::Path, cin: i64, width: i64, (stride, dilation): (i64, i64), bottleneck: bool) -> Result<Self> {
         let cb = |i: usize, ci: i64, co: i64, k: i64, s: i64, act: Act| {
             // Only 3x3 convolutions are dilated (1x1 ones are unaffected).
-            let o = if k == 3 { ConvOpts::new(k).stride(s).dilation(dilation, k) } else { ConvOpts::new(k).stride(s) };
-            ConvBn::new(&(p / format!("conv{i}")), &(p / format!("bn{i}")), ci, co, k, o, BN_EPS, act)
+            let o = if k == 3 { ConvOpts::new(k).stride(s).dilation(dilation) } else { ConvOpts::new(k).stride(s) };
+            ConvBn::new(&(p / format!("conv{i}")), &(p / format!("bn{i}")), ci, co, o.bn(BN_EPS, act))
         };
         let (convs, cout) = if bottleneck {
             let out = width * 4;
@@ -48,7 +50,7 @@ impl Block {
         let downsample = if stride != 1 || cin != cout {
             let d = p / "downsample";
             let o = ConvOpts::new(1).stride(stride);
-            Some(ConvBn::new(&(&d / 0), &(&d / 1), cin, cout, 1, o, BN_EPS, Act::None)?)
+            Some(ConvBn::new(&(&d / 0), &(&d / 1), cin, cout, o.bn(BN_EPS, Act::None))?)
         } else {
             None
         };
@@ -84,7 +86,7 @@ impl ResNetBody {
     fn new(p: &nn::Path, depths: [usize; 4], bottleneck: bool, dilate: [bool; 3]) -> Result<Self> {
         let p = p.set_group(BACKBONE_GROUP);
         let stem =
-            ConvBn::new(&(&p / "conv1"), &(&p / "bn1"), 3, 64, 7, ConvOpts::new(7).stride(2), BN_EPS, Act::Relu)?;
+            ConvBn::new(&(&p / "conv1"), &(&p / "bn1"), 3, 64, ConvOpts::new(7).stride(2).bn(BN_EPS, Act::Relu))?;
         let expansion = if bottleneck { 4 } else { 1 };
         let mut cin = 64;
         let mut layers: [Vec<Block>; 4] = Default::default();
@@ -105,7 +107,7 @@ impl ResNetBody {
             stride_now *= layer_stride;
             for bi in 0..*depth {
                 let (stride, d) = if bi == 0 { (layer_stride, previous_dilation) } else { (1, dilation) };
-                layers[li].push(Block::new(&(&lp / bi), cin, width, stride, d, bottleneck)?);
+                layers[li].push(Block::new(&(&lp / bi), cin, width, (stride, d), bottleneck)?);
                 cin = width * expansion;
             }
             channels[li] = cin;
@@ -162,7 +164,7 @@ impl ResNetBody {
     /// The ONNX nodes of [`ResNetBody::run`] in eval mode: the outputs of `layer1..layer4`.
     fn run_onnx(&self, g: &mut Graph, x: &Value) -> Result<Vec<Value>, OnnxError> {
         let mut x = self.stem.to_onnx(g, x)?;
-        x = g.pool(&x, false, 3, 2, 1);
+        x = g.pool(&x, false, (3, 2, 1));
         let mut outs = Vec::with_capacity(4);
         for layer in &self.layers {
             for b in layer {

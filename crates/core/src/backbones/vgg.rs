@@ -51,7 +51,7 @@ impl VggFeatures {
             for &cout in *widths {
                 let o = ConvOpts::new(3).bias(true);
                 names.push(prefix(&fp, &idx.to_string()));
-                let conv = Conv::new(&(&fp / idx), cin, cout, 3, o)?;
+                let conv = Conv::new(&(&fp / idx), cin, cout, o)?;
                 let bn = if batch_norm {
                     idx += 1;
                     names.push(prefix(&fp, &idx.to_string()));
@@ -143,7 +143,7 @@ impl VggFeatures {
                 x = g.unary("Relu", &y);
             }
             pre_pool.push(x.clone());
-            x = g.pool(&x, false, 2, 2, 0);
+            x = g.pool(&x, false, (2, 2, 0));
         }
         Ok((pre_pool, x))
     }

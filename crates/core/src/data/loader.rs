@@ -81,18 +81,30 @@ pub fn sample_rng(seed: u64, epoch: usize, index: usize) -> StdRng {
 }
 
 impl Loader {
-    /// A loader over items `0..num_items` in batches of `batch_size` (at least 1). `shuffle` permutes
-    /// the items each epoch from (seed, epoch); `drop_last` drops a final short batch; `prefetch` is
-    /// how many prepared batches may wait (0 still prepares one ahead while the caller works).
-    pub fn new(
-        num_items: usize,
-        batch_size: usize,
-        shuffle: bool,
-        seed: u64,
-        drop_last: bool,
-        prefetch: usize,
-    ) -> Self {
-        Loader { num_items, batch_size: batch_size.max(1), shuffle, seed, drop_last, prefetch }
+    /// A loader over items `0..num_items` in batches of `batch_size` (at least 1), in order, keeping a
+    /// final short batch, with two prepared batches allowed to wait.
+    pub fn new(num_items: usize, batch_size: usize) -> Self {
+        Loader { num_items, batch_size: batch_size.max(1), shuffle: false, seed: 0, drop_last: false, prefetch: 2 }
+    }
+
+    /// Permutes the items each epoch from (`seed`, epoch) when `shuffle` is true; the seed also
+    /// seeds each sample's RNG ([`sample_rng`]).
+    pub fn shuffled(mut self, shuffle: bool, seed: u64) -> Self {
+        self.shuffle = shuffle;
+        self.seed = seed;
+        self
+    }
+
+    /// Drops a final short batch.
+    pub fn drop_last(mut self) -> Self {
+        self.drop_last = true;
+        self
+    }
+
+    /// How many prepared batches may wait (0 still prepares one ahead while the caller works).
+    pub fn prefetch(mut self, batches: usize) -> Self {
+        self.prefetch = batches;
+        self
     }
 
     /// Number of batches per epoch.
@@ -131,7 +143,7 @@ impl Loader {
         let seed = self.seed;
         let handle = std::thread::Builder::new()
             .name(format!("tlcv-loader-e{epoch}"))
-            .spawn(move || worker(batches, seed, epoch, load_fn, collate, tx, worker_stop));
+            .spawn(move || worker(&EpochPlan { batches, seed, epoch }, load_fn, collate, tx, &worker_stop));
         match handle {
             Ok(h) => EpochIter { rx: Some(rx), handle: Some(h), stop, spawn_error: None },
             Err(e) => EpochIter { rx: None, handle: None, stop, spawn_error: Some(e.to_string()) },
@@ -139,20 +151,23 @@ impl Loader {
     }
 }
 
-fn worker<T, B, L, C>(
+/// The item indices of each batch of one epoch, and what seeds each sample's RNG.
+struct EpochPlan {
     batches: Vec<Vec<usize>>,
     seed: u64,
     epoch: usize,
-    load_fn: L,
-    collate: C,
-    tx: SyncSender<Batch<B>>,
-    stop: Arc<AtomicBool>,
-) where
+}
+
+/// Loads and collates `plan`'s batches in order and sends them to `tx`, until done, `stop` or a
+/// dropped receiver.
+fn worker<T, B, L, C>(plan: &EpochPlan, load_fn: L, collate: C, tx: SyncSender<Batch<B>>, stop: &AtomicBool)
+where
     T: Send,
     L: Fn(usize, &mut StdRng) -> Result<T, DataError> + Sync,
     C: Fn(Vec<T>) -> B,
 {
-    for (batch_index, ids) in batches.into_iter().enumerate() {
+    let (seed, epoch) = (plan.seed, plan.epoch);
+    for (batch_index, ids) in plan.batches.iter().enumerate() {
         if stop.load(Ordering::Relaxed) {
             return;
         }

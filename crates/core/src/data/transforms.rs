@@ -98,7 +98,7 @@ pub fn center_crop(img: &RgbImage, width: usize, height: usize) -> Result<RgbIma
     let src = if width > img.width || height > img.height {
         let pw = width.saturating_sub(img.width);
         let ph = height.saturating_sub(img.height);
-        pad(img, pw / 2, ph / 2, pw - pw / 2, ph - ph / 2, [0, 0, 0])?
+        pad(img, Sides { left: pw / 2, top: ph / 2, right: pw - pw / 2, bottom: ph - ph / 2 }, [0, 0, 0])?
     } else {
         img.clone()
     };
@@ -107,15 +107,22 @@ pub fn center_crop(img: &RgbImage, width: usize, height: usize) -> Result<RgbIma
     crop(&src, left, top, width, height)
 }
 
+/// Pixels added on each side by [`pad`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sides {
+    /// Columns on the left.
+    pub left: usize,
+    /// Rows on top.
+    pub top: usize,
+    /// Columns on the right.
+    pub right: usize,
+    /// Rows at the bottom.
+    pub bottom: usize,
+}
+
 /// Pads with a constant colour on each side.
-pub fn pad(
-    img: &RgbImage,
-    left: usize,
-    top: usize,
-    right: usize,
-    bottom: usize,
-    rgb: [u8; 3],
-) -> Result<RgbImage, DataError> {
+pub fn pad(img: &RgbImage, sides: Sides, rgb: [u8; 3]) -> Result<RgbImage, DataError> {
+    let Sides { left, top, right, bottom } = sides;
     let width = img.width + left + right;
     let height = img.height + top + bottom;
     let mut out = RgbImage::filled(width, height, rgb);
@@ -180,19 +187,7 @@ fn uniform(rng: &mut impl Rng, lo: f64, hi: f64) -> f64 {
 
 /// Random resized crop to `size` x `size` with torchvision's defaults (scale 0.08..1, ratio 3/4..4/3).
 pub fn random_resized_crop(img: &RgbImage, size: usize, rng: &mut impl Rng) -> Result<RgbImage, DataError> {
-    random_resized_crop_with(img, size, size, (0.08, 1.0), (3.0 / 4.0, 4.0 / 3.0), rng)
-}
-
-/// Random resized crop to `width` x `height` with explicit scale and ratio ranges (OpenCV bilinear).
-pub fn random_resized_crop_with(
-    img: &RgbImage,
-    width: usize,
-    height: usize,
-    scale: (f64, f64),
-    ratio: (f64, f64),
-    rng: &mut impl Rng,
-) -> Result<RgbImage, DataError> {
-    RandomResizedCrop { width, height, scale, ratio, method: ResizeMethod::Opencv }.apply(img, rng)
+    RandomResizedCrop::new(size, size).apply(img, rng)
 }
 
 fn check_crop_ranges(scale: (f64, f64), ratio: (f64, f64)) -> Result<(), DataError> {
@@ -220,6 +215,18 @@ pub struct RandomResizedCrop {
 }
 
 impl RandomResizedCrop {
+    /// A crop to `width` x `height` with torchvision's default ranges (scale 0.08..1, ratio 3/4..4/3),
+    /// resized by OpenCV's bilinear filter.
+    pub fn new(width: usize, height: usize) -> Self {
+        RandomResizedCrop {
+            width,
+            height,
+            scale: (0.08, 1.0),
+            ratio: (3.0 / 4.0, 4.0 / 3.0),
+            method: ResizeMethod::Opencv,
+        }
+    }
+
     /// Draws a crop of `img` and resizes it.
     pub fn apply(&self, img: &RgbImage, rng: &mut impl Rng) -> Result<RgbImage, DataError> {
         check_crop_ranges(self.scale, self.ratio)?;
@@ -235,8 +242,10 @@ impl RandomResizedCrop {
         }
     }
 
-    /// [`Self::apply`] on encoded bytes, with the same draws and result; for a JPEG only the crop is
-    /// decoded (see [`decode_random_resized_crop`]).
+    /// [`Self::apply`] on encoded bytes, as `decode_bytes` then the crop, with the same random draws
+    /// and the same crop. For a JPEG only the crop is decoded: the crop is chosen from the header's size
+    /// (reduced per `opts.target_size`) and libjpeg decodes just that region. Other files are decoded
+    /// whole. Checks and errors are those of [`super::decode_bytes`].
     pub fn decode(
         &self,
         bytes: &[u8],
@@ -267,24 +276,6 @@ fn resize_region(img: &RgbImage, r: CropRect, width: usize, height: usize) -> Re
     let mut dst = Mat::default();
     imgproc::resize(&roi, &mut dst, Size::new(w, h), 0.0, 0.0, imgproc::INTER_LINEAR)?;
     RgbImage::from_mat(&dst)
-}
-
-/// [`random_resized_crop_with`] on encoded bytes, as `decode_bytes` then the crop, with the same random
-/// draws and the same crop. For a JPEG only the crop is decoded: the crop is chosen from the header's
-/// size (reduced per `opts.target_size`) and libjpeg decodes just that region. Other files are decoded
-/// whole. Checks and errors are those of [`super::decode_bytes`].
-#[allow(clippy::too_many_arguments)]
-pub fn decode_random_resized_crop(
-    bytes: &[u8],
-    path: &std::path::Path,
-    opts: &super::DecodeOptions,
-    width: usize,
-    height: usize,
-    scale: (f64, f64),
-    ratio: (f64, f64),
-    rng: &mut (impl Rng + Clone),
-) -> Result<RgbImage, DataError> {
-    RandomResizedCrop { width, height, scale, ratio, method: ResizeMethod::Opencv }.decode(bytes, path, opts, rng)
 }
 
 /// Mirrors left-right.

@@ -39,7 +39,7 @@ pub fn conv_bn_to_onnx(g: &mut Graph, conv: &Conv, bn: Option<&Bn>, x: &Value) -
                 Some(p) => format!("{p}.folded_bias"),
                 None => "folded_bias".into(),
             };
-            g.conv_named(x, &w, &b, conv.spec(), &wv, &bv)
+            g.conv_named(x, (&w, &b), conv.spec(), (&wv, &bv))
         }
     }
 }
@@ -95,7 +95,7 @@ pub fn adaptive_avg_pool(g: &mut Graph, x: &Value, oh: i64, ow: i64) -> Result<V
     }
     if h % oh == 0 && w % ow == 0 && h / oh == w / ow {
         let k = h / oh;
-        return Ok(g.pool(x, true, k, k, 0));
+        return Ok(g.pool(x, true, (k, k, 0)));
     }
     let bins = |m: i64, n: i64| -> Vec<f32> {
         let mut a = vec![0f32; (n * m) as usize];

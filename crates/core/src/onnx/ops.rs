@@ -70,15 +70,13 @@ impl Graph {
         self.conv_values(x, &wv, bv.as_ref(), spec)
     }
 
-    /// [`Graph::conv`] with new tensors stored under the names `wname` and `bname`.
+    /// [`Graph::conv`] with the new tensors `(w, b)` stored under the names `(wname, bname)`.
     pub fn conv_named(
         &mut self,
         x: &Value,
-        w: &Tensor,
-        b: &Tensor,
+        (w, b): (&Tensor, &Tensor),
         spec: ConvSpec,
-        wname: &str,
-        bname: &str,
+        (wname, bname): (&str, &str),
     ) -> Result<Value> {
         let (wn, bn) = (self.fresh(wname), self.fresh(bname));
         let kind = self.float_kind();
@@ -173,9 +171,9 @@ impl Graph {
         self.op("GlobalAveragePool", &[x], &[], vec![x.dims()[0], x.dims()[1], Some(1), Some(1)])
     }
 
-    /// `MaxPool` (or `AveragePool` with `avg`) with square kernel, stride and symmetric padding,
-    /// floor mode; an average excludes the padding.
-    pub fn pool(&mut self, x: &Value, avg: bool, k: i64, s: i64, p: i64) -> Value {
+    /// `MaxPool` (or `AveragePool` with `avg`) with a square `(kernel, stride, padding)` window and
+    /// symmetric padding, floor mode; an average excludes the padding.
+    pub fn pool(&mut self, x: &Value, avg: bool, (k, s, p): (i64, i64, i64)) -> Value {
         let out = |d: Option<i64>| d.map(|i| (i + 2 * p - k) / s + 1);
         let dims = vec![x.dims()[0], x.dims()[1], out(x.dim(2)), out(x.dim(3))];
         let attrs =

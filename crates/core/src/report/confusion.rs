@@ -33,20 +33,29 @@ pub fn confusion_matrix(
     let text = text_enabled();
     let n = check_matrix(path, matrix, labels)?;
     let layout = Layout::for_classes(n, labels, title, text);
-    draw(path, layout.size(), title, matrix, labels, normalize, text)
+    draw(path, layout.size(), title, Cells { matrix, labels, normalize }, text)
 }
 
-/// [`confusion_matrix`] drawn into an image of the given size (cells shrink or grow to fit).
+/// [`confusion_matrix`] of `(matrix, labels)` drawn into an image of the given size (cells shrink or
+/// grow to fit).
 pub fn confusion_matrix_sized(
     path: &Path,
     size: (u32, u32),
     title: &str,
-    matrix: &[Vec<u64>],
-    labels: &[String],
+    (matrix, labels): (&[Vec<u64>], &[String]),
     normalize: bool,
 ) -> Result<(), ReportError> {
     check_matrix(path, matrix, labels)?;
-    draw(path, size, title, matrix, labels, normalize, text_enabled())
+    draw(path, size, title, Cells { matrix, labels, normalize }, text_enabled())
+}
+
+/// What the cells of a confusion matrix show.
+#[derive(Clone, Copy)]
+struct Cells<'a> {
+    matrix: &'a [Vec<u64>],
+    labels: &'a [String],
+    /// Rows normalised by the true class's count.
+    normalize: bool,
 }
 
 fn check_matrix(path: &Path, matrix: &[Vec<u64>], labels: &[String]) -> Result<usize, ReportError> {
@@ -147,15 +156,8 @@ fn text_width(s: &str, size: f64) -> i32 {
     }
 }
 
-fn draw(
-    path: &Path,
-    size: (u32, u32),
-    title: &str,
-    matrix: &[Vec<u64>],
-    labels: &[String],
-    normalize: bool,
-    text: bool,
-) -> Result<(), ReportError> {
+fn draw(path: &Path, size: (u32, u32), title: &str, cells: Cells<'_>, text: bool) -> Result<(), ReportError> {
+    let Cells { matrix, labels, normalize } = cells;
     check_size(path, size)?;
     let n = matrix.len();
     let lay = Layout::fit(size, n, labels, title, text);
@@ -310,7 +312,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("cm.png");
         let labels = vec!["a".to_string(), "b".to_string()];
-        draw(&p, (200, 160), "t", &[vec![3, 1], vec![0, 4]], &labels, true, false).unwrap();
+        draw(&p, (200, 160), "t", Cells { matrix: &[vec![3, 1], vec![0, 4]], labels: &labels, normalize: true }, false)
+            .unwrap();
         let m = opencv::imgcodecs::imread(p.to_str().unwrap(), opencv::imgcodecs::IMREAD_COLOR).unwrap();
         use opencv::core::MatTraitConst;
         assert_eq!((m.cols(), m.rows()), (200, 160));

@@ -28,6 +28,11 @@ impl Tile {
     pub const CORRECT: [u8; 3] = [30, 140, 60];
     /// Red used for wrong predictions.
     pub const WRONG: [u8; 3] = [200, 35, 40];
+
+    /// A blank 96 x 96 tile captioned `caption` in red, for a grid with nothing to show.
+    pub fn placeholder(caption: &str) -> Tile {
+        Tile { rgb: vec![255; 96 * 96 * 3], width: 96, height: 96, caption: caption.into(), caption_color: Tile::WRONG }
+    }
 }
 
 /// Space between cells and around the grid.

@@ -232,15 +232,15 @@ pub fn bar_plot_sized(
     labels: &[String],
     values: &[f64],
 ) -> Result<(), ReportError> {
-    draw_bars(path, size, title, labels, values, text_enabled())
+    draw_bars(path, size, title, (labels, values), text_enabled())
 }
 
+/// Draws one bar per `(label, value)`.
 pub(crate) fn draw_bars(
     path: &Path,
     size: (u32, u32),
     title: &str,
-    labels: &[String],
-    values: &[f64],
+    (labels, values): (&[String], &[f64]),
     text: bool,
 ) -> Result<(), ReportError> {
     check_size(path, size)?;
@@ -466,7 +466,7 @@ mod tests {
             // Text-coloured pixels appear exactly when text is drawn.
             assert_eq!(ink_pixels(&m) > 20, text, "text={text}");
             let p = dir.path().join(format!("bars_{text}.png"));
-            draw_bars(&p, (300, 200), "Title", &["a".into(), "b".into()], &[0.2, 0.9], text).unwrap();
+            draw_bars(&p, (300, 200), "Title", (&["a".into(), "b".into()], &[0.2, 0.9]), text).unwrap();
             let m = read(&p);
             assert_eq!((m.cols(), m.rows()), (300, 200));
             assert_eq!(ink_pixels(&m) > 20, text, "text={text}");

@@ -93,15 +93,31 @@ pub fn fit_facts(fit: &FitSummary) -> Vec<(String, String)> {
     ]
 }
 
-/// Appends the closing sections (the skipped files under `skipped_title` when there are any, then
-/// the configuration) and writes the page to `run/report.html`.
+/// What every task's report shows besides its own results: the configuration, the class names, the
+/// epoch history, the skipped inputs and the facts at the top of the page.
+#[derive(Debug)]
+pub struct RunRecord<'a, C> {
+    /// The run's configuration, shown at the end of the page.
+    pub cfg: &'a C,
+    /// Class names.
+    pub classes: &'a [String],
+    /// Per-epoch history.
+    pub history: &'a [EpochRecord],
+    /// Skipped inputs (and label problems) with reasons.
+    pub skipped: &'a [String],
+    /// Extra facts (name, value) shown at the top.
+    pub facts: Vec<(String, String)>,
+}
+
+/// Appends the closing sections (`record`'s skipped inputs under `skipped_title` when there are any,
+/// then its configuration) and writes the page to `run/report.html`.
 pub fn finish<C: Serialize>(
     run: &RunDir,
     mut page: Report,
     skipped_title: &str,
-    skipped: &[String],
-    cfg: &C,
+    record: &RunRecord<'_, C>,
 ) -> Result<()> {
+    let skipped = record.skipped;
     if !skipped.is_empty() {
         let mut lines: Vec<&str> = skipped.iter().take(MAX_SKIPPED_LINES).map(String::as_str).collect();
         let more = format!("... and {} more", skipped.len().saturating_sub(MAX_SKIPPED_LINES));
@@ -110,6 +126,6 @@ pub fn finish<C: Serialize>(
         }
         page = page.code(skipped_title, lines.join("\n"));
     }
-    page.config(crate::config::to_toml(cfg)?).write(&run.report_html())?;
+    page.config(crate::config::to_toml(record.cfg)?).write(&run.report_html())?;
     Ok(())
 }

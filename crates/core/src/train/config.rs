@@ -118,6 +118,16 @@ impl TrainConfig {
         self.precision_resolved = Some(plan);
         plan
     }
+
+    /// The start of every task's training: sizes the thread pools, resolves the device and
+    /// `precision` (recorded as by [`TrainConfig::resolve_precision`]) and seeds libtorch.
+    pub fn prepare(&mut self, task: TaskKind) -> crate::Result<(Device, PrecisionPlan)> {
+        crate::run::configure_threads();
+        let device = self.device.resolve()?;
+        let plan = self.resolve_precision(device, task);
+        tch::manual_seed(self.seed as i64);
+        Ok((device, plan))
+    }
 }
 
 impl Default for TrainConfig {

@@ -3,7 +3,8 @@
 //! ([`Trainer::train_epoch`]), one optimiser step ([`Trainer::step`]), the non-finite-loss retry
 //! ([`Snapshot`]), validation and best-epoch tracking ([`Trainer::close_epoch`]), checkpoint and
 //! `results.csv` bookkeeping ([`Trainer::save`]), the time budget ([`Trainer::refit_to_budget`])
-//! and early stopping ([`Trainer::should_stop_early`]).
+//! and early stopping ([`Trainer::should_stop_early`]). Slightly past 450 lines: the pieces share the
+//! trainer's state, so they stay in one file.
 
 use std::{
     collections::{BTreeMap, HashMap},

@@ -65,7 +65,7 @@ pub fn shard_padded(order: &[usize], rank: usize, world: usize) -> Vec<usize> {
 /// as with DistributedSampler.
 pub fn epoch_shard_order(n: usize, seed: u64, epoch: usize, parallel: &dyn Parallel) -> Vec<usize> {
     if parallel.world_size() > 1 {
-        crate::data::Loader::new(n, 1, true, seed, false, 0).epoch_order(epoch)
+        crate::data::Loader::new(n, 1).shuffled(true, seed).prefetch(0).epoch_order(epoch)
     } else {
         (0..n).collect()
     }

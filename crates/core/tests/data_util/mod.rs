@@ -61,13 +61,11 @@ fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], body: &[u8]) {
     out.extend_from_slice(&crc32(&c).to_be_bytes());
 }
 
-/// A PNG with the given IHDR fields and raw scanlines (each already prefixed with filter byte 0),
-/// stored uncompressed; `palette` adds a PLTE chunk.
+/// A PNG with the given IHDR fields (`(width, height)`, `(bit depth, colour type)`) and raw
+/// scanlines (each already prefixed with filter byte 0), stored uncompressed; `palette` adds a PLTE chunk.
 pub fn png(
-    width: u32,
-    height: u32,
-    bit_depth: u8,
-    colour_type: u8,
+    (width, height): (u32, u32),
+    (bit_depth, colour_type): (u8, u8),
     palette: Option<&[[u8; 3]]>,
     scanlines: &[u8],
 ) -> Vec<u8> {

@@ -148,8 +148,7 @@ pub fn data_yaml_text(names: &[String]) -> String {
 pub fn parse_labels(
     text: &str,
     path: &Path,
-    width: u32,
-    height: u32,
+    (width, height): (u32, u32),
     num_classes: usize,
     issues: &mut Issues,
 ) -> Vec<Object> {
@@ -245,7 +244,7 @@ pub fn read_split(image_dir: &Path, num_classes: usize) -> Result<(Vec<DetImage>
             };
             let lp = label_path(img);
             let objects = match std::fs::read_to_string(&lp) {
-                Ok(text) => parse_labels(&text, &lp, width, height, num_classes, &mut issues),
+                Ok(text) => parse_labels(&text, &lp, (width, height), num_classes, &mut issues),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     issues.missing_labels += 1;
                     issues.messages.push(format!("{}: missing label file (image kept without objects)", lp.display()));

@@ -17,8 +17,7 @@ type ImageResult = std::result::Result<Vec<Detection>, String>;
 /// [`evaluate_images`] with the images split over `parallel`'s ranks in batches of `batch`.
 pub fn evaluate_images_sharded(
     model: &Detector,
-    images: &[DetImage],
-    names: &[String],
+    (images, names): (&[DetImage], &[String]),
     pp: &PostprocessConfig,
     batch: usize,
     parallel: &dyn Parallel,

@@ -32,7 +32,7 @@ pub(crate) fn normal_init(conv: &mut Conv, std: f64) {
 
 /// A conv with bias and PyTorch padding `k / 2`.
 pub(crate) fn conv_bias(p: &nn::Path, cin: i64, cout: i64, k: i64, stride: i64) -> Result<Conv, DetectError> {
-    Conv::new(p, cin, cout, k, ConvOpts::new(k).stride(stride).bias(true))
+    Conv::new(p, cin, cout, ConvOpts::new(k).stride(stride).bias(true))
         .map_err(|e| DetectError::Invalid(format!("building {}: {e}", p.components().collect::<Vec<_>>().join("."))))
 }
 

@@ -11,7 +11,7 @@ use crate::boxes::{BoxCoder, box_iou, clip_boxes};
 use crate::error::DetectError;
 use crate::matching::{BELOW_LOW_THRESHOLD, BETWEEN_THRESHOLDS, BalancedPositiveNegativeSampler, Matcher};
 use crate::model_io::{Detections, Target};
-use crate::nms::batched_nms;
+use crate::nms::{NmsParams, batched_nms};
 use crate::roi_align::MultiScaleRoiAlign;
 
 /// Box-branch hyper-parameters (torchvision's defaults in [`Default`]).
@@ -137,7 +137,7 @@ impl RoiHeads {
             let keep = ok.nonzero().view([-1]);
             let (b, s, l) =
                 (boxes.index_select(0, &keep), scores.index_select(0, &keep), labels.index_select(0, &keep));
-            let kept = batched_nms(&b, &s, &l, self.cfg.nms_thresh, f64::NEG_INFINITY, self.cfg.detections_per_img)?
+            let kept = batched_nms(&b, &s, &l, NmsParams::new(self.cfg.nms_thresh, self.cfg.detections_per_img))?
                 .to_device(b.device());
             out.push(Detections {
                 boxes: b.index_select(0, &kept),

@@ -10,7 +10,7 @@ use super::fpn::{conv_bias, normal_init};
 use crate::boxes::{BoxCoder, box_iou, clip_boxes};
 use crate::error::DetectError;
 use crate::matching::{BELOW_LOW_THRESHOLD, BETWEEN_THRESHOLDS, BalancedPositiveNegativeSampler, Matcher};
-use crate::nms::batched_nms;
+use crate::nms::{NmsParams, batched_nms};
 use crate::priors::AnchorGenerator;
 
 /// RPN hyper-parameters (torchvision's defaults in [`Default`]).
@@ -168,9 +168,8 @@ impl Rpn {
             let keep = ok.nonzero().view([-1]);
             let (boxes, scores, lvl) =
                 (boxes.index_select(0, &keep), scores.index_select(0, &keep), lvl.index_select(0, &keep));
-            let kept =
-                batched_nms(&boxes, &scores, &lvl, self.cfg.nms_thresh, f64::NEG_INFINITY, post.max(0) as usize)?
-                    .to_device(dev);
+            let kept = batched_nms(&boxes, &scores, &lvl, NmsParams::new(self.cfg.nms_thresh, post.max(0) as usize))?
+                .to_device(dev);
             result.push((boxes.index_select(0, &kept), scores.index_select(0, &kept)));
         }
         Ok(result)

@@ -4,7 +4,9 @@
 
 use rand::Rng;
 use tlcv_core::data::RgbImage;
-use tlcv_core::data::transforms::{adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, crop, pad};
+use tlcv_core::data::transforms::{
+    Sides, adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, crop, pad,
+};
 
 use crate::boxes::iou_xyxy;
 use crate::error::DetectError;
@@ -67,20 +69,19 @@ pub fn photometric_distort(img: &mut RgbImage, p: f64, rng: &mut impl Rng) {
     }
 }
 
-/// Places the image at `(left, top)` on a `width x height` canvas of `fill`; boxes shift with it.
+/// Places the image at `(left, top)` on a `(width, height)` canvas of `fill`; boxes shift with it.
 pub fn zoom_out(
     s: &BoxedImage,
-    width: usize,
-    height: usize,
-    left: usize,
-    top: usize,
+    (width, height): (usize, usize),
+    (left, top): (usize, usize),
     fill: [u8; 3],
 ) -> Result<BoxedImage, DetectError> {
     let (w, h) = (s.image.width, s.image.height);
     if left + w > width || top + h > height {
         return Err(DetectError::Invalid(format!("zoom_out: {w}x{h} at ({left},{top}) does not fit {width}x{height}")));
     }
-    let image = pad(&s.image, left, top, width - w - left, height - h - top, fill).map_err(data_err)?;
+    let sides = Sides { left, top, right: width - w - left, bottom: height - h - top };
+    let image = pad(&s.image, sides, fill).map_err(data_err)?;
     let (dx, dy) = (left as f64, top as f64);
     let boxes = s.boxes.iter().map(|b| [b[0] + dx, b[1] + dy, b[2] + dx, b[3] + dy]).collect();
     Ok(BoxedImage { image, boxes, labels: s.labels.clone() })
@@ -155,7 +156,7 @@ impl SsdAugment {
             let (cw, ch) = ((w as f64 * r) as usize, (h as f64 * r) as usize);
             let left = rng.gen_range(0..=cw - w);
             let top = rng.gen_range(0..=ch - h);
-            s = zoom_out(&s, cw, ch, left, top, self.fill)?;
+            s = zoom_out(&s, (cw, ch), (left, top), self.fill)?;
         }
         if self.iou_crop {
             s = iou_crop(&s, rng)?;

@@ -26,7 +26,7 @@ use crate::export::{NmsRule, OnnxHead};
 use crate::family::{BuildContext, DetectorFamily, StepLosses, to_detections};
 use crate::matching::{hard_negative_mask, ssd_match};
 use crate::model_io::{Detections, Target, Targets};
-use crate::nms::batched_nms;
+use crate::nms::{NmsParams, batched_nms};
 use crate::postprocess::{Detection, PostprocessConfig};
 use crate::priors::DefaultBoxGenerator;
 use extras::Extras;
@@ -225,8 +225,7 @@ pub fn select_detections(boxes: &Tensor, scores: &Tensor, cfg: &SsdConfig) -> Re
         ss.push(top);
     }
     let (b, s, l) = (Tensor::cat(&bs, 0), Tensor::cat(&ss, 0), Tensor::cat(&ls, 0));
-    let kept =
-        batched_nms(&b, &s, &l, cfg.nms_thresh, f64::NEG_INFINITY, cfg.detections_per_img)?.to_device(b.device());
+    let kept = batched_nms(&b, &s, &l, NmsParams::new(cfg.nms_thresh, cfg.detections_per_img))?.to_device(b.device());
     Ok(Detections {
         boxes: b.index_select(0, &kept),
         scores: s.index_select(0, &kept),

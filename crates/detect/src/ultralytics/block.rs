@@ -23,8 +23,8 @@ pub struct Bottleneck {
 }
 
 impl Bottleneck {
-    /// Hidden width `int(c2 * e)`; kernels `k`.
-    pub fn new(p: &nn::Path, c1: i64, c2: i64, shortcut: bool, k: (i64, i64), e: f64) -> Result<Self> {
+    /// `(c1, c2)` channels in and out, hidden width `int(c2 * e)`; kernels `k`.
+    pub fn new(p: &nn::Path, (c1, c2): (i64, i64), shortcut: bool, k: (i64, i64), e: f64) -> Result<Self> {
         let c = (c2 as f64 * e) as i64;
         Ok(Self {
             cv1: conv(&(p / "cv1"), ConvSpec::new(c1, c, k.0))?,
@@ -58,7 +58,8 @@ impl C3k {
     /// `n` 3x3 bottlenecks of width `c2 / 2` under `m.{i}`.
     pub fn new(p: &nn::Path, c1: i64, c2: i64, n: i64, shortcut: bool) -> Result<Self> {
         let c = c2 / 2;
-        let m = (0..n).map(|i| Bottleneck::new(&(p / "m" / i), c, c, shortcut, (3, 3), 1.0)).collect::<Result<_>>()?;
+        let m =
+            (0..n).map(|i| Bottleneck::new(&(p / "m" / i), (c, c), shortcut, (3, 3), 1.0)).collect::<Result<_>>()?;
         Ok(Self {
             cv1: conv(&(p / "cv1"), ConvSpec::new(c1, c, 1))?,
             cv2: conv(&(p / "cv2"), ConvSpec::new(c1, c, 1))?,
@@ -129,10 +130,10 @@ impl C2f {
             .map(|i| {
                 let q = p / "m" / i;
                 Ok(match kind {
-                    C2fKind::C2f { shortcut } => Inner::Bottleneck(Bottleneck::new(&q, c, c, shortcut, (3, 3), 1.0)?),
+                    C2fKind::C2f { shortcut } => Inner::Bottleneck(Bottleneck::new(&q, (c, c), shortcut, (3, 3), 1.0)?),
                     C2fKind::C3k2 { c3k: true, .. } => Inner::C3k(C3k::new(&q, c, c, 2, true)?),
                     C2fKind::C3k2 { c3k: false, .. } => {
-                        Inner::Bottleneck(Bottleneck::new(&q, c, c, true, (3, 3), 0.5)?)
+                        Inner::Bottleneck(Bottleneck::new(&q, (c, c), true, (3, 3), 0.5)?)
                     }
                 })
             })

@@ -65,7 +65,7 @@ fn gcd(a: i64, b: i64) -> i64 {
 pub fn conv(p: &nn::Path, c: ConvSpec) -> Result<ConvBn> {
     let opts = ConvOpts::new(c.k).stride(c.s).groups(c.g).init(ConvInit::Default);
     let act = if c.silu { Act::Silu } else { Act::None };
-    Ok(ConvBn::new(&(p / "conv"), &(p / "bn"), c.c1, c.c2, c.k, opts, BN_EPS, act)?.bn_momentum(BN_MOMENTUM))
+    Ok(ConvBn::new(&(p / "conv"), &(p / "bn"), c.c1, c.c2, opts.bn(BN_EPS, act))?.bn_momentum(BN_MOMENTUM))
 }
 
 #[cfg(test)]

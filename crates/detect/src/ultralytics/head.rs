@@ -54,7 +54,7 @@ pub struct Detect {
 }
 
 fn final_conv(p: &nn::Path, c: i64, out: i64, bias: f64) -> Result<Conv> {
-    let conv = Conv::new(p, c, out, 1, ConvOpts::new(1).bias(true).init(ConvInit::Default))?;
+    let conv = Conv::new(p, c, out, ConvOpts::new(1).bias(true).init(ConvInit::Default))?;
     // `Detect.bias_init`: the box logits at 2, the class logits at a prior of 5 objects per 640 px image.
     if let Some(b) = &conv.bias {
         tch::no_grad(|| {

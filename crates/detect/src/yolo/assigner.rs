@@ -8,6 +8,7 @@
 use tch::{Kind, Tensor};
 
 use crate::boxes::iou;
+use crate::model_io::Targets;
 
 /// Assigner settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -43,32 +44,25 @@ pub struct Assignment {
 
 const EPS: f64 = 1e-9;
 
-/// Assigns ground truth to anchors (no gradients flow).
-///
-/// Shapes: `pd_scores` `[B, A, nc]` probabilities, `pd_boxes` `[B, A, 4]` xyxy pixels, `points`
-/// `[A, 2]` pixels, `gt_labels` `[B, M]` int64, `gt_boxes` `[B, M, 4]` xyxy pixels, `gt_mask`
-/// `[B, M]` bool (false for padding).
-pub fn assign(
-    pd_scores: &Tensor,
-    pd_boxes: &Tensor,
-    points: &Tensor,
-    gt_labels: &Tensor,
-    gt_boxes: &Tensor,
-    gt_mask: &Tensor,
-    cfg: &TalConfig,
-) -> Assignment {
-    tch::no_grad(|| assign_inner(pd_scores, pd_boxes, points, gt_labels, gt_boxes, gt_mask, cfg))
+/// The (detached) predictions [`assign`] aligns with the ground truth.
+#[derive(Debug, Clone, Copy)]
+pub struct Predictions<'a> {
+    /// `[B, A, nc]` class probabilities.
+    pub scores: &'a Tensor,
+    /// `[B, A, 4]` boxes, xyxy pixels.
+    pub boxes: &'a Tensor,
+    /// `[A, 2]` anchor points, pixels.
+    pub points: &'a Tensor,
 }
 
-fn assign_inner(
-    pd_scores: &Tensor,
-    pd_boxes: &Tensor,
-    points: &Tensor,
-    gt_labels: &Tensor,
-    gt_boxes: &Tensor,
-    gt_mask: &Tensor,
-    cfg: &TalConfig,
-) -> Assignment {
+/// Assigns ground truth (`gt`: boxes in xyxy pixels) to anchors; no gradients flow.
+pub fn assign(pd: Predictions<'_>, gt: &Targets, cfg: &TalConfig) -> Assignment {
+    tch::no_grad(|| assign_inner(pd, gt, cfg))
+}
+
+fn assign_inner(pd: Predictions<'_>, gt: &Targets, cfg: &TalConfig) -> Assignment {
+    let Predictions { scores: pd_scores, boxes: pd_boxes, points } = pd;
+    let (gt_labels, gt_boxes, gt_mask) = (&gt.labels, &gt.boxes, &gt.mask);
     let s = pd_scores.size();
     let (b, a, nc) = (s[0], s[1], s[2]);
     let m = gt_boxes.size()[1];

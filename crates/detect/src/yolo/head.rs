@@ -35,7 +35,7 @@ impl Branch {
         Ok(Self {
             c1: conv_bn_silu(&(p / 0), cin, mid, 3, 1)?,
             c2: conv_bn_silu(&(p / 1), mid, mid, 3, 1)?,
-            out: Conv::new(&(p / 2), mid, cout, 1, o)?,
+            out: Conv::new(&(p / 2), mid, cout, o)?,
         })
     }
 
@@ -59,10 +59,10 @@ pub struct YoloHead {
 }
 
 impl YoloHead {
-    /// A head under `p` (`box.{level}`, `cls.{level}`) for `levels` feature maps of `c` channels.
-    /// Biases start as YOLOv8's: box logits 1, class logits at a prior of about 5 objects per
-    /// `img_size^2` image spread over the level's cells.
-    pub fn new(p: &nn::Path, c: i64, nc: i64, reg_max: i64, strides: &[i64], img_size: i64) -> Result<Self> {
+    /// A head under `p` (`box.{level}`, `cls.{level}`) for feature maps of `c` channels at `strides`,
+    /// `nc` classes. Biases start as YOLOv8's: box logits 1, class logits at a prior of about 5
+    /// objects per `img_size^2` image spread over the level's cells.
+    pub fn new(p: &nn::Path, (c, nc): (i64, i64), reg_max: i64, strides: &[i64], img_size: i64) -> Result<Self> {
         let c2 = (c / 4).max(16).max(4 * reg_max);
         let c3 = c.max(nc.min(100));
         let mut boxes = Vec::new();

@@ -5,7 +5,7 @@
 use tch::{Kind, Reduction, Tensor};
 
 use super::anchors::AnchorPoints;
-use super::assigner::{TalConfig, assign};
+use super::assigner::{Predictions, TalConfig, assign};
 use super::head::{HeadOutput, dfl_decode, dist_to_boxes};
 use crate::boxes::ciou;
 use crate::config::LossConfig;
@@ -61,15 +61,8 @@ impl YoloLoss {
         let ltrb = dfl_decode(&out.dist, r); // [B, A, 4] stride units
         let pred_grid = dist_to_boxes(&ltrb, &grid); // [B, A, 4] grid units
         let tal = TalConfig { topk: self.cfg.topk, alpha: self.cfg.alpha, beta: self.cfg.beta };
-        let asg = assign(
-            &out.cls.detach().sigmoid(),
-            &(pred_grid.detach() * &anchors.strides),
-            &anchors.points,
-            &t.labels,
-            &t.boxes,
-            &t.mask,
-            &tal,
-        );
+        let (scores, boxes) = (out.cls.detach().sigmoid(), pred_grid.detach() * &anchors.strides);
+        let asg = assign(Predictions { scores: &scores, boxes: &boxes, points: &anchors.points }, t, &tal);
         let tss = asg.scores.sum(Kind::Float).clamp_min(1.0);
         let cls = out
             .cls

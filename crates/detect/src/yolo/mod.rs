@@ -99,7 +99,7 @@ pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn DetectorFamily>> {
     let hp = ctx.root.set_group(backbones::HEAD_GROUP);
     let neck = PanFpn::new(&(&hp / "neck"), &chans, m.neck_channels)?;
     let head =
-        YoloHead::new(&(&hp / "head"), m.neck_channels, ctx.num_classes, m.reg_max, &strides, ctx.cfg.data.img_size)?;
+        YoloHead::new(&(&hp / "head"), (m.neck_channels, ctx.num_classes), m.reg_max, &strides, ctx.cfg.data.img_size)?;
     let loss = YoloLoss { cfg: ctx.cfg.loss.clone(), reg_max: m.reg_max };
     Ok(Box::new(YoloNet { backbone, neck, head, loss }))
 }

@@ -15,7 +15,7 @@ const BN_MOMENTUM: f64 = 0.03;
 
 /// Convolution + batch norm + SiLU at `p.conv` / `p.bn`.
 pub fn conv_bn_silu(p: &nn::Path, cin: i64, cout: i64, k: i64, stride: i64) -> Result<ConvBn> {
-    Ok(ConvBn::new(&(p / "conv"), &(p / "bn"), cin, cout, k, ConvOpts::new(k).stride(stride), BN_EPS, Act::Silu)?
+    Ok(ConvBn::new(&(p / "conv"), &(p / "bn"), cin, cout, ConvOpts::new(k).stride(stride).bn(BN_EPS, Act::Silu))?
         .bn_momentum(BN_MOMENTUM))
 }
 
