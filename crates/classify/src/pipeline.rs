@@ -179,9 +179,6 @@ pub fn train_and_report(
     end_to_end: bool,
     parallel: &dyn Parallel,
 ) -> Result<TrainOutcome> {
-    if parallel.is_main() {
-        eprintln!("run directory: {}", run.root().display());
-    }
     let outcome = train_with(cfg, run, resume, None, parallel)?;
     // Only the main rank writes the run's files.
     if outcome.fit.interrupted || !parallel.is_main() {

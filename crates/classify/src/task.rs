@@ -233,7 +233,9 @@ impl Task for ClassifyTask {
         Ok(StepOutput { loss, terms: vec![("loss".into(), value)], samples: ys.size()[0] as usize })
     }
 
-    fn validate(&mut self, _epoch: usize, _parallel: &dyn Parallel) -> Result<Metrics> {
+    /// On images each rank scores its share of whole batches ([`Parallel::eval_batches`]) and the
+    /// counts are summed; cached features are scored whole on every rank (one matrix product).
+    fn validate(&mut self, _epoch: usize, parallel: &dyn Parallel) -> Result<Metrics> {
         let mut acc = ClassificationAccumulator::new(self.dataset.classes.len());
         let mut loss_sum = 0.0;
         let mut count = 0usize;
@@ -251,22 +253,27 @@ impl Task for ClassifyTask {
             }
             Mode::Images => {
                 let pipeline = Pipeline::new(&self.cfg.data, false).with_cache(self.image_cache.clone());
-                let batches = image_batches(
-                    Arc::new(self.dataset.val.clone()),
-                    BatchPlan {
-                        pipeline,
-                        norm: self.model.normalization(),
-                        batch: self.cfg.train.batch.max(1),
-                        shuffle: false,
-                        seed: 0,
-                        epoch: 0,
-                    },
-                    self.skipped.clone(),
-                );
-                for batch in batches {
+                let (val, batch) = (&self.dataset.val, self.cfg.train.batch.max(1));
+                let mine: Vec<Sample> = parallel
+                    .eval_batches(val.len().div_ceil(batch))
+                    .into_iter()
+                    .flat_map(|b| val[b * batch..((b + 1) * batch).min(val.len())].iter().cloned())
+                    .collect();
+                let norm = self.model.normalization();
+                let plan = BatchPlan { pipeline, norm, batch, shuffle: false, seed: 0, epoch: 0 };
+                for batch in image_batches(Arc::new(mine), plan, self.skipped.clone()) {
                     let batch = batch?;
                     let logits = tch::no_grad(|| self.model.forward(&batch.images.to_device(device), false));
                     consume(&logits, &batch.labels.to_device(device))?;
+                }
+                if parallel.world_size() > 1 {
+                    // Counts stay exact in f64 up to 2^53.
+                    let counts = acc.counts();
+                    let mut sums: Vec<f64> = counts.iter().map(|&c| c as f64).chain([loss_sum, count as f64]).collect();
+                    parallel.all_reduce_sum(&mut sums)?;
+                    let n = counts.len();
+                    (loss_sum, count) = (sums[n], sums[n + 1] as usize);
+                    acc.set_counts(&sums[..n].iter().map(|&c| c as u64).collect::<Vec<_>>())?;
                 }
             }
         }

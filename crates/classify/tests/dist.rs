@@ -2,7 +2,8 @@
 //! true`, no augmentation or dropout) at world size 2 with batch 16 per rank give the weights of one
 //! process with batch 32 over the same samples (to float32 rounding, see [`TOLERANCE`]), whether the
 //! ranks are started by `--nproc-per-node 2` or by hand with torchrun's environment; only rank 0
-//! writes a run directory.
+//! writes a run directory. Validation is split over the ranks by whole batches and gives one process's
+//! numbers.
 
 #![allow(clippy::panic)] // test failures are panics
 
@@ -13,10 +14,11 @@ use opencv::{core, imgcodecs, imgproc};
 use tch::Tensor;
 use tlcv_testkit::{dir_names, free_port, ok, run_torchrun_ranks};
 
-/// Three classes (a red square, a green disc, a blue bar at varying offsets), 32 train images each.
+/// Three classes (a red square, a green disc, a blue bar at varying offsets), 32 train images each and
+/// 8 validation images each (two validation batches of 16).
 fn make_folder(root: &Path) -> PathBuf {
     let data = root.join("data");
-    for (split, n) in [("train", 32), ("val", 2), ("test", 2)] {
+    for (split, n) in [("train", 32), ("val", 8), ("test", 2)] {
         for (class, name) in ["a_square", "b_disc", "c_bar"].iter().enumerate() {
             let dir = data.join(split).join(name);
             std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
@@ -122,4 +124,37 @@ fn two_ranks_train_like_one_process_with_the_double_batch() {
 
     // Rank 1 wrote no run directory of its own.
     assert_eq!(dir_names(&project.join("classify")), ["launched", "one", "torchrun"]);
+}
+
+/// The last row's value of `column` in a run's `results.csv`.
+fn last_csv_value(run: &Path, column: &str) -> f64 {
+    let csv = std::fs::read_to_string(run.join("results.csv")).unwrap_or_else(|e| panic!("{e}"));
+    let header: Vec<&str> = csv.lines().next().unwrap_or_default().split(',').collect();
+    let col = header.iter().position(|h| *h == column).unwrap_or_else(|| panic!("no {column} in {csv}"));
+    let last = csv.lines().last().unwrap_or_default();
+    last.split(',').nth(col).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{column}: {last}"))
+}
+
+/// Two ranks validate 24 images in batches of 16: rank 0 scores the first batch, rank 1 the second,
+/// and the summed counts give what one process's `classify eval --split val` computes on the saved
+/// weights (the same batches, so the same logits).
+#[test]
+fn two_ranks_validate_like_one_process() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let data = make_folder(tmp.path());
+    let project = tmp.path().join("runs");
+    let port = free_port().to_string();
+    ok(train_cmd(&data, &project, "dp", 16).args(["--nproc-per-node", "2", "--master-port", &port]));
+    let run = project.join("classify").join("dp");
+    let out = ok(Command::new(env!("CARGO_BIN_EXE_classify"))
+        .args(["eval", "--split", "val", "--json", "--run"])
+        .arg(&run)
+        .env("OMP_NUM_THREADS", "1"));
+    let eval: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    for key in ["top1", "top5", "f1_macro"] {
+        let ranks = last_csv_value(&run, &format!("val/{key}"));
+        let one = eval[key].as_f64().unwrap_or_else(|| panic!("no {key} in {eval}"));
+        assert_eq!(ranks, one, "{key}: the ranks' validation {ranks}, one process's eval {one}");
+    }
 }

@@ -161,9 +161,11 @@ impl TrainArgs {
     }
 
     /// The run directory of `task`: a new `<project>/<task>/<name>` (or `train`, `train2`, ...), or with
-    /// `--resume` the existing one named by `--name` (see [`RunDir::create_or_resume`]).
+    /// `--resume` the existing one named by `--name` (see [`RunDir::create_or_resume`]); says which.
     pub fn open_run(&self, task: &str) -> crate::Result<RunDir> {
-        RunDir::create_or_resume(&self.project, task, self.name.as_deref(), "train", self.resume)
+        let run = RunDir::create_or_resume(&self.project, task, self.name.as_deref(), "train", self.resume)?;
+        eprintln!("run directory: {}", run.root().display());
+        Ok(run)
     }
 }
 
@@ -229,6 +231,13 @@ pub fn quote(value: &str) -> String {
     } else {
         format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
     }
+}
+
+/// A task binary's `main`: keeps freed memory for reuse ([`crate::alloc::keep_freed_memory`]), parses
+/// the command line and runs `run` through [`exit_on_error`].
+pub fn main<C: clap::Parser>(run: fn(C) -> anyhow::Result<()>) -> ! {
+    crate::alloc::keep_freed_memory();
+    exit_on_error(run(C::parse()))
 }
 
 /// Runs a binary's body: prints an error as one line on stderr and exits with code 2 (a usage, data,

@@ -96,6 +96,29 @@ impl ClassificationAccumulator {
         Ok(())
     }
 
+    /// The counts so far (the confusion matrix row by row, then the top-k hits and the total), for
+    /// summing over processes.
+    pub fn counts(&self) -> Vec<u64> {
+        self.confusion.iter().flatten().copied().chain([self.top_k_hits, self.total]).collect()
+    }
+
+    /// Replaces the counts with `counts`, laid out as [`Self::counts`] gives them.
+    pub fn set_counts(&mut self, counts: &[u64]) -> Result<()> {
+        let n = self.num_classes;
+        if counts.len() != n * n + 2 {
+            return Err(Error::Invalid(format!(
+                "metrics: {} counts for {n} classes (expected {})",
+                counts.len(),
+                n * n + 2
+            )));
+        }
+        for (row, chunk) in self.confusion.iter_mut().zip(counts.chunks(n.max(1))) {
+            row.copy_from_slice(chunk);
+        }
+        (self.top_k_hits, self.total) = (counts[n * n], counts[n * n + 1]);
+        Ok(())
+    }
+
     /// The metrics so far, with `class_names` (one per class) as keys of `per_class`.
     pub fn finish(&self, class_names: &[String]) -> ClassificationMetrics {
         let n = self.num_classes;

@@ -121,6 +121,7 @@ pub fn compare_families(project: &Path, base: &str, configs: &[DetectConfig]) ->
             }
             None => {
                 let run = RunDir::create(project, "detect", Some(&name), "train")?;
+                eprintln!("run directory: {}", run.root().display());
                 let o = pipeline::train_and_report(cfg, &run, false, false, &tlcv_core::train::SingleProcess)?;
                 if o.fit.interrupted {
                     return Ok(Comparison { rows, interrupted: true });

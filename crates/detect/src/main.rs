@@ -172,8 +172,7 @@ fn parse_format(s: &str) -> Result<DataFormat, String> {
 }
 
 fn main() {
-    tlcv_core::alloc::keep_freed_memory();
-    tlcv_core::cli::exit_on_error(run(Cli::parse()));
+    tlcv_core::cli::main(run)
 }
 
 /// `--model`: a family, or an Ultralytics network (which also sets `model.ultralytics.arch`).

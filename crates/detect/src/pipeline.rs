@@ -235,9 +235,6 @@ pub fn train_and_report(
     end_to_end: bool,
     parallel: &dyn Parallel,
 ) -> Result<TrainOutcome> {
-    if parallel.is_main() {
-        eprintln!("run directory: {}", run.root().display());
-    }
     let started = std::time::Instant::now();
     let outcome = train(cfg, run, resume, parallel)?;
     // Only the main rank writes the run's files.

@@ -84,8 +84,7 @@ struct EvaluateCmd {
 }
 
 fn main() {
-    tlcv_core::alloc::keep_freed_memory();
-    tlcv_core::cli::exit_on_error(run(Cli::parse()));
+    tlcv_core::cli::main(run)
 }
 
 fn load_config(cmd: &TrainCmd) -> anyhow::Result<SegmentConfig> {

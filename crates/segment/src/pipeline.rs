@@ -140,9 +140,6 @@ pub fn train_and_report(
     end_to_end: bool,
     parallel: &dyn Parallel,
 ) -> Result<TrainOutcome, SegmentError> {
-    if parallel.is_main() {
-        eprintln!("run directory: {}", run.root().display());
-    }
     let outcome = train(cfg, run, resume, parallel)?;
     // Only the main rank writes the run's files.
     if outcome.fit.interrupted || !parallel.is_main() {

@@ -286,8 +286,11 @@ pub trait Backbone: fmt::Debug + Send {
     fn stages(&self) -> &Stages;
     /// Runs the first `n` stages in eval mode whatever `train` says.
     fn set_frozen_stages(&mut self, n: usize);
-    /// The input normalisation of the pretrained weights.
-    fn normalization(&self) -> Normalization;
+    /// The input normalisation of the pretrained weights: torchvision's ImageNet statistics unless a
+    /// family says otherwise.
+    fn normalization(&self) -> Normalization {
+        Normalization::IMAGENET
+    }
     /// Every convolution + batch norm pair, for [`crate::fold`] (empty for families without them).
     fn conv_bns_mut(&mut self) -> Vec<&mut layers::ConvBn> {
         Vec::new()

@@ -14,7 +14,7 @@
 use tch::{Tensor, nn};
 
 use super::layers::{Act, ConvBn, ConvOpts, Linear, LinearInit, add_residual, global_avg_pool, prefix};
-use super::{BACKBONE_GROUP, Backbone, ClassifierNet, FeatureInfo, HEAD_GROUP, Normalization, Stages};
+use super::{BACKBONE_GROUP, Backbone, ClassifierNet, FeatureInfo, HEAD_GROUP, Stages};
 use crate::Result;
 use crate::onnx::{Graph, OnnxError, Value};
 
@@ -200,9 +200,6 @@ impl Backbone for ResNetBody {
     }
     fn set_frozen_stages(&mut self, n: usize) {
         self.frozen = n;
-    }
-    fn normalization(&self) -> Normalization {
-        Normalization::IMAGENET
     }
 }
 

@@ -13,7 +13,7 @@
 use tch::{Tensor, nn};
 
 use super::layers::{Bn, Conv, ConvOpts, Linear, LinearInit, prefix};
-use super::{BACKBONE_GROUP, Backbone, ClassifierNet, FeatureInfo, HEAD_GROUP, Normalization, Stages};
+use super::{BACKBONE_GROUP, Backbone, ClassifierNet, FeatureInfo, HEAD_GROUP, Stages};
 use crate::onnx::{Graph, OnnxError, Value, layers::adaptive_avg_pool, layers::conv_bn_to_onnx};
 use crate::{Error, Result};
 
@@ -191,9 +191,6 @@ impl Backbone for VggFeatures {
     }
     fn set_frozen_stages(&mut self, n: usize) {
         self.frozen = n;
-    }
-    fn normalization(&self) -> Normalization {
-        Normalization::IMAGENET
     }
 }
 
