@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(&data[5..]);
     let path = std::path::Path::new("fuzz.txt");
     let mut issues = detect::data::Issues::default();
-    let objects = detect::data::yolo::parse_labels(&text, path, width, height, num_classes, &mut issues);
+    let objects = detect::data::yolo::parse_labels(&text, path, (width, height), num_classes, &mut issues);
     for o in &objects {
         let [x1, y1, x2, y2] = o.bbox;
         assert!(o.class < num_classes, "class {} of {num_classes}", o.class);
