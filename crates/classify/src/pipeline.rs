@@ -164,9 +164,7 @@ pub fn train_with(
     };
     task.skipped = skipped;
     let opts = FitOptions { max_epochs_this_run: max_epochs, ..FitOptions::interactive(resume) };
-    let mut outcome = fit_and_evaluate(task, run, &opts, parallel)?;
-    outcome.cache_seconds = cache_seconds;
-    Ok(outcome)
+    fit_and_evaluate(task, run, &opts, cache_seconds, parallel)
 }
 
 /// `classify train` / `run`: trains into `run`; then, unless stopped by a Ctrl-C, writes
@@ -303,12 +301,13 @@ fn fit_head_first(
     Ok((task, cache_seconds))
 }
 
-/// Runs the training loop on `task`, then evaluates its best checkpoint on the evaluation split
-/// (`cache_seconds` of the outcome is 0; the caller sets it).
+/// Runs the training loop on `task`, then evaluates its best checkpoint on the evaluation split;
+/// `cache_seconds` (the feature cache's time) goes into the outcome.
 fn fit_and_evaluate(
     mut task: ClassifyTask,
     run: &RunDir,
     opts: &FitOptions,
+    cache_seconds: f64,
     parallel: &dyn Parallel,
 ) -> Result<TrainOutcome> {
     let skipped = task.skipped.clone();
@@ -332,7 +331,7 @@ fn fit_and_evaluate(
         fit,
         skipped,
         classes: dataset.classes,
-        cache_seconds: 0.0,
+        cache_seconds,
     })
 }
 

@@ -233,7 +233,7 @@ impl Task for ClassifyTask {
         Ok(StepOutput { loss, terms: vec![("loss".into(), value)], samples: ys.size()[0] as usize })
     }
 
-    /// On images each rank scores its share of whole batches ([`Parallel::eval_batches`]) and the
+    /// On images each rank scores its share of whole batches ([`Parallel::eval_items`]) and the
     /// counts are summed; cached features are scored whole on every rank (one matrix product).
     fn validate(&mut self, _epoch: usize, parallel: &dyn Parallel) -> Result<Metrics> {
         let mut acc = ClassificationAccumulator::new(self.dataset.classes.len());
@@ -254,11 +254,8 @@ impl Task for ClassifyTask {
             Mode::Images => {
                 let pipeline = Pipeline::new(&self.cfg.data, false).with_cache(self.image_cache.clone());
                 let (val, batch) = (&self.dataset.val, self.cfg.train.batch.max(1));
-                let mine: Vec<Sample> = parallel
-                    .eval_batches(val.len().div_ceil(batch))
-                    .into_iter()
-                    .flat_map(|b| val[b * batch..((b + 1) * batch).min(val.len())].iter().cloned())
-                    .collect();
+                let mine: Vec<Sample> =
+                    parallel.eval_items(val.len(), batch).into_iter().map(|i| val[i].clone()).collect();
                 let norm = self.model.normalization();
                 let plan = BatchPlan { pipeline, norm, batch, shuffle: false, seed: 0, epoch: 0 };
                 for batch in image_batches(Arc::new(mine), plan, self.skipped.clone()) {
@@ -266,15 +263,10 @@ impl Task for ClassifyTask {
                     let logits = tch::no_grad(|| self.model.forward(&batch.images.to_device(device), false));
                     consume(&logits, &batch.labels.to_device(device))?;
                 }
-                if parallel.world_size() > 1 {
-                    // Counts stay exact in f64 up to 2^53.
-                    let counts = acc.counts();
-                    let mut sums: Vec<f64> = counts.iter().map(|&c| c as f64).chain([loss_sum, count as f64]).collect();
-                    parallel.all_reduce_sum(&mut sums)?;
-                    let n = counts.len();
-                    (loss_sum, count) = (sums[n], sums[n + 1] as usize);
-                    acc.set_counts(&sums[..n].iter().map(|&c| c as u64).collect::<Vec<_>>())?;
-                }
+                let (mut counts, mut totals) = (acc.counts(), [loss_sum, count as f64]);
+                parallel.sum_counts(&mut counts, &mut totals)?;
+                (loss_sum, count) = (totals[0], totals[1] as usize);
+                acc.set_counts(&counts)?;
             }
         }
         if count == 0 {

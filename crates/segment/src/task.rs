@@ -169,19 +169,15 @@ impl Task for SegTask {
         Ok(StepOutput { loss, terms, samples: ys.size()[0] as usize })
     }
 
-    /// Each rank scores its [`Parallel::eval_batches`] (whole batches, so every output is the one a
+    /// Each rank scores its [`Parallel::eval_items`] (whole batches, so every output is the one a
     /// single process computes) and the confusion matrices and loss sums are added up over ranks: the
     /// same mIoU as one process, exactly.
     fn validate(&mut self, _epoch: usize, parallel: &dyn Parallel) -> Result<Metrics> {
         let mut cm = SegConfusion::new(self.dataset.classes.len(), Some(i64::from(self.cfg.data.ignore_index)))?;
         let (mut loss_sum, mut count) = (0.0, 0usize);
-        let batch = self.cfg.train.batch.max(1);
         let val = &self.dataset.val;
-        let mine: Vec<SegSample> = parallel
-            .eval_batches(val.len().div_ceil(batch))
-            .into_iter()
-            .flat_map(|b| val[b * batch..((b + 1) * batch).min(val.len())].iter().cloned())
-            .collect();
+        let mine: Vec<SegSample> =
+            parallel.eval_items(val.len(), self.cfg.train.batch).into_iter().map(|i| val[i].clone()).collect();
         for batch in self.batches(&mine, false, 0) {
             let batch = batch?;
             let xs = self.input(&batch.images, self.model.inference_kind);
@@ -192,14 +188,10 @@ impl Task for SegTask {
             count += n;
             cm.update_tensor(&ys, &logits.argmax(1, false).to_kind(Kind::Int64))?;
         }
-        if parallel.world_size() > 1 {
-            // Pixel counts stay exact in f64 up to 2^53.
-            let mut sums: Vec<f64> = cm.counts().iter().map(|&c| c as f64).chain([loss_sum, count as f64]).collect();
-            parallel.all_reduce_sum(&mut sums)?;
-            let n = cm.counts().len();
-            (loss_sum, count) = (sums[n], sums[n + 1] as usize);
-            cm.set_counts(sums[..n].iter().map(|&c| c as u64))?;
-        }
+        let (mut counts, mut totals) = (cm.counts().to_vec(), [loss_sum, count as f64]);
+        parallel.sum_counts(&mut counts, &mut totals)?;
+        (loss_sum, count) = (totals[0], totals[1] as usize);
+        cm.set_counts(counts)?;
         let s = cm.summary();
         let mut m = Metrics { primary: "miou".into(), ..Default::default() };
         m.values.insert("miou".into(), s.miou);

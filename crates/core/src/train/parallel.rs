@@ -33,6 +33,28 @@ pub trait Parallel: Send + std::fmt::Debug {
     fn eval_batches(&self, num_batches: usize) -> Vec<usize> {
         (self.rank()..num_batches).step_by(self.world_size().max(1)).collect()
     }
+    /// The indices of the `num_items` validation items in this rank's [`Parallel::eval_batches`] of
+    /// `batch` items each, in order.
+    fn eval_items(&self, num_items: usize, batch: usize) -> Vec<usize> {
+        let batch = batch.max(1);
+        self.eval_batches(num_items.div_ceil(batch))
+            .into_iter()
+            .flat_map(|b| b * batch..((b + 1) * batch).min(num_items))
+            .collect()
+    }
+    /// Sums `counts` (exact in f64 up to 2^53) and `totals` over processes, in place.
+    fn sum_counts(&self, counts: &mut [u64], totals: &mut [f64]) -> Result<()> {
+        if self.world_size() <= 1 {
+            return Ok(());
+        }
+        let mut sums: Vec<f64> = counts.iter().map(|&c| c as f64).chain(totals.iter().copied()).collect();
+        self.all_reduce_sum(&mut sums)?;
+        for (c, s) in counts.iter_mut().zip(&sums) {
+            *c = *s as u64;
+        }
+        totals.copy_from_slice(&sums[counts.len()..]);
+        Ok(())
+    }
     /// Overwrites `tensors` with rank 0's values (the same tensors, in the same order, on every rank).
     fn broadcast_tensors(&self, tensors: &[Tensor]) -> Result<()>;
     /// Rank 0's `bytes` on every rank.
@@ -234,5 +256,9 @@ mod tests {
         assert_eq!(Rank(0).eval_batches(5), vec![0, 2, 4]);
         assert_eq!(Rank(1).eval_batches(5), vec![1, 3]);
         assert_eq!(SingleProcess.eval_batches(3), vec![0, 1, 2]);
+        // Items of 5 in batches of 2: batches [0, 1], [2, 3], [4].
+        assert_eq!(Rank(0).eval_items(5, 2), vec![0, 1, 4]);
+        assert_eq!(Rank(1).eval_items(5, 2), vec![2, 3]);
+        assert_eq!(SingleProcess.eval_items(5, 2), vec![0, 1, 2, 3, 4]);
     }
 }

@@ -1,5 +1,5 @@
 //! Validation split over the ranks of a data-parallel run: each rank runs the detector on its share of
-//! whole batches ([`Parallel::eval_batches`], so every output is the one a single process computes),
+//! whole batches ([`Parallel::eval_items`], so every output is the one a single process computes),
 //! the detections travel to rank 0 and from there to every rank as bytes (f64 bit patterns, so nothing
 //! is rounded), and every rank scores the same full list: the mAP of one process, exactly, on each.
 
@@ -26,11 +26,7 @@ pub fn evaluate_images_sharded(
         return evaluate_images(model, images, names, pp, batch);
     }
     let batch = batch.max(1);
-    let mine: Vec<usize> = parallel
-        .eval_batches(images.len().div_ceil(batch))
-        .into_iter()
-        .flat_map(|b| b * batch..((b + 1) * batch).min(images.len()))
-        .collect();
+    let mine = parallel.eval_items(images.len(), batch);
     let paths: Vec<_> = mine.iter().map(|&i| images[i].path.clone()).collect();
     let results = detect_files(model, &paths, pp, batch, EVAL_MAX_PIXELS);
     let gathered = parallel.gather_bytes(&encode(&mine, &results))?;
