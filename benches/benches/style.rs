@@ -1,7 +1,6 @@
 //! Style transfer on the CPU. `apply_512x512`: one forward pass of the fast-style transformation
 //! network on a 512x512 image, NCHW and channels-last; it uses the trained run in `TLCV_STYLE_RUN`
-//! when set (the weights do not change the time), else a network of the default size (width 16,
-//! 5 residual blocks) with random weights. `gatys_step_256`: one step of the optimisation-based
+//! when set, else the shipped network (`assets/models/fast_starry_night`). `gatys_step_256`: one step of the optimisation-based
 //! method (features, content/style/TV losses and the image gradient) at 256x256 on each feature
 //! network (random weights: the time does not depend on them).
 
@@ -16,7 +15,7 @@ use tlcv_core::backbones::Arch;
 fn apply_512(c: &mut Criterion) {
     let model = match std::env::var_os("TLCV_STYLE_RUN") {
         Some(run) => FastModel::load(std::path::Path::new(&run), Device::Cpu),
-        None => FastModel::untrained(16, 5, Device::Cpu),
+        None => style::fast::shipped_run().and_then(|run| FastModel::load(&run, Device::Cpu)),
     };
     let Ok(mut model) = model else {
         eprintln!("style bench: cannot load the model");

@@ -168,14 +168,38 @@ impl Default for ColorConfig {
     }
 }
 
+/// How the transformation network's last convolution becomes an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FastOutput {
+    /// `sigmoid(conv_out)`: the network paints the whole image and starts from flat grey.
+    Sigmoid,
+    /// `sigmoid(logit(input) + conv_out)` with `conv_out` starting at zero: the network starts as the
+    /// identity and learns the change, so the content survives from the first step.
+    Residual,
+}
+
+/// The default training photos of `style train-fast` (see [`FastConfig::photos`]).
+pub const DEFAULT_PHOTOS: &str = "chelsea.png, coffee.png, motorcycle_left.png, rocket.jpg, aero1.jpg, aero3.jpg, \
+     aloeL.jpg, apple.jpg, baboon.jpg, building.jpg, butterfly.jpg, ela_original.jpg, fruits.jpg, graf1.png, \
+     home.jpg, leuvenA.jpg, messi5.jpg, orange.jpg, rubberwhale1.png, smarties.png, squirrel_cls.jpg, \
+     stuff.jpg";
+
 /// Training the feed-forward network of `style train-fast`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FastConfig {
-    /// Folder of content images (empty = the Debian photos in `<debdata>/skimage` and `<debdata>/opencv`).
+    /// Folder of content photos (empty = the files of `photos` in the Debian data).
     pub content_dir: String,
+    /// When `content_dir` is empty: the Debian photos to train on, comma-separated file names looked
+    /// up like `data.content` (the default: 22 natural colour photos; logos, charts and test patterns
+    /// teach the network nothing, and `astronaut.png` stays unseen to measure a new picture).
+    pub photos: String,
     /// Training crop size in pixels (square).
     pub img_size: i64,
+    /// Shorter side the photos are resized to before cropping (0 = `img_size`, one crop covers most
+    /// of a photo; larger values train on details at the scale the network later sees them).
+    pub photo_side: i64,
     /// Optimiser steps.
     pub steps: usize,
     /// Images per step.
@@ -186,8 +210,19 @@ pub struct FastConfig {
     pub width: i64,
     /// Residual blocks (Johnson et al. use 5).
     pub residual_blocks: usize,
+    /// How the last convolution becomes an image.
+    pub output: FastOutput,
     /// Style weight for training (the content weight and tv weight come from `[loss]`).
     pub style_weight: f64,
+    /// Weight of a pixel term, `mean((y - teacher)²)`, pulling the network's output towards the
+    /// optimised (Gatys) result of each training photo (0 = perceptual loss only). The teachers are
+    /// computed once before training with the `[optim]` settings and cached in `teacher_dir`.
+    pub teacher_weight: f64,
+    /// Where the teachers are cached (empty = `teachers/` in the run directory).
+    pub teacher_dir: String,
+    /// Write `previews/step_NNNNNN.png` (the network applied to `data.content` at `data.size`) every this
+    /// many steps and at the end; 0 = only at the end.
+    pub preview_every: usize,
     /// Seed of the crops and the initialisation.
     pub seed: u64,
 }
@@ -196,13 +231,19 @@ impl Default for FastConfig {
     fn default() -> Self {
         Self {
             content_dir: String::new(),
+            photos: DEFAULT_PHOTOS.into(),
             img_size: 192,
-            steps: 2000,
+            photo_side: 256,
+            steps: 7500,
             batch: 2,
             lr: 2e-3,
             width: 16,
             residual_blocks: 5,
+            output: FastOutput::Residual,
             style_weight: 100.0,
+            teacher_weight: 300.0,
+            teacher_dir: String::new(),
+            preview_every: 250,
             seed: 0,
         }
     }
@@ -273,7 +314,7 @@ impl StyleConfig {
             "quick" => Some(Self {
                 data: DataConfig { size: 128, ..base.data.clone() },
                 optim: OptimConfig { steps: 20, coarse_steps: 20, ..base.optim.clone() },
-                fast: FastConfig { img_size: 96, steps: 20, ..base.fast.clone() },
+                fast: FastConfig { img_size: 96, photo_side: 128, steps: 20, teacher_weight: 0.0, ..base.fast.clone() },
                 ..base
             }),
             "gatys" => Some(Self {

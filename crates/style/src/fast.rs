@@ -12,12 +12,22 @@ use tlcv_core::onnx::{self, ExportOptions, Metadata, ModelProto};
 use tlcv_core::progress::Progress;
 use tlcv_core::run::RunDir;
 
-use crate::config::StyleConfig;
+use crate::config::{FastOutput, StyleConfig};
 use crate::features::FeatureNet;
 use crate::loss::{self, Targets, Weights};
+use crate::teacher::Photo;
 use crate::transfer::LossValues;
 use crate::transform_net::TransformNet;
 use crate::{Result, StyleError, image};
+
+/// The run directory of the network that ships with tlcv (`starry_night.jpg`, Lite0 features),
+/// relative to the workspace root; `assets/models/README.md` says how it was trained.
+pub const SHIPPED_RUN: &str = "assets/models/fast_starry_night";
+
+/// [`SHIPPED_RUN`] in this checkout.
+pub fn shipped_run() -> Result<PathBuf> {
+    Ok(tlcv_core::paths::workspace_root()?.join(SHIPPED_RUN))
+}
 
 /// Image files (png, jpg, jpeg, bmp, webp) directly in `dir`, sorted.
 pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -34,14 +44,13 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// The training photos: `content_dir`, or the Debian photos. Images that fail to decode, are
-/// smaller than `min_side` or are grey are skipped. Each is resized so its shorter side is `min_side`.
-pub fn load_content_images(content_dir: &str, min_side: usize) -> Result<Vec<RgbImage>> {
+/// The training photos: the images in `content_dir`, or else the comma-separated Debian file names in
+/// `photos`. Images that fail to decode, are smaller than `min_side` or are grey are skipped. Each is
+/// resized so its shorter side is `min_side`.
+pub fn load_content_images(content_dir: &str, photos: &str, min_side: usize) -> Result<Vec<Photo>> {
     let files = if content_dir.is_empty() {
-        let deb = tlcv_core::paths::debdata_dir()?;
-        let mut f = list_images(&deb.join("skimage"))?;
-        f.extend(list_images(&deb.join("opencv"))?);
-        f
+        let names = photos.split(',').map(str::trim).filter(|s| !s.is_empty());
+        names.map(image::resolve).collect::<Result<Vec<_>>>()?
     } else {
         list_images(Path::new(content_dir))?
     };
@@ -51,12 +60,13 @@ pub fn load_content_images(content_dir: &str, min_side: usize) -> Result<Vec<Rgb
         if img.width.min(img.height) < min_side || is_grey(&img) {
             continue;
         }
-        out.push(transforms::resize_shorter(&img, min_side)?);
+        let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        out.push(Photo { name, image: transforms::resize_shorter(&img, min_side)?, teacher: None });
     }
     if out.is_empty() {
         return Err(StyleError::Invalid(format!(
             "no usable colour content images (at least {min_side} px) in {}",
-            if content_dir.is_empty() { "the Debian data" } else { content_dir }
+            if content_dir.is_empty() { "fast.photos" } else { content_dir }
         )));
     }
     Ok(out)
@@ -66,20 +76,28 @@ fn is_grey(img: &RgbImage) -> bool {
     img.data.chunks_exact(3).step_by(7).all(|p| p[0] == p[1] && p[1] == p[2])
 }
 
-/// A batch of random `size` x `size` crops with random horizontal flips: `[B, 3, size, size]`.
-fn batch(images: &[RgbImage], n: usize, size: usize, rng: &mut StdRng) -> Result<Tensor> {
+/// A batch of random `size` x `size` crops with random horizontal flips: `[B, 3, size, size]`, and
+/// the same crops of the teachers when the photos have them.
+fn batch(photos: &[Photo], n: usize, size: usize, rng: &mut StdRng) -> Result<(Tensor, Option<Tensor>)> {
     let mut crops = Vec::with_capacity(n);
+    let mut taught = Vec::with_capacity(n);
     for _ in 0..n {
-        let img = &images[rng.gen_range(0..images.len())];
-        let x = rng.gen_range(0..=img.width - size);
-        let y = rng.gen_range(0..=img.height - size);
-        let mut c = transforms::crop(img, x, y, size, size)?;
-        if rng.gen_bool(0.5) {
-            c = transforms::hflip(&c);
+        let p = &photos[rng.gen_range(0..photos.len())];
+        let x = rng.gen_range(0..=p.image.width - size);
+        let y = rng.gen_range(0..=p.image.height - size);
+        let flip = rng.gen_bool(0.5);
+        let cut = |img: &RgbImage| -> Result<RgbImage> {
+            let c = transforms::crop(img, x, y, size, size)?;
+            Ok(if flip { transforms::hflip(&c) } else { c })
+        };
+        crops.push(cut(&p.image)?);
+        if let Some(t) = &p.teacher {
+            taught.push(cut(t)?);
         }
-        crops.push(c);
     }
-    Ok(tlcv_core::data::to_tensor(&crops, [0.0; 3], [1.0; 3])?)
+    let x = tlcv_core::data::to_tensor(&crops, [0.0; 3], [1.0; 3])?;
+    let t = if taught.len() == n { Some(tlcv_core::data::to_tensor(&taught, [0.0; 3], [1.0; 3])?) } else { None };
+    Ok((x, t))
 }
 
 /// One training step's losses.
@@ -87,8 +105,10 @@ fn batch(images: &[RgbImage], n: usize, size: usize, rng: &mut StdRng) -> Result
 pub struct FastLog {
     /// Step.
     pub step: usize,
-    /// Losses (batch means).
+    /// Losses (batch means); `total` includes the teacher term.
     pub loss: LossValues,
+    /// The weighted teacher term, `teacher_weight * mean((y - teacher)²)` (0 without teachers).
+    pub teacher: f64,
 }
 
 /// Trains a transformation network for `style` (an image) and saves it into `run`.
@@ -101,9 +121,17 @@ pub fn train(
 ) -> Result<Vec<FastLog>> {
     let fc = &cfg.fast;
     let size = fc.img_size.max(32) as usize;
-    let images = load_content_images(&fc.content_dir, size)?;
+    let side = (fc.photo_side.max(0) as usize).max(size);
+    let mut photos = load_content_images(&fc.content_dir, &fc.photos, side)?;
+    let preview = Preview::new(cfg, run, device)?;
     let style_size = if cfg.data.style_size > 0 { cfg.data.style_size } else { fc.img_size * 2 };
     let style_t = image::to_tensor(&image::resize_longer(style, style_size)?)?.to_device(device);
+    if fc.teacher_weight > 0.0 {
+        let dir = if fc.teacher_dir.is_empty() { run.root().join("teachers") } else { PathBuf::from(&fc.teacher_dir) };
+        let mut tc = cfg.clone();
+        tc.data.style_size = style_size;
+        crate::teacher::fill(net, style, &tc, &mut photos, &dir)?;
+    }
     let grams: Vec<Tensor> = tch::no_grad(|| net.extract(&style_t))?.1.iter().map(loss::gram).collect();
     let w = Weights {
         content: cfg.loss.content_weight,
@@ -113,7 +141,7 @@ pub fn train(
     };
     tch::manual_seed(fc.seed as i64);
     let vs = nn::VarStore::new(device);
-    let model = TransformNet::new(&vs.root(), fc.width, fc.residual_blocks)?;
+    let model = TransformNet::new(&vs.root(), fc.width, fc.residual_blocks, fc.output)?;
     let mut opt = nn::Adam::default().build(&vs, fc.lr)?;
     let mut rng = StdRng::seed_from_u64(fc.seed);
     let bar = Progress::bar(fc.steps as u64, "train-fast");
@@ -123,12 +151,19 @@ pub fn train(
         // Cosine decay to 10% of the learning rate.
         let lr = fc.lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * step as f64 / fc.steps as f64).cos()));
         opt.set_lr(lr);
-        let x = batch(&images, fc.batch.max(1), size, &mut rng)?.to_device(device);
+        let (x, teacher) = batch(&photos, fc.batch.max(1), size, &mut rng)?;
+        let x = x.to_device(device);
         let content = tch::no_grad(|| net.extract(&x))?.0;
         let y = model.forward(&x); // [B, 3, S, S]
         let (cf, sf) = net.extract(&y)?;
         let t = Targets { content, grams: grams.iter().map(Tensor::shallow_clone).collect() };
-        let terms = loss::total_loss(&y, &cf, &sf, &t, &w);
+        let mut terms = loss::total_loss(&y, &cf, &sf, &t, &w);
+        let mut taught = 0.0;
+        if let Some(teacher) = teacher {
+            let term = (&y - teacher.to_device(device)).square().mean(Kind::Float) * fc.teacher_weight;
+            taught = term.double_value(&[]);
+            terms.total = &terms.total + term;
+        }
         let total = terms.total.double_value(&[]);
         if !total.is_finite() {
             return Err(StyleError::NonFinite(total));
@@ -142,19 +177,45 @@ pub fn train(
         };
         bar.inc(1);
         bar.set_message(format!("total {:.4} content {:.4} style {:.4}", l.total, l.content, l.style));
-        logs.push(FastLog { step, loss: l });
+        logs.push(FastLog { step, loss: l, teacher: taught });
+        if fc.preview_every > 0 && (step + 1) % fc.preview_every == 0 && step + 1 < fc.steps {
+            preview.write(&model, step + 1)?;
+        }
     }
+    preview.write(&model, fc.steps)?;
     bar.finish(format!("train-fast: {} steps in {:.1}s", fc.steps, start.elapsed().as_secs_f64()));
     let mut meta = std::collections::HashMap::new();
     meta.insert("width".to_string(), fc.width.to_string());
     meta.insert("residual_blocks".to_string(), fc.residual_blocks.to_string());
     tlcv_core::checkpoint::save_safetensors(&vs, &run.best_weights(), Some(meta))?;
-    let mut csv = String::from("step,total,content,style,tv\n");
+    let mut csv = String::from("step,total,content,style,tv,teacher\n");
     for l in &logs {
-        csv.push_str(&format!("{},{},{},{},{}\n", l.step, l.loss.total, l.loss.content, l.loss.style, l.loss.tv));
+        let v = &l.loss;
+        csv.push_str(&format!("{},{},{},{},{},{}\n", l.step, v.total, v.content, v.style, v.tv, l.teacher));
     }
     tlcv_core::run::write_atomic(&run.results_csv(), csv.as_bytes())?;
     Ok(logs)
+}
+
+/// The content image of `data.content` at `data.size`, stylised into `previews/step_NNNNNN.png`
+/// while the network trains.
+struct Preview {
+    image: Tensor,
+    dir: PathBuf,
+}
+
+impl Preview {
+    fn new(cfg: &StyleConfig, run: &RunDir, device: Device) -> Result<Self> {
+        let img = image::resize_longer(&image::read(&image::resolve(&cfg.data.content)?)?, cfg.data.size)?;
+        let dir = run.root().join("previews");
+        std::fs::create_dir_all(&dir).map_err(|e| StyleError::io(&dir, e))?;
+        Ok(Self { image: image::to_tensor(&img)?.to_device(device), dir })
+    }
+
+    fn write(&self, model: &TransformNet, step: usize) -> Result<()> {
+        let y = tch::no_grad(|| model.forward(&self.image));
+        image::write(&self.dir.join(format!("step_{step:06}.png")), &image::from_tensor(&y)?)
+    }
 }
 
 /// A trained transformation network loaded from a run directory.
@@ -172,7 +233,7 @@ impl FastModel {
         let run = RunDir::open(run_dir)?;
         let cfg: StyleConfig = tlcv_core::config::load(Some(&run.config_path()), &[])?;
         let mut vs = nn::VarStore::new(device);
-        let net = TransformNet::new(&vs.root(), cfg.fast.width, cfg.fast.residual_blocks)?;
+        let net = TransformNet::new(&vs.root(), cfg.fast.width, cfg.fast.residual_blocks, cfg.fast.output)?;
         let weights = run.best_weights();
         if !weights.is_file() {
             return Err(StyleError::Invalid(format!(
@@ -185,10 +246,19 @@ impl FastModel {
         Ok(Self { vs, net, device, channels_last: false })
     }
 
-    /// A model with random weights (for timing).
-    pub fn untrained(width: i64, blocks: usize, device: Device) -> Result<Self> {
+    /// A model with random weights (for timing and export tests): the residual output's last
+    /// convolution, which training starts at zero, gets small random weights too, so that every
+    /// layer shapes the output.
+    pub fn untrained(width: i64, blocks: usize, output: FastOutput, device: Device) -> Result<Self> {
         let vs = nn::VarStore::new(device);
-        let net = TransformNet::new(&vs.root(), width, blocks)?;
+        let net = TransformNet::new(&vs.root(), width, blocks, output)?;
+        tch::no_grad(|| {
+            for (name, mut t) in vs.variables() {
+                if name == "conv_out.weight" && output == FastOutput::Residual {
+                    t.copy_(&(Tensor::randn(t.size(), (Kind::Float, device)) * 0.05));
+                }
+            }
+        });
         Ok(Self { vs, net, device, channels_last: false })
     }
 
@@ -240,9 +310,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_unknown_photo_name_is_a_clear_error() {
+        let e = load_content_images("", "chelsea.png, no_such_photo.png", 64).unwrap_err().to_string();
+        assert!(e.contains("no_such_photo.png") && !e.contains('\n'), "{e}");
+    }
+
+    #[test]
     fn channels_last_gives_the_same_image() {
         tch::manual_seed(3);
-        let mut m = FastModel::untrained(8, 2, Device::Cpu).unwrap();
+        let mut m = FastModel::untrained(8, 2, FastOutput::Residual, Device::Cpu).unwrap();
         let x = Tensor::rand([2, 3, 37, 50], (Kind::Float, Device::Cpu));
         let plain = m.apply(&x);
         m.set_channels_last(true);

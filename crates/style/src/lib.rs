@@ -20,6 +20,7 @@ pub mod lbfgs;
 pub mod loss;
 pub mod pipeline;
 pub mod report;
+pub mod teacher;
 pub mod transfer;
 pub mod transform_net;
 

@@ -109,9 +109,10 @@ struct TrainFastCmd {
 
 #[derive(Debug, clap::Args)]
 struct ApplyCmd {
-    /// A run directory written by train-fast.
+    /// A run directory written by train-fast (default: the shipped starry_night.jpg network,
+    /// assets/models/fast_starry_night).
     #[arg(long)]
-    run: PathBuf,
+    run: Option<PathBuf>,
     /// Output folder (one PNG per input, same stem).
     #[arg(long)]
     out: PathBuf,
@@ -124,9 +125,9 @@ struct ApplyCmd {
     /// Print one JSON object per image on stdout.
     #[arg(long)]
     json: bool,
-    /// Images to stylise.
+    /// Images to stylise: paths, or file names in the Debian data (e.g. chelsea.png).
     #[arg(required = true)]
-    images: Vec<PathBuf>,
+    images: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -214,6 +215,8 @@ fn train_fast(cmd: TrainFastCmd) -> anyhow::Result<()> {
     let sample = model.apply_image(&content, cfg.data.size)?;
     image::write(&run.root().join("sample.png"), &sample)?;
     style::report::write_panel(&run.root().join("panel.png"), &content, &style_img, &sample)?;
+    let window = (logs.len() / 100).max(1);
+    style::report::write_fast_curve(&run.plot("loss.png"), &logs, cfg.fast.style_weight, window)?;
     let last = logs.last().map(|l| l.loss).unwrap_or_default();
     if cmd.common.json {
         println!("{}", serde_json::json!({"run": run.root(), "steps": logs.len(), "final": last}));
@@ -224,20 +227,26 @@ fn train_fast(cmd: TrainFastCmd) -> anyhow::Result<()> {
 
 fn apply(cmd: ApplyCmd) -> anyhow::Result<()> {
     let device: tlcv_core::device::DeviceChoice = cmd.device.as_deref().unwrap_or("cpu").parse()?;
-    let model = fast::FastModel::load(&cmd.run, device.resolve()?)?;
+    let run = match &cmd.run {
+        Some(run) => run.clone(),
+        None => fast::shipped_run()?,
+    };
+    let model = fast::FastModel::load(&run, device.resolve()?)?;
     std::fs::create_dir_all(&cmd.out).with_context(|| format!("creating {}", cmd.out.display()))?;
-    for path in &cmd.images {
-        let img = image::read(path)?;
+    for name in &cmd.images {
+        let path = image::resolve(name)?;
+        let img = image::read(&path)?;
         let t0 = std::time::Instant::now();
         let out_img = model.apply_image(&img, cmd.size.unwrap_or(0))?;
         let secs = t0.elapsed().as_secs_f64();
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
+        let path = path.display().to_string();
         let out = cmd.out.join(format!("{stem}.png"));
         image::write(&out, &out_img)?;
         if cmd.json {
             println!("{}", serde_json::json!({"image": path, "out": out, "seconds": secs}));
         } else {
-            eprintln!("{} -> {} ({:.3}s)", path.display(), out.display(), secs);
+            eprintln!("{path} -> {} ({:.3}s)", out.display(), secs);
         }
     }
     Ok(())

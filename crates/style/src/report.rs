@@ -48,6 +48,32 @@ pub fn write_loss_plot(path: &Path, result: &TransferResult) -> Result<()> {
     Ok(())
 }
 
+/// Plots log10 of the fast network's training losses, each averaged over windows of `window` steps
+/// (one step's batch is noisy): total, content, style × `style_weight` and the teacher's share.
+pub fn write_fast_curve(path: &Path, logs: &[crate::fast::FastLog], style_weight: f64, window: usize) -> Result<()> {
+    let window = window.max(1);
+    let avg = |f: &dyn Fn(&crate::fast::FastLog) -> f64| -> Vec<(f64, f64)> {
+        logs.chunks(window)
+            .map(|c| {
+                let m = c.iter().map(f).sum::<f64>() / c.len() as f64;
+                ((c[0].step + c.len() / 2) as f64, m)
+            })
+            .filter(|p| p.1 > 0.0)
+            .map(|(x, y)| (x, y.log10()))
+            .collect()
+    };
+    let series = vec![
+        Series::new("total", avg(&|l| l.loss.total)),
+        Series::new("content", avg(&|l| l.loss.content)),
+        Series::new(format!("style × {style_weight}"), avg(&|l| l.loss.style * style_weight)),
+        Series::new("teacher term", avg(&|l| l.teacher)),
+    ];
+    let opts = LineOptions { y_label: "log10 loss".into(), ..LineOptions::default() };
+    let title = format!("Fast-style training (means of {window} steps)");
+    report::line_plot_with(path, &title, "step", &series, &opts)?;
+    Ok(())
+}
+
 /// Everything `report.html` shows besides the pictures.
 #[derive(Debug)]
 pub struct ReportFacts<'a> {

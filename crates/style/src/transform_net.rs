@@ -2,6 +2,8 @@
 //! feed-forward image transformation network. Reflection-padded convolutions, instance norm (Ulyanov
 //! et al.) instead of batch norm, two stride-2 downsamplings, residual blocks, and nearest-neighbour
 //! upsampling followed by a convolution (no transposed convolutions: fewer checkerboard artefacts).
+//! The image comes out through a sigmoid: of the last convolution alone, or added to the input's logit
+//! ([`FastOutput::Residual`], the default: the network starts as the identity and learns the change).
 //!
 //! Names: `conv1`, `in1`, `conv2`, `in2`, `conv3`, `in3`, `res.{i}.{conv1,in1,conv2,in2}`,
 //! `up1`, `in4`, `up2`, `in5`, `conv_out` (each conv has `weight` and `bias`, each norm `weight`, `bias`).
@@ -11,7 +13,11 @@ use tlcv_core::backbones::layers::Padding;
 use tlcv_core::onnx::ops::{ConvSpec, Interp, SizeOf};
 use tlcv_core::onnx::{Graph, OnnxError, Value};
 
+use crate::config::FastOutput;
 use crate::{Result, StyleError};
+
+/// Inputs are clamped to `[CLAMP, 1 - CLAMP]` before their logit, so black and white stay finite.
+const CLAMP: f64 = 1e-3;
 
 #[derive(Debug)]
 struct ConvLayer {
@@ -22,8 +28,17 @@ struct ConvLayer {
 
 impl ConvLayer {
     fn new(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64) -> Self {
-        let cfg = nn::ConvConfig { stride, padding: 0, ..Default::default() };
-        ConvLayer { conv: nn::conv2d(p, cin, cout, k, cfg), pad: k / 2, stride }
+        Self::with(p, (cin, cout, k), nn::ConvConfig { stride, padding: 0, ..Default::default() })
+    }
+
+    /// A stride-1 layer whose weights and bias start at zero (its output is zero until trained).
+    fn zeros(p: nn::Path, cin: i64, cout: i64, k: i64) -> Self {
+        let cfg = nn::ConvConfig { padding: 0, ws_init: nn::Init::Const(0.0), ..Default::default() };
+        Self::with(p, (cin, cout, k), cfg)
+    }
+
+    fn with(p: nn::Path, (cin, cout, k): (i64, i64, i64), cfg: nn::ConvConfig) -> Self {
+        ConvLayer { conv: nn::conv2d(p, cin, cout, k, cfg), pad: k / 2, stride: cfg.stride }
     }
 
     /// `[N, cin, H, W]` -> `[N, cout, H/stride, W/stride]` (reflection padding keeps borders clean).
@@ -89,11 +104,13 @@ pub struct TransformNet {
     up2: ConvLayer,
     in5: InstanceNorm,
     conv_out: ConvLayer,
+    output: FastOutput,
 }
 
 impl TransformNet {
-    /// `width` channels after the first conv (Johnson et al.: 32), `blocks` residual blocks (5).
-    pub fn new(p: &nn::Path, width: i64, blocks: usize) -> Result<Self> {
+    /// `width` channels after the first conv (Johnson et al.: 32), `blocks` residual blocks (5), and
+    /// how the last convolution becomes an image.
+    pub fn new(p: &nn::Path, width: i64, blocks: usize, output: FastOutput) -> Result<Self> {
         if width < 1 || blocks > 64 {
             return Err(StyleError::Invalid(format!("transform net width {width} / {blocks} blocks out of range")));
         }
@@ -110,7 +127,11 @@ impl TransformNet {
             in4: InstanceNorm::new(p / "in4", 2 * w),
             up2: ConvLayer::new(p / "up2", 2 * w, w, 3, 1),
             in5: InstanceNorm::new(p / "in5", w),
-            conv_out: ConvLayer::new(p / "conv_out", w, 3, 9, 1),
+            conv_out: match output {
+                FastOutput::Sigmoid => ConvLayer::new(p / "conv_out", w, 3, 9, 1),
+                FastOutput::Residual => ConvLayer::zeros(p / "conv_out", w, 3, 9),
+            },
+            output,
         })
     }
 
@@ -127,8 +148,19 @@ impl TransformNet {
         let y = self.in4.forward(&self.up1.forward(&y)).relu(); // [N, 2w, H/2, W/2]
         let y = y.upsample_nearest2d([h, w], None, None); // [N, 2w, H, W]
         let y = self.in5.forward(&self.up2.forward(&y)).relu(); // [N, w, H, W]
-        self.conv_out.forward(&y).sigmoid() // [N, 3, H, W]
+        let out = self.conv_out.forward(&y); // [N, 3, H, W]
+        match self.output {
+            FastOutput::Sigmoid => out.sigmoid(),
+            FastOutput::Residual => (logit(x) + out).sigmoid(),
+        }
     }
+}
+
+/// `log(x / (1 - x))` of `x` clamped to `[CLAMP, 1 - CLAMP]`, elementwise.
+fn logit(x: &Tensor) -> Tensor {
+    let x = x.clamp(CLAMP, 1.0 - CLAMP);
+    let odds: Tensor = &x / (1.0 - &x);
+    odds.log()
 }
 
 impl ConvLayer {
@@ -189,6 +221,37 @@ impl TransformNet {
         let y = g.resize(&y, SizeOf::Computed(&hw, known), Interp::NearestFloor);
         let y = block(g, &self.up2, &self.in5, &y)?;
         let y = self.conv_out.to_onnx(g, &y)?;
+        let y = match self.output {
+            FastOutput::Sigmoid => y,
+            FastOutput::Residual => {
+                let x = g.clip(x, CLAMP as f32, 1.0 - CLAMP as f32)?;
+                let rest = g.scalar("Sub", &x, 1.0)?; // x - 1
+                let ratio = g.binary("Div", &x, &rest); // -x / (1 - x)
+                let odds = g.scalar("Mul", &ratio, -1.0)?;
+                let logit = g.unary("Log", &odds);
+                g.binary("Add", &logit, &y)
+            }
+        };
         Ok(g.unary("Sigmoid", &y))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use tch::{Device, Kind};
+
+    #[test]
+    fn residual_output_starts_as_the_identity_and_sigmoid_does_not() {
+        tch::manual_seed(1);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let x = Tensor::rand([2, 3, 20, 30], (Kind::Float, Device::Cpu)).clamp(CLAMP, 1.0 - CLAMP);
+        let residual = TransformNet::new(&(vs.root() / "r"), 8, 2, FastOutput::Residual).unwrap();
+        let d = (residual.forward(&x) - &x).abs().max().double_value(&[]);
+        assert!(d < 1e-5, "residual output differs from its input by {d} before training");
+        let sigmoid = TransformNet::new(&(vs.root() / "s"), 8, 2, FastOutput::Sigmoid).unwrap();
+        let d = (sigmoid.forward(&x) - &x).abs().mean(Kind::Float).double_value(&[]);
+        assert!(d > 0.05, "the sigmoid form should start far from the input, mean difference {d}");
     }
 }

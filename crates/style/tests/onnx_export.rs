@@ -1,9 +1,10 @@
-//! ONNX export of the fast-style network against ONNX Runtime and tract: one export with a dynamic
+//! ONNX export of the fast-style network (both output forms) against ONNX Runtime and tract: one export with a dynamic
 //! batch and free height and width must pass `onnx.checker` (full check) and give tlcv's forward to
 //! 1e-4 relative at two input sizes (37x50, odd and not square, and 64x64) on batches of 1 and 3 in
 //! ONNX Runtime, and in tract at 37x50.
 
 use anyhow::{Context, Result, ensure};
+use style::config::FastOutput;
 use style::fast::FastModel;
 use tch::{Device, Kind, Tensor};
 use tlcv_core::onnx::parity::{Compare, ParityCheck, max_rel_err};
@@ -14,8 +15,14 @@ const RTOL: f64 = 1e-4;
 
 #[test]
 fn fast_style_network_exports_for_any_size() -> Result<()> {
-    tch::manual_seed(5);
-    let m = FastModel::untrained(8, 2, Device::Cpu)?;
+    for output in [FastOutput::Residual, FastOutput::Sigmoid] {
+        tch::manual_seed(5);
+        check_export(&FastModel::untrained(8, 2, output, Device::Cpu)?).with_context(|| format!("{output:?}"))?;
+    }
+    Ok(())
+}
+
+fn check_export(m: &FastModel) -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let mut check = ParityCheck::new(tmp.path());
     let opts = ExportOptions { dynamic_batch: true, img_size: None, ..ExportOptions::new(0) };

@@ -20,8 +20,9 @@ pub enum Compare {
         /// The tolerance.
         rtol: f64,
     },
-    /// `[N, max_det, 6]` detections: same boxes and classes (coordinates within `rtol` times the input
-    /// side), scores within `atol`.
+    /// `[N, max_det, 6]` detections: the same number per image, paired one to one with the same class,
+    /// coordinates within `rtol` times the input side and score within `atol` (boxes whose scores tie
+    /// within `atol` may come in either order).
     Detections {
         /// Coordinate tolerance relative to the input side.
         rtol: f64,
