@@ -252,13 +252,9 @@ impl FastModel {
     pub fn untrained(width: i64, blocks: usize, output: FastOutput, device: Device) -> Result<Self> {
         let vs = nn::VarStore::new(device);
         let net = TransformNet::new(&vs.root(), width, blocks, output)?;
-        tch::no_grad(|| {
-            for (name, mut t) in vs.variables() {
-                if name == "conv_out.weight" && output == FastOutput::Residual {
-                    t.copy_(&(Tensor::randn(t.size(), (Kind::Float, device)) * 0.05));
-                }
-            }
-        });
+        if let (FastOutput::Residual, Some(mut t)) = (output, vs.variables().remove("conv_out.weight")) {
+            tch::no_grad(|| t.copy_(&(Tensor::randn(t.size(), (Kind::Float, device)) * 0.05)));
+        }
         Ok(Self { vs, net, device, channels_last: false })
     }
 
