@@ -231,7 +231,10 @@ impl FastModel {
     /// Loads `run/weights/best.safetensors` with the architecture in `run/config.toml`.
     pub fn load(run_dir: &Path, device: Device) -> Result<Self> {
         let run = RunDir::open(run_dir)?;
-        let cfg: StyleConfig = tlcv_core::config::load(Some(&run.config_path()), &[])?;
+        // Runs record every key; one without `fast.output` predates it, when the output was a sigmoid.
+        let mut base = StyleConfig::default();
+        base.fast.output = FastOutput::Sigmoid;
+        let cfg: StyleConfig = tlcv_core::config::load_with_base(&base, Some(&run.config_path()), &[])?;
         let mut vs = nn::VarStore::new(device);
         let net = TransformNet::new(&vs.root(), cfg.fast.width, cfg.fast.residual_blocks, cfg.fast.output)?;
         let weights = run.best_weights();
@@ -309,6 +312,24 @@ mod tests {
     fn an_unknown_photo_name_is_a_clear_error() {
         let e = load_content_images("", "chelsea.png, no_such_photo.png", 64).unwrap_err().to_string();
         assert!(e.contains("no_such_photo.png") && !e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn a_run_written_before_fast_output_existed_loads_with_the_sigmoid_output() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run = RunDir::of_main_rank(tmp.path());
+        std::fs::create_dir_all(tmp.path().join("weights")).unwrap();
+        let m = FastModel::untrained(8, 2, FastOutput::Sigmoid, Device::Cpu).unwrap();
+        tlcv_core::checkpoint::save_safetensors(&m.vs, &run.best_weights(), None).unwrap();
+        let cfg = "[fast]\nwidth = 8\nresidual_blocks = 2\n";
+        std::fs::write(run.config_path(), cfg).unwrap();
+        let x = Tensor::rand([1, 3, 16, 16], (Kind::Float, Device::Cpu));
+        let loaded = FastModel::load(tmp.path(), Device::Cpu).unwrap();
+        assert_eq!(loaded.net.output(), FastOutput::Sigmoid);
+        let d = (loaded.apply(&x) - m.apply(&x)).abs().max().double_value(&[]);
+        assert!(d < 1e-6, "{d}");
+        std::fs::write(run.config_path(), format!("{cfg}output = \"residual\"\n")).unwrap();
+        assert_eq!(FastModel::load(tmp.path(), Device::Cpu).unwrap().net.output(), FastOutput::Residual);
     }
 
     #[test]

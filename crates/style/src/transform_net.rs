@@ -135,6 +135,11 @@ impl TransformNet {
         })
     }
 
+    /// How the last convolution becomes an image.
+    pub fn output(&self) -> FastOutput {
+        self.output
+    }
+
     /// `[N, 3, H, W]` in `[0, 1]` -> `[N, 3, H, W]` in `[0, 1]` (any H, W >= 8).
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let (h, w) = (x.size()[2], x.size()[3]);
