@@ -97,7 +97,7 @@ fn bench_feature_cache(c: &mut Criterion) {
             Err(e) => panic!("{e}"),
         };
         for batch in batches {
-            let out = batch.and_then(|b| task.train_step(b));
+            let out = batch.and_then(|b| task.train_step(b, &SingleProcess));
             match out {
                 Ok(o) => o.loss.backward(),
                 Err(e) => panic!("{e}"),

@@ -1,10 +1,11 @@
 """torchvision backbones: a training step (SGD momentum 0.9, weight decay 1e-4, cross-entropy, 1000
 classes) or an inference batch (eval, no_grad) on random [B, 3, S, S] inputs, in fp32, channels-last
 (`cl`; `cl+fold` adds torch.fx's conv-bn fusion for inference) or bf16
-(torch.autocast("cpu", dtype=torch.bfloat16), fp32 master weights).
+(torch.autocast(device, dtype=torch.bfloat16), fp32 master weights), on the CPU or a CUDA GPU (timed after
+`torch.cuda.synchronize()`).
 
 usage: models.py --arch resnet18|efficientnet_b0 --mode fp32|cl|cl+fold|bf16 --task train|infer
-                 [--batch 32] [--size 224] [--warmup 1] [--iters 3] [--threads T]
+                 [--batch 32] [--size 224] [--warmup 1] [--iters 3] [--threads T] [--device cpu|cuda]
 """
 
 import argparse
@@ -31,26 +32,30 @@ def main():
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--iters", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     a = ap.parse_args()
     if a.threads > 0:
         torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    model = getattr(torchvision.models, a.arch)(weights=None, num_classes=1000)
-    xs = torch.randn(a.batch, 3, a.size, a.size)
-    ys = torch.randint(1000, (a.batch,))
+    dev = torch.device(a.device)
+    model = getattr(torchvision.models, a.arch)(weights=None, num_classes=1000).to(dev)
+    xs = torch.randn(a.batch, 3, a.size, a.size).to(dev)
+    ys = torch.randint(1000, (a.batch,)).to(dev)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     if a.mode in ("cl", "cl+fold"):
         model = model.to(memory_format=torch.channels_last)
         xs = xs.contiguous(memory_format=torch.channels_last)
     if a.mode == "cl+fold" and a.task == "infer":
         from torch.fx.experimental.optimization import fuse
         model = fuse(model.eval())
-    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if a.mode == "bf16" else contextlib.nullcontext
+    autocast = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if a.mode == "bf16" else contextlib.nullcontext
     train = a.task == "train"
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     model.train(train)
     times = []
     check = 0.0
     for i in range(a.warmup + max(1, a.iters)):
+        sync()
         t = time.perf_counter()
         if train:
             opt.zero_grad(set_to_none=False)
@@ -63,6 +68,7 @@ def main():
         else:
             with torch.no_grad(), autocast():
                 check = model(xs).float().abs().mean().item()
+        sync()
         if i >= a.warmup:
             times.append(time.perf_counter() - t)
     if not math.isfinite(check):

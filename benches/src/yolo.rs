@@ -10,6 +10,7 @@ use tch::{Device, Kind, Tensor, nn};
 use tlcv_core::train::{Optimizer, OptimizerKind, OptimizerParams, Param, trainable_params};
 
 use detect::config::LossConfig;
+use detect::family::LossScope;
 use detect::model_io::Targets;
 use detect::ultralytics::{STRIDES, UltralyticsYolo, head::REG_MAX, spec::YoloArch};
 use detect::yolo::anchors::anchor_points;
@@ -87,15 +88,15 @@ impl YoloBench {
     }
 
     /// One training step; returns the loss.
-    pub fn train_step(&mut self) -> f64 {
+    pub fn train_step(&mut self) -> Result<f64> {
         Optimizer::zero_grad(&self.params);
         let mut out = self.model.forward_raw(&self.xs, true);
         (out.cls, out.dist) = (out.cls.to_kind(Kind::Float), out.dist.to_kind(Kind::Float));
         let anchors = anchor_points(&out.shapes, &STRIDES, 0.5, out.cls.device());
-        let l = self.loss.compute(&out, &anchors, &self.targets);
+        let l = self.loss.compute(&out, &anchors, &self.targets, LossScope::SINGLE)?;
         l.total.backward();
         self.opt.step(&self.params, &vec![0.01; self.params.len()]);
-        l.total.double_value(&[])
+        Ok(l.total.double_value(&[]))
     }
 
     /// One inference batch: `[B, 4 + 80, A]`.

@@ -269,7 +269,7 @@ fn run_yolo(
     let mut check = 0.0;
     for i in 0..warmup + iters.max(1) {
         let t = Instant::now();
-        check = if train { m.train_step() } else { m.infer().abs().mean(Kind::Float).double_value(&[]) };
+        check = if train { m.train_step()? } else { m.infer().abs().mean(Kind::Float).double_value(&[]) };
         if i >= warmup {
             times.push(t.elapsed().as_secs_f64());
         }

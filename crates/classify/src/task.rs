@@ -220,7 +220,7 @@ impl Task for ClassifyTask {
         }
     }
 
-    fn train_step(&mut self, batch: ImageBatch) -> Result<StepOutput> {
+    fn train_step(&mut self, batch: ImageBatch, _: &dyn Parallel) -> Result<StepOutput> {
         let device = self.model.vs.device();
         let xs = batch.images.to_device(device);
         let ys = batch.labels.to_device(device);

@@ -105,7 +105,6 @@ fn assert_same(a: &[(String, Tensor)], b: &[(String, Tensor)], what: &str) {
 }
 
 #[test]
-#[ignore = "three training runs, ~100 s on 2 shared cores: over CI's budget; run with `cargo test -p classify --test dist -- --ignored`"]
 fn two_ranks_train_like_one_process_with_the_double_batch() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let data = make_folder(tmp.path());

@@ -45,7 +45,7 @@ impl Task for Scalar {
         let n = if self.empty { 0 } else { 4 };
         Ok(Box::new((0..n).map(|_| Ok(()))))
     }
-    fn train_step(&mut self, (): ()) -> Result<StepOutput> {
+    fn train_step(&mut self, (): (), _: &dyn Parallel) -> Result<StepOutput> {
         self.steps += 1;
         let mut loss = (&self.w - 1.0).square().sum(Kind::Float);
         if self.value().abs() > 5.0 {

@@ -61,7 +61,7 @@ impl Task for Toy {
             .collect();
         Ok(Box::new(batches.into_iter()))
     }
-    fn train_step(&mut self, (xs, ys): Self::Batch) -> Result<StepOutput> {
+    fn train_step(&mut self, (xs, ys): Self::Batch, _: &dyn Parallel) -> Result<StepOutput> {
         self.steps += 1;
         let mut loss = self.net.forward_t(&xs, true).cross_entropy_for_logits(&ys);
         if self.poison_at == Some(self.steps) {

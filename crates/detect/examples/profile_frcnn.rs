@@ -2,7 +2,7 @@
 //! `FAMILY=faster-rcnn CL=1 BATCH=16 cargo run --release -p detect --example profile_frcnn`.
 use std::time::Instant;
 
-use detect::{DetectConfig, model::Detector, model_io::Targets};
+use detect::{DetectConfig, family::LossScope, model::Detector, model_io::Targets};
 use tch::{Device, Kind, Tensor};
 
 fn main() -> anyhow::Result<()> {
@@ -24,7 +24,7 @@ fn main() -> anyhow::Result<()> {
     };
     for _ in 0..3 {
         let t0 = Instant::now();
-        let l = model.loss(&x, &t)?;
+        let l = model.loss(&x, &t, LossScope::SINGLE)?;
         let f = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
         l.total.backward();

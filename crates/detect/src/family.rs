@@ -11,6 +11,7 @@ use std::fmt;
 use tch::{Kind, Tensor, nn};
 use tlcv_core::backbones::{Arch, Backbone};
 use tlcv_core::onnx::{Graph, Value};
+use tlcv_core::train::Parallel;
 
 use crate::config::{DetectConfig, ModelConfig};
 use crate::error::{DetectError, Result};
@@ -40,6 +41,38 @@ impl StepLosses {
     }
 }
 
+/// Over which batches a training loss is normalised: this process's, or every data-parallel rank's
+/// together. A loss divided by a count over its batch (YOLO's sum of target scores) takes the count
+/// over all ranks and is multiplied by the world size, so that averaging the ranks' gradients (as
+/// DDP does) gives one process's gradient on all the batches: a step at world size W is one
+/// process's step on the W batches. Ultralytics normalises per rank, which a step at W does not equal.
+#[derive(Debug, Clone, Copy)]
+pub struct LossScope<'a> {
+    /// The ranks, when there are several.
+    parallel: Option<&'a dyn Parallel>,
+}
+
+impl<'a> LossScope<'a> {
+    /// One process: the batch alone.
+    pub const SINGLE: LossScope<'static> = LossScope { parallel: None };
+
+    /// The batches of every rank of `parallel` (the batch alone at world size 1).
+    pub fn ranks(parallel: &'a dyn Parallel) -> Self {
+        Self { parallel: (parallel.world_size() > 1).then_some(parallel) }
+    }
+
+    /// The divisor of a loss whose per-batch normaliser is `local` (a scalar, counts clamped at 1):
+    /// `max(local, 1)` alone, or `max(sum over ranks, 1) / world size` on several ranks. Every rank
+    /// must call it at the same point of its step (an all-reduce).
+    pub fn divisor(&self, local: &Tensor) -> Result<Tensor> {
+        let Some(p) = self.parallel else { return Ok(local.clamp_min(1.0)) };
+        let mut sum = [local.double_value(&[])];
+        p.all_reduce_sum(&mut sum)?;
+        let d = sum[0].max(1.0) / p.world_size() as f64;
+        Ok(Tensor::from(d).to_kind(local.kind()).to_device(local.device()))
+    }
+}
+
 /// What a family's `build` function gets.
 #[derive(Debug)]
 pub struct BuildContext<'a> {
@@ -61,8 +94,10 @@ pub type BuildFn = fn(&BuildContext<'_>) -> Result<Box<dyn DetectorFamily>>;
 /// Images are `[N, 3, S, S]`, normalised for the backbone and already in the compute kind and
 /// memory layout of the detector; boxes are xyxy in input pixels.
 pub trait DetectorFamily: fmt::Debug + Send {
-    /// Training losses of a batch against padded ground truth (training mode, with gradients).
-    fn forward_train(&self, xs: &Tensor, targets: &Targets) -> Result<StepLosses>;
+    /// Training losses of a batch against padded ground truth (training mode, with gradients),
+    /// normalised over `scope` where the family's loss has a batch-wide normaliser (YOLO's; SSD and
+    /// Faster R-CNN normalise per rank, as torchvision's references do).
+    fn forward_train(&self, xs: &Tensor, targets: &Targets, scope: LossScope<'_>) -> Result<StepLosses>;
     /// Detections per image in eval mode without gradients: scores above `cfg.conf`, at most
     /// `cfg.max_det`, best first.
     fn predict(&self, xs: &Tensor, cfg: &PostprocessConfig) -> Result<Vec<Vec<Detection>>>;

@@ -14,7 +14,7 @@ use tlcv_core::weights::{self, WeightsSource};
 
 use crate::config::{DetectConfig, Family};
 use crate::error::{DetectError, Result};
-use crate::family::{self, BuildContext, DetectorFamily, StepLosses};
+use crate::family::{self, BuildContext, DetectorFamily, LossScope, StepLosses};
 use crate::model_io::Targets;
 use crate::postprocess::{Detection, PostprocessConfig};
 
@@ -121,9 +121,10 @@ impl Detector {
         if self.channels_last { channels_last(&xs) } else { xs }
     }
 
-    /// Training losses of a batch `[N, 3, S, S]` (normalised) against padded targets (input pixels).
-    pub fn loss(&self, xs: &Tensor, targets: &Targets) -> Result<StepLosses> {
-        self.net.forward_train(&self.layout(xs, self.compute_kind), targets)
+    /// Training losses of a batch `[N, 3, S, S]` (normalised) against padded targets (input pixels),
+    /// normalised over `scope` ([`LossScope::SINGLE`] outside data-parallel training).
+    pub fn loss(&self, xs: &Tensor, targets: &Targets, scope: LossScope<'_>) -> Result<StepLosses> {
+        self.net.forward_train(&self.layout(xs, self.compute_kind), targets, scope)
     }
 
     /// Detections (input pixels) for a batch `[N, 3, S, S]`, in eval mode without gradients: scores

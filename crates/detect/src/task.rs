@@ -20,6 +20,7 @@ use crate::config::{AugmentConfig, DetectConfig, Recipe};
 use crate::data::{DetImage, Object};
 use crate::eval::sharded::evaluate_images_sharded;
 use crate::evaluate::flat_metrics;
+use crate::family::LossScope;
 use crate::model::Detector;
 use crate::model_io::Targets;
 use crate::postprocess::PostprocessConfig;
@@ -231,12 +232,13 @@ impl Task for DetectTask {
         })))
     }
 
-    fn train_step(&mut self, batch: DetBatch) -> CoreResult<StepOutput> {
+    /// The loss is normalised over every rank's batch (see [`LossScope`]).
+    fn train_step(&mut self, batch: DetBatch, parallel: &dyn Parallel) -> CoreResult<StepOutput> {
         let device = self.model.vs.device();
         let xs = batch.images.to_device(device); // [B, 3, S, S]
         let targets = batch.targets.to_device(device);
         let n = xs.size()[0] as usize;
-        let out = self.model.loss(&xs, &targets)?;
+        let out = self.model.loss(&xs, &targets, LossScope::ranks(parallel))?;
         let mut terms = vec![("loss".to_string(), out.terms.iter().map(|(_, v)| v).sum())];
         terms.extend(out.terms);
         Ok(StepOutput { loss: out.total.to_kind(Kind::Float), terms, samples: n })

@@ -3,7 +3,7 @@
 //! variables in the backbone, the neck and the heads.
 
 use anyhow::{Result, ensure};
-use detect::{DetectConfig, config::Family, model::Detector, model_io::Targets};
+use detect::{DetectConfig, config::Family, family::LossScope, model::Detector, model_io::Targets};
 use tch::{Device, Kind, Tensor};
 use tlcv_core::freeze::Strategy;
 
@@ -33,7 +33,7 @@ fn every_family_trains_float32_weights_with_a_bf16_backbone() -> Result<()> {
             tch::manual_seed(6);
             let mut model = Detector::build(&cfg, 2, Device::Cpu)?;
             model.set_compute_kind(kind);
-            let out = model.loss(&xs, &targets())?;
+            let out = model.loss(&xs, &targets(), LossScope::SINGLE)?;
             ensure!(out.total.kind() == Kind::Float, "{family} {kind:?}: the loss is {:?}", out.total.kind());
             let loss = out.total.double_value(&[]);
             ensure!(loss.is_finite() && loss > 0.0, "{family} {kind:?}: loss {loss}");

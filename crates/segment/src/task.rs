@@ -161,7 +161,7 @@ impl Task for SegTask {
         Ok(self.batches(&samples, true, epoch))
     }
 
-    fn train_step(&mut self, batch: SegBatch) -> Result<StepOutput> {
+    fn train_step(&mut self, batch: SegBatch, _: &dyn Parallel) -> Result<StepOutput> {
         let xs = self.input(&batch.images, self.compute_kind);
         let ys = batch.masks.to_device(self.model.vs.device());
         let logits = self.model.forward(&xs, true).to_kind(Kind::Float); // [B, 3, H, W] -> [B, C, H, W]

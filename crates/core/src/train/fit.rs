@@ -221,7 +221,7 @@ impl<'a, T: Task> Trainer<'a, T> {
             if index < totals.resumed_from {
                 continue;
             }
-            let out = memory::guard_oom(self.cfg.batch, || self.task.train_step(batch?))?;
+            let out = memory::guard_oom(self.cfg.batch, || self.task.train_step(batch?, self.parallel))?;
             let (loss, lr) = match self.step(&out)? {
                 StepEnd::Trained { loss, lr } => (loss, lr),
                 StepEnd::NonFinite(value) => {

@@ -74,8 +74,10 @@ pub trait Task {
     fn batches_per_epoch(&self, parallel: &dyn Parallel) -> usize;
     /// The batches of `epoch`, for this process's shard, in a deterministic order for a given seed.
     fn train_batches(&mut self, epoch: usize, parallel: &dyn Parallel) -> Result<Batches<Self::Batch>>;
-    /// Forward pass and loss on one batch in training mode.
-    fn train_step(&mut self, batch: Self::Batch) -> Result<StepOutput>;
+    /// Forward pass and loss on one batch in training mode. A loss whose normaliser depends on the
+    /// batch (YOLO's sum of target scores) can make it global over `parallel`'s ranks, so that a step
+    /// at world size W equals one process's step on the W batches together.
+    fn train_step(&mut self, batch: Self::Batch, parallel: &dyn Parallel) -> Result<StepOutput>;
     /// Evaluates on the validation split. Every rank calls it; a task may split the work with
     /// [`Parallel::eval_batches`] and combine it with the collectives, as long as every rank returns
     /// the same metrics.

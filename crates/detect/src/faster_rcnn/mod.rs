@@ -23,7 +23,7 @@ use tch::{Tensor, nn};
 use tlcv_core::backbones::{Arch, Backbone, HEAD_GROUP, backbone};
 
 use crate::error::DetectError;
-use crate::family::{BuildContext, DetectorFamily, StepLosses, to_detections};
+use crate::family::{BuildContext, DetectorFamily, LossScope, StepLosses, to_detections};
 use crate::model_io::{Detections, Target, Targets};
 use crate::postprocess::{Detection, PostprocessConfig};
 use crate::priors::AnchorGenerator;
@@ -213,7 +213,7 @@ pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn DetectorFamily>, DetectEr
 }
 
 impl DetectorFamily for FasterRcnn {
-    fn forward_train(&self, xs: &Tensor, targets: &Targets) -> Result<StepLosses, DetectError> {
+    fn forward_train(&self, xs: &Tensor, targets: &Targets, _: LossScope<'_>) -> Result<StepLosses, DetectError> {
         Ok(StepLosses::sum(FasterRcnn::forward_train(self, xs, &targets.per_image())?, xs.device()))
     }
 

@@ -23,7 +23,7 @@ use crate::boxes::{BoxCoder, box_iou, clip_boxes};
 use crate::config::ModelConfig;
 use crate::error::DetectError;
 use crate::export::{NmsRule, OnnxHead};
-use crate::family::{BuildContext, DetectorFamily, StepLosses, to_detections};
+use crate::family::{BuildContext, DetectorFamily, LossScope, StepLosses, to_detections};
 use crate::matching::{hard_negative_mask, ssd_match};
 use crate::model_io::{Detections, Target, Targets};
 use crate::nms::{NmsParams, batched_nms};
@@ -248,7 +248,7 @@ pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn DetectorFamily>, DetectEr
 }
 
 impl DetectorFamily for Ssd {
-    fn forward_train(&self, xs: &Tensor, targets: &Targets) -> Result<StepLosses, DetectError> {
+    fn forward_train(&self, xs: &Tensor, targets: &Targets, _: LossScope<'_>) -> Result<StepLosses, DetectError> {
         Ok(StepLosses::sum(Ssd::forward_train(self, xs, &targets.per_image())?, xs.device()))
     }
 

@@ -27,7 +27,7 @@ use super::{STRIDES, UltralyticsYolo};
 use crate::config::ModelConfig;
 use crate::error::{DetectError, Result};
 use crate::export::OnnxHead;
-use crate::family::{BuildContext, DetectorFamily, StepLosses};
+use crate::family::{BuildContext, DetectorFamily, LossScope, StepLosses};
 use crate::model_io::Targets;
 use crate::postprocess::{Detection, PostprocessConfig};
 use crate::yolo::anchors::anchor_points;
@@ -115,11 +115,11 @@ fn transfer(vs: &nn::VarStore, arch: YoloArch, path: &Path) -> Result<()> {
 }
 
 impl DetectorFamily for YoloFamily {
-    fn forward_train(&self, xs: &Tensor, targets: &Targets) -> Result<StepLosses> {
+    fn forward_train(&self, xs: &Tensor, targets: &Targets, scope: LossScope<'_>) -> Result<StepLosses> {
         let mut out = self.model.forward_raw(xs, true); // [N, A, nc], [N, A, 64]
         (out.cls, out.dist) = (out.cls.to_kind(Kind::Float), out.dist.to_kind(Kind::Float));
         let anchors = anchor_points(&out.shapes, &STRIDES, 0.5, out.cls.device());
-        Ok(self.loss.compute(&out, &anchors, targets).into())
+        Ok(self.loss.compute(&out, &anchors, targets, scope)?.into())
     }
 
     /// Ultralytics' `non_max_suppression` with the given thresholds on the eval output.

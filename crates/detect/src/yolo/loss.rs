@@ -1,6 +1,7 @@
 //! The YOLOv8 loss: classification BCE against the assigner's IoU-scaled soft targets, CIoU box
 //! loss and distribution focal loss on the positives (both weighted by the soft target), each
-//! normalised by the sum of target scores, then weighted by `box_gain`, `cls_gain`, `dfl_gain`.
+//! normalised by the sum of target scores (over every data-parallel rank's batch, see [`LossScope`]),
+//! then weighted by `box_gain`, `cls_gain`, `dfl_gain`.
 
 use tch::{Kind, Reduction, Tensor};
 
@@ -9,6 +10,8 @@ use super::assigner::{Predictions, TalConfig, assign};
 use super::head::{HeadOutput, dfl_decode, dist_to_boxes};
 use crate::boxes::ciou;
 use crate::config::LossConfig;
+use crate::error::Result;
+use crate::family::LossScope;
 use crate::model_io::Targets;
 
 /// The loss and its terms (already multiplied by their gains).
@@ -53,8 +56,14 @@ pub struct YoloLoss {
 }
 
 impl YoloLoss {
-    /// Computes the loss of a head output against padded targets.
-    pub fn compute(&self, out: &HeadOutput, anchors: &AnchorPoints, t: &Targets) -> LossOutput {
+    /// Computes the loss of a head output against padded targets, normalised over `scope`.
+    pub fn compute(
+        &self,
+        out: &HeadOutput,
+        anchors: &AnchorPoints,
+        t: &Targets,
+        scope: LossScope<'_>,
+    ) -> Result<LossOutput> {
         let r = self.reg_max;
         let (b, a) = (out.cls.size()[0], out.cls.size()[1]);
         let grid = anchors.grid(); // [A, 2]
@@ -63,7 +72,7 @@ impl YoloLoss {
         let tal = TalConfig { topk: self.cfg.topk, alpha: self.cfg.alpha, beta: self.cfg.beta };
         let (scores, boxes) = (out.cls.detach().sigmoid(), pred_grid.detach() * &anchors.strides);
         let asg = assign(Predictions { scores: &scores, boxes: &boxes, points: &anchors.points }, t, &tal);
-        let tss = asg.scores.sum(Kind::Float).clamp_min(1.0);
+        let tss = scope.divisor(&asg.scores.sum(Kind::Float))?;
         let cls = out
             .cls
             .binary_cross_entropy_with_logits::<&Tensor>(&asg.scores, None, None, Reduction::None)
@@ -90,11 +99,11 @@ impl YoloLoss {
         };
         let (bw, cw, dw) = (self.cfg.box_gain, self.cfg.cls_gain, self.cfg.dfl_gain);
         let total = &box_l * bw + &cls * cw + &dfl_l * dw;
-        LossOutput {
+        Ok(LossOutput {
             box_loss: box_l.double_value(&[]) * bw,
             cls_loss: cls.double_value(&[]) * cw,
             dfl_loss: dfl_l.double_value(&[]) * dw,
             total,
-        }
+        })
     }
 }

@@ -20,7 +20,7 @@ use tlcv_core::onnx::{Graph, Value};
 use crate::backbone::float32;
 use crate::error::{DetectError, Result};
 use crate::export::{NmsRule, OnnxHead};
-use crate::family::{BuildContext, DetectorFamily, StepLosses};
+use crate::family::{BuildContext, DetectorFamily, LossScope, StepLosses};
 use crate::model_io::Targets;
 use crate::postprocess::{self, Detection, PostprocessConfig};
 use head::YoloHead;
@@ -105,12 +105,12 @@ pub fn build(ctx: &BuildContext<'_>) -> Result<Box<dyn DetectorFamily>> {
 }
 
 impl DetectorFamily for YoloNet {
-    fn forward_train(&self, xs: &Tensor, targets: &Targets) -> Result<StepLosses> {
+    fn forward_train(&self, xs: &Tensor, targets: &Targets, scope: LossScope<'_>) -> Result<StepLosses> {
         let feats = self.backbone.forward(xs, true); // [C3, C4, C5]
         let p = self.neck.forward(&feats, true); // [P3, P4, P5], each [N, c, S/s, S/s]
         let out = self.head.forward(&p, true);
         let anchors = self.head.anchors(&out);
-        Ok(self.loss.compute(&out, &anchors, targets).into())
+        Ok(self.loss.compute(&out, &anchors, targets, scope)?.into())
     }
 
     fn predict(&self, xs: &Tensor, cfg: &PostprocessConfig) -> Result<Vec<Vec<Detection>>> {
