@@ -7,8 +7,10 @@
 //! - [`models`]: a training step and an inference batch of a backbone in fp32, channels-last or bf16.
 //! - [`synth`]: deterministic synthetic NMS boxes, COCO ground truth and detections, segmentation masks.
 //! - [`yolo`]: a training step and an inference batch of Ultralytics' YOLOv8 / YOLO11.
+//! - [`dist`]: a gradient all-reduce and data-parallel training steps over local c10d ranks.
 
 pub mod corpus;
+pub mod dist;
 pub mod models;
 pub mod onnx;
 pub mod pipeline;

@@ -107,12 +107,28 @@ impl ModelBench {
 
     /// One training step; returns the loss.
     pub fn train_step(&mut self) -> f64 {
+        let loss = self.forward_backward();
+        self.update();
+        loss
+    }
+
+    /// The first half of a training step: fresh gradients of the batch's loss; returns the loss.
+    pub fn forward_backward(&mut self) -> f64 {
         Optimizer::zero_grad(&self.params);
         let logits = self.net.forward_t(&self.xs, true); // [B, 1000]
         let loss = logits.to_kind(Kind::Float).cross_entropy_loss::<Tensor>(&self.ys, None, Reduction::Mean, -100, 0.0);
         loss.backward();
-        self.opt.step(&self.params, &vec![0.01; self.params.len()]);
         loss.double_value(&[])
+    }
+
+    /// The gradients of the trainable variables (after [`ModelBench::forward_backward`]).
+    pub fn grads(&self) -> Vec<Tensor> {
+        self.params.iter().map(|p| p.tensor.grad()).filter(|g| g.defined()).collect()
+    }
+
+    /// The second half of a training step: SGD on the current gradients.
+    pub fn update(&mut self) {
+        self.opt.step(&self.params, &vec![0.01; self.params.len()]);
     }
 
     /// One inference batch; returns the logits `[B, 1000]` as float32.

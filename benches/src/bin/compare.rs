@@ -21,6 +21,24 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// Untimed, then timed steps of a workload.
+#[derive(clap::Args, Debug, Clone, Copy)]
+struct Steps {
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    #[arg(long, default_value_t = 3)]
+    iters: usize,
+}
+
+/// Images per step and their side.
+#[derive(clap::Args, Debug, Clone, Copy)]
+struct Images {
+    #[arg(long, default_value_t = 32)]
+    batch: i64,
+    #[arg(long, default_value_t = 224)]
+    size: i64,
+}
+
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Generate the shared inputs (JPEGs, COCO files, NMS boxes) into `--dir`; prints their paths.
@@ -53,14 +71,10 @@ enum Cmd {
         /// train or infer.
         #[arg(long)]
         task: String,
-        #[arg(long, default_value_t = 32)]
-        batch: i64,
-        #[arg(long, default_value_t = 224)]
-        size: i64,
-        #[arg(long, default_value_t = 1)]
-        warmup: usize,
-        #[arg(long, default_value_t = 3)]
-        iters: usize,
+        #[command(flatten)]
+        images: Images,
+        #[command(flatten)]
+        steps: Steps,
     },
     /// Training or inference images/s of an Ultralytics YOLOv8 / YOLO11 (80 classes).
     Yolo {
@@ -76,10 +90,22 @@ enum Cmd {
         batch: i64,
         #[arg(long, default_value_t = 640)]
         size: i64,
-        #[arg(long, default_value_t = 1)]
-        warmup: usize,
-        #[arg(long, default_value_t = 3)]
-        iters: usize,
+        #[command(flatten)]
+        steps: Steps,
+    },
+    /// A gradient all-reduce or data-parallel training steps over `--ranks` local processes, which this
+    /// command starts itself (rank 0 prints the result).
+    Dist {
+        #[arg(long, value_enum)]
+        work: tlcv_benches::dist::Work,
+        #[arg(long, default_value_t = 2)]
+        ranks: usize,
+        #[arg(long, default_value = "resnet18")]
+        arch: String,
+        #[command(flatten)]
+        images: Images,
+        #[command(flatten)]
+        steps: Steps,
     },
     /// COCO evaluation of `dets` against `gt` (load, evaluate, accumulate, summarise).
     Coco {
@@ -98,10 +124,8 @@ enum Cmd {
         file: PathBuf,
         #[arg(long, default_value_t = 32)]
         batch: i64,
-        #[arg(long, default_value_t = 1)]
-        warmup: usize,
-        #[arg(long, default_value_t = 3)]
-        iters: usize,
+        #[command(flatten)]
+        steps: Steps,
     },
     /// `batched_nms` on the boxes of a file written by `prepare` (IoU 0.5, one class).
     Nms {
@@ -123,16 +147,24 @@ fn main() -> Result<()> {
     let line = match cli.cmd {
         Cmd::Prepare { dir, images, coco_images } => prepare(&dir, images, coco_images)?,
         Cmd::Pipeline { dir, workers, batch, epochs } => run_pipeline(&dir, workers, batch, epochs)?,
-        Cmd::Model { arch, mode, task, batch, size, warmup, iters } => {
-            run_model(&arch, &mode, &task, (batch, size), (warmup, iters))?
+        Cmd::Model { arch, mode, task, images, steps } => {
+            run_model(&arch, &mode, &task, (images.batch, images.size), (steps.warmup, steps.iters))?
         }
-        Cmd::Yolo { arch, task, mode, batch, size, warmup, iters } => {
-            run_yolo(&arch, &task, &mode, (batch, size), (warmup, iters))?
+        Cmd::Yolo { arch, task, mode, batch, size, steps } => {
+            run_yolo(&arch, &task, &mode, (batch, size), (steps.warmup, steps.iters))?
+        }
+        Cmd::Dist { work, ranks, arch, images, steps } => {
+            let Images { batch, size } = images;
+            let case = tlcv_benches::dist::DistCase { work, ranks, arch: arch.parse()?, batch, size };
+            match tlcv_benches::dist::run(case, (steps.warmup, steps.iters))? {
+                Some(line) => line,
+                None => return Ok(()),
+            }
         }
         Cmd::Coco { gt, dets } => run_coco(&gt, &dets)?,
         Cmd::Nms { boxes, iters } => run_nms(&boxes, iters)?,
-        Cmd::Onnx { net, runtime, file, batch, warmup, iters } => {
-            tlcv_benches::onnx::run(net, runtime, &file, batch, (warmup, iters))?
+        Cmd::Onnx { net, runtime, file, batch, steps } => {
+            tlcv_benches::onnx::run(net, runtime, &file, batch, (steps.warmup, steps.iters))?
         }
     };
     println!("RESULT {line} peak_rss_mb={:.1} threads={}", proc_status_mb("VmHWM"), tch::get_num_threads());

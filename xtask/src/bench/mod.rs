@@ -232,6 +232,35 @@ fn cases(p: &Fields, args: &BenchArgs, threads: usize) -> Result<Vec<Case>> {
             });
         }
     }
+    // Data-parallel on local ranks of 1 thread each, c10d's Gloo on both sides: the gradient all-reduce
+    // alone (the same engine, so no overhead of ours may show) and whole training steps (scaling).
+    let (ar_warmup, ar_iters) = if args.quick { ("1", "5") } else { ("3", "20") };
+    let a = strings(&["--work", "allreduce", "--ranks", "2", "--warmup", ar_warmup, "--iters", ar_iters]);
+    out.push(Case {
+        name: "resnet18 gradient all-reduce, 2 ranks x 1 thread (ms)".into(),
+        rust: [strings(&["dist"]), a.clone()].concat(),
+        script: "dist.py",
+        py: a,
+        key: "ms",
+        same: &["ranks"],
+        threads: 1,
+        skip: None,
+    });
+    for (ranks, who) in [("1", "1 rank"), ("2", "2 ranks")] {
+        let a = strings(&[
+            "--work", "train", "--ranks", ranks, "--batch", "32", "--size", "224", "--warmup", warmup, "--iters", iters,
+        ]);
+        out.push(Case {
+            name: format!("resnet18 train fp32, {who} x 1 thread, batch 32 per rank (images/s)"),
+            rust: [strings(&["dist"]), a.clone()].concat(),
+            script: "dist.py",
+            py: a,
+            key: "images_per_s",
+            same: &["ranks"],
+            threads: 1,
+            skip: None,
+        });
+    }
     out.push(Case {
         name: "COCO eval, 5000 images x 100 dets (s)".into(),
         rust: strings(&["coco", "--gt", &get("coco_gt")?, "--dets", &get("coco_dets")?]),

@@ -196,6 +196,14 @@ instead of page-faulted in again each step; PyTorch runs with glibc's defaults.
   the YOLO loss (here the crate's TAL + BCE + CIoU + DFL, there `v8DetectionLoss`) against the same four
   boxes per image, backward, SGD (momentum 0.937, Nesterov, weight decay 5e-4). bf16 as for the backbones;
   without native bf16 the rows say so instead of figures.
+- **Data-parallel** (local processes of 1 thread each on 127.0.0.1, c10d's Gloo on both sides): the mean
+  all-reduce of random tensors shaped as ResNet-18's parameters (46.8 MB), in 25 MB buckets all in flight
+  before the first wait, after a barrier (here `ProcessGroup::all_reduce` through the project's c10d shim;
+  there `dist.all_reduce(async_op=True)` on flattened buckets, what DDP's reducer does); and ResNet-18
+  training steps as above at batch 32 per rank, gradients averaged after backward through the trainer's
+  `C10dParallel` here and by `DistributedDataParallel` (overlapped with backward) there, at 1 and 2 ranks:
+  images/s over all ranks, so 2 ranks against 1 is the scaling. Ranks start through the project's launcher
+  (`--nproc-per-node`'s) and `torch.multiprocessing` respectively.
 - **COCO evaluation**: 5000 synthetic images, 100 detections each, 20 categories (deterministic); this
   project's `detect::eval::evaluate_files` against pycocotools `COCO` + `loadRes` + `COCOeval`
   (evaluate, accumulate, summarize) on the same two JSON files; the 12 stats must be identical.

@@ -20,14 +20,18 @@ pub enum Compare {
         /// The tolerance.
         rtol: f64,
     },
-    /// `[N, max_det, 6]` detections: the same number per image, paired one to one with the same class,
-    /// coordinates within `rtol` times the input side and score within `atol` (boxes whose scores tie
-    /// within `atol` may come in either order).
+    /// `[N, max_det, 6]` detections, paired one to one with the same class, coordinates within `rtol`
+    /// times the input side and score within `atol` (boxes whose scores tie within `atol` may come in
+    /// either order). A box that only one side kept must be a tie: the other side kept a box of the same
+    /// class, score within `atol`, overlapping it by more than `nms_iou` (NMS met the pair in the other
+    /// order and kept the other one).
     Detections {
         /// Coordinate tolerance relative to the input side.
         rtol: f64,
         /// Score tolerance.
         atol: f64,
+        /// The exported NMS's IoU threshold.
+        nms_iou: f64,
     },
 }
 
@@ -44,6 +48,7 @@ struct ModelEntry {
     compare: &'static str,
     rtol: f64,
     atol: f64,
+    nms_iou: f64,
     runs: Vec<RunEntry>,
 }
 
@@ -75,12 +80,12 @@ impl ParityCheck {
 
     /// Adds model `name` (written at [`ParityCheck::model_path`]).
     pub fn model(&mut self, name: &str, compare: Compare) {
-        let (kind, rtol, atol) = match compare {
-            Compare::Relative { rtol } => ("relative", rtol, 0.0),
-            Compare::Detections { rtol, atol } => ("detections", rtol, atol),
+        let (compare, rtol, atol, nms_iou) = match compare {
+            Compare::Relative { rtol } => ("relative", rtol, 0.0, 1.0),
+            Compare::Detections { rtol, atol, nms_iou } => ("detections", rtol, atol, nms_iou),
         };
         let onnx = self.model_path(name).display().to_string();
-        self.models.push(ModelEntry { name: name.into(), onnx, compare: kind, rtol, atol, runs: Vec::new() });
+        self.models.push(ModelEntry { name: name.into(), onnx, compare, rtol, atol, nms_iou, runs: Vec::new() });
     }
 
     /// Adds a run of the last model: `input` `[N, 3, H, W]` and tlcv's `expected` outputs.
