@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 
 use opencv::{core, imgcodecs, imgproc};
 use tch::Tensor;
-use tlcv_testkit::{dir_names, free_port, ok, run_torchrun_ranks};
+use tlcv_testkit::{dir_names, free_port, ok, run_torchrun_ranks, run_weights};
 
 /// Three classes (a red square, a green disc, a blue bar at varying offsets), 32 train images each and
 /// 8 validation images each (two validation batches of 16).
@@ -84,10 +84,7 @@ fn train_cmd(data: &Path, project: &Path, name: &str, batch: usize) -> Command {
 }
 
 fn weights(project: &Path, name: &str) -> Vec<(String, Tensor)> {
-    let path = project.join("classify").join(name).join("weights").join("last.safetensors");
-    let mut w = Tensor::read_safetensors(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    w.sort_by(|a, b| a.0.cmp(&b.0));
-    w
+    run_weights(project, "classify", name)
 }
 
 /// Float32 rounding: 16 and 32 images summed in different orders leave conv1's weights up to ~1.5e-5

@@ -20,7 +20,7 @@ use std::process::{Command, Stdio};
 use opencv::core::{Mat, Rect, Scalar, Vector};
 use opencv::{imgcodecs, imgproc};
 use tch::Tensor;
-use tlcv_testkit::{dir_names, free_port, ok, run_torchrun_ranks};
+use tlcv_testkit::{dir_names, free_port, ok, run_torchrun_ranks, run_weights};
 
 /// 8 train and 2 val 96x96 images with one or two filled rectangles (class 0 red, 1 blue) whose
 /// number differs per image, so that the ranks' batches hold different numbers of objects.
@@ -78,10 +78,7 @@ fn train_cmd(data: &Path, project: &Path, name: &str, batch: usize) -> Command {
 }
 
 fn weights(project: &Path, name: &str) -> Vec<(String, Tensor)> {
-    let path = project.join("detect").join(name).join("weights").join("last.safetensors");
-    let mut w = Tensor::read_safetensors(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    w.sort_by(|a, b| a.0.cmp(&b.0));
-    w
+    run_weights(project, "detect", name)
 }
 
 /// Largest difference of a running statistic, relative to the largest of its values (at least 1).

@@ -20,7 +20,7 @@ use opencv::core::{CV_8UC1, CV_8UC3, Mat, Point, Scalar, Vector};
 use opencv::imgcodecs::imwrite;
 use opencv::imgproc;
 use tch::Tensor;
-use tlcv_testkit::{dir_names, free_port, ok, run_torchrun_ranks};
+use tlcv_testkit::{dir_names, free_port, ok, run_torchrun_ranks, run_weights};
 
 /// 8 train and 5 val 56x40 images: a disc (class 1) and a bar (class 2) at varying places.
 fn make_data(root: &Path) {
@@ -69,10 +69,7 @@ fn train_cmd(data: &Path, project: &Path, name: &str, batch: usize) -> Command {
 }
 
 fn weights(project: &Path, name: &str) -> Vec<(String, Tensor)> {
-    let path = project.join("segment").join(name).join("weights").join("last.safetensors");
-    let mut w = Tensor::read_safetensors(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    w.sort_by(|a, b| a.0.cmp(&b.0));
-    w
+    run_weights(project, "segment", name)
 }
 
 /// The `val/miou` column of a run's `results.csv`, one value per epoch.

@@ -133,3 +133,11 @@ pub fn dir_names(dir: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+/// The variables of `project/<task>/<name>/weights/last.safetensors`, sorted by name.
+pub fn run_weights(project: &Path, task: &str, name: &str) -> Vec<(String, tch::Tensor)> {
+    let path = project.join(task).join(name).join("weights").join("last.safetensors");
+    let mut w = tch::Tensor::read_safetensors(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    w.sort_by(|a, b| a.0.cmp(&b.0));
+    w
+}
