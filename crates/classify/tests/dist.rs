@@ -154,3 +154,55 @@ fn two_ranks_validate_like_one_process() {
         assert_eq!(ranks, one, "{key}: the ranks' validation {ranks}, one process's eval {one}");
     }
 }
+
+/// SIGKILL of rank 1 once the first epoch's checkpoint exists: rank 0 stops within its short
+/// `train.dist_timeout` with an error naming rank 1, and `--resume` in one process (world size 1
+/// instead of 2) finishes the run from that checkpoint.
+#[test]
+fn a_killed_rank_stops_rank_0_naming_it_and_resume_in_one_process_finishes() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let data = make_folder(tmp.path());
+    let project = tmp.path().join("runs");
+    let cmd = || {
+        let mut c = train_cmd(&data, &project, "fault", 16);
+        c.args(["--set", "train.epochs=4", "--set", "train.dist_timeout=5", "--set", "train.patience=0"]);
+        c
+    };
+    let port = free_port().to_string();
+    let spawn = |rank: usize| {
+        cmd()
+            .envs([("WORLD_SIZE", "2"), ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", &port)])
+            .envs([("RANK", rank.to_string()), ("LOCAL_RANK", rank.to_string())])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start rank {rank}: {e}"))
+    };
+    let (mut rank0, mut rank1) = (spawn(0), spawn(1));
+    let run = project.join("classify").join("fault");
+    let checkpoint = run.join("weights").join("last.safetensors");
+    let start = std::time::Instant::now();
+    while !checkpoint.is_file() {
+        if let Ok(Some(status)) = rank0.try_wait() {
+            let mut err = String::new();
+            let _ =
+                std::io::Read::read_to_string(&mut rank0.stderr.take().unwrap_or_else(|| panic!("stderr")), &mut err);
+            panic!("rank 0 ended ({status}) before its first checkpoint:\n{err}");
+        }
+        assert!(start.elapsed().as_secs() < 120, "no checkpoint after 120 s");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    rank1.kill().unwrap_or_else(|e| panic!("SIGKILL: {e}")); // std's kill is SIGKILL
+    let _ = rank1.wait();
+    let killed = std::time::Instant::now();
+    let out = rank0.wait_with_output().unwrap_or_else(|e| panic!("rank 0: {e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "rank 0 finished although rank 1 was killed:\n{stderr}");
+    assert!(killed.elapsed().as_secs() < 30, "rank 0 took {:?} to stop", killed.elapsed());
+    let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
+    assert!(last.contains("rank 1"), "rank 0's error does not name rank 1: {last}\n{stderr}");
+
+    let out = ok(cmd().arg("--resume"));
+    let rows = std::fs::read_to_string(run.join("results.csv")).unwrap_or_else(|e| panic!("{e}")).lines().count();
+    assert_eq!(rows, 1 + 4, "results.csv after resume:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(run.join("metrics.json").is_file(), "no metrics.json after resume");
+}

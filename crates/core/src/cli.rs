@@ -169,16 +169,36 @@ impl TrainArgs {
     }
 }
 
-/// Runs a `train` command's `body` in this process's role ([`LaunchArgs::role`]). As a launcher it
-/// starts `--nproc-per-node` workers that run the same command line and exits with the first failure's
-/// code. As a rank it joins the group (collectives fail after `train.dist_timeout` seconds), rank 0
-/// opens the run directory of `task` and sends its path to the others, and `body` trains this rank's
-/// shard. Alone it opens the run directory and trains.
+/// Runs a `train` command's `body` in this process's role ([`LaunchArgs::role`]), with the run
+/// directory that [`TrainArgs::open_run`] opens for `task`; see [`run_processes`].
 pub fn train_processes(
     launch: &LaunchArgs,
     args: &TrainArgs,
     task: &str,
     train: &TrainConfig,
+    body: impl FnOnce(&RunDir, &dyn Parallel) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let ranks = Ranks { timeout_s: train.dist_timeout, sync_bn: train.sync_bn };
+    run_processes(launch, ranks, || Ok(args.open_run(task)?), body)
+}
+
+/// How the ranks of a data-parallel command work together.
+#[derive(Debug, Clone, Copy)]
+pub struct Ranks {
+    /// Seconds a rendezvous or collective waits for the other ranks (at least 1).
+    pub timeout_s: f64,
+    /// Synchronised batch norm ([`C10dParallel::new`]).
+    pub sync_bn: bool,
+}
+
+/// Runs a training command's `body` in this process's role ([`LaunchArgs::role`]). As a launcher it
+/// starts `--nproc-per-node` workers that run the same command line and exits with the first failure's
+/// code. As a rank it joins the group, rank 0 opens the run directory with `open_run` and sends its
+/// path to the others, and `body` trains this rank's shard. Alone it opens the run directory and trains.
+pub fn run_processes(
+    launch: &LaunchArgs,
+    ranks: Ranks,
+    open_run: impl FnOnce() -> anyhow::Result<RunDir>,
     body: impl FnOnce(&RunDir, &dyn Parallel) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     match launch.role()? {
@@ -187,10 +207,10 @@ pub fn train_processes(
             code => std::process::exit(code),
         },
         Role::Worker(env) => {
-            let timeout = Duration::from_secs_f64(train.dist_timeout.max(1.0));
+            let timeout = Duration::from_secs_f64(ranks.timeout_s.max(1.0));
             let group = Arc::new(ProcessGroup::connect(&env.group_options(timeout))?);
-            let parallel = C10dParallel::new(Arc::clone(&group), train.sync_bn);
-            let run = if parallel.is_main() { Some(args.open_run(task)?) } else { None };
+            let parallel = C10dParallel::new(Arc::clone(&group), ranks.sync_bn);
+            let run = if parallel.is_main() { Some(open_run()?) } else { None };
             let path = run.as_ref().map(|r| r.root().to_string_lossy().into_owned()).unwrap_or_default();
             let path = String::from_utf8(parallel.broadcast_bytes(path.into_bytes())?)?;
             let run = match run {
@@ -199,10 +219,7 @@ pub fn train_processes(
             };
             body(&run, &parallel)
         }
-        Role::Single => {
-            let run = args.open_run(task)?;
-            body(&run, &SingleProcess)
-        }
+        Role::Single => body(&open_run()?, &SingleProcess),
     }
 }
 

@@ -202,7 +202,7 @@ pub struct FastConfig {
     pub photo_side: i64,
     /// Optimiser steps.
     pub steps: usize,
-    /// Images per step.
+    /// Images per step on each process (with several processes a step takes `batch` from each).
     pub batch: usize,
     /// Adam learning rate.
     pub lr: f64,
@@ -225,6 +225,9 @@ pub struct FastConfig {
     pub preview_every: usize,
     /// Seed of the crops and the initialisation.
     pub seed: u64,
+    /// With several processes: seconds a rendezvous or a collective waits for the other ranks before
+    /// the run stops with an error naming the lost rank.
+    pub dist_timeout: f64,
 }
 
 impl Default for FastConfig {
@@ -245,6 +248,7 @@ impl Default for FastConfig {
             teacher_dir: String::new(),
             preview_every: 250,
             seed: 0,
+            dist_timeout: 300.0,
         }
     }
 }

@@ -9,8 +9,9 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use tch::{Device, Kind, Tensor, nn, nn::OptimizerConfig};
 use tlcv_core::data::{RgbImage, transforms};
 use tlcv_core::onnx::{self, ExportOptions, Metadata, ModelProto};
-use tlcv_core::progress::Progress;
+use tlcv_core::progress::{Mode, Progress};
 use tlcv_core::run::RunDir;
+use tlcv_core::train::{Parallel, sorted_variables};
 
 use crate::config::{FastOutput, StyleConfig};
 use crate::features::FeatureNet;
@@ -76,27 +77,49 @@ fn is_grey(img: &RgbImage) -> bool {
     img.data.chunks_exact(3).step_by(7).all(|p| p[0] == p[1] && p[1] == p[2])
 }
 
-/// A batch of random `size` x `size` crops with random horizontal flips: `[B, 3, size, size]`, and
-/// the same crops of the teachers when the photos have them.
-fn batch(photos: &[Photo], n: usize, size: usize, rng: &mut StdRng) -> Result<(Tensor, Option<Tensor>)> {
-    let mut crops = Vec::with_capacity(n);
-    let mut taught = Vec::with_capacity(n);
-    for _ in 0..n {
-        let p = &photos[rng.gen_range(0..photos.len())];
-        let x = rng.gen_range(0..=p.image.width - size);
-        let y = rng.gen_range(0..=p.image.height - size);
-        let flip = rng.gen_bool(0.5);
+/// Where one training crop comes from.
+#[derive(Debug, Clone, Copy)]
+struct Crop {
+    photo: usize,
+    x: usize,
+    y: usize,
+    flip: bool,
+}
+
+/// `n` random `size` x `size` crop positions with random horizontal flips. Every rank draws the crops
+/// of the whole step from the same seed and takes its own slice, so a data-parallel step trains on
+/// the crops one process with every rank's batch would.
+fn draw_crops(photos: &[Photo], n: usize, size: usize, rng: &mut StdRng) -> Vec<Crop> {
+    (0..n)
+        .map(|_| {
+            let photo = rng.gen_range(0..photos.len());
+            let p = &photos[photo].image;
+            let x = rng.gen_range(0..=p.width - size);
+            let y = rng.gen_range(0..=p.height - size);
+            Crop { photo, x, y, flip: rng.gen_bool(0.5) }
+        })
+        .collect()
+}
+
+/// The crops as a batch `[B, 3, size, size]`, and the same crops of the teachers when the photos
+/// have them.
+fn batch(photos: &[Photo], crops: &[Crop], size: usize) -> Result<(Tensor, Option<Tensor>)> {
+    let mut images = Vec::with_capacity(crops.len());
+    let mut taught = Vec::with_capacity(crops.len());
+    for c in crops {
+        let p = &photos[c.photo];
         let cut = |img: &RgbImage| -> Result<RgbImage> {
-            let c = transforms::crop(img, x, y, size, size)?;
-            Ok(if flip { transforms::hflip(&c) } else { c })
+            let out = transforms::crop(img, c.x, c.y, size, size)?;
+            Ok(if c.flip { transforms::hflip(&out) } else { out })
         };
-        crops.push(cut(&p.image)?);
+        images.push(cut(&p.image)?);
         if let Some(t) = &p.teacher {
             taught.push(cut(t)?);
         }
     }
-    let x = tlcv_core::data::to_tensor(&crops, [0.0; 3], [1.0; 3])?;
-    let t = if taught.len() == n { Some(tlcv_core::data::to_tensor(&taught, [0.0; 3], [1.0; 3])?) } else { None };
+    let x = tlcv_core::data::to_tensor(&images, [0.0; 3], [1.0; 3])?;
+    let full = !taught.is_empty() && taught.len() == crops.len();
+    let t = if full { Some(tlcv_core::data::to_tensor(&taught, [0.0; 3], [1.0; 3])?) } else { None };
     Ok((x, t))
 }
 
@@ -105,32 +128,38 @@ fn batch(photos: &[Photo], n: usize, size: usize, rng: &mut StdRng) -> Result<(T
 pub struct FastLog {
     /// Step.
     pub step: usize,
-    /// Losses (batch means); `total` includes the teacher term.
+    /// Losses (batch means over every rank); `total` includes the teacher term.
     pub loss: LossValues,
     /// The weighted teacher term, `teacher_weight * mean((y - teacher)²)` (0 without teachers).
     pub teacher: f64,
 }
 
-/// Trains a transformation network for `style` (an image) and saves it into `run`.
+/// Trains a transformation network for `style` (an image), on `net`'s device, and on the main rank
+/// saves it into `run`.
+///
+/// Data-parallel as PyTorch's DDP when `parallel` has several ranks: each takes `fast.batch` of every
+/// step's crops, the network starts from rank 0's weights, gradients are averaged before each Adam
+/// step, and the teachers are computed once, split over the ranks. Every loss term is a mean over the
+/// batch's images, so two ranks' step equals one process's step on both batches.
 pub fn train(
     net: &FeatureNet,
     style: &RgbImage,
     cfg: &StyleConfig,
     run: &RunDir,
-    device: Device,
+    parallel: &dyn Parallel,
 ) -> Result<Vec<FastLog>> {
-    let fc = &cfg.fast;
+    let (fc, device) = (&cfg.fast, net.device());
     let size = fc.img_size.max(32) as usize;
     let side = (fc.photo_side.max(0) as usize).max(size);
     let mut photos = load_content_images(&fc.content_dir, &fc.photos, side)?;
-    let preview = Preview::new(cfg, run, device)?;
+    let preview = if parallel.is_main() { Some(Preview::new(cfg, run, device)?) } else { None };
     let style_size = if cfg.data.style_size > 0 { cfg.data.style_size } else { fc.img_size * 2 };
     let style_t = image::to_tensor(&image::resize_longer(style, style_size)?)?.to_device(device);
     if fc.teacher_weight > 0.0 {
         let dir = if fc.teacher_dir.is_empty() { run.root().join("teachers") } else { PathBuf::from(&fc.teacher_dir) };
         let mut tc = cfg.clone();
         tc.data.style_size = style_size;
-        crate::teacher::fill(net, style, &tc, &mut photos, &dir)?;
+        crate::teacher::Teacher { net, style, cfg: &tc }.fill(&mut photos, &dir, parallel)?;
     }
     let grams: Vec<Tensor> = tch::no_grad(|| net.extract(&style_t))?.1.iter().map(loss::gram).collect();
     let w = Weights {
@@ -142,59 +171,81 @@ pub fn train(
     tch::manual_seed(fc.seed as i64);
     let vs = nn::VarStore::new(device);
     let model = TransformNet::new(&vs.root(), fc.width, fc.residual_blocks, fc.output)?;
+    let vars = sorted_variables(&vs);
+    parallel.broadcast_tensors(&vars)?;
     let mut opt = nn::Adam::default().build(&vs, fc.lr)?;
     let mut rng = StdRng::seed_from_u64(fc.seed);
-    let bar = Progress::bar(fc.steps as u64, "train-fast");
+    let mode = if parallel.is_main() { Mode::Auto } else { Mode::Hidden };
+    let bar = Progress::with_mode(Some(fc.steps as u64), "train-fast", mode);
+    let (per_rank, world) = (fc.batch.max(1), parallel.world_size());
     let mut logs = Vec::with_capacity(fc.steps);
     let start = Instant::now();
     for step in 0..fc.steps {
         // Cosine decay to 10% of the learning rate.
         let lr = fc.lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * step as f64 / fc.steps as f64).cos()));
         opt.set_lr(lr);
-        let (x, teacher) = batch(&photos, fc.batch.max(1), size, &mut rng)?;
+        let crops = draw_crops(&photos, per_rank * world, size, &mut rng);
+        let mine = &crops[parallel.rank() * per_rank..(parallel.rank() + 1) * per_rank];
+        let (x, teacher) = batch(&photos, mine, size)?;
         let x = x.to_device(device);
         let content = tch::no_grad(|| net.extract(&x))?.0;
         let y = model.forward(&x); // [B, 3, S, S]
         let (cf, sf) = net.extract(&y)?;
         let t = Targets { content, grams: grams.iter().map(Tensor::shallow_clone).collect() };
         let mut terms = loss::total_loss(&y, &cf, &sf, &t, &w);
-        let mut taught = 0.0;
+        let mut taught = Tensor::zeros([], (Kind::Float, device));
         if let Some(teacher) = teacher {
-            let term = (&y - teacher.to_device(device)).square().mean(Kind::Float) * fc.teacher_weight;
-            taught = term.double_value(&[]);
-            terms.total = &terms.total + term;
+            taught = (&y - teacher.to_device(device)).square().mean(Kind::Float) * fc.teacher_weight;
+            terms.total = &terms.total + &taught;
         }
-        let total = terms.total.double_value(&[]);
+        let mut values: Vec<f64> = [&terms.total, &terms.content, &terms.style, &terms.tv, &taught]
+            .iter()
+            .map(|t| t.double_value(&[]))
+            .collect();
+        parallel.all_reduce_sum(&mut values)?;
+        let means: Vec<f64> = values.iter().map(|v| v / world as f64).collect();
+        let [total, content, style, tv, teacher] = means[..] else {
+            return Err(StyleError::Invalid("the reduced losses lost a term".into()));
+        };
         if !total.is_finite() {
             return Err(StyleError::NonFinite(total));
         }
-        opt.backward_step(&terms.total);
-        let l = LossValues {
-            total,
-            content: terms.content.double_value(&[]),
-            style: terms.style.double_value(&[]),
-            tv: terms.tv.double_value(&[]),
-        };
+        opt.zero_grad();
+        terms.total.backward();
+        let grads: Vec<Tensor> = vars.iter().map(Tensor::grad).filter(Tensor::defined).collect();
+        parallel.all_reduce_grads(&grads)?;
+        opt.step();
+        let l = LossValues { total, content, style, tv };
         bar.inc(1);
         bar.set_message(format!("total {:.4} content {:.4} style {:.4}", l.total, l.content, l.style));
-        logs.push(FastLog { step, loss: l, teacher: taught });
-        if fc.preview_every > 0 && (step + 1) % fc.preview_every == 0 && step + 1 < fc.steps {
-            preview.write(&model, step + 1)?;
+        logs.push(FastLog { step, loss: l, teacher });
+        let due = fc.preview_every > 0 && (step + 1) % fc.preview_every == 0 && step + 1 < fc.steps;
+        if let Some(p) = preview.as_ref().filter(|_| due) {
+            p.write(&model, step + 1)?;
         }
     }
-    preview.write(&model, fc.steps)?;
     bar.finish(format!("train-fast: {} steps in {:.1}s", fc.steps, start.elapsed().as_secs_f64()));
+    if let Some(p) = preview {
+        p.write(&model, fc.steps)?;
+        save(&vs, fc, &logs, run)?;
+    }
+    Ok(logs)
+}
+
+/// The trained weights (`weights/best.safetensors`, with the architecture in their metadata) and
+/// the losses of every step (`results.csv`).
+fn save(vs: &nn::VarStore, fc: &crate::config::FastConfig, logs: &[FastLog], run: &RunDir) -> Result<()> {
     let mut meta = std::collections::HashMap::new();
     meta.insert("width".to_string(), fc.width.to_string());
     meta.insert("residual_blocks".to_string(), fc.residual_blocks.to_string());
-    tlcv_core::checkpoint::save_safetensors(&vs, &run.best_weights(), Some(meta))?;
+    tlcv_core::checkpoint::save_safetensors(vs, &run.best_weights(), Some(meta))?;
     let mut csv = String::from("step,total,content,style,tv,teacher\n");
-    for l in &logs {
+    for l in logs {
         let v = &l.loss;
         csv.push_str(&format!("{},{},{},{},{},{}\n", l.step, v.total, v.content, v.style, v.tv, l.teacher));
     }
     tlcv_core::run::write_atomic(&run.results_csv(), csv.as_bytes())?;
-    Ok(logs)
+    Ok(())
 }
 
 /// The content image of `data.content` at `data.size`, stylised into `previews/step_NNNNNN.png`

@@ -2,7 +2,9 @@
 //! one set of weights suits every backbone:
 //!
 //! - Gram matrix `G = F Fᵀ / (C·H·W)` for features `F` reshaped to `[C, H·W]`.
-//! - Content loss of one layer: `mean((F - P)²) / mean(P²)` (relative squared error).
+//! - Content loss of one layer: `mean((F - P)²) / mean(P²)` (relative squared error) per image,
+//!   averaged over the batch, so that a batch's loss is the mean of its images' (data-parallel ranks
+//!   then average to the whole batch's loss).
 //! - Style loss of one layer: `sum((G - A)²) / sum(A²)` (relative squared Frobenius error).
 //! - Total variation: `mean((x[i+1,j] - x[i,j])²) + mean((x[i,j+1] - x[i,j])²)` on the image.
 //!
@@ -20,11 +22,13 @@ pub fn gram(features: &Tensor) -> Tensor {
 /// Guards the denominators of relative errors against all-zero targets.
 const EPS: f64 = 1e-12;
 
-/// Relative content error of one layer, a scalar: `mean((F - P)²) / mean(P²)`.
+/// Relative content error of one layer, a scalar: `mean((F - P)²) / mean(P²)` of each image
+/// (`[N, C, H, W]` features, target `[1 or N, C, H, W]`), averaged over the images.
 pub fn content_loss(features: &Tensor, target: &Tensor) -> Tensor {
     let f = features.to_kind(Kind::Float);
     let p = target.to_kind(Kind::Float);
-    (&f - &p).square().mean(Kind::Float) / (p.square().mean(Kind::Float) + EPS)
+    let per_image = |t: Tensor| t.flatten(1, -1).mean_dim(1, false, Kind::Float); // [N] or [1]
+    (per_image((&f - &p).square()) / (per_image(p.square()) + EPS)).mean(Kind::Float)
 }
 
 /// Relative style error of one layer, a scalar averaged over the batch: `sum((G - A)²) / sum(A²)`

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use style::{StyleConfig, fast, image, pipeline, transfer};
+use tlcv_core::cli::Ranks;
+use tlcv_core::dist::launch::LaunchArgs;
 use tlcv_core::run::RunDir;
 
 /// Neural style transfer on frozen ImageNet networks.
@@ -105,6 +107,8 @@ struct TrainFastCmd {
     /// Folder that holds the run directories.
     #[arg(long, default_value = "runs")]
     project: PathBuf,
+    #[command(flatten)]
+    launch: LaunchArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -203,22 +207,42 @@ fn train_fast(cmd: TrainFastCmd) -> anyhow::Result<()> {
             ("fast.img_size", cmd.size.map(|v| v.to_string())),
         ],
     )?;
-    let device = cfg.run.device.resolve()?;
-    cfg.run.apply_threads();
-    let net = style::features::FeatureNet::from_config(&cfg.model, device)?;
-    let style_img = image::read(&image::resolve(&cfg.data.style)?)?;
-    let run = RunDir::create(&cmd.project, "style", cmd.name.as_deref(), "fast")?;
-    tlcv_core::run::write_config(&run, &cfg)?;
-    let logs = fast::train(&net, &style_img, &cfg, &run, device)?;
-    let model = fast::FastModel::load(run.root(), device)?;
+    let ranks = Ranks { timeout_s: cfg.fast.dist_timeout, sync_bn: false };
+    let open_run = || {
+        let run = RunDir::create(&cmd.project, "style", cmd.name.as_deref(), "fast")?;
+        tlcv_core::run::write_config(&run, &cfg)?;
+        Ok(run)
+    };
+    tlcv_core::cli::run_processes(&cmd.launch, ranks, open_run, |run, parallel| {
+        let device = cfg.run.device.resolve()?;
+        cfg.run.apply_threads();
+        let net = style::features::FeatureNet::from_config(&cfg.model, device)?;
+        let style_img = image::read(&image::resolve(&cfg.data.style)?)?;
+        let logs = fast::train(&net, &style_img, &cfg, run, parallel)?;
+        if parallel.is_main() {
+            report_fast(&cfg, run, &style_img, &logs, cmd.common.json)?;
+        }
+        Ok(())
+    })
+}
+
+/// What `train-fast` writes after training: the sample and panel, the loss curve, the summary.
+fn report_fast(
+    cfg: &StyleConfig,
+    run: &RunDir,
+    style_img: &tlcv_core::data::RgbImage,
+    logs: &[fast::FastLog],
+    json: bool,
+) -> anyhow::Result<()> {
+    let model = fast::FastModel::load(run.root(), cfg.run.device.resolve()?)?;
     let content = image::read(&image::resolve(&cfg.data.content)?)?;
     let sample = model.apply_image(&content, cfg.data.size)?;
     image::write(&run.root().join("sample.png"), &sample)?;
-    style::report::write_panel(&run.root().join("panel.png"), &content, &style_img, &sample)?;
+    style::report::write_panel(&run.root().join("panel.png"), &content, style_img, &sample)?;
     let window = (logs.len() / 100).max(1);
-    style::report::write_fast_curve(&run.plot("loss.png"), &logs, cfg.fast.style_weight, window)?;
+    style::report::write_fast_curve(&run.plot("loss.png"), logs, cfg.fast.style_weight, window)?;
     let last = logs.last().map(|l| l.loss).unwrap_or_default();
-    if cmd.common.json {
+    if json {
         println!("{}", serde_json::json!({"run": run.root(), "steps": logs.len(), "final": last}));
     }
     eprintln!("trained {} steps; weights in {}", logs.len(), run.best_weights().display());

@@ -32,6 +32,20 @@ fn content_loss_is_the_relative_squared_error() {
 }
 
 #[test]
+fn content_loss_of_a_batch_is_the_mean_of_its_images() {
+    // Image 1 as above (0.2). Image 2: P = [1, 1, 1, 1], F - P = [1, 1, 1, 1] -> 1 / 1 = 1. Mean 0.6;
+    // one ratio over the whole batch would give (6/4 + 1) / 2 / ((30/4 + 1) / 2) = 0.294.
+    let p = t(&[1., 2., 3., 4., 1., 1., 1., 1.], &[2, 1, 2, 2]);
+    let f = t(&[2., 1., 3., 6., 2., 2., 2., 2.], &[2, 1, 2, 2]);
+    let l = loss::content_loss(&f, &p).double_value(&[]);
+    assert!(close(l, 0.6), "{l}");
+    // A target of batch 1 serves every image.
+    let one = t(&[1., 2., 3., 4.], &[1, 1, 2, 2]);
+    let l = loss::content_loss(&t(&[2., 1., 3., 6., 1., 2., 3., 4.], &[2, 1, 2, 2]), &one).double_value(&[]);
+    assert!(close(l, 0.1), "{l}");
+}
+
+#[test]
 fn style_loss_is_the_relative_gram_error() {
     // Target Gram A = gram([[1,2],[3,4]]) = [[1.25, 2.75], [2.75, 6.25]]; sum(A²) = 1.5625 + 2·7.5625 + 39.0625 = 55.75.
     // F = [[1, 0], [0, 1]]: G = I / 4 = [[0.25, 0], [0, 0.25]]; (G - A)² sums to 1 + 2·7.5625 + 36 = 52.125.

@@ -7,7 +7,8 @@
 //! A process holds one group, so the switch is process-wide: [`enable`] routes every training-mode
 //! [`crate::backbones::layers::Bn`] through [`forward`]. A failed collective there cannot surface
 //! through the infallible layer call; it is kept and returned by the next [`take_error`] (the trainer
-//! checks after every step), while the layer falls back to local statistics for that call.
+//! checks after every step), while that layer and every later one fall back to local statistics
+//! without trying the broken group again.
 
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
@@ -54,6 +55,11 @@ pub struct BnParams<'a> {
 /// synchronisation is off or the collective failed (the caller then uses local statistics).
 pub fn forward(xs: &Tensor, p: &BnParams<'_>) -> Option<Tensor> {
     let group = GROUP.read().unwrap_or_else(PoisonError::into_inner).clone()?;
+    // After a failure the group is broken: trying again in every later layer would wait out the
+    // roll call each time (20 layers x the timeout) before the trainer sees the first error.
+    if FAILED.lock().unwrap_or_else(PoisonError::into_inner).is_some() {
+        return None;
+    }
     match synced(&group, xs, p) {
         Ok(ys) => Some(ys),
         Err(e) => {
