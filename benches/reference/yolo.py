@@ -2,9 +2,10 @@
 inputs in 0-1: an inference batch (`fuse()`d as Ultralytics' predictor fuses it, eval, no_grad) or a
 training step (`model.loss` = v8DetectionLoss against the same four boxes per image as
 benches/src/yolo.rs, backward, SGD momentum 0.937 nesterov, weight decay 5e-4); `--mode bf16` runs
-under torch.autocast("cpu", dtype=torch.bfloat16).
+under torch.autocast("cpu", dtype=torch.bfloat16); `cl` stores the model and input channels-last
+(`torch.channels_last`), `cl+bf16` both.
 
-usage: yolo.py --arch yolov8n --task train|infer [--mode fp32|bf16] [--batch 16] [--size 640] [--warmup 1]
+usage: yolo.py --arch yolov8n --task train|infer [--mode fp32|bf16|cl|cl+bf16] [--batch 16] [--size 640] [--warmup 1]
                [--iters 3] [--threads T]
 """
 
@@ -52,9 +53,16 @@ def main():
         "cls": torch.arange(n).repeat(a.batch).float()[:, None],
         "bboxes": torch.tensor(BOXES).repeat(a.batch, 1),
     }
+    if a.mode not in ("fp32", "bf16", "cl", "cl+bf16"):
+        raise SystemExit(f"--mode must be fp32, bf16, cl or cl+bf16, got {a.mode}")
+    if a.mode.startswith("cl"):
+        model = model.to(memory_format=torch.channels_last)
+        xs = xs.contiguous(memory_format=torch.channels_last)
+        batch["img"] = xs
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.937, nesterov=True, weight_decay=5e-4)
     model.train(train)
-    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if a.mode == "bf16" else contextlib.nullcontext
+    bf16 = a.mode.endswith("bf16")
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
     times = []
     check = 0.0
     for i in range(a.warmup + max(1, a.iters)):

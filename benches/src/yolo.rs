@@ -3,7 +3,8 @@
 //! folds them for prediction; the `[B, 84, A]` output) or a training step (the crate's YOLO loss against
 //! four fixed boxes per image, backward, SGD with momentum 0.937 and weight decay 5e-4, Ultralytics'
 //! defaults). `bf16`: mixed precision as `torch.autocast` runs it (a bf16 input, float32 variables cast
-//! per layer, the loss in float32); for inference the variables are cast to bf16 once.
+//! per layer, the loss in float32); for inference the variables are cast to bf16 once. `channels_last`:
+//! variables and input stored NHWC, as `detect train` runs by default (`train.channels_last`).
 
 use anyhow::Result;
 use tch::{Device, Kind, Tensor, nn};
@@ -24,6 +25,17 @@ pub const CLASSES: i64 = 80;
 pub const BOXES: [[f64; 4]; 4] =
     [[0.25, 0.3, 0.2, 0.3], [0.7, 0.25, 0.3, 0.2], [0.3, 0.75, 0.15, 0.15], [0.7, 0.7, 0.4, 0.4]];
 
+/// What a [`YoloBench`] runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Setup {
+    /// A training step (else inference with folded batch norms).
+    pub train: bool,
+    /// Mixed bf16 for training, bf16 variables for inference.
+    pub bf16: bool,
+    /// Variables and input channels-last.
+    pub channels_last: bool,
+}
+
 /// A network with its inputs, ready to step.
 pub struct YoloBench {
     _vs: nn::VarStore,
@@ -42,9 +54,9 @@ impl std::fmt::Debug for YoloBench {
 }
 
 impl YoloBench {
-    /// `arch` with random weights and a batch of `batch` random `size`x`size` images; folded for
-    /// inference unless `train`; in bfloat16 when `bf16`.
-    pub fn new(arch: YoloArch, batch: i64, size: i64, train: bool, bf16: bool) -> Result<Self> {
+    /// `arch` with random weights and a batch of `batch` random `size`x`size` images, as `setup` says.
+    pub fn new(arch: YoloArch, batch: i64, size: i64, setup: Setup) -> Result<Self> {
+        let Setup { train, bf16, channels_last } = setup;
         tch::manual_seed(0);
         let mut vs = nn::VarStore::new(Device::Cpu);
         let mut model = UltralyticsYolo::new(&vs.root(), arch, CLASSES)?;
@@ -57,6 +69,10 @@ impl YoloBench {
         let mut xs = Tensor::rand([batch, 3, size, size], (Kind::Float, Device::Cpu));
         if bf16 {
             xs = xs.to_kind(Kind::BFloat16);
+        }
+        if channels_last {
+            tlcv_core::freeze::to_channels_last(&vs);
+            xs = tlcv_core::freeze::channels_last(&xs);
         }
         let s = size as f64;
         let boxes: Vec<f32> = (0..batch)

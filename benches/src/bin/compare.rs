@@ -83,7 +83,7 @@ enum Cmd {
         /// train or infer.
         #[arg(long)]
         task: String,
-        /// fp32 or bf16.
+        /// fp32, bf16, cl (channels-last) or cl+bf16.
         #[arg(long, default_value = "fp32")]
         mode: String,
         #[arg(long, default_value_t = 16)]
@@ -291,12 +291,14 @@ fn run_yolo(
         "infer" => false,
         other => bail!("--task must be train or infer, got {other}"),
     };
-    let bf16 = match mode {
-        "fp32" => false,
-        "bf16" => true,
-        other => bail!("--mode must be fp32 or bf16, got {other}"),
+    let (bf16, channels_last) = match mode {
+        "fp32" => (false, false),
+        "bf16" => (true, false),
+        "cl" => (false, true),
+        "cl+bf16" => (true, true),
+        other => bail!("--mode must be fp32, bf16, cl or cl+bf16, got {other}"),
     };
-    let mut m = yolo::YoloBench::new(arch, batch, size, train, bf16)?;
+    let mut m = yolo::YoloBench::new(arch, batch, size, yolo::Setup { train, bf16, channels_last })?;
     let mut times = Vec::new();
     let mut check = 0.0;
     for i in 0..warmup + iters.max(1) {

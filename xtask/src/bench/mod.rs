@@ -211,26 +211,29 @@ fn cases(p: &Fields, args: &BenchArgs, threads: usize) -> Result<Vec<Case>> {
             }
         }
     }
-    for (task, batch) in [("infer", "1"), ("infer", "16"), ("train", "16")] {
-        for mode in ["fp32", "bf16"] {
-            let a = strings(&[
-                "--arch", "yolov8n", "--task", task, "--mode", mode, "--batch", batch, "--size", "640", "--warmup",
-                warmup, "--iters", iters,
-            ]);
-            let mut rust = strings(&["yolo"]);
-            rust.extend(a.iter().cloned());
-            let native = args.bf16 || cpu_has_bf16();
-            out.push(Case {
-                name: format!("yolov8n {task} {mode}, 640 px, batch {batch} (images/s)"),
-                rust,
-                script: "yolo.py",
-                py: a,
-                key: "images_per_s",
-                same: &[],
-                threads,
-                skip: (mode == "bf16" && !native).then_some("not measured on this host (no native bf16)"),
-            });
-        }
+    // Channels-last (`detect train`'s default layout) for the batch-16 rows only.
+    let yolo_rows = [("infer", "1", "fp32"), ("infer", "1", "bf16"), ("infer", "16", "fp32"), ("infer", "16", "bf16")]
+        .into_iter()
+        .chain(["cl", "cl+bf16"].map(|m| ("infer", "16", m)))
+        .chain(["fp32", "bf16", "cl", "cl+bf16"].map(|m| ("train", "16", m)));
+    for (task, batch, mode) in yolo_rows {
+        let a = strings(&[
+            "--arch", "yolov8n", "--task", task, "--mode", mode, "--batch", batch, "--size", "640", "--warmup", warmup,
+            "--iters", iters,
+        ]);
+        let mut rust = strings(&["yolo"]);
+        rust.extend(a.iter().cloned());
+        let native = args.bf16 || cpu_has_bf16();
+        out.push(Case {
+            name: format!("yolov8n {task} {mode}, 640 px, batch {batch} (images/s)"),
+            rust,
+            script: "yolo.py",
+            py: a,
+            key: "images_per_s",
+            same: &[],
+            threads,
+            skip: (mode.ends_with("bf16") && !native).then_some("not measured on this host (no native bf16)"),
+        });
     }
     // Data-parallel on local ranks of 1 thread each, c10d's Gloo on both sides: the gradient all-reduce
     // alone (the same engine, so no overhead of ours may show) and whole training steps (scaling).
