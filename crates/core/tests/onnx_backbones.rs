@@ -5,7 +5,7 @@
 //! and every variant's convolutional part at both sizes) must pass `onnx.checker.check_model(full_check=True)` and give tlcv's own eval
 //! forward to 1e-4 relative on batches of 1 and 3 in ONNX Runtime (`scripts/onnx_parity.py`) and in
 //! tract ([`tlcv_core::onnx::runtime`]). A float16 export (`--half`) passes the checker and stays
-//! within 1e-2 of the float32 forward in tract (ONNX Runtime has no float16 convolution on x86 CPUs).
+//! within 3e-2 of the float32 forward in tract (ONNX Runtime has no float16 convolution on x86 CPUs).
 
 use anyhow::{Context, Result, ensure};
 use tch::{Device, Kind, Tensor, nn};
@@ -127,7 +127,9 @@ fn every_backbone_exports_and_matches_onnxruntime_and_tract() -> Result<()> {
     for (path, x, want) in &half_cases {
         let got = OnnxModel::load(path)?.run(x)?;
         let err = max_rel_err(&got[0], want);
-        ensure!(err <= 1e-2, "{}: float16 differs by {err:e}", path.display());
+        // float16 rounding through 20 layers: mostly below 1e-2, 1.06e-2 in one CI run (tract's float16
+        // kernels do not sum in a fixed order); a wrong layer or an unfolded batch norm is off by O(1).
+        ensure!(err <= 3e-2, "{}: float16 differs by {err:e}", path.display());
     }
     eprintln!("tract: {:.1} s", t0.elapsed().as_secs_f64());
     Ok(())
