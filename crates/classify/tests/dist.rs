@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 
 use opencv::{core, imgcodecs, imgproc};
 use tch::Tensor;
-use tlcv_testkit::{dir_names, free_port, ok, run_torchrun_ranks, run_weights};
+use tlcv_testkit::{dir_names, free_port, ok, run_weights, train_both_launches};
 
 /// Three classes (a red square, a green disc, a blue bar at varying offsets), 32 train images each and
 /// 8 validation images each (two validation batches of 16).
@@ -110,13 +110,10 @@ fn two_ranks_train_like_one_process_with_the_double_batch() {
     ok(&mut train_cmd(&data, &project, "one", 32));
     let one = weights(&project, "one");
 
-    let port = free_port().to_string();
-    ok(train_cmd(&data, &project, "launched", 16).args(["--nproc-per-node", "2", "--master-port", &port]));
-    assert_same(&one, &weights(&project, "launched"), "--nproc-per-node 2 vs one process");
-
-    // torchrun's environment set by hand, as `torchrun --nproc-per-node 2 --no-python classify train ...`.
-    run_torchrun_ranks(2, || train_cmd(&data, &project, "torchrun", 16));
-    assert_same(&one, &weights(&project, "torchrun"), "torchrun environment vs one process");
+    train_both_launches(
+        |name| train_cmd(&data, &project, name, 16),
+        |l, _| assert_same(&one, &weights(&project, l.name()), &format!("{l:?} vs one process")),
+    );
 
     // Rank 1 wrote no run directory of its own.
     assert_eq!(dir_names(&project.join("classify")), ["launched", "one", "torchrun"]);

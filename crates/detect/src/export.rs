@@ -8,10 +8,9 @@
 //! `NonMaxSuppression`: `detections` `[N, K, 6]` = `x1, y1, x2, y2, score, class`, best first, rows
 //! past the last detection all zero, `K = min(max_det, candidates)`.
 //!
-//! Faster R-CNN is not exported: its RPN, per-level proposal selection and RoIAlign levels are not
-//! written as ONNX nodes yet (ONNX's `RoiAlign` itself is exact for it from opset 16, with
-//! `coordinate_transformation_mode = "output_half_pixel"`, `sampling_ratio = 2`), and tract has no
-//! `RoiAlign`, so `predict --onnx` could not serve it.
+//! Faster R-CNN ([`OnnxHead::Detections`]) always ends with its detections, its NMS being part of the
+//! two-stage network (see `faster_rcnn/onnx.rs`); tract runs its `RoiAlign` through the kernel that
+//! `tlcv_core::onnx` registers.
 
 use tch::{Device, Tensor};
 use tlcv_core::backbones::{Arch, Normalization};
@@ -37,21 +36,26 @@ pub enum Head {
 
 /// The thresholds of [`nms_rows`].
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct NmsParams {
+pub(crate) struct NmsThresholds {
     /// IoU above which a lower-scored box of the same class is dropped.
-    iou: f64,
+    pub iou: f64,
     /// A box enters a class when its score there is above this.
-    score_thr: f64,
+    pub score_thr: f64,
     /// Boxes kept per class and overall.
-    max_det: i64,
+    pub max_det: i64,
     /// Only the best this many boxes of each class are candidates (`None`: all).
-    cand_per_class: Option<i64>,
+    pub cand_per_class: Option<i64>,
 }
 
 /// Greedy class-wise NMS as ONNX nodes: boxes `[N, P, 4]`, per-class scores `[N, C, P]` ->
-/// `[N, K, 6]` rows `x1, y1, x2, y2, score, class`, `K = min(max_det, C * P)` (see [`NmsParams`]).
-fn nms_rows(g: &mut Graph, boxes: &Value, scores: &Value, params: NmsParams) -> std::result::Result<Value, OnnxError> {
-    let NmsParams { iou, score_thr, max_det, cand_per_class } = params;
+/// `[N, K, 6]` rows `x1, y1, x2, y2, score, class`, `K = min(max_det, C * P)` (see [`NmsThresholds`]).
+pub(crate) fn nms_rows(
+    g: &mut Graph,
+    boxes: &Value,
+    scores: &Value,
+    params: NmsThresholds,
+) -> std::result::Result<Value, OnnxError> {
+    let NmsThresholds { iou, score_thr, max_det, cand_per_class } = params;
     let (Some(c), Some(p)) = (scores.dim(1), scores.dim(2)) else {
         return Err(OnnxError::Unsupported("NMS needs static class and box counts".into()));
     };
@@ -112,9 +116,13 @@ fn best_class_scores(g: &mut Graph, scores: &Value, max_candidates: i64) -> std:
 /// How a family's detections come out of its decoded head (the libtorch rule the NMS graph follows).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum NmsRule {
-    /// YOLO: each anchor's best class only ([`crate::postprocess::postprocess`]); the thresholds come
-    /// from the run's [`PostprocessConfig`].
-    BestClass,
+    /// YOLO: each anchor's best class only ([`crate::postprocess::postprocess`]), at most
+    /// `max_candidates` anchors by score into the class-wise NMS; the thresholds come from the run's
+    /// [`PostprocessConfig`].
+    BestClass {
+        /// Anchors that enter NMS (tlcv's YOLO: `PostprocessConfig::max_candidates`; Ultralytics: 30000).
+        max_candidates: usize,
+    },
     /// SSD: every class whose probability is above `score_thresh`, the best `topk` per class,
     /// class-wise NMS at `iou`, the best `max_det`.
     PerClass {
@@ -129,9 +137,24 @@ pub enum NmsRule {
     },
 }
 
-/// A family's decoded head as ONNX values (from [`crate::family::DetectorFamily::to_onnx`]).
+/// How a family's exported network ends (from [`crate::family::DetectorFamily::to_onnx`]).
 #[derive(Debug)]
-pub struct OnnxHead {
+pub enum OnnxHead {
+    /// A dense head decoded per anchor; the export adds NMS with `--nms`.
+    Dense(DenseHead),
+    /// A two-stage network whose NMS is part of it: `detections` `[N, K, 6]` rows as [`Head::Nms`]
+    /// describes them.
+    Detections {
+        /// The rows.
+        rows: Value,
+        /// Its thresholds, for the metadata (`conf > 0.05, iou 0.5, max_det 100`).
+        nms: String,
+    },
+}
+
+/// A one-stage family's decoded head as ONNX values.
+#[derive(Debug)]
+pub struct DenseHead {
     /// `[N, A, 4]` x1, y1, x2, y2 in input pixels.
     pub boxes: Value,
     /// `[N, A, nc]` per-class scores.
@@ -153,60 +176,95 @@ pub fn export(
     let norm = det.normalization();
     let (mut g, x) = onnx::begin(opts, Some(norm))?;
     g.name_params(det.vs.variables().iter());
-    let nc = names.len() as i64;
-    let family = det.family;
-    let OnnxHead { boxes, scores, nms, strides } = det.net.to_onnx(&mut g, &x)?;
-    // Post-processing runs in float32 (NonMaxSuppression takes float32 only).
-    let (boxes, scores) = if g.float_kind() == FloatKind::F16 {
-        let b = g.cast(&boxes, DataType::Float);
-        let s = g.cast(&scores, DataType::Float);
+    let pp = match head {
+        Head::Raw => None,
+        Head::Nms(pp) => Some(pp),
+    };
+    let out = match det.net.to_onnx(&mut g, &x, pp.as_ref())? {
+        OnnxHead::Dense(d) => dense_output(&mut g, d, head)?,
+        OnnxHead::Detections { rows, nms } => {
+            let rows = to_float32(&mut g, &rows);
+            Output { value: rows, strides: None, nms: Some(nms) }
+        }
+    };
+    let name = if out.nms.is_some() { "detections" } else { "predictions" };
+    g.output(&out.value, name, &["batch"]);
+    let meta = metadata(det, backbone, names, opts, &out);
+    let doc = format!("tlcv detect: {} with {} classes", det.family, names.len());
+    Ok(onnx::finish(g, &doc, meta))
+}
+
+/// The graph's one output.
+struct Output {
+    value: Value,
+    strides: Option<Vec<i64>>,
+    /// The thresholds when the output is `detections` `[N, K, 6]` rather than `predictions`.
+    nms: Option<String>,
+}
+
+/// A value of a half network in float32 (post-processing and outputs are float32).
+fn to_float32(g: &mut Graph, v: &Value) -> Value {
+    if g.float_kind() == FloatKind::F16 {
         g.set_float_kind(FloatKind::F32);
-        (b, s)
+        g.cast(v, DataType::Float)
     } else {
-        (boxes, scores)
+        v.clone()
+    }
+}
+
+/// The decoded head as `predictions`, or with [`Head::Nms`] the detections of the family's rule.
+fn dense_output(g: &mut Graph, d: DenseHead, head: Head) -> Result<Output> {
+    let DenseHead { boxes, scores, nms, strides } = d;
+    // Post-processing runs in float32 (NonMaxSuppression takes float32 only).
+    let half = g.float_kind() == FloatKind::F16;
+    let (boxes, scores) = (to_float32(g, &boxes), if half { g.cast(&scores, DataType::Float) } else { scores });
+    let Head::Nms(pp) = head else {
+        return Ok(Output { value: g.concat(&[&boxes, &scores], 2), strides, nms: None });
     };
-    let (out, name, outputs) = match head {
-        Head::Raw => {
-            let p = g.concat(&[&boxes, &scores], 2);
-            (p, "predictions", "predictions [N, A, 4 + classes]: x1, y1, x2, y2 (input pixels), class scores")
+    let rows = match nms {
+        NmsRule::PerClass { score_thresh, topk, iou, max_det } => {
+            let per_class = g.transpose(&scores, &[0, 2, 1]); // [N, nc, P]
+            let max_det = max_det.min(pp.max_det) as i64;
+            let params =
+                NmsThresholds { iou, score_thr: score_thresh.max(pp.conf), max_det, cand_per_class: Some(topk) };
+            nms_rows(g, &boxes, &per_class, params)?
         }
-        Head::Nms(pp) => {
-            let rows = match nms {
-                NmsRule::PerClass { score_thresh, topk, iou, max_det } => {
-                    let per_class = g.transpose(&scores, &[0, 2, 1]); // [N, nc, P]
-                    let max_det = max_det.min(pp.max_det) as i64;
-                    let params =
-                        NmsParams { iou, score_thr: score_thresh.max(pp.conf), max_det, cand_per_class: Some(topk) };
-                    nms_rows(&mut g, &boxes, &per_class, params)?
-                }
-                NmsRule::BestClass => {
-                    let per_class = best_class_scores(&mut g, &scores, pp.max_candidates as i64)?;
-                    let params =
-                        NmsParams { iou: pp.iou, score_thr: pp.conf, max_det: pp.max_det as i64, cand_per_class: None };
-                    nms_rows(&mut g, &boxes, &per_class, params)?
-                }
-            };
-            (rows, "detections", "detections [N, K, 6]: x1, y1, x2, y2 (input pixels), score, class; zero rows pad")
+        NmsRule::BestClass { max_candidates } => {
+            let per_class = best_class_scores(g, &scores, max_candidates as i64)?;
+            let params =
+                NmsThresholds { iou: pp.iou, score_thr: pp.conf, max_det: pp.max_det as i64, cand_per_class: None };
+            nms_rows(g, &boxes, &per_class, params)?
         }
     };
-    g.output(&out, name, &["batch"]);
-    let mut meta = Metadata::new("detect", &format!("{family}/{backbone}"), opts, Some(norm));
+    let nms = format!("conf > {}, iou {}, max_det {}", pp.conf, pp.iou, pp.max_det);
+    Ok(Output { value: rows, strides, nms: Some(nms) })
+}
+
+/// The model's metadata: the input contract, the family, what the output holds, the thresholds.
+fn metadata(det: &Detector, backbone: Arch, names: &[String], opts: &ExportOptions, out: &Output) -> Metadata {
+    let family = det.family;
+    let network = det.net.network_name().unwrap_or_else(|| backbone.to_string());
+    let mut meta = Metadata::new("detect", &format!("{family}/{network}"), opts, Some(det.normalization()));
     meta.names(names);
     meta.set("family", family.name());
-    if let Some(s) = strides {
-        meta.set("strides", &serde_json::to_string(&s).unwrap_or_default());
+    if let Some(s) = &out.strides {
+        meta.set("strides", &serde_json::to_string(s).unwrap_or_default());
     }
     let s = det.img_size;
     meta.set(
         "preprocess",
         &format!("letterbox to {s}x{s} (aspect kept, centred, padded with 114); boxes are in those input pixels"),
     );
+    let outputs = if out.nms.is_some() {
+        "detections [N, K, 6]: x1, y1, x2, y2 (input pixels), score, class; zero rows pad"
+    } else {
+        "predictions [N, A, 4 + classes]: x1, y1, x2, y2 (input pixels), class scores"
+    };
     meta.set("outputs", outputs);
-    if let Head::Nms(pp) = head {
-        meta.set("nms", &format!("conf > {}, iou {}, max_det {}", pp.conf, pp.iou, pp.max_det));
+    if let Some(nms) = &out.nms {
+        meta.set("nms", nms);
     }
-    let doc = format!("tlcv detect: {family} with {nc} classes");
-    Ok(onnx::finish(g, &doc, meta))
+    meta
 }
 
 /// Something that detects objects in a letterboxed batch: the libtorch detector or an exported file.

@@ -116,12 +116,16 @@ pub trait DetectorFamily: fmt::Debug + Send {
     }
     /// The eval-mode network and its decoding, before NMS: boxes `[N, A, 4]` (input pixels) and
     /// per-class scores `[N, A, nc]`, what `detect export` writes without `--nms`.
-    fn decoded(&self, _xs: &Tensor) -> Result<(Tensor, Tensor)> {
-        Err(not_exported())
-    }
-    /// [`DetectorFamily::decoded`] as ONNX nodes, with the family's NMS rule (see [`crate::export`]).
-    fn to_onnx(&self, _g: &mut Graph, _x: &Value) -> Result<OnnxHead> {
-        Err(not_exported())
+    fn decoded(&self, xs: &Tensor) -> Result<(Tensor, Tensor)>;
+    /// The eval-mode network as ONNX nodes (see [`crate::export`]): a one-stage family writes
+    /// [`DetectorFamily::decoded`] and names its NMS rule ([`OnnxHead::Dense`]), leaving `pp` to the
+    /// exporter; a two-stage family writes its detections with `pp` ([`OnnxHead::Detections`]) and
+    /// fails on `None` (no `--nms`: it has no dense head to end at).
+    fn to_onnx(&self, g: &mut Graph, x: &Value, pp: Option<&PostprocessConfig>) -> Result<OnnxHead>;
+    /// The network's own name where the backbone does not name it (Ultralytics' `yolov8n`), for the
+    /// exported model's metadata.
+    fn network_name(&self) -> Option<String> {
+        None
     }
     /// Loads `model.weights` itself when the family starts from its own whole-network checkpoints
     /// (Ultralytics' YOLO) and says so with `Ok(true)`; `Ok(false)` (the default) has the detector
@@ -129,15 +133,6 @@ pub trait DetectorFamily: fmt::Debug + Send {
     fn load_pretrained(&self, _vs: &nn::VarStore, _model: &ModelConfig) -> Result<bool> {
         Ok(false)
     }
-}
-
-/// What a family without an ONNX export says.
-fn not_exported() -> DetectError {
-    DetectError::Invalid(
-        "ONNX export of Faster R-CNN is not supported: its RPN, proposal selection and multi-level RoIAlign are not \
-         written as ONNX nodes yet, and tract (predict --onnx) has no RoiAlign; export a yolo or ssd run"
-            .into(),
-    )
 }
 
 /// Declares the families: the [`Family`] enum (config and CLI names, aliases) and each family's

@@ -45,7 +45,8 @@ enum Command {
     /// Train several detector families on the same data and print them side by side (mAP, training
     /// time, inference speed, parameters); each gets its own run directory `<name>-<family>`.
     Compare(CompareCmd),
-    /// Export a trained YOLO or SSD run as ONNX (decoded head, or with --nms the detections).
+    /// Export a trained run as ONNX (decoded head, or with --nms the detections; Faster R-CNN always
+    /// ends with its detections).
     Export(ExportCmd),
     /// Parity tool: one float32 NCHW batch (RGB, 0-1) through an Ultralytics YOLOv8/YOLO11 network in
     /// eval mode; writes `[N, 4 + nc, anchors]` (xywh in input pixels, class probabilities).
@@ -56,7 +57,8 @@ enum Command {
 struct ExportCmd {
     #[command(flatten)]
     common: tlcv_core::onnx::cli::ExportArgs,
-    /// End the graph with NMS (ONNX NonMaxSuppression): `detections` [N, K, 6].
+    /// End the graph with NMS (ONNX NonMaxSuppression): `detections` [N, K, 6] (always on for
+    /// faster-rcnn).
     #[arg(long)]
     nms: bool,
     /// With --nms: score threshold (default: the run's eval.predict_conf).
@@ -390,7 +392,8 @@ fn export_cmd(cmd: &ExportCmd) -> anyhow::Result<()> {
     if opts.img_size.is_some_and(|(s, _)| s % 32 != 0) {
         bail!("--img-size must be a multiple of 32 for a detector");
     }
-    let head = if cmd.nms {
+    // Faster R-CNN's NMS is part of the network: its export always ends with the detections.
+    let head = if cmd.nms || model.family == detect::family::Family::FasterRcnn {
         detect::export::Head::Nms(PostprocessConfig {
             conf: cmd.conf.unwrap_or(cfg.eval.predict_conf),
             iou: cmd.iou.unwrap_or(cfg.eval.iou),

@@ -10,6 +10,8 @@
 //! autograd differentiates it with respect to the features.
 
 use tch::{Device, Kind, Tensor};
+use tlcv_core::onnx::graph::Attr;
+use tlcv_core::onnx::{Graph, OnnxError, Value};
 
 use crate::error::DetectError;
 
@@ -260,5 +262,93 @@ impl MultiScaleRoiAlign {
             result = result.index_copy(0, &idx, &pooled);
         }
         Ok(result)
+    }
+
+    /// [`MultiScaleRoiAlign::forward`] as ONNX nodes: `features` (finest first, fixed sizes), `rois`
+    /// `[R, 4]` xyxy input pixels of the images `batch` `[R]` (int64) -> `[R, C, PH, PW]`. Each level
+    /// pools only the boxes the level mapper gives it (`NonZero`, `Gather`, one `RoiAlign`) and puts
+    /// them back in place (`ScatterND`). `RoiAlign` at opset 16 and later says
+    /// `coordinate_transformation_mode = "output_half_pixel"`, the opset-10 operator's only behaviour:
+    /// `aligned = false` (no half-pixel shift, boxes at least one map pixel wide).
+    pub fn to_onnx(
+        &self,
+        g: &mut Graph,
+        features: &[Value],
+        (rois, batch): (&Value, &Value),
+        image_h: i64,
+    ) -> Result<Value, OnnxError> {
+        let scale_of = |f: &Value| -> Result<f64, OnnxError> {
+            let fh = f.dim(2).ok_or_else(|| OnnxError::Unsupported("RoIAlign export needs fixed map sizes".into()))?;
+            Ok(2f64.powf((fh as f64 / image_h as f64).log2().round()))
+        };
+        let scales = features.iter().map(scale_of).collect::<Result<Vec<_>, _>>()?;
+        let (Some(first), Some(c)) = (features.first(), features.first().and_then(|f| f.dim(1))) else {
+            return Err(OnnxError::Unsupported("MultiScaleRoiAlign: no feature maps".into()));
+        };
+        let (ph, pw) = self.output_size;
+        let pool = |g: &mut Graph, f: &Value, r: &Value, b: &Value, scale: f64| {
+            let mut attrs = vec![
+                Attr::Str("mode", "avg".into()),
+                Attr::Int("output_height", ph),
+                Attr::Int("output_width", pw),
+                Attr::Int("sampling_ratio", self.sampling_ratio),
+                Attr::Float("spatial_scale", scale as f32),
+            ];
+            if g.opset() >= 16 {
+                attrs.push(Attr::Str("coordinate_transformation_mode", "output_half_pixel".into()));
+            }
+            g.op("RoiAlign", &[f, r, b], &attrs, vec![r.dims()[0], Some(c), Some(ph), Some(pw)])
+        };
+        if features.len() == 1 {
+            return Ok(pool(g, first, rois, batch, scales[0]));
+        }
+        let k_min = -scales[0].log2() as i64;
+        let k_max = -scales[scales.len() - 1].log2() as i64;
+        let level = self.level_onnx(g, rois, (k_min, k_max))?; // [R] float, 0 = finest
+        // Zeros [R, C, PH, PW], a broadcast float32 0 (tract reads ConstantOfShape's default as float64).
+        let shape = g.shape_of(rois);
+        let r = g.slice(&shape, 0, 0, 1);
+        let rest = g.ints(&[c, ph, pw]);
+        let shape = g.concat(&[&r, &rest], 0);
+        let zero = g.const_float(&[0.0], &[1, 1, 1, 1])?;
+        let mut out = g.op("Expand", &[&zero, &shape], &[], vec![rois.dims()[0], Some(c), Some(ph), Some(pw)]);
+        for (l, (f, scale)) in features.iter().zip(&scales).enumerate() {
+            let lv = g.const_float(&[l as f32], &[])?;
+            let mine = g.binary("Equal", &level, &lv);
+            let idx = g.op("NonZero", &[&mine], &[], vec![Some(1), None]);
+            let idx = g.reshape(&idx, &[-1]); // [k]
+            let r = g.op("Gather", &[rois, &idx], &[Attr::Int("axis", 0)], vec![None, Some(4)]);
+            let b = g.op("Gather", &[batch, &idx], &[Attr::Int("axis", 0)], vec![None]);
+            let pooled = pool(g, f, &r, &b, *scale); // [k, C, PH, PW]
+            let at = g.unsqueeze(&idx, 1);
+            out = g.op("ScatterND", &[&out, &at, &pooled], &[], out.dims().to_vec());
+        }
+        Ok(out)
+    }
+
+    /// [`LevelMapper::map`] as nodes: `[R, 4]` boxes -> `[R]` float level offsets (`0..=k_max-k_min`).
+    fn level_onnx(&self, g: &mut Graph, rois: &Value, (k_min, k_max): (i64, i64)) -> Result<Value, OnnxError> {
+        let m = LevelMapper {
+            canonical_scale: self.canonical_scale,
+            canonical_level: self.canonical_level,
+            ..LevelMapper::new(k_min, k_max)
+        };
+        let col = |g: &mut Graph, i: i64| {
+            let v = g.slice(rois, 1, i, i + 1);
+            g.reshape(&v, &[-1])
+        };
+        let (x1, y1, x2, y2) = (col(g, 0), col(g, 1), col(g, 2), col(g, 3));
+        let w = g.binary("Sub", &x2, &x1);
+        let h = g.binary("Sub", &y2, &y1);
+        let area = g.binary("Mul", &w, &h);
+        let s = g.unary("Sqrt", &area);
+        let s = g.scalar("Div", &s, m.canonical_scale as f32)?;
+        let lg = g.unary("Log", &s);
+        let lg = g.scalar("Div", &lg, std::f32::consts::LN_2)?; // log2
+        let lg = g.scalar("Add", &lg, m.canonical_level as f32)?;
+        let lg = g.scalar("Add", &lg, m.eps as f32)?;
+        let lv = g.unary("Floor", &lg);
+        let lv = g.clip(&lv, k_min as f32, k_max as f32)?;
+        g.scalar("Sub", &lv, k_min as f32)
     }
 }

@@ -192,8 +192,8 @@ fn train_eval_predict_convert_evaluate() {
 }
 
 /// `detect compare` trains YOLO, SSD and Faster R-CNN on the same tiny data (1 epoch, 64 px, from
-/// scratch) and prints one table; each family's run then evaluates and predicts through the same
-/// commands, and logs its own loss terms.
+/// scratch) and prints one table; each family's run then evaluates, predicts and exports through the
+/// same commands, and logs its own loss terms.
 #[test]
 fn compare_trains_every_family_and_each_run_predicts() {
     let dir = tempfile::tempdir().unwrap();
@@ -236,6 +236,16 @@ fn compare_trains_every_family_and_each_run_predicts() {
             let b: Vec<f64> = d["box"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
             assert!(b[0] >= 0.0 && b[1] >= 0.0 && b[2] <= 96.0 + 1e-3 && b[3] <= 96.0 + 1e-3, "{family}: {b:?}");
         }
+        // Every family exports (Faster R-CNN with its NMS, unasked) and tract serves the file. The run may
+        // predict in bf16 (`auto` precision), so only the best box is held to it here; onnx_export.rs
+        // holds every box to float32 libtorch.
+        ok_stdout(&detect(&["export", "--run", run.to_str().unwrap()], root));
+        let onnx = run.join("weights/best.onnx");
+        let args = ["predict", "--onnx", onnx.to_str().unwrap(), "--conf", "0.0", "--json", img.to_str().unwrap()];
+        let got: Value = serde_json::from_str(ok_stdout(&detect(&args, root)).lines().next().unwrap()).unwrap();
+        let (g, w) = (&got["detections"][0], &line["detections"][0]);
+        assert_eq!(g["class"], w["class"], "{family}: {got} vs {line}");
+        assert!((g["score"].as_f64().unwrap() - w["score"].as_f64().unwrap()).abs() < 2e-2, "{family}: {g} vs {w}");
     }
 }
 

@@ -20,7 +20,7 @@ use std::process::{Command, Stdio};
 use opencv::core::{Mat, Rect, Scalar, Vector};
 use opencv::{imgcodecs, imgproc};
 use tch::Tensor;
-use tlcv_testkit::{dir_names, free_port, ok, run_torchrun_ranks, run_weights};
+use tlcv_testkit::{dir_names, ok, run_weights, train_both_launches};
 
 /// 8 train and 2 val 96x96 images with one or two filled rectangles (class 0 red, 1 blue) whose
 /// number differs per image, so that the ranks' batches hold different numbers of objects.
@@ -144,14 +144,10 @@ fn two_ranks_train_like_one_process_with_the_double_batch() {
     ok(train_cmd(&data, &project, "init", 8).args(["--set", "train.lr=0", "--set", "train.weight_decay=0"]));
     let init = weights(&project, "init");
 
-    let port = free_port().to_string();
-    ok(train_cmd(&data, &project, "launched", 4).args(["--nproc-per-node", "2", "--master-port", &port]));
-    let launched = weights(&project, "launched");
-    assert_same(&init, &one, &launched, "--nproc-per-node 2 vs one process");
-
-    // torchrun's environment set by hand, as `torchrun --nproc-per-node 2 --no-python detect train ...`.
-    run_torchrun_ranks(2, || train_cmd(&data, &project, "torchrun", 4));
-    assert_same(&init, &one, &weights(&project, "torchrun"), "torchrun environment vs one process");
+    train_both_launches(
+        |name| train_cmd(&data, &project, name, 4),
+        |l, _| assert_same(&init, &one, &weights(&project, l.name()), &format!("{l:?} vs one process")),
+    );
 
     // Rank 1 wrote no run directory of its own.
     assert_eq!(dir_names(&project.join("detect")), ["init", "launched", "one", "torchrun"]);

@@ -5,18 +5,25 @@
 //! boxes tied in score within 1e-4 in either order, scores within
 //! 1e-4), on batches of 1 and 3, and with NMS at opsets 13 and 21 too. `onnx.checker` (full check) must
 //! pass on every file; tract must give the same predictions and detections on a batch of 1.
+//!
+//! Faster R-CNN (whose export always ends with its NMS) is checked the same way on its detections at
+//! 64 and 96 px, opsets 13, 17 and 21, with both FPN layouts, and on tract (through tlcv's `RoiAlign`).
+
+mod onnx_common;
 
 use anyhow::{Context, Result, ensure};
 use detect::config::DetectConfig;
 use detect::export::{DetectModel, Head, OnnxDetector, export};
 use detect::family::Family;
 use detect::model::Detector;
-use detect::postprocess::{Detection, PostprocessConfig};
+use detect::postprocess::PostprocessConfig;
 use tch::{Device, Kind, Tensor};
 use tlcv_core::backbones::Arch;
 use tlcv_core::freeze::Strategy;
 use tlcv_core::onnx::parity::{Compare, ParityCheck, max_rel_err, normalise, randomise_batch_norms};
 use tlcv_core::onnx::{self, ExportOptions};
+
+use onnx_common::{rows, same_boxes};
 
 const RTOL: f64 = 1e-4;
 const NC: usize = 3;
@@ -40,55 +47,6 @@ fn detector(family: Family, backbone: Arch, size: i64) -> Result<Detector> {
 fn raw(d: &Detector, xs: &Tensor) -> Result<Tensor> {
     let (b, s) = d.net.decoded(xs)?;
     Ok(Tensor::cat(&[b, s], 2))
-}
-
-/// Detections as `[N, K, 6]` rows padded with zeros.
-fn rows(dets: &[Vec<Detection>], k: usize) -> Tensor {
-    let mut v = vec![0f32; dets.len() * k * 6];
-    for (i, img) in dets.iter().enumerate() {
-        for (j, d) in img.iter().take(k).enumerate() {
-            let r = &mut v[(i * k + j) * 6..(i * k + j + 1) * 6];
-            r.copy_from_slice(&[d.bbox[0], d.bbox[1], d.bbox[2], d.bbox[3], d.score, d.class as f64].map(|x| x as f32));
-        }
-    }
-    Tensor::from_slice(&v).view([dets.len() as i64, k as i64, 6])
-}
-
-/// `got` and `want` pair one to one: same class, coordinates within `box_tol`, score within 1e-4. Rows
-/// are paired in `want`'s order among the unpaired ones, so boxes whose scores tie within 1e-4 may come
-/// in either order (two runtimes' float sums differ in the last bits).
-fn same_boxes(got: &[Detection], want: &[Detection], box_tol: f64, nms_iou: f64) -> Result<()> {
-    let mut free = vec![true; got.len()];
-    let mut unpaired = Vec::new();
-    for b in want {
-        let hit = got.iter().enumerate().position(|(i, a)| {
-            let box_err = a.bbox.iter().zip(&b.bbox).map(|(p, q)| (p - q).abs()).fold(0.0, f64::max);
-            free[i] && a.class == b.class && box_err < box_tol && (a.score - b.score).abs() < 1e-4
-        });
-        match hit {
-            Some(i) => free[i] = false,
-            None => unpaired.push(b),
-        }
-    }
-    // As scripts/onnx_parity.py: a box kept on one side only must tie with one kept on the other only
-    // (same class, score within 1e-4, IoU above the NMS threshold: NMS met the pair in the other order).
-    let left: Vec<&Detection> = got.iter().zip(&free).filter(|(_, f)| **f).map(|(d, _)| d).collect();
-    let tied = |a: &Detection, b: &Detection| {
-        a.class == b.class && (a.score - b.score).abs() < 1e-4 && iou(&a.bbox, &b.bbox) > nms_iou
-    };
-    for (mine, theirs) in [(&unpaired, &left), (&left, &unpaired)] {
-        if let Some(b) = mine.iter().find(|b| !theirs.iter().any(|o| tied(b, o))) {
-            anyhow::bail!("{b:?} has no match and no tie among {} boxes", got.len());
-        }
-    }
-    Ok(())
-}
-
-/// IoU of two xyxy boxes.
-fn iou(a: &[f64; 4], b: &[f64; 4]) -> f64 {
-    let inter = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0) * (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
-    let union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter;
-    if union > 0.0 { inter / union } else { 0.0 }
 }
 
 #[test]
@@ -152,5 +110,67 @@ fn yolo_and_ssd_export_and_match_onnxruntime_and_tract() -> Result<()> {
         let err = max_rel_err(&out[0], &raw(d, &normalise(x, d.normalization()))?);
         ensure!(err <= RTOL, "{}: tract differs by {err:e}", raw_path.display());
     }
+    Ok(())
+}
+
+/// A Faster R-CNN with small widths whose RPN scores spread (the default RPN init gives every
+/// anchor nearly the same objectness, so NMS would decide between near-ties).
+fn faster_rcnn(size: i64, from_c2: bool) -> Result<Detector> {
+    let mut cfg = DetectConfig::default();
+    cfg.model.family = Family::FasterRcnn;
+    cfg.model.backbone = Arch::Resnet18;
+    cfg.model.weights = tlcv_core::weights::WeightsSource::None;
+    cfg.model.strategy = Strategy::Scratch;
+    let f = &mut cfg.model.faster_rcnn;
+    (f.fpn_channels, f.representation_size, f.proposals_test, f.fpn_from_c2) = (32, 64, 100, from_c2);
+    if from_c2 {
+        f.anchor_sizes = vec![8.0, 16.0, 32.0, 64.0, 128.0];
+    }
+    cfg.data.img_size = size;
+    cfg.train.channels_last = false;
+    let d = Detector::build(&cfg, NC as i64, Device::Cpu)?;
+    randomise_batch_norms(&d.vs);
+    tch::no_grad(|| {
+        for (name, mut t) in d.vs.variables() {
+            if name.starts_with("rpn.head") {
+                let _ = t.g_mul_scalar_(30.0);
+            }
+        }
+    });
+    Ok(d)
+}
+
+#[test]
+fn faster_rcnn_exports_its_detections_and_matches_onnxruntime() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let mut check = ParityCheck::new(tmp.path());
+    let names: Vec<String> = (0..NC).map(|i| format!("c{i}")).collect();
+    let pp = PostprocessConfig { conf: 0.05, max_det: 100, ..Default::default() };
+    let cases = [(64, false, 17), (96, false, 17), (64, true, 13), (96, true, 21)];
+    for (size, from_c2, opset) in cases {
+        tch::manual_seed(700 + size);
+        let d = faster_rcnn(size, from_c2)?;
+        let opts = ExportOptions { dynamic_batch: true, opset, ..ExportOptions::new(size) };
+        let name = format!("frcnn_{size}_{from_c2}_{opset}");
+        let err = export(&d, Arch::Resnet18, &names, &opts, Head::Raw).err().map(|e| e.to_string()).unwrap_or_default();
+        ensure!(err.contains("--nms"), "a raw Faster R-CNN export must ask for --nms, got {err:?}");
+        onnx::save(&export(&d, Arch::Resnet18, &names, &opts, Head::Nms(pp))?, &check.model_path(&name))?;
+        check.model(&name, Compare::Detections { rtol: RTOL, atol: 1e-4, nms_iou: 0.5 });
+        let mut any = 0;
+        let tract = OnnxDetector::load(&check.model_path(&name))?;
+        for n in [1, 3] {
+            let x = Tensor::rand([n, 3, size, size], (Kind::Float, Device::Cpu));
+            let dets = d.detect(&normalise(&x, d.normalization()), &pp)?;
+            any += dets.iter().map(Vec::len).sum::<usize>();
+            check.run(&x, &[rows(&dets, pp.max_det)])?;
+            if n == 1 {
+                // tract, with tlcv's RoiAlign kernel.
+                let got = tract.detect(&x, &pp)?;
+                same_boxes(&got[0], &dets[0], RTOL * size as f64, 0.5).with_context(|| format!("{name} on tract"))?;
+            }
+        }
+        ensure!(any > 0, "{name}: no detections to compare");
+    }
+    eprintln!("{}", check.check().context("ONNX Runtime parity")?);
     Ok(())
 }

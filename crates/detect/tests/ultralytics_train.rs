@@ -1,7 +1,8 @@
 //! `detect train --model yolov8n --weights <Ultralytics .pt>` on a few embedded images: the transfer
 //! keeps every tensor but the class branch's last convolutions (the data has 9 classes, the
 //! checkpoint 7), `--freeze N` freezes the first N modules, `detect eval` and `detect predict` work on
-//! the run, `detect export` refuses it clearly, and the saved state dict loads into Ultralytics'
+//! the run, `detect export --nms` writes it and `detect predict --onnx` serves the file, and the saved
+//! state dict loads into Ultralytics'
 //! `DetectionModel` with `strict=True` and gives what `detect forward` gives
 //! (`scripts/check_ultralytics_load.py`).
 
@@ -52,11 +53,10 @@ fn fine_tunes_an_ultralytics_checkpoint_and_saves_what_ultralytics_loads() {
     let image = workspace_root().join("datasets/generated/detection-8-4-320-s0/images/val/000000.jpg");
     let pred = detect(&["predict", "--json", "--run"], &[run.as_path(), image.as_path()]);
     ok(&pred, "detect predict");
-    // No ONNX emitters for these blocks yet: one clear line, exit code 2.
-    let export = detect(&["export", "--run"], &[run.as_path()]);
-    let err = String::from_utf8_lossy(&export.stderr);
-    assert_eq!(export.status.code(), Some(2), "detect export: {err}");
-    assert!(err.contains("ONNX export of yolov8n is not supported"), "{err}");
+    // The export with NMS, served by tract (the numbers are checked in onnx_ultralytics.rs).
+    let onnx = tmp.path().join("y8.onnx");
+    ok(&detect(&["export", "--nms", "--run"], &[run.as_path(), Path::new("--out"), onnx.as_path()]), "detect export");
+    ok(&detect(&["predict", "--json", "--onnx"], &[onnx.as_path(), image.as_path()]), "detect predict --onnx");
 
     // The saved weights: strict load into Ultralytics, same output as detect forward.
     let best = run.join("weights/best.safetensors");

@@ -20,7 +20,7 @@ use opencv::core::{CV_8UC1, CV_8UC3, Mat, Point, Scalar, Vector};
 use opencv::imgcodecs::imwrite;
 use opencv::imgproc;
 use tch::Tensor;
-use tlcv_testkit::{dir_names, free_port, ok, run_torchrun_ranks, run_weights};
+use tlcv_testkit::{dir_names, ok, run_weights, train_both_launches};
 
 /// 8 train and 5 val 56x40 images: a disc (class 1) and a bar (class 2) at varying places.
 fn make_data(root: &Path) {
@@ -118,22 +118,21 @@ fn two_ranks_train_and_validate_like_one_process_with_the_double_batch() {
     // The weights moved: a test that compares two runs that both did nothing would pass.
     assert!(one_miou.iter().any(|m| *m > 0.0), "{one_miou:?}");
 
-    let port = free_port().to_string();
-    ok(train_cmd(&data, &project, "launched", 4).args(["--nproc-per-node", "2", "--master-port", &port]));
-    assert_same(&one, &weights(&project, "launched"), "--nproc-per-node 2 vs one process");
-    // The sharded validation (confusion matrices summed over ranks) scores every val image once.
-    let launched_miou = val_miou(&project, "launched");
-    assert_eq!(launched_miou.len(), one_miou.len());
-    for (a, b) in one_miou.iter().zip(&launched_miou) {
-        assert!(
-            (a - b).abs() <= MIOU_TOLERANCE,
-            "val mIoU per epoch: one process {one_miou:?}, two ranks {launched_miou:?}"
-        );
-    }
-
-    // torchrun's environment set by hand, as `torchrun --nproc-per-node 2 --no-python segment train ...`.
-    run_torchrun_ranks(2, || train_cmd(&data, &project, "torchrun", 4));
-    assert_same(&one, &weights(&project, "torchrun"), "torchrun environment vs one process");
+    train_both_launches(
+        |name| train_cmd(&data, &project, name, 4),
+        |l, _| {
+            assert_same(&one, &weights(&project, l.name()), &format!("{l:?} vs one process"));
+            // The sharded validation (confusion matrices summed over ranks) scores every val image once.
+            let miou = val_miou(&project, l.name());
+            assert_eq!(miou.len(), one_miou.len());
+            for (a, b) in one_miou.iter().zip(&miou) {
+                assert!(
+                    (a - b).abs() <= MIOU_TOLERANCE,
+                    "val mIoU per epoch: one process {one_miou:?}, {l:?} {miou:?}"
+                );
+            }
+        },
+    );
 
     // Rank 1 wrote no run directory of its own.
     assert_eq!(dir_names(&project.join("segment")), ["launched", "one", "torchrun"]);

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 
 use tch::Tensor;
 use tlcv_core::data::RgbImage;
-use tlcv_testkit::{dir_names, free_port, ok, run_torchrun_ranks};
+use tlcv_testkit::{dir_names, ok, train_both_launches};
 
 /// `n` 48x48 colour photos of different gradients and stripes, and a striped style image.
 fn make_images(dir: &Path, n: usize) {
@@ -83,22 +83,21 @@ fn two_ranks_train_the_fast_network_like_one_process_with_the_double_batch() {
     ok(&mut train_cmd(tmp.path(), &project, "one", 2));
     ok(train_cmd(tmp.path(), &project, "init", 2).args(["--set", "fast.lr=0"]));
 
-    let port = free_port().to_string();
-    let out =
-        ok(train_cmd(tmp.path(), &project, "launched", 1).args(["--nproc-per-node", "2", "--master-port", &port]));
-    let step = difference(&project, "init", "one", "launched");
-    eprintln!("--nproc-per-node 2 vs one process: {step:e}");
-    assert!(step <= TOLERANCE, "--nproc-per-node 2: the steps differs by {step:e} of the change training made");
-    // The teachers were computed once and written by rank 0: one per photo.
-    let teachers = dir_names(&project.join("style/launched/teachers"));
-    assert_eq!(teachers, ["p0_40x40.png", "p1_40x40.png", "p2_40x40.png", "p3_40x40.png"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(stderr.matches("trained 3 steps").count(), 1, "only rank 0 reports:\n{stderr}");
-
-    run_torchrun_ranks(2, || train_cmd(tmp.path(), &project, "torchrun", 1));
-    let step = difference(&project, "init", "one", "torchrun");
-    eprintln!("torchrun environment vs one process: {step:e}");
-    assert!(step <= TOLERANCE, "torchrun environment: the steps differs by {step:e} of the change training made");
+    train_both_launches(
+        |name| train_cmd(tmp.path(), &project, name, 1),
+        |l, out| {
+            let step = difference(&project, "init", "one", l.name());
+            eprintln!("{l:?} vs one process: {step:e}");
+            assert!(step <= TOLERANCE, "{l:?}: the step differs by {step:e} of the change training made");
+            // The teachers were computed once and written by rank 0: one per photo.
+            let teachers = dir_names(&project.join("style").join(l.name()).join("teachers"));
+            assert_eq!(teachers, ["p0_40x40.png", "p1_40x40.png", "p2_40x40.png", "p3_40x40.png"]);
+            if let Some(out) = out {
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                assert_eq!(stderr.matches("trained 3 steps").count(), 1, "only rank 0 reports:\n{stderr}");
+            }
+        },
+    );
 
     // Rank 1 wrote no run directory of its own.
     assert_eq!(dir_names(&project.join("style")), ["init", "launched", "one", "torchrun"]);

@@ -124,6 +124,38 @@ pub fn run_torchrun_ranks(world: usize, rank_cmd: impl Fn() -> Command) {
     }
 }
 
+/// How a data-parallel `train` was started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Launch {
+    /// `--nproc-per-node 2` (run `launched`).
+    NprocPerNode,
+    /// torchrun's environment set by hand, as `torchrun --nproc-per-node 2 --no-python <task> train ...`
+    /// (run `torchrun`).
+    Torchrun,
+}
+
+impl Launch {
+    /// The run's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Launch::NprocPerNode => "launched",
+            Launch::Torchrun => "torchrun",
+        }
+    }
+}
+
+/// Trains at world size 2 both ways every `train` command accepts, `cmd(run_name)` being one rank's
+/// command (the launcher's, for `--nproc-per-node`), and calls `check` after each launch with the
+/// launcher's output (`None` for torchrun, whose ranks' outputs [`run_torchrun_ranks`] checks).
+pub fn train_both_launches(cmd: impl Fn(&str) -> Command, mut check: impl FnMut(Launch, Option<&Output>)) {
+    let port = free_port().to_string();
+    let launched = Launch::NprocPerNode;
+    let out = ok(cmd(launched.name()).args(["--nproc-per-node", "2", "--master-port", &port]));
+    check(launched, Some(&out));
+    run_torchrun_ranks(2, || cmd(Launch::Torchrun.name()));
+    check(Launch::Torchrun, None);
+}
+
 /// The names of the entries of `dir`, sorted.
 pub fn dir_names(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)

@@ -24,6 +24,7 @@ pub mod graph;
 pub mod layers;
 pub mod ops;
 pub mod parity;
+mod roi_align_op;
 pub mod runtime;
 
 use std::path::Path;

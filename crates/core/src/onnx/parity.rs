@@ -123,8 +123,11 @@ impl ParityCheck {
 /// the identity in a test.
 pub fn randomise_batch_norms(vs: &tch::nn::VarStore) {
     use tch::Kind;
+    // In name order, so that a seed gives the same network every time (`variables` is a hash map).
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
     tch::no_grad(|| {
-        for (name, mut t) in vs.variables() {
+        for (name, mut t) in vars {
             let n = t.size();
             let opts = (Kind::Float, t.device());
             if name.ends_with("running_var") {

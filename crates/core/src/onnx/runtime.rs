@@ -71,6 +71,13 @@ pub fn set_threads(n: usize) {
     });
 }
 
+/// tract's ONNX parser with the operators tlcv exports and tract lacks (Faster R-CNN's `RoiAlign`).
+fn parser() -> tract_onnx::Onnx {
+    let mut onnx = tract_onnx::onnx();
+    super::roi_align_op::register(&mut onnx);
+    onnx
+}
+
 impl OnnxModel {
     /// Loads `path`.
     pub fn load(path: &Path) -> Result<Self> {
@@ -88,7 +95,7 @@ impl OnnxModel {
         if meta.get("task").is_none() {
             return Err(bad("no `task` metadata: not a model exported by tlcv".into()));
         }
-        let model = guarded(|| tract_onnx::onnx().model_for_proto_model(&proto).map_err(|e| bad(tract_msg(e))), bad)?;
+        let model = guarded(|| parser().model_for_proto_model(&proto).map_err(|e| bad(tract_msg(e))), bad)?;
         Ok(OnnxModel { label: label.into(), model, meta, input_hw, batch, plans: Mutex::new(HashMap::new()) })
     }
 

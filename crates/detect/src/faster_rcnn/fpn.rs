@@ -4,6 +4,8 @@
 
 use tch::{Tensor, nn};
 use tlcv_core::backbones::layers::{Conv, ConvOpts};
+use tlcv_core::onnx::ops::{Interp, SizeOf};
+use tlcv_core::onnx::{Graph, OnnxError, Value};
 
 use crate::error::DetectError;
 
@@ -76,6 +78,25 @@ impl Fpn {
             outs.insert(0, self.layer[i].forward(&top));
         }
         let pool = outs[last].max_pool2d([1, 1], [2, 2], [0, 0], [1, 1], false); // [N, out, ceil(H/2), ceil(W/2)]
+        outs.push(pool);
+        Ok(outs)
+    }
+
+    /// [`Fpn::forward`] as ONNX nodes: the same maps, `[C2..C5]` -> `[P2, P3, P4, P5, P6]`.
+    pub fn to_onnx(&self, g: &mut Graph, xs: &[Value]) -> Result<Vec<Value>, OnnxError> {
+        if xs.len() != self.inner.len() || xs.is_empty() {
+            return Err(OnnxError::Unsupported(format!("fpn: {} inputs for {} levels", xs.len(), self.inner.len())));
+        }
+        let last = xs.len() - 1;
+        let mut top = self.inner[last].to_onnx(g, &xs[last])?;
+        let mut outs = vec![self.layer[last].to_onnx(g, &top)?];
+        for i in (0..last).rev() {
+            let lateral = self.inner[i].to_onnx(g, &xs[i])?;
+            let up = g.resize(&top, SizeOf::Like(&lateral), Interp::NearestFloor);
+            top = g.binary("Add", &lateral, &up);
+            outs.insert(0, self.layer[i].to_onnx(g, &top)?);
+        }
+        let pool = g.pool(&outs[last], false, (1, 2, 0)); // [N, out, ceil(H/2), ceil(W/2)]
         outs.push(pool);
         Ok(outs)
     }

@@ -16,13 +16,16 @@
 //! foreground ids (see [`crate::model_io`]); the predictor has one extra background output at 0.
 
 pub mod fpn;
+mod onnx;
 pub mod roi_heads;
 pub mod rpn;
 
 use tch::{Tensor, nn};
 use tlcv_core::backbones::{Arch, Backbone, HEAD_GROUP, backbone};
+use tlcv_core::onnx::{Graph, Value};
 
 use crate::error::DetectError;
+use crate::export::OnnxHead;
 use crate::family::{BuildContext, DetectorFamily, LossScope, StepLosses, to_detections};
 use crate::model_io::{Detections, Target, Targets};
 use crate::postprocess::{Detection, PostprocessConfig};
@@ -219,6 +222,22 @@ impl DetectorFamily for FasterRcnn {
 
     fn predict(&self, xs: &Tensor, cfg: &PostprocessConfig) -> Result<Vec<Vec<Detection>>, DetectError> {
         tch::no_grad(|| FasterRcnn::predict(self, xs))?.iter().map(|d| to_detections(d, cfg)).collect()
+    }
+
+    fn decoded(&self, _: &Tensor) -> Result<(Tensor, Tensor), DetectError> {
+        Err(DetectError::Invalid(
+            "faster-rcnn has no dense head: its boxes come out of the region proposals and RoI heads".into(),
+        ))
+    }
+
+    fn to_onnx(&self, g: &mut Graph, x: &Value, pp: Option<&PostprocessConfig>) -> Result<OnnxHead, DetectError> {
+        let Some(pp) = pp else {
+            return Err(DetectError::Invalid(
+                "faster-rcnn exports always end with its detections (NMS is part of the two-stage network): add --nms"
+                    .into(),
+            ));
+        };
+        self.detections_onnx(g, x, pp)
     }
 
     fn backbone(&self) -> &dyn Backbone {

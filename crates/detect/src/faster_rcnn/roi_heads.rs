@@ -6,12 +6,17 @@
 
 use tch::{Kind, Reduction, Tensor, nn};
 use tlcv_core::backbones::layers::{Linear, LinearInit};
+use tlcv_core::onnx::graph::DataType;
+use tlcv_core::onnx::{Graph, OnnxError, Value};
 
+use super::onnx::{OnnxProposals, and, clip, decode, squeeze_last, wide_enough};
 use crate::boxes::{BoxCoder, box_iou, clip_boxes};
 use crate::error::DetectError;
+use crate::export::{NmsThresholds, nms_rows};
 use crate::matching::{BELOW_LOW_THRESHOLD, BETWEEN_THRESHOLDS, BalancedPositiveNegativeSampler, Matcher};
 use crate::model_io::{Detections, Target};
 use crate::nms::{NmsParams, batched_nms};
+use crate::postprocess::PostprocessConfig;
 use crate::roi_align::MultiScaleRoiAlign;
 
 /// Box-branch hyper-parameters (torchvision's defaults in [`Default`]).
@@ -149,6 +154,65 @@ impl RoiHeads {
         Ok(out)
     }
 
+    /// [`RoiHeads::detect`] as ONNX nodes: FPN levels (without the pooled one) and the RPN's
+    /// proposals -> detections `[N, K, 6]` and a description of the thresholds; `pp` may only
+    /// tighten the branch's own score threshold and detection count, as in the libtorch path.
+    pub(crate) fn detections_onnx(
+        &self,
+        g: &mut Graph,
+        features: &[Value],
+        props: &OnnxProposals,
+        pp: &PostprocessConfig,
+    ) -> Result<(Value, String), OnnxError> {
+        let image_size = props.image_size;
+        let p = props.boxes.dim(1).ok_or_else(|| OnnxError::Unsupported("proposal count not static".into()))?;
+        let rois = g.reshape(&props.boxes, &[-1, 4]); // [R = N * P, 4]
+        let batch = image_of_rows(g, &props.boxes, p);
+        let x = self.pool.to_onnx(g, features, (&rois, &batch), image_size.0)?; // [R, C, 7, 7]
+        let x = g.flatten(&x, 1);
+        let x = self.fc6.to_onnx(g, &x)?;
+        let x = g.unary("Relu", &x);
+        let x = self.fc7.to_onnx(g, &x)?;
+        let x = g.unary("Relu", &x);
+        let logits = self.cls_score.to_onnx(g, &x)?; // [R, K + 1]
+        let deltas = self.bbox_pred.to_onnx(g, &x)?; // [R, 4(K + 1)]
+        let k1 = self.num_outputs;
+        let k = k1 - 1;
+        let probs = g.softmax(&logits, 1);
+        let deltas = g.reshape(&deltas, &[-1, k1, 4]);
+        let refs = g.unsqueeze(&rois, 1); // [R, 1, 4]
+        let boxes = decode(g, &deltas, &refs, &self.coder)?;
+        let boxes = clip(g, &boxes, image_size)?;
+        let boxes = g.slice(&boxes, 1, 1, k1); // [R, K, 4]: no background
+        let scores = g.slice(&probs, 1, 1, k1); // [R, K]
+        let thr = g.const_float(&[self.cfg.score_thresh as f32], &[])?;
+        let ok = g.binary("Greater", &scores, &thr);
+        let wide = wide_enough(g, &boxes, 1e-2)?;
+        let ok = and(g, &ok, &wide);
+        let valid = g.reshape(&props.valid, &[-1, 1]); // [R, 1]
+        let ok = and(g, &ok, &valid);
+        let zero = g.const_float(&[0.0], &[])?;
+        let scores = g.op("Where", &[&ok, &scores, &zero], &[], scores.dims().to_vec());
+        // Per image: P * K candidate boxes, box `p * K + c` scored in class `c` only.
+        let boxes = g.reshape(&boxes, &[-1, p * k, 4]); // [N, P*K, 4]
+        let scores = g.reshape(&scores, &[-1, 1, p * k]);
+        let class_of = g.const_i64(&(0..p * k).map(|i| i % k).collect::<Vec<_>>(), &[1, 1, p * k]);
+        let classes = g.const_i64(&(0..k).collect::<Vec<_>>(), &[1, k, 1]);
+        let onehot = g.binary("Equal", &class_of, &classes);
+        let onehot = g.cast(&onehot, DataType::Float);
+        let per_class = g.binary("Mul", &onehot, &scores); // [N, K, P*K]
+        let c = &self.cfg;
+        let params = NmsThresholds {
+            iou: c.nms_thresh,
+            score_thr: c.score_thresh.max(pp.conf),
+            max_det: c.detections_per_img.min(pp.max_det) as i64,
+            cand_per_class: None,
+        };
+        let rows = nms_rows(g, &boxes, &per_class, params)?;
+        let what = format!("conf > {}, iou {}, max_det {}", params.score_thr, params.iou, params.max_det);
+        Ok((rows, what))
+    }
+
     /// Training: `(classifier CE, box smooth-L1 with beta 1/9)` on a balanced sample of the proposals
     /// plus the ground-truth boxes themselves; the box loss is summed over positives (the delta of
     /// the true class) and divided by the number of sampled proposals.
@@ -204,4 +268,17 @@ impl RoiHeads {
         };
         Ok((cls_loss, box_loss))
     }
+}
+
+/// The image of every row of `[N, P, 4]` proposals flattened to `[N * P]`: int64 `0, .., 0, 1, ..`.
+fn image_of_rows(g: &mut Graph, boxes: &Value, p: i64) -> Value {
+    let shape = g.shape_of(boxes);
+    let n = g.slice(&shape, 0, 0, 1);
+    let n = squeeze_last(g, &n); // scalar
+    let (zero, one) = (g.const_i64(&[0], &[]), g.const_i64(&[1], &[]));
+    let images = g.op("Range", &[&zero, &n, &one], &[], vec![boxes.dims()[0]]); // [N]
+    let images = g.unsqueeze(&images, 1);
+    let wide = g.ints(&[1, p]);
+    let images = g.op("Expand", &[&images, &wide], &[], vec![boxes.dims()[0], Some(p)]);
+    g.reshape(&images, &[-1])
 }

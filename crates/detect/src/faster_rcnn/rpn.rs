@@ -5,8 +5,11 @@
 
 use tch::{Kind, Reduction, Tensor, nn};
 use tlcv_core::backbones::layers::Conv;
+use tlcv_core::onnx::graph::{Attr, FloatKind};
+use tlcv_core::onnx::{Graph, OnnxError, Value};
 
 use super::fpn::{conv_bias, normal_init};
+use super::onnx::{OnnxProposals, and, clip, decode, gather_rows, wide_enough};
 use crate::boxes::{BoxCoder, box_iou, clip_boxes};
 use crate::error::DetectError;
 use crate::matching::{BELOW_LOW_THRESHOLD, BETWEEN_THRESHOLDS, BalancedPositiveNegativeSampler, Matcher};
@@ -123,6 +126,102 @@ impl Rpn {
         }
         let anchors = self.anchors.anchors(image_size, &grids)?.to_device(features[0].device());
         Ok(RpnOutput { objectness: Tensor::cat(&obj, 1), deltas: Tensor::cat(&del, 1), anchors, per_level })
+    }
+
+    /// [`Rpn::run`] and [`Rpn::proposals`] at inference as ONNX nodes: FPN maps (fixed sizes) ->
+    /// the best `post_nms_top_n_test` proposals per image (see [`super::onnx`]).
+    pub(crate) fn proposals_onnx(
+        &self,
+        g: &mut Graph,
+        features: &[Value],
+        image_size: (i64, i64),
+    ) -> Result<OnnxProposals, DetectError> {
+        let (mut obj, mut del, mut grids) = (Vec::new(), Vec::new(), Vec::new());
+        for f in features {
+            let (Some(h), Some(w)) = (f.dim(2), f.dim(3)) else {
+                return Err(DetectError::Invalid("rpn export: the feature maps need fixed sizes".into()));
+            };
+            let t = self.conv.to_onnx(g, f)?;
+            let t = g.unary("Relu", &t);
+            let o = self.cls_logits.to_onnx(g, &t)?; // [N, A, H, W]
+            let d = self.bbox_pred.to_onnx(g, &t)?; // [N, 4A, H, W]
+            let a = o.dim(1).unwrap_or(1);
+            let o = g.transpose(&o, &[0, 2, 3, 1]);
+            obj.push(g.reshape(&o, &[0, -1])); // [N, H*W*A]
+            let d = g.reshape(&d, &[0, a, 4, h, w]);
+            let d = g.transpose(&d, &[0, 3, 4, 1, 2]);
+            del.push(g.reshape(&d, &[0, -1, 4])); // [N, H*W*A, 4]
+            grids.push((h, w));
+        }
+        let anchors = self.anchors.anchors(image_size, &grids)?; // [T, 4]
+        let name = g.fresh("rpn.anchors");
+        let anchors = g.tensor_init(&name, &anchors, FloatKind::F32)?;
+        let refs: Vec<&Value> = del.iter().collect();
+        let deltas = g.concat(&refs, 1); // [N, T, 4]
+        // The best `pre_nms_top_n_test` logits of each level.
+        let pre = self.cfg.pre_nms_top_n_test;
+        let (mut idx, mut logits, mut level_of, mut offset) = (Vec::new(), Vec::new(), Vec::new(), 0);
+        for (l, o) in obj.iter().enumerate() {
+            let cnt = o.dim(1).unwrap_or(0);
+            let (v, i) = g.topk(o, pre.min(cnt), 1);
+            let off = g.ints(&[offset]);
+            idx.push(g.binary("Add", &i, &off));
+            logits.push(v);
+            level_of.extend(std::iter::repeat_n(l as i64, pre.min(cnt) as usize));
+            offset += cnt;
+        }
+        let (ir, lr): (Vec<&Value>, Vec<&Value>) = (idx.iter().collect(), logits.iter().collect());
+        let (idx, logits) = (g.concat(&ir, 1), g.concat(&lr, 1)); // [N, K]
+        let k = level_of.len() as i64;
+        let d = gather_rows(g, &deltas, &idx); // [N, K, 4]
+        let a = g.op("Gather", &[&anchors, &idx], &[Attr::Int("axis", 0)], vec![idx.dims()[0], Some(k), Some(4)]);
+        let boxes = decode(g, &d, &a, &self.coder)?;
+        let boxes = clip(g, &boxes, image_size)?; // [N, K, 4]
+        let scores = g.unary("Sigmoid", &logits);
+        let wide = wide_enough(g, &boxes, self.cfg.min_size)?;
+        let thr = g.const_float(&[self.cfg.score_thresh as f32], &[])?;
+        let sure = g.binary("GreaterOrEqual", &scores, &thr);
+        let valid = and(g, &wide, &sure); // [N, K]
+        let minus1 = g.const_float(&[-1.0], &[])?;
+        let scores = g.op("Where", &[&valid, &scores, &minus1], &[], scores.dims().to_vec()); // [N, K]
+        let (boxes, valid) = self.level_nms_onnx(g, &boxes, &scores, &level_of)?;
+        Ok(OnnxProposals { boxes, valid, image_size })
+    }
+
+    /// Per-level NMS of `[N, K, 4]` boxes with `[N, K]` scores (-1: not a candidate), level
+    /// `level_of[k]` for box `k`: one `NonMaxSuppression` with the levels as its classes, then the best
+    /// `post_nms_top_n_test` over all levels: `([N, P, 4] boxes, [N, P] bool valid)` (rows past an
+    /// image's last proposal invalid).
+    fn level_nms_onnx(
+        &self,
+        g: &mut Graph,
+        boxes: &Value,
+        scores: &Value,
+        level_of: &[i64],
+    ) -> Result<(Value, Value), OnnxError> {
+        let k = level_of.len() as i64;
+        let levels = level_of.iter().max().map_or(1, |l| l + 1);
+        let minus1 = g.const_float(&[-1.0], &[])?;
+        let s = g.unsqueeze(scores, 1); // [N, 1, K]
+        let of = g.const_i64(level_of, &[1, 1, k]);
+        let ls = g.const_i64(&(0..levels).collect::<Vec<_>>(), &[1, levels, 1]);
+        let mine = g.binary("Equal", &of, &ls); // [1, L, K]
+        let per_level = g.op("Where", &[&mine, &s, &minus1], &[], vec![scores.dims()[0], Some(levels), Some(k)]);
+        let post = self.cfg.post_nms_top_n_test.max(0);
+        let max_out = g.ints(&[post]);
+        let iou = g.const_f32_always(&[self.cfg.nms_thresh as f32]);
+        let below = g.const_f32_always(&[-0.5]); // invalid rows score -1
+        let sel = g.op("NonMaxSuppression", &[boxes, &per_level, &max_out, &iou, &below], &[], vec![None, Some(3)]);
+        let kept = g.op("GatherND", &[&per_level, &sel], &[], vec![None]);
+        let zeros = g.binary("Sub", &per_level, &per_level);
+        let base = g.binary("Add", &zeros, &minus1);
+        let kept = g.op("ScatterND", &[&base, &sel, &kept], &[], per_level.dims().to_vec()); // [N, L, K]
+        let best = g.reduce("ReduceMax", &kept, &[1], false); // [N, K]: the kept score or -1
+        let (vals, idx) = g.topk(&best, post.min(k), 1); // [N, P]
+        let boxes = gather_rows(g, boxes, &idx); // [N, P, 4]
+        let half = g.const_float(&[-0.5], &[])?;
+        let valid = g.binary("Greater", &vals, &half);
+        Ok((boxes, valid))
     }
 
     /// Proposals per image (`[P_i, 4]` xyxy, best first, and their `[P_i]` objectness probabilities):

@@ -22,7 +22,7 @@ pub const HEAD_PREFIXES: [&str; 2] = ["extras", "head"];
 use crate::boxes::{BoxCoder, box_iou, clip_boxes};
 use crate::config::ModelConfig;
 use crate::error::DetectError;
-use crate::export::{NmsRule, OnnxHead};
+use crate::export::{DenseHead, NmsRule, OnnxHead};
 use crate::family::{BuildContext, DetectorFamily, LossScope, StepLosses, to_detections};
 use crate::matching::{hard_negative_mask, ssd_match};
 use crate::model_io::{Detections, Target, Targets};
@@ -282,7 +282,7 @@ impl DetectorFamily for Ssd {
         tch::no_grad(|| self.decode(xs))
     }
 
-    fn to_onnx(&self, g: &mut Graph, x: &Value) -> Result<OnnxHead, DetectError> {
+    fn to_onnx(&self, g: &mut Graph, x: &Value, _: Option<&PostprocessConfig>) -> Result<OnnxHead, DetectError> {
         let (boxes, probs) = self.network_onnx(g, x)?;
         let k = probs.dim(2).unwrap_or(1);
         let scores = g.slice(&probs, 2, 1, k); // foreground only
@@ -293,7 +293,7 @@ impl DetectorFamily for Ssd {
             iou: c.nms_thresh,
             max_det: c.detections_per_img,
         };
-        Ok(OnnxHead { boxes, scores, nms, strides: None })
+        Ok(OnnxHead::Dense(DenseHead { boxes, scores, nms, strides: None }))
     }
 }
 

@@ -9,7 +9,9 @@
 
 use tch::{Tensor, nn};
 use tlcv_core::backbones::layers::{ConvBn, add_residual};
+use tlcv_core::onnx::{Graph, OnnxError, Value};
 
+use super::block::split_channels;
 use super::conv::{ConvSpec, conv};
 use crate::error::{DetectError, Result};
 
@@ -135,5 +137,62 @@ impl C2psa {
             b = blk.forward(&b, train);
         }
         self.cv2.forward(&Tensor::cat(&[&ab[0], &b], 1), train)
+    }
+}
+
+/// What the emitters return.
+type OnnxResult<T> = std::result::Result<T, OnnxError>;
+
+impl Attention {
+    /// `[B, C, H, W]` -> `[B, C, H, W]` (H and W fixed): the ops of [`Attention::forward`] in order,
+    /// `qkv` reshaped to `[B, nh, 2 kd + hd, H W]` and sliced, `MatMul(Transpose(q * scale), k)`,
+    /// `Softmax` over the keys, `MatMul(v, Transpose(attn))`, plus `pe(v)`, then `proj`.
+    pub fn to_onnx(&self, g: &mut Graph, x: &Value) -> OnnxResult<Value> {
+        let (Some(c), Some(h), Some(w)) = (x.dim(1), x.dim(2), x.dim(3)) else {
+            return Err(OnnxError::Unsupported("C2PSA attention needs a fixed input size (--img-size)".into()));
+        };
+        let b = x.dims()[0];
+        let (nh, kd, hd, n) = (self.heads, self.key_dim, self.head_dim, h * w);
+        let qkv = self.qkv.to_onnx(g, x)?; // [B, nh (2 kd + hd), H, W]
+        let qkv = g.reshape(&qkv, &[0, nh, 2 * kd + hd, n]); // [B, nh, 2 kd + hd, N]
+        let q = g.slice(&qkv, 2, 0, kd);
+        let k = g.slice(&qkv, 2, kd, 2 * kd);
+        let v = g.slice(&qkv, 2, 2 * kd, 2 * kd + hd); // [B, nh, hd, N]
+        let q = g.scalar("Mul", &q, (kd as f64).powf(-0.5) as f32)?;
+        let qt = g.transpose(&q, &[0, 1, 3, 2]); // [B, nh, N, kd]
+        let attn = g.op("MatMul", &[&qt, &k], &[], vec![b, Some(nh), Some(n), Some(n)]);
+        let attn = g.softmax(&attn, 3); // [B, nh, N, N]
+        let attn_t = g.transpose(&attn, &[0, 1, 3, 2]);
+        let y = g.op("MatMul", &[&v, &attn_t], &[], vec![b, Some(nh), Some(hd), Some(n)]);
+        let y = g.reshape(&y, &[0, c, h, w]); // [B, C, H, W]
+        let v = g.reshape(&v, &[0, c, h, w]);
+        let pe = self.pe.to_onnx(g, &v)?;
+        let y = g.binary("Add", &y, &pe);
+        self.proj.to_onnx(g, &y)
+    }
+}
+
+impl PsaBlock {
+    /// `[B, c, H, W]` -> `[B, c, H, W]`: `x + attn(x)`, then `x + ffn(x)`.
+    pub fn to_onnx(&self, g: &mut Graph, x: &Value) -> OnnxResult<Value> {
+        let a = self.attn.to_onnx(g, x)?;
+        let x = g.binary("Add", &a, x);
+        let y = self.ffn[0].to_onnx(g, &x)?;
+        let y = self.ffn[1].to_onnx(g, &y)?;
+        Ok(g.binary("Add", &y, &x))
+    }
+}
+
+impl C2psa {
+    /// `[B, c1, H, W]` -> `[B, c1, H, W]`: `cv1`, its halves `a, b` (two `Slice`s), the blocks on
+    /// `b`, `Concat(a, b)`, `cv2`.
+    pub fn to_onnx(&self, g: &mut Graph, x: &Value) -> OnnxResult<Value> {
+        let y = self.cv1.to_onnx(g, x)?;
+        let [a, mut b] = split_channels(g, &y, self.c, self.c);
+        for blk in &self.m {
+            b = blk.to_onnx(g, &b)?;
+        }
+        let cat = g.concat(&[&a, &b], 1);
+        self.cv2.to_onnx(g, &cat)
     }
 }

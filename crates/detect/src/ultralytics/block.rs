@@ -6,10 +6,12 @@
 //!   list from the last item, `cv2` fuses the concatenation;
 //! - `SPPF` (spatial pyramid pooling, fast): three chained 5x5 max-pools of `cv1(x)`, concatenated.
 //!
-//! Every `forward` takes `train` (batch-norm statistics) and keeps the spatial size.
+//! Every `forward` takes `train` (batch-norm statistics) and keeps the spatial size; every `to_onnx`
+//! writes the eval-mode forward as ONNX nodes (batch norms folded into their convolutions).
 
 use tch::{Tensor, nn};
 use tlcv_core::backbones::layers::{ConvBn, add_residual};
+use tlcv_core::onnx::{Graph, OnnxError, Value};
 
 use super::conv::{ConvSpec, conv};
 use crate::error::Result;
@@ -205,5 +207,75 @@ impl Sppf {
             y.push(pooled);
         }
         self.cv2.forward(&Tensor::cat(&y, 1), train)
+    }
+}
+
+/// What the emitters return.
+type OnnxResult<T> = std::result::Result<T, OnnxError>;
+
+/// `[N, a + b, H, W]` -> `[N, a, H, W]`, `[N, b, H, W]` (`chunk` / `split_with_sizes` on the channels).
+pub(crate) fn split_channels(g: &mut Graph, x: &Value, a: i64, b: i64) -> [Value; 2] {
+    [g.slice(x, 1, 0, a), g.slice(x, 1, a, a + b)]
+}
+
+/// The channels of an NCHW value, which the emitters need to split it.
+pub(crate) fn channels(x: &Value) -> OnnxResult<i64> {
+    x.dim(1).ok_or_else(|| OnnxError::Unsupported(format!("{}: unknown channel count", x.name())))
+}
+
+impl Bottleneck {
+    /// `[N, c1, H, W]` -> `[N, c2, H, W]`: `cv1`, `cv2`, and an `Add` of the input with the shortcut.
+    pub fn to_onnx(&self, g: &mut Graph, x: &Value) -> OnnxResult<Value> {
+        let y = self.cv1.to_onnx(g, x)?;
+        let y = self.cv2.to_onnx(g, &y)?;
+        Ok(if self.add { g.binary("Add", &y, x) } else { y })
+    }
+}
+
+impl C3k {
+    /// `[N, c1, H, W]` -> `[N, c2, H, W]`.
+    pub fn to_onnx(&self, g: &mut Graph, x: &Value) -> OnnxResult<Value> {
+        let mut a = self.cv1.to_onnx(g, x)?;
+        for b in &self.m {
+            a = b.to_onnx(g, &a)?;
+        }
+        let b = self.cv2.to_onnx(g, x)?;
+        let cat = g.concat(&[&a, &b], 1);
+        self.cv3.to_onnx(g, &cat)
+    }
+}
+
+impl C2f {
+    /// `[N, c1, H, W]` -> `[N, c2, H, W]`: `cv1`, its two channel halves (two `Slice`s), the inner
+    /// blocks each on the last item, `Concat`, `cv2`.
+    pub fn to_onnx(&self, g: &mut Graph, x: &Value) -> OnnxResult<Value> {
+        let y = self.cv1.to_onnx(g, x)?; // [N, 2c, H, W]
+        let c = channels(&y)? / 2;
+        let mut ys = split_channels(g, &y, c, c).to_vec();
+        for b in &self.m {
+            let Some(last) = ys.last() else { break };
+            let next = match b {
+                Inner::Bottleneck(b) => b.to_onnx(g, last)?,
+                Inner::C3k(b) => b.to_onnx(g, last)?,
+            };
+            ys.push(next);
+        }
+        let cat = g.concat(&ys.iter().collect::<Vec<_>>(), 1); // [N, (2 + n) c, H, W]
+        self.cv2.to_onnx(g, &cat)
+    }
+}
+
+impl Sppf {
+    /// `[N, c1, H, W]` -> `[N, c2, H, W]`: `cv1`, three chained `MaxPool`s (kernel `k`, stride 1,
+    /// padding `k / 2`), `Concat`, `cv2`.
+    pub fn to_onnx(&self, g: &mut Graph, x: &Value) -> OnnxResult<Value> {
+        let mut ys = vec![self.cv1.to_onnx(g, x)?];
+        for _ in 0..3 {
+            let Some(last) = ys.last() else { break };
+            let pooled = g.pool(last, false, (self.k, 1, self.k / 2));
+            ys.push(pooled);
+        }
+        let cat = g.concat(&ys.iter().collect::<Vec<_>>(), 1); // [N, 4 c, H, W]
+        self.cv2.to_onnx(g, &cat)
     }
 }

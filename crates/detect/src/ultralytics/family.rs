@@ -11,22 +11,27 @@
 //! them all, `fine-tune` trains the last `trainable_layers`, or with `freeze = N` (Ultralytics'
 //! `freeze=N`) all but the first N (`scratch` trains everything); neck and head always train.
 //! Frozen modules keep their batch-norm statistics.
+//!
+//! Export (`detect export`, [`DetectorFamily::to_onnx`]): the whole network and `Detect`'s decoding
+//! as ONNX nodes for a fixed input size (the batch may be dynamic), ending at
+//! [`DetectorFamily::decoded`]'s xyxy boxes and class probabilities; with `--nms` each anchor's best
+//! class goes through ONNX's `NonMaxSuppression`, keeping the boxes [`non_max_suppression`] keeps.
 
 use std::path::{Path, PathBuf};
 
 use tch::{Device, Kind, Tensor, nn};
 use tlcv_core::backbones::Backbone;
 use tlcv_core::checkpoint::{LoadOptions, load_into};
-use tlcv_core::onnx::{Graph, Value};
+use tlcv_core::onnx::{Graph, OnnxError, Value};
 use tlcv_core::weights::WeightsSource;
 
 use super::checkpoint;
-use super::postprocess::{NmsConfig, non_max_suppression};
+use super::postprocess::{MAX_NMS, NmsConfig, non_max_suppression};
 use super::spec::YoloArch;
 use super::{STRIDES, UltralyticsYolo};
 use crate::config::ModelConfig;
 use crate::error::{DetectError, Result};
-use crate::export::OnnxHead;
+use crate::export::{DenseHead, NmsRule, OnnxHead};
 use crate::family::{BuildContext, DetectorFamily, LossScope, StepLosses};
 use crate::model_io::Targets;
 use crate::postprocess::{Detection, PostprocessConfig};
@@ -149,6 +154,10 @@ impl DetectorFamily for YoloFamily {
         model.ultralytics.freeze.map_or(model.trainable_layers, |n| backbone.saturating_sub(n))
     }
 
+    fn network_name(&self) -> Option<String> {
+        Some(self.model.arch.to_string())
+    }
+
     fn load_pretrained(&self, vs: &nn::VarStore, model: &ModelConfig) -> Result<bool> {
         if let Some(file) = weights_file(&model.weights, self.model.arch)? {
             transfer(vs, self.model.arch, &file)?;
@@ -156,21 +165,40 @@ impl DetectorFamily for YoloFamily {
         Ok(true)
     }
 
-    fn decoded(&self, _xs: &Tensor) -> Result<(Tensor, Tensor)> {
-        Err(not_exported(self.model.arch))
+    /// The eval output `[N, 4 + nc, A]` as boxes `[N, A, 4]` (xyxy as [`xywh_to_xyxy`], what
+    /// [`non_max_suppression`] computes) and class probabilities `[N, A, nc]`, in float32.
+    fn decoded(&self, xs: &Tensor) -> Result<(Tensor, Tensor)> {
+        let y = tch::no_grad(|| self.model.forward_eval(xs)).to_kind(Kind::Float).transpose(1, 2); // [N, A, 4 + nc]
+        let nc = y.size()[2] - 4;
+        Ok((xywh_to_xyxy(&y.narrow(2, 0, 4)), y.narrow(2, 4, nc).contiguous()))
     }
 
-    fn to_onnx(&self, _g: &mut Graph, _x: &Value) -> Result<OnnxHead> {
-        Err(not_exported(self.model.arch))
+    /// The network, `Detect`'s decoding and the xyxy conversion of [`DetectorFamily::decoded`] as ONNX
+    /// nodes; NMS (`--nms`) keeps each anchor's best class, as [`non_max_suppression`] does.
+    fn to_onnx(&self, g: &mut Graph, x: &Value, _: Option<&PostprocessConfig>) -> Result<OnnxHead> {
+        let (xywh, scores) = self.model.to_onnx(g, x)?; // [N, A, 4], [N, A, nc]
+        let boxes = xywh_to_xyxy_onnx(g, &xywh)?;
+        let strides = Some(STRIDES.to_vec());
+        Ok(OnnxHead::Dense(DenseHead { boxes, scores, nms: NmsRule::BestClass { max_candidates: MAX_NMS }, strides }))
     }
 }
 
-/// What `detect export` says for these networks (their blocks have no ONNX emitters yet).
-fn not_exported(arch: YoloArch) -> DetectError {
-    DetectError::Invalid(format!(
-        "ONNX export of {arch} is not supported yet: the Ultralytics blocks (C2f, C3k2, C2PSA, DFL head) are not \
-         written as ONNX nodes; export a yolo or ssd run, or export the .pt with Ultralytics"
-    ))
+/// `[.., 4]` centre x, centre y, width, height -> x1, y1, x2, y2, as Ultralytics' `xywh2xyxy`:
+/// `x - w / 2`, `y - h / 2`, `x + w / 2`, `y + h / 2` in the tensor's kind.
+pub fn xywh_to_xyxy(xywh: &Tensor) -> Tensor {
+    let xy = xywh.narrow(-1, 0, 2);
+    let half = xywh.narrow(-1, 2, 2) / 2.0;
+    Tensor::cat(&[&xy - &half, &xy + &half], -1)
+}
+
+/// [`xywh_to_xyxy`] as ONNX nodes: `[N, A, 4]` -> `[N, A, 4]`.
+fn xywh_to_xyxy_onnx(g: &mut Graph, xywh: &Value) -> std::result::Result<Value, OnnxError> {
+    let xy = g.slice(xywh, 2, 0, 2);
+    let wh = g.slice(xywh, 2, 2, 4);
+    let half = g.scalar("Div", &wh, 2.0)?;
+    let x1y1 = g.binary("Sub", &xy, &half);
+    let x2y2 = g.binary("Add", &xy, &half);
+    Ok(g.concat(&[&x1y1, &x2y2], 2))
 }
 
 #[cfg(test)]
@@ -207,5 +235,35 @@ mod tests {
         m.ultralytics.freeze = Some(4);
         assert_eq!(f.trainable_layers(&m), 6, "freeze=4 leaves modules 4-9 training");
         assert!(family("yolov8n", Strategy::FineTune, Some(11)).is_err(), "past the backbone");
+    }
+
+    #[test]
+    fn decoded_is_the_eval_output_in_xyxy() {
+        for arch in ["yolov8n", "yolo11n"] {
+            tch::manual_seed(7);
+            let vs = nn::VarStore::new(Device::Cpu);
+            let arch: YoloArch = arch.parse().unwrap_or_else(|e| unreachable!("{e}"));
+            let model = UltralyticsYolo::new(&vs.root(), arch, 3).unwrap_or_else(|e| unreachable!("{e}"));
+            let f =
+                YoloFamily { model, loss: YoloLoss { cfg: Default::default(), reg_max: super::super::head::REG_MAX } };
+            let xs = Tensor::rand([2, 3, 64, 96], (Kind::Float, Device::Cpu));
+            let eval = tch::no_grad(|| f.model.forward_eval(&xs)); // [N, 4 + nc, A]
+            let (boxes, scores) = f.decoded(&xs).unwrap_or_else(|e| unreachable!("{e}"));
+            let a = (8 * 12) + (4 * 6) + (2 * 3);
+            assert_eq!((boxes.size(), scores.size()), (vec![2, a, 4], vec![2, a, 3]), "{arch}");
+            // xywh2xyxy on every row, in float32 as non_max_suppression computes it.
+            let rows = Vec::<f32>::try_from(eval.transpose(1, 2).contiguous().view([-1])).unwrap_or_default();
+            let want: Vec<f32> = rows
+                .chunks_exact(7)
+                .flat_map(|r| {
+                    let (hw, hh) = (r[2] / 2.0, r[3] / 2.0);
+                    [r[0] - hw, r[1] - hh, r[0] + hw, r[1] + hh]
+                })
+                .collect();
+            let got = Vec::<f32>::try_from(boxes.contiguous().view([-1])).unwrap_or_default();
+            assert_eq!(got, want, "{arch}: boxes");
+            let probs = eval.narrow(1, 4, 3).transpose(1, 2);
+            assert!(scores.equal(&probs), "{arch}: scores");
+        }
     }
 }

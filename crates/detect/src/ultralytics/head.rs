@@ -11,8 +11,9 @@
 //! In eval mode the output is `[N, 4 + nc, A]`: `dist2bbox` around the cell centres (offset 0.5) as
 //! centre-x, centre-y, width, height in input pixels, then the class sigmoids.
 
-use tch::{Kind, Tensor, nn};
+use tch::{Device, Kind, Tensor, nn};
 use tlcv_core::backbones::layers::{Conv, ConvBn, ConvInit, ConvOpts};
+use tlcv_core::onnx::{Graph, OnnxError, Value};
 
 use super::conv::{ConvSpec, conv};
 use super::spec::Version;
@@ -38,6 +39,19 @@ impl Branch {
             y = c.forward(&y, train);
         }
         self.out.forward(&y)
+    }
+
+    /// `[N, c_in, H, W]` -> `[N, H * W, c_out]`: the branch's nodes, then cells first (as
+    /// `forward(..).flatten(2, 3).transpose(1, 2)`).
+    fn to_onnx(&self, g: &mut Graph, x: &Value) -> std::result::Result<Value, OnnxError> {
+        let mut y = x.clone();
+        for c in &self.convs {
+            y = c.to_onnx(g, &y)?;
+        }
+        let y = self.out.to_onnx(g, &y)?; // [N, c_out, H, W]
+        let c = y.dim(1).unwrap_or(-1);
+        let flat = g.reshape(&y, &[0, c, -1]); // [N, c_out, H * W]
+        Ok(g.transpose(&flat, &[0, 2, 1]))
     }
 }
 
@@ -127,6 +141,52 @@ impl Detect {
         let x2y2 = &grid + ltrb.slice(-1, 2, 4, 1);
         let xywh = Tensor::cat(&[(&x1y1 + &x2y2) / 2.0, &x2y2 - &x1y1], -1) * &anchors.strides; // [N, A, 4]
         Tensor::cat(&[xywh, out.cls.sigmoid()], -1).transpose(1, 2) // [N, 4 + nc, A]
+    }
+
+    /// [`Detect::forward_raw`] and [`Detect::decode`] in eval mode as ONNX nodes, without the final
+    /// transpose: `[P3, P4, P5]` (`[N, ch_i, H_i, W_i]`, fixed sizes) -> boxes `[N, A, 4]` as
+    /// centre x, centre y, width, height in input pixels and class probabilities `[N, A, nc]`. The
+    /// DFL is a `Softmax` over the bins and a `MatMul` with the `dfl.conv` weights (`0..reg_max`);
+    /// the anchor points and strides are constants of the export's input size.
+    pub fn to_onnx(&self, g: &mut Graph, feats: &[Value]) -> std::result::Result<(Value, Value), OnnxError> {
+        if feats.len() != self.levels() {
+            return Err(OnnxError::Unsupported(format!("Detect: {} maps for {} levels", feats.len(), self.levels())));
+        }
+        let (mut cls, mut dist, mut shapes) = (Vec::new(), Vec::new(), Vec::new());
+        for ((f, b), k) in feats.iter().zip(&self.cv2).zip(&self.cv3) {
+            let (Some(h), Some(w)) = (f.dim(2), f.dim(3)) else {
+                return Err(OnnxError::Unsupported("the Detect head needs a fixed input size (--img-size)".into()));
+            };
+            shapes.push((h, w));
+            dist.push(b.to_onnx(g, f)?); // [N, H*W, 4 * reg_max]
+            cls.push(k.to_onnx(g, f)?); // [N, H*W, nc]
+        }
+        let cls = g.concat(&cls.iter().collect::<Vec<_>>(), 1); // [N, A, nc]
+        let dist = g.concat(&dist.iter().collect::<Vec<_>>(), 1); // [N, A, 4 * reg_max]
+        let a: i64 = shapes.iter().map(|(h, w)| h * w).sum();
+        // DFL: the expected bin of each edge's distribution, [N, A, 4, R] -> [N, A, 4].
+        let d = g.reshape(&dist, &[0, a, 4, REG_MAX]);
+        let p = g.softmax(&d, 3);
+        let bins = Vec::<f32>::try_from(self.dfl.to_device(Device::Cpu).to_kind(Kind::Float).reshape([-1]))?;
+        let bins = g.const_float(&bins, &[REG_MAX, 1])?;
+        let e = g.op("MatMul", &[&p, &bins], &[], vec![dist.dims()[0], Some(a), Some(4), Some(1)]);
+        let ltrb = g.reshape(&e, &[0, a, 4]);
+        // dist2bbox(xywh=True) around the cell centres, then times the strides, as `decode`.
+        let anchors = anchor_points(&shapes, &self.strides, 0.5, Device::Cpu);
+        let grid = Vec::<f32>::try_from(anchors.grid().reshape([-1]))?;
+        let grid = g.const_float(&grid, &[a, 2])?;
+        let strides = Vec::<f32>::try_from(anchors.strides.reshape([-1]))?;
+        let strides = g.const_float(&strides, &[a, 1])?;
+        let lt = g.slice(&ltrb, 2, 0, 2);
+        let rb = g.slice(&ltrb, 2, 2, 4);
+        let x1y1 = g.binary("Sub", &grid, &lt);
+        let x2y2 = g.binary("Add", &grid, &rb);
+        let sum = g.binary("Add", &x1y1, &x2y2);
+        let centre = g.scalar("Div", &sum, 2.0)?;
+        let wh = g.binary("Sub", &x2y2, &x1y1);
+        let xywh = g.concat(&[&centre, &wh], 2);
+        let xywh = g.binary("Mul", &xywh, &strides); // [N, A, 4]
+        Ok((xywh, g.unary("Sigmoid", &cls)))
     }
 
     /// Every convolution + batch norm (for folding).

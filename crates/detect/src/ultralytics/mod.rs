@@ -9,6 +9,8 @@
 //! - [`checkpoint`] reads Ultralytics `.pt` files (whole pickled models, through core's restricted
 //!   unpickler), plain state dicts and safetensors; [`postprocess`] is `non_max_suppression`;
 //!   [`forward`] is the parity tool.
+//! - Every module also writes its eval-mode forward as ONNX nodes (`to_onnx`, batch norms folded),
+//!   for `detect export` ([`UltralyticsYolo::to_onnx`]).
 
 pub mod attention;
 pub mod block;
@@ -23,6 +25,7 @@ pub mod spec;
 use tch::{Tensor, nn};
 use tlcv_core::backbones::layers::ConvBn;
 use tlcv_core::backbones::{Backbone, FeatureInfo, Normalization, Stages};
+use tlcv_core::onnx::ops::{Interp, SizeOf};
 use tlcv_core::onnx::{Graph, OnnxError, Value as OnnxValue};
 
 use self::attention::C2psa;
@@ -245,6 +248,69 @@ impl UltralyticsYolo {
         Ok(())
     }
 
+    /// [`UltralyticsYolo::run_rows`] in eval mode as ONNX nodes: rows `0..=last` on `x`
+    /// (`[N, 3, H, W]`, H and W fixed multiples of 32); every row's output when `keep_all`, else only
+    /// those a later row reads (and always the last).
+    fn rows_onnx(
+        &self,
+        g: &mut Graph,
+        x: &OnnxValue,
+        last: usize,
+        keep_all: bool,
+    ) -> std::result::Result<Vec<Option<OnnxValue>>, OnnxError> {
+        let mut kept: Vec<Option<OnnxValue>> = Vec::with_capacity(last + 1);
+        let mut x = x.clone();
+        for (i, node) in self.nodes.iter().enumerate().take(last + 1) {
+            let y = match &node.layer {
+                Layer::Conv(c) => c.to_onnx(g, &x)?,
+                Layer::C2f(c) => c.to_onnx(g, &x)?,
+                Layer::Sppf(c) => c.to_onnx(g, &x)?,
+                Layer::C2psa(c) => c.to_onnx(g, &x)?,
+                Layer::Upsample => {
+                    // nn.Upsample(scale_factor=2, mode="nearest"): src = floor(dst / 2).
+                    let (Some(h), Some(w)) = (x.dim(2), x.dim(3)) else {
+                        return Err(OnnxError::Unsupported(format!("{}: needs a fixed input size", self.arch)));
+                    };
+                    g.resize(&x, SizeOf::Fixed(2 * h, 2 * w), Interp::NearestFloor)
+                }
+                Layer::Concat => {
+                    let parts = resolve(i, node.from)
+                        .map(|j| match kept.get(j) {
+                            _ if j + 1 == i => Ok(x.clone()),
+                            Some(Some(v)) => Ok(v.clone()),
+                            _ => Err(OnnxError::Unsupported(format!("{}: row {i} reads row {j}", self.arch))),
+                        })
+                        .collect::<std::result::Result<Vec<_>, _>>()?;
+                    g.concat(&parts.iter().collect::<Vec<_>>(), 1)
+                }
+            };
+            kept.push((keep_all || self.saved[i] || i == last).then(|| y.clone()));
+            x = y;
+        }
+        Ok(kept)
+    }
+
+    /// [`UltralyticsYolo::features`] as ONNX nodes: `[N, 3, H, W]` -> the inputs of `Detect`.
+    pub fn detect_inputs_onnx(&self, g: &mut Graph, x: &OnnxValue) -> std::result::Result<Vec<OnnxValue>, OnnxError> {
+        let n = self.nodes.len();
+        let kept = self.rows_onnx(g, x, n - 1, false)?;
+        resolve(n, self.detect_from)
+            .map(|j| {
+                kept.get(j).cloned().flatten().ok_or_else(|| {
+                    OnnxError::Unsupported(format!("{}: Detect reads row {j}, which is not kept", self.arch))
+                })
+            })
+            .collect()
+    }
+
+    /// [`UltralyticsYolo::forward_eval`] as ONNX nodes, before its final transpose: `[N, 3, H, W]`
+    /// (H, W fixed multiples of 32) -> boxes `[N, A, 4]` (centre x, centre y, width, height in input
+    /// pixels) and class probabilities `[N, A, nc]`.
+    pub fn to_onnx(&self, g: &mut Graph, x: &OnnxValue) -> std::result::Result<(OnnxValue, OnnxValue), OnnxError> {
+        let feats = self.detect_inputs_onnx(g, x)?;
+        self.detect.to_onnx(g, &feats)
+    }
+
     /// State-dict prefix of module `i` (`model.{i}`).
     pub fn module_prefix(i: usize) -> String {
         format!("model.{i}")
@@ -287,9 +353,19 @@ impl Backbone for UltralyticsYolo {
         NORMALIZATION
     }
 
-    /// Not written yet: the Ultralytics blocks have no ONNX emitters (see `YoloFamily::to_onnx`).
-    fn features_with_low_onnx(&self, _g: &mut Graph, _x: &OnnxValue) -> std::result::Result<Vec<OnnxValue>, OnnxError> {
-        Err(OnnxError::Unsupported(format!("the {} backbone has no ONNX emitters yet", self.arch)))
+    /// [`Backbone::forward_features_with_low`] as ONNX nodes (eval mode, fixed input size).
+    fn features_with_low_onnx(&self, g: &mut Graph, x: &OnnxValue) -> std::result::Result<Vec<OnnxValue>, OnnxError> {
+        let rows = self.arch.feature_rows();
+        let kept = self.rows_onnx(g, x, rows[2], true)?;
+        [2, rows[0], rows[1], rows[2]]
+            .iter()
+            .map(|&r| {
+                kept.get(r)
+                    .cloned()
+                    .flatten()
+                    .ok_or_else(|| OnnxError::Unsupported(format!("{}: no row {r}", self.arch)))
+            })
+            .collect()
     }
 }
 

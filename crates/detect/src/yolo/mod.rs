@@ -19,7 +19,7 @@ use tlcv_core::onnx::{Graph, Value};
 
 use crate::backbone::float32;
 use crate::error::{DetectError, Result};
-use crate::export::{NmsRule, OnnxHead};
+use crate::export::{DenseHead, NmsRule, OnnxHead};
 use crate::family::{BuildContext, DetectorFamily, LossScope, StepLosses};
 use crate::model_io::Targets;
 use crate::postprocess::{self, Detection, PostprocessConfig};
@@ -126,11 +126,13 @@ impl DetectorFamily for YoloNet {
         }))
     }
 
-    fn to_onnx(&self, g: &mut Graph, x: &Value) -> Result<OnnxHead> {
+    fn to_onnx(&self, g: &mut Graph, x: &Value, pp: Option<&PostprocessConfig>) -> Result<OnnxHead> {
         let feats = self.backbone.net.features_onnx(g, x)?;
         let p = self.neck.to_onnx(g, &feats)?;
         let (boxes, scores) = self.head.to_onnx(g, &p)?;
-        Ok(OnnxHead { boxes, scores, nms: NmsRule::BestClass, strides: Some(self.head.strides.clone()) })
+        let strides = Some(self.head.strides.clone());
+        let max_candidates = pp.copied().unwrap_or_default().max_candidates;
+        Ok(OnnxHead::Dense(DenseHead { boxes, scores, nms: NmsRule::BestClass { max_candidates }, strides }))
     }
 
     fn backbone(&self) -> &dyn Backbone {
