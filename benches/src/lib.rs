@@ -5,12 +5,14 @@
 //! - [`corpus`]: ~200 JPEGs of 500x375 cut from the Debian photos, generated once.
 //! - [`pipeline`]: decode + random-resized-crop 224 + flip + normalise + batch.
 //! - [`models`]: a training step and an inference batch of a backbone in fp32, channels-last or bf16.
+//! - [`flops`]: each network's FLOPs per image and libtorch's matrix-multiply peak on this machine.
 //! - [`synth`]: deterministic synthetic NMS boxes, COCO ground truth and detections, segmentation masks.
 //! - [`yolo`]: a training step and an inference batch of Ultralytics' YOLOv8 / YOLO11.
 //! - [`dist`]: a gradient all-reduce and data-parallel training steps over local c10d ranks.
 
 pub mod corpus;
 pub mod dist;
+pub mod flops;
 pub mod models;
 pub mod onnx;
 pub mod pipeline;

@@ -27,11 +27,22 @@ pub enum Mode {
     /// cast per layer (`tlcv_core::backbones::layers::autocast`), float32 gradients and optimiser state.
     /// Inference casts every variable to bf16 once, as classify's frozen backbone does.
     Bf16,
+    /// [`Mode::Bf16`] with channels-last variables and input.
+    ChannelsLastBf16,
+    /// [`Mode::ChannelsLastBf16`] with batch norms folded into the (bf16) convolutions (inference only).
+    ChannelsLastBf16Folded,
 }
 
 impl Mode {
     /// Every mode, in table order.
-    pub const ALL: [Mode; 4] = [Mode::Fp32, Mode::ChannelsLast, Mode::ChannelsLastFolded, Mode::Bf16];
+    pub const ALL: [Mode; 6] = [
+        Mode::Fp32,
+        Mode::ChannelsLast,
+        Mode::ChannelsLastFolded,
+        Mode::Bf16,
+        Mode::ChannelsLastBf16,
+        Mode::ChannelsLastBf16Folded,
+    ];
 
     /// The name used on the command line and in tables.
     pub fn name(self) -> &'static str {
@@ -40,6 +51,8 @@ impl Mode {
             Mode::ChannelsLast => "cl",
             Mode::ChannelsLastFolded => "cl+fold",
             Mode::Bf16 => "bf16",
+            Mode::ChannelsLastBf16 => "cl+bf16",
+            Mode::ChannelsLastBf16Folded => "cl+bf16+fold",
         }
     }
 
@@ -47,8 +60,29 @@ impl Mode {
     pub fn parse(s: &str) -> Result<Mode> {
         match Mode::ALL.into_iter().find(|m| m.name() == s) {
             Some(m) => Ok(m),
-            None => bail!("unknown mode {s:?} (fp32, cl, cl+fold, bf16)"),
+            None => {
+                let names: Vec<&str> = Mode::ALL.iter().map(|m| m.name()).collect();
+                bail!("unknown mode {s:?} ({})", names.join(", "))
+            }
         }
+    }
+
+    /// Variables and input stored channels-last.
+    pub fn channels_last(self) -> bool {
+        matches!(
+            self,
+            Mode::ChannelsLast | Mode::ChannelsLastFolded | Mode::ChannelsLastBf16 | Mode::ChannelsLastBf16Folded
+        )
+    }
+
+    /// The convolutions run in bf16 (mixed for training, bf16 variables for inference).
+    pub fn bf16(self) -> bool {
+        matches!(self, Mode::Bf16 | Mode::ChannelsLastBf16 | Mode::ChannelsLastBf16Folded)
+    }
+
+    /// Batch norms folded into the convolutions (inference only).
+    pub fn folded(self) -> bool {
+        matches!(self, Mode::ChannelsLastFolded | Mode::ChannelsLastBf16Folded)
     }
 }
 
@@ -77,20 +111,21 @@ impl ModelBench {
         let mut net = backbones::classifier(vs.root(), arch, CLASSES)?;
         let mut xs = Tensor::randn([batch, 3, size, size], (Kind::Float, Device::Cpu));
         let ys = Tensor::randint(CLASSES, [batch], (Kind::Int64, Device::Cpu));
-        match mode {
-            Mode::Fp32 => {}
-            Mode::ChannelsLast | Mode::ChannelsLastFolded => {
-                to_channels_last(&vs);
-                xs = channels_last(&xs);
+        // bf16 first, so that the channels-last copies and the folded weights are made in bf16.
+        if mode.bf16() {
+            if !train {
+                vs.bfloat16();
             }
-            Mode::Bf16 => {
-                if !train {
-                    vs.bfloat16();
-                }
-                xs = xs.to_kind(Kind::BFloat16);
-            }
+            xs = xs.to_kind(Kind::BFloat16);
         }
-        if mode == Mode::ChannelsLastFolded {
+        if mode.channels_last() {
+            to_channels_last(&vs);
+            xs = channels_last(&xs);
+        }
+        if mode.folded() {
+            if train {
+                bail!("folded batch norms are for inference only");
+            }
             fold::fold_classifier(net.as_mut())?;
         }
         let params = trainable_params(&vs);

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use tch::{Device, Kind, Tensor};
-use tlcv_benches::{corpus, median, models, pipeline, proc_status_mb, synth, yolo};
+use tlcv_benches::{corpus, flops, median, models, pipeline, proc_status_mb, synth, yolo};
 
 #[derive(Parser, Debug)]
 #[command(about = "tlcv's side of the PyTorch comparison (run by `cargo xtask bench --compare`)")]
@@ -65,7 +65,7 @@ enum Cmd {
     Model {
         #[arg(long)]
         arch: String,
-        /// fp32, cl, cl+fold or bf16.
+        /// fp32, cl, cl+fold, bf16, cl+bf16 or cl+bf16+fold.
         #[arg(long)]
         mode: String,
         /// train or infer.
@@ -73,6 +73,17 @@ enum Cmd {
         task: String,
         #[command(flatten)]
         images: Images,
+        #[command(flatten)]
+        steps: Steps,
+    },
+    /// libtorch's matrix-multiply throughput (`--n` x `--n`, float32 and bf16): the peak GFLOP/s that the
+    /// model rows' achieved GFLOP/s are a share of.
+    Peak {
+        #[arg(long, default_value_t = 4096)]
+        n: i64,
+        /// Measure float32 only (on a CPU without native bf16, where bf16 is emulated).
+        #[arg(long)]
+        no_bf16: bool,
         #[command(flatten)]
         steps: Steps,
     },
@@ -150,6 +161,7 @@ fn main() -> Result<()> {
         Cmd::Model { arch, mode, task, images, steps } => {
             run_model(&arch, &mode, &task, (images.batch, images.size), (steps.warmup, steps.iters))?
         }
+        Cmd::Peak { n, no_bf16, steps } => run_peak(n, no_bf16, (steps.warmup, steps.iters)),
         Cmd::Yolo { arch, task, mode, batch, size, steps } => {
             run_yolo(&arch, &task, &mode, (batch, size), (steps.warmup, steps.iters))?
         }
@@ -255,9 +267,6 @@ fn run_model(
         "infer" => false,
         other => bail!("--task must be train or infer, got {other}"),
     };
-    if train && mode == models::Mode::ChannelsLastFolded {
-        bail!("folded batch norms are for inference only");
-    }
     let mut m = models::ModelBench::new(arch, batch, size, mode, train)?;
     let mut times = Vec::new();
     let mut check = 0.0;
@@ -272,9 +281,10 @@ fn run_model(
         bail!("non-finite output");
     }
     Ok(format!(
-        "images_per_s={:.2} seconds_per_batch={:.4} check={check:.4}",
+        "images_per_s={:.2} seconds_per_batch={:.4} check={check:.4}{}",
         m.batch() as f64 / median(&times),
-        median(&times)
+        median(&times),
+        flops::result_fields(arch.name(), size, train, mode.bf16())
     ))
 }
 
@@ -285,6 +295,7 @@ fn run_yolo(
     (batch, size): (i64, i64),
     (warmup, iters): (usize, usize),
 ) -> Result<String> {
+    let arch_name = arch.to_string();
     let arch = arch.parse().map_err(anyhow::Error::msg)?;
     let train = match task {
         "train" => true,
@@ -312,10 +323,20 @@ fn run_yolo(
         bail!("non-finite output");
     }
     Ok(format!(
-        "images_per_s={:.2} seconds_per_batch={:.4} check={check:.4}",
+        "images_per_s={:.2} seconds_per_batch={:.4} check={check:.4}{}",
         m.batch() as f64 / median(&times),
-        median(&times)
+        median(&times),
+        flops::result_fields(&arch_name, size, train, bf16)
     ))
+}
+
+/// `compare peak`: `fp32_gflops=...` and, unless `no_bf16`, `bf16_gflops=...`.
+fn run_peak(n: i64, no_bf16: bool, steps: (usize, usize)) -> String {
+    let mut line = format!("n={n} fp32_gflops={:.1}", flops::matmul_gflops(Kind::Float, n, steps));
+    if !no_bf16 {
+        line += &format!(" bf16_gflops={:.1}", flops::matmul_gflops(Kind::BFloat16, n, steps));
+    }
+    line
 }
 
 fn run_coco(gt: &Path, dets: &Path) -> Result<String> {

@@ -14,7 +14,7 @@ use std::process::Command;
 
 mod results;
 
-use results::{KEPT_SECTION, Row, median_run, ratio_range, render};
+use results::{Group, KEPT_SECTION, Peaks, Row, median_run, ratio_range, render};
 
 /// Options of `cargo xtask bench`.
 #[derive(clap::Args, Debug)]
@@ -73,6 +73,9 @@ struct Case {
     threads: usize,
     /// Why the workload is not run on this machine (shown in its row instead of figures).
     skip: Option<&'static str>,
+    /// The workload and mode under which the row competes in "Best against best" (rows of one workload
+    /// in several modes); `None` for the rows outside it.
+    group: Option<Group>,
 }
 
 type Fields = BTreeMap<String, String>;
@@ -161,6 +164,16 @@ fn today() -> String {
         .unwrap_or_else(|| "unknown date".into())
 }
 
+/// The backbone rows' modes: training (`bf16` = mixed precision) and inference (`bf16` = bf16 variables).
+const TRAIN_MODES: [&str; 4] = ["fp32", "cl", "bf16", "cl+bf16"];
+const INFER_MODES: [&str; 6] = ["fp32", "cl", "cl+fold", "bf16", "cl+bf16", "cl+bf16+fold"];
+
+/// The side of the square matrices of `compare peak`.
+const PEAK_N: usize = 4096;
+
+/// Why a bf16 row shows no figures on a CPU without AVX-512 BF16 / AMX (unless `--bf16`).
+const NO_BF16: &str = "not measured on this host (no native bf16)";
+
 /// The workloads, in table order.
 fn cases(p: &Fields, args: &BenchArgs, threads: usize) -> Result<Vec<Case>> {
     let get = |k: &str| p.get(k).cloned().with_context(|| format!("`compare prepare` did not report {k}"));
@@ -179,19 +192,22 @@ fn cases(p: &Fields, args: &BenchArgs, threads: usize) -> Result<Vec<Case>> {
             // spinning in the main process only slow it down.
             threads: 1,
             skip: None,
+            group: None,
         });
     }
-    let mut modes = vec!["fp32", "cl"];
-    if args.bf16 || cpu_has_bf16() {
-        modes.push("bf16");
-    }
-    for arch in ["resnet18", "efficientnet_b0"] {
+    let native = args.bf16 || cpu_has_bf16();
+    // (arch, (warmup, iters) when ResNet-50's slower steps take fewer). PyTorch's EfficientNet-Lite0 is
+    // benches/reference/lite0.py (torchvision has none).
+    let archs: [(&str, (&str, &str)); 4] = [
+        ("resnet18", (warmup, iters)),
+        ("resnet50", if args.quick { ("1", "1") } else { ("1", "3") }),
+        ("efficientnet_b0", (warmup, iters)),
+        ("efficientnet_lite0", (warmup, iters)),
+    ];
+    for (arch, (warmup, iters)) in archs {
         for task in ["train", "infer"] {
-            let mut ms = modes.clone();
-            if task == "infer" {
-                ms.insert(2, "cl+fold");
-            }
-            for mode in ms {
+            let modes: &[&str] = if task == "train" { &TRAIN_MODES } else { &INFER_MODES };
+            for &mode in modes {
                 let a = strings(&[
                     "--arch", arch, "--mode", mode, "--task", task, "--batch", "32", "--size", "224", "--warmup",
                     warmup, "--iters", iters,
@@ -206,7 +222,8 @@ fn cases(p: &Fields, args: &BenchArgs, threads: usize) -> Result<Vec<Case>> {
                     key: "images_per_s",
                     same: &[],
                     threads,
-                    skip: None,
+                    skip: (mode.contains("bf16") && !native).then_some(NO_BF16),
+                    group: Some(Group::new(&format!("{arch} {task}, batch 32"), mode)),
                 });
             }
         }
@@ -223,7 +240,6 @@ fn cases(p: &Fields, args: &BenchArgs, threads: usize) -> Result<Vec<Case>> {
         ]);
         let mut rust = strings(&["yolo"]);
         rust.extend(a.iter().cloned());
-        let native = args.bf16 || cpu_has_bf16();
         out.push(Case {
             name: format!("yolov8n {task} {mode}, 640 px, batch {batch} (images/s)"),
             rust,
@@ -232,7 +248,8 @@ fn cases(p: &Fields, args: &BenchArgs, threads: usize) -> Result<Vec<Case>> {
             key: "images_per_s",
             same: &[],
             threads,
-            skip: (mode.ends_with("bf16") && !native).then_some("not measured on this host (no native bf16)"),
+            skip: (mode.ends_with("bf16") && !native).then_some(NO_BF16),
+            group: (batch == "16").then(|| Group::new(&format!("yolov8n {task}, 640 px, batch {batch}"), mode)),
         });
     }
     // Data-parallel on local ranks of 1 thread each, c10d's Gloo on both sides: the gradient all-reduce
@@ -248,6 +265,7 @@ fn cases(p: &Fields, args: &BenchArgs, threads: usize) -> Result<Vec<Case>> {
         same: &["ranks"],
         threads: 1,
         skip: None,
+        group: None,
     });
     for (ranks, who) in [("1", "1 rank"), ("2", "2 ranks")] {
         let a = strings(&[
@@ -262,6 +280,7 @@ fn cases(p: &Fields, args: &BenchArgs, threads: usize) -> Result<Vec<Case>> {
             same: &["ranks"],
             threads: 1,
             skip: None,
+            group: None,
         });
     }
     out.push(Case {
@@ -273,6 +292,7 @@ fn cases(p: &Fields, args: &BenchArgs, threads: usize) -> Result<Vec<Case>> {
         same: &["stats"],
         threads,
         skip: None,
+        group: None,
     });
     for n in ["1000", "10000"] {
         let boxes = get(&format!("nms_{n}"))?;
@@ -285,6 +305,7 @@ fn cases(p: &Fields, args: &BenchArgs, threads: usize) -> Result<Vec<Case>> {
             same: &["kept", "checksum"],
             threads,
             skip: None,
+            group: None,
         });
     }
     // Exported networks at the embedded data's sizes: libtorch and tract here, ONNX Runtime there.
@@ -317,6 +338,7 @@ fn cases(p: &Fields, args: &BenchArgs, threads: usize) -> Result<Vec<Case>> {
                     same: &[],
                     threads,
                     skip: None,
+                    group: None,
                 });
             }
         }
@@ -366,6 +388,23 @@ fn compare(root: &Path, args: &BenchArgs) -> Result<i32> {
     println!("xtask: preparing the shared inputs in {} ...", data_dir.display());
     let prepared = run_side(&mut rust(threads, &strings(&["prepare", "--dir", &data_dir.to_string_lossy()])))
         .map_err(|e| anyhow::anyhow!("compare prepare: {e}"))?;
+    // The limit the model rows' achieved GFLOP/s are a share of: measured once, before the rows.
+    // The fastest of several products: a peak, so the best one, which a busy minute of a shared machine
+    // spares more often than a median.
+    let (peak_warmup, peak_iters) = if args.quick { ("1", "5") } else { ("2", "10") };
+    let mut peak_args = strings(&["peak", "--n", &PEAK_N.to_string(), "--warmup", peak_warmup, "--iters", peak_iters]);
+    if !(args.bf16 || cpu_has_bf16()) {
+        peak_args.push("--no-bf16".into());
+    }
+    println!("xtask: libtorch matmul peak, {PEAK_N}x{PEAK_N} ...");
+    let peaks = match run_side(&mut rust(threads, &peak_args)) {
+        Ok(f) => Peaks::from_fields(&f),
+        Err(e) => {
+            println!("xtask: compare peak {e}");
+            Peaks::default()
+        }
+    };
+    println!("  {}", peaks.describe(threads));
     let busy_start = busy_cores();
     let rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 3 }).max(1);
     let mut rows = Vec::new();
@@ -408,7 +447,7 @@ fn compare(root: &Path, args: &BenchArgs) -> Result<i32> {
         println!("  {}", row.plain());
         rows.push(row);
     }
-    let mut md = render((&rows, &mismatches, &notes), args, (threads, rounds), (busy_start, busy_cores()));
+    let mut md = render((&rows, &mismatches, &notes), args, (threads, rounds), (busy_start, busy_cores()), &peaks);
     let out = root.join("benches").join("RESULTS.md");
     // Sections measured by hand (e.g. the precision runs) survive a new comparison.
     let old = std::fs::read_to_string(&out).unwrap_or_default();
@@ -429,7 +468,50 @@ mod tests {
     use super::*;
 
     fn case(key: &'static str) -> Case {
-        Case { name: "x".into(), rust: vec![], script: "s.py", py: vec![], key, same: &[], threads: 1, skip: None }
+        Case {
+            name: "x".into(),
+            rust: vec![],
+            script: "s.py",
+            py: vec![],
+            key,
+            same: &[],
+            threads: 1,
+            skip: None,
+            group: None,
+        }
+    }
+
+    #[test]
+    fn the_backbone_matrix_is_complete_and_grouped() {
+        let prepared: Fields =
+            ["corpus", "coco_gt", "coco_dets", "nms_1000", "nms_10000", "onnx_resnet18", "onnx_yolo"]
+                .into_iter()
+                .map(|k| (k.to_string(), format!("/x/{k}")))
+                .collect();
+        let args = BenchArgs { compare: true, quick: false, bf16: true, threads: None, filter: None, rounds: None };
+        let all = cases(&prepared, &args, 2).unwrap();
+        let names: Vec<&str> = all.iter().map(|c| c.name.as_str()).collect();
+        for arch in ["resnet18", "resnet50", "efficientnet_b0", "efficientnet_lite0"] {
+            for mode in TRAIN_MODES {
+                assert!(names.contains(&format!("{arch} train {mode}, batch 32 (images/s)").as_str()), "{arch} {mode}");
+            }
+            for mode in INFER_MODES {
+                assert!(names.contains(&format!("{arch} infer {mode}, batch 32 (images/s)").as_str()), "{arch} {mode}");
+            }
+        }
+        let find = |n: &str| all.iter().find(|c| c.name == n).unwrap();
+        let lite = find("efficientnet_lite0 infer cl+bf16+fold, batch 32 (images/s)");
+        assert_eq!(lite.skip, None, "EfficientNet-Lite0 runs on both sides (benches/reference/lite0.py)");
+        assert_eq!(lite.group, Some(Group::new("efficientnet_lite0 infer, batch 32", "cl+bf16+fold")));
+        let r50 = find("resnet50 train cl+bf16, batch 32 (images/s)");
+        assert_eq!(r50.skip, None);
+        assert!(r50.rust.windows(2).any(|w| w == ["--iters", "3"]), "{:?}", r50.rust);
+        assert_eq!(find("yolov8n infer fp32, 640 px, batch 1 (images/s)").group, None);
+        assert_eq!(
+            find("yolov8n train cl+bf16, 640 px, batch 16 (images/s)").group,
+            Some(Group::new("yolov8n train, 640 px, batch 16", "cl+bf16"))
+        );
+        assert_eq!(find("COCO eval, 5000 images x 100 dets (s)").group, None);
     }
 
     #[test]
