@@ -349,7 +349,8 @@ impl Act {
                 let _ = x.relu_();
                 x
             }
-            Act::Relu6 => xs.clamp(0.0, 6.0),
+            // hardtanh(0, 6), as `nn.ReLU6`: its backward is one fused kernel, where clamp's takes four.
+            Act::Relu6 => xs.relu6(),
             Act::Silu => xs.silu(),
         }
     }
