@@ -29,13 +29,14 @@ use tlcv_core::onnx::parity::{Compare, ParityCheck, normalise, randomise_batch_n
 use tlcv_core::onnx::{self, ExportOptions};
 
 use onnx_common::{
-    Export, RTOL, add_opset_case, add_raw_and_nms, calibrate_batch_norms, check_tract, rows, same_boxes,
+    Export, RTOL, add_opset_case, add_raw_and_nms, calibrate_batch_norms, check_tract, loss_pass, rows, same_boxes,
 };
 
 const NC: usize = 3;
 /// Held by each test while it draws random numbers (see the module docs).
 static SEQUENTIAL: Mutex<()> = Mutex::new(());
 
+/// A scratch `family` detector at `size` px with random batch-norm scales and shifts.
 fn detector(family: Family, backbone: Arch, size: i64) -> Result<Detector> {
     let mut cfg = DetectConfig::default();
     cfg.model.family = family;
@@ -48,6 +49,17 @@ fn detector(family: Family, backbone: Arch, size: i64) -> Result<Detector> {
     cfg.train.channels_last = false;
     let d = Detector::build(&cfg, NC as i64, Device::Cpu)?;
     randomise_batch_norms(&d.vs);
+    if family == Family::Yolo {
+        // Random statistics left 4 of 20 seeds with scores of exactly 1.0 and boxes far outside the
+        // image (NMS then met ties); calibrated (the backbone's momentum 0.1, the head's 0.03), 40 of
+        // 40 seeds kept the same boxes in ONNX Runtime and tract.
+        calibrate_batch_norms(
+            &d,
+            |name| if name.starts_with("backbone") { 0.1 } else { 0.03 },
+            2.0,
+            || loss_pass(&d, size),
+        )?;
+    }
     Ok(d)
 }
 
@@ -108,10 +120,15 @@ fn faster_rcnn(size: i64, from_c2: bool) -> Result<Detector> {
     randomise_batch_norms(&d.vs);
     // The trunk's batch norms stay in eval mode in `loss` (FrozenBatchNorm2d): run the trunk itself.
     let batch = Tensor::rand([8, 3, size, size], (Kind::Float, Device::Cpu));
-    calibrate_batch_norms(&d, 0.1, 2.0, || {
-        d.net.backbone().forward_features(&batch, true);
-        Ok(())
-    })?;
+    calibrate_batch_norms(
+        &d,
+        |_| 0.1,
+        2.0,
+        || {
+            d.net.backbone().forward_features(&batch, true);
+            Ok(())
+        },
+    )?;
     let mut vars: Vec<(String, Tensor)> = d.vs.variables().into_iter().collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     tch::no_grad(|| {

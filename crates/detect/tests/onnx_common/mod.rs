@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail, ensure};
 use detect::export::{DetectModel, Head, OnnxDetector, export};
+use detect::family::LossScope;
 use detect::model::Detector;
+use detect::model_io::Targets;
 use detect::postprocess::{Detection, PostprocessConfig};
 use tch::{Device, Kind, Tensor};
 use tlcv_core::backbones::Arch;
@@ -154,14 +156,14 @@ pub fn same_boxes(got: &[Detection], want: &[Detection], box_tol: f64, nms_iou: 
 }
 
 /// Sets every batch norm's running statistics from one training-mode `pass` (run from zero statistics,
-/// then divided by the layers' `momentum`): the batch's means and `var_factor` times its variances,
+/// then divided by each layer's `momentum(name)`): the batch's means and `var_factor` times its variances,
 /// keeping the random scales and shifts. With the random statistics of `randomise_batch_norms` the
 /// signal fades or grows over a deep network: anchors score exactly alike, or boxes collapse, so that
 /// NMS decides between ties that the last bit of each runtime's arithmetic breaks. With the batch's
 /// own variances the eval-mode network amplifies rounding; twice them lies between.
 pub fn calibrate_batch_norms(
     d: &Detector,
-    momentum: f64,
+    momentum: impl Fn(&str) -> f64,
     var_factor: f64,
     pass: impl FnOnce() -> Result<()>,
 ) -> Result<()> {
@@ -177,10 +179,23 @@ pub fn calibrate_batch_norms(
         pass()?;
         for (name, t) in &stats {
             let factor = if name.ends_with("running_var") { var_factor } else { 1.0 };
-            let _ = t.shallow_clone().g_mul_scalar_(factor / momentum);
+            let _ = t.shallow_clone().g_mul_scalar_(factor / momentum(name));
         }
         Ok(())
     })
+}
+
+/// One training-mode loss of `d` on 8 random `size` px images with one box each: the pass of
+/// [`calibrate_batch_norms`] for families whose batch norms all train.
+pub fn loss_pass(d: &Detector, size: i64) -> Result<()> {
+    let xs = Tensor::rand([8, 3, size, size], (Kind::Float, Device::Cpu));
+    let targets = Targets {
+        boxes: Tensor::from_slice(&[4f32, 4.0, 40.0, 40.0]).view([1, 1, 4]).repeat([8, 1, 1]),
+        labels: Tensor::zeros([8, 1], (Kind::Int64, Device::Cpu)),
+        mask: Tensor::ones([8, 1], (Kind::Bool, Device::Cpu)),
+    };
+    d.loss(&xs, &targets, LossScope::SINGLE)?;
+    Ok(())
 }
 
 /// IoU of two xyxy boxes.
