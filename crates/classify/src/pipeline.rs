@@ -17,7 +17,7 @@ use tlcv_core::{
         self, RunDir, SkipLog, SkippedSummary, TrainedRun,
         report::{RunRecord, fit_facts},
     },
-    train::{self, FitOptions, FitSummary, Parallel, SingleProcess, TaskKind, TrainConfig},
+    train::{self, Convs, FitOptions, FitSummary, Parallel, SingleProcess, TaskKind, TrainConfig},
 };
 
 use crate::{
@@ -112,7 +112,7 @@ pub fn train_with(
 ) -> Result<TrainOutcome> {
     // The run's config.toml records what `train.precision` resolved to.
     let mut cfg = cfg.clone();
-    let (device, plan) = cfg.train.prepare(TaskKind::Classify)?;
+    let (device, plan) = cfg.train.prepare(TaskKind::Classify, Convs::of(cfg.model.backbone))?;
     let cfg = &cfg;
     let (dataset, data_dir) = load_dataset(&cfg.data)?;
     eprintln!(
@@ -359,7 +359,7 @@ pub fn load_run(dir: &Path) -> Result<(TrainedRun<ClassifyConfig>, Model)> {
         model.use_channels_last();
     }
     // Resolved again here: the run may have been trained on another device.
-    model.set_precision(&cfg.train.precision.resolve(device, TaskKind::Classify));
+    model.set_precision(&cfg.train.precision.resolve(device, TaskKind::Classify, Convs::of(cfg.model.backbone)));
     Ok((run, model))
 }
 

@@ -9,7 +9,7 @@ use std::{
 };
 
 use opencv::{core, imgcodecs, imgproc};
-use tlcv_core::train::{Precision, TaskKind};
+use tlcv_core::train::{Convs, Precision, TaskKind};
 use tlcv_testkit::{run, stderr};
 
 fn classify() -> Command {
@@ -129,7 +129,7 @@ fn train_eval_predict_end_to_end() {
     let saved: classify::ClassifyConfig =
         tlcv_core::config::load(Some(&run_dir.join("config.toml")), &[]).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(saved.train.precision, Precision::Auto);
-    let want = Precision::Auto.resolve(tch::Device::Cpu, TaskKind::Classify);
+    let want = Precision::Auto.resolve(tch::Device::Cpu, TaskKind::Classify, Convs::of(saved.model.backbone));
     assert_eq!(saved.train.precision_resolved, Some(want), "config.toml: the resolved precision");
 
     let out = run(classify().args(["eval", "--run"]).arg(&run_dir).args(["--split", "val", "--json"]));

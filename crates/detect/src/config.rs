@@ -2,7 +2,12 @@
 //! `[loss]`, `[train]`, `[eval]`.
 
 use serde::{Deserialize, Serialize};
-use tlcv_core::{backbones::Arch, freeze::Strategy, train::TrainConfig, weights::WeightsSource};
+use tlcv_core::{
+    backbones::Arch,
+    freeze::Strategy,
+    train::{Convs, TrainConfig},
+    weights::WeightsSource,
+};
 
 pub use crate::family::Family;
 
@@ -427,6 +432,15 @@ impl DetectConfig {
         match self.model.family {
             Family::Ultralytics => self.model.ultralytics.arch.to_string(),
             _ => self.model.backbone.to_string(),
+        }
+    }
+
+    /// What the trained network's convolutions are (`train.precision = "auto"` decides by them): those of
+    /// the backbone, or dense for the Ultralytics networks.
+    pub fn convs(&self) -> Convs {
+        match self.model.family {
+            Family::Ultralytics => Convs::Dense,
+            _ => Convs::of(self.model.backbone),
         }
     }
 

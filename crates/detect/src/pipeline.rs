@@ -65,7 +65,7 @@ pub fn report_issues(issues: &Issues) {
 pub fn train(cfg: &DetectConfig, run: &RunDir, resume: bool, parallel: &dyn Parallel) -> Result<TrainOutcome> {
     // The run's config.toml records what `train.precision` resolved to.
     let mut cfg = cfg.clone();
-    let (device, plan) = cfg.train.prepare(TaskKind::Detect)?;
+    let (device, plan) = cfg.train.prepare(TaskKind::Detect, cfg.convs())?;
     let cfg = &cfg;
     let (ds, data_dir) = data::load_config(&cfg.data)?;
     let objects = |v: &[DetImage]| v.iter().map(|i| i.objects.len()).sum::<usize>();
@@ -140,7 +140,7 @@ pub fn load_run(dir: &Path) -> Result<(TrainedRun<DetectConfig>, Detector)> {
     run.load_weights(&model.vs)?;
     // Resolved again here: the run may have been trained on another device.
     let device = run.config.train.device.resolve()?;
-    model.set_precision(&run.config.train.precision.resolve(device, TaskKind::Detect));
+    model.set_precision(&run.config.train.precision.resolve(device, TaskKind::Detect, run.config.convs()));
     Ok((run, model))
 }
 

@@ -10,7 +10,7 @@ use tlcv_core::{
         self, RunDir, SkipLog, SkippedSummary, TrainedRun,
         report::{RunRecord, fit_facts},
     },
-    train::{self, FitOptions, FitSummary, Parallel, TaskKind},
+    train::{self, Convs, FitOptions, FitSummary, Parallel, TaskKind},
 };
 
 use crate::{
@@ -85,7 +85,7 @@ pub fn train(
 ) -> Result<TrainOutcome, SegmentError> {
     // The run's config.toml records what `train.precision` resolved to.
     let mut cfg = cfg.clone();
-    let (device, plan) = cfg.train.prepare(TaskKind::Segment)?;
+    let (device, plan) = cfg.train.prepare(TaskKind::Segment, Convs::of(cfg.model.backbone))?;
     let cfg = &cfg;
     let dataset = load_dataset(&cfg.data)?;
     eprintln!(
@@ -215,7 +215,8 @@ pub fn load_run(dir: &Path) -> Result<(TrainedRun<SegmentConfig>, SegModel), Seg
     let device = cfg.train.device.resolve()?;
     let mut model = SegModel::untrained(&cfg.model, run.classes.len() as i64, device)?;
     // Resolved again here: the run may have been trained on another device.
-    model.inference_kind = cfg.train.precision.resolve(device, TaskKind::Segment).inference_kind();
+    model.inference_kind =
+        cfg.train.precision.resolve(device, TaskKind::Segment, Convs::of(cfg.model.backbone)).inference_kind();
     run.load_weights(&model.vs)?;
     if cfg.train.channels_last {
         tlcv_core::freeze::to_channels_last(&model.vs);

@@ -15,7 +15,7 @@ use tlcv_core::weights::{self, WeightsSource};
 
 use crate::config::{ModelConfig, Precision};
 use crate::{Result, StyleError};
-use tlcv_core::train::TaskKind;
+use tlcv_core::train::{Convs, TaskKind};
 
 /// The supported feature networks.
 #[derive(Debug)]
@@ -108,7 +108,7 @@ impl FeatureNet {
                 "note: model.precision = \"bf16\" but this CPU has no native bf16 (AVX-512 BF16 or AMX): using float32"
             );
         }
-        if cfg.precision.resolve(device, TaskKind::Style).inference == Precision::Bf16 {
+        if cfg.precision.resolve(device, TaskKind::Style, Convs::Dense).inference == Precision::Bf16 {
             net.set_kind(Kind::BFloat16);
         }
         Ok(net)

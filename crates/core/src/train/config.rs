@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     optim::OptimizerKind,
-    precision::{Precision, PrecisionPlan, TaskKind, native_bf16},
+    precision::{Convs, Precision, PrecisionPlan, TaskKind, native_bf16},
     schedule::ScheduleKind,
 };
 use tch::Device;
@@ -108,8 +108,8 @@ impl TrainConfig {
     /// Resolves `precision` for `task` on `device` ([`Precision::resolve`]) and records the result in
     /// `precision_resolved`, for the run's `config.toml`. Prints a note when bf16 was asked for but
     /// cannot pay off here.
-    pub fn resolve_precision(&mut self, device: Device, task: TaskKind) -> PrecisionPlan {
-        let plan = self.precision.resolve(device, task);
+    pub fn resolve_precision(&mut self, device: Device, task: TaskKind, convs: Convs) -> PrecisionPlan {
+        let plan = self.precision.resolve(device, task, convs);
         if self.precision == Precision::Bf16 && !native_bf16(device) {
             eprintln!(
                 "note: precision = \"bf16\" but this CPU has no native bf16 (AVX-512 BF16 or AMX): using float32"
@@ -119,12 +119,12 @@ impl TrainConfig {
         plan
     }
 
-    /// The start of every task's training: sizes the thread pools, resolves the device and
-    /// `precision` (recorded as by [`TrainConfig::resolve_precision`]) and seeds libtorch.
-    pub fn prepare(&mut self, task: TaskKind) -> crate::Result<(Device, PrecisionPlan)> {
+    /// The start of every task's training of a network of `convs`: sizes the thread pools, resolves the
+    /// device and `precision` (recorded as by [`TrainConfig::resolve_precision`]) and seeds libtorch.
+    pub fn prepare(&mut self, task: TaskKind, convs: Convs) -> crate::Result<(Device, PrecisionPlan)> {
         crate::run::configure_threads();
         let device = self.device.resolve()?;
-        let plan = self.resolve_precision(device, task);
+        let plan = self.resolve_precision(device, task, convs);
         tch::manual_seed(self.seed as i64);
         Ok((device, plan))
     }

@@ -23,7 +23,7 @@ pub use config::{BnMode, TrainConfig};
 pub use fit::fit;
 pub use optim::{Optimizer, OptimizerKind, OptimizerParams, Param, trainable_params};
 pub use parallel::{C10dParallel, Parallel, SingleProcess, epoch_shard_order, shard_padded, sorted_variables};
-pub use precision::{Precision, PrecisionPlan, TaskKind};
+pub use precision::{Convs, Precision, PrecisionPlan, TaskKind};
 pub use reporter::{ConsoleReporter, Reporter, SilentReporter, StepProgress, StopFlag};
 pub use schedule::{Schedule, ScheduleKind};
 pub use state::{EpochRecord, TrainerState, proc_status_mb};

@@ -4,12 +4,13 @@
 //! of inference (evaluation, prediction, the feature cache, frozen backbones) and the kind of training.
 //! `auto` (the default) picks bf16 for inference where the device has native bf16 (a GPU, or a CPU with
 //! AVX-512 BF16 or AMX) and mixed bf16 for training where it is also faster ([`fast_mixed_training`]: a
-//! GPU or AMX) in the tasks where seeded runs on the embedded data lost no quality against float32
+//! GPU, or AMX for dense convolutions) in the tasks where seeded runs on the embedded data lost no quality against float32
 //! ([`TaskKind::auto_trains_mixed`], measured in `benches/RESULTS.md`); float32 everywhere else.
 
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind};
 
+use crate::backbones::Arch;
 use crate::device::{cpu_has_amx, cpu_has_bf16};
 
 /// Numeric precision of the forward pass (`train.precision`).
@@ -92,27 +93,51 @@ pub fn native_bf16(device: Device) -> bool {
     device.is_cuda() || cpu_has_bf16()
 }
 
-/// Whether mixed bf16 training is faster than float32 on `device`: a GPU, or a CPU with AMX. With
-/// AVX-512 BF16 alone the weights cast for every call cost more than the faster dot products save: on
-/// such a host detection trained at 61 s per epoch in mixed bf16 against 46 s in float32, segmentation
-/// 1907 s against 1342 s (`benches/RESULTS.md`), so `auto` trains in float32 there.
-pub fn fast_mixed_training(device: Device) -> bool {
-    device.is_cuda() || cpu_has_amx()
+/// What a network's trained convolutions are, for `auto`'s mixed-training decision on a CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Convs {
+    /// Dense convolutions: ResNet, VGG, Ultralytics' YOLO.
+    Dense,
+    /// Depthwise-separable blocks: the EfficientNets.
+    Depthwise,
+}
+
+impl Convs {
+    /// The convolutions of backbone `arch`.
+    pub fn of(arch: Arch) -> Convs {
+        match arch {
+            Arch::EfficientnetB0 | Arch::EfficientnetLite0 | Arch::EfficientnetLite1 | Arch::EfficientnetLite2 => {
+                Convs::Depthwise
+            }
+            _ => Convs::Dense,
+        }
+    }
+}
+
+/// Whether mixed bf16 training of a network made of `convs` is faster than float32 on `device`: a GPU,
+/// or a CPU with AMX for dense convolutions. With AVX-512 BF16 alone the weights cast for every call cost
+/// more than the faster dot products save: on such a host detection trained at 61 s per epoch in mixed
+/// bf16 against 46 s in float32, segmentation 1907 s against 1342 s. On an AMX host, batch 32 at 224 px,
+/// mixed bf16 channels-last against float32 channels-last: ResNet-18 32.8 against 16.6 images/s and
+/// YOLOv8n 7.8 against 4.6, but EfficientNet-B0 9.1 against 19.4 and Lite0 6.2 against 17.7 (oneDNN's
+/// bf16 depthwise backward; PyTorch's autocast is slower there too). `benches/RESULTS.md` has both.
+pub fn fast_mixed_training(device: Device, convs: Convs) -> bool {
+    device.is_cuda() || (cpu_has_amx() && convs == Convs::Dense)
 }
 
 impl Precision {
-    /// The plan for `task` on `device`. `fp32`: float32 throughout. `bf16`: bf16 inference and mixed
-    /// training where bf16 is native, float32 elsewhere. `auto`: bf16 inference where native, mixed
-    /// training only where [`fast_mixed_training`] and [`TaskKind::auto_trains_mixed`]; float32
-    /// otherwise. Never prints.
-    pub fn resolve(self, device: Device, task: TaskKind) -> PrecisionPlan {
+    /// The plan for `task` training a network of `convs` on `device`. `fp32`: float32 throughout.
+    /// `bf16`: bf16 inference and mixed training where bf16 is native, float32 elsewhere. `auto`: bf16
+    /// inference where native, mixed training only where [`fast_mixed_training`] and
+    /// [`TaskKind::auto_trains_mixed`]; float32 otherwise. Never prints.
+    pub fn resolve(self, device: Device, task: TaskKind, convs: Convs) -> PrecisionPlan {
         let native = native_bf16(device);
         let pick = |on: bool| if on { Precision::Bf16 } else { Precision::Fp32 };
         match self {
             Precision::Fp32 => PrecisionPlan::FP32,
             Precision::Bf16 => PrecisionPlan { inference: pick(native), training: pick(native) },
             Precision::Auto => {
-                let mixed = fast_mixed_training(device) && task.auto_trains_mixed();
+                let mixed = fast_mixed_training(device, convs) && task.auto_trains_mixed();
                 PrecisionPlan { inference: pick(native), training: pick(mixed) }
             }
         }
@@ -145,16 +170,20 @@ mod tests {
         let native = cfg!(target_arch = "x86_64") && host_has_bf16();
         let amx = cfg!(target_arch = "x86_64") && host_has_amx();
         let bf = |on: bool| if on { Precision::Bf16 } else { Precision::Fp32 };
-        for task in TASKS {
-            let plan = Precision::Auto.resolve(Device::Cpu, task);
+        for (task, convs) in TASKS.into_iter().flat_map(|t| [(t, Convs::Dense), (t, Convs::Depthwise)]) {
+            let plan = Precision::Auto.resolve(Device::Cpu, task, convs);
             assert_eq!(plan.inference, bf(native), "{task:?}: inference");
-            assert_eq!(plan.training, bf(amx && task.auto_trains_mixed()), "{task:?}: training");
-            assert_eq!(Precision::Fp32.resolve(Device::Cpu, task), PrecisionPlan::FP32);
+            let mixed = amx && task.auto_trains_mixed() && convs == Convs::Dense;
+            assert_eq!(plan.training, bf(mixed), "{task:?} {convs:?}: training");
+            assert_eq!(Precision::Fp32.resolve(Device::Cpu, task, convs), PrecisionPlan::FP32);
             assert_eq!(
-                Precision::Bf16.resolve(Device::Cpu, task),
+                Precision::Bf16.resolve(Device::Cpu, task, convs),
                 PrecisionPlan { inference: bf(native), training: bf(native) }
             );
         }
+        assert_eq!(Convs::of(Arch::EfficientnetLite0), Convs::Depthwise);
+        assert_eq!(Convs::of(Arch::EfficientnetB0), Convs::Depthwise);
+        assert_eq!(Convs::of(Arch::Resnet50), Convs::Dense);
         // Style only infers: its feature network is frozen.
         assert!(!TaskKind::Style.auto_trains_mixed());
     }
@@ -163,11 +192,13 @@ mod tests {
     fn auto_on_cuda_is_bf16_inference_whatever_the_cpu() {
         // Resolving never touches the device, so a CUDA device can be named on a CPU-only machine.
         for task in TASKS {
-            let plan = Precision::Auto.resolve(Device::Cuda(0), task);
-            assert_eq!(plan.inference_kind(), Kind::BFloat16, "{task:?}");
-            let mixed = if task.auto_trains_mixed() { Kind::BFloat16 } else { Kind::Float };
-            assert_eq!(plan.training_kind(), mixed, "{task:?}");
-            assert_eq!(Precision::Bf16.resolve(Device::Cuda(0), task).training_kind(), Kind::BFloat16);
+            for convs in [Convs::Dense, Convs::Depthwise] {
+                let plan = Precision::Auto.resolve(Device::Cuda(0), task, convs);
+                assert_eq!(plan.inference_kind(), Kind::BFloat16, "{task:?}");
+                let mixed = if task.auto_trains_mixed() { Kind::BFloat16 } else { Kind::Float };
+                assert_eq!(plan.training_kind(), mixed, "{task:?}");
+                assert_eq!(Precision::Bf16.resolve(Device::Cuda(0), task, convs).training_kind(), Kind::BFloat16);
+            }
         }
     }
 
