@@ -4,8 +4,9 @@
 //! of inference (evaluation, prediction, the feature cache, frozen backbones) and the kind of training.
 //! `auto` (the default) picks bf16 for inference where the device has native bf16 (a GPU, or a CPU with
 //! AVX-512 BF16 or AMX) and mixed bf16 for training where it is also faster ([`fast_mixed_training`]: a
-//! GPU, or AMX for dense convolutions) in the tasks where seeded runs on the embedded data lost no quality against float32
-//! ([`TaskKind::auto_trains_mixed`], measured in `benches/RESULTS.md`); float32 everywhere else.
+//! GPU, or AMX for dense convolutions) in the tasks where seeded runs on the embedded data lost no
+//! quality against float32 ([`TaskKind::auto_trains_mixed`], measured in `benches/RESULTS.md`); float32
+//! everywhere else.
 
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind};
@@ -117,9 +118,9 @@ impl Convs {
 /// Whether mixed bf16 training of a network made of `convs` is faster than float32 on `device`: a GPU,
 /// or a CPU with AMX for dense convolutions. With AVX-512 BF16 alone the weights cast for every call cost
 /// more than the faster dot products save: on such a host detection trained at 61 s per epoch in mixed
-/// bf16 against 46 s in float32, segmentation 1907 s against 1342 s. On an AMX host, batch 32 at 224 px,
-/// mixed bf16 channels-last against float32 channels-last: ResNet-18 32.8 against 16.6 images/s and
-/// YOLOv8n 7.8 against 4.6, but EfficientNet-B0 9.1 against 19.4 and Lite0 6.2 against 17.7 (oneDNN's
+/// bf16 against 46 s in float32, segmentation 1907 s against 1342 s. On an AMX host, mixed bf16
+/// channels-last against float32 channels-last: ResNet-18 32.8 against 16.6 images/s (batch 32, 224 px)
+/// and YOLOv8n 7.8 against 4.6 (batch 16, 640 px), but EfficientNet-B0 9.1 against 19.4 and Lite0 6.2 against 17.7 (oneDNN's
 /// bf16 depthwise backward; PyTorch's autocast is slower there too). `benches/RESULTS.md` has both.
 pub fn fast_mixed_training(device: Device, convs: Convs) -> bool {
     device.is_cuda() || (cpu_has_amx() && convs == Convs::Dense)
