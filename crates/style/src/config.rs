@@ -218,6 +218,9 @@ pub struct FastConfig {
     /// optimised (Gatys) result of each training photo (0 = perceptual loss only). The teachers are
     /// computed once before training with the `[optim]` settings and cached in `teacher_dir`.
     pub teacher_weight: f64,
+    /// What the transformation network trains in: `fp32`, or `bf16` (mixed precision: bfloat16
+    /// activations, float32 weights and optimiser) where the device has native bf16; `auto` = `fp32`.
+    pub precision: Precision,
     /// Where the teachers are cached (empty = `teachers/` in the run directory).
     pub teacher_dir: String,
     /// Write `previews/step_NNNNNN.png` (the network applied to `data.content` at `data.size`) every this
@@ -245,6 +248,7 @@ impl Default for FastConfig {
             output: FastOutput::Residual,
             style_weight: 100.0,
             teacher_weight: 300.0,
+            precision: Precision::Auto,
             teacher_dir: String::new(),
             preview_every: 250,
             seed: 0,

@@ -11,7 +11,7 @@ use tlcv_core::data::{RgbImage, transforms};
 use tlcv_core::onnx::{self, ExportOptions, Metadata, ModelProto};
 use tlcv_core::progress::{Mode, Progress};
 use tlcv_core::run::RunDir;
-use tlcv_core::train::{Parallel, sorted_variables};
+use tlcv_core::train::{Convs, Parallel, TaskKind, sorted_variables};
 
 use crate::config::{FastOutput, StyleConfig};
 use crate::features::FeatureNet;
@@ -175,6 +175,7 @@ pub fn train(
     parallel.broadcast_tensors(&vars)?;
     let mut opt = nn::Adam::default().build(&vs, fc.lr)?;
     let mut rng = StdRng::seed_from_u64(fc.seed);
+    let kind = fc.precision.resolve(device, TaskKind::Style, Convs::Dense).training_kind();
     let mode = if parallel.is_main() { Mode::Auto } else { Mode::Hidden };
     let bar = Progress::with_mode(Some(fc.steps as u64), "train-fast", mode);
     let (per_rank, world) = (fc.batch.max(1), parallel.world_size());
@@ -189,7 +190,7 @@ pub fn train(
         let (x, teacher) = batch(&photos, mine, size)?;
         let x = x.to_device(device);
         let content = tch::no_grad(|| net.extract(&x))?.0;
-        let y = model.forward(&x); // [B, 3, S, S]
+        let y = model.forward_in(&x, kind); // [B, 3, S, S]
         let (cf, sf) = net.extract(&y)?;
         let t = Targets { content, grams: grams.iter().map(Tensor::shallow_clone).collect() };
         let mut terms = loss::total_loss(&y, &cf, &sf, &t, &w);

@@ -8,8 +8,8 @@
 //! Names: `conv1`, `in1`, `conv2`, `in2`, `conv3`, `in3`, `res.{i}.{conv1,in1,conv2,in2}`,
 //! `up1`, `in4`, `up2`, `in5`, `conv_out` (each conv has `weight` and `bias`, each norm `weight`, `bias`).
 
-use tch::{Tensor, nn};
-use tlcv_core::backbones::layers::Padding;
+use tch::{Kind, Tensor, nn};
+use tlcv_core::backbones::layers::{Padding, autocast};
 use tlcv_core::onnx::ops::{ConvSpec, Interp, SizeOf};
 use tlcv_core::onnx::{Graph, OnnxError, Value};
 
@@ -42,9 +42,15 @@ impl ConvLayer {
     }
 
     /// `[N, cin, H, W]` -> `[N, cout, H/stride, W/stride]` (reflection padding keeps borders clean).
+    /// A bfloat16 input runs the convolution in bfloat16 with the float32 weights cast per call
+    /// (mixed precision, as `torch.autocast`).
     fn forward(&self, x: &Tensor) -> Tensor {
         let p = self.pad;
-        x.reflection_pad2d([p, p, p, p]).apply(&self.conv)
+        let x = x.reflection_pad2d([p, p, p, p]);
+        let w = autocast(&self.conv.ws, &x);
+        let b = self.conv.bs.as_ref().map(|b| autocast(b, &x).unwrap_or_else(|| b.shallow_clone()));
+        let w = w.as_ref().unwrap_or(&self.conv.ws);
+        x.conv2d(w, b.as_ref(), [self.stride, self.stride], [0, 0], [1, 1], 1)
     }
 }
 
@@ -140,10 +146,16 @@ impl TransformNet {
         self.output
     }
 
-    /// `[N, 3, H, W]` in `[0, 1]` -> `[N, 3, H, W]` in `[0, 1]` (any H, W >= 8).
+    /// `[N, 3, H, W]` in `[0, 1]` -> `[N, 3, H, W]` in `[0, 1]` (any H, W >= 8), float32.
     pub fn forward(&self, x: &Tensor) -> Tensor {
+        self.forward_in(x, Kind::Float)
+    }
+
+    /// [`TransformNet::forward`] with the layers computing in `kind` (`BFloat16`: mixed precision, the
+    /// weights stay float32); the input and the output are float32.
+    pub fn forward_in(&self, x: &Tensor, kind: Kind) -> Tensor {
         let (h, w) = (x.size()[2], x.size()[3]);
-        let y = self.in1.forward(&self.conv1.forward(&(x - 0.5))).relu(); // [N, w, H, W]
+        let y = self.in1.forward(&self.conv1.forward(&(x - 0.5).to_kind(kind))).relu(); // [N, w, H, W]
         let y = self.in2.forward(&self.conv2.forward(&y)).relu(); // [N, 2w, H/2, W/2]
         let mut y = self.in3.forward(&self.conv3.forward(&y)).relu(); // [N, 4w, H/4, W/4]
         for r in &self.res {
@@ -153,7 +165,7 @@ impl TransformNet {
         let y = self.in4.forward(&self.up1.forward(&y)).relu(); // [N, 2w, H/2, W/2]
         let y = y.upsample_nearest2d([h, w], None, None); // [N, 2w, H, W]
         let y = self.in5.forward(&self.up2.forward(&y)).relu(); // [N, w, H, W]
-        let out = self.conv_out.forward(&y); // [N, 3, H, W]
+        let out = self.conv_out.forward(&y).to_kind(Kind::Float); // [N, 3, H, W]
         match self.output {
             FastOutput::Sigmoid => out.sigmoid(),
             FastOutput::Residual => (logit(x) + out).sigmoid(),
@@ -245,7 +257,7 @@ impl TransformNet {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use tch::{Device, Kind};
+    use tch::Device;
 
     #[test]
     fn residual_output_starts_as_the_identity_and_sigmoid_does_not() {
@@ -258,5 +270,17 @@ mod tests {
         let sigmoid = TransformNet::new(&(vs.root() / "s"), 8, 2, FastOutput::Sigmoid).unwrap();
         let d = (sigmoid.forward(&x) - &x).abs().mean(Kind::Float).double_value(&[]);
         assert!(d > 0.05, "the sigmoid form should start far from the input, mean difference {d}");
+    }
+
+    #[test]
+    fn mixed_bf16_forward_is_close_to_float32_and_returns_float32() {
+        tch::manual_seed(2);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = TransformNet::new(&vs.root(), 8, 2, FastOutput::Sigmoid).unwrap();
+        let x = Tensor::rand([2, 3, 24, 20], (Kind::Float, Device::Cpu));
+        let mixed = net.forward_in(&x, Kind::BFloat16);
+        assert_eq!(mixed.kind(), Kind::Float);
+        let d = (mixed - net.forward(&x)).abs().max().double_value(&[]);
+        assert!(d < 0.02, "bf16 and float32 outputs differ by {d}");
     }
 }
