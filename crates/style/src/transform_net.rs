@@ -47,10 +47,10 @@ impl ConvLayer {
     fn forward(&self, x: &Tensor) -> Tensor {
         let p = self.pad;
         let x = x.reflection_pad2d([p, p, p, p]);
-        let w = autocast(&self.conv.ws, &x);
-        let b = self.conv.bs.as_ref().map(|b| autocast(b, &x).unwrap_or_else(|| b.shallow_clone()));
-        let w = w.as_ref().unwrap_or(&self.conv.ws);
-        x.conv2d(w, b.as_ref(), [self.stride, self.stride], [0, 0], [1, 1], 1)
+        let (w_cast, b_cast) = (autocast(&self.conv.ws, &x), self.conv.bs.as_ref().and_then(|b| autocast(b, &x)));
+        let w = w_cast.as_ref().unwrap_or(&self.conv.ws);
+        let b = b_cast.as_ref().or(self.conv.bs.as_ref());
+        x.conv2d(w, b, [self.stride, self.stride], [0, 0], [1, 1], 1)
     }
 }
 
