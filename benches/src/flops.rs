@@ -21,17 +21,24 @@ use tch::{Device, Kind, Tensor};
 ///   `tf_efficientnet_lite0` card says 0.4 GMACs, TensorFlow's EfficientNet-Lite README 407M MAdds, which
 ///   also counts element-wise operations), x 2.
 /// - `yolov8n`: 8.7 GFLOPs at 640 (Ultralytics' YOLOv8 model table, "FLOPs (B)"; the fused model).
+/// - `yolo-style`, `unet`: the embedded detector (Lite0, 64-channel neck, 9 classes) at 256 px and U-Net
+///   (Lite0, decoder 128..16, 5 classes) at 128 px of [`crate::tasks`], counted as below on
+///   `benches/reference/tasks.py`'s same networks (2026-12-05); the U-Net's full-resolution decoder
+///   blocks make most of its count.
 ///
 /// Checked on 2026-12-04 with `torch.utils.flop_counter.FlopCounterMode` (which counts 2 FLOPs per
 /// multiply-add) on one image in the reference venv: torchvision ResNet-18 3.628, ResNet-50 8.178,
 /// EfficientNet-B0 0.772, the functional Lite0 forward of `scripts/fixtures/gen_backbones.py` 0.770,
-/// Ultralytics' fused `DetectionModel("yolov8n.yaml")` at 640 px 8.744.
-pub const FORWARD_GFLOP: [(&str, f64, i64); 5] = [
+/// Ultralytics' fused `DetectionModel("yolov8n.yaml")` at 640 px 8.744, `tasks.YoloStyle()` at 256 px 1.657,
+/// `tasks.UNet()` at 128 px 0.941.
+pub const FORWARD_GFLOP: [(&str, f64, i64); 7] = [
     ("resnet18", 3.628, 224),
     ("resnet50", 8.178, 224),
     ("efficientnet_b0", 0.772, 224),
     ("efficientnet_lite0", 0.770, 224),
     ("yolov8n", 8.7, 640),
+    ("yolo-style", 1.657, 256),
+    ("unet", 0.941, 128),
 ];
 
 /// Training step over forward: the backward pass computes the gradients of both the activations and

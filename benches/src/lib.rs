@@ -7,6 +7,7 @@
 //! - [`models`]: a training step and an inference batch of a backbone in fp32, channels-last or bf16.
 //! - [`flops`]: each network's FLOPs per image and libtorch's matrix-multiply peak on this machine.
 //! - [`synth`]: deterministic synthetic NMS boxes, COCO ground truth and detections, segmentation masks.
+//! - [`tasks`]: a training step and an inference batch of the embedded YOLO-style detector and U-Net.
 //! - [`yolo`]: a training step and an inference batch of Ultralytics' YOLOv8 / YOLO11.
 //! - [`dist`]: a gradient all-reduce and data-parallel training steps over local c10d ranks.
 
@@ -17,6 +18,7 @@ pub mod models;
 pub mod onnx;
 pub mod pipeline;
 pub mod synth;
+pub mod tasks;
 pub mod yolo;
 
 /// A `kB` field of `/proc/self/status` in MiB (`VmHWM` = peak resident set size); 0 where unknown.

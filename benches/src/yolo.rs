@@ -25,6 +25,27 @@ pub const CLASSES: i64 = 80;
 pub const BOXES: [[f64; 4]; 4] =
     [[0.25, 0.3, 0.2, 0.3], [0.7, 0.25, 0.3, 0.2], [0.3, 0.75, 0.15, 0.15], [0.7, 0.7, 0.4, 0.4]];
 
+/// [`BOXES`] in every image of a batch of `batch` `size`x`size` images (xyxy pixels, class `j` for the
+/// `j`-th box).
+pub fn four_boxes(batch: i64, size: i64) -> Targets {
+    let s = size as f64;
+    let boxes: Vec<f32> = (0..batch)
+        .flat_map(|_| {
+            BOXES.iter().flat_map(|b| {
+                [(b[0] - b[2] / 2.0) * s, (b[1] - b[3] / 2.0) * s, (b[0] + b[2] / 2.0) * s, (b[1] + b[3] / 2.0) * s]
+            })
+        })
+        .map(|v| v as f32)
+        .collect();
+    let labels: Vec<i64> = (0..batch).flat_map(|_| 0..BOXES.len() as i64).collect();
+    let n = BOXES.len() as i64;
+    Targets {
+        boxes: Tensor::from_slice(&boxes).view([batch, n, 4]),
+        labels: Tensor::from_slice(&labels).view([batch, n]),
+        mask: Tensor::ones([batch, n], (Kind::Bool, Device::Cpu)),
+    }
+}
+
 /// What a [`YoloBench`] runs.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Setup {
@@ -74,22 +95,7 @@ impl YoloBench {
             tlcv_core::freeze::to_channels_last(&vs);
             xs = tlcv_core::freeze::channels_last(&xs);
         }
-        let s = size as f64;
-        let boxes: Vec<f32> = (0..batch)
-            .flat_map(|_| {
-                BOXES.iter().flat_map(|b| {
-                    [(b[0] - b[2] / 2.0) * s, (b[1] - b[3] / 2.0) * s, (b[0] + b[2] / 2.0) * s, (b[1] + b[3] / 2.0) * s]
-                })
-            })
-            .map(|v| v as f32)
-            .collect();
-        let labels: Vec<i64> = (0..batch).flat_map(|_| 0..BOXES.len() as i64).collect();
-        let n = BOXES.len() as i64;
-        let targets = Targets {
-            boxes: Tensor::from_slice(&boxes).view([batch, n, 4]),
-            labels: Tensor::from_slice(&labels).view([batch, n]),
-            mask: Tensor::ones([batch, n], (Kind::Bool, Device::Cpu)),
-        };
+        let targets = four_boxes(batch, size);
         let params = trainable_params(&vs);
         let opt = Optimizer::new(OptimizerParams {
             kind: OptimizerKind::Sgd,

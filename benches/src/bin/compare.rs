@@ -104,6 +104,24 @@ enum Cmd {
         #[command(flatten)]
         steps: Steps,
     },
+    /// Training or inference images/s of the embedded YOLO-style detector or U-Net.
+    Task {
+        #[arg(long, value_enum)]
+        net: tlcv_benches::tasks::Net,
+        /// train or infer.
+        #[arg(long)]
+        task: String,
+        /// fp32, bf16, cl (channels-last) or cl+bf16.
+        #[arg(long, default_value = "fp32")]
+        mode: String,
+        #[arg(long, default_value_t = 16)]
+        batch: i64,
+        /// Input side (0 = the embedded config's).
+        #[arg(long, default_value_t = 0)]
+        size: i64,
+        #[command(flatten)]
+        steps: Steps,
+    },
     /// A gradient all-reduce or data-parallel training steps over `--ranks` local processes, which this
     /// command starts itself (rank 0 prints the result).
     Dist {
@@ -164,6 +182,9 @@ fn main() -> Result<()> {
         Cmd::Peak { n, no_bf16, steps } => run_peak(n, no_bf16, (steps.warmup, steps.iters)),
         Cmd::Yolo { arch, task, mode, batch, size, steps } => {
             run_yolo(&arch, &task, &mode, (batch, size), (steps.warmup, steps.iters))?
+        }
+        Cmd::Task { net, task, mode, batch, size, steps } => {
+            run_task(net, &task, &mode, (batch, size), (steps.warmup, steps.iters))?
         }
         Cmd::Dist { work, ranks, arch, images, steps } => {
             let Images { batch, size } = images;
@@ -297,19 +318,9 @@ fn run_yolo(
 ) -> Result<String> {
     let arch_name = arch.to_string();
     let arch = arch.parse().map_err(anyhow::Error::msg)?;
-    let train = match task {
-        "train" => true,
-        "infer" => false,
-        other => bail!("--task must be train or infer, got {other}"),
-    };
-    let (bf16, channels_last) = match mode {
-        "fp32" => (false, false),
-        "bf16" => (true, false),
-        "cl" => (false, true),
-        "cl+bf16" => (true, true),
-        other => bail!("--mode must be fp32, bf16, cl or cl+bf16, got {other}"),
-    };
-    let mut m = yolo::YoloBench::new(arch, batch, size, yolo::Setup { train, bf16, channels_last })?;
+    let setup = setup_of(task, mode)?;
+    let (train, bf16) = (setup.train, setup.bf16);
+    let mut m = yolo::YoloBench::new(arch, batch, size, setup)?;
     let mut times = Vec::new();
     let mut check = 0.0;
     for i in 0..warmup + iters.max(1) {
@@ -327,6 +338,52 @@ fn run_yolo(
         m.batch() as f64 / median(&times),
         median(&times),
         flops::result_fields(&arch_name, size, train, bf16)
+    ))
+}
+
+/// `--task` (train or infer) and `--mode` (fp32, bf16, cl or cl+bf16) of the YOLO and task rows.
+fn setup_of(task: &str, mode: &str) -> Result<yolo::Setup> {
+    let train = match task {
+        "train" => true,
+        "infer" => false,
+        other => bail!("--task must be train or infer, got {other}"),
+    };
+    let (bf16, channels_last) = match mode {
+        "fp32" => (false, false),
+        "bf16" => (true, false),
+        "cl" => (false, true),
+        "cl+bf16" => (true, true),
+        other => bail!("--mode must be fp32, bf16, cl or cl+bf16, got {other}"),
+    };
+    Ok(yolo::Setup { train, bf16, channels_last })
+}
+
+fn run_task(
+    net: tlcv_benches::tasks::Net,
+    task: &str,
+    mode: &str,
+    (batch, size): (i64, i64),
+    (warmup, iters): (usize, usize),
+) -> Result<String> {
+    let setup = setup_of(task, mode)?;
+    let mut m = tlcv_benches::tasks::TaskBench::new(net, batch, size, setup)?;
+    let mut times = Vec::new();
+    let mut check = 0.0;
+    for i in 0..warmup + iters.max(1) {
+        let t = Instant::now();
+        check = if setup.train { m.train_step()? } else { m.infer()? };
+        if i >= warmup {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    if !check.is_finite() {
+        bail!("non-finite output");
+    }
+    Ok(format!(
+        "images_per_s={:.2} seconds_per_batch={:.4} check={check:.4}{}",
+        m.batch() as f64 / median(&times),
+        median(&times),
+        flops::result_fields(net.name(), m.size(), setup.train, setup.bf16)
     ))
 }
 

@@ -252,6 +252,32 @@ fn cases(p: &Fields, args: &BenchArgs, threads: usize) -> Result<Vec<Case>> {
             group: (batch == "16").then(|| Group::new(&format!("yolov8n {task}, 640 px, batch {batch}"), mode)),
         });
     }
+    // The embedded runs' own networks (Lite0 YOLO-style detector, Lite0 U-Net) at their configs' sizes.
+    // An inference batch takes 50-150 ms: more steps, so that the timed window is not a fraction of a
+    // second of a shared machine, and more warm-up for oneDNN's first calls of each shape.
+    let infer_steps = if args.quick { ("2", "8") } else { ("3", "20") };
+    for (net, size) in [("yolo-style", "256"), ("unet", "128")] {
+        for task in ["train", "infer"] {
+            let (warmup, iters) = if task == "infer" { infer_steps } else { (warmup, iters) };
+            for mode in ["fp32", "cl", "bf16", "cl+bf16"] {
+                let a = strings(&[
+                    "--net", net, "--task", task, "--mode", mode, "--batch", "16", "--size", size, "--warmup", warmup,
+                    "--iters", iters,
+                ]);
+                out.push(Case {
+                    name: format!("{net} {task} {mode}, {size} px, batch 16 (images/s)"),
+                    rust: [strings(&["task"]), a.clone()].concat(),
+                    script: "tasks.py",
+                    py: a,
+                    key: "images_per_s",
+                    same: &[],
+                    threads,
+                    skip: (mode.ends_with("bf16") && !native).then_some(NO_BF16),
+                    group: Some(Group::new(&format!("{net} {task}, {size} px, batch 16"), mode)),
+                });
+            }
+        }
+    }
     // Data-parallel on local ranks of 1 thread each, c10d's Gloo on both sides: the gradient all-reduce
     // alone (the same engine, so no overhead of ours may show) and whole training steps (scaling).
     let (ar_warmup, ar_iters) = if args.quick { ("1", "5") } else { ("3", "20") };
@@ -511,6 +537,15 @@ mod tests {
             find("yolov8n train cl+bf16, 640 px, batch 16 (images/s)").group,
             Some(Group::new("yolov8n train, 640 px, batch 16", "cl+bf16"))
         );
+        for (net, size) in [("yolo-style", 256), ("unet", 128)] {
+            for task in ["train", "infer"] {
+                for mode in ["fp32", "cl", "bf16", "cl+bf16"] {
+                    let c = find(&format!("{net} {task} {mode}, {size} px, batch 16 (images/s)"));
+                    assert_eq!(c.script, "tasks.py");
+                    assert_eq!(c.group, Some(Group::new(&format!("{net} {task}, {size} px, batch 16"), mode)));
+                }
+            }
+        }
         assert_eq!(find("COCO eval, 5000 images x 100 dets (s)").group, None);
     }
 

@@ -1,6 +1,7 @@
 //! The `benches/RESULTS.md` that `cargo xtask bench --compare` writes: one row per workload (median
 //! round, the spread of the per-round ratios, achieved GFLOP/s against the matmul peak, peak memory),
 //! each workload's best mode against PyTorch's best, the machine line and the notes on what is measured.
+//! Past 450 lines because of those notes: they are the table's legend and change with its rows.
 
 use std::fmt::Write as _;
 
@@ -390,6 +391,20 @@ instead of page-faulted in again each step; PyTorch runs with glibc's defaults.
   the YOLO loss (here the crate's TAL + BCE + CIoU + DFL, there `v8DetectionLoss`) against the same four
   boxes per image, backward, SGD (momentum 0.937, Nesterov, weight decay 5e-4). bf16 as for the backbones;
   without native bf16 the rows say so instead of figures.
+- **The embedded task networks** (`benches/src/tasks.rs`, built by `detect` and `segment` themselves from
+  `configs/detect.toml` and `configs/segment.toml`, random weights, nothing frozen; PyTorch:
+  `benches/reference/tasks.py`, the same layers, widths, strides and batch-norm settings written in plain
+  PyTorch on `lite0.py`): the YOLO-style detector (EfficientNet-Lite0 C3-C5, FPN+PAN neck of 64 channels,
+  decoupled head with 16 DFL bins, 9 classes) at 256 px and the U-Net (Lite0 C2-C5 and the image as skips,
+  decoder 128-64-48-32-16, 5 classes) at 128 px, batch 16 of random inputs in 0-1. Training: forward, the
+  task's loss (detector: the crate's TAL + BCE + CIoU + DFL there Ultralytics' `v8DetectionLoss`, both
+  against the four boxes of the YOLOv8n rows; U-Net: cross-entropy + 0.5 soft Dice against four quadrant
+  classes), backward, SGD (momentum 0.937, Nesterov, weight decay 5e-4) over every variable. Inference:
+  eval, no gradients, the detector's decoded boxes and sigmoid scores before NMS, the U-Net's logits; 3
+  warm-up and 20 timed batches. `bf16` is what the tasks run: a bf16 input with float32 variables cast per
+  layer (the detector's neck and head then run in float32 on the backbone's maps, as `detect` trains and
+  predicts), there `torch.autocast` over the whole network. FLOPs from `FlopCounterMode` on the PyTorch
+  networks: 1.657 GFLOP at 256 px and 0.941 at 128 px per image.
 - **GFLOP/s (this, % of peak)**: this project's images/s times the network's GFLOP per image, counted
   once in `benches/src/flops.rs` (convolution and linear multiply-adds x 2, as torchvision's model docs and
   Ultralytics count them: ResNet-18 3.63, ResNet-50 8.18, EfficientNet-B0 0.77, EfficientNet-Lite0 0.77 at
@@ -402,8 +417,9 @@ instead of page-faulted in again each step; PyTorch runs with glibc's defaults.
   Without AMX, libtorch's bf16 matmul (and its bf16 convolutions) run at about half the float32 rate
   (AVX-512 BF16 here: 163 against 313 GFLOP/s on 2 quiet cores), so a bf16 row's share is of that lower
   limit; a peak measured while another process took a core is too low, and shares above 100% say so.
-- **Best against best**: for each backbone and task, and for YOLOv8n's batch-16 inference and training,
-  the fastest mode of each side and its value, whatever mode that is, and the ratio of the two.
+- **Best against best**: for each backbone and task, for YOLOv8n's batch-16 inference and training and for
+  the two task networks, the fastest mode of each side and its value, whatever mode that is, and the ratio
+  of the two.
 - **Data-parallel** (local processes of 1 thread each on 127.0.0.1, c10d's Gloo on both sides): the mean
   all-reduce of random tensors shaped as ResNet-18's parameters (46.8 MB), in 25 MB buckets all in flight
   before the first wait, after a barrier (here `ProcessGroup::all_reduce` through the project's c10d shim;
