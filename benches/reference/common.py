@@ -1,6 +1,8 @@
 """Shared helpers of the PyTorch reference benchmarks: the RESULT line and peak RSS."""
 
+import math
 import statistics
+import time
 
 
 def peak_rss_mb():
@@ -25,3 +27,20 @@ def emit(threads, **values):
 
 def median(xs):
     return statistics.median(xs) if xs else 0.0
+
+
+def emit_rate(threads, step, batch, warmup, iters, sync=lambda: None):
+    """Runs `step()` (which returns a check value) `warmup` times untimed and `iters` times timed, each
+    between two `sync()` calls, and emits images/s, the median seconds per batch and the last check."""
+    times, check = [], 0.0
+    for i in range(warmup + max(1, iters)):
+        sync()
+        t = time.perf_counter()
+        check = step()
+        sync()
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+    if not math.isfinite(check):
+        raise SystemExit("non-finite output")
+    m = median(times)
+    emit(threads, images_per_s=f"{batch / m:.2f}", seconds_per_batch=f"{m:.4f}", check=f"{check:.4f}")

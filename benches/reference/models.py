@@ -19,13 +19,11 @@ usage: models.py --arch resnet18|resnet50|efficientnet_b0|efficientnet_lite0
 
 import argparse
 import contextlib
-import math
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import emit, median  # noqa: E402
+from common import emit_rate  # noqa: E402
 from lite0 import efficientnet_lite0  # noqa: E402
 
 import torch  # noqa: E402
@@ -80,11 +78,7 @@ def main():
     autocast = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if use_autocast else contextlib.nullcontext
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     model.train(train)
-    times = []
-    check = 0.0
-    for i in range(a.warmup + max(1, a.iters)):
-        sync()
-        t = time.perf_counter()
+    def step():
         if train:
             opt.zero_grad(set_to_none=False)
             with autocast():
@@ -92,18 +86,11 @@ def main():
             loss = torch.nn.functional.cross_entropy(logits.float(), ys)
             loss.backward()
             opt.step()
-            check = loss.item()
-        else:
-            with torch.no_grad(), autocast():
-                check = model(xs).float().abs().mean().item()
-        sync()
-        if i >= a.warmup:
-            times.append(time.perf_counter() - t)
-    if not math.isfinite(check):
-        raise SystemExit("non-finite output")
-    m = median(times)
-    emit(torch.get_num_threads(), images_per_s=f"{a.batch / m:.2f}", seconds_per_batch=f"{m:.4f}",
-         check=f"{check:.4f}")
+            return loss.item()
+        with torch.no_grad(), autocast():
+            return model(xs).float().abs().mean().item()
+
+    emit_rate(torch.get_num_threads(), step, a.batch, a.warmup, a.iters, sync)
 
 
 if __name__ == "__main__":

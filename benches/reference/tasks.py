@@ -18,14 +18,12 @@ usage: tasks.py --net yolo-style|unet --task train|infer [--mode fp32|bf16|cl|cl
 
 import argparse
 import contextlib
-import math
 import os
 import sys
-import time
 import types
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import emit, median  # noqa: E402
+from common import emit_rate  # noqa: E402
 from lite0 import EfficientNetLite0  # noqa: E402
 
 import torch  # noqa: E402
@@ -239,10 +237,7 @@ def main():
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.937, nesterov=True, weight_decay=5e-4)
     model.train(train)
     autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if a.mode.endswith("bf16") else contextlib.nullcontext
-    times = []
-    check = 0.0
-    for i in range(a.warmup + max(1, a.iters)):
-        t = time.perf_counter()
+    def step():
         if train:
             opt.zero_grad(set_to_none=False)
             with autocast():
@@ -250,18 +245,12 @@ def main():
             loss = loss_fn(out, batch) if detect else seg_loss(out, target)
             loss.backward()
             opt.step()
-            check = loss.item()
-        else:
-            with torch.no_grad(), autocast():
-                out = model(xs)
-                check = (yolo_decode(out)[1] if detect else out.float()).abs().mean().item()
-        if i >= a.warmup:
-            times.append(time.perf_counter() - t)
-    if not math.isfinite(check):
-        raise SystemExit("non-finite output")
-    m = median(times)
-    emit(torch.get_num_threads(), images_per_s=f"{a.batch / m:.2f}", seconds_per_batch=f"{m:.4f}",
-         check=f"{check:.4f}")
+            return loss.item()
+        with torch.no_grad(), autocast():
+            out = model(xs)
+            return (yolo_decode(out)[1] if detect else out.float()).abs().mean().item()
+
+    emit_rate(torch.get_num_threads(), step, a.batch, a.warmup, a.iters)
 
 
 if __name__ == "__main__":

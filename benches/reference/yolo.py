@@ -11,13 +11,11 @@ usage: yolo.py --arch yolov8n --task train|infer [--mode fp32|bf16|cl|cl+bf16] [
 
 import argparse
 import contextlib
-import math
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import emit, median  # noqa: E402
+from common import emit_rate  # noqa: E402
 
 import torch  # noqa: E402
 from ultralytics.cfg import get_cfg  # noqa: E402
@@ -63,10 +61,7 @@ def main():
     model.train(train)
     bf16 = a.mode.endswith("bf16")
     autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
-    times = []
-    check = 0.0
-    for i in range(a.warmup + max(1, a.iters)):
-        t = time.perf_counter()
+    def step():
         if train:
             opt.zero_grad(set_to_none=False)
             with autocast():
@@ -74,17 +69,11 @@ def main():
             loss, _ = model.loss(batch, preds)
             loss.sum().backward()
             opt.step()
-            check = loss.sum().item()
-        else:
-            with torch.no_grad(), autocast():
-                check = model(xs)[0].float().abs().mean().item()
-        if i >= a.warmup:
-            times.append(time.perf_counter() - t)
-    if not math.isfinite(check):
-        raise SystemExit("non-finite output")
-    m = median(times)
-    emit(torch.get_num_threads(), images_per_s=f"{a.batch / m:.2f}", seconds_per_batch=f"{m:.4f}",
-         check=f"{check:.4f}")
+            return loss.sum().item()
+        with torch.no_grad(), autocast():
+            return model(xs)[0].float().abs().mean().item()
+
+    emit_rate(torch.get_num_threads(), step, a.batch, a.warmup, a.iters)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@
 use anyhow::{Context, Result};
 use tch::{Device, Kind, Tensor};
 use tlcv_core::freeze::{channels_last, to_channels_last};
-use tlcv_core::train::{Optimizer, OptimizerKind, OptimizerParams, Param, trainable_params};
+use tlcv_core::train::{Optimizer, Param, trainable_params};
 
 use detect::config::DetectConfig;
 use detect::family::LossScope;
@@ -22,7 +22,7 @@ use segment::config::SegmentConfig;
 use segment::loss::SegLoss;
 use segment::model::SegModel;
 
-use crate::yolo::{Setup, four_boxes};
+use crate::yolo::{Setup, four_boxes, ultralytics_sgd};
 
 /// Classes of the embedded detection set (six shapes, three digits).
 pub const DETECT_CLASSES: i64 = 9;
@@ -130,14 +130,7 @@ impl TaskBench {
             Model::Segment(m, _, _) => &m.vs,
         };
         let params = trainable_params(vs);
-        let opt = Optimizer::new(OptimizerParams {
-            kind: OptimizerKind::Sgd,
-            weight_decay: 5e-4,
-            momentum: 0.937,
-            beta2: 0.999,
-            eps: 1e-8,
-            nesterov: true,
-        });
+        let opt = ultralytics_sgd();
         Ok(Self { model, xs, params, opt })
     }
 

@@ -46,6 +46,18 @@ pub fn four_boxes(batch: i64, size: i64) -> Targets {
     }
 }
 
+/// SGD as Ultralytics trains: momentum 0.937, Nesterov, weight decay 5e-4.
+pub fn ultralytics_sgd() -> Optimizer {
+    Optimizer::new(OptimizerParams {
+        kind: OptimizerKind::Sgd,
+        weight_decay: 5e-4,
+        momentum: 0.937,
+        beta2: 0.999,
+        eps: 1e-8,
+        nesterov: true,
+    })
+}
+
 /// What a [`YoloBench`] runs.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Setup {
@@ -97,14 +109,7 @@ impl YoloBench {
         }
         let targets = four_boxes(batch, size);
         let params = trainable_params(&vs);
-        let opt = Optimizer::new(OptimizerParams {
-            kind: OptimizerKind::Sgd,
-            weight_decay: 5e-4,
-            momentum: 0.937,
-            beta2: 0.999,
-            eps: 1e-8,
-            nesterov: true,
-        });
+        let opt = ultralytics_sgd();
         let loss = YoloLoss { cfg: LossConfig::default(), reg_max: REG_MAX };
         Ok(Self { _vs: vs, model, loss, xs, targets, params, opt })
     }

@@ -274,13 +274,7 @@ fn run_pipeline(dir: &Path, workers: usize, batch: usize, epochs: usize) -> Resu
 }
 
 /// One model row: `(batch, size)` images per step, `(warmup, iters)` steps.
-fn run_model(
-    arch: &str,
-    mode: &str,
-    task: &str,
-    (batch, size): (i64, i64),
-    (warmup, iters): (usize, usize),
-) -> Result<String> {
+fn run_model(arch: &str, mode: &str, task: &str, (batch, size): (i64, i64), steps: (usize, usize)) -> Result<String> {
     let arch: tlcv_core::backbones::Arch = arch.parse()?;
     let mode = models::Mode::parse(mode)?;
     let train = match task {
@@ -289,43 +283,37 @@ fn run_model(
         other => bail!("--task must be train or infer, got {other}"),
     };
     let mut m = models::ModelBench::new(arch, batch, size, mode, train)?;
-    let mut times = Vec::new();
-    let mut check = 0.0;
-    for i in 0..warmup + iters.max(1) {
-        let t = Instant::now();
-        check = if train { m.train_step() } else { m.infer().abs().mean(Kind::Float).double_value(&[]) };
-        if i >= warmup {
-            times.push(t.elapsed().as_secs_f64());
-        }
-    }
-    if !check.is_finite() {
-        bail!("non-finite output");
-    }
-    Ok(format!(
-        "images_per_s={:.2} seconds_per_batch={:.4} check={check:.4}{}",
-        m.batch() as f64 / median(&times),
-        median(&times),
-        flops::result_fields(arch.name(), size, train, mode.bf16())
-    ))
+    let step = |m: &mut models::ModelBench| {
+        Ok(if train { m.train_step() } else { m.infer().abs().mean(Kind::Float).double_value(&[]) })
+    };
+    let (seconds, check) = time_steps(&mut m, step, steps)?;
+    Ok(rate_line(batch, seconds, check, &flops::result_fields(arch.name(), size, train, mode.bf16())))
 }
 
-fn run_yolo(
-    arch: &str,
-    task: &str,
-    mode: &str,
-    (batch, size): (i64, i64),
-    (warmup, iters): (usize, usize),
-) -> Result<String> {
+fn run_yolo(arch: &str, task: &str, mode: &str, (batch, size): (i64, i64), steps: (usize, usize)) -> Result<String> {
     let arch_name = arch.to_string();
     let arch = arch.parse().map_err(anyhow::Error::msg)?;
     let setup = setup_of(task, mode)?;
-    let (train, bf16) = (setup.train, setup.bf16);
     let mut m = yolo::YoloBench::new(arch, batch, size, setup)?;
+    let step = |m: &mut yolo::YoloBench| {
+        if setup.train { m.train_step() } else { Ok(m.infer().abs().mean(Kind::Float).double_value(&[])) }
+    };
+    let (seconds, check) = time_steps(&mut m, step, steps)?;
+    Ok(rate_line(batch, seconds, check, &flops::result_fields(&arch_name, size, setup.train, setup.bf16)))
+}
+
+/// Runs `step` `warmup` times untimed, then `iters` times timed: the median seconds and the last
+/// step's check value (an error when it is not finite).
+fn time_steps<M>(
+    m: &mut M,
+    mut step: impl FnMut(&mut M) -> Result<f64>,
+    (warmup, iters): (usize, usize),
+) -> Result<(f64, f64)> {
     let mut times = Vec::new();
     let mut check = 0.0;
     for i in 0..warmup + iters.max(1) {
         let t = Instant::now();
-        check = if train { m.train_step()? } else { m.infer().abs().mean(Kind::Float).double_value(&[]) };
+        check = step(m)?;
         if i >= warmup {
             times.push(t.elapsed().as_secs_f64());
         }
@@ -333,12 +321,12 @@ fn run_yolo(
     if !check.is_finite() {
         bail!("non-finite output");
     }
-    Ok(format!(
-        "images_per_s={:.2} seconds_per_batch={:.4} check={check:.4}{}",
-        m.batch() as f64 / median(&times),
-        median(&times),
-        flops::result_fields(&arch_name, size, train, bf16)
-    ))
+    Ok((median(&times), check))
+}
+
+/// The `RESULT` fields of a batch rate: images/s, seconds per batch, the check value, then `extra`.
+fn rate_line(batch: i64, seconds: f64, check: f64, extra: &str) -> String {
+    format!("images_per_s={:.2} seconds_per_batch={seconds:.4} check={check:.4}{extra}", batch as f64 / seconds)
 }
 
 /// `--task` (train or infer) and `--mode` (fp32, bf16, cl or cl+bf16) of the YOLO and task rows.
@@ -363,28 +351,13 @@ fn run_task(
     task: &str,
     mode: &str,
     (batch, size): (i64, i64),
-    (warmup, iters): (usize, usize),
+    steps: (usize, usize),
 ) -> Result<String> {
     let setup = setup_of(task, mode)?;
     let mut m = tlcv_benches::tasks::TaskBench::new(net, batch, size, setup)?;
-    let mut times = Vec::new();
-    let mut check = 0.0;
-    for i in 0..warmup + iters.max(1) {
-        let t = Instant::now();
-        check = if setup.train { m.train_step()? } else { m.infer()? };
-        if i >= warmup {
-            times.push(t.elapsed().as_secs_f64());
-        }
-    }
-    if !check.is_finite() {
-        bail!("non-finite output");
-    }
-    Ok(format!(
-        "images_per_s={:.2} seconds_per_batch={:.4} check={check:.4}{}",
-        m.batch() as f64 / median(&times),
-        median(&times),
-        flops::result_fields(net.name(), m.size(), setup.train, setup.bf16)
-    ))
+    let step = |m: &mut tlcv_benches::tasks::TaskBench| if setup.train { m.train_step() } else { m.infer() };
+    let (seconds, check) = time_steps(&mut m, step, steps)?;
+    Ok(rate_line(batch, seconds, check, &flops::result_fields(net.name(), m.size(), setup.train, setup.bf16)))
 }
 
 /// `compare peak`: `fp32_gflops=...` and, unless `no_bf16`, `bf16_gflops=...`.
