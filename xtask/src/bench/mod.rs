@@ -14,7 +14,7 @@ use std::process::Command;
 
 mod results;
 
-use results::{Group, KEPT_SECTION, Peaks, Row, median_run, ratio_range, render};
+use results::{Group, KEPT_SECTION, Load, Peaks, Row, median_run, ratio_range, render};
 
 /// Options of `cargo xtask bench`.
 #[derive(clap::Args, Debug)]
@@ -154,6 +154,21 @@ fn busy_cores() -> f64 {
     (mean - 1.0).max(0.0)
 }
 
+/// `(steal, total)` jiffies of all CPUs from `/proc/stat` (the total without the guest columns, which
+/// `user` already holds).
+fn cpu_jiffies() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<u64> = line.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    Some((*v.get(7)?, v.iter().take(8).sum()))
+}
+
+/// The share of CPU time stolen between two [`cpu_jiffies`] samples.
+fn steal_share(from: Option<(u64, u64)>, to: Option<(u64, u64)>) -> Option<f64> {
+    let ((s0, t0), (s1, t1)) = (from?, to?);
+    (t1 > t0).then(|| s1.saturating_sub(s0) as f64 / (t1 - t0) as f64)
+}
+
 fn today() -> String {
     Command::new("date")
         .args(["-u", "+%Y-%m-%d %H:%M UTC"])
@@ -196,6 +211,10 @@ fn cases(p: &Fields, args: &BenchArgs, threads: usize) -> Result<Vec<Case>> {
         });
     }
     let native = args.bf16 || cpu_has_bf16();
+    // An inference batch of 32 takes 0.1-0.5 s (the detector's and U-Net's of 16, 50-150 ms): more
+    // steps, so that the timed window is not a fraction of a second of a shared machine (five batches
+    // gave 0.6x to 1.4x for the same binaries), and more warm-up for oneDNN's first calls of each shape.
+    let infer_steps = if args.quick { ("2", "8") } else { ("3", "20") };
     // (arch, (warmup, iters) when ResNet-50's slower steps take fewer). PyTorch's EfficientNet-Lite0 is
     // benches/reference/lite0.py (torchvision has none).
     let archs: [(&str, (&str, &str)); 4] = [
@@ -207,6 +226,12 @@ fn cases(p: &Fields, args: &BenchArgs, threads: usize) -> Result<Vec<Case>> {
     for (arch, (warmup, iters)) in archs {
         for task in ["train", "infer"] {
             let modes: &[&str] = if task == "train" { &TRAIN_MODES } else { &INFER_MODES };
+            // ResNet-50's float32 batches take 1.5-3 s: eight of them are a long enough window.
+            let (warmup, iters) = match (task, arch) {
+                ("train", _) => (warmup, iters),
+                (_, "resnet50") if !args.quick => ("2", "8"),
+                _ => infer_steps,
+            };
             for &mode in modes {
                 let a = strings(&[
                     "--arch", arch, "--mode", mode, "--task", task, "--batch", "32", "--size", "224", "--warmup",
@@ -234,6 +259,7 @@ fn cases(p: &Fields, args: &BenchArgs, threads: usize) -> Result<Vec<Case>> {
         .chain(["cl", "cl+bf16"].map(|m| ("infer", "16", m)))
         .chain(["fp32", "bf16", "cl", "cl+bf16"].map(|m| ("train", "16", m)));
     for (task, batch, mode) in yolo_rows {
+        let (warmup, iters) = if task == "infer" { infer_steps } else { (warmup, iters) };
         let a = strings(&[
             "--arch", "yolov8n", "--task", task, "--mode", mode, "--batch", batch, "--size", "640", "--warmup", warmup,
             "--iters", iters,
@@ -253,12 +279,12 @@ fn cases(p: &Fields, args: &BenchArgs, threads: usize) -> Result<Vec<Case>> {
         });
     }
     // The embedded runs' own networks (Lite0 YOLO-style detector, Lite0 U-Net) at their configs' sizes.
-    // An inference batch takes 50-150 ms: more steps, so that the timed window is not a fraction of a
-    // second of a shared machine, and more warm-up for oneDNN's first calls of each shape.
-    let infer_steps = if args.quick { ("2", "8") } else { ("3", "20") };
     for (net, size) in [("yolo-style", "256"), ("unet", "128")] {
         for task in ["train", "infer"] {
-            let (warmup, iters) = if task == "infer" { infer_steps } else { (warmup, iters) };
+            // A training step takes 0.6-2 s: ten of them, not five, so that one slow second moves the
+            // figure less.
+            let train_steps = if args.quick { (warmup, iters) } else { ("3", "10") };
+            let (warmup, iters) = if task == "infer" { infer_steps } else { train_steps };
             for mode in ["fp32", "cl", "bf16", "cl+bf16"] {
                 let a = strings(&[
                     "--net", net, "--task", task, "--mode", mode, "--batch", "16", "--size", size, "--warmup", warmup,
@@ -432,6 +458,7 @@ fn compare(root: &Path, args: &BenchArgs) -> Result<i32> {
     };
     println!("  {}", peaks.describe(threads));
     let busy_start = busy_cores();
+    let jiffies_start = cpu_jiffies();
     let rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 3 }).max(1);
     let mut rows = Vec::new();
     let mut mismatches = Vec::new();
@@ -446,6 +473,7 @@ fn compare(root: &Path, args: &BenchArgs) -> Result<i32> {
             continue;
         }
         println!("xtask: {} ...", case.name);
+        let row_start = cpu_jiffies();
         let (mut ours_runs, mut theirs_runs) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
             ours_runs.push(run_side(&mut rust(case.threads, &case.rust)));
@@ -470,10 +498,14 @@ fn compare(root: &Path, args: &BenchArgs) -> Result<i32> {
         }
         let mut row = Row::new(&case, &ours, &theirs);
         row.spread = spread;
-        println!("  {}", row.plain());
+        match steal_share(row_start, cpu_jiffies()) {
+            Some(x) => println!("  {}  steal {:.0}%", row.plain(), 100.0 * x),
+            None => println!("  {}", row.plain()),
+        }
         rows.push(row);
     }
-    let mut md = render((&rows, &mismatches, &notes), args, (threads, rounds), (busy_start, busy_cores()), &peaks);
+    let load = Load { steal: steal_share(jiffies_start, cpu_jiffies()), busy: (busy_start, busy_cores()) };
+    let mut md = render((&rows, &mismatches, &notes), args, (threads, rounds), load, &peaks);
     let out = root.join("benches").join("RESULTS.md");
     // Sections measured by hand (e.g. the precision runs) survive a new comparison.
     let old = std::fs::read_to_string(&out).unwrap_or_default();
@@ -547,6 +579,17 @@ mod tests {
             }
         }
         assert_eq!(find("COCO eval, 5000 images x 100 dets (s)").group, None);
+    }
+
+    #[test]
+    fn steal_is_the_share_of_all_cpu_time_between_samples() {
+        assert_eq!(steal_share(Some((10, 100)), Some((30, 300))), Some(0.1));
+        assert_eq!(steal_share(Some((10, 100)), Some((10, 100))), None, "no time passed");
+        assert_eq!(steal_share(None, Some((10, 100))), None);
+        if std::path::Path::new("/proc/stat").exists() {
+            let (steal, total) = cpu_jiffies().expect("/proc/stat's cpu line has a steal column");
+            assert!(steal <= total && total > 0);
+        }
     }
 
     #[test]

