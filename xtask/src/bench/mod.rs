@@ -279,11 +279,10 @@ fn cases(p: &Fields, args: &BenchArgs, threads: usize) -> Result<Vec<Case>> {
         });
     }
     // The embedded runs' own networks (Lite0 YOLO-style detector, Lite0 U-Net) at their configs' sizes.
+    // A training step takes 0.6-2 s: ten of them, not five, so that one slow second moves the figure less.
+    let train_steps = if args.quick { (warmup, iters) } else { ("3", "10") };
     for (net, size) in [("yolo-style", "256"), ("unet", "128")] {
         for task in ["train", "infer"] {
-            // A training step takes 0.6-2 s: ten of them, not five, so that one slow second moves the
-            // figure less.
-            let train_steps = if args.quick { (warmup, iters) } else { ("3", "10") };
             let (warmup, iters) = if task == "infer" { infer_steps } else { train_steps };
             for mode in ["fp32", "cl", "bf16", "cl+bf16"] {
                 let a = strings(&[

@@ -234,7 +234,7 @@ pub(super) fn best_against_best(rows: &[Row]) -> Vec<Best> {
 }
 
 /// How loaded the machine was around the rows.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub(super) struct Load {
     /// Other processes wanting a core, at the start and at the end.
     pub busy: (f64, f64),
